@@ -1,0 +1,29 @@
+"""ferkit: facial emotion recognition on FER2013.
+
+`import ferkit` stays light: the training and model stacks (Keras, TensorFlow) load only when
+`train` or `evaluate` is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ferkit.data.labels import EMOTIONS
+from ferkit.errors import FerkitError
+
+__version__ = "0.1.0"
+__all__ = ["EMOTIONS", "FerkitError", "evaluate", "train"]
+
+if TYPE_CHECKING:
+    from ferkit.evaluation import evaluate
+    from ferkit.training import train
+
+_LAZY = {"train": "ferkit.training", "evaluate": "ferkit.evaluation"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

@@ -1,0 +1,38 @@
+"""The `ferkit` command. Each sub-command lives in its own module with `add_parser` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ferkit.errors import FerkitError
+
+COMMANDS = ("train", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib import import_module
+
+    parser = argparse.ArgumentParser(prog="ferkit", description="Facial emotion recognition on FER2013.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        import_module(f"ferkit.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not ours
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.run(args) or 0)
+    except FerkitError as exc:
+        print(f"ferkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ferkit: interrupted", file=sys.stderr)
+        return 130

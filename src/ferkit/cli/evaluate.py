@@ -1,0 +1,24 @@
+"""`ferkit evaluate`: a trained model's metrics on FER2013 data."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained model on FER2013 data",
+                       description="Accuracy, macro-F1, per-class scores and a confusion matrix.")
+    p.add_argument("model", help="a run directory or a .keras file")
+    p.add_argument("data", help="fer2013.csv, an image folder or a .zip")
+    p.add_argument("--split", choices=["test", "all"], default="test",
+                   help="test: the model's own test split rebuilt on DATA; all: every face (default test)")
+    p.add_argument("--output", metavar="DIR", help="write metrics.json and confusion_matrix.png here")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.evaluation import evaluate
+
+    metrics = evaluate(args.model, args.data, split=args.split, output=args.output)
+    print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+    return 0

@@ -1,0 +1,74 @@
+"""`ferkit train`: a recipe plus flag overrides -> a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model on FER2013 (CSV, folder or zip)",
+                       description="Train a model. Every flag overrides one field of the recipe.")
+    p.add_argument("data", nargs="?", help="fer2013.csv, an image folder or a .zip (not with --resume)")
+    p.add_argument("--recipe", help="named recipe (see --list-recipes) or a .toml file; default: default")
+    p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument("--output", metavar="DIR", help="run directory (default runs/<recipe>-<timestamp>)")
+    g = p.add_argument_group("recipe overrides")
+    g.add_argument("--model", help="architecture from the model registry")
+    g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
+    g.add_argument("--split", choices=["random", "official"])
+    g.add_argument("--fractions", type=lambda s: tuple(float(x) for x in s.split(",")),
+                   help="train,val,test fractions, e.g. 0.8,0.1,0.1")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--learning-rate", type=float)
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--weights", help="imagenet, none, or a local weights file (transfer models)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without improvement")
+    g.add_argument("--augment", type=_bool, metavar="on|off")
+    g.add_argument("--erasing", type=float, metavar="STRENGTH", help="random erasing (0 = off)")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--class-weight", choices=["none", "balanced", "sqrt"])
+    g.add_argument("--schedule", choices=["constant", "cosine"])
+    g.add_argument("--warmup-epochs", type=int)
+    g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
+    g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")
+    p.set_defaults(run=run)
+
+
+OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
+             "image_size", "weights", "seed", "early_stopping", "augment", "erasing", "label_smoothing",
+             "class_weight", "schedule", "warmup_epochs", "weight_decay", "mixed_precision")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.errors import FerkitError
+    from ferkit.training.config import list_recipes, load_recipe
+
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:<18} {load_recipe(name).get('description', '')}")
+        return 0
+    if args.resume and (args.data or any(getattr(args, k) is not None for k in OVERRIDES)):
+        raise FerkitError("--resume continues a run with its own data and configuration: give nothing else")
+    if not args.resume and not args.data:
+        raise FerkitError("give the training data (fer2013.csv, a folder or a .zip), or --resume RUN_DIR")
+    from ferkit.training import train
+
+    if args.resume:
+        result = train(resume=args.resume)
+    else:
+        overrides = {k: getattr(args, k) for k in OVERRIDES}
+        result = train(args.data, recipe=args.recipe, output=args.output, **overrides)
+    print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}  "
+          f"run directory {result.run_dir}")
+    return 0

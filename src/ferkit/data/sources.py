@@ -1,0 +1,177 @@
+"""Read FER2013 in every form people have it: image folders, the downloaded .zip, or fer2013.csv.
+
+Everything becomes one in-memory FerDataset of 48x48 grayscale faces. Bad rows and unreadable
+images inside otherwise good data are skipped and counted by reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from ferkit.data.labels import CSV_CODES, EMOTIONS
+from ferkit.data.preprocess import FER_SIZE, resize_square
+from ferkit.errors import FerkitError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+# Where a face came from in FER2013's protocol; "" when the source does not say.
+USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
+USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
+USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public"}
+
+
+@dataclass
+class FerDataset:
+    """Faces (uint8, N x 48 x 48), labels (index into EMOTIONS), usage, and what was skipped."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    usage: np.ndarray
+    source: str
+    skipped: Counter = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(EMOTIONS))
+        return {name: int(n) for name, n in zip(EMOTIONS, counts) if n}
+
+
+def load_fer(path: str | os.PathLike) -> FerDataset:
+    """Load a FER2013 CSV, image folder or zip of image folders."""
+    path = Path(path)
+    if not path.exists():
+        raise FerkitError(f"data not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise FerkitError(f"data file is empty: {path}")
+    if path.is_dir():
+        entries = _folder_entries(path)
+    elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+        return _load_zip(path)
+    elif path.suffix.lower() == ".csv":
+        return _load_csv(path)
+    else:
+        raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder")
+    return _decode_entries(entries, source=str(path))
+
+
+def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            yield full.relative_to(root).as_posix(), full.read_bytes
+
+
+def _load_zip(path: Path) -> FerDataset:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise FerkitError(f"not a readable zip file: {path} ({exc})") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        entries = ((m.filename, lambda m=m: archive.read(m)) for m in members)
+        return _decode_entries(entries, source=str(path))
+
+
+def _decode_entries(entries, source: str) -> FerDataset:
+    """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image."""
+    images, labels, usage, skipped = [], [], [], Counter()
+    for relpath, read in entries:
+        parts = PurePosixPath(relpath).parts
+        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue  # OS metadata (.DS_Store, __MACOSX), not data
+        emotion = parts[-2].lower() if len(parts) >= 2 else ""
+        if emotion not in EMOTIONS:
+            skipped[f"file outside an emotion folder ({'/'.join(parts[:-1]) or '.'})"] += 1
+            continue
+        if PurePosixPath(relpath).suffix.lower() not in IMAGE_SUFFIXES:
+            skipped["not an image file"] += 1
+            continue
+        gray = cv2.imdecode(np.frombuffer(read(), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            skipped["unreadable image"] += 1
+            continue
+        images.append(resize_square(gray, FER_SIZE))
+        labels.append(EMOTIONS.index(emotion))
+        usage.append(_usage_of(parts))
+    if not images:
+        raise FerkitError(
+            f"no images found in {source}: expected [train|test/]<emotion>/<image> with emotion "
+            f"folders named {', '.join(EMOTIONS)}"
+        )
+    return _dataset(images, labels, usage, source, skipped)
+
+
+def _usage_of(parts: tuple[str, ...]) -> str:
+    name = parts[-1].lower()
+    for prefix, usage in USAGE_FROM_FILENAME.items():
+        if name.startswith(prefix):
+            return usage
+    return USAGE_FROM_FOLDER.get(parts[-3].lower(), "") if len(parts) >= 3 else ""
+
+
+def _load_csv(path: Path) -> FerDataset:
+    csv.field_size_limit(sys.maxsize)
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+        missing = [c for c in ("emotion", "pixels") if c not in columns]
+        if missing:
+            raise FerkitError(
+                f"{path} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
+                "(expected emotion,pixels[,Usage])"
+            )
+        images, labels, usage, skipped = [], [], [], Counter()
+        for row in reader:
+            parsed = _parse_csv_row(row, columns, skipped)
+            if parsed is not None:
+                images.append(parsed[0])
+                labels.append(parsed[1])
+                usage.append(parsed[2])
+    if not images:
+        raise FerkitError(f"no usable rows in {path} ({describe_skipped(skipped) or 'it has no data rows'})")
+    return _dataset(images, labels, usage, str(path), skipped)
+
+
+def _parse_csv_row(row, columns, skipped: Counter):
+    code = (row.get(columns["emotion"]) or "").strip()
+    if not code.isdigit() or int(code) not in CSV_CODES:
+        skipped["bad emotion code"] += 1
+        return None
+    try:
+        pixels = np.array((row.get(columns["pixels"]) or "").split(), dtype=np.int32)
+    except ValueError:
+        skipped["non-numeric pixels"] += 1
+        return None
+    if pixels.size != FER_SIZE * FER_SIZE or pixels.min() < 0 or pixels.max() > 255:
+        skipped[f"not {FER_SIZE * FER_SIZE} pixels in 0..255"] += 1
+        return None
+    raw_usage = (row.get(columns.get("usage", ""), "") or "").strip().lower()
+    image = pixels.astype(np.uint8).reshape(FER_SIZE, FER_SIZE)
+    return image, EMOTIONS.index(CSV_CODES[int(code)]), USAGE_FROM_CSV.get(raw_usage, "")
+
+
+def _dataset(images, labels, usage, source, skipped) -> FerDataset:
+    return FerDataset(
+        images=np.stack(images),
+        labels=np.asarray(labels, np.int64),
+        usage=np.asarray(usage, dtype="<U7"),
+        source=source,
+        skipped=skipped,
+    )
+
+
+def describe_skipped(skipped: Counter) -> str:
+    """'12 unreadable image, 3 bad emotion code' or '' when nothing was skipped."""
+    return ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())

@@ -1,0 +1,121 @@
+"""Train / validation / test splits: the seed project's random 80/10/10, or FER2013's official usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from ferkit.data.labels import EMOTIONS
+from ferkit.data.sources import FerDataset
+from ferkit.errors import FerkitError
+
+SPLIT_KINDS = ("random", "official")
+
+
+@dataclass
+class Split:
+    """Faces (uint8 N x 48 x 48) and labels as indices into the run's class list."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    description: str  # says which protocol produced them, for the log and metrics.json
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def select_classes(data: FerDataset, classes: tuple[str, ...],
+                   require_all: bool = True) -> tuple[FerDataset, int]:
+    """Keep only `classes`, relabelled 0..k-1 in that order; returns the subset and how many left out.
+
+    Training needs every class it asks for (`require_all`); evaluating may meet data lacking some.
+    """
+    empty = [c for c in classes if c not in data.class_counts()]
+    if empty and require_all:
+        raise FerkitError(f"no images of class(es) {', '.join(empty)} in {data.source}")
+    remap = np.full(len(EMOTIONS), -1)
+    for new, name in enumerate(classes):
+        remap[EMOTIONS.index(name)] = new
+    new_labels = remap[data.labels]
+    keep = new_labels >= 0
+    subset = FerDataset(
+        data.images[keep], new_labels[keep], data.usage[keep], data.source, data.skipped
+    )
+    return subset, int((~keep).sum())
+
+
+def make_splits(
+    data: FerDataset,
+    kind: str = "random",
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> Splits:
+    """Split `data` (already reduced to the run's classes) into train/val/test.
+
+    `random` merges everything and splits stratified by class with a fixed seed (the seed
+    project's protocol). `official` keeps FER2013's Training part for training and uses
+    PublicTest/PrivateTest for validation and test, carving validation out of Training when only
+    one of them is present (the usual `train/` + `test/` download): the val fraction of Training.
+    """
+    if kind == "random":
+        return _random(data, fractions, seed)
+    if kind == "official":
+        return _official(data, fractions[1], seed)
+    raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLIT_KINDS)}")
+
+
+def _random(data: FerDataset, fractions, seed: int) -> Splits:
+    train_f, val_f, test_f = fractions
+    if min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise FerkitError(f"split fractions must be positive and sum to 1, got {fractions}")
+    idx = np.arange(len(data))
+    rest, test = _stratified(idx, data.labels, test_f, seed)
+    train, val = _stratified(rest, data.labels, val_f / (train_f + val_f), seed)
+    pct = "/".join(f"{round(f * 100)}" for f in fractions)
+    return Splits(
+        _take(data, train), _take(data, val), _take(data, test),
+        f"random stratified {pct} train/val/test split of all {len(data)} images (seed {seed})",
+    )
+
+
+def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
+    parts = {u: np.flatnonzero(data.usage == u) for u in ("train", "public", "private")}
+    if not len(parts["train"]) or not (len(parts["public"]) or len(parts["private"])):
+        raise FerkitError(
+            f"{data.source} has no FER2013 usage information (Training and PublicTest/PrivateTest, "
+            "or train/ and test/ folders): use --split random"
+        )
+    if len(parts["public"]) and len(parts["private"]):
+        return Splits(
+            _take(data, parts["train"]), _take(data, parts["public"]), _take(data, parts["private"]),
+            "official split: train = Training, val = PublicTest, test = PrivateTest",
+        )
+    test_usage = "public" if len(parts["public"]) else "private"
+    train, val = _stratified(parts["train"], data.labels, val_fraction, seed)
+    return Splits(
+        _take(data, train), _take(data, val), _take(data, parts[test_usage]),
+        f"official split: train/val = stratified {1 - val_fraction:.0%}/{val_fraction:.0%} of "
+        f"Training (seed {seed}), test = {test_usage.title()}Test",
+    )
+
+
+def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
+    counts = np.bincount(labels[idx])
+    stratify = labels[idx] if counts[counts > 0].min() >= 2 else None
+    return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def _take(data: FerDataset, idx: np.ndarray) -> Split:
+    return Split(data.images[idx], data.labels[idx])

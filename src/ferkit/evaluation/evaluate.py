@@ -1,0 +1,55 @@
+"""`evaluate`: a trained model on FER2013 data, with the same metrics.json a training run writes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ferkit.data.labels import EMOTIONS
+from ferkit.data.preprocess import to_model_input
+from ferkit.data.sources import describe_skipped, load_fer
+from ferkit.data.splits import make_splits, select_classes
+from ferkit.errors import FerkitError
+from ferkit.evaluation.metrics import classification_metrics, format_metrics
+from ferkit.evaluation.report import write_metrics
+from ferkit.runs import RunDir, load_keras_model
+
+log = logging.getLogger("ferkit")
+EVAL_SPLITS = ("test", "all")
+
+def evaluate(model: str | Path, data: str | Path, split: str = "test",
+             output: str | Path | None = None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of `model` on `data`.
+
+    `split="test"` re-creates the model's own test split on `data` (same protocol, fractions and
+    seed as its training run); `"all"` uses every face of the model's classes.
+    """
+    if split not in EVAL_SPLITS:
+        raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
+    keras_model, info = load_keras_model(model)
+    dataset = load_fer(data)
+    if dataset.skipped:
+        log.warning("skipped %s", describe_skipped(dataset.skipped))
+    dataset, left_out = select_classes(dataset, info.classes, require_all=False)
+    if left_out:
+        dropped = sorted(set(EMOTIONS) - set(info.classes))
+        log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
+    if split == "test":
+        cfg = info.config
+        if not cfg:
+            raise FerkitError(f"{model} has no training configuration to rebuild its test split: use --split all")
+        splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
+        images, labels, description = splits.test.images, splits.test.labels, splits.description
+    else:
+        images, labels, description = dataset.images, dataset.labels, f"all {len(dataset)} faces"
+    probs = keras_model.predict(to_model_input(images, info.image_size), batch_size=256, verbose=0)
+    metrics = classification_metrics(labels, probs, info.classes)
+    metrics.update(split=description, model=str(model), data=str(data),
+                   skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})
+    log.info("%s: %s", description, format_metrics(metrics))
+    if output is not None:
+        run = RunDir(Path(output))
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
+    return metrics

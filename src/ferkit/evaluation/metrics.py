@@ -1,0 +1,38 @@
+"""Classification metrics in the shape of metrics.json, computed with scikit-learn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """accuracy, macro_f1, per-class precision/recall/f1/support and the confusion matrix."""
+    labels = np.arange(len(classes))
+    y_pred = np.asarray(probs).argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+    }
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "classes": list(classes),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A short human summary: headline numbers, then one line per class."""
+    lines = [f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"]
+    for name, m in metrics["per_class"].items():
+        lines.append(f"  {name:<9} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                     f"f1 {m['f1']:.3f}  n={m['support']}")
+    return "\n".join(lines)

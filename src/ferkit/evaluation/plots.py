@@ -1,0 +1,54 @@
+"""Figures people would rather look at than read: training curves and the confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: str) -> None:
+    """Training vs validation `metric` per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    epochs = np.asarray(history.get("epoch", range(len(history.get(metric, []))))) + 1
+    for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        if key in history:
+            ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
+    ax.set(xlabel="epoch", ylabel=metric, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path,
+                   title: str) -> None:
+    """Row-normalised colours (recall per class) with the raw counts written in each cell."""
+    counts = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.1 * len(classes) + 1.5), dpi=110)
+    display = ConfusionMatrixDisplay(counts, display_labels=list(classes)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45
+    )
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    display.im_.set_data(rates)
+    display.im_.set_clim(0, 1)
+    for text, rate in zip(display.text_.ravel(), rates.ravel()):
+        text.set_color("white" if rate > 0.5 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

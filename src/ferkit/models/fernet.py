@@ -1,0 +1,51 @@
+"""fernet: ferkit's own residual CNN for 48x48 faces, sized for accuracy per FLOP on a CPU.
+
+A 3x3 stem at full resolution, then one residual block per stage with the width doubling as the
+resolution halves (48 -> 24 -> 12 -> 6), so every conv costs about the same; global average
+pooling and dropout instead of a large dense head.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ferkit.models._blocks import classifier, face_input, load_local_weights
+from ferkit.models._registry import register_model
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if relu else x
+
+
+def residual_block(x, filters: int, strides: int = 1):
+    """Two 3x3 convs plus a shortcut (a strided 1x1 projection when the shape changes)."""
+    y = _conv_bn(x, filters, strides=strides)
+    y = _conv_bn(y, filters, relu=False)
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, kernel=1, strides=strides, relu=False)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+@register_model
+def fernet(
+    image_size: int,
+    num_classes: int,
+    weights: str = "none",
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks: tuple[int, ...] = (1, 1, 1, 1),
+    dropout: float = 0.3,
+) -> keras.Model:
+    inputs = face_input(image_size)
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = _conv_bn(x, widths[0])
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for i in range(count):
+            x = residual_block(x, width, strides=2 if stage > 0 and i == 0 else 1)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    model = keras.Model(inputs, classifier(x, num_classes), name="fernet")
+    return load_local_weights(model, weights)

@@ -1,0 +1,56 @@
+"""The seed project's transfer models: an ImageNet backbone (frozen by default) and a dense head.
+
+Each is built as `backbone` -> `head` so that, with the backbone frozen, training can compute the
+backbone's features once and fit only the head (see ferkit.training.features).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg
+from ferkit.models._registry import register_model
+
+# keras.applications.vgg19.preprocess_input ("caffe" mode) on a gray face repeated in 3 channels.
+VGG_BGR_MEAN = [103.939, 116.779, 123.68]
+
+
+def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool):
+    inputs = face_input(image_size)
+    rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    base = base_fn(include_top=False, weights=keras_weights_arg(weights),
+                   input_shape=(image_size, image_size, 3))
+    base.trainable = not freeze
+    x = base(scale_layer(rgb), training=False if freeze else None)
+    x = layers.GlobalAveragePooling2D()(x) if pool else layers.Flatten()(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def _head(features_shape, hidden: tuple[int, ...], num_classes: int, batch_norm: bool, dropout: float):
+    inputs = keras.Input(features_shape, name="features")
+    x = layers.BatchNormalization()(inputs) if batch_norm else inputs
+    for units in hidden:
+        x = layers.Dense(units, activation="relu")(x)
+        x = layers.Dropout(dropout)(x) if dropout else x
+    return keras.Model(inputs, classifier(x, num_classes), name="head")
+
+
+@register_model
+def vgg19(image_size: int, num_classes: int, weights: str = "imagenet", freeze: bool = True,
+          dropout: float = 0.0) -> keras.Model:
+    """Frozen VGG19 conv layers, then Flatten -> BatchNorm -> Dense 4096 -> Dense 1024 -> softmax."""
+    scale = layers.Normalization(mean=VGG_BGR_MEAN, variance=[1.0, 1.0, 1.0], name="vgg_preprocess")
+    backbone = _backbone(keras.applications.VGG19, image_size, weights, scale, False, freeze)
+    head = _head(backbone.output_shape[1:], (4096, 1024), num_classes, True, dropout)
+    return compose(backbone, head, "vgg19")
+
+
+@register_model
+def mobilenetv2(image_size: int, num_classes: int, weights: str = "imagenet", freeze: bool = True,
+                dropout: float = 0.2) -> keras.Model:
+    """Frozen MobileNetV2, global average pooling, then a small dense head."""
+    scale = layers.Rescaling(1 / 127.5, offset=-1, name="mobilenet_preprocess")
+    backbone = _backbone(keras.applications.MobileNetV2, image_size, weights, scale, True, freeze)
+    head = _head(backbone.output_shape[1:], (128,), num_classes, False, dropout)
+    return compose(backbone, head, "mobilenetv2")

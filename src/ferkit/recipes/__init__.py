@@ -1,0 +1,1 @@
+"""Named training recipes (TOML), read with importlib.resources by ferkit.training.config."""

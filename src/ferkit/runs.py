@@ -1,0 +1,106 @@
+"""The run directory: the one place that names the files a training run writes and inference reads.
+
+A run directory is ferkit's public model format:
+
+    config.json            full resolved training configuration (classes, image_size, ...)
+    model.keras            the trained model (Keras' native format)
+    model.json             model structure + model.weights.h5 weights (the original project's format)
+    metrics.json           test-split metrics (see ferkit.evaluation.metrics)
+    history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
+    confusion_matrix.png   test-split confusion matrix
+    checkpoints/           best weights so far and the backup that `--resume` continues from
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferkit.data.labels import EMOTIONS, SEED_CLASSES
+from ferkit.errors import FerkitError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    config = property(lambda self: self.path / "config.json")
+    keras_model = property(lambda self: self.path / "model.keras")
+    model_json = property(lambda self: self.path / "model.json")
+    weights = property(lambda self: self.path / "model.weights.h5")
+    metrics = property(lambda self: self.path / "metrics.json")
+    history = property(lambda self: self.path / "history.csv")
+    loss_plot = property(lambda self: self.path / "loss.png")
+    accuracy_plot = property(lambda self: self.path / "accuracy.png")
+    confusion_plot = property(lambda self: self.path / "confusion_matrix.png")
+    best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
+    backup = property(lambda self: self.path / "checkpoints" / "backup")
+
+    @classmethod
+    def create(cls, output: str | Path | None, recipe: str) -> RunDir:
+        """`output` itself, or runs/<recipe>-<timestamp>/ when none is given."""
+        path = Path(output) if output else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.config.is_file():
+            raise FerkitError(f"{self.path} is not a ferkit run directory (no config.json)")
+        return json.loads(self.config.read_text())
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a caller needs to feed a trained model and read its output."""
+
+    classes: tuple[str, ...]
+    image_size: int
+    config: dict[str, Any]
+
+
+def model_info(model_path: str | Path, num_outputs: int | None = None,
+               image_size: int | None = None) -> ModelInfo:
+    """Classes and input size of a run directory, or of a model file with a config.json beside it.
+
+    A bare model file without one is accepted only when its output size says which classes it
+    has: 7 (all of FER2013) or 6 (the seed's set without disgust).
+    """
+    path = Path(model_path)
+    run = RunDir(path if path.is_dir() else path.parent)
+    if run.config.is_file():
+        config = run.read_config()
+        return ModelInfo(tuple(config["classes"]), int(config["image_size"]), config)
+    by_size = {len(EMOTIONS): EMOTIONS, len(SEED_CLASSES): SEED_CLASSES}
+    if num_outputs in by_size and image_size:
+        return ModelInfo(by_size[num_outputs], image_size, {})
+    raise FerkitError(f"cannot tell the classes of {path}: give its run directory (with config.json)")
+
+
+def load_keras_model(model_path: str | Path):
+    """Load a run directory's model.keras (or a .keras / model.json file) with its ModelInfo."""
+    import keras  # deferred: inference with ONNX must not need Keras
+
+    path = Path(model_path)
+    if not path.exists():
+        raise FerkitError(f"model not found: {path}")
+    run = RunDir(path) if path.is_dir() else None
+    if run is not None:
+        path = run.keras_model
+        if not path.is_file():
+            raise FerkitError(f"{run.path} has no model.keras: was its training finished?")
+    if path.suffix == ".json":
+        model = keras.models.model_from_json(path.read_text())
+        model.load_weights(path.with_name("model.weights.h5"))
+    elif path.suffix == ".keras":
+        model = keras.models.load_model(path, compile=False)
+    else:
+        raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
+    info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
+    return model, info

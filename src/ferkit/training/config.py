@@ -1,0 +1,104 @@
+"""Training configuration: dataclass defaults, overridden by a named recipe, overridden by flags.
+
+Recipes are TOML files shipped in ferkit/recipes/ (or any .toml path a user gives), in the
+spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ferkit.data.labels import EMOTIONS, parse_classes
+from ferkit.errors import FerkitError
+
+DEFAULT_RECIPE = "default"
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = DEFAULT_RECIPE
+    description: str = ""
+    data: str = ""  # where the faces came from; kept so that --resume needs nothing else
+    model: str = "custom"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = EMOTIONS
+    split: str = "random"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    image_size: int = 48
+    weights: str = "none"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    early_stopping: int = 0  # patience in epochs; 0 turns it off
+    precompute_features: bool = True  # frozen backbones: fit the head on cached features
+    # Regularisation and schedule (see ferkit.training.techniques); the seed used none of them.
+    augment: bool = False  # random flip, shift, rotation and zoom on the training faces
+    erasing: float = 0.0  # random-erasing strength (0 turns it off)
+    label_smoothing: float = 0.0
+    class_weight: str = "none"  # "balanced": inverse frequency; "sqrt": its square root, gentler
+    schedule: str = "constant"  # or "cosine" (with warmup_epochs of linear warm-up)
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0  # > 0 switches Adam to AdamW
+    mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
+
+    def __post_init__(self) -> None:
+        self.classes = parse_classes(self.classes)
+        self.fractions = tuple(float(f) for f in self.fractions)
+        for name in ("epochs", "batch_size", "image_size"):
+            if int(getattr(self, name)) < 1:
+                raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.image_size < 32 and self.model != "custom":
+            raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
+        choices = {"class_weight": ("none", "balanced", "sqrt"), "schedule": ("constant", "cosine")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FerkitError(f"unknown configuration field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
+        """The recipe's values, then every override that is not None."""
+        values = {**load_recipe(recipe), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls.from_dict(values)
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ferkit.recipes").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_recipe(recipe: str) -> dict[str, Any]:
+    """A shipped recipe by name, or a user's recipe from a .toml path."""
+    if recipe.endswith(".toml"):
+        path = Path(recipe)
+        if not path.is_file():
+            raise FerkitError(f"recipe file not found: {recipe}")
+        text, name = path.read_text(), path.stem
+    else:
+        shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
+        if not shipped.is_file():
+            raise FerkitError(f"unknown recipe {recipe!r}; choose from {', '.join(list_recipes())}")
+        text, name = shipped.read_text(), recipe
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
+    return {"recipe": name, **values}

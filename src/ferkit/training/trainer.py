@@ -1,0 +1,198 @@
+"""`train`: from a FER2013 source and a recipe to a finished run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ferkit.data.preprocess import to_model_input
+from ferkit.data.sources import describe_skipped, load_fer
+from ferkit.data.splits import Splits, make_splits, select_classes
+from ferkit.errors import FerkitError
+from ferkit.evaluation.metrics import classification_metrics, format_metrics
+from ferkit.evaluation.report import write_history_plots, write_metrics
+from ferkit.models import create_model
+from ferkit.runs import RunDir, write_json
+from ferkit.training import techniques
+from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
+from ferkit.training.features import frozen_backbone
+
+log = logging.getLogger("ferkit")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    interrupted: bool  # Ctrl-C stopped training early; the best weights so far were kept
+    minutes: float
+
+
+def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
+          output: str | Path | None = None, resume: str | Path | None = None,
+          verbose: int | None = None, callbacks: list[keras.callbacks.Callback] | None = None,
+          **overrides: Any) -> TrainResult:
+    """Train a model on FER2013 `data` and write a run directory.
+
+    `config` (or a recipe name and field overrides, e.g. ``recipe="seed-custom", epochs=5``)
+    says what to train. `resume` continues an interrupted run directory from its last completed
+    epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
+    """
+    started = time.time()
+    if resume is not None:
+        run = RunDir(Path(resume))
+        config = TrainConfig.from_dict(run.read_config())
+    else:
+        if config is None:
+            config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
+        if data is not None:
+            config.data = str(data)
+        run = RunDir.create(output, config.recipe)
+    if not config.data:
+        raise FerkitError("no training data given")
+    keras.utils.set_random_seed(config.seed)
+    splits, skipped, left_out = _prepare_data(config)
+    write_json(run.config, config.to_dict())
+    log.info("run directory: %s", run.path)
+
+    model = _build(config, config.weights, config.mixed_precision)
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
+    fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or []}
+    model, probs, interrupted = fit(model, splits, config, run, fit_options)
+
+    metrics = classification_metrics(splits.test.labels, probs, config.classes)
+    metrics.update(split=splits.description, split_sizes=splits.sizes(),
+                   skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
+                   interrupted=interrupted)
+    _save(model, run, metrics)
+    minutes = (time.time() - started) / 60
+    log.info("test split: %s", format_metrics(metrics))
+    log.info("finished in %.1f min; run directory %s", minutes, run.path)
+    return TrainResult(run.path, metrics, interrupted, minutes)
+
+
+def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
+    t0 = time.time()
+    data = load_fer(config.data)
+    log.info("loaded %d faces from %s in %.1f s", len(data), data.source, time.time() - t0)
+    if data.skipped:
+        log.warning("skipped %s", describe_skipped(data.skipped))
+    data, left_out = select_classes(data, config.classes)
+    if left_out:
+        log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(config.classes))
+    splits = make_splits(data, config.split, config.fractions, config.seed)
+    log.info("%s: %s", splits.description, splits.sizes())
+    return splits, data.skipped, left_out
+
+
+def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
+    """The recipe's model; under bfloat16 mixed precision when asked (about 2x faster on AMX CPUs)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
+    try:
+        return create_model(config.model, image_size=config.image_size, num_classes=len(config.classes),
+                            weights=weights, **config.model_options)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """The same weights in a float32 model, so that saved and exported models hold no bfloat16 ops."""
+    if not config.mixed_precision:
+        return model
+    plain = _build(config, "none", mixed_precision=False)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
+def _use_features(model: keras.Model, config: TrainConfig) -> bool:
+    return (config.precompute_features and not config.augment and config.erasing == 0
+            and frozen_backbone(model) is not None)
+
+
+def _compile(model: keras.Model, config: TrainConfig, num_train: int):
+    loss, targets = techniques.loss_and_targets(config, len(config.classes))
+    steps = techniques.steps_per_epoch(num_train, config.batch_size)
+    model.compile(optimizer=techniques.optimizer(config, steps), loss=loss, metrics=["accuracy"])
+    return targets
+
+
+def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
+    x = {name: to_model_input(getattr(splits, name).images, config.image_size)
+         for name in ("train", "val", "test")}
+    trainer = techniques.with_augmentation(model, techniques.augmentation(config))
+    interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, **fit_options)
+    model = _as_float32(model, config)
+    return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
+
+
+def _fit_on_features(model, splits: Splits, config, run, fit_options):
+    """Frozen backbone: run it once over every face, then train only the head on its features."""
+    backbone, head = frozen_backbone(model), model.get_layer("head")
+    t0 = time.time()
+    feats = {name: backbone.predict(to_model_input(getattr(splits, name).images, config.image_size),
+                                    batch_size=256, verbose=0)
+             for name in ("train", "val", "test")}
+    log.info("computed frozen %s features %s once in %.1f s", config.model,
+             feats["train"].shape[1:], time.time() - t0)
+    interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
+    model = _as_float32(model, config)
+    return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
+
+
+def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
+         resume: bool, verbose: int, callbacks: list) -> bool:
+    """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
+    targets = _compile(trainer, config, len(x_train))
+    try:
+        trainer.fit(
+            x_train, targets(splits.train.labels), validation_data=(x_val, targets(splits.val.labels)),
+            epochs=config.epochs, batch_size=config.batch_size, verbose=verbose,
+            class_weight=techniques.class_weights(config, splits.train.labels),
+            callbacks=_callbacks(config, run, resume) + callbacks,
+        )
+        interrupted = False
+    except KeyboardInterrupt:
+        log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
+        interrupted = True
+    if not run.best_weights.is_file():
+        raise FerkitError("training stopped before its first epoch finished: nothing to keep")
+    trainer.load_weights(run.best_weights)
+    return interrupted
+
+
+def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
+    best_so_far = _best_val_loss(run) if resume else None
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_loss", save_best_only=True,
+                                        save_weights_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(run.history, append=resume),
+        keras.callbacks.BackupAndRestore(run.backup),
+    ]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping))
+    return callbacks
+
+
+def _best_val_loss(run: RunDir) -> float | None:
+    from ferkit.evaluation.plots import read_history
+
+    if not run.history.is_file():
+        return None
+    losses = read_history(run.history).get("val_loss", [])
+    return float(np.min(losses)) if losses else None
+
+
+def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
+    model.save(run.keras_model)
+    run.model_json.write_text(model.to_json())
+    model.save_weights(run.weights)
+    write_metrics(run, metrics, title="test split")
+    write_history_plots(run)

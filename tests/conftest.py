@@ -1,0 +1,90 @@
+"""Shared fixtures: synthetic faces with a learnable signal, and small real FER2013 samples."""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ferkit.data.labels import CSV_CODES, EMOTIONS  # noqa: E402
+
+FER_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"
+
+
+def synthetic_faces(classes: tuple[str, ...], per_class: int, seed: int = 0):
+    """48x48 noise with a bright block whose position encodes the class: easy to learn, not trivial."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        row, col = divmod(EMOTIONS.index(name), 3)
+        for _ in range(per_class):
+            img = rng.integers(0, 90, (48, 48)).astype(np.uint8)
+            dy, dx = rng.integers(-2, 3, 2)
+            y, x = 4 + row * 15 + dy, 4 + col * 15 + dx
+            img[max(y, 0):y + 12, max(x, 0):x + 12] = 220
+            images.append(img)
+            labels.append(name)
+    return images, labels
+
+
+def write_folder(root: Path, images, labels, split: str | None = "train", prefix: str = "Training") -> Path:
+    for i, (img, name) in enumerate(zip(images, labels)):
+        folder = root / split / name if split else root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{prefix}_{i:05d}.png"), img)
+    return root
+
+
+@pytest.fixture
+def synthetic_folder(tmp_path) -> Path:
+    """train/ and test/ folders of synthetic faces for four classes."""
+    classes = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(classes, 60)
+    write_folder(tmp_path / "syn", images, labels, "train", "Training")
+    images, labels = synthetic_faces(classes, 15, seed=1)
+    return write_folder(tmp_path / "syn", images, labels, "test", "PublicTest")
+
+
+@pytest.fixture(scope="session")
+def real_members() -> list[tuple[str, bytes]]:
+    """A few real FER2013 images per class and part, read from the shared zip."""
+    if not FER_ZIP.is_file():
+        pytest.skip(f"FER2013 not available at {FER_ZIP}")
+    picked: dict[str, list] = {}
+    with zipfile.ZipFile(FER_ZIP) as archive:
+        for name in archive.namelist():
+            key = "/".join(name.split("/")[:2])
+            if name.endswith(".jpg") and len(picked.setdefault(key, [])) < 6:
+                picked[key].append((name, archive.read(name)))
+    return [m for members in picked.values() for m in members]
+
+
+@pytest.fixture
+def real_zip(tmp_path, real_members) -> Path:
+    path = tmp_path / "fer_small.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in real_members:
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def real_csv(tmp_path, real_members) -> Path:
+    """The same faces in fer2013.csv's format (emotion code, pixels, Usage)."""
+    codes = {name: code for code, name in CSV_CODES.items()}
+    path = tmp_path / "fer_small.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for name, data in real_members:
+            gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            usage = "Training" if name.startswith("train/") else "PublicTest"
+            writer.writerow([codes[name.split("/")[1]], " ".join(map(str, gray.ravel())), usage])
+    return path

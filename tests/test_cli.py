@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ferkit.cli import COMMANDS, main
+
+
+def test_help_for_every_command(capsys):
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: ferkit" in capsys.readouterr().out
+
+
+def test_list_recipes(capsys):
+    assert main(["train", "--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "seed-vgg19" in out and "default" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}/missing.zip"], "data not found"),
+    (["train", "{tmp}/empty.csv"], "empty"),
+    (["train", "{tmp}/wrong.csv"], "missing column"),
+    (["train", "{tmp}"], "no images found"),
+    (["train", "{tmp}/wrong.csv", "--recipe", "nope"], "unknown recipe"),
+    (["train", "{tmp}/wrong.csv", "--classes", "angry,contempt"], "unknown class"),
+    (["train"], "give the training data"),
+    (["train", "{tmp}/wrong.csv", "--resume", "{tmp}"], "--resume continues"),
+    (["train", "--resume", "{tmp}"], "not a ferkit run directory"),
+    (["evaluate", "{tmp}/nope", "{tmp}/wrong.csv"], "model not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "wrong.csv").write_text("label,image\n1,2\n")
+    code = main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ferkit: error:") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_train_and_evaluate_from_the_console_script(synthetic_folder, tmp_path):
+    """The installed `ferkit` command end to end, as a user runs it."""
+    run = tmp_path / "run"
+    train = subprocess.run(
+        [sys.executable, "-m", "ferkit", "train", str(synthetic_folder), "--recipe", "seed-custom",
+         "--classes", "angry,happy,sad,surprise", "--split", "official", "--epochs", "2",
+         "--output", str(run)], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    assert "run directory" in train.stdout and (run / "model.keras").is_file()
+    evaluate = subprocess.run([sys.executable, "-m", "ferkit", "evaluate", str(run), str(synthetic_folder)],
+                              capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 0, evaluate.stderr
+    assert evaluate.stdout.startswith("accuracy ")

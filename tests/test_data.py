@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import synthetic_faces, write_folder
+from ferkit.data import EMOTIONS, load_fer, parse_classes
+from ferkit.data.preprocess import to_gray, to_model_input
+from ferkit.data.splits import make_splits, select_classes
+from ferkit.errors import FerkitError
+
+
+# --- class names -------------------------------------------------------------------------------
+
+def test_parse_classes_canonical_order_and_case():
+    assert parse_classes("Surprise, angry,fear") == ("angry", "fear", "surprise")
+    assert parse_classes(None) == EMOTIONS
+
+
+@pytest.mark.parametrize("spec", ["angry,contempt", "happy", "happy,happy", ""])
+def test_parse_classes_rejects_bad_specs(spec):
+    with pytest.raises(FerkitError):
+        parse_classes(spec)
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+def test_folder_with_train_and_test(synthetic_folder):
+    data = load_fer(synthetic_folder)
+    assert len(data) == 4 * 75
+    assert data.images.shape[1:] == (48, 48) and data.images.dtype == np.uint8
+    assert Counter(data.usage) == {"train": 240, "public": 60}
+    assert data.class_counts() == {"angry": 75, "happy": 75, "sad": 75, "surprise": 75}
+    assert not data.skipped
+
+
+def test_bare_emotion_folders_have_no_usage(tmp_path):
+    images, labels = synthetic_faces(("fear", "neutral"), 3)
+    data = load_fer(write_folder(tmp_path, images, labels, split=None, prefix="img"))
+    assert len(data) == 6 and set(data.usage) == {""}
+
+
+def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):
+    folder = tmp_path / "happy"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "big.jpg"), np.full((120, 90, 3), 200, np.uint8))
+    data = load_fer(tmp_path)
+    assert data.images.shape == (1, 48, 48)
+
+
+def test_zip_read_directly(real_zip, real_members):
+    data = load_fer(real_zip)
+    assert len(data) == len(real_members)
+    expected = Counter(name.split("/")[1] for name, _ in real_members)
+    assert data.class_counts() == dict(expected)
+    assert set(data.usage) == {"train", "public"}
+
+
+def test_csv_codes_map_to_names(real_csv, real_zip):
+    from_csv, from_zip = load_fer(real_csv), load_fer(real_zip)
+    assert from_csv.class_counts() == from_zip.class_counts()
+    assert Counter(from_csv.usage) == Counter(from_zip.usage)
+    # Same pixels: JPEG decoded once, written as numbers, read back.
+    assert sorted(from_csv.images.sum(axis=(1, 2)).tolist()) == sorted(from_zip.images.sum(axis=(1, 2)).tolist())
+
+
+def test_csv_sad_and_neutral_codes(tmp_path):
+    path = tmp_path / "f.csv"
+    pixels = " ".join(["7"] * 2304)
+    path.write_text(f"emotion,pixels,Usage\n4,{pixels},Training\n6,{pixels},PrivateTest\n")
+    data = load_fer(path)
+    assert [EMOTIONS[i] for i in data.labels] == ["sad", "neutral"]
+    assert list(data.usage) == ["train", "private"]
+
+
+def test_bad_rows_are_counted_not_silent(tmp_path):
+    good = " ".join(["1"] * 2304)
+    path = tmp_path / "f.csv"
+    path.write_text(
+        "emotion,pixels\n"
+        f"3,{good}\n"
+        f"9,{good}\n"            # unknown code
+        "x,1 2 3\n"              # bad code
+        "2,1 2 3\n"              # wrong pixel count
+        f"2,{good.replace('1', 'a', 1)}\n"  # non-numeric
+        f"5,{' '.join(['300'] * 2304)}\n"   # out of range
+    )
+    data = load_fer(path)
+    assert len(data) == 1
+    assert data.skipped == {"bad emotion code": 2, "not 2304 pixels in 0..255": 2, "non-numeric pixels": 1}
+
+
+def test_unreadable_images_are_counted(tmp_path):
+    images, labels = synthetic_faces(("angry", "sad"), 2)
+    write_folder(tmp_path, images, labels)
+    (tmp_path / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "train" / "sad" / "notes.txt").write_text("hi")
+    (tmp_path / "train" / "contempt").mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "contempt" / "x.png"), images[0])
+    data = load_fer(tmp_path)
+    assert len(data) == 4
+    assert data.skipped["unreadable image"] == 1
+    assert data.skipped["not an image file"] == 1
+    assert data.skipped["file outside an emotion folder (train/contempt)"] == 1
+
+
+def test_zip_ignores_os_metadata(tmp_path, real_members):
+    path = tmp_path / "mac.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        name, data = real_members[0]
+        archive.writestr(name, data)
+        archive.writestr("__MACOSX/" + name, b"junk")
+        archive.writestr("train/.DS_Store", b"junk")
+    assert len(load_fer(path)) == 1 and not load_fer(path).skipped
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "not found"),
+    ("empty", "empty"),
+    ("no_columns", "missing column"),
+    ("no_emotion_folders", "no images found"),
+    ("bad_zip", "not a readable zip"),
+    ("unknown_type", "unsupported data"),
+])
+def test_bad_sources_give_one_line_errors(tmp_path, case, message):
+    path = tmp_path / "data"
+    if case == "empty":
+        path = tmp_path / "empty.csv"
+        path.write_bytes(b"")
+    elif case == "no_columns":
+        path = tmp_path / "wrong.csv"
+        path.write_text("label,image\n1,2\n")
+    elif case == "no_emotion_folders":
+        (path / "cats").mkdir(parents=True)
+        cv2.imwrite(str(path / "cats" / "a.png"), np.zeros((48, 48), np.uint8))
+    elif case == "bad_zip":
+        path = tmp_path / "broken.zip"
+        path.write_bytes(b"PK\x03\x04 truncated")
+    elif case == "unknown_type":
+        path = tmp_path / "data.txt"
+        path.write_text("hello")
+    with pytest.raises(FerkitError, match=message) as info:
+        load_fer(path)
+    assert "\n" not in str(info.value)
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+def _dataset(tmp_path, per_class=50):
+    images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), per_class)
+    return load_fer(write_folder(tmp_path, images, labels))
+
+
+def test_random_split_is_stratified_and_seeded(tmp_path):
+    data = _dataset(tmp_path)
+    a = make_splits(data, "random", (0.8, 0.1, 0.1), seed=3)
+    b = make_splits(data, "random", (0.8, 0.1, 0.1), seed=3)
+    c = make_splits(data, "random", (0.8, 0.1, 0.1), seed=4)
+    assert a.sizes() == {"train": 160, "val": 20, "test": 20}
+    assert np.bincount(a.test.labels, minlength=len(EMOTIONS)).max() == 5  # 5 of each present class
+    assert np.array_equal(a.test.images, b.test.images)
+    assert not np.array_equal(a.test.images, c.test.images)
+    assert "random" in a.description
+
+
+def test_official_split_uses_usage(synthetic_folder):
+    data, _ = select_classes(load_fer(synthetic_folder), ("angry", "happy", "sad", "surprise"))
+    splits = make_splits(data, "official", (0.8, 0.1, 0.1), seed=0)
+    assert splits.sizes() == {"train": 216, "val": 24, "test": 60}
+    assert "test = PublicTest" in splits.description
+
+
+def test_official_split_with_private_test(tmp_path):
+    path = tmp_path / "f.csv"
+    px = " ".join(["9"] * 2304)
+    rows = [f"{code},{px},{usage}" for usage in ("Training", "PublicTest", "PrivateTest")
+            for code in (0, 3) for _ in range(4)]
+    path.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    data, _ = select_classes(load_fer(path), ("angry", "happy"))
+    splits = make_splits(data, "official")
+    assert splits.sizes() == {"train": 8, "val": 8, "test": 8}
+    assert "val = PublicTest, test = PrivateTest" in splits.description
+
+
+def test_official_split_needs_usage(tmp_path):
+    images, labels = synthetic_faces(("fear", "neutral"), 5)
+    data = load_fer(write_folder(tmp_path, images, labels, split=None))
+    with pytest.raises(FerkitError, match="--split random"):
+        make_splits(data, "official")
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0)])
+def test_bad_fractions(tmp_path, fractions):
+    with pytest.raises(FerkitError, match="fractions"):
+        make_splits(_dataset(tmp_path), "random", fractions)
+
+
+def test_select_classes_relabels_and_counts(tmp_path):
+    data = _dataset(tmp_path)
+    subset, left_out = select_classes(data, ("fear", "sad"))
+    assert left_out == 100 and len(subset) == 100
+    assert set(subset.labels) == {0, 1}
+
+
+def test_requested_class_without_images_is_an_error(tmp_path):
+    with pytest.raises(FerkitError, match="no images of class"):
+        select_classes(_dataset(tmp_path), ("disgust", "sad"))
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(30, 40), (30, 40, 1), (30, 40, 3), (30, 40, 4)])
+def test_to_gray_accepts_gray_bgr_bgra(shape):
+    assert to_gray(np.full(shape, 100, np.uint8)).shape == (30, 40)
+
+
+def test_to_gray_rejects_odd_shapes():
+    with pytest.raises(ValueError):
+        to_gray(np.zeros((5, 5, 2), np.uint8))
+
+
+def test_model_input_batch():
+    batch = to_model_input([np.zeros((48, 48), np.uint8), np.full((100, 80, 3), 255, np.uint8)], 64)
+    assert batch.shape == (2, 64, 64, 1) and batch.dtype == np.float32
+    assert batch[1].min() == 255 and batch[0].max() == 0
+    assert to_model_input([], 48).shape == (0, 48, 48, 1)

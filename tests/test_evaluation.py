@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_faces, write_folder
+from ferkit.errors import FerkitError
+from ferkit.evaluation import evaluate
+from ferkit.evaluation.metrics import classification_metrics, format_metrics
+from ferkit.training import train
+
+
+def test_metrics_on_known_predictions():
+    y_true = np.array([0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 0]]
+    m = classification_metrics(y_true, probs, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0,
+                                   "f1": pytest.approx(0.8), "support": 2}
+    assert m["per_class"]["c"]["f1"] == 0.0
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["a"]["f1"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+    assert "accuracy 0.6000" in format_metrics(m)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    classes = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(classes, 60)
+    write_folder(root / "data", images, labels, "train", "Training")
+    images, labels = synthetic_faces(classes, 15, seed=1)
+    write_folder(root / "data", images, labels, "test", "PublicTest")
+    result = train(root / "data", recipe="seed-custom", classes=",".join(classes), split="official",
+                   epochs=4, batch_size=32, learning_rate=0.003, output=root / "run", verbose=0)
+    return result, root / "data"
+
+
+def test_evaluate_rebuilds_the_test_split(trained_run, tmp_path):
+    result, data = trained_run
+    metrics = evaluate(result.run_dir, data, split="test", output=tmp_path / "out")
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+    assert sum(m["support"] for m in metrics["per_class"].values()) == 60
+    assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["split"].startswith("official")
+
+
+def test_evaluate_all_drops_unknown_classes_and_says_so(trained_run, tmp_path, caplog):
+    result, data = trained_run
+    images, labels = synthetic_faces(("fear",), 7)
+    write_folder(data, images, labels, "test", "PublicTest")  # a class the model never saw
+    caplog.set_level("INFO", logger="ferkit")
+    try:
+        metrics = evaluate(result.run_dir / "model.keras", data, split="all")
+    finally:
+        for path in (data / "test" / "fear").iterdir():
+            path.unlink()
+        (data / "test" / "fear").rmdir()
+    assert sum(m["support"] for m in metrics["per_class"].values()) == 300
+    assert metrics["skipped"]["other_classes"] == 7
+    assert "fear" in caplog.text
+
+
+def test_evaluate_bad_inputs(trained_run, tmp_path):
+    result, data = trained_run
+    with pytest.raises(FerkitError, match="model not found"):
+        evaluate(tmp_path / "nope", data)
+    with pytest.raises(FerkitError, match="unknown split"):
+        evaluate(result.run_dir, data, split="train")
+    with pytest.raises(FerkitError, match="no model.keras"):
+        evaluate(tmp_path, data)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.models import create_model, list_models
+
+
+def test_registry_lists_every_family():
+    assert {"custom", "fernet", "vgg19", "mobilenetv2"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", ["custom", "fernet", "vgg19", "mobilenetv2"])
+@pytest.mark.parametrize("size, classes", [(48, 7), (64, 6)])
+def test_any_size_and_class_count(name, size, classes):
+    model = create_model(name, image_size=size, num_classes=classes, weights="none")
+    probs = model.predict(np.random.default_rng(0).uniform(0, 255, (3, size, size, 1)), verbose=0)
+    assert probs.shape == (3, classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vgg19", "mobilenetv2"])
+def test_transfer_models_freeze_the_backbone(name):
+    model = create_model(name, image_size=48, num_classes=6, weights="none")
+    assert not model.get_layer("backbone").trainable_weights
+    assert model.get_layer("head").trainable_weights
+    unfrozen = create_model(name, image_size=48, num_classes=6, weights="none", freeze=False)
+    assert unfrozen.get_layer("backbone").trainable_weights
+
+
+def test_vgg19_head_is_the_seed_head():
+    head = create_model("vgg19", image_size=48, num_classes=6, weights="none").get_layer("head")
+    kinds = [type(layer).__name__ for layer in head.layers]
+    assert kinds == ["InputLayer", "BatchNormalization", "Dense", "Dense", "Dense"]
+    assert [layer.units for layer in head.layers if hasattr(layer, "units")] == [4096, 1024, 6]
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    first = create_model("custom", image_size=48, num_classes=7)
+    path = tmp_path / "w.weights.h5"
+    first.save_weights(path)
+    second = create_model("custom", image_size=48, num_classes=7, weights=str(path))
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name, weights, message", [
+    ("resnet9000", "none", "unknown model"),
+    ("custom", "imagenet", "no ImageNet weights"),
+    ("vgg19", "/nonexistent/w.h5", "weights file not found"),
+])
+def test_bad_model_requests(name, weights, message):
+    with pytest.raises(FerkitError, match=message):
+        create_model(name, image_size=48, num_classes=7, weights=weights)

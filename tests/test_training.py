@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from ferkit.data.preprocess import to_model_input
+from ferkit.errors import FerkitError
+from ferkit.training import TrainConfig, list_recipes, load_recipe, train
+from ferkit.training import techniques
+
+CLASSES = "angry,happy,sad,surprise"
+FAST = dict(classes=CLASSES, split="official", epochs=4, batch_size=32, learning_rate=0.003, verbose=0)
+
+
+def test_custom_learns_and_writes_the_run_directory(synthetic_folder, tmp_path):
+    result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
+    run = result.run_dir
+    expected = {"config.json", "model.json", "model.weights.h5", "model.keras", "history.csv",
+                "loss.png", "accuracy.png", "confusion_matrix.png", "metrics.json"}
+    assert expected <= {p.name for p in run.iterdir()}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "classes", "per_class", "confusion_matrix", "split_sizes",
+            "skipped"} <= set(metrics)
+    assert metrics["classes"] == ["angry", "happy", "sad", "surprise"]
+    assert metrics["split_sizes"] == {"train": 216, "val": 24, "test": 60}
+    assert metrics["accuracy"] > 0.6  # chance is 0.25
+    assert np.array(metrics["confusion_matrix"]).sum() == 60
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"] == "seed-custom" and config["epochs"] == 4 and config["learning_rate"] == 0.003
+    with open(run / "history.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+
+
+def test_json_h5_and_keras_formats_predict_identically(synthetic_folder, tmp_path):
+    run = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **{**FAST, "epochs": 1}).run_dir
+    from_json = keras.models.model_from_json((run / "model.json").read_text())
+    from_json.load_weights(run / "model.weights.h5")
+    native = keras.models.load_model(run / "model.keras")
+    x = to_model_input(np.random.default_rng(0).integers(0, 255, (8, 48, 48), dtype=np.uint8), 48)
+    np.testing.assert_array_equal(from_json.predict(x, verbose=0), native.predict(x, verbose=0))
+
+
+def test_frozen_backbone_trains_on_cached_features(synthetic_folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="ferkit")
+    result = train(synthetic_folder, recipe="seed-vgg19", weights="none", image_size=32,
+                   output=tmp_path / "run", **{**FAST, "epochs": 2})
+    assert "features" in caplog.text
+    reloaded = keras.models.load_model(result.run_dir / "model.keras")
+    assert reloaded.input_shape == (None, 32, 32, 1) and reloaded.output_shape == (None, 4)
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.stop_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.stop_epoch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
+    run = tmp_path / "run"
+    first = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[_StopAfter(1)], **FAST)
+    assert first.interrupted and (run / "model.keras").is_file()
+    with open(run / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]
+    second = train(resume=run, verbose=0)
+    assert not second.interrupted
+    with open(run / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+
+
+def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
+    result = train(synthetic_folder, recipe="default", output=tmp_path / "run", erasing=0.3,
+                   **{**FAST, "epochs": 2})
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    # Saved without the augmentation wrapper and in float32 despite bfloat16 training.
+    assert "augmentation" not in [layer.name for layer in model.layers]
+    assert {w.dtype for w in model.weights} == {"float32"}
+    assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
+
+
+def test_class_weights_favour_rare_classes():
+    labels = np.array([0] * 90 + [1] * 10)
+    balanced = techniques.class_weights(TrainConfig(class_weight="balanced"), labels)
+    sqrt = techniques.class_weights(TrainConfig(class_weight="sqrt"), labels)
+    assert balanced[1] / balanced[0] == pytest.approx(9)
+    assert sqrt[1] / sqrt[0] == pytest.approx(3)
+    assert techniques.class_weights(TrainConfig(), labels) is None
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    config = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, learning_rate=0.01)
+    rate = techniques.optimizer(config, steps_per_epoch=10).learning_rate  # evaluated at step 0
+    schedule = keras.optimizers.schedules.CosineDecay(0.001, 30, warmup_target=0.01, warmup_steps=10)
+    assert float(rate) == pytest.approx(float(schedule(0)))
+    assert float(schedule(10)) == pytest.approx(0.01) and float(schedule(40)) < 1e-6
+
+
+def test_recipes_ship_and_resolve():
+    assert {"default", "seed-custom", "seed-vgg19", "seed-mobilenetv2"} <= set(list_recipes())
+    for name in list_recipes():
+        config = TrainConfig.from_recipe(name)
+        assert config.recipe == name and config.description
+    seed = TrainConfig.from_recipe("seed-vgg19", epochs=3)
+    assert seed.epochs == 3 and "disgust" not in seed.classes and seed.split == "random"
+    assert load_recipe("seed-custom")["learning_rate"] == 0.005
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"recipe": "nope"}, "unknown recipe"),
+    ({"epochs": 0}, "epochs"),
+    ({"class_weight": "heavy"}, "class_weight"),
+    ({"colour": "blue"}, "unknown configuration"),
+])
+def test_bad_configuration(overrides, message):
+    with pytest.raises(FerkitError, match=message):
+        TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
+
+
+def test_user_recipe_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('model = "custom"\nepochs = 2\n')
+    assert TrainConfig.from_recipe(str(path)).recipe == "mine"
+    path.write_text("model = [")
+    with pytest.raises(FerkitError, match="TOML"):
+        TrainConfig.from_recipe(str(path))
