@@ -88,3 +88,37 @@ def real_csv(tmp_path, real_members) -> Path:
             usage = "Training" if name.startswith("train/") else "PublicTest"
             writer.writerow([codes[name.split("/")[1]], " ".join(map(str, gray.ravel())), usage])
     return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """scikit-image's bundled public-domain NASA portrait (one frontal face), as BGR."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the test photo")
+    return cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="session")
+def group_photo(astronaut) -> tuple[np.ndarray, int]:
+    """A 640x480 composite with three faces of different sizes, and its face count."""
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    portrait = astronaut[0:260, 120:330]
+    for (x, y), width in (((40, 40), 140), ((400, 200), 140), ((200, 350), 80)):
+        height = round(width * 260 / 210)
+        canvas[y:y + height, x:x + width] = cv2.resize(portrait, (width, height), interpolation=cv2.INTER_AREA)
+    return canvas, 3
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A small 4-class model trained for two epochs on synthetic faces, exported to ONNX too."""
+    from ferkit.models.export import export_onnx
+    from ferkit.training import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    classes = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(classes, 40)
+    write_folder(root / "data", images, labels, split=None)
+    run = train(root / "data", recipe="seed-custom", classes=",".join(classes), epochs=2,
+                learning_rate=0.003, output=root / "run", verbose=0).run_dir
+    export_onnx(run)
+    return run

@@ -1,7 +1,7 @@
 """ferkit: facial emotion recognition on FER2013.
 
-`import ferkit` stays light: the training and model stacks (Keras, TensorFlow) load only when
-`train` or `evaluate` is first used.
+`import ferkit` stays light: the training stack (Keras, TensorFlow) loads only when `train` or
+`evaluate` is first used, and inference (`EmotionRecognizer`) runs on ONNX Runtime without it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from ferkit.data.labels import EMOTIONS
 from ferkit.errors import FerkitError
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "FerkitError", "evaluate", "train"]
+__all__ = ["EMOTIONS", "EmotionRecognizer", "Face", "FerkitError", "evaluate", "train"]
 
 if TYPE_CHECKING:
     from ferkit.evaluation import evaluate
+    from ferkit.inference import EmotionRecognizer, Face
     from ferkit.training import train
 
-_LAZY = {"train": "ferkit.training", "evaluate": "ferkit.evaluation"}
+_LAZY = {"train": "ferkit.training", "evaluate": "ferkit.evaluation",
+         "EmotionRecognizer": "ferkit.inference", "Face": "ferkit.inference"}
 
 
 def __getattr__(name: str):

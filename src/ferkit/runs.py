@@ -4,6 +4,7 @@ A run directory is ferkit's public model format:
 
     config.json            full resolved training configuration (classes, image_size, ...)
     model.keras            the trained model (Keras' native format)
+    model.onnx             the same, exported for ONNX Runtime (`ferkit export`)
     model.json             model structure + model.weights.h5 weights (the original project's format)
     metrics.json           test-split metrics (see ferkit.evaluation.metrics)
     history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
@@ -29,6 +30,7 @@ class RunDir:
 
     config = property(lambda self: self.path / "config.json")
     keras_model = property(lambda self: self.path / "model.keras")
+    onnx_model = property(lambda self: self.path / "model.onnx")
     model_json = property(lambda self: self.path / "model.json")
     weights = property(lambda self: self.path / "model.weights.h5")
     metrics = property(lambda self: self.path / "metrics.json")

@@ -9,7 +9,7 @@ import sys
 
 from ferkit.errors import FerkitError
 
-COMMANDS = ("train", "evaluate")
+COMMANDS = ("train", "evaluate", "export", "predict", "video", "demo", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

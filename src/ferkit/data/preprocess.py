@@ -45,3 +45,20 @@ def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
         return np.zeros((0, size, size, 1), np.float32)
     batch = np.stack([resize_square(to_gray(np.asarray(f)), size) for f in faces])
     return batch.astype(np.float32)[..., None]
+
+
+def crop_face(image: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
+    """A square crop centred on a detector box, `margin` of its size added on every side.
+
+    Out-of-image parts are filled by replicating the border, so faces at the edge keep their shape.
+    """
+    x, y, w, h = box
+    side = max(w, h) * (1 + 2 * margin)
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+    H, W = image.shape[:2]
+    pad = max(0, -x0, -y0, x1 - W, y1 - H)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return image[y0 + pad:y1 + pad, x0 + pad:x1 + pad]

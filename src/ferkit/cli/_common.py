@@ -1,0 +1,22 @@
+"""Flags shared by the commands that run a model on faces."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> None:
+    parser.add_argument("--model", default="default",
+                        help="default (the bundled model), a run directory, a .keras or an .onnx file")
+    parser.add_argument("--threads", type=int, help="inference threads (default: CPU cores, at most 4)")
+    if detect:
+        parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
+                            help="face detector (default yunet; haar is the original project's)")
+        parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
+
+
+def recognizer(args: argparse.Namespace):
+    from ferkit.inference import EmotionRecognizer
+
+    options = {"min_size": args.min_face} if getattr(args, "min_face", None) else {}
+    return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads, **options)

@@ -1,0 +1,37 @@
+"""`ferkit info`: what a model is, what it was trained on, and how well it did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe a model (default: the bundled one)")
+    p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.inference.backends import describe_model
+
+    info = describe_model(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    config, metrics = info["config"], info["metrics"]
+    print(f"model       {info['model']}")
+    print(f"classes     {', '.join(info['classes'])}")
+    print(f"input       {info['image_size']}x{info['image_size']} grayscale")
+    if config:
+        print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
+              f"{config.get('epochs')} epochs on {config.get('data') or '?'}")
+        if config.get("description"):
+            print(f"recipe      {config['description']}")
+    if metrics:
+        print(f"test        accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+              f"({metrics.get('split', 'test split')})")
+        for name, m in metrics.get("per_class", {}).items():
+            print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}")
+    return 0

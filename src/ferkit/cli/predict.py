@@ -1,0 +1,80 @@
+"""`ferkit predict`: emotions of the faces in image files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from ferkit.cli._common import add_model_options, recognizer
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
+                       description="One line per face: file, box (x,y,w,h), label, confidence.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    out.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
+    p.add_argument("--save-annotated", metavar="DIR", help="write a copy of each image with labels drawn")
+    p.add_argument("--no-detect", action="store_true",
+                   help="each image is already one face crop (like FER2013's 48x48): classify it whole")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from ferkit.errors import FerkitError
+    from ferkit.inference.faces import Face
+    from ferkit.inference.images import find_images, read_image_file
+
+    rec = recognizer(args)
+    results, failed = [], 0
+    for path in find_images(args.paths):
+        try:
+            image = read_image_file(path)
+        except FerkitError as exc:
+            print(f"ferkit: {exc}", file=sys.stderr)
+            results.append({"file": str(path), "error": str(exc), "faces": []})
+            failed += 1
+            continue
+        if args.no_detect:
+            faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
+        else:
+            faces = rec.detect(image)
+        results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
+        if not args.json:
+            _print_lines(path, faces)
+        if args.save_annotated:
+            out = Path(args.save_annotated) / f"{path.stem}_annotated.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), rec.annotate(image, faces))
+    if not results:
+        raise FerkitError(f"no images found in {', '.join(args.paths)}")
+    if args.json:
+        print(json.dumps({"model": rec.backend.name, "results": results}, indent=2))
+    if args.csv:
+        _write_csv(Path(args.csv), results, rec.classes)
+    return 1 if failed else 0
+
+
+def _print_lines(path: Path, faces) -> None:
+    if not faces:
+        print(f"{path}\tno face found")
+    for face in faces:
+        x, y, w, h = face.box
+        print(f"{path}\t{x},{y},{w},{h}\t{face.label}\t{face.confidence:.3f}")
+
+
+def _write_csv(path: Path, results: list[dict], classes) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes])
+        for result in results:
+            for i, face in enumerate(result["faces"]):
+                writer.writerow([result["file"], i, *face["box"], face["label"], face["confidence"],
+                                 *(face["scores"][c] for c in classes)])

@@ -1,0 +1,32 @@
+"""`ferkit video`: an annotated copy of a video, a per-frame CSV and an emotion timeline."""
+
+from __future__ import annotations
+
+import argparse
+
+from ferkit.cli._common import add_model_options, recognizer
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("video", help="faces and emotions through a video file",
+                       description="Writes any of: an annotated video, a per-frame CSV, a timeline plot.")
+    p.add_argument("input", help="a video file")
+    p.add_argument("--output", metavar="FILE", help="annotated copy (.mp4)")
+    p.add_argument("--csv", metavar="FILE", help="frame, time, face, box, label and every class score")
+    p.add_argument("--plot", metavar="FILE", help="emotion scores over time (.png)")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="detect and classify every Nth frame, reuse the faces in between (default 1)")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.errors import FerkitError
+    from ferkit.inference.video import process_video
+
+    if not (args.output or args.csv or args.plot):
+        raise FerkitError("nothing to write: give --output, --csv and/or --plot")
+    summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot)
+    print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
+          f"({summary['fps']:.1f} frames/s)")
+    return 0

@@ -1,0 +1,108 @@
+"""Model backends: ONNX Runtime (the default, no TensorFlow needed) and Keras, behind one interface.
+
+A backend maps a (N, size, size, 1) float32 batch of raw gray faces to (N, classes) probabilities
+and knows its class names and input size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ferkit.errors import FerkitError
+from ferkit.runs import ModelInfo, RunDir, load_keras_model
+
+DEFAULT_MODEL = "default"
+# ONNX metadata keys written at export, so an .onnx file describes itself.
+META_CLASSES, META_IMAGE_SIZE, META_CONFIG = "ferkit.classes", "ferkit.image_size", "ferkit.config"  # see models/export.py
+
+
+class Backend(Protocol):
+    info: ModelInfo
+    name: str
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def bundled_model_dir() -> Path:
+    return Path(str(resources.files("ferkit.assets") / "default"))
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """`default`/None -> the bundled model's .onnx; a run directory -> its model.onnx when exported
+    (faster, and no TensorFlow), else the directory itself for Keras."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        path = bundled_model_dir() / "model.onnx"
+        if not path.is_file():
+            raise FerkitError("the bundled default model is missing from this installation")
+        return path
+    path = Path(model)
+    if not path.exists():
+        raise FerkitError(f"model not found: {path}")
+    if path.is_dir() and RunDir(path).onnx_model.is_file():
+        return RunDir(path).onnx_model
+    return path
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU, threads set for small machines (intra-op = cores, no inter-op)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise FerkitError("ONNX models need onnxruntime: pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise FerkitError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if META_CLASSES not in meta:
+            raise FerkitError(f"{path} has no ferkit metadata: export it with `ferkit export`")
+        config = json.loads(meta.get(META_CONFIG, "{}"))
+        self.info = ModelInfo(tuple(json.loads(meta[META_CLASSES])), int(meta[META_IMAGE_SIZE]), config)
+        self._input = self._session.get_inputs()[0].name
+        self.name = str(path)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if not len(batch):
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        return self._session.run(None, {self._input: batch.astype(np.float32, copy=False)})[0]
+
+
+class KerasBackend:
+    """A run directory or .keras file through Keras (needs the training extra)."""
+
+    def __init__(self, path: Path):
+        self._model, self.info = load_keras_model(path)
+        self.name = str(path)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if not len(batch):
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        return np.asarray(self._model(batch, training=False))
+
+
+def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
+    path = resolve_model(model)
+    if path.suffix == ".onnx":
+        return OnnxBackend(path, threads)
+    return KerasBackend(path)
+
+
+def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
+    """What `ferkit info` prints: classes, input size, configuration and recorded test metrics."""
+    backend = load_backend(model)
+    path = Path(backend.name)
+    run = RunDir(path if path.is_dir() else path.parent)
+    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+    return {"model": backend.name, "classes": list(backend.info.classes),
+            "image_size": backend.info.image_size, "config": backend.info.config, "metrics": metrics}

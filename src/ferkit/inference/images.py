@@ -1,0 +1,61 @@
+"""Turning whatever a user passes (path, numpy array, PIL image) into an OpenCV BGR array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ferkit.errors import FerkitError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+
+
+def load_image(image: Any, rgb: bool = False) -> np.ndarray:
+    """BGR (or gray) uint8 array from a file path, bytes, numpy array or PIL image.
+
+    Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image_file(Path(image))
+    if isinstance(image, (bytes, bytearray)):
+        return decode_image(bytes(image), "image bytes")
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
+        image, rgb = np.asarray(image.convert("RGB")), True
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise FerkitError(f"not an image array: shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+    if rgb and array.ndim == 3 and array.shape[2] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    return array
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FerkitError(f"image not found: {path}")
+    return decode_image(path.read_bytes(), str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise FerkitError(f"cannot read {name}: not an image or corrupt")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    return image
+
+
+def find_images(paths: list[str | Path]) -> list[Path]:
+    """Files as given, and folders searched recursively for image files, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            found.append(path)
+    return found

@@ -1,0 +1,124 @@
+"""Videos and cameras: frames in, faces with emotions out, optionally drawn, logged and plotted."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.errors import FerkitError
+from ferkit.inference.faces import Face
+from ferkit.inference.recognizer import EmotionRecognizer, draw_face
+
+
+def open_capture(source: str | int) -> cv2.VideoCapture:
+    """A camera index ('0') or a video file, opened or a clear error."""
+    target = int(source) if str(source).isdigit() else str(source)
+    if isinstance(target, str) and not Path(target).is_file():
+        raise FerkitError(f"video not found: {target}")
+    capture = cv2.VideoCapture(target)
+    if not capture.isOpened():
+        raise FerkitError(f"cannot open video source {source!r}")
+    return capture
+
+
+def frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield index, frame
+        index += 1
+
+
+@dataclass
+class FrameTracker:
+    """Runs detection + classification every `every` frames and reuses the faces in between."""
+
+    recognizer: EmotionRecognizer
+    every: int = 1
+    faces: list[Face] = field(default_factory=list)
+
+    def update(self, index: int, frame: np.ndarray) -> tuple[list[Face], bool]:
+        fresh = index % self.every == 0
+        if fresh:
+            self.faces = self.recognizer.detect(frame)
+        return self.faces, fresh
+
+
+def process_video(recognizer: EmotionRecognizer, source: str, output: str | None = None,
+                  csv_path: str | None = None, every: int = 1, plot: str | None = None,
+                  progress: bool = True) -> dict:
+    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary."""
+    from tqdm import tqdm
+
+    if every < 1:
+        raise FerkitError(f"--every must be at least 1, got {every}")
+    capture = open_capture(source)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size) if output else None
+    tracker, rows, started = FrameTracker(recognizer, every), [], time.perf_counter()
+    count = 0
+    try:
+        for index, frame in tqdm(frames(capture), total=total, unit="frame", disable=not progress,
+                                 desc=Path(source).name):
+            faces, fresh = tracker.update(index, frame)
+            if fresh:
+                rows += [(index, index / fps, i, face) for i, face in enumerate(faces)]
+            if writer is not None:
+                for face in faces:
+                    draw_face(frame, face)
+                writer.write(frame)
+            count = index + 1
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    elapsed = time.perf_counter() - started
+    if csv_path:
+        write_frames_csv(Path(csv_path), rows, recognizer.classes)
+    if plot:
+        plot_timeline(Path(plot), rows, recognizer.classes, count / fps)
+    return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
+            "faces": len(rows)}
+
+
+def write_frames_csv(path: Path, rows, classes) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", *classes])
+        for index, t, i, face in rows:
+            writer.writerow([index, f"{t:.3f}", i, *face.box, face.label,
+                             *(f"{face.scores[c]:.4f}" for c in classes)])
+
+
+def plot_timeline(path: Path, rows, classes, duration: float) -> None:
+    """Each emotion's score over time (averaged over the faces of a frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_frame: dict[float, list[Face]] = {}
+    for _, t, _, face in rows:
+        by_frame.setdefault(t, []).append(face)
+    times = sorted(by_frame)
+    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
+    for name in classes:
+        values = [np.mean([f.scores[name] for f in by_frame[t]]) for t in times]
+        ax.plot(times, values, label=name, linewidth=1.4)
+    ax.set(xlabel="time (s)", ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)),
+           title="Emotions over time" + ("" if rows else " (no faces found)"))
+    ax.legend(loc="upper right", ncol=len(classes), fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

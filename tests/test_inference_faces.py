@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.data.preprocess import crop_face
+from ferkit.errors import FerkitError
+from ferkit.inference.faces import create_detector
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_yunet_finds_every_face_of_a_group(group_photo):
+    image, count = group_photo
+    faces = create_detector("yunet").detect(image)
+    assert len(faces) == count
+    assert all(f.landmarks.shape == (5, 2) and 0 < f.detection_score <= 1 for f in faces)
+
+
+def test_haar_finds_the_large_faces(group_photo):
+    faces = create_detector("haar").detect(group_photo[0])
+    assert len(faces) >= 2
+
+
+@pytest.mark.parametrize("name", ["yunet", "haar"])
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_no_faces_in_blank_or_noise(name, kind):
+    image = np.full((480, 640, 3), 128, np.uint8) if kind == "blank" else \
+        np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert create_detector(name).detect(image) == []
+
+
+def test_big_photo_boxes_are_in_original_pixels(astronaut):
+    small = create_detector("yunet").detect(astronaut)
+    big_image = cv2.resize(astronaut, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # 2048 px
+    big = create_detector("yunet").detect(big_image)
+    assert len(small) == len(big) == 1
+    scaled = tuple(v * 4 for v in small[0].box)
+    assert _iou(big[0].box, scaled) > 0.8
+
+
+def test_face_at_the_border_stays_inside(astronaut):
+    cut = astronaut[60:400, 200:512]  # the face touches the left edge
+    for face in create_detector("yunet").detect(cut):
+        x, y, w, h = face.box
+        assert x >= 0 and y >= 0 and x + w <= cut.shape[1] and y + h <= cut.shape[0]
+
+
+@pytest.mark.parametrize("convert", [
+    lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY),
+    lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA),
+])
+@pytest.mark.parametrize("name", ["yunet", "haar"])
+def test_gray_and_rgba_inputs(astronaut, convert, name):
+    assert len(create_detector(name).detect(convert(astronaut))) == 1
+
+
+@pytest.mark.parametrize("name", ["yunet", "haar"])
+def test_tiny_images_do_not_crash(name):
+    assert create_detector(name).detect(np.zeros((5, 7, 3), np.uint8)) == []
+
+
+def test_unknown_detector():
+    with pytest.raises(FerkitError, match="unknown detector"):
+        create_detector("mtcnn")
+
+
+def test_haar_missing_gives_a_clear_error(monkeypatch):
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(FerkitError, match="opencv-python-headless<5"):
+        create_detector("haar")
+
+
+def test_crop_is_square_with_margin_and_padded_at_edges():
+    image = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
+    assert crop_face(image, (40, 40, 20, 10), 0.1).shape == (24, 24)
+    edge = crop_face(image, (0, 0, 30, 30), 0.5)
+    assert edge.shape == (60, 60)

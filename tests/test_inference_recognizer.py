@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.inference import EmotionRecognizer, Face
+from ferkit.inference.backends import KerasBackend, OnnxBackend, load_backend
+
+
+def test_onnx_matches_keras(tiny_run):
+    keras_backend, onnx_backend = KerasBackend(tiny_run), load_backend(tiny_run)
+    assert isinstance(onnx_backend, OnnxBackend)
+    assert onnx_backend.info.classes == keras_backend.info.classes == ("angry", "happy", "sad", "surprise")
+    batch = np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
+    a, b = keras_backend.predict(batch), onnx_backend.predict(batch)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.995
+
+
+def test_detect_classify_annotate(tiny_run, group_photo):
+    rec = EmotionRecognizer(tiny_run)
+    image, count = group_photo
+    faces = rec.detect(image)
+    assert len(faces) == count and all(isinstance(f, Face) for f in faces)
+    face = faces[0]
+    assert isinstance(face.box, tuple) and len(face.box) == 4
+    assert face.label in rec.classes and set(face.scores) == set(rec.classes)
+    assert sum(face.scores.values()) == pytest.approx(1, abs=1e-4)
+    drawn = rec.annotate(image, faces)
+    assert drawn.shape == image.shape and not np.array_equal(drawn, image)
+    assert np.array_equal(image, group_photo[0])  # the caller's image is untouched
+
+
+def test_inputs_path_rgb_array_and_pil(tiny_run, astronaut, tmp_path):
+    from PIL import Image
+
+    rec = EmotionRecognizer(tiny_run)
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), astronaut)
+    rgb = cv2.cvtColor(astronaut, cv2.COLOR_BGR2RGB)
+    results = [rec.detect(path), rec.detect(str(path)), rec.detect(rgb, rgb=True), rec.detect(Image.fromarray(rgb))]
+    assert [len(r) for r in results] == [1, 1, 1, 1]
+    for other in results[1:]:
+        assert other[0].box == results[0][0].box
+        assert other[0].scores == pytest.approx(results[0][0].scores, abs=1e-5)
+
+
+def test_classify_is_one_batch(tiny_run):
+    rec = EmotionRecognizer(tiny_run)
+    calls = []
+    original = rec.backend.predict
+    rec.backend.predict = lambda batch: calls.append(len(batch)) or original(batch)
+    crops = [np.full((48, 48), v, np.uint8) for v in range(20)] + [np.zeros((90, 70, 3), np.uint8)]
+    scores = rec.classify(crops)
+    assert calls == [21] and len(scores) == 21
+    assert rec.classify([]) == []
+
+
+def test_no_face_gives_empty_list(tiny_run):
+    assert EmotionRecognizer(tiny_run).detect(np.full((240, 320, 3), 200, np.uint8)) == []
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("/nonexistent/photo.jpg", "image not found"),
+    (b"definitely not a jpeg", "cannot read"),
+    (np.zeros((4, 4, 2), np.uint8), "not an image array"),
+])
+def test_bad_images(tiny_run, bad, message):
+    with pytest.raises(FerkitError, match=message):
+        EmotionRecognizer(tiny_run).detect(bad)
+
+
+def test_bad_models(tmp_path):
+    with pytest.raises(FerkitError, match="model not found"):
+        EmotionRecognizer(tmp_path / "missing.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(FerkitError, match="cannot load ONNX model"):
+        EmotionRecognizer(broken)
