@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from ferkit.cli import COMMANDS, main
@@ -57,3 +59,41 @@ def test_train_and_evaluate_from_the_console_script(synthetic_folder, tmp_path):
                               capture_output=True, text=True, timeout=300)
     assert evaluate.returncode == 0, evaluate.stderr
     assert evaluate.stdout.startswith("accuracy ")
+
+
+def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, capsys):
+    import json
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    cv2.imwrite(str(photos / "group.jpg"), group_photo[0])
+    cv2.imwrite(str(photos / "sub" / "blank.png"), np.full((100, 100, 3), 255, np.uint8))
+    (photos / "sub" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
+    args = ["predict", str(photos), "--model", str(tiny_run)]
+
+    assert main(args + ["--csv", str(tmp_path / "faces.csv"), "--save-annotated", str(tmp_path / "ann")]) == 1
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert sum("group.jpg" in line for line in lines) == 3
+    assert any("blank.png" in line and "no face found" in line for line in lines)
+    assert "corrupt.jpg" in err and "Traceback" not in err
+    assert len((tmp_path / "faces.csv").read_text().strip().splitlines()) == 1 + 3
+    assert (tmp_path / "ann" / "group_annotated.png").is_file()
+
+    assert main(args + ["--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    by_file = {r["file"].split("/")[-1]: r for r in report["results"]}
+    assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
+
+
+def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
+    crop = tmp_path / "face.png"
+    cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))
+    assert main(["predict", str(crop), "--no-detect", "--model", str(tiny_run)]) == 0
+    assert "0,0,48,48" in capsys.readouterr().out
+
+
+def test_info_reports_classes_and_accuracy(tiny_run, capsys):
+    assert main(["info", "--model", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "angry, happy, sad, surprise" in out and "accuracy" in out

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.inference import EmotionRecognizer
+from ferkit.inference.video import process_video
+
+
+@pytest.fixture
+def tiny_video(tmp_path, group_photo):
+    """A 12-frame 640x480 clip: the group photo drifting right, then two blank frames."""
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    image, _ = group_photo
+    for i in range(10):
+        writer.write(np.roll(image, 3 * i, axis=1))
+    for _ in range(2):
+        writer.write(np.full_like(image, 90))
+    writer.release()
+    return path
+
+
+def test_video_outputs(tiny_run, tiny_video, tmp_path):
+    rec = EmotionRecognizer(tiny_run)
+    out, table, plot = tmp_path / "out.mp4", tmp_path / "frames.csv", tmp_path / "timeline.png"
+    summary = process_video(rec, str(tiny_video), str(out), str(table), every=1, plot=str(plot), progress=False)
+    assert summary["frames"] == 12 and summary["faces"] == 30
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    with open(table) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 30 and set(rec.classes) <= set(rows[0])
+    assert {r["frame"] for r in rows} == {str(i) for i in range(10)}
+    assert plot.stat().st_size > 10_000
+
+
+def test_every_nth_frame(tiny_run, tiny_video, tmp_path):
+    rec = EmotionRecognizer(tiny_run)
+    summary = process_video(rec, str(tiny_video), csv_path=str(tmp_path / "f.csv"), every=4, progress=False)
+    assert summary["frames"] == 12 and summary["faces"] == 9  # frames 0, 4, 8
+
+
+def test_bad_video_inputs(tiny_run, tmp_path):
+    rec = EmotionRecognizer(tiny_run)
+    with pytest.raises(FerkitError, match="video not found"):
+        process_video(rec, str(tmp_path / "missing.mp4"), progress=False)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(FerkitError, match="cannot open"):
+        process_video(rec, str(broken), progress=False)
+    with pytest.raises(FerkitError, match="every"):
+        process_video(rec, str(broken), every=0, progress=False)
+
+
+def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):
+    if cv2.getBuildInformation().count("GUI:") and "NONE" not in cv2.getBuildInformation().split("GUI:")[1][:40]:
+        pytest.skip("this OpenCV has a GUI build")
+    result = subprocess.run([sys.executable, "-m", "ferkit", "demo", "--source", str(tiny_video),
+                             "--model", str(tiny_run)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "ferkit[gui]" in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("Xvfb"), reason="Xvfb not installed (apt-get install xvfb)")
+def test_demo_runs_under_xvfb(tiny_run, tiny_video, tmp_path):
+    """The real window under a virtual display, with a video file as the camera."""
+    if "NONE" in cv2.getBuildInformation().split("GUI:")[1][:40]:
+        pytest.skip("needs OpenCV's GUI build (pip install 'ferkit[gui]')")
+    display = ":97"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24"])
+    try:
+        env = {**os.environ, "DISPLAY": display}
+        result = subprocess.run([sys.executable, "-m", "ferkit", "demo", "--source", str(tiny_video),
+                                 "--model", str(tiny_run)], capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        xvfb.terminate()
+    assert result.returncode == 0, result.stderr
