@@ -79,3 +79,42 @@ def test_bad_models(tmp_path):
     broken.write_bytes(b"not onnx")
     with pytest.raises(FerkitError, match="cannot load ONNX model"):
         EmotionRecognizer(broken)
+
+
+BLOCK_TENSORFLOW = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'sklearn'):
+            raise ImportError(f'{name} is blocked in this test')
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_inference_needs_no_tensorflow(tiny_run, group_photo, tmp_path):
+    """`ferkit predict` with an ONNX model, in an interpreter where TensorFlow/Keras cannot load."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "group.png"
+    cv2.imwrite(str(photo), group_photo[0])
+    code = BLOCK_TENSORFLOW + (
+        "from ferkit.cli import main\n"
+        f"code = main(['predict', {str(photo)!r}, '--model', {str(tiny_run / 'model.onnx')!r}])\n"
+        "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("group.png") == 3
+
+
+def test_import_ferkit_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, ferkit; from ferkit import EmotionRecognizer\n"
+            "heavy = [m for m in ('tensorflow', 'keras', 'torch', 'jax', 'sklearn') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -8,7 +8,7 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained model on FER2013 data",
                        description="Accuracy, macro-F1, per-class scores and a confusion matrix.")
-    p.add_argument("model", help="a run directory or a .keras file")
+    p.add_argument("model", help="default (the bundled model), a run directory, a .keras or .onnx file")
     p.add_argument("data", help="fer2013.csv, an image folder or a .zip")
     p.add_argument("--split", choices=["test", "all"], default="test",
                    help="test: the model's own test split rebuilt on DATA; all: every face (default test)")

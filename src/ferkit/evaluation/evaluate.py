@@ -13,7 +13,8 @@ from ferkit.data.splits import make_splits, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
-from ferkit.runs import RunDir, load_keras_model
+from ferkit.inference.backends import load_backend
+from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
 EVAL_SPLITS = ("test", "all")
@@ -22,12 +23,14 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
              output: str | Path | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of `model` on `data`.
 
+    `model` is "default" (the bundled model), a run directory, or a .keras / .onnx file.
     `split="test"` re-creates the model's own test split on `data` (same protocol, fractions and
     seed as its training run); `"all"` uses every face of the model's classes.
     """
     if split not in EVAL_SPLITS:
         raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
-    keras_model, info = load_keras_model(model)
+    backend = load_backend(model)
+    info = backend.info
     dataset = load_fer(data)
     if dataset.skipped:
         log.warning("skipped %s", describe_skipped(dataset.skipped))
@@ -43,7 +46,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         images, labels, description = splits.test.images, splits.test.labels, splits.description
     else:
         images, labels, description = dataset.images, dataset.labels, f"all {len(dataset)} faces"
-    probs = keras_model.predict(to_model_input(images, info.image_size), batch_size=256, verbose=0)
+    probs = backend.predict(to_model_input(images, info.image_size))
     metrics = classification_metrics(labels, probs, info.classes)
     metrics.update(split=description, model=str(model), data=str(data),
                    skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})

@@ -22,11 +22,20 @@ DEFAULT_MODEL = "default"
 META_CLASSES, META_IMAGE_SIZE, META_CONFIG = "ferkit.classes", "ferkit.image_size", "ferkit.config"  # see models/export.py
 
 
+CHUNK = 256  # faces per forward pass: bounds memory when a whole data set is predicted at once
+
+
 class Backend(Protocol):
     info: ModelInfo
     name: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def _chunked(run, batch: np.ndarray, num_classes: int) -> np.ndarray:
+    if not len(batch):
+        return np.zeros((0, num_classes), np.float32)
+    return np.concatenate([run(batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)])
 
 
 def bundled_model_dir() -> Path:
@@ -73,9 +82,8 @@ class OnnxBackend:
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        if not len(batch):
-            return np.zeros((0, len(self.info.classes)), np.float32)
-        return self._session.run(None, {self._input: batch.astype(np.float32, copy=False)})[0]
+        run = lambda chunk: self._session.run(None, {self._input: chunk.astype(np.float32, copy=False)})[0]
+        return _chunked(run, batch, len(self.info.classes))
 
 
 class KerasBackend:
@@ -86,9 +94,8 @@ class KerasBackend:
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        if not len(batch):
-            return np.zeros((0, len(self.info.classes)), np.float32)
-        return np.asarray(self._model(batch, training=False))
+        return _chunked(lambda chunk: np.asarray(self._model(chunk, training=False)), batch,
+                        len(self.info.classes))
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
