@@ -109,7 +109,7 @@ def test_recipes_ship_and_resolve():
         assert config.recipe == name and config.description
     seed = TrainConfig.from_recipe("seed-vgg19", epochs=3)
     assert seed.epochs == 3 and "disgust" not in seed.classes and seed.split == "random"
-    assert load_recipe("seed-custom")["learning_rate"] == 0.005
+    assert load_recipe("seed-custom")["learning_rate"] == 0.001
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -105,11 +105,16 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
     return KerasBackend(path)
 
 
+def recorded_metrics(backend: Backend) -> dict:
+    """The test metrics saved beside the model (metrics.json of its run directory), if any."""
+    path = Path(backend.name)
+    run = RunDir(path if path.is_dir() else path.parent)
+    return json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+
+
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
     """What `ferkit info` prints: classes, input size, configuration and recorded test metrics."""
     backend = load_backend(model)
-    path = Path(backend.name)
-    run = RunDir(path if path.is_dir() else path.parent)
-    metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
     return {"model": backend.name, "classes": list(backend.info.classes),
-            "image_size": backend.info.image_size, "config": backend.info.config, "metrics": metrics}
+            "image_size": backend.info.image_size, "config": backend.info.config,
+            "metrics": recorded_metrics(backend)}

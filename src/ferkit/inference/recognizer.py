@@ -29,9 +29,11 @@ class EmotionRecognizer:
     >>> faces[0].box, faces[0].label, faces[0].scores
     """
 
-    def __init__(self, model: str | os.PathLike | None = DEFAULT_MODEL, detector: str | Detector = "yunet",
-                 *, margin: float = FACE_MARGIN, threads: int | None = None, **detector_options: Any):
-        self.backend: Backend = load_backend(model, threads)
+    def __init__(self, model: str | os.PathLike | Backend | None = DEFAULT_MODEL,
+                 detector: str | Detector = "yunet", *, margin: float = FACE_MARGIN,
+                 threads: int | None = None, **detector_options: Any):
+        # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
+        self.backend: Backend = model if hasattr(model, "predict") else load_backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
         self.margin = margin
 

@@ -1,0 +1,32 @@
+"""`ferkit serve`: the REST API and web page on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="REST API and web page (upload a photo or use the webcam)",
+                       description="POST /v1/predict, GET /v1/health, GET /v1/model, the page at /, docs at /docs.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
+    p.add_argument("--detector", choices=["yunet", "haar"], default="yunet")
+    p.add_argument("--max-upload-mb", type=float, default=10)
+    p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.errors import FerkitError
+
+    try:
+        import uvicorn
+
+        from ferkit.server import create_app
+    except ImportError as exc:
+        raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
+    app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
+    print(f"ferkit serving on http://{args.host}:{args.port}/  (API docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,148 @@
+"""The HTTP API and web page (FastAPI): the model loaded once, inference off the event loop.
+
+Hardened against bad input: every upload is size-capped before it is read whole, its pixel count
+is checked from the header before it is decoded, and each failure is a 4xx JSON error.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from importlib import resources
+
+import anyio
+import cv2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ferkit import __version__
+from ferkit.errors import FerkitError
+from ferkit.inference.backends import load_backend, recorded_metrics
+from ferkit.inference.faces import create_detector
+from ferkit.inference.images import decode_image
+from ferkit.inference.recognizer import EmotionRecognizer
+
+MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+class Engine:
+    """One loaded model shared by worker threads, each with its own (non-thread-safe) detector."""
+
+    def __init__(self, model: str, detector: str, workers: int, queue: int):
+        self.backend = load_backend(model)
+        self.metrics = recorded_metrics(self.backend)
+        self.detector_name = detector
+        create_detector(detector)  # fail at start-up, not on the first request
+        self._local = threading.local()
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.max_in_flight, self.in_flight = workers + queue, 0
+
+    def recognizer(self) -> EmotionRecognizer:
+        if not hasattr(self._local, "recognizer"):
+            self._local.recognizer = EmotionRecognizer(self.backend, self.detector_name)
+        return self._local.recognizer
+
+
+def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
+               workers: int = 2, queue: int = 16) -> FastAPI:
+    engine = Engine(model, detector, workers, queue)
+    max_bytes = int(max_upload_mb * 1024 * 1024)
+    app = FastAPI(title="ferkit", version=__version__,
+                  description="Facial emotion recognition: faces, boxes and per-class scores.")
+
+    @app.exception_handler(HTTPException)
+    async def _json_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return (resources.files("ferkit.server") / "static" / "index.html").read_text()
+
+    @app.get("/v1/health")
+    async def health() -> dict:
+        return {"status": "ok", "in_flight": engine.in_flight}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict:
+        info = engine.backend.info
+        return {"classes": list(info.classes), "image_size": info.image_size, "model": engine.backend.name,
+                "detector": engine.detector_name, "version": __version__, "recipe": info.config.get("recipe"),
+                "accuracy": engine.metrics.get("accuracy"), "macro_f1": engine.metrics.get("macro_f1"),
+                "evaluated_on": engine.metrics.get("split")}
+
+    @app.post("/v1/predict", responses={400: {}, 413: {}, 415: {}, 503: {}})
+    async def predict(request: Request, annotated: bool = False):
+        """An image as multipart field `file` or as the raw body; JSON faces, or the annotated image."""
+        data = await _read_upload(request, max_bytes)
+        if engine.in_flight >= engine.max_in_flight:
+            raise HTTPException(503, "server busy: too many requests in flight, retry shortly")
+        engine.in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.limiter)
+        finally:
+            engine.in_flight -= 1
+
+    return app
+
+
+async def _read_upload(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        raise HTTPException(413, f"upload over the {max_bytes // (1024 * 1024)} MB limit")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_part_size=max_bytes + 1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(400, "multipart upload needs an image in the field 'file'")
+        data = await upload.read(max_bytes + 1)
+    elif kind.startswith(IMAGE_TYPES) or not kind:
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                break
+        data = bytes(data)
+    else:
+        raise HTTPException(415, f"unsupported content type {kind!r}: send an image or multipart/form-data")
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"upload over the {max_bytes // (1024 * 1024)} MB limit")
+    if not data:
+        raise HTTPException(400, "empty upload: send an image")
+    return data
+
+
+def _check_image(data: bytes) -> None:
+    """Refuse huge or truncated images before a full decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+            kind = header.format
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise HTTPException(400, "not an image, or a corrupt one") from None
+    except Image.DecompressionBombError:
+        raise HTTPException(413, f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
+    if width * height > MAX_PIXELS:
+        raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+    if kind == "JPEG" and b"\xff\xd9" not in data[-1024:]:
+        raise HTTPException(400, "truncated JPEG: the file ends before its image data does")
+
+
+def _infer(engine: Engine, data: bytes, annotated: bool):
+    started = time.perf_counter()
+    _check_image(data)
+    try:
+        image = decode_image(data, "upload")
+    except FerkitError as exc:
+        raise HTTPException(400, str(exc)) from None
+    rec = engine.recognizer()
+    faces = rec.detect(image)
+    if annotated:
+        ok, png = cv2.imencode(".png", rec.annotate(image, faces))
+        return Response(png.tobytes(), media_type="image/png")
+    return {"faces": [f.to_dict() for f in faces], "model": engine.backend.name,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}

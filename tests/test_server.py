@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from ferkit.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run):
+    return TestClient(create_app(str(tiny_run / "model.onnx"), max_upload_mb=1))
+
+
+@pytest.fixture(scope="module")
+def group_jpeg(group_photo) -> bytes:
+    return cv2.imencode(".jpg", group_photo[0])[1].tobytes()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height: enough to test refusing it before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_page_health_model_and_schema(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "getUserMedia" in page.text and "/v1/predict" in page.text
+    assert client.get("/v1/health").json()["status"] == "ok"
+    model = client.get("/v1/model").json()
+    assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_multipart_and_raw_bytes(client, group_jpeg):
+    multipart = client.post("/v1/predict", files={"file": ("g.jpg", group_jpeg, "image/jpeg")})
+    raw = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/jpeg"})
+    for response in (multipart, raw):
+        assert response.status_code == 200
+        body = response.json()
+        assert len(body["faces"]) == 3 and body["elapsed_ms"] > 0 and body["model"].endswith(".onnx")
+        face = body["faces"][0]
+        assert len(face["box"]) == 4 and face["label"] in face["scores"]
+
+
+def test_predict_annotated_returns_an_image(client, group_jpeg):
+    response = client.post("/v1/predict?annotated=true", files={"file": ("g.jpg", group_jpeg, "image/jpeg")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (480, 640, 3)
+
+
+def test_no_face_is_200_with_empty_list(client):
+    blank = cv2.imencode(".png", np.full((200, 200, 3), 255, np.uint8))[1].tobytes()
+    response = client.post("/v1/predict", content=blank, headers={"content-type": "image/png"})
+    assert response.status_code == 200 and response.json()["faces"] == []
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("not_an_image", 400, "not an image"),
+    ("empty", 400, "empty upload"),
+    ("truncated_jpeg", 400, "truncated"),
+    ("too_big", 413, "limit"),
+    ("huge_dimensions", 413, "pixels"),
+    ("wrong_type", 415, "content type"),
+    ("no_file_field", 400, "field 'file'"),
+])
+def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, case, status, message):
+    headers = {"content-type": "image/jpeg"}
+    if case == "not_an_image":
+        response = client.post("/v1/predict", content=b"hello, I am text", headers=headers)
+    elif case == "empty":
+        response = client.post("/v1/predict", content=b"", headers=headers)
+    elif case == "truncated_jpeg":
+        response = client.post("/v1/predict", content=group_jpeg[: len(group_jpeg) // 2], headers=headers)
+    elif case == "too_big":
+        noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+        big = cv2.imencode(".png", noise)[1].tobytes()  # ~2.4 MB, over the 1 MB cap
+        response = client.post("/v1/predict", files={"file": ("big.png", big, "image/png")})
+    elif case == "huge_dimensions":
+        response = client.post("/v1/predict", content=_png_header_only(20000, 20000),
+                               headers={"content-type": "image/png"})
+    elif case == "wrong_type":
+        response = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "text/plain"})
+    else:
+        response = client.post("/v1/predict", files={"other": ("g.jpg", group_jpeg, "image/jpeg")})
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert client.get("/v1/health").status_code == 200

@@ -1,0 +1,56 @@
+"""The web page in a real headless Chromium (Debian's package, no browser download) on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import cv2
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Chromium not installed (apt-get install chromium)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_run):
+    import uvicorn
+
+    from ferkit.server import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(str(tiny_run / "model.onnx")), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server_url + "/")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        labels = page.locator(".face h3.label").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()
+    assert len(labels) == 3
+    assert all(label.split(": ")[1] in ("angry", "happy", "sad", "surprise") for label in labels)
