@@ -83,3 +83,23 @@ def test_crop_is_square_with_margin_and_padded_at_edges():
     assert crop_face(image, (40, 40, 20, 10), 0.1).shape == (24, 24)
     edge = crop_face(image, (0, 0, 30, 30), 0.5)
     assert edge.shape == (60, 60)
+
+
+@pytest.mark.parametrize("tilt", [-25, -10, 15, 30])
+def test_alignment_levels_known_eye_positions(tilt):
+    """eye_angle + crop_face turn a face whose eyes are tilted by a known angle back to level."""
+    from ferkit.data.preprocess import eye_angle
+
+    image = np.zeros((200, 200), np.uint8)
+    centre, half = np.array([100.0, 100.0]), 30
+    rad = np.radians(tilt)
+    offset = half * np.array([np.cos(rad), np.sin(rad)])
+    eyes = np.array([centre - offset, centre + offset])  # right eye (image left), left eye
+    for x, y in eyes:
+        cv2.circle(image, (int(round(x)), int(round(y))), 5, 255, -1)
+    landmarks = np.vstack([eyes, np.zeros((3, 2))])
+    assert eye_angle(landmarks) == pytest.approx(tilt, abs=0.5)
+    crop = crop_face(image, (60, 60, 80, 80), 0.2, eye_angle(landmarks))
+    _, _, _, centroids = cv2.connectedComponentsWithStats((crop > 127).astype(np.uint8))
+    (x0, y0), (x1, y1) = sorted(centroids[1:].tolist())
+    assert np.degrees(np.arctan2(y1 - y0, x1 - x0)) == pytest.approx(0, abs=2)

@@ -47,18 +47,23 @@ def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
     return batch.astype(np.float32)[..., None]
 
 
-def crop_face(image: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray:
-    """A square crop centred on a detector box, `margin` of its size added on every side.
+def eye_angle(landmarks: np.ndarray) -> float:
+    """Degrees to rotate by so that the eyes are level (YuNet order: right eye, left eye, ...)."""
+    (rx, ry), (lx, ly) = landmarks[0], landmarks[1]
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
 
-    Out-of-image parts are filled by replicating the border, so faces at the edge keep their shape.
+
+def crop_face(image: np.ndarray, box: tuple[int, int, int, int], margin: float,
+              angle: float = 0.0) -> np.ndarray:
+    """A square crop centred on a detector box, `margin` of its size added on every side,
+    rotated by `angle` degrees about its centre (see eye_angle) so that tilted faces come out upright.
+
+    One affine warp computes only the output pixels, so a crop from a large photo stays cheap;
+    parts outside the image replicate the border, so faces at the edge keep their shape.
     """
     x, y, w, h = box
-    side = max(w, h) * (1 + 2 * margin)
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
-    H, W = image.shape[:2]
-    pad = max(0, -x0, -y0, x1 - W, y1 - H)
-    if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    return image[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    side = max(int(round(max(w, h) * (1 + 2 * margin))), 1)
+    centre = (x + w / 2, y + h / 2)
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.data.preprocess import crop_face, to_gray, to_model_input
+from ferkit.data.preprocess import crop_face, eye_angle, to_gray, to_model_input
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend
 from ferkit.inference.faces import Detector, Face, create_detector
 from ferkit.inference.images import load_image
@@ -30,12 +30,12 @@ class EmotionRecognizer:
     """
 
     def __init__(self, model: str | os.PathLike | Backend | None = DEFAULT_MODEL,
-                 detector: str | Detector = "yunet", *, margin: float = FACE_MARGIN,
+                 detector: str | Detector = "yunet", *, margin: float = FACE_MARGIN, align: bool = False,
                  threads: int | None = None, **detector_options: Any):
         # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
         self.backend: Backend = model if hasattr(model, "predict") else load_backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
-        self.margin = margin
+        self.margin, self.align = margin, align
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -46,10 +46,18 @@ class EmotionRecognizer:
         array = load_image(image, rgb)
         faces = self.detector.detect(array)
         gray = to_gray(array)
-        crops = [crop_face(gray, face.box, self.margin) for face in faces]
+        crops = [crop_face(gray, face.box, self.margin, self._angle(face)) for face in faces]
         for face, scores in zip(faces, self.classify(crops)):
             face.scores = scores
         return faces
+
+    def _angle(self, face: Face) -> float:
+        """Level the eyes from the detector's landmarks when `align` is on.
+
+        Off by default: measured on a portrait turned by known angles (-30..30 degrees), YuNet's
+        eye landmarks followed only about a tenth of the turn, so levelling them changes little.
+        """
+        return eye_angle(face.landmarks) if self.align and face.landmarks is not None else 0.0
 
     def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Scores for already-cropped faces (any size, gray or BGR): one forward pass for all."""
