@@ -46,6 +46,16 @@ def test_big_photo_boxes_are_in_original_pixels(astronaut):
     assert _iou(big[0].box, scaled) > 0.8
 
 
+def test_second_pass_finds_tiny_faces_in_big_photos(astronaut):
+    big = np.full((1588, 2280, 3), 100, np.uint8)
+    big[100:700, 100:600] = cv2.resize(astronaut[0:300, 100:350], (500, 600))
+    big[200:252, 1900:1940] = cv2.resize(astronaut[40:230, 150:300], (40, 52), interpolation=cv2.INTER_AREA)
+    assert len(create_detector("yunet").detect(big)) == 1  # the 40 px face is ~11 px at 640
+    faces = create_detector("yunet", second_pass=True).detect(big)
+    assert len(faces) == 2
+    assert any(1890 <= f.box[0] <= 1945 for f in faces)
+
+
 def test_face_at_the_border_stays_inside(astronaut):
     cut = astronaut[60:400, 200:512]  # the face touches the left edge
     for face in create_detector("yunet").detect(cut):

@@ -13,6 +13,8 @@ def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> N
         parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
                             help="face detector (default yunet; haar is the original project's)")
         parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
+        parser.add_argument("--tiny-faces", action="store_true",
+                            help="yunet: also search big photos tile by tile for faces too small at 640 px")
         parser.add_argument("--align", action="store_true",
                             help="level the eyes from YuNet's landmarks before classifying (off: see README)")
 
@@ -21,5 +23,7 @@ def recognizer(args: argparse.Namespace):
     from ferkit.inference import EmotionRecognizer
 
     options = {"min_size": args.min_face} if getattr(args, "min_face", None) else {}
+    if getattr(args, "tiny_faces", False):
+        options["second_pass"] = True
     return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
                              align=getattr(args, "align", False), **options)

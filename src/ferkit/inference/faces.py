@@ -65,25 +65,60 @@ def _bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
 
 
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - w * h
+    return w * h / union if union else 0.0
+
+
 class YuNetDetector:
-    """OpenCV's YuNet (bundled, MIT licence): fast, finds turned and small faces, gives landmarks."""
+    """OpenCV's YuNet (bundled, MIT licence): fast, finds turned and small faces, gives landmarks.
+
+    `second_pass` also searches a big photo in `max_side` tiles at up to `second_side` pixels, for
+    group photos whose faces shrink below YuNet's ~10 px once the whole photo is downscaled.
+    """
 
     def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.3, min_size: int = 12,
-                 max_side: int = 640, model_path: str | None = None):
+                 max_side: int = 640, second_pass: bool = False, second_side: int = 1920,
+                 model_path: str | None = None):
         path = model_path or str(resources.files("ferkit.assets") / YUNET_MODEL)
         self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), score_threshold, nms_threshold, 5000)
         self.min_size, self.max_side = min_size, max_side
+        self.second_pass, self.second_side = second_pass, second_side
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        small, scale = _downscaled(_bgr(image), self.max_side)
-        self._net.setInputSize((small.shape[1], small.shape[0]))
-        _, rows = self._net.detect(small)
+        bgr = _bgr(image)
+        small, scale = _downscaled(bgr, self.max_side)
+        faces = self._detect_at(small, scale, (0, 0), image.shape)
+        if self.second_pass and scale < 1.0:
+            faces += [f for f in self._tiled(bgr) if all(_iou(f.box, g.box) < 0.3 for g in faces)]
+        return faces
+
+    def _tiled(self, bgr: np.ndarray) -> list[Face]:
+        large, scale = _downscaled(bgr, self.second_side)
+        tile, step = self.max_side, self.max_side * 3 // 4
+        found: list[Face] = []
+        for y0 in range(0, max(large.shape[0] - tile, 0) + step, step):
+            for x0 in range(0, max(large.shape[1] - tile, 0) + step, step):
+                crop = large[y0:y0 + tile, x0:x0 + tile]
+                if min(crop.shape[:2]) >= 16:
+                    new = self._detect_at(crop, scale, (x0, y0), bgr.shape)
+                    found += [f for f in new if all(_iou(f.box, g.box) < 0.3 for g in found)]
+        return found
+
+    def _detect_at(self, pixels: np.ndarray, scale: float, offset: tuple[int, int], shape) -> list[Face]:
+        """Detect in `pixels` (a crop at `offset` of the image scaled by `scale`), boxes in original pixels."""
+        self._net.setInputSize((pixels.shape[1], pixels.shape[0]))
+        _, rows = self._net.detect(pixels)
+        shift = np.tile(np.asarray(offset, np.float32), 7)
+        shift[2:4] = 0  # width and height do not move with the crop
         faces = []
         for row in rows if rows is not None else []:
-            x, y, w, h = row[:4] / scale
-            box = _clip_box(x, y, w, h, image.shape[1], image.shape[0])
+            coords = (row[:14] + shift) / scale
+            box = _clip_box(*coords[:4], shape[1], shape[0])
             if min(box[2:]) >= self.min_size:
-                faces.append(Face(box, float(row[14]), (row[4:14] / scale).reshape(5, 2)))
+                faces.append(Face(box, float(row[14]), coords[4:14].reshape(5, 2)))
         return faces
 
 
