@@ -25,7 +25,7 @@ def _open_window() -> None:
     from ferkit.errors import FerkitError
 
     try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
     except cv2.error:
         raise FerkitError(
             "the demo window needs OpenCV's GUI build, but this OpenCV is headless: "
