@@ -9,6 +9,8 @@ def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> N
     parser.add_argument("--model", default="default",
                         help="default (the bundled model), a run directory, a .keras or an .onnx file")
     parser.add_argument("--threads", type=int, help="inference threads (default: CPU cores, at most 4)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over flipped and shifted copies (6x the work)")
     if detect:
         parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
                             help="face detector (default yunet; haar is the original project's)")
@@ -26,4 +28,4 @@ def recognizer(args: argparse.Namespace):
     if getattr(args, "tiny_faces", False):
         options["second_pass"] = True
     return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
-                             align=getattr(args, "align", False), **options)
+                             align=getattr(args, "align", False), tta=args.tta, **options)

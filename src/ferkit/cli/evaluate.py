@@ -13,12 +13,13 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=["test", "all"], default="test",
                    help="test: the model's own test split rebuilt on DATA; all: every face (default test)")
     p.add_argument("--output", metavar="DIR", help="write metrics.json and confusion_matrix.png here")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (flip + shifts averaged)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.evaluation import evaluate
 
-    metrics = evaluate(args.model, args.data, split=args.split, output=args.output)
+    metrics = evaluate(args.model, args.data, split=args.split, output=args.output, tta=args.tta)
     print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
     return 0

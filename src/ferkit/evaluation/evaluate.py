@@ -14,13 +14,14 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
 from ferkit.inference.backends import load_backend
+from ferkit.inference.tta import predict_tta
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
 EVAL_SPLITS = ("test", "all")
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test",
-             output: str | Path | None = None) -> dict[str, Any]:
+             output: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of `model` on `data`.
 
     `model` is "default" (the bundled model), a run directory, or a .keras / .onnx file.
@@ -46,9 +47,10 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         images, labels, description = splits.test.images, splits.test.labels, splits.description
     else:
         images, labels, description = dataset.images, dataset.labels, f"all {len(dataset)} faces"
-    probs = backend.predict(to_model_input(images, info.image_size))
+    batch = to_model_input(images, info.image_size)
+    probs = predict_tta(backend.predict, batch) if tta else backend.predict(batch)
     metrics = classification_metrics(labels, probs, info.classes)
-    metrics.update(split=description, model=str(model), data=str(data),
+    metrics.update(split=description, model=str(model), data=str(data), tta=tta,
                    skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})
     log.info("%s: %s", description, format_metrics(metrics))
     if output is not None:

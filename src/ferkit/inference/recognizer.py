@@ -13,6 +13,7 @@ from ferkit.data.preprocess import crop_face, eye_angle, to_gray, to_model_input
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend
 from ferkit.inference.faces import Detector, Face, create_detector
 from ferkit.inference.images import load_image
+from ferkit.inference.tta import predict_tta
 
 # One BGR colour per emotion, so a label reads at a glance in annotated images and videos.
 COLOURS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
@@ -31,11 +32,11 @@ class EmotionRecognizer:
 
     def __init__(self, model: str | os.PathLike | Backend | None = DEFAULT_MODEL,
                  detector: str | Detector = "yunet", *, margin: float = FACE_MARGIN, align: bool = False,
-                 threads: int | None = None, **detector_options: Any):
+                 tta: bool = False, threads: int | None = None, **detector_options: Any):
         # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
         self.backend: Backend = model if hasattr(model, "predict") else load_backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
-        self.margin, self.align = margin, align
+        self.margin, self.align, self.tta = margin, align, tta
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -61,7 +62,8 @@ class EmotionRecognizer:
 
     def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Scores for already-cropped faces (any size, gray or BGR): one forward pass for all."""
-        probs = self.backend.predict(to_model_input(list(crops), self.backend.info.image_size))
+        batch = to_model_input(list(crops), self.backend.info.image_size)
+        probs = predict_tta(self.backend.predict, batch) if self.tta else self.backend.predict(batch)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
 
     def annotate(self, image: Any, faces: Sequence[Face], rgb: bool = False) -> np.ndarray:

@@ -1,0 +1,32 @@
+"""Test-time augmentation: average a model's scores over a face and a few flipped/shifted copies.
+
+It suits nets trained with flips and shifts (the default recipe), and multiplies inference cost
+by the number of views (6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+SHIFT = 2  # pixels
+VIEWS = ("identity", "flip", "left", "right", "up", "down")
+
+
+def views(batch: np.ndarray) -> list[np.ndarray]:
+    """The batch (N, H, W, 1) as-is, mirrored, and shifted by SHIFT pixels four ways (edges repeated)."""
+    padded = np.pad(batch, ((0, 0), (SHIFT, SHIFT), (SHIFT, SHIFT), (0, 0)), mode="edge")
+    h, w = batch.shape[1:3]
+    s = SHIFT
+    shifted = [padded[:, s:s + h, 2 * s:2 * s + w], padded[:, s:s + h, :w],
+               padded[:, 2 * s:2 * s + h, s:s + w], padded[:, :h, s:s + w]]
+    return [batch, batch[:, :, ::-1]] + shifted
+
+
+def predict_tta(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """Mean probabilities over all views, computed in one call to `predict`."""
+    if not len(batch):
+        return predict(batch)
+    stacked = np.concatenate(views(batch))
+    return predict(stacked).reshape(len(VIEWS), len(batch), -1).mean(axis=0)

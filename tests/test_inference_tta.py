@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import numpy as np
+
+from ferkit.inference.tta import SHIFT, VIEWS, predict_tta, views
+
+
+def test_views_are_flips_and_shifts():
+    batch = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)
+    out = views(batch)
+    assert len(out) == len(VIEWS) and all(v.shape == batch.shape for v in out)
+    np.testing.assert_array_equal(out[0], batch)
+    np.testing.assert_array_equal(out[1], batch[:, :, ::-1])
+    # "left": content moved left by SHIFT pixels, the right edge repeated.
+    np.testing.assert_array_equal(out[2][:, :, : 48 - SHIFT], batch[:, :, SHIFT:])
+    np.testing.assert_array_equal(out[2][:, :, -1], batch[:, :, -1])
+    np.testing.assert_array_equal(out[4][:, : 48 - SHIFT], batch[:, SHIFT:])
+
+
+def test_predict_tta_is_one_call_and_averages():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
+
+    batch = np.random.default_rng(1).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    probs = predict_tta(predict, batch)
+    assert calls == [5 * len(VIEWS)] and probs.shape == (5, 2)
+    expected = np.mean([predict(v) for v in views(batch)], axis=0)
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    assert predict_tta(predict, batch[:0]).shape == (0, 2)
