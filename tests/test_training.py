@@ -130,3 +130,18 @@ def test_user_recipe_file(tmp_path):
     path.write_text("model = [")
     with pytest.raises(FerkitError, match="TOML"):
         TrainConfig.from_recipe(str(path))
+
+
+def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
+    from ferkit.training.compare import compare
+
+    rows = compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1,
+                   classes=CLASSES, split="official", verbose=0)
+    assert [r["recipe"] for r in rows] == ["seed-custom", "default"]
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| seed-custom | custom |" in table and "| default | fernet |" in table
+    assert "f1_angry" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
+    assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
+    for name in ("seed-custom", "default"):  # both tested on the same faces
+        metrics = json.loads((tmp_path / "cmp" / name / "metrics.json").read_text())
+        assert metrics["split_sizes"]["test"] == 60 and metrics["classes"] == CLASSES.split(",")

@@ -9,7 +9,7 @@ import sys
 
 from ferkit.errors import FerkitError
 
-COMMANDS = ("train", "evaluate", "export", "predict", "video", "demo", "info", "serve")
+COMMANDS = ("train", "evaluate", "compare", "export", "predict", "video", "demo", "info", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,31 @@
+"""`ferkit compare`: train several recipes on the same split and tabulate them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="train several recipes on the same split, side by side",
+                       description="Writes compare.md, compare.csv and val_curves.png.")
+    p.add_argument("data", help="fer2013.csv, an image folder or a .zip")
+    p.add_argument("--recipes", default="seed-custom,seed-mobilenetv2,seed-vgg19,default",
+                   help="comma-separated recipe names (default: the three seeds and default)")
+    p.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    p.add_argument("--classes", help="override the shared classes (default: the first recipe's)")
+    p.add_argument("--split", choices=["random", "official"], help="override the shared split")
+    p.add_argument("--weights", help="imagenet, none or a path, for the transfer models")
+    p.add_argument("--output", metavar="DIR", help="default runs/compare-<timestamp>")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ferkit.training.compare import compare
+
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    overrides = {"epochs": args.epochs, "classes": args.classes, "split": args.split, "weights": args.weights}
+    rows = compare(args.data, recipes, args.output, **{k: v for k, v in overrides.items() if v is not None})
+    for row in rows:
+        print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
+              f"{row['train_min']:.1f} min")
+    return 0

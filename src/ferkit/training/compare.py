@@ -1,0 +1,97 @@
+"""`compare`: several recipes trained on the same data protocol, side by side.
+
+What the original project did by hand across its three models: one table (accuracy, macro-F1,
+per-class F1, parameters, training minutes, inference ms/face) as Markdown and CSV, and one
+figure with every recipe's validation curves overlaid.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.evaluation.plots import read_history
+from ferkit.runs import load_keras_model
+from ferkit.training.config import TrainConfig
+from ferkit.training.trainer import train
+
+log = logging.getLogger("ferkit")
+PROTOCOL = ("classes", "split", "fractions", "seed")  # what every compared recipe must share
+
+
+def compare(data: str | Path, recipes: list[str], output: str | Path | None = None,
+            verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.
+
+    The data protocol (classes, split, fractions, seed) is the first recipe's unless overridden,
+    and is applied to all of them, so that every model is tested on the same faces.
+    """
+    out = Path(output) if output else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    first = TrainConfig.from_recipe(recipes[0], **overrides).to_dict()
+    shared = {key: overrides.get(key) or first[key] for key in PROTOCOL}
+    rows = []
+    for recipe in recipes:
+        log.info("=== %s ===", recipe)
+        result = train(data, recipe=recipe, output=out / recipe, verbose=verbose, **{**overrides, **shared})
+        rows.append(_row(recipe, result))
+    write_table(out, rows, shared)
+    plot_curves(out / "val_curves.png", {row["recipe"]: out / row["recipe"] / "history.csv" for row in rows})
+    log.info("comparison written to %s", out)
+    return rows
+
+
+def _row(recipe: str, result) -> dict[str, Any]:
+    model, info = load_keras_model(result.run_dir)
+    faces = np.random.default_rng(0).uniform(0, 255, (256, info.image_size, info.image_size, 1)).astype(np.float32)
+    model.predict(faces[:64], batch_size=64, verbose=0)  # warm-up
+    start = time.perf_counter()
+    model.predict(faces, batch_size=64, verbose=0)
+    m = result.metrics
+    return {"recipe": recipe, "model": info.config["model"], "params": model.count_params(),
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            **{f"f1_{name}": v["f1"] for name, v in m["per_class"].items()},
+            "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
+            "epochs": info.config["epochs"]}
+
+
+def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -> None:
+    with open(out / "compare.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    f1_cols = [k for k in rows[0] if k.startswith("f1_")]
+    header = ["recipe", "model", "params", "epochs", "accuracy", "macro-F1", *[c[3:] for c in f1_cols],
+              "train min", "ms/face (Keras, batch 64)"]
+    lines = [f"Test split: {shared['split']}, classes {', '.join(shared['classes'])}, seed {shared['seed']}.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["recipe"], r["model"], f"{r['params']:,}", str(r["epochs"]), f"{r['accuracy']:.4f}",
+                 f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
+                 f"{r['ms_per_face']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_curves(path: Path, histories: dict[str, Path]) -> None:
+    """Validation accuracy and loss per epoch, one line per recipe."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for recipe, history_path in histories.items():
+        history = read_history(history_path)
+        epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
+        for ax, key in zip(axes, ("val_accuracy", "val_loss")):
+            ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=recipe)
+    for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
