@@ -46,17 +46,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
     """
     started = time.time()
-    if resume is not None:
-        run = RunDir(Path(resume))
-        config = TrainConfig.from_dict(run.read_config())
-    else:
-        if config is None:
-            config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
-        if data is not None:
-            config.data = str(data)
-        run = RunDir.create(output, config.recipe)
-    if not config.data:
-        raise FerkitError("no training data given")
+    config, run = _resolve(data, config, output, resume, overrides)
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
     write_json(run.config, config.to_dict())
@@ -77,6 +67,20 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
     return TrainResult(run.path, metrics, interrupted, minutes)
+
+
+def _resolve(data, config: TrainConfig | None, output, resume, overrides) -> tuple[TrainConfig, RunDir]:
+    """The configuration and run directory: a resumed run's own, or a new one from recipe + overrides."""
+    if resume is not None:
+        run = RunDir(Path(resume))
+        return TrainConfig.from_dict(run.read_config()), run
+    if config is None:
+        config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
+    if data is not None:
+        config.data = str(data)
+    if not config.data:
+        raise FerkitError("no training data given")
+    return config, RunDir.create(output, config.recipe)
 
 
 def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
