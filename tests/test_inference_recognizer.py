@@ -118,3 +118,11 @@ def test_import_ferkit_is_light():
             "assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_onnx_matches_keras_on_real_faces(tiny_run, real_members):
+    faces = [cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) for _, data in real_members]
+    batch = np.stack(faces).astype(np.float32)[..., None]
+    a, b = KerasBackend(tiny_run).predict(batch), load_backend(tiny_run).predict(batch)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.995
