@@ -83,9 +83,10 @@ def draw_face(canvas: np.ndarray, face: Face, thickness: int = 2) -> None:
     if not face.label:
         return
     text = f"{face.label} {face.confidence:.0%}"
-    scale = max(0.4, w / 200)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    scale = max(0.45, w / 180)
+    weight = max(1, int(scale * 1.6))  # thin strokes for small labels stay legible
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
     top = y - th - base - 4 if y - th - base - 4 >= 0 else y + h
     cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + base + 4), colour, -1)
     cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                thickness, cv2.LINE_AA)
+                weight, cv2.LINE_AA)
