@@ -20,15 +20,18 @@ import numpy as np  # noqa: E402
 from ferkit.data import load_fer  # noqa: E402
 from ferkit.data.preprocess import to_model_input  # noqa: E402
 from ferkit.models import create_model  # noqa: E402
+from ferkit.training.config import TrainConfig  # noqa: E402
 from ferkit.training.features import frozen_backbone  # noqa: E402
+from ferkit.training.techniques import augmentation, with_augmentation  # noqa: E402
 
-# (label, architecture, image size, bfloat16 compute)
+# (label, architecture, image size, bfloat16 compute, augmentation)
 CASES = [
-    ("custom", "custom", 48, False),
-    ("fernet", "fernet", 48, False),
-    ("fernet bf16", "fernet", 48, True),
-    ("vgg19 (frozen)", "vgg19", 48, False),
-    ("mobilenetv2 (frozen)", "mobilenetv2", 96, False),
+    ("custom", "custom", 48, False, False),
+    ("fernet", "fernet", 48, False, False),
+    ("fernet bf16", "fernet", 48, True, False),
+    ("fernet bf16 + augment", "fernet", 48, True, True),
+    ("vgg19 (frozen)", "vgg19", 48, False, False),
+    ("mobilenetv2 (frozen)", "mobilenetv2", 96, False, False),
 ]
 
 
@@ -76,9 +79,10 @@ def main() -> None:
     pick = rng.choice(len(data), args.images, replace=False)
     faces, y = data.images[pick], data.labels[pick]
     print(f"\ntraining throughput ({args.images} faces, batch 64, {os.cpu_count()} CPU cores):")
-    for label, name, size, bf16 in CASES:
+    for label, name, size, bf16, augment in CASES:
         model = build(name, size, bf16)
-        speed = images_per_second(model, to_model_input(faces, size), y)
+        trainer = with_augmentation(model, augmentation(TrainConfig(augment=True))) if augment else model
+        speed = images_per_second(trainer, to_model_input(faces, size), y)
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         print(f"  {label:<22} {size:>3} px  {model.count_params():>10,} params "
               f"({trainable:,} trainable)  {speed:7.0f} img/s")
