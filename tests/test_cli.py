@@ -86,6 +86,25 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
 
 
+def test_predict_output_problems_are_one_line(tiny_run, group_photo, tmp_path, capsys):
+    photo = tmp_path / "g.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    for extra, message in ((["--csv", str(tmp_path / "missing" / "f.csv")], "No such file"),
+                           (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with")):
+        assert main(["predict", str(photo), "--model", str(tiny_run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_annotated_copies_of_same_named_photos_do_not_overwrite(tiny_run, group_photo, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.jpg"), group_photo[0])
+    main(["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", str(tiny_run),
+          "--save-annotated", str(tmp_path / "out"), "--json"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_annotated-2.png", "x_annotated.png"]
+
+
 def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
     crop = tmp_path / "face.png"
     cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))

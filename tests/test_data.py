@@ -94,6 +94,16 @@ def test_bad_rows_are_counted_not_silent(tmp_path):
     assert data.skipped == {"bad emotion code": 2, "not 2304 pixels in 0..255": 2, "non-numeric pixels": 1}
 
 
+def test_csv_from_excel_with_bom_and_odd_values(tmp_path):
+    good = " ".join(["1"] * 2304)
+    path = tmp_path / "excel.csv"
+    path.write_text(f"emotion,pixels\n3,{good}\n\u00b2,{good}\n2,{' '.join(['9' * 30] * 2304)}\n",
+                    encoding="utf-8-sig")
+    data = load_fer(path)
+    assert len(data) == 1
+    assert data.skipped == {"bad emotion code": 1, "non-numeric pixels": 1}
+
+
 def test_unreadable_images_are_counted(tmp_path):
     images, labels = synthetic_faces(("angry", "sad"), 2)
     write_folder(tmp_path, images, labels)

@@ -61,6 +61,12 @@ def test_bad_video_inputs(tiny_run, tmp_path):
         process_video(rec, str(broken), every=0, progress=False)
 
 
+def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
+    with pytest.raises(FerkitError, match="cannot write video"):
+        process_video(EmotionRecognizer(tiny_run), str(tiny_video), str(tmp_path / "no" / "out.mp4"),
+                      progress=False)
+
+
 def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):
     if cv2.getBuildInformation().count("GUI:") and "NONE" not in cv2.getBuildInformation().split("GUI:")[1][:40]:
         pytest.skip("this OpenCV has a GUI build")

@@ -58,6 +58,12 @@ def test_predict_annotated_returns_an_image(client, group_jpeg):
     assert image.shape == (480, 640, 3)
 
 
+def test_unknown_routes_and_bad_parameters_are_json(client, group_jpeg):
+    assert client.get("/v1/nope").json() == {"error": "Not Found"}
+    response = client.post("/v1/predict?annotated=maybe", content=group_jpeg, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 422 and "error" in response.json()
+
+
 def test_no_face_is_200_with_empty_list(client):
     blank = cv2.imencode(".png", np.full((200, 200, 3), 255, np.uint8))[1].tobytes()
     response = client.post("/v1/predict", content=blank, headers={"content-type": "image/png"})
@@ -68,6 +74,7 @@ def test_no_face_is_200_with_empty_list(client):
     ("not_an_image", 400, "not an image"),
     ("empty", 400, "empty upload"),
     ("truncated_jpeg", 400, "truncated"),
+    ("chunked_too_big", 413, "limit"),
     ("too_big", 413, "limit"),
     ("huge_dimensions", 413, "pixels"),
     ("wrong_type", 415, "content type"),
@@ -88,6 +95,9 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     elif case == "huge_dimensions":
         response = client.post("/v1/predict", content=_png_header_only(20000, 20000),
                                headers={"content-type": "image/png"})
+    elif case == "chunked_too_big":  # no Content-Length: the cap must hold while streaming
+        chunks = (bytes(256 * 1024) for _ in range(8))
+        response = client.post("/v1/predict", content=chunks, headers=headers)
     elif case == "wrong_type":
         response = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "text/plain"})
     else:

@@ -43,10 +43,17 @@ class RunDir:
 
     @classmethod
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:
-        """`output` itself, or runs/<recipe>-<timestamp>/ when none is given."""
+        """`output` itself, or runs/<recipe>-<timestamp>/ when none is given; never an existing run,
+        whose checkpoints would otherwise leak into the new one."""
         path = Path(output) if output else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (path / "config.json").exists() or (path / "checkpoints").exists():
+            raise FerkitError(f"{path} already holds a run: give another --output, or --resume it")
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
         return cls(path)
+
+    def check_resumable(self) -> None:
+        if not self.backup.exists():
+            raise FerkitError(f"{self.path} has nothing to resume: it finished, or never completed an epoch")
 
     def read_config(self) -> dict[str, Any]:
         if not self.config.is_file():

@@ -33,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     except FerkitError as exc:
         print(f"ferkit: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        extra = "serve" if exc.name in ("fastapi", "uvicorn", "multipart", "PIL") else "train"
+        print(f"ferkit: error: this needs {exc.name}, which is not installed: pip install 'ferkit[{extra}]'",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ferkit: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
         return 130

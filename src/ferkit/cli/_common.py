@@ -24,8 +24,12 @@ def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> N
 def recognizer(args: argparse.Namespace):
     from ferkit.inference import EmotionRecognizer
 
-    options = {"min_size": args.min_face} if getattr(args, "min_face", None) else {}
+    from ferkit.errors import FerkitError
+
+    options = {"min_size": args.min_face} if getattr(args, "min_face", None) is not None else {}
     if getattr(args, "tiny_faces", False):
+        if args.detector != "yunet":
+            raise FerkitError("--tiny-faces works with --detector yunet only")
         options["second_pass"] = True
     return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
                              align=getattr(args, "align", False), tta=args.tta, **options)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.inference.images import find_images, read_image_file
 
     rec = recognizer(args)
-    results, failed = [], 0
+    results, failed, written = [], 0, set()
     for path in find_images(args.paths):
         try:
             image = read_image_file(path)
@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             _print_lines(path, faces)
         if args.save_annotated:
-            out = Path(args.save_annotated) / f"{path.stem}_annotated.png"
+            out = _annotated_name(Path(args.save_annotated), path, written)
             out.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out), rec.annotate(image, faces))
+            if not cv2.imwrite(str(out), rec.annotate(image, faces)):
+                raise FerkitError(f"cannot write {out}")
     if not results:
         raise FerkitError(f"no images found in {', '.join(args.paths)}")
     if args.json:
@@ -60,6 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         _write_csv(Path(args.csv), results, rec.classes)
     return 1 if failed else 0
+
+
+def _annotated_name(folder: Path, path: Path, written: set[Path]) -> Path:
+    """<stem>_annotated.png, numbered when two inputs share a name (a/x.jpg, b/x.jpg)."""
+    out, n = folder / f"{path.stem}_annotated.png", 1
+    while out in written:
+        n += 1
+        out = folder / f"{path.stem}_annotated-{n}.png"
+    written.add(out)
+    return out
 
 
 def _print_lines(path: Path, faces) -> None:

@@ -123,7 +123,7 @@ def _usage_of(parts: tuple[str, ...]) -> str:
 
 def _load_csv(path: Path) -> FerDataset:
     csv.field_size_limit(sys.maxsize)
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
         missing = [c for c in ("emotion", "pixels") if c not in columns]
@@ -146,12 +146,12 @@ def _load_csv(path: Path) -> FerDataset:
 
 def _parse_csv_row(row, columns, skipped: Counter):
     code = (row.get(columns["emotion"]) or "").strip()
-    if not code.isdigit() or int(code) not in CSV_CODES:
+    if not code.isdecimal() or int(code) not in CSV_CODES:
         skipped["bad emotion code"] += 1
         return None
     try:
         pixels = np.array((row.get(columns["pixels"]) or "").split(), dtype=np.int32)
-    except ValueError:
+    except (ValueError, OverflowError):
         skipped["non-numeric pixels"] += 1
         return None
     if pixels.size != FER_SIZE * FER_SIZE or pixels.min() < 0 or pixels.max() > 255:

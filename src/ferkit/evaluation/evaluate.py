@@ -43,6 +43,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         cfg = info.config
         if not cfg:
             raise FerkitError(f"{model} has no training configuration to rebuild its test split: use --split all")
+        if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
+            log.warning("a random split is rebuilt from the order faces are read in: with data other than "
+                        "the training data (%s) its test faces may include training faces", cfg["data"])
         splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
         images, labels, description = splits.test.images, splits.test.labels, splits.description
     else:

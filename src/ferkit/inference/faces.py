@@ -65,11 +65,12 @@ def _bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
 
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Same face: they share over half of the smaller box (a tile can cut a face into a part)."""
     w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - w * h
-    return w * h / union if union else 0.0
+    smaller = min(a[2] * a[3], b[2] * b[3])
+    return smaller > 0 and w * h / smaller > 0.5
 
 
 class YuNetDetector:
@@ -92,7 +93,7 @@ class YuNetDetector:
         small, scale = _downscaled(bgr, self.max_side)
         faces = self._detect_at(small, scale, (0, 0), image.shape)
         if self.second_pass and scale < 1.0:
-            faces += [f for f in self._tiled(bgr) if all(_iou(f.box, g.box) < 0.3 for g in faces)]
+            faces += [f for f in self._tiled(bgr) if not any(_overlaps(f.box, g.box) for g in faces)]
         return faces
 
     def _tiled(self, bgr: np.ndarray) -> list[Face]:
@@ -104,7 +105,7 @@ class YuNetDetector:
                 crop = large[y0:y0 + tile, x0:x0 + tile]
                 if min(crop.shape[:2]) >= 16:
                     new = self._detect_at(crop, scale, (x0, y0), bgr.shape)
-                    found += [f for f in new if all(_iou(f.box, g.box) < 0.3 for g in found)]
+                    found += [f for f in new if not any(_overlaps(f.box, g.box) for g in found)]
         return found
 
     def _detect_at(self, pixels: np.ndarray, scale: float, offset: tuple[int, int], shape) -> list[Face]:
@@ -114,7 +115,9 @@ class YuNetDetector:
         shift = np.tile(np.asarray(offset, np.float32), 7)
         shift[2:4] = 0  # width and height do not move with the crop
         faces = []
-        for row in rows if rows is not None else []:
+        for row in rows if rows is not None and min(pixels.shape[:2]) >= 16 else []:
+            if not np.isfinite(row).all():  # YuNet returns garbage rows for images of a few pixels
+                continue
             coords = (row[:14] + shift) / scale
             box = _clip_box(*coords[:4], shape[1], shape[0])
             if min(box[2:]) >= self.min_size:

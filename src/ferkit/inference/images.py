@@ -41,11 +41,10 @@ def read_image_file(path: Path) -> np.ndarray:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise FerkitError(f"cannot read {name}: not an image or corrupt")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
     return image
 
 

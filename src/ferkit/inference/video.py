@@ -45,6 +45,10 @@ class FrameTracker:
     every: int = 1
     faces: list[Face] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise FerkitError(f"--every must be at least 1, got {self.every}")
+
     def update(self, index: int, frame: np.ndarray) -> tuple[list[Face], bool]:
         fresh = index % self.every == 0
         if fresh:
@@ -58,21 +62,19 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary."""
     from tqdm import tqdm
 
-    if every < 1:
-        raise FerkitError(f"--every must be at least 1, got {every}")
+    tracker = FrameTracker(recognizer, every)
     capture = open_capture(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size) if output else None
-    tracker, rows, started = FrameTracker(recognizer, every), [], time.perf_counter()
-    count = 0
+    writer, rows, started, count = None, [], time.perf_counter(), 0
     try:
         for index, frame in tqdm(frames(capture), total=total, unit="frame", disable=not progress,
                                  desc=Path(source).name):
             faces, fresh = tracker.update(index, frame)
             if fresh:
                 rows += [(index, index / fps, i, face) for i, face in enumerate(faces)]
+            if output and writer is None:
+                writer = _open_writer(output, fps, frame)
             if writer is not None:
                 for face in faces:
                     draw_face(frame, face)
@@ -89,6 +91,14 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         plot_timeline(Path(plot), rows, recognizer.classes, count / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
             "faces": len(rows)}
+
+
+def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
+    """An mp4 writer sized from the first decoded frame (capture properties can disagree with it)."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+    if not writer.isOpened():
+        raise FerkitError(f"cannot write video {path}: check the folder exists and the name ends in .mp4")
+    return writer
 
 
 def write_frames_csv(path: Path, rows, classes) -> None:

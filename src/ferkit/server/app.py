@@ -14,7 +14,9 @@ from importlib import resources
 import anyio
 import cv2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
@@ -52,9 +54,13 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
 
-    @app.exception_handler(HTTPException)
-    async def _json_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
+    async def _json_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -88,27 +94,30 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
 
 
 async def _read_upload(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-        raise HTTPException(413, f"upload over the {max_bytes // (1024 * 1024)} MB limit")
+    """The image bytes, from a raw body or a multipart field `file`, never reading past the cap."""
+    too_big = HTTPException(413, f"upload over the {max_bytes / (1024 * 1024):g} MB limit")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
-        form = await request.form(max_part_size=max_bytes + 1)
-        upload = form.get("file")
+    multipart = kind == "multipart/form-data"
+    if not (multipart or kind.startswith(IMAGE_TYPES) or not kind):
+        raise HTTPException(415, f"unsupported content type {kind!r}: send an image or multipart/form-data")
+    cap = max_bytes + (64 * 1024 if multipart else 0)  # room for the multipart framing
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > cap:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: chunked uploads are capped too
+        body += chunk
+        if len(body) > cap:
+            raise too_big
+    data = bytes(body)
+    if multipart:
+        request._body = data  # Starlette parses the form from the body already read
+        upload = (await request.form()).get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
-        data = await upload.read(max_bytes + 1)
-    elif kind.startswith(IMAGE_TYPES) or not kind:
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > max_bytes:
-                break
-        data = bytes(data)
-    else:
-        raise HTTPException(415, f"unsupported content type {kind!r}: send an image or multipart/form-data")
+        data = await upload.read()
     if len(data) > max_bytes:
-        raise HTTPException(413, f"upload over the {max_bytes // (1024 * 1024)} MB limit")
+        raise too_big
     if not data:
         raise HTTPException(400, "empty upload: send an image")
     return data
@@ -128,8 +137,12 @@ def _check_image(data: bytes) -> None:
         raise HTTPException(413, f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
     if width * height > MAX_PIXELS:
         raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
-    if kind == "JPEG" and b"\xff\xd9" not in data[-1024:]:
-        raise HTTPException(400, "truncated JPEG: the file ends before its image data does")
+    if kind == "JPEG":  # OpenCV decodes a truncated JPEG without error (grey bottom); Pillow says so
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except OSError:
+            raise HTTPException(400, "truncated or corrupt JPEG") from None
 
 
 def _infer(engine: Engine, data: bytes, annotated: bool):

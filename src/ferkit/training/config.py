@@ -48,6 +48,8 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
 
     def __post_init__(self) -> None:
+        if isinstance(self.classes, (int, float)) or len(self.fractions) != 3:
+            raise FerkitError("classes must be names and fractions three numbers (train,val,test)")
         self.classes = parse_classes(self.classes)
         self.fractions = tuple(float(f) for f in self.fractions)
         for name in ("epochs", "batch_size", "image_size"):

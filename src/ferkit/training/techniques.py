@@ -61,12 +61,12 @@ def augmentation(config: TrainConfig) -> keras.Sequential | None:
     if config.augment:
         parts += [
             layers.RandomFlip("horizontal", seed=config.seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=config.seed),
-            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=config.seed),
-            layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=config.seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=config.seed + 1),
+            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=config.seed + 2),
+            layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=config.seed + 3),
         ]
     if config.erasing > 0:
-        parts.append(layers.RandomErasing(factor=config.erasing, value_range=(0, 255), seed=config.seed))
+        parts.append(layers.RandomErasing(factor=config.erasing, value_range=(0, 255), seed=config.seed + 4))
     return keras.Sequential(parts, name="augmentation") if parts else None
 
 

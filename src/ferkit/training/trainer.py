@@ -46,9 +46,10 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
     """
     started = time.time()
-    config, run = _resolve(data, config, output, resume, overrides)
+    config, run = _resolve(data, config, resume, overrides)
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
+    run = run or RunDir.create(output, config.recipe)  # only once the data is known to be good
     write_json(run.config, config.to_dict())
     log.info("run directory: %s", run.path)
 
@@ -69,18 +70,20 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     return TrainResult(run.path, metrics, interrupted, minutes)
 
 
-def _resolve(data, config: TrainConfig | None, output, resume, overrides) -> tuple[TrainConfig, RunDir]:
-    """The configuration and run directory: a resumed run's own, or a new one from recipe + overrides."""
+def _resolve(data, config: TrainConfig | None, resume, overrides) -> tuple[TrainConfig, RunDir | None]:
+    """The configuration, and the run directory when resuming; else recipe + overrides and no run yet."""
     if resume is not None:
         run = RunDir(Path(resume))
-        return TrainConfig.from_dict(run.read_config()), run
+        config = TrainConfig.from_dict(run.read_config())
+        run.check_resumable()
+        return config, run
     if config is None:
         config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
     if data is not None:
         config.data = str(data)
     if not config.data:
         raise FerkitError("no training data given")
-    return config, RunDir.create(output, config.recipe)
+    return config, None
 
 
 def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
@@ -195,6 +198,7 @@ def _best_val_loss(run: RunDir) -> float | None:
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
+    run.onnx_model.unlink(missing_ok=True)  # an export of earlier weights would shadow these
     model.save(run.keras_model)
     run.model_json.write_text(model.to_json())
     model.save_weights(run.weights)
