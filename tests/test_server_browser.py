@@ -54,3 +54,19 @@ def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
         browser.close()
     assert len(labels) == 3
     assert all(label.split(": ")[1] in ("angry", "happy", "sad", "surprise") for label in labels)
+
+
+def test_live_webcam_mode_sends_frames(server_url):
+    """Chromium's fake camera stands in for a webcam: frames go to the API and answers come back."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + [
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+        page = browser.new_page()
+        page.goto(server_url + "/")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        page.click("#live")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        assert page.inner_text("#live") == "Stop live webcam"
+        page.click("#live")
+        assert page.inner_text("#live") == "Start live webcam"
+        browser.close()
