@@ -6,7 +6,7 @@ landmark alignment does for turned faces.
 Each PublicTest face is enlarged to 144 px and set in a 288 px frame (border repeated), then
 (1) detected by YuNet and cropped with several margins: accuracy vs the whole 48x48 crop
 classified directly (`--no-detect`), and (2) turned by known angles and classified with and
-without `--align`: accuracy and agreement with the upright face's label.
+without alignment (`--no-align`): accuracy and agreement with the upright face's label.
 Not a test: it only prints.
 """
 
@@ -22,7 +22,7 @@ from ferkit.data.preprocess import crop_face, eye_angle
 from ferkit.inference import EmotionRecognizer
 
 MARGINS = (0.0, 0.1, 0.2, 0.3)
-ANGLES = (-30, -15, 15, 30)
+ANGLES = (-30, -15, 0, 15, 30)
 
 
 def framed(face: np.ndarray, angle: float = 0.0) -> np.ndarray:

@@ -17,8 +17,8 @@ def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> N
         parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
         parser.add_argument("--tiny-faces", action="store_true",
                             help="yunet: also search big photos tile by tile for faces too small at 640 px")
-        parser.add_argument("--align", action="store_true",
-                            help="level the eyes from YuNet's landmarks before classifying (off: see README)")
+        parser.add_argument("--no-align", dest="align", action="store_false",
+                            help="do not level the eyes from YuNet's landmarks before classifying")
 
 
 def recognizer(args: argparse.Namespace):
@@ -32,4 +32,4 @@ def recognizer(args: argparse.Namespace):
             raise FerkitError("--tiny-faces works with --detector yunet only")
         options["second_pass"] = True
     return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
-                             align=getattr(args, "align", False), tta=args.tta, **options)
+                             align=getattr(args, "align", True), tta=args.tta, **options)
