@@ -106,13 +106,13 @@ def demo_video(photo: Path, path: Path, frames: int = 150) -> Path:
 
 
 def predict_peak_mb(model: str, photo: Path) -> float:
-    """Peak memory of one `ferkit predict`, reported by the process itself (a parent's
-    RUSAGE_CHILDREN would count the memory a forked child shares with this big process)."""
-    code = ("import resource, sys; from ferkit.cli import main; main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, "-q", "predict", str(photo), "--model", model],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip().splitlines()[-1]) / 1024
+    """Peak memory of one `ferkit predict`. Linux keeps a forked child's peak across exec, so a
+    child of this big process would report this process's size: a small launcher forks it instead."""
+    launcher = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    command = [sys.executable, "-m", "ferkit", "predict", str(photo), "--model", model]
+    out = subprocess.run([sys.executable, "-c", launcher, *command], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024
 
 
 def startup(model: str, photo: Path) -> float:
