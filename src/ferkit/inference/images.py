@@ -8,9 +8,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferkit.data.sources import IMAGE_SUFFIXES
 from ferkit.errors import FerkitError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
 
 def load_image(image: Any, rgb: bool = False) -> np.ndarray:
