@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import synthetic_faces
 from ferkit.errors import FerkitError
 from ferkit.inference import EmotionRecognizer, Face
 from ferkit.inference.backends import KerasBackend, OnnxBackend, load_backend
@@ -126,3 +127,22 @@ def test_onnx_matches_keras_on_real_faces(tiny_run, real_members):
     a, b = KerasBackend(tiny_run).predict(batch), load_backend(tiny_run).predict(batch)
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.995
+
+
+def test_int8_export_is_smaller_and_close(tiny_run, tmp_path):
+    from ferkit.models.export import export_onnx
+
+    path = export_onnx(tiny_run, tmp_path / "q.onnx", quantize="int8")
+    assert path.stat().st_size < (tiny_run / "model.onnx").stat().st_size / 2
+    quantized, plain = load_backend(path), load_backend(tiny_run / "model.onnx")
+    assert quantized.info.classes == plain.info.classes and quantized.info.config["quantize"] == "int8"
+    images, _ = synthetic_faces(plain.info.classes, 10, seed=5)
+    batch = np.stack(images).astype(np.float32)[..., None]
+    assert (quantized.predict(batch).argmax(1) == plain.predict(batch).argmax(1)).mean() >= 0.9
+
+
+def test_unknown_quantization(tiny_run):
+    from ferkit.models.export import export_onnx
+
+    with pytest.raises(FerkitError, match="unknown quantization"):
+        export_onnx(tiny_run, quantize="int4")
