@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
@@ -28,6 +29,7 @@ def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: 
         if key in history:
             ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
     ax.set(xlabel="epoch", ylabel=metric, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

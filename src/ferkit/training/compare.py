@@ -81,6 +81,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -
 def plot_curves(path: Path, histories: dict[str, Path]) -> None:
     """Validation accuracy and loss per epoch, one line per recipe."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
     for recipe, history_path in histories.items():
@@ -90,6 +91,7 @@ def plot_curves(path: Path, histories: dict[str, Path]) -> None:
             ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=recipe)
     for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
         ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
