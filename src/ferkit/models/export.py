@@ -81,7 +81,7 @@ def _quantize_int8(path: Path, tmp: Path, faces: np.ndarray) -> Path:
             return next(self._batches, None)
 
     prepared, quantized = tmp / "prepared.onnx", tmp / "int8.onnx"
-    quant_pre_process(str(path), str(prepared))
+    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)  # no sympy needed
     quantize_static(str(prepared), str(quantized), Faces(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
     return quantized
