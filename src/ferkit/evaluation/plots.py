@@ -28,10 +28,31 @@ def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: 
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
         if key in history:
             ax.plot(epochs, history[key], marker="o", markersize=3, label=label)
-    ax.set(xlabel="epoch", ylabel=metric, title=title)
+    _epoch_axis(ax, title, ylabel=metric)
+    _save(fig, path)
+
+
+def plot_overlay(histories: dict[str, Path], path: Path) -> None:
+    """Validation accuracy and loss per epoch of several runs (history.csv files), one line each."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for name, history_path in histories.items():
+        history = read_history(history_path)
+        epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
+        for ax, key in zip(axes, ("val_accuracy", "val_loss")):
+            ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=name)
+    for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
+        _epoch_axis(ax, title)
+    _save(fig, path)
+
+
+def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -51,6 +72,4 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     for text, rate in zip(display.text_.ravel(), rates.ravel()):
         text.set_color("white" if rate > 0.5 else "black")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.evaluation.plots import read_history
+from ferkit.evaluation.plots import plot_overlay
 from ferkit.runs import load_keras_model
 from ferkit.training.config import TrainConfig
 from ferkit.training.trainer import train
@@ -41,7 +41,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
         result = train(data, recipe=recipe, output=out / recipe, verbose=verbose, **{**overrides, **shared})
         rows.append(_row(recipe, result))
     write_table(out, rows, shared)
-    plot_curves(out / "val_curves.png", {row["recipe"]: out / row["recipe"] / "history.csv" for row in rows})
+    plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)
     return rows
 
@@ -76,24 +76,3 @@ def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "compare.md").write_text("\n".join(lines) + "\n")
-
-
-def plot_curves(path: Path, histories: dict[str, Path]) -> None:
-    """Validation accuracy and loss per epoch, one line per recipe."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for recipe, history_path in histories.items():
-        history = read_history(history_path)
-        epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
-        for ax, key in zip(axes, ("val_accuracy", "val_loss")):
-            ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=recipe)
-    for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
-        ax.set(xlabel="epoch", title=title)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
