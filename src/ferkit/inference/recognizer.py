@@ -46,6 +46,8 @@ class EmotionRecognizer:
         """Find every face in `image` (path, array, PIL image) and classify them in one batch."""
         array = load_image(image, rgb)
         faces = self.detector.detect(array)
+        if not faces:
+            return faces
         gray = to_gray(array)
         crops = [crop_face(gray, face.box, self.margin, self._angle(face)) for face in faces]
         for face, scores in zip(faces, self.classify(crops)):
