@@ -13,6 +13,7 @@ import numpy as np
 from keras import layers
 from sklearn.utils.class_weight import compute_class_weight
 
+from ferkit.training.augment import RandomFaceAffine
 from ferkit.training.config import TrainConfig
 
 
@@ -56,15 +57,10 @@ def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] |
 
 
 def augmentation(config: TrainConfig) -> keras.Sequential | None:
-    """Random flip/shift/rotation/zoom (+ erasing) as Keras preprocessing layers, or None."""
+    """Random flip/shift/rotation/zoom in one warp (+ random erasing) as Keras layers, or None."""
     parts = []
     if config.augment:
-        parts += [
-            layers.RandomFlip("horizontal", seed=config.seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=config.seed + 1),
-            layers.RandomRotation(10 / 360, fill_mode="reflect", seed=config.seed + 2),
-            layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=config.seed + 3),
-        ]
+        parts.append(RandomFaceAffine(seed=config.seed))
     if config.erasing > 0:
         parts.append(layers.RandomErasing(factor=config.erasing, value_range=(0, 255), seed=config.seed + 4))
     return keras.Sequential(parts, name="augmentation") if parts else None
