@@ -1,8 +1,9 @@
 """Replace the bundled default model with a finished run directory, in one command.
 
-    python scripts/bundle_model.py RUN_DIR
+    python scripts/bundle_model.py RUN_DIR [RUN_DIR ...]
 
-Exports RUN_DIR to int8-quantized ONNX (classes and input size as metadata), evaluates that file
+With several runs, their ensemble (probabilities averaged; ferkit.models.ensemble) is written to
+runs/ensemble-<timestamp>/ and bundled. Exports the run to int8-quantized ONNX (classes and input size as metadata), evaluates that file
 on the run's own test split, and puts model.onnx, config.json, that metrics.json and its confusion
 matrix into src/ferkit/assets/default/, where `EmotionRecognizer()`, `ferkit predict` and
 `ferkit info` find them. The current bundled model was made by:
@@ -15,17 +16,22 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from ferkit.evaluation import evaluate
+from ferkit.models.ensemble import ensemble_run
 from ferkit.models.export import export_onnx
 from ferkit.runs import RunDir
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
 
 
-def main(run_dir: str) -> None:
-    run = RunDir(Path(run_dir))
+def main(run_dirs: list[str]) -> None:
+    if len(run_dirs) > 1:
+        run = ensemble_run(run_dirs, Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        run = RunDir(Path(run_dirs[0]))
     TARGET.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(run.path, TARGET / "model.onnx", quantize="int8")
     shutil.copy2(run.config, TARGET / run.config.name)
@@ -35,6 +41,6 @@ def main(run_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1:])

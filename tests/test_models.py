@@ -53,3 +53,43 @@ def test_local_weights_file_is_loaded(tmp_path):
 def test_bad_model_requests(name, weights, message):
     with pytest.raises(FerkitError, match=message):
         create_model(name, image_size=48, num_classes=7, weights=weights)
+
+
+def _copy_with_fresh_model(run, path, **config_changes):
+    """A copy of `run` whose model is a different (untrained) network with the same interface."""
+    import json
+    import shutil
+
+    shutil.copytree(run, path)
+    config = json.loads((path / "config.json").read_text())
+    create_model("custom", image_size=48, num_classes=4).save(path / "model.keras")
+    (path / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return path
+
+
+def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.ensemble import ensemble_run
+    from ferkit.models.export import export_onnx
+    from ferkit.runs import load_keras_model
+
+    other = _copy_with_fresh_model(tiny_run, tmp_path / "other")
+    run = ensemble_run([tiny_run, other], tmp_path / "ens")
+    x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    members = [load_keras_model(path)[0].predict(x, verbose=0) for path in (tiny_run, other)]
+    model, info = load_keras_model(run.path)
+    np.testing.assert_allclose(model.predict(x, verbose=0), (members[0] + members[1]) / 2, atol=1e-6)
+    assert info.config["ensemble"] == [str(tiny_run), str(other)] and len(info.classes) == 4
+    onnx_scores = load_backend(export_onnx(run.path)).predict(x)
+    np.testing.assert_allclose(onnx_scores, (members[0] + members[1]) / 2, atol=1e-4)
+
+
+def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
+    from ferkit.models.ensemble import ensemble_run
+
+    with pytest.raises(FerkitError, match="at least two"):
+        ensemble_run([tiny_run], tmp_path / "one")
+    other = _copy_with_fresh_model(tiny_run, tmp_path / "other", image_size=64)
+    with pytest.raises(FerkitError, match="cannot average"):
+        ensemble_run([tiny_run, other], tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()

@@ -141,17 +141,34 @@ def test_user_recipe_file(tmp_path):
         TrainConfig.from_recipe(str(path))
 
 
+def test_recipe_with_a_base_changes_only_its_own_fields(tmp_path):
+    (tmp_path / "seed-custom+augment.toml").write_text('base = "seed-custom"\ndescription = "x"\naugment = true\n')
+    (tmp_path / "two.toml").write_text('base = "seed-custom+augment.toml"\nlabel_smoothing = 0.1\n')
+    config = TrainConfig.from_recipe(str(tmp_path / "two.toml"))
+    seed = TrainConfig.from_recipe("seed-custom")
+    assert config.recipe == "two" and config.augment and config.label_smoothing == 0.1
+    assert (config.model, config.classes, config.learning_rate) == (seed.model, seed.classes, seed.learning_rate)
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(FerkitError, match="its own base"):
+        TrainConfig.from_recipe(str(tmp_path / "loop.toml"))
+    (tmp_path / "orphan.toml").write_text('base = "nope"\n')
+    with pytest.raises(FerkitError, match="unknown recipe 'nope'"):
+        TrainConfig.from_recipe(str(tmp_path / "orphan.toml"))
+
+
 def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
     from ferkit.training.compare import compare
 
-    rows = compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1,
+    ablation = tmp_path / "default-noaug.toml"  # a recipe file is named by its stem
+    ablation.write_text('base = "default"\naugment = false\n')
+    rows = compare(synthetic_folder, ["seed-custom", str(ablation)], tmp_path / "cmp", epochs=1,
                    classes=CLASSES, split="official", verbose=0)
-    assert [r["recipe"] for r in rows] == ["seed-custom", "default"]
+    assert [r["recipe"] for r in rows] == ["seed-custom", "default-noaug"]
     table = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "| seed-custom | custom |" in table and "| default | fernet |" in table
+    assert "| seed-custom | custom |" in table and "| default-noaug | fernet |" in table
     assert "f1_angry" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
     assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
-    for name in ("seed-custom", "default"):  # both tested on the same faces
+    for name in ("seed-custom", "default-noaug"):  # both tested on the same faces
         metrics = json.loads((tmp_path / "cmp" / name / "metrics.json").read_text())
         assert metrics["split_sizes"]["test"] == 60 and metrics["classes"] == CLASSES.split(",")
 

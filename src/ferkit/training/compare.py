@@ -37,9 +37,10 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     shared = {key: overrides.get(key) or first[key] for key in PROTOCOL}
     rows = []
     for recipe in recipes:
-        log.info("=== %s ===", recipe)
-        result = train(data, recipe=recipe, output=out / recipe, verbose=verbose, **{**overrides, **shared})
-        rows.append(_row(recipe, result))
+        name = TrainConfig.from_recipe(recipe).recipe  # a .toml path's stem
+        log.info("=== %s ===", name)
+        result = train(data, recipe=recipe, output=out / name, verbose=verbose, **{**overrides, **shared})
+        rows.append(_row(name, result))
     write_table(out, rows, shared)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)

@@ -87,8 +87,14 @@ def list_recipes() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
-def load_recipe(recipe: str) -> dict[str, Any]:
-    """A shipped recipe by name, or a user's recipe from a .toml path."""
+def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A shipped recipe by name, or a user's recipe from a .toml path.
+
+    A recipe may name a `base` recipe and change only a few of its fields; that is how one
+    technique is switched on or off for an ablation without copying the whole recipe.
+    """
+    if recipe in _seen:
+        raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
     if recipe.endswith(".toml"):
         path = Path(recipe)
         if not path.is_file():
@@ -103,4 +109,13 @@ def load_recipe(recipe: str) -> dict[str, Any]:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
-    return {"recipe": name, **values}
+    base = values.pop("base", None)
+    inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+    return {**inherited, "recipe": name, **values}
+
+
+def _relative(base: str, recipe: str) -> str:
+    """A base given as a .toml path is relative to the recipe file that names it."""
+    if base.endswith(".toml") and recipe.endswith(".toml"):
+        return str(Path(recipe).parent / base)
+    return base
