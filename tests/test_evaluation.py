@@ -48,6 +48,13 @@ def test_evaluate_rebuilds_the_test_split(trained_run, tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["split"].startswith("official")
 
 
+def test_evaluate_val_rebuilds_the_validation_split(trained_run):
+    result, data = trained_run
+    metrics = evaluate(result.run_dir, data, split="val")
+    assert sum(m["support"] for m in metrics["per_class"].values()) == result.metrics["split_sizes"]["val"] == 24
+    assert metrics["split"].startswith("validation part of official")
+
+
 def test_evaluate_all_drops_unknown_classes_and_says_so(trained_run, tmp_path, caplog):
     result, data = trained_run
     images, labels = synthetic_faces(("fear",), 7)

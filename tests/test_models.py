@@ -79,9 +79,20 @@ def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
     members = [load_keras_model(path)[0].predict(x, verbose=0) for path in (tiny_run, other)]
     model, info = load_keras_model(run.path)
     np.testing.assert_allclose(model.predict(x, verbose=0), (members[0] + members[1]) / 2, atol=1e-6)
-    assert info.config["ensemble"] == [str(tiny_run), str(other)] and len(info.classes) == 4
+    assert [m["run"] for m in info.config["members"]] == [str(tiny_run), str(other)] and len(info.classes) == 4
+    assert info.config["model"] == "ensemble" and "epochs" not in info.config
     onnx_scores = load_backend(export_onnx(run.path)).predict(x)
     np.testing.assert_allclose(onnx_scores, (members[0] + members[1]) / 2, atol=1e-4)
+
+
+def test_info_describes_an_ensemble_by_its_members(tiny_run, tmp_path, capsys):
+    from ferkit.cli import main
+    from ferkit.models.ensemble import ensemble_run
+
+    run = ensemble_run([tiny_run, tiny_run], tmp_path / "ens")
+    assert main(["info", "--model", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble of 2 runs" in out and "seed-custom (custom, 2 epochs) + seed-custom" in out
 
 
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):

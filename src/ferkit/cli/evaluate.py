@@ -10,8 +10,9 @@ def add_parser(sub) -> None:
                        description="Accuracy, macro-F1, per-class scores and a confusion matrix.")
     p.add_argument("model", help="default (the bundled model), a run directory, a .keras or .onnx file")
     p.add_argument("data", help="fer2013.csv, an image folder or a .zip")
-    p.add_argument("--split", choices=["test", "all"], default="test",
-                   help="test: the model's own test split rebuilt on DATA; all: every face (default test)")
+    p.add_argument("--split", choices=["test", "val", "all"], default="test",
+                   help="test (default) or val: the model's own test or validation split rebuilt on DATA; "
+                        "all: every face")
     p.add_argument("--output", metavar="DIR", help="write metrics.json and confusion_matrix.png here")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flip + shifts averaged)")
     p.set_defaults(run=run)

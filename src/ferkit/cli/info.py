@@ -24,11 +24,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"model       {info['model']}")
     print(f"classes     {', '.join(info['classes'])}")
     print(f"input       {info['image_size']}x{info['image_size']} grayscale")
-    if config:
+    if config.get("members"):
+        print(f"trained     ensemble of {len(config['members'])} runs on {config.get('data') or '?'}")
+    elif config:
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
               f"{config.get('epochs')} epochs on {config.get('data') or '?'}")
-        if config.get("description"):
-            print(f"recipe      {config['description']}")
+    if config.get("description"):
+        print(f"recipe      {config['description']}")
     if metrics:
         print(f"test        accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
               f"({metrics.get('split', 'test split')})")

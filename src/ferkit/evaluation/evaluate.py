@@ -18,7 +18,8 @@ from ferkit.inference.tta import predict_tta
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
-EVAL_SPLITS = ("test", "all")
+EVAL_SPLITS = ("test", "val", "all")
+
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test",
              output: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
@@ -26,7 +27,8 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
 
     `model` is "default" (the bundled model), a run directory, or a .keras / .onnx file.
     `split="test"` re-creates the model's own test split on `data` (same protocol, fractions and
-    seed as its training run); `"all"` uses every face of the model's classes.
+    seed as its training run), `"val"` its validation split: the one to choose between models on,
+    so that the test split stays unseen. `"all"` uses every face of the model's classes.
     """
     if split not in EVAL_SPLITS:
         raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
@@ -39,17 +41,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     if left_out:
         dropped = sorted(set(EMOTIONS) - set(info.classes))
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
-    if split == "test":
-        cfg = info.config
-        if not cfg:
-            raise FerkitError(f"{model} has no training configuration to rebuild its test split: use --split all")
-        if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
-            log.warning("a random split is rebuilt from the order faces are read in: with data other than "
-                        "the training data (%s) its test faces may include training faces", cfg["data"])
-        splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
-        images, labels, description = splits.test.images, splits.test.labels, splits.description
-    else:
-        images, labels, description = dataset.images, dataset.labels, f"all {len(dataset)} faces"
+    images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
     probs = predict_tta(backend.predict, batch) if tta else backend.predict(batch)
     metrics = classification_metrics(labels, probs, info.classes)
@@ -61,3 +53,18 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         run.path.mkdir(parents=True, exist_ok=True)
         write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
     return metrics
+
+
+def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
+    """The faces, labels and description of the split asked for, rebuilt as the training run made it."""
+    if split == "all":
+        return dataset.images, dataset.labels, f"all {len(dataset)} faces"
+    if not cfg:
+        raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
+    if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
+        log.warning("a random split is rebuilt from the order faces are read in: with data other than "
+                    "the training data (%s) its test faces may include training faces", cfg["data"])
+    splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
+    part = getattr(splits, split)
+    description = splits.description if split == "test" else f"validation part of {splits.description}"
+    return part.images, part.labels, description

@@ -16,13 +16,14 @@ from ferkit.errors import FerkitError
 from ferkit.runs import RunDir, load_keras_model, write_json
 
 PROTOCOL = ("classes", "image_size")  # what the members must share to be averaged
+KEPT = ("data", "classes", "split", "fractions", "image_size", "seed")  # the first member's, to rebuild its splits
 
 
 def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     """Write a run directory at `output` whose model averages the models of the `members` runs.
 
-    Its config.json is the first member's, with the member runs listed under `ensemble`, so that
-    `ferkit evaluate` rebuilds the same test split.
+    Its config.json keeps the first member's data protocol, so that `ferkit evaluate` rebuilds the
+    same splits, and lists each member's run, recipe, architecture and epochs under `members`.
     """
     if len(members) < 2:
         raise FerkitError("an ensemble needs at least two runs")
@@ -37,6 +38,10 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     outputs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{i}")(inputs) for i, (m, _) in enumerate(loaded)]
     model = keras.Model(inputs, keras.layers.Average(name="emotion")(outputs), name="ensemble")
     model.save(run.keras_model)
-    write_json(run.config, {**first, "recipe": f"ensemble of {len(members)} runs",
-                            "ensemble": [str(Path(m)) for m in members]})
+    parts = [{"run": str(Path(m)), **{k: info.config.get(k) for k in ("recipe", "model", "epochs")}}
+             for m, (_, info) in zip(members, loaded)]
+    description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
+    write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **{k: first.get(k) for k in KEPT},
+                            "description": f"probabilities averaged over {len(parts)} runs: {description}",
+                            "members": parts})
     return run
