@@ -58,8 +58,8 @@ class EmotionRecognizer:
         """Level the eyes from the detector's landmarks (YuNet) when `align` is on.
 
         On by default: on 600 FER2013 PublicTest faces framed and turned by known angles
-        (benchmarks/bench_crop.py, bundled int8 model), it raised accuracy from 0.53-0.56 to
-        0.63-0.66 at +-30 degrees and from 0.652 to 0.654 upright.
+        (benchmarks/bench_crop.py, the single-network int8 model bundled before), it raised accuracy
+        from 0.53-0.56 to 0.63-0.66 at +-30 degrees and from 0.652 to 0.654 upright.
         """
         return eye_angle(face.landmarks) if self.align and face.landmarks is not None else 0.0
 
