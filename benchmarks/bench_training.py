@@ -1,7 +1,7 @@
 """Training-side benchmark: FER2013 zip load time, training images/s per architecture, and the
 speed-up of training a frozen backbone's head on cached features.
 
-    python benchmarks/bench_training.py [--data ../shared/data/fer2013.zip] [--images 2048]
+    python benchmarks/bench_training.py [--data ../shared/data/fer2013.zip] [--images 2048] [--only fernet ...]
 
 Figures depend on the machine; this project's reference is a 2-core CPU. Not a test: it only prints.
 """
@@ -83,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/fer2013.zip")
     parser.add_argument("--images", type=int, default=2048, help="faces per timing (default 2048)")
+    parser.add_argument("--only", nargs="+", metavar="MODEL", help="time only these architectures")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -94,6 +95,8 @@ def main() -> None:
     faces, y = data.images[pick], data.labels[pick]
     print(f"\ntraining throughput ({args.images} faces, batch 64, {os.cpu_count()} CPU cores):")
     for label, name, size, bf16, augment in CASES:
+        if args.only and name not in args.only:
+            continue
         model = build(name, size, bf16)
         augmenter = {None: None, "fused": augmentation(TrainConfig(augment=True)),
                      "layers": keras_layers_augmentation()}[augment]
@@ -102,8 +105,11 @@ def main() -> None:
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         print(f"  {label:<22} {size:>3} px  {model.count_params():>10,} params "
               f"({trainable:,} trainable)  {speed:7.0f} img/s")
-    print("\nfrozen-feature training vs the seed's frozen backbone every epoch:")
-    for name, size in (("vgg19", 48), ("mobilenetv2", 96)):
+    frozen = [(name, size) for name, size in (("vgg19", 48), ("mobilenetv2", 96))
+              if not args.only or name in args.only]
+    if frozen:
+        print("\nfrozen-feature training vs the seed's frozen backbone every epoch:")
+    for name, size in frozen:
         print("  " + frozen_speedup(name, size, faces, y))
 
 
