@@ -74,8 +74,9 @@ def _resolve(data, config: TrainConfig | None, resume, overrides) -> tuple[Train
     """The configuration, and the run directory when resuming; else recipe + overrides and no run yet."""
     if resume is not None:
         run = RunDir(Path(resume))
-        run.check_resumable()
-        config = TrainConfig.from_dict(run.read_config())
+        values = run.read_config()
+        run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
+        config = TrainConfig.from_dict(values)
         return config, run
     if config is None:
         config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
