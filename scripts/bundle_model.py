@@ -6,8 +6,9 @@ With several runs, their ensemble (probabilities averaged; ferkit.models.ensembl
 runs/ensemble-<timestamp>/ and bundled. Exports the run to int8-quantized ONNX (classes and
 input size as metadata), evaluates that file on the run's own test split, and puts model.onnx,
 config.json, that metrics.json and its confusion matrix into src/ferkit/assets/default/, where
-`EmotionRecognizer()`, `ferkit predict` and `ferkit info` find them. The current bundled model, an ensemble of two default-recipe runs
-(chosen over either run alone on their validation split), was made by:
+`EmotionRecognizer()`, `ferkit predict` and `ferkit info` find them. The current bundled model, an
+ensemble of two default-recipe runs (chosen over either run alone on their validation split), was
+made by:
 
     ferkit train ../shared/data/fer2013.zip --epochs 30 --output runs/default-e30  (before the
         augmentation was fused into one layer)

@@ -63,7 +63,7 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
     if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
         log.warning("a random split is rebuilt from the order faces are read in: with data other than "
-                    "the training data (%s) its test faces may include training faces", cfg["data"])
+                    "the training data (%s) its %s faces may include training faces", cfg["data"], split)
     splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"

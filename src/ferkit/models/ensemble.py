@@ -15,7 +15,6 @@ import keras
 from ferkit.errors import FerkitError
 from ferkit.runs import RunDir, load_keras_model, write_json
 
-PROTOCOL = ("classes", "image_size")  # what the members must share to be averaged
 KEPT = ("data", "classes", "split", "fractions", "image_size", "seed")  # the first member's, to rebuild its splits
 
 
@@ -28,9 +27,9 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     if len(members) < 2:
         raise FerkitError("an ensemble needs at least two runs")
     loaded = [load_keras_model(member) for member in members]
-    first = loaded[0][1].config
+    first = loaded[0][1]
     for member, (_, info) in zip(members, loaded):
-        if any(info.config.get(key) != first.get(key) for key in PROTOCOL):
+        if (info.classes, info.image_size) != (first.classes, first.image_size):
             raise FerkitError(f"{member} has other classes or input size than {members[0]}: cannot average")
     run = RunDir.create(output, "ensemble")
     inputs = keras.Input(loaded[0][0].input_shape[1:], name="face")
@@ -41,7 +40,8 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     parts = [{"run": str(Path(m)), **{k: info.config.get(k) for k in ("recipe", "model", "epochs")}}
              for m, (_, info) in zip(members, loaded)]
     description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
-    write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **{k: first.get(k) for k in KEPT},
+    kept = {k: first.config.get(k) for k in KEPT}
+    write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **kept,
                             "description": f"probabilities averaged over {len(parts)} runs: {description}",
                             "members": parts})
     return run

@@ -17,7 +17,7 @@ import numpy as np
 
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.runs import load_keras_model
-from ferkit.training.config import TrainConfig
+from ferkit.training.config import TrainConfig, load_recipe
 from ferkit.training.trainer import train
 
 log = logging.getLogger("ferkit")
@@ -37,7 +37,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     shared = {key: overrides.get(key) or first[key] for key in PROTOCOL}
     rows = []
     for recipe in recipes:
-        name = TrainConfig.from_recipe(recipe).recipe  # a .toml path's stem
+        name = load_recipe(recipe)["recipe"]  # a .toml path's stem
         log.info("=== %s ===", name)
         result = train(data, recipe=recipe, output=out / name, verbose=verbose, **{**overrides, **shared})
         rows.append(_row(name, result))

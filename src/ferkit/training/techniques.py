@@ -62,7 +62,7 @@ def augmentation(config: TrainConfig) -> keras.Sequential | None:
     if config.augment:
         parts.append(RandomFaceAffine(seed=config.seed))
     if config.erasing > 0:
-        parts.append(layers.RandomErasing(factor=config.erasing, value_range=(0, 255), seed=config.seed + 4))
+        parts.append(layers.RandomErasing(factor=config.erasing, value_range=(0, 255), seed=config.seed + 1))
     return keras.Sequential(parts, name="augmentation") if parts else None
 
 
