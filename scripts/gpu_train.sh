@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Train several runs at once on one GPU machine without TensorFlow (Keras on JAX), each its own process.
+#
+#   scripts/gpu_train.sh JOBS DATA OUTDIR SECONDS PACKDIR
+#
+# JOBS has one run per line, "NAME FERKIT-TRAIN-FLAGS...", e.g. "deep --recipe benchmarks/long/x.toml".
+# A small CNN leaves most of a big GPU idle, so the runs share it. A run whose directory already
+# exists under OUTDIR is resumed (--resume). At SECONDS every run still going gets Ctrl-C, which
+# makes ferkit keep its best weights and write the run as interrupted (resume it later).
+# Then each run is packed, without its resume backup unless it was interrupted, into
+# PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
+set -u
+jobs_file=$1 data=$2 out=$3 seconds=$4 pack=$5
+export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+mkdir -p "$out" "$pack"
+pids=()
+while read -r name flags; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    if [[ -d "$out/$name" ]]; then args=(--resume "$out/$name"); else args=("$data" --output "$out/$name" $flags); fi
+    python3 -c "from ferkit.cli import main; main()" train "${args[@]}" >>"$out/$name.log" 2>&1 &
+    pids+=($!)
+    echo "started $name: ${args[*]}"
+done <"$jobs_file"
+
+deadline=$((SECONDS + seconds))
+while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 5
+done
+for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p"; done
+
+cd "$out" || exit 1
+keep=() late=()  # resume backups last: if the transfer cap cuts the archive, it cuts them
+for log in *.log; do
+    name=${log%.log}
+    keep+=("$log" "$name/config.json" "$name/history.csv")
+    for f in metrics.json model.keras; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
+    grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null && [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
+    echo "$name: $(grep -E '^Epoch [0-9]+/' "$log" | tail -1) $(tail -1 "$log")"
+done
+tar czf - "${keep[@]}" "${late[@]}" 2>/dev/null | split -b 15M - "$pack/runs.tar.gz.part-"
+ls -la "$pack"
