@@ -6,10 +6,11 @@
 # JOBS has one run per line, "NAME FERKIT-TRAIN-FLAGS...", e.g. "deep --recipe benchmarks/long/x.toml".
 # A small CNN leaves most of a big GPU idle, so the runs share it. A run whose directory already
 # exists under OUTDIR is resumed (--resume). At SECONDS every run still going gets Ctrl-C, which
-# makes ferkit keep its best weights and write the run as interrupted (resume it later).
+# makes ferkit keep its best weights and write the run as interrupted (resume it later), and 30 s
+# later TERM (the best-weights checkpoint is then all that is kept).
 # Then each run is packed, without its resume backup unless it was interrupted, into
 # PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
-set -u
+set -um  # -m: job control, else background runs ignore the Ctrl-C sent at the deadline
 jobs_file=$1 data=$2 out=$3 seconds=$4 pack=$5
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 mkdir -p "$out" "$pack"
@@ -29,7 +30,8 @@ while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
     sleep 5
 done
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
-for p in "${pids[@]}"; do wait "$p"; done
+sleep 30  # Ctrl-C is not always honoured mid-epoch on JAX: then TERM, keeping the best weights file
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p"; done
 
 cd "$out" || exit 1
 keep=() late=()  # resume backups last: if the transfer cap cuts the archive, it cuts them
@@ -37,6 +39,7 @@ for log in *.log; do
     name=${log%.log}
     keep+=("$log" "$name/config.json" "$name/history.csv")
     for f in metrics.json model.keras; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
+    [[ -e "$name/model.keras" ]] || late+=("$name/checkpoints/best.weights.h5")
     grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null && [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
     echo "$name: $(grep -E '^Epoch [0-9]+/' "$log" | tail -1) $(tail -1 "$log")"
 done
