@@ -93,6 +93,20 @@ def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
 
 
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_the_kept_epoch_is_the_best_by_the_checkpoint_metric(synthetic_folder, tmp_path, monitor):
+    from ferkit.evaluation import evaluate
+
+    run = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", checkpoint_on=monitor,
+                **FAST).run_dir
+    with open(run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    pick = min if monitor == "val_loss" else max
+    best = pick(rows, key=lambda r: float(r[monitor]))
+    kept = evaluate(run, synthetic_folder, split="val")
+    assert kept["accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
+
+
 def test_class_weights_favour_rare_classes():
     labels = np.array([0] * 90 + [1] * 10)
     balanced = techniques.class_weights(TrainConfig(class_weight="balanced"), labels)
@@ -125,6 +139,7 @@ def test_recipes_ship_and_resolve():
     ({"recipe": "nope"}, "unknown recipe"),
     ({"epochs": 0}, "epochs"),
     ({"class_weight": "heavy"}, "class_weight"),
+    ({"checkpoint_on": "accuracy"}, "checkpoint_on"),
     ({"colour": "blue"}, "unknown configuration"),
 ])
 def test_bad_configuration(overrides, message):

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ferkit.data.labels import EMOTIONS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
@@ -30,6 +32,26 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     seed as its training run), `"val"` its validation split: the one to choose between models on,
     so that the test split stays unseen. `"all"` uses every face of the model's classes.
     """
+    probs, labels, description, info, dataset, left_out = _predict(model, data, split, tta)
+    metrics = classification_metrics(labels, probs, info.classes)
+    metrics.update(split=description, model=str(model), data=str(data), tta=tta,
+                   skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})
+    log.info("%s: %s", description, format_metrics(metrics))
+    if output is not None:
+        run = RunDir(Path(output))
+        run.path.mkdir(parents=True, exist_ok=True)
+        write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
+    return metrics
+
+
+def predict_split(model: str | Path, data: str | Path, split: str = "val",
+                  tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`model`'s probabilities on a split of `data` and the true labels: what ensembles are chosen on."""
+    probs, labels, *_ = _predict(model, data, split, tta)
+    return probs, labels
+
+
+def _predict(model, data, split: str, tta: bool):
     if split not in EVAL_SPLITS:
         raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
     backend = load_backend(model)
@@ -44,15 +66,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
     probs = predict_tta(backend.predict, batch) if tta else backend.predict(batch)
-    metrics = classification_metrics(labels, probs, info.classes)
-    metrics.update(split=description, model=str(model), data=str(data), tta=tta,
-                   skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})
-    log.info("%s: %s", description, format_metrics(metrics))
-    if output is not None:
-        run = RunDir(Path(output))
-        run.path.mkdir(parents=True, exist_ok=True)
-        write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
-    return metrics
+    return probs, labels, description, info, dataset, left_out
 
 
 def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):

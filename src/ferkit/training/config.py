@@ -36,6 +36,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     early_stopping: int = 0  # patience in epochs; 0 turns it off
+    # The epoch kept: lowest val_loss (the seed's) or highest val_accuracy. With label smoothing and a
+    # long cosine schedule, val_loss bottoms out early while accuracy still climbs to the last epoch.
+    checkpoint_on: str = "val_loss"
     precompute_features: bool = True  # frozen backbones: fit the head on cached features
     # Regularisation and schedule (see ferkit.training.techniques); the seed used none of them.
     augment: bool = False  # random flip, shift, rotation and zoom on the training faces
@@ -57,7 +60,8 @@ class TrainConfig:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.image_size < 32 and self.model != "custom":
             raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
-        choices = {"class_weight": ("none", "balanced", "sqrt"), "schedule": ("constant", "cosine")}
+        choices = {"class_weight": ("none", "balanced", "sqrt"), "schedule": ("constant", "cosine"),
+                   "checkpoint_on": ("val_loss", "val_accuracy")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

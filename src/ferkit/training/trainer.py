@@ -177,25 +177,29 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
 
 
 def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
-    best_so_far = _best_val_loss(run) if resume else None
+    monitor = config.checkpoint_on
     callbacks = [
-        keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_loss", save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=_best_so_far(run, monitor) if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
         keras.callbacks.BackupAndRestore(run.backup),
     ]
     if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
     return callbacks
 
 
-def _best_val_loss(run: RunDir) -> float | None:
+def _best_so_far(run: RunDir, monitor: str) -> float | None:
+    """The best `monitor` value of the epochs before a resume, so the checkpoint is not overwritten by a worse one."""
     from ferkit.evaluation.plots import read_history
 
     if not run.history.is_file():
         return None
-    losses = read_history(run.history).get("val_loss", [])
-    return float(np.min(losses)) if losses else None
+    values = read_history(run.history).get(monitor, [])
+    if not values:
+        return None
+    return float(np.max(values) if monitor.endswith("accuracy") else np.min(values))
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:

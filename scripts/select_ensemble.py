@@ -1,0 +1,63 @@
+"""Choose an ensemble from trained runs on their validation split (greedy forward selection).
+
+    python scripts/select_ensemble.py DATA RUN [RUN ...] [--max N] [--tta]
+
+Starts from the run with the best validation accuracy and keeps adding the run whose averaged
+probabilities raise it most, until none does or N runs are in (each member adds to the bundle's
+size and inference time). Only the validation split is used, so the test split stays unseen.
+All runs must share one validation split: the same data file, protocol and seed.
+Prints each run's own accuracy and the ensemble after each step; give the chosen runs to
+scripts/bundle_model.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+from ferkit.evaluation.evaluate import predict_split
+
+
+def greedy_selection(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[str]:
+    def accuracy(names: list[str]) -> float:
+        return float((np.mean([probs[n] for n in names], axis=0).argmax(1) == labels).mean())
+
+    chosen: list[str] = []
+    best = 0.0
+    while len(chosen) < max_members:
+        scores = {n: accuracy(chosen + [n]) for n in probs if n not in chosen}
+        if not scores:
+            break
+        name, score = max(scores.items(), key=lambda item: item[1])
+        if score <= best:
+            break
+        chosen.append(name)
+        best = score
+        print(f"  + {name}: ensemble of {len(chosen)} -> {score:.4f}")
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data")
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--max", type=int, default=4, help="most members (default 4)")
+    parser.add_argument("--tta", action="store_true", help="choose on test-time-augmented predictions")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    probs, labels = {}, None
+    for run in args.runs:
+        probs[run], run_labels = predict_split(run, args.data, split="val", tta=args.tta)
+        if labels is not None and not np.array_equal(labels, run_labels):
+            raise SystemExit(f"{run} has another validation split than {args.runs[0]}: cannot compare")
+        labels = run_labels
+        print(f"{run}: validation accuracy {(probs[run].argmax(1) == labels).mean():.4f}")
+    print("greedy selection:")
+    chosen = greedy_selection(probs, labels, args.max)
+    print("chosen:", " ".join(chosen))
+
+
+if __name__ == "__main__":
+    main()
