@@ -18,8 +18,8 @@ made by:
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ferkit.runs import RunDir
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
 
 
-def main(run_dirs: list[str]) -> None:
+def main(run_dirs: list[str], data: str | None) -> None:
     if len(run_dirs) > 1:
         run = ensemble_run(run_dirs, Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
     else:
@@ -39,12 +39,14 @@ def main(run_dirs: list[str]) -> None:
     TARGET.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(run.path, TARGET / "model.onnx", quantize="int8")
     shutil.copy2(run.config, TARGET / run.config.name)
-    metrics = evaluate(onnx, run.read_config()["data"], split="test", output=TARGET)
+    metrics = evaluate(onnx, data or run.read_config()["data"], split="test", output=TARGET)
     print(f"bundled {run.path} -> {TARGET}: {onnx.stat().st_size / 1e6:.1f} MB int8 model, "
           f"test accuracy {metrics['accuracy']:.4f}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--data", help="the data to test on (default: the runs' own training data)")
+    args = parser.parse_args()
+    main(args.runs, args.data)
