@@ -1,19 +1,21 @@
 """Replace the bundled default model with a finished run directory, in one command.
 
-    python scripts/bundle_model.py RUN_DIR [RUN_DIR ...]
+    python scripts/bundle_model.py RUN_DIR [RUN_DIR ...] [--data DATA]
 
 With several runs, their ensemble (probabilities averaged; ferkit.models.ensemble) is written to
 runs/ensemble-<timestamp>/ and bundled. Exports the run to int8-quantized ONNX (classes and
 input size as metadata), evaluates that file on the run's own test split, and puts model.onnx,
 config.json, that metrics.json and its confusion matrix into src/ferkit/assets/default/, where
-`EmotionRecognizer()`, `ferkit predict` and `ferkit info` find them. The current bundled model, an
-ensemble of two default-recipe runs (chosen over either run alone on their validation split), was
-made by:
+`EmotionRecognizer()`, `ferkit predict` and `ferkit info` find them. `--data` names the data to
+test on when the runs' own (their config.json's `data`) is not at hand or lacks the test part.
 
-    ferkit train ../shared/data/fer2013.zip --epochs 30 --output runs/default-e30  (before the
-        augmentation was fused into one layer)
-    ferkit train ../shared/data/fer2013.zip --output runs/default-e18      (the default recipe)
-    python scripts/bundle_model.py runs/default-e30 runs/default-e18
+The current bundled model, an ensemble of three long GPU runs chosen on their validation split
+(benchmarks/long/README.md), was made by:
+
+    scripts/gpu_train.sh benchmarks/gpu/call{2,3,4}.jobs ...   (on a GPU, Keras on JAX)
+    python scripts/select_ensemble.py .devdata/fer-train.zip RUN ... --max 5
+    python scripts/bundle_model.py acc-deep-wd long-fernet-b128 long-fernet-e150 \
+        --data ../shared/data/fer2013.zip
 """
 
 from __future__ import annotations

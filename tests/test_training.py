@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -105,6 +109,32 @@ def test_the_kept_epoch_is_the_best_by_the_checkpoint_metric(synthetic_folder, t
     best = pick(rows, key=lambda r: float(r[monitor]))
     kept = evaluate(run, synthetic_folder, split="val")
     assert kept["accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
+
+
+_NO_TENSORFLOW = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf2onnx"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from ferkit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
+def test_trains_on_jax_without_tensorflow(synthetic_folder, tmp_path):
+    """The default recipe (fused augmentation, erasing, bfloat16, AdamW + cosine) on another backend."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW, "train", str(synthetic_folder),
+                           "--classes", CLASSES, "--epochs", "2", "--batch-size", "32", "--erasing", "0.3",
+                           "--output", str(run)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "config.json").read_text())["recipe"] == "default"
+    model = keras.models.load_model(run / "model.keras")  # made on JAX, loaded on this backend
+    assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 4)
 
 
 def test_class_weights_favour_rare_classes():
