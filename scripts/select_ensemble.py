@@ -18,25 +18,7 @@ import logging
 import numpy as np
 
 from ferkit.evaluation.evaluate import predict_split
-
-
-def greedy_selection(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[str]:
-    def accuracy(names: list[str]) -> float:
-        return float((np.mean([probs[n] for n in names], axis=0).argmax(1) == labels).mean())
-
-    chosen: list[str] = []
-    best = 0.0
-    while len(chosen) < max_members:
-        scores = {n: accuracy(chosen + [n]) for n in probs if n not in chosen}
-        if not scores:
-            break
-        name, score = max(scores.items(), key=lambda item: item[1])
-        if score <= best:
-            break
-        chosen.append(name)
-        best = score
-        print(f"  + {name}: ensemble of {len(chosen)} -> {score:.4f}")
-    return chosen
+from ferkit.models.ensemble import select_members
 
 
 def main() -> None:
@@ -55,8 +37,10 @@ def main() -> None:
         labels = run_labels
         print(f"{run}: validation accuracy {(probs[run].argmax(1) == labels).mean():.4f}")
     print("greedy selection:")
-    chosen = greedy_selection(probs, labels, args.max)
-    print("chosen:", " ".join(chosen))
+    steps = select_members(probs, labels, args.max)
+    for i, (name, score) in enumerate(steps, 1):
+        print(f"  + {name}: ensemble of {i} -> {score:.4f}")
+    print("chosen:", " ".join(name for name, _ in steps))
 
 
 if __name__ == "__main__":

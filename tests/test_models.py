@@ -85,6 +85,21 @@ def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
     np.testing.assert_allclose(onnx_scores, (members[0] + members[1]) / 2, atol=1e-4)
 
 
+def test_member_selection_adds_only_what_helps_on_validation():
+    from ferkit.models.ensemble import select_members
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    right, wrong = np.eye(3)[labels], np.eye(3)[(labels + 1) % 3]
+    unsure_wrong = 0.6 * wrong + 0.4 * right
+    first = np.r_[right[:4], unsure_wrong[4:]]  # 4 of 6 right: the best alone
+    second = np.r_[0.55 * wrong[:3] + 0.45 * right[:3], right[3:]]  # 3 of 6, but right where first fails
+    probs = {"first": first, "second": second, "copy": first.copy(), "bad": wrong}
+    steps = select_members(probs, labels, max_members=4)
+    assert [name for name, _ in steps] == ["first", "second"]
+    assert steps[0][1] == pytest.approx(4 / 6) and steps[1][1] == 1.0
+    assert len(select_members(probs, labels, max_members=1)) == 1
+
+
 def test_info_describes_an_ensemble_by_its_members(tiny_run, tmp_path, capsys):
     from ferkit.cli import main
     from ferkit.models.ensemble import ensemble_run

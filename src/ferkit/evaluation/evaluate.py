@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,11 +33,11 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     seed as its training run), `"val"` its validation split: the one to choose between models on,
     so that the test split stays unseen. `"all"` uses every face of the model's classes.
     """
-    probs, labels, description, info, dataset, left_out = _predict(model, data, split, tta)
-    metrics = classification_metrics(labels, probs, info.classes)
-    metrics.update(split=description, model=str(model), data=str(data), tta=tta,
-                   skipped={"unreadable_or_bad": dict(dataset.skipped), "other_classes": left_out})
-    log.info("%s: %s", description, format_metrics(metrics))
+    p = _predict(model, data, split, tta)
+    metrics = classification_metrics(p.labels, p.probs, p.classes)
+    metrics.update(split=p.description, model=str(model), data=str(data), tta=tta,
+                   skipped={"unreadable_or_bad": dict(p.skipped), "other_classes": p.left_out})
+    log.info("%s: %s", p.description, format_metrics(metrics))
     if output is not None:
         run = RunDir(Path(output))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -47,11 +48,20 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
 def predict_split(model: str | Path, data: str | Path, split: str = "val",
                   tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`model`'s probabilities on a split of `data` and the true labels: what ensembles are chosen on."""
-    probs, labels, *_ = _predict(model, data, split, tta)
-    return probs, labels
+    p = _predict(model, data, split, tta)
+    return p.probs, p.labels
 
 
-def _predict(model, data, split: str, tta: bool):
+class _Predictions(NamedTuple):
+    probs: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    description: str  # which split of which protocol
+    skipped: Counter  # unreadable or bad faces in the data
+    left_out: int  # faces of classes the model does not know
+
+
+def _predict(model, data, split: str, tta: bool) -> _Predictions:
     if split not in EVAL_SPLITS:
         raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
     backend = load_backend(model)
@@ -66,7 +76,7 @@ def _predict(model, data, split: str, tta: bool):
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
     probs = predict_tta(backend.predict, batch) if tta else backend.predict(batch)
-    return probs, labels, description, info, dataset, left_out
+    return _Predictions(probs, labels, info.classes, description, dataset.skipped, left_out)
 
 
 def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.runs import RunDir, load_keras_model, write_json
@@ -45,3 +46,26 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
                             "description": f"probabilities averaged over {len(parts)} runs: {description}",
                             "members": parts})
     return run
+
+
+def select_members(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[tuple[str, float]]:
+    """Greedy forward selection (Caruana et al. 2004) on held-out probabilities.
+
+    Starts from the most accurate model and keeps adding the one whose averaged probabilities raise
+    accuracy most, until none does or `max_members` are in: each member costs size and inference
+    time, so a member that adds nothing on validation stays out. Returns (name, accuracy) per step.
+    """
+    def accuracy(names: list[str]) -> float:
+        return float((np.mean([probs[n] for n in names], axis=0).argmax(1) == labels).mean())
+
+    steps: list[tuple[str, float]] = []
+    while len(steps) < max_members:
+        chosen = [name for name, _ in steps]
+        scores = {n: accuracy(chosen + [n]) for n in probs if n not in chosen}
+        if not scores:
+            break
+        name, score = max(scores.items(), key=lambda item: item[1])
+        if steps and score <= steps[-1][1]:
+            break
+        steps.append((name, score))
+    return steps
