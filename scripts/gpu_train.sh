@@ -6,8 +6,8 @@
 # JOBS has one run per line, "NAME FERKIT-TRAIN-FLAGS...", e.g. "deep --recipe benchmarks/long/x.toml".
 # A small CNN leaves most of a big GPU idle, so the runs share it. A run whose directory already
 # exists under OUTDIR is resumed (--resume). At SECONDS every run still going gets Ctrl-C, which
-# makes ferkit keep its best weights and write the run as interrupted (resume it later), and 30 s
-# later TERM (the best-weights checkpoint is then all that is kept).
+# makes ferkit stop after the current batch, keep its best weights and write the run as interrupted
+# (resume it later); a run still there 30 s later (say, still compiling) gets TERM.
 # Then each run is packed, without its resume backup unless it was interrupted, into
 # PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
 set -um  # -m: job control, else background runs ignore the Ctrl-C sent at the deadline
@@ -30,7 +30,7 @@ while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
     sleep 5
 done
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
-sleep 30  # Ctrl-C is not always honoured mid-epoch on JAX: then TERM, keeping the best weights file
+sleep 30  # then TERM for what is left; its best-weights file is packed
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p"; done
 
 cd "$out" || exit 1

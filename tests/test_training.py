@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -77,6 +78,30 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     assert not second.interrupted
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+
+
+class _CtrlCAt(keras.callbacks.Callback):
+    """Sends this process a real SIGINT after the first batch of `epoch`."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.current = epoch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder, tmp_path):
+    run = tmp_path / "run"
+    result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[_CtrlCAt(1)], **FAST)
+    assert result.interrupted and (run / "model.keras").is_file()
+    with open(run / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]  # the cut epoch is the last
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handed back
 
 
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,21 +161,60 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
          resume: bool, verbose: int, callbacks: list) -> bool:
     """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
     targets = _compile(trainer, config, len(x_train))
+    ctrl_c = _StopOnCtrlC()
     try:
         trainer.fit(
             x_train, targets(splits.train.labels), validation_data=(x_val, targets(splits.val.labels)),
             epochs=config.epochs, batch_size=config.batch_size, verbose=verbose,
             class_weight=techniques.class_weights(config, splits.train.labels),
-            callbacks=_callbacks(config, run, resume) + callbacks,
+            callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
         )
-        interrupted = False
+        interrupted = ctrl_c.requested
+        if interrupted:
+            log.warning("stopped by Ctrl-C: keeping the best weights so far (resume with --resume %s)", run.path)
     except KeyboardInterrupt:
         log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
         interrupted = True
+    finally:
+        ctrl_c.restore()
     if not run.best_weights.is_file():
         raise FerkitError("training stopped before its first epoch finished: nothing to keep")
     trainer.load_weights(run.best_weights)
     return interrupted
+
+
+class _StopOnCtrlC(keras.callbacks.Callback):
+    """The first Ctrl-C ends training after the current batch; a second one stops at once.
+
+    Ending through `stop_training` works on every backend, whereas a KeyboardInterrupt raised
+    inside JAX can be swallowed (jax-ml/jax#18246: training went on after SIGINT here). The cut
+    epoch is validated and checkpointed like a whole one, so `--resume` starts after it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self) -> None:
+        """Give Ctrl-C back to its previous handler (also when training ended by an exception)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.model.stop_training = True
+        log.warning("Ctrl-C: stopping after this batch (press it again to stop at once)")
 
 
 def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
