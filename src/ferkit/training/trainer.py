@@ -170,13 +170,12 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
         )
         interrupted = ctrl_c.requested
-        if interrupted:
-            log.warning("stopped by Ctrl-C: keeping the best weights so far (resume with --resume %s)", run.path)
     except KeyboardInterrupt:
-        log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
         interrupted = True
     finally:
         ctrl_c.restore()
+    if interrupted:
+        log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
     if not run.best_weights.is_file():
         raise FerkitError("training stopped before its first epoch finished: nothing to keep")
     trainer.load_weights(run.best_weights)
