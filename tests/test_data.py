@@ -128,6 +128,21 @@ def test_zip_ignores_os_metadata(tmp_path, real_members):
     assert len(load_fer(path)) == 1 and not load_fer(path).skipped
 
 
+
+def test_splits_do_not_depend_on_the_archive_order(tmp_path, synthetic_folder):
+    """Seeded splits index into the loaded order, so a re-zipped copy must load like the folder."""
+    files = sorted(p for p in synthetic_folder.rglob("*") if p.is_file())
+    shuffled = [files[i] for i in np.random.default_rng(1).permutation(len(files))]
+    path = tmp_path / "rezipped.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in shuffled:
+            archive.write(file, file.relative_to(synthetic_folder).as_posix())
+    from_folder, from_zip = load_fer(synthetic_folder), load_fer(path)
+    assert np.array_equal(from_folder.images, from_zip.images)
+    folder_val = make_splits(from_folder, "official", seed=0).val
+    zip_val = make_splits(from_zip, "official", seed=0).val
+    assert np.array_equal(folder_val.images, zip_val.images)
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),
     ("empty", "empty"),

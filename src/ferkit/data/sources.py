@@ -2,6 +2,9 @@
 
 Everything becomes one in-memory FerDataset of 48x48 grayscale faces. Bad rows and unreadable
 images inside otherwise good data are skipped and counted by reason, never dropped silently.
+Image files are read in path order whatever the archive's or file system's own order, because the
+seeded splits index into that order: the same faces must give the same split as a folder, as the
+downloaded zip, or re-zipped on another machine.
 """
 
 from __future__ import annotations
@@ -66,9 +69,8 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
 
 
 def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
             full = Path(dirpath) / name
             yield full.relative_to(root).as_posix(), full.read_bytes
 
@@ -85,9 +87,9 @@ def _load_zip(path: Path) -> FerDataset:
 
 
 def _decode_entries(entries, source: str) -> FerDataset:
-    """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image."""
+    """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image, in path order."""
     images, labels, usage, skipped = [], [], [], Counter()
-    for relpath, read in entries:
+    for relpath, read in sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts):
         parts = PurePosixPath(relpath).parts
         if any(p.startswith(".") or p == "__MACOSX" for p in parts):
             continue  # OS metadata (.DS_Store, __MACOSX), not data
