@@ -136,22 +136,27 @@ def test_the_kept_epoch_is_the_best_by_the_checkpoint_metric(synthetic_folder, t
     assert kept["accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
 
 
+# TensorFlow made to look not installed: find_spec says None (torch probes it) and imports fail.
 _NO_TENSORFLOW = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
+import importlib.machinery, sys
+class Hide(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name.split(".")[0] in ("tensorflow", "tf2onnx"):
-            raise ImportError("blocked: " + name)
-sys.meta_path.insert(0, Block())
+            return None
+        return super().find_spec(name, path, target)
+sys.meta_path = [Hide if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 from ferkit.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
-def test_trains_on_jax_without_tensorflow(synthetic_folder, tmp_path):
+@pytest.mark.parametrize("backend", [
+    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}"))
+    for name in ("jax", "torch")])
+def test_trains_on_another_backend_without_tensorflow(synthetic_folder, tmp_path, backend):
     """The default recipe (fused augmentation, erasing, bfloat16, AdamW + cosine) on another backend."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW, "train", str(synthetic_folder),
                            "--classes", CLASSES, "--epochs", "2", "--batch-size", "32", "--erasing", "0.3",

@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferkit: error: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        extra = "serve" if exc.name in ("fastapi", "uvicorn", "multipart", "PIL") else "train"
-        print(f"ferkit: error: this needs {exc.name}, which is not installed: pip install 'ferkit[{extra}]'",
-              file=sys.stderr)
+        print(f"ferkit: error: {_missing_package(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"ferkit: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
@@ -44,3 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _missing_package(exc: ImportError) -> str:
+    """Name the extra to install; an ImportError without a module name is not a missing package."""
+    if exc.name is None:
+        return f"import failed: {exc}"
+    extra = "serve" if exc.name in ("fastapi", "uvicorn", "multipart", "PIL") else "train"
+    return f"this needs {exc.name}, which is not installed: pip install 'ferkit[{extra}]'"
