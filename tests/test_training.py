@@ -178,7 +178,7 @@ def test_class_weights_favour_rare_classes():
 
 def test_cosine_schedule_warms_up_then_decays():
     config = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, learning_rate=0.01)
-    schedule = techniques.optimizer(config, steps_per_epoch=10)._learning_rate
+    _, schedule = techniques.optimizer(config, steps_per_epoch=10)
     rates = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
     assert rates[0] == pytest.approx(0.001) and rates[1] == pytest.approx(0.0055)
     assert rates[2] == pytest.approx(0.01) and rates[3] == pytest.approx(0.005, rel=0.01)

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     g.add_argument("--weights", help="imagenet, none, or a local weights file (transfer models)")
     g.add_argument("--seed", type=int)
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without improvement")
+    g.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="end within MIN minutes, data loading included: fewer epochs than --epochs if "
+                        "those do not fit, with the cosine schedule ending in the last that does (0 = none)")
     g.add_argument("--checkpoint-on", choices=["val_loss", "val_accuracy"],
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
     g.add_argument("--augment", type=_bool, metavar="on|off")
@@ -48,8 +51,9 @@ def add_parser(sub) -> None:
 
 
 OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
-             "image_size", "weights", "seed", "early_stopping", "checkpoint_on", "augment", "erasing",
-             "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay", "mixed_precision")
+             "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
+             "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
+             "mixed_precision")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     early_stopping: int = 0  # patience in epochs; 0 turns it off
+    # Minutes for the whole run, data loading included (0: none). `epochs` stays the most it trains;
+    # when fewer fit, the cosine schedule is shortened to end in the last epoch that does.
+    time_limit: float = 0.0
     # The epoch kept: lowest val_loss (the seed's) or highest val_accuracy. With label smoothing and a
     # long cosine schedule, val_loss bottoms out early while accuracy still climbs to the last epoch.
     checkpoint_on: str = "val_loss"
@@ -65,6 +68,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not self.time_limit >= 0:
+            raise FerkitError(f"time_limit must be minutes >= 0 (0: no limit), got {self.time_limit}")
         if not self.learning_rate > 0:
             raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
 

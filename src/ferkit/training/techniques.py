@@ -10,27 +10,65 @@ import math
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 from sklearn.utils.class_weight import compute_class_weight
 
 from ferkit.training.augment import RandomFaceAffine
 from ferkit.training.config import TrainConfig
 
 
-def optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate."""
-    rate = config.learning_rate
+def optimizer(config: TrainConfig, steps_per_epoch: int):
+    """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate.
+
+    Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate).
+    """
+    rate = schedule = None
     if config.schedule == "cosine":
-        warmup = config.warmup_epochs * steps_per_epoch
-        rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
-            decay_steps=max(config.epochs * steps_per_epoch - warmup, 1),
-            warmup_target=config.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
+        rate = schedule = WarmupCosine(config.learning_rate, config.warmup_epochs * steps_per_epoch,
+                                       config.epochs * steps_per_epoch)
+    rate = rate or config.learning_rate
     if config.weight_decay > 0:
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(rate)
+        opt = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    else:
+        opt = keras.optimizers.Adam(rate)
+    if schedule is not None:
+        schedule.track(opt)
+    return opt, schedule
+
+
+@keras.saving.register_keras_serializable(package="ferkit")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Keras' CosineDecay with linear warm-up from rate/10, ending at 0 after `total_steps`.
+
+    Unlike CosineDecay, the run's length can change mid-run (a time limit shortens it so that the
+    rate still anneals to 0): once `track`ed it is an optimizer variable, the only kind of state
+    that a compiled JAX training step reads afresh each epoch.
+    """
+
+    def __init__(self, rate: float, warmup_steps: int, total_steps: int):
+        self.rate, self.warmup_steps = float(rate), int(warmup_steps)
+        self.total_steps = float(max(total_steps, warmup_steps + 1))
+
+    def track(self, opt: keras.optimizers.Optimizer) -> None:
+        self.total_steps = opt.add_variable((), keras.initializers.Constant(self.total_steps), "float32",
+                                            name="schedule_total_steps")
+
+    def set_total_steps(self, steps: int) -> None:
+        self.total_steps.assign(float(max(steps, self.warmup_steps + 1)))
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        decay_steps = ops.cast(self.total_steps, "float32") - self.warmup_steps
+        done = ops.clip(step - self.warmup_steps, 0.0, decay_steps) / decay_steps
+        cosine = self.rate * 0.5 * (1.0 + ops.cos(math.pi * done))
+        if not self.warmup_steps:
+            return cosine
+        start = self.rate / 10
+        return ops.where(step < self.warmup_steps, start + (self.rate - start) * step / self.warmup_steps, cosine)
+
+    def get_config(self) -> dict:
+        total = float(ops.convert_to_numpy(self.total_steps))
+        return {"rate": self.rate, "warmup_steps": self.warmup_steps, "total_steps": int(total)}
 
 
 def loss_and_targets(config: TrainConfig, num_classes: int):

@@ -23,6 +23,7 @@ from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
 from ferkit.runs import RunDir, write_json
 from ferkit.training import techniques
+from ferkit.training.budget import TimeBudget
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
 
@@ -47,7 +48,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     says what to train. `resume` continues an interrupted run directory from its last completed
     epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
     """
-    started = time.time()
+    started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, overrides)
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
@@ -58,7 +59,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     model = _build(config, config.weights, config.mixed_precision)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
-    fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or []}
+    fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
+                   "started": started}
     model, probs, interrupted = fit(model, splits, config, run, fit_options)
 
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
@@ -66,7 +68,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                    interrupted=interrupted)
     _save(model, run, metrics)
-    minutes = (time.time() - started) / 60
+    minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
     return TrainResult(run.path, metrics, interrupted, minutes)
@@ -130,8 +132,9 @@ def _use_features(model: keras.Model, config: TrainConfig) -> bool:
 def _compile(model: keras.Model, config: TrainConfig, num_train: int):
     loss, targets = techniques.loss_and_targets(config, len(config.classes))
     steps = techniques.steps_per_epoch(num_train, config.batch_size)
-    model.compile(optimizer=techniques.optimizer(config, steps), loss=loss, metrics=["accuracy"])
-    return targets
+    optimizer, schedule = techniques.optimizer(config, steps)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return targets, steps, schedule
 
 
 def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
@@ -158,9 +161,11 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
 
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
-         resume: bool, verbose: int, callbacks: list) -> bool:
+         resume: bool, verbose: int, callbacks: list, started: float) -> bool:
     """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
-    targets = _compile(trainer, config, len(x_train))
+    targets, steps, schedule = _compile(trainer, config, len(x_train))
+    if config.time_limit:
+        callbacks = [*callbacks, TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
     ctrl_c = _StopOnCtrlC()
     try:
         trainer.fit(

@@ -1,0 +1,64 @@
+"""A time limit for training that still ends with an annealed model.
+
+Cutting a cosine run at a deadline keeps weights trained at a high learning rate; instead, after
+every epoch the run re-plans how many epochs fit (at the mean epoch time so far) and moves the end
+of the schedule there, so the rate reaches 0 in the last epoch that fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import keras
+
+from ferkit.training.techniques import WarmupCosine
+
+log = logging.getLogger("ferkit")
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop after the last epoch that fits in `minutes` counted from `started` (a `clock()` reading).
+
+    `epochs` stays the most a run trains. The first epoch's time holds one-off tracing or
+    compilation, so later epochs are timed without it once there are any.
+    """
+
+    def __init__(self, minutes: float, epochs: int, steps_per_epoch: int, schedule: WarmupCosine | None,
+                 started: float, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.seconds, self.epochs, self.steps_per_epoch = minutes * 60, epochs, steps_per_epoch
+        self.schedule, self.started, self.clock = schedule, started, clock
+        self.planned = epochs
+        self._first: int | None = None  # the first epoch of this session (> 0 when resumed)
+        self._first_end = 0.0
+
+    def on_train_begin(self, logs=None):
+        """Plan the full length: a resumed run's schedule may end where the last session's limit put it."""
+        if self.schedule is not None:
+            self.schedule.set_total_steps(self.epochs * self.steps_per_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first is None:
+            self._first = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        if epoch == self._first:
+            self._first_end = now
+        planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
+        if planned != self.planned:
+            log.info("time limit %.0f min: %d of %d epochs fit; the learning rate now ends at epoch %d",
+                     self.seconds / 60, planned, self.epochs, planned)
+            self.planned = planned
+            if self.schedule is not None:
+                self.schedule.set_total_steps(planned * self.steps_per_epoch)
+        if epoch + 1 >= self.planned:
+            self.model.stop_training = True
+
+    def _epochs_left(self, epoch: int, now: float) -> int:
+        later = epoch - self._first  # epochs timed after the first one
+        per_epoch = (now - self._first_end) / later if later else now - self.started
+        return max(math.floor((self.started + self.seconds - now) / max(per_epoch, 1e-9)), 0)

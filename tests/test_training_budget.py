@@ -1,0 +1,113 @@
+"""The time limit: re-planned epochs, a schedule that still anneals, on every backend."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from ferkit.training import TrainConfig, techniques, train
+from ferkit.training.budget import TimeBudget
+
+FAST = {"classes": "angry,happy,sad,surprise", "split": "official", "batch_size": 32, "verbose": 0}
+
+
+class _Clock:
+    def __init__(self, *readings: float):
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+def _epochs_until_stop(budget: TimeBudget) -> int:
+    budget.set_model(keras.Sequential())
+    budget.on_train_begin()
+    for epoch in range(budget.epochs):
+        budget.on_epoch_begin(epoch)
+        budget.on_epoch_end(epoch)
+        if getattr(budget.model, "stop_training", False):
+            return epoch + 1
+    return budget.epochs
+
+
+def test_the_budget_replans_without_the_first_epochs_compile_time():
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
+    # Started at 0 with 60 s; the first epoch ends at 15 s (compilation included), the rest take 10 s.
+    budget = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
+                        clock=_Clock(15, 25, 35, 45, 55))
+    assert _epochs_until_stop(budget) == 5  # 15 s + 4 x 10 s fit in 60 s; a sixth would end at 65 s
+    assert float(schedule(25)) == pytest.approx(0.0, abs=1e-9)  # annealed at the end of epoch 5
+    assert float(schedule(20)) > 0
+
+
+def test_a_budget_that_fits_every_epoch_changes_nothing():
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=3), steps_per_epoch=5)
+    budget = TimeBudget(10, epochs=3, steps_per_epoch=5, schedule=schedule, started=0.0,
+                        clock=_Clock(1, 2, 3))
+    assert _epochs_until_stop(budget) == 3
+    assert schedule.get_config()["total_steps"] == 15
+
+
+def test_a_resumed_run_plans_its_schedule_afresh():
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=4), steps_per_epoch=5)
+    schedule.set_total_steps(10)  # as restored from a session whose limit ended the schedule at epoch 2
+    budget = TimeBudget(10, epochs=4, steps_per_epoch=5, schedule=schedule, started=0.0, clock=_Clock(1, 2))
+    budget.on_train_begin()
+    assert schedule.get_config()["total_steps"] == 20
+
+
+def test_the_schedule_matches_keras_cosine_decay():
+    ours = techniques.WarmupCosine(0.01, warmup_steps=10, total_steps=50)
+    keras_own = keras.optimizers.schedules.CosineDecay(0.001, decay_steps=40, warmup_target=0.01, warmup_steps=10)
+    for step in (0, 3, 10, 27, 49, 50, 60):
+        assert float(ours(step)) == pytest.approx(float(keras_own(step)), rel=1e-5, abs=1e-9)
+
+
+def test_a_run_over_its_time_limit_stops_annealed_and_is_saved(synthetic_folder, tmp_path):
+    # 0.001 min is over before the first epoch ends: one epoch of four, then a finished run directory.
+    result = train(synthetic_folder, output=tmp_path / "run", epochs=4, time_limit=0.001, **FAST)
+    with open(result.run_dir / "history.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 1
+    assert not result.interrupted and (result.run_dir / "model.keras").is_file()
+
+
+_SHORTENED_MID_FIT = """
+import keras, numpy as np
+from ferkit.training import TrainConfig, techniques
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+optimizer, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=3, weight_decay=0.01), 4)
+model.compile(optimizer=optimizer, loss="mse")
+seen = {}
+class Shorten(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        seen[epoch] = [w.copy() for w in model.get_weights()]
+        if epoch == 0:
+            schedule.set_total_steps(4)  # the run now ends here: rate 0 from the next step on
+x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+model.fit(x, x[:, :2] * 3, batch_size=4, epochs=3, verbose=0, callbacks=[Shorten()])
+assert all(np.array_equal(a, b) for a, b in zip(seen[0], seen[2])), "weights moved after the schedule ended"
+"""
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}"))
+    for name in ("tensorflow", "jax", "torch")])
+def test_a_schedule_shortened_mid_fit_reaches_the_compiled_step(backend):
+    """JAX compiles the step with its state: the run's length must be state it reads each epoch."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _SHORTENED_MID_FIT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_time_limit_must_not_be_negative():
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match="time_limit"):
+        TrainConfig(time_limit=-1)
