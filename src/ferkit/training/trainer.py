@@ -116,9 +116,8 @@ def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Mo
 
 
 def _as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
-    """The same weights in a float32 model, so that saved and exported models hold no bfloat16 ops."""
-    if not config.mixed_precision:
-        return model
+    """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
+    and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading)."""
     plain = _build(config, "none", mixed_precision=False)
     plain.set_weights(model.get_weights())
     return plain
