@@ -243,7 +243,9 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
                    classes=CLASSES, split="official", verbose=0)
     assert [r["recipe"] for r in rows] == ["seed-custom", "default-noaug"]
     table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert table.startswith("Test split: official, classes angry, happy, sad, surprise, seed 0.")
     assert "| seed-custom | custom |" in table and "| default-noaug | fernet |" in table
+    assert [r["epochs"] for r in rows] == [1, 1]
     assert "f1_angry" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
     assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
     for name in ("seed-custom", "default-noaug"):  # both tested on the same faces

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.evaluation.plots import plot_overlay
+from ferkit.evaluation.plots import plot_overlay, read_history
 from ferkit.runs import load_keras_model
 from ferkit.training.config import TrainConfig, load_recipe
 from ferkit.training.trainer import train
@@ -34,7 +34,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     out = Path(output) if output else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     first = TrainConfig.from_recipe(recipes[0], **overrides).to_dict()
-    shared = {key: overrides.get(key) or first[key] for key in PROTOCOL}
+    shared = {key: first[key] for key in PROTOCOL}  # parsed: classes as names, not the flag's string
     rows = []
     for recipe in recipes:
         name = load_recipe(recipe)["recipe"]  # a .toml path's stem
@@ -58,7 +58,7 @@ def _row(recipe: str, result) -> dict[str, Any]:
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             **{f"f1_{name}": v["f1"] for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
-            "epochs": info.config["epochs"]}
+            "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -> None:
