@@ -27,7 +27,9 @@ def add_parser(sub) -> None:
     g.add_argument("--split", choices=["random", "official"])
     g.add_argument("--fractions", type=lambda s: tuple(float(x) for x in s.split(",")),
                    help="train,val,test fractions, e.g. 0.8,0.1,0.1")
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--epochs", type=int,
+                   help="the most epochs to train (the default recipe also stops within its 57-minute "
+                        "time limit: add --time-limit 0 to lift it)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--image-size", type=int)
