@@ -22,11 +22,11 @@ def optimizer(config: TrainConfig, steps_per_epoch: int):
 
     Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate).
     """
-    rate = schedule = None
+    schedule = None
     if config.schedule == "cosine":
-        rate = schedule = WarmupCosine(config.learning_rate, config.warmup_epochs * steps_per_epoch,
-                                       config.epochs * steps_per_epoch)
-    rate = rate or config.learning_rate
+        schedule = WarmupCosine(config.learning_rate, config.warmup_epochs * steps_per_epoch,
+                                config.epochs * steps_per_epoch)
+    rate = schedule if schedule is not None else config.learning_rate
     if config.weight_decay > 0:
         opt = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     else:

@@ -115,7 +115,7 @@ def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Mo
         keras.mixed_precision.set_global_policy("float32")
 
 
-def _as_float32(model: keras.Model, config: TrainConfig) -> keras.Model:
+def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
     and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading)."""
     plain = _build(config, "none", mixed_precision=False)
@@ -141,7 +141,7 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
     interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, **fit_options)
-    model = _as_float32(model, config)
+    model = _inference_copy(model, config)
     return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
 
 
@@ -155,7 +155,7 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
-    model = _as_float32(model, config)
+    model = _inference_copy(model, config)
     return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
 
 
