@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import zipfile
 from pathlib import Path
@@ -16,6 +17,12 @@ import pytest  # noqa: E402
 from ferkit.data.labels import CSV_CODES, EMOTIONS  # noqa: E402
 
 FER_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"
+
+
+def installed(*packages: str) -> list:
+    """pytest params, one per package (a Keras backend), each skipped where it is not installed."""
+    return [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                                                        reason=f"needs {name}")) for name in packages]
 
 
 def synthetic_faces(classes: tuple[str, ...], per_class: int, seed: int = 0):

@@ -46,7 +46,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-
 @pytest.mark.parametrize("error, message", [
     (ImportError("No module named 'fastapi'", name="fastapi"), "pip install 'ferkit[serve]'"),
     (ImportError("No module named 'onnxruntime'", name="onnxruntime"), "pip install 'ferkit[train]'"),
@@ -60,6 +59,7 @@ def test_import_errors_say_what_to_install_or_what_failed(monkeypatch, capsys, e
     assert main(["info"]) == 2
     err = capsys.readouterr().err
     assert message in err and "None" not in err
+
 
 def test_train_and_evaluate_from_the_console_script(synthetic_folder, tmp_path):
     """The installed `ferkit` command end to end, as a user runs it."""

@@ -128,7 +128,6 @@ def test_zip_ignores_os_metadata(tmp_path, real_members):
     assert len(load_fer(path)) == 1 and not load_fer(path).skipped
 
 
-
 def test_splits_do_not_depend_on_the_archive_order(tmp_path, synthetic_folder):
     """Seeded splits index into the loaded order, so a re-zipped copy must load like the folder."""
     files = sorted(p for p in synthetic_folder.rglob("*") if p.is_file())
@@ -142,6 +141,7 @@ def test_splits_do_not_depend_on_the_archive_order(tmp_path, synthetic_folder):
     folder_val = make_splits(from_folder, "official", seed=0).val
     zip_val = make_splits(from_zip, "official", seed=0).val
     assert np.array_equal(folder_val.images, zip_val.images)
+
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import installed
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
 from ferkit.training import TrainConfig, list_recipes, load_recipe, train
@@ -155,9 +155,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"needs {name}"))
-    for name in ("jax", "torch")])
+@pytest.mark.parametrize("backend", installed("jax", "torch"))
 def test_trains_on_another_backend_without_tensorflow(synthetic_folder, tmp_path, backend):
     """The default recipe (fused augmentation, erasing, bfloat16, AdamW + cosine) on another backend."""
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
