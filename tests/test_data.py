@@ -218,6 +218,22 @@ def test_official_split_needs_usage(tmp_path):
         make_splits(data, "official")
 
 
+def test_a_folder_too_small_to_stratify_is_split_at_random(tmp_path):
+    # 4 classes x 3 training faces: a 10% validation part (2 faces) cannot hold every class.
+    images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), 3)
+    write_folder(tmp_path, images, labels, "train", "Training")
+    data = load_fer(write_folder(tmp_path, images[:4], labels[:4], "test", "PublicTest"))
+    splits = make_splits(data, "official", (0.8, 0.1, 0.1), seed=0)
+    assert splits.sizes() == {"train": 10, "val": 2, "test": 4}
+
+
+def test_one_face_cannot_be_split(tmp_path):
+    images, labels = synthetic_faces(("happy",), 1)
+    data = load_fer(write_folder(tmp_path, images, labels, split=None))
+    with pytest.raises(FerkitError, match="cannot be split"):
+        make_splits(data, "random")
+
+
 @pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0)])
 def test_bad_fractions(tmp_path, fractions):
     with pytest.raises(FerkitError, match="fractions"):

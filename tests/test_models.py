@@ -55,6 +55,28 @@ def test_bad_model_requests(name, weights, message):
         create_model(name, image_size=48, num_classes=7, weights=weights)
 
 
+def _layers_at(model, kind: str, side: int) -> int:
+    return sum(type(layer).__name__ == kind and layer.output.shape[1] == side for layer in model.layers)
+
+
+def test_fernet_stages_follow_blocks():
+    model = create_model("fernet", image_size=48, num_classes=7, blocks=(0, 2, 2, 2))
+    assert _layers_at(model, "Conv2D", 48) == 1  # the stem only: no block at full resolution
+    assert [_layers_at(model, "Add", side) for side in (48, 24, 12, 6)] == [0, 2, 2, 2]
+    one = create_model("fernet", image_size=48, num_classes=7)
+    assert [_layers_at(one, "Add", side) for side in (48, 24, 12, 6)] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"blocks": (1, 1)}, "one width and one block count"),
+    ({"blocks": (1, -1, 1, 1)}, "0 or more"),
+    ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout"),
+])
+def test_bad_model_options(options, message):
+    with pytest.raises(FerkitError, match=message):
+        create_model("fernet", image_size=48, num_classes=7, **options)
+
+
 def _copy_with_fresh_model(run, path, **config_changes):
     """A copy of `run` whose model is a different (untrained) network with the same interface."""
     import json

@@ -124,6 +124,15 @@ def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     # Saved without the augmentation wrapper and in float32 despite bfloat16 training.
     assert "augmentation" not in [layer.name for layer in model.layers]
     assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
+    # The recipe's [model_options] reach the saved network: one Add per residual block.
+    blocks = json.loads((result.run_dir / "config.json").read_text())["model_options"]["blocks"]
+    assert sum(type(layer).__name__ == "Add" for layer in model.layers) == sum(blocks) > 0
+
+
+def test_a_bad_model_option_fails_before_any_run_directory(synthetic_folder, tmp_path):
+    with pytest.raises(FerkitError, match="no option 'depth'"):
+        train(synthetic_folder, recipe="default", output=tmp_path / "run", model_options={"depth": 3}, **FAST)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])

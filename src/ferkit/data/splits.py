@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,19 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
 
 
 def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
-    counts = np.bincount(labels[idx])
-    stratify = labels[idx] if counts[counts > 0].min() >= 2 else None
+    """Split `idx`, stratified by class where every class can appear on both sides.
+
+    A small folder (a class with one face, or a held-out part smaller than the number of
+    classes) is split at random instead of failing: it is still worth a quick trial run.
+    """
+    if len(idx) < 2:
+        raise FerkitError(f"{len(idx)} face(s) cannot be split into training and held-out parts: "
+                          "give more faces")
+    present = np.bincount(labels[idx])
+    present = present[present > 0]
+    held_out = math.ceil(fraction * len(idx))
+    can_stratify = present.min() >= 2 and min(held_out, len(idx) - held_out) >= len(present)
+    stratify = labels[idx] if can_stratify else None
     return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
 
 

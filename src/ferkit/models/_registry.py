@@ -6,6 +6,7 @@ decorated builder, and every caller (training, CLI, compare) picks it up by name
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -31,4 +32,11 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
     """
     if name not in _BUILDERS:
         raise FerkitError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
-    return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
+    builder = _BUILDERS[name]
+    options = [p for p in inspect.signature(builder).parameters
+               if p not in ("image_size", "num_classes", "weights")]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:  # a typo in a recipe's [model_options]
+        raise FerkitError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                          f"its options: {', '.join(options) or 'none'}")
+    return builder(image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)

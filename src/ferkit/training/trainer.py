@@ -52,11 +52,11 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     config, run = _resolve(data, config, resume, overrides)
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
-    run = run or RunDir.create(output, config.recipe)  # only once the data is known to be good
+    model = _build(config, config.weights, config.mixed_precision)
+    run = run or RunDir.create(output, config.recipe)  # only once the data and model are known to be good
     write_json(run.config, config.to_dict())
     log.info("run directory: %s", run.path)
 
-    model = _build(config, config.weights, config.mixed_precision)
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
