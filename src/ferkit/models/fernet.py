@@ -3,8 +3,8 @@
 A 3x3 stem at full resolution, then residual stages with the width doubling as the resolution
 halves (48 -> 24 -> 12 -> 6), so every conv costs about the same FLOPs; global average pooling
 and dropout instead of a large dense head. `blocks` sets the depth of each stage. The default
-recipe uses (0, 2, 2, 2): on a 2-core CPU one block at 48x48 took about as long to train as a
-second block in each later stage, and those learned more (benchmarks/ablations/README.md).
+recipe uses (0, 2, 2, 2): on a 2-core CPU one block at 48x48 took most of the time of a second
+block in each later stage, and those learned more (benchmarks/ablations/README.md).
 """
 
 from __future__ import annotations
