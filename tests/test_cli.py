@@ -101,14 +101,49 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
 
 
-def test_predict_output_problems_are_one_line(tiny_run, group_photo, tmp_path, capsys):
+def test_predict_output_problems_are_one_line_and_come_first(tiny_run, group_photo, tmp_path, capsys):
     photo = tmp_path / "g.jpg"
     cv2.imwrite(str(photo), group_photo[0])
-    for extra, message in ((["--csv", str(tmp_path / "missing" / "f.csv")], "No such file"),
+    for extra, message in ((["--csv", str(photo / "f.csv")], f"{photo} is a file, not a folder"),
+                           (["--csv", str(tmp_path)], "it is a folder"),
+                           (["--save-annotated", str(photo / "ann")], "is a file, not a folder"),
                            (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with")):
         assert main(["predict", str(photo), "--model", str(tiny_run), *extra]) == 2
-        err = capsys.readouterr().err
+        out, err = capsys.readouterr()
         assert message in err and len(err.strip().splitlines()) == 1
+        assert out == ""  # said before any image was worked on
+    csv_path = tmp_path / "new" / "folder" / "f.csv"
+    assert main(["predict", str(photo), "--model", str(tiny_run), "--csv", str(csv_path)]) == 0
+    assert len(csv_path.read_text().splitlines()) == 1 + 3
+
+
+def test_predict_goes_on_past_files_it_cannot_read_or_write(tiny_run, group_photo, tmp_path, capsys,
+                                                            monkeypatch):
+    """A file that cannot be opened (permissions: tests run as root here, so simulated) or an
+    annotated copy that cannot be written costs that image, not the rest of the folder."""
+    from pathlib import Path
+
+    for name in ("a.jpg", "locked.jpg", "z.jpg"):
+        cv2.imwrite(str(tmp_path / name), group_photo[0])
+    read_bytes = Path.read_bytes
+
+    def locked(path):
+        if path.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", locked)
+    table = tmp_path / "out" / "faces.csv"
+    assert main(["predict", str(tmp_path), "--model", str(tiny_run), "--csv", str(table)]) == 1
+    out, err = capsys.readouterr()
+    assert "locked.jpg: Permission denied" in err and "Traceback" not in err
+    assert out.count("z.jpg") == 3 and len(table.read_text().splitlines()) == 1 + 6
+
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # a full disk
+    assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "z.jpg"), "--model", str(tiny_run),
+                 "--save-annotated", str(tmp_path / "ann"), "--csv", str(table)]) == 1
+    assert capsys.readouterr().err.count("cannot write") == 2
+    assert len(table.read_text().splitlines()) == 1 + 6
 
 
 def test_annotated_copies_of_same_named_photos_do_not_overwrite(tiny_run, group_photo, tmp_path):

@@ -79,3 +79,14 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
         evaluate(result.run_dir, data, split="train")
     with pytest.raises(FerkitError, match="no model.keras"):
         evaluate(tmp_path, data)
+    # A folder of faces without FER2013's Training/test parts: the hint is evaluate's own flag.
+    with pytest.raises(FerkitError, match="use --split all"):
+        evaluate(result.run_dir, data / "test")
+    assert evaluate(result.run_dir, data / "test", split="all")["accuracy"] > 0
+
+
+def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_run, caplog):
+    _, data = trained_run
+    caplog.set_level("WARNING", logger="ferkit")
+    evaluate("default", data, split="val")  # the bundled model is an ensemble
+    assert "may include faces they were trained on" in caplog.text

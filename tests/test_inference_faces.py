@@ -80,6 +80,13 @@ def test_tiny_images_do_not_crash(name):
     assert create_detector(name).detect(np.zeros((5, 7, 3), np.uint8)) == []
 
 
+@pytest.mark.parametrize("shape", [(1, 2000, 3), (3000, 2, 3)])
+@pytest.mark.parametrize("name, options", [("yunet", {}), ("yunet", {"second_pass": True}), ("haar", {})])
+def test_strips_too_thin_to_downscale_do_not_crash(name, options, shape):
+    """Downscaled to 640 px on the long side, the short side used to round to 0 px (cv2.error)."""
+    assert create_detector(name, **options).detect(np.zeros(shape, np.uint8)) == []
+
+
 def test_unknown_detector():
     with pytest.raises(FerkitError, match="unknown detector"):
         create_detector("mtcnn")

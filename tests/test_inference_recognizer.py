@@ -73,6 +73,23 @@ def test_bad_images(tiny_run, bad, message):
         EmotionRecognizer(tiny_run).detect(bad)
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size: enough for OpenCV's size check, which comes before any pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
+    with pytest.raises(FerkitError, match="larger than OpenCV decodes"):
+        EmotionRecognizer(tiny_run).detect(_png_header_only(40_000, 40_000))
+
+
 def test_bad_models(tmp_path):
     with pytest.raises(FerkitError, match="model not found"):
         EmotionRecognizer(tmp_path / "missing.onnx")
@@ -80,6 +97,27 @@ def test_bad_models(tmp_path):
     broken.write_bytes(b"not onnx")
     with pytest.raises(FerkitError, match="cannot load ONNX model"):
         EmotionRecognizer(broken)
+    for name in ("broken.keras", "truncated.keras"):
+        (tmp_path / name).write_bytes(b"PK\x03\x04 cut short" if name.startswith("t") else b"not a zip")
+        with pytest.raises(FerkitError, match="cannot load Keras model"):
+            EmotionRecognizer(tmp_path / name)
+    (tmp_path / "weights.h5").write_bytes(b"")
+    with pytest.raises(FerkitError, match="unsupported model file"):
+        EmotionRecognizer(tmp_path / "weights.h5")
+
+
+def test_model_paths_find_the_onnx_export(tiny_run, tmp_path):
+    """Upper-case suffixes and a run directory holding only `ferkit export --quantize int8`'s file."""
+    import shutil
+
+    upper = tmp_path / "MODEL.ONNX"
+    shutil.copy(tiny_run / "model.onnx", upper)
+    assert EmotionRecognizer(upper).backend.name == str(upper)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run / "config.json", run)
+    shutil.copy(tiny_run / "model.onnx", run / "model-int8.onnx")
+    assert EmotionRecognizer(run).backend.name == str(run / "model-int8.onnx")
 
 
 BLOCK_TENSORFLOW = """

@@ -59,12 +59,25 @@ def test_bad_video_inputs(tiny_run, tmp_path):
         process_video(rec, str(broken), progress=False)
     with pytest.raises(FerkitError, match="every"):
         process_video(rec, str(broken), every=0, progress=False)
+    with pytest.raises(FerkitError, match="cannot open video source '/dev/null'"):  # a device, not "not found"
+        process_video(rec, "/dev/null", progress=False)
 
 
 def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
     with pytest.raises(FerkitError, match="cannot write video"):
         process_video(EmotionRecognizer(tiny_run), str(tiny_video), str(tmp_path / "no" / "out.mp4"),
                       progress=False)
+
+
+def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video, tmp_path, capsys):
+    from ferkit.cli import main
+
+    size = tiny_video.stat().st_size
+    for flag, target, message in (("--output", tiny_video, "is the input video"),
+                                  ("--csv", tiny_video / "f.csv", "is a file, not a folder")):
+        assert main(["video", str(tiny_video), flag, str(target), "--model", str(tiny_run)]) == 2
+        assert message in capsys.readouterr().err
+    assert tiny_video.stat().st_size == size
 
 
 def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):

@@ -5,6 +5,7 @@ A run directory is ferkit's public model format:
     config.json            full resolved training configuration (classes, image_size, ...)
     model.keras            the trained model (Keras' native format)
     model.onnx             the same, exported for ONNX Runtime (`ferkit export`)
+    model-int8.onnx        the same, int8-quantized (`ferkit export --quantize int8`)
     model.json             model structure + model.weights.h5 weights (the original project's format)
     metrics.json           test-split metrics (see ferkit.evaluation.metrics)
     history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class RunDir:
     config = property(lambda self: self.path / "config.json")
     keras_model = property(lambda self: self.path / "model.keras")
     onnx_model = property(lambda self: self.path / "model.onnx")
+    onnx_int8_model = property(lambda self: self.path / "model-int8.onnx")
     model_json = property(lambda self: self.path / "model.json")
     weights = property(lambda self: self.path / "model.weights.h5")
     metrics = property(lambda self: self.path / "metrics.json")
@@ -108,7 +111,11 @@ def load_keras_model(model_path: str | Path):
         model = keras.models.model_from_json(path.read_text())
         model.load_weights(path.with_name("model.weights.h5"))
     elif path.suffix == ".keras":
-        model = keras.models.load_model(path, compile=False)
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # truncated, or not a .keras zip
+            raise FerkitError(f"cannot load Keras model {path}: not a .keras file, or damaged "
+                              f"({str(exc).splitlines()[0][:120]})") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
     info = model_info(model_path, model.output_shape[-1], model.input_shape[1])

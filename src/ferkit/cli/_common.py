@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+from ferkit.errors import FerkitError
 
 
 def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> None:
@@ -24,8 +28,6 @@ def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> N
 def recognizer(args: argparse.Namespace):
     from ferkit.inference import EmotionRecognizer
 
-    from ferkit.errors import FerkitError
-
     options = {"min_size": args.min_face} if getattr(args, "min_face", None) is not None else {}
     if getattr(args, "tiny_faces", False):
         if args.detector != "yunet":
@@ -33,3 +35,24 @@ def recognizer(args: argparse.Namespace):
         options["second_pass"] = True
     return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
                              align=getattr(args, "align", True), tta=args.tta, **options)
+
+
+def output_path(name: str | None, folder: bool = False) -> Path | None:
+    """A file (or folder) the command writes, checked and its folder made before the work starts:
+    a typo in an output path must not cost the results of a long folder or video."""
+    if name is None:
+        return None
+    path = Path(name)
+    parent = path if folder else path.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FerkitError(f"cannot write {path}: {blocker} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise FerkitError(f"cannot write {path}: it is a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FerkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK):
+        raise FerkitError(f"cannot write {path}: {parent} is not writable")
+    return path

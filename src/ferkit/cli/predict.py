@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.cli._common import add_model_options, recognizer
+from ferkit.cli._common import add_model_options, output_path, recognizer
 
 
 def add_parser(sub) -> None:
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.inference.faces import Face
     from ferkit.inference.images import find_images, read_image_file
 
+    csv_path, annotated = output_path(args.csv), output_path(args.save_annotated, folder=True)
     rec = recognizer(args)
     results, failed, written = [], 0, set()
     for path in find_images(args.paths):
@@ -49,17 +50,18 @@ def run(args: argparse.Namespace) -> int:
         results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
         if not args.json:
             _print_lines(path, faces)
-        if args.save_annotated:
-            out = _annotated_name(Path(args.save_annotated), path, written)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(out), rec.annotate(image, faces)):
-                raise FerkitError(f"cannot write {out}")
+        if annotated:
+            out = _annotated_name(annotated, path, written)
+            if not cv2.imwrite(str(out), rec.annotate(image, faces)):  # e.g. a full disk: go on, say so
+                print(f"ferkit: cannot write {out}", file=sys.stderr)
+                results[-1]["error"] = f"cannot write {out}"
+                failed += 1
     if not results:
         raise FerkitError(f"no images found in {', '.join(args.paths)}")
     if args.json:
         print(json.dumps({"model": rec.backend.name, "results": results}, indent=2))
-    if args.csv:
-        _write_csv(Path(args.csv), results, rec.classes)
+    if csv_path:
+        _write_csv(csv_path, results, rec.classes)
     return 1 if failed else 0
 
 

@@ -91,9 +91,14 @@ def _random(data: FerDataset, fractions, seed: int) -> Splits:
     )
 
 
+def has_usage(data: FerDataset) -> bool:
+    """Whether `data` says which faces are FER2013's Training part and which a test part."""
+    return bool((data.usage == "train").any() and np.isin(data.usage, ("public", "private")).any())
+
+
 def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
     parts = {u: np.flatnonzero(data.usage == u) for u in ("train", "public", "private")}
-    if not len(parts["train"]) or not (len(parts["public"]) or len(parts["private"])):
+    if not has_usage(data):
         raise FerkitError(
             f"{data.source} has no FER2013 usage information (Training and PublicTest/PrivateTest, "
             "or train/ and test/ folders): use --split random"

@@ -12,7 +12,7 @@ import numpy as np
 from ferkit.data.labels import EMOTIONS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import make_splits, select_classes
+from ferkit.data.splits import has_usage, make_splits, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
@@ -85,9 +85,15 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
         return dataset.images, dataset.labels, f"all {len(dataset)} faces"
     if not cfg:
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
+    if cfg["split"] == "official" and not has_usage(dataset):
+        raise FerkitError(f"{data} does not say which faces are FER2013's Training and test parts, so "
+                          f"the model's {split} split cannot be rebuilt on it: use --split all to score every face")
     if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
         log.warning("a random split is rebuilt from the order faces are read in: with data other than "
                     "the training data (%s) its %s faces may include training faces", cfg["data"], split)
+    if split == "val" and "members" in cfg:
+        log.warning("an ensemble's members each held out their own validation faces; the %s part "
+                    "rebuilt here may include faces they were trained on", split)
     splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"

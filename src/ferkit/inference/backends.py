@@ -43,8 +43,8 @@ def bundled_model_dir() -> Path:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """`default`/None -> the bundled model's .onnx; a run directory -> its model.onnx when exported
-    (faster, and no TensorFlow), else the directory itself for Keras."""
+    """`default`/None -> the bundled model's .onnx; a run directory -> its model.onnx (else
+    model-int8.onnx) when exported (faster, and no TensorFlow), else the directory itself for Keras."""
     if model is None or str(model) == DEFAULT_MODEL:
         path = bundled_model_dir() / "model.onnx"
         if not path.is_file():
@@ -53,8 +53,12 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     path = Path(model)
     if not path.exists():
         raise FerkitError(f"model not found: {path}")
-    if path.is_dir() and RunDir(path).onnx_model.is_file():
-        return RunDir(path).onnx_model
+    if path.is_dir():
+        exported = (RunDir(path).onnx_model, RunDir(path).onnx_int8_model)
+        return next((file for file in exported if file.is_file()), path)
+    if path.suffix.lower() not in (".onnx", ".keras", ".json"):
+        # Said here, before Keras is imported: an ONNX-only install would otherwise ask for Keras.
+        raise FerkitError(f"unsupported model file {path}: give a run directory, a .keras or an .onnx file")
     return path
 
 
@@ -100,7 +104,7 @@ class KerasBackend:
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
     path = resolve_model(model)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         return OnnxBackend(path, threads)
     return KerasBackend(path)
 

@@ -48,8 +48,9 @@ class Detector(Protocol):
 
 def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     scale = min(1.0, max_side / max(image.shape[:2]))
-    if scale < 1.0:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if scale < 1.0:  # at least one pixel a side: a 2000x1 strip would otherwise shrink to nothing
+        size = tuple(max(1, round(side * scale)) for side in image.shape[1::-1])
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image, scale
 
 

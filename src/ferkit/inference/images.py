@@ -36,12 +36,19 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
 def read_image_file(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FerkitError(f"image not found: {path}")
-    return decode_image(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # permissions, a file gone mid-run: one bad file, not the whole batch
+        raise FerkitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_image(data, str(path))
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
     # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
+        raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
         raise FerkitError(f"cannot read {name}: not an image or corrupt")
     return image

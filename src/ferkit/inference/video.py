@@ -17,9 +17,9 @@ from ferkit.inference.recognizer import EmotionRecognizer, draw_face
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
-    """A camera index ('0') or a video file, opened or a clear error."""
+    """A camera index ('0'), a video file, a device (/dev/video0) or a stream URL, opened or a clear error."""
     target = int(source) if str(source).isdigit() else str(source)
-    if isinstance(target, str) and not Path(target).is_file():
+    if isinstance(target, str) and "://" not in target and not Path(target).exists():
         raise FerkitError(f"video not found: {target}")
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():

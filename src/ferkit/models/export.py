@@ -37,7 +37,7 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     model, info = load_keras_model(model_path)
     source = Path(model_path)
     run = RunDir(source if source.is_dir() else source.parent)
-    out = Path(output) if output else run.onnx_model.with_name("model-int8.onnx" if quantize == "int8" else "model.onnx")
+    out = Path(output) if output else (run.onnx_int8_model if quantize == "int8" else run.onnx_model)
     model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))  # Keras exports called models only
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
