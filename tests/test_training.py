@@ -187,6 +187,42 @@ def test_class_weights_favour_rare_classes():
     assert techniques.class_weights(TrainConfig(), labels) is None
 
 
+def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run):
+    """tiny_run knows angry, happy, sad and surprise; a two-class run takes its two columns, renormalised."""
+    from ferkit.training import distill
+
+    faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    config = TrainConfig(classes="happy,sad", teacher=str(tiny_run), teacher_weight=0.25)
+    one_hot = keras.utils.to_categorical([0, 1, 0, 1, 1], 2)
+    teacher = distill.teacher_probabilities(config, faces)
+    np.testing.assert_allclose(teacher.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(distill.soft_targets(config, one_hot, teacher), 0.75 * one_hot + 0.25 * teacher,
+                               rtol=1e-5)
+    assert distill.teacher_probabilities(TrainConfig(), faces) is None
+    assert distill.soft_targets(config, one_hot, None) is one_hot
+    with pytest.raises(FerkitError, match="does not know fear"):
+        distill.teacher_probabilities(TrainConfig(classes="happy,fear", teacher=str(tiny_run)), faces)
+
+
+def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog):
+    caplog.set_level("INFO", logger="ferkit")
+    result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", teacher=str(tiny_run),
+                   class_weight="sqrt", **{**FAST, "epochs": 1})
+    assert "soft targets for" in caplog.text
+    assert json.loads((result.run_dir / "config.json").read_text())["teacher"] == str(tiny_run)
+    with pytest.raises(FerkitError, match="model not found"):
+        train(synthetic_folder, recipe="seed-custom", output=tmp_path / "bad", teacher=str(tmp_path / "nope"),
+              **FAST)
+    assert not (tmp_path / "bad").exists()  # said before any run directory is made
+
+
+def test_sample_weights_follow_the_true_label():
+    labels = np.array([0, 0, 0, 1])
+    weights = techniques.sample_weights(TrainConfig(class_weight="balanced"), labels)
+    np.testing.assert_allclose(weights, [4 / 6, 4 / 6, 4 / 6, 2.0])
+    assert techniques.sample_weights(TrainConfig(), labels) is None
+
+
 def test_cosine_schedule_warms_up_then_decays():
     config = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, learning_rate=0.01)
     _, schedule = techniques.optimizer(config, steps_per_epoch=10)
@@ -211,6 +247,8 @@ def test_recipes_ship_and_resolve():
     ({"epochs": 0}, "epochs"),
     ({"class_weight": "heavy"}, "class_weight"),
     ({"checkpoint_on": "accuracy"}, "checkpoint_on"),
+    ({"teacher": "default", "teacher_weight": 0}, "teacher_weight"),
+    ({"teacher": "default", "teacher_weight": 1.5}, "teacher_weight"),
     ({"colour": "blue"}, "unknown configuration"),
 ])
 def test_bad_configuration(overrides, message):

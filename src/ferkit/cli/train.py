@@ -49,13 +49,17 @@ def add_parser(sub) -> None:
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
     g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")
+    g.add_argument("--teacher", metavar="MODEL",
+                   help="distil from MODEL (default = the bundled model, a run directory or .onnx file)")
+    g.add_argument("--teacher-weight", type=float, metavar="W",
+                   help="the teacher's share of each training target (default 0.5)")
     p.set_defaults(run=run)
 
 
 OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
              "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
              "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
-             "mixed_precision")
+             "mixed_precision", "teacher", "teacher_weight")
 
 
 def run(args: argparse.Namespace) -> int:

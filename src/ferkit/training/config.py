@@ -52,6 +52,11 @@ class TrainConfig:
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
+    # Knowledge distillation (ferkit.training.distill): "default" (the bundled model), a run
+    # directory or an .onnx file whose probabilities make up `teacher_weight` of each training
+    # target; "" turns it off.
+    teacher: str = ""
+    teacher_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, (int, float)) or len(self.fractions) != 3:
@@ -72,6 +77,8 @@ class TrainConfig:
             raise FerkitError(f"time_limit must be minutes >= 0 (0: no limit), got {self.time_limit}")
         if not self.learning_rate > 0:
             raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 < self.teacher_weight <= 1:
+            raise FerkitError(f"teacher_weight must be in (0, 1], got {self.teacher_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

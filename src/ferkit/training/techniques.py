@@ -72,11 +72,18 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def loss_and_targets(config: TrainConfig, num_classes: int):
-    """Sparse cross-entropy (the seed's); label smoothing needs one-hot targets in Keras."""
-    if config.label_smoothing > 0:
+    """Sparse cross-entropy (the seed's); label smoothing and a teacher need one-hot targets."""
+    if config.label_smoothing > 0 or config.teacher:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
         return loss, lambda y: keras.utils.to_categorical(y, num_classes)
     return keras.losses.SparseCategoricalCrossentropy(), lambda y: y
+
+
+def sample_weights(config: TrainConfig, labels: np.ndarray) -> np.ndarray | None:
+    """`class_weights` per face. Keras' own `class_weight` reads a soft target's class from its
+    argmax, which a teacher can move; the true label is what the weight is for."""
+    weights = class_weights(config, labels)
+    return None if weights is None else np.array([weights[int(label)] for label in labels], "float32")
 
 
 def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:

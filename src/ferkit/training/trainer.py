@@ -22,7 +22,7 @@ from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
 from ferkit.runs import RunDir, write_json
-from ferkit.training import techniques
+from ferkit.training import distill, techniques
 from ferkit.training.budget import TimeBudget
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
@@ -53,14 +53,15 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
     model = _build(config, config.weights, config.mixed_precision)
-    run = run or RunDir.create(output, config.recipe)  # only once the data and model are known to be good
+    teacher = distill.teacher_probabilities(config, splits.train.images)
+    run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
     write_json(run.config, config.to_dict())
     log.info("run directory: %s", run.path)
 
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
-                   "started": started}
+                   "started": started, "teacher": teacher}
     model, probs, interrupted = fit(model, splits, config, run, fit_options)
 
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
@@ -160,7 +161,7 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
 
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
-         resume: bool, verbose: int, callbacks: list, started: float) -> bool:
+         resume: bool, verbose: int, callbacks: list, started: float, teacher: np.ndarray | None) -> bool:
     """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
@@ -168,9 +169,10 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     ctrl_c = _StopOnCtrlC()
     try:
         trainer.fit(
-            x_train, targets(splits.train.labels), validation_data=(x_val, targets(splits.val.labels)),
+            x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
+            validation_data=(x_val, targets(splits.val.labels)),
             epochs=config.epochs, batch_size=config.batch_size, verbose=verbose,
-            class_weight=techniques.class_weights(config, splits.train.labels),
+            sample_weight=techniques.sample_weights(config, splits.train.labels),
             callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
         )
         interrupted = ctrl_c.requested
