@@ -84,6 +84,7 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     cv2.imwrite(str(photos / "group.jpg"), group_photo[0])
     cv2.imwrite(str(photos / "sub" / "blank.png"), np.full((100, 100, 3), 255, np.uint8))
     (photos / "sub" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
+    (photos / "._group.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not a photo
     args = ["predict", str(photos), "--model", str(tiny_run)]
 
     assert main(args + ["--csv", str(tmp_path / "faces.csv"), "--save-annotated", str(tmp_path / "ann")]) == 1
@@ -91,7 +92,7 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     lines = out.strip().splitlines()
     assert sum("group.jpg" in line for line in lines) == 3
     assert any("blank.png" in line and "no face found" in line for line in lines)
-    assert "corrupt.jpg" in err and "Traceback" not in err
+    assert "corrupt.jpg" in err and "Traceback" not in err and "._group" not in out + err
     assert len((tmp_path / "faces.csv").read_text().strip().splitlines()) == 1 + 3
     assert (tmp_path / "ann" / "group_annotated.png").is_file()
 

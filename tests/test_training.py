@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,20 @@ def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp
         train(synthetic_folder, recipe="seed-custom", output=tmp_path / "bad", teacher=str(tmp_path / "nope"),
               **FAST)
     assert not (tmp_path / "bad").exists()  # said before any run directory is made
+
+
+def test_a_resumed_distillation_keeps_the_targets_it_started_with(synthetic_folder, tmp_path, tiny_run, caplog):
+    teacher, run = tmp_path / "teacher", tmp_path / "run"
+    shutil.copytree(tiny_run, teacher)
+    first = train(synthetic_folder, recipe="seed-custom", output=run, teacher=str(teacher),
+                  callbacks=[_StopAfter(0)], **FAST)
+    assert first.interrupted
+    targets = np.load(run / "checkpoints" / "teacher.npy")
+    shutil.rmtree(teacher)  # a teacher gone (or replaced) since the start must not matter
+    caplog.set_level("INFO", logger="ferkit")
+    second = train(resume=run, verbose=0)
+    assert not second.interrupted and "kept from the run's start" in caplog.text
+    np.testing.assert_array_equal(np.load(run / "checkpoints" / "teacher.npy"), targets)
 
 
 def test_sample_weights_follow_the_true_label():

@@ -10,7 +10,8 @@ A run directory is ferkit's public model format:
     metrics.json           test-split metrics (see ferkit.evaluation.metrics)
     history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
     confusion_matrix.png   test-split confusion matrix
-    checkpoints/           best weights so far and the backup that `--resume` continues from
+    checkpoints/           best weights so far, the backup that `--resume` continues from, and a
+                           distilled run's teacher targets (teacher.npy), so a resume uses the same ones
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RunDir:
     confusion_plot = property(lambda self: self.path / "confusion_matrix.png")
     best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
     backup = property(lambda self: self.path / "checkpoints" / "backup")
+    teacher_targets = property(lambda self: self.path / "checkpoints" / "teacher.npy")
 
     @classmethod
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:

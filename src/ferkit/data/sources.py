@@ -91,8 +91,8 @@ def _decode_entries(entries, source: str) -> FerDataset:
     images, labels, usage, skipped = [], [], [], Counter()
     for relpath, read in sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts):
         parts = PurePosixPath(relpath).parts
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-            continue  # OS metadata (.DS_Store, __MACOSX), not data
+        if is_os_metadata(parts):
+            continue
         emotion = parts[-2].lower() if len(parts) >= 2 else ""
         if emotion not in EMOTIONS:
             skipped[f"file outside an emotion folder ({'/'.join(parts[:-1]) or '.'})"] += 1
@@ -113,6 +113,11 @@ def _decode_entries(entries, source: str) -> FerDataset:
             f"folders named {', '.join(EMOTIONS)}"
         )
     return _dataset(images, labels, usage, source, skipped)
+
+
+def is_os_metadata(parts: tuple[str, ...]) -> bool:
+    """Files an OS or archiver leaves beside images (.DS_Store, macOS' ._photo.jpg, __MACOSX/), not data."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
 def _usage_of(parts: tuple[str, ...]) -> str:

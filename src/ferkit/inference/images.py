@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.data.sources import IMAGE_SUFFIXES
+from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata
 from ferkit.errors import FerkitError
 
 
@@ -60,7 +60,8 @@ def find_images(paths: list[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                            and not is_os_metadata(p.relative_to(path).parts))
         else:
             found.append(path)
     return found

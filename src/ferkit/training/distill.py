@@ -16,9 +16,30 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
+from ferkit.runs import RunDir
 from ferkit.training.config import TrainConfig
 
 log = logging.getLogger("ferkit")
+
+
+def resumed_or_new(config: TrainConfig, faces: np.ndarray, run: RunDir | None) -> np.ndarray | None:
+    """The targets a resumed run started with, or the teacher's now.
+
+    A resume must not change targets mid-run (the bundled model may have been replaced, or a
+    teacher run directory deleted, since the run started), so the first pass is kept in the run.
+    """
+    if config.teacher and run is not None and run.teacher_targets.is_file():
+        probs = np.load(run.teacher_targets)
+        if probs.shape == (len(faces), len(config.classes)):
+            log.info("teacher targets: kept from the run's start (%s)", run.teacher_targets)
+            return probs
+        log.warning("%s does not match the training faces: asking the teacher again", run.teacher_targets)
+    return teacher_probabilities(config, faces)
+
+
+def keep(run: RunDir, probs: np.ndarray | None) -> None:
+    if probs is not None:
+        np.save(run.teacher_targets, probs)
 
 
 def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray | None:

@@ -53,8 +53,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     keras.utils.set_random_seed(config.seed)
     splits, skipped, left_out = _prepare_data(config)
     model = _build(config, config.weights, config.mixed_precision)
-    teacher = distill.teacher_probabilities(config, splits.train.images)
+    teacher = distill.resumed_or_new(config, splits.train.images, run)
     run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
+    distill.keep(run, teacher)
     write_json(run.config, config.to_dict())
     log.info("run directory: %s", run.path)
 
