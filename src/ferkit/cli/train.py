@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
     g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")
     g.add_argument("--teacher", metavar="MODEL",
-                   help="distil from MODEL (default = the bundled model, a run directory or .onnx file)")
+                   help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
+                        "none = train on the labels alone)")
     g.add_argument("--teacher-weight", type=float, metavar="W",
                    help="the teacher's share of each training target (default 0.5)")
     p.set_defaults(run=run)

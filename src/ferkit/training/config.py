@@ -54,7 +54,7 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
     # Knowledge distillation (ferkit.training.distill): "default" (the bundled model), a run
     # directory or an .onnx file whose probabilities make up `teacher_weight` of each training
-    # target; "" turns it off.
+    # target; "" (or "none", as `--teacher none`) turns it off.
     teacher: str = ""
     teacher_weight: float = 0.5
 
@@ -77,6 +77,7 @@ class TrainConfig:
             raise FerkitError(f"time_limit must be minutes >= 0 (0: no limit), got {self.time_limit}")
         if not self.learning_rate > 0:
             raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
+        self.teacher = "" if self.teacher.lower() == "none" else self.teacher
         if not 0 < self.teacher_weight <= 1:
             raise FerkitError(f"teacher_weight must be in (0, 1], got {self.teacher_weight}")
 
