@@ -188,7 +188,7 @@ def test_class_weights_favour_rare_classes():
     assert techniques.class_weights(TrainConfig(), labels) is None
 
 
-def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run):
+def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run, caplog):
     """tiny_run knows angry, happy, sad and surprise; a two-class run takes its two columns, renormalised."""
     from ferkit.training import distill
 
@@ -203,6 +203,9 @@ def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run):
     assert distill.soft_targets(config, one_hot, None) is one_hot
     with pytest.raises(FerkitError, match="does not know fear"):
         distill.teacher_probabilities(TrainConfig(classes="happy,fear", teacher=str(tiny_run)), faces)
+    assert "--split official" not in caplog.text
+    distill.teacher_probabilities(TrainConfig(classes="happy,fear", teacher="default", split="random"), faces)
+    assert "--split official" in caplog.text  # the bundled model has seen a random split's test faces
 
 
 def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog):

@@ -44,11 +44,14 @@ def keep(run: RunDir, probs: np.ndarray | None) -> None:
 
 def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray | None:
     """The teacher's probabilities over the run's classes (renormalised when it knows more), or None."""
-    from ferkit.inference.backends import load_backend  # deferred: only distillation needs a model
+    from ferkit.inference.backends import DEFAULT_MODEL, load_backend  # deferred: only distillation needs one
 
     if not config.teacher:
         return None
     backend = load_backend(config.teacher)
+    if config.teacher == DEFAULT_MODEL and config.split == "random":
+        log.warning("the bundled teacher learnt from 90%% of FER2013's Training part, which a random split's "
+                    "val and test parts share: test a run distilled from it with --split official")
     missing = [name for name in config.classes if name not in backend.info.classes]
     if missing:
         raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
