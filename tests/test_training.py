@@ -199,6 +199,7 @@ def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run, c
     np.testing.assert_allclose(teacher.sum(axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(distill.soft_targets(config, one_hot, teacher), 0.75 * one_hot + 0.25 * teacher,
                                rtol=1e-5)
+    assert distill.teacher_probabilities(TrainConfig(), faces) is None
     assert distill.teacher_probabilities(TrainConfig(teacher="none"), faces) is None  # as `--teacher none`
     assert distill.soft_targets(config, one_hot, None) is one_hot
     with pytest.raises(FerkitError, match="does not know fear"):
