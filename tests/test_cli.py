@@ -166,4 +166,18 @@ def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
 def test_info_reports_classes_and_accuracy(tiny_run, capsys):
     assert main(["info", "--model", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "angry, happy, sad, surprise" in out and "accuracy" in out
+    assert "angry, happy, sad, surprise" in out and "accuracy" in out and "int8" not in out
+
+
+def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from ferkit.models.export import export_onnx
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "metrics.json"):
+        shutil.copy(tiny_run / name, run)
+    export_onnx(tiny_run, run / "model-int8.onnx", quantize="int8")
+    assert main(["info", "--model", str(run)]) == 0
+    assert "the float model before int8 quantization" in capsys.readouterr().out
