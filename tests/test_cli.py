@@ -181,3 +181,5 @@ def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_pat
     export_onnx(tiny_run, run / "model-int8.onnx", quantize="int8")
     assert main(["info", "--model", str(run)]) == 0
     assert "the float model before int8 quantization" in capsys.readouterr().out
+    assert main(["info"]) == 0  # the bundled int8 file's metrics are its own
+    assert "test        accuracy" in (out := capsys.readouterr().out) and "float model" not in out

@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     if config.get("description"):
         print(f"recipe      {config['description']}")
     if metrics:
-        # The run's metrics.json measured the float model; int8 quantization may move it a little.
-        of = ", the float model before int8 quantization" if config.get("quantize") == "int8" else ""
+        # Training's metrics.json measured the float Keras model (`ferkit evaluate`'s name theirs,
+        # as the bundled model's do): an int8 export of the run may score a little differently.
+        trained = config.get("quantize") == "int8" and "model" not in metrics
+        of = ", the float model before int8 quantization" if trained else ""
         print(f"test        accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
               f"({metrics.get('split', 'test split')}{of})")
         for name, m in metrics.get("per_class", {}).items():
