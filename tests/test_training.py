@@ -107,6 +107,10 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]  # the cut epoch is the last
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C handed back
+    second = train(resume=run, verbose=0)  # fit ended normally, yet the backup must survive it
+    assert not second.interrupted and not (run / "checkpoints" / "backup").exists()
+    with open(run / "history.csv") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
 
 
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):

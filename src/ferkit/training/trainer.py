@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -181,6 +182,8 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         interrupted = True
     finally:
         ctrl_c.restore()
+    if not interrupted:  # finished (all epochs, time limit or early stopping): nothing left to resume
+        shutil.rmtree(run.backup, ignore_errors=True)
     if interrupted:
         log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
     if not run.best_weights.is_file():
@@ -230,7 +233,9 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
                                         save_weights_only=True,
                                         initial_value_threshold=_best_so_far(run, monitor) if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
-        keras.callbacks.BackupAndRestore(run.backup),
+        # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
+        # would delete what --resume needs (_fit deletes it once the run is complete).
+        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
     ]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
