@@ -108,12 +108,13 @@ def test_unreadable_images_are_counted(tmp_path):
     images, labels = synthetic_faces(("angry", "sad"), 2)
     write_folder(tmp_path, images, labels)
     (tmp_path / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "train" / "sad" / "empty.png").write_bytes(b"")  # OpenCV asserts on these
     (tmp_path / "train" / "sad" / "notes.txt").write_text("hi")
     (tmp_path / "train" / "contempt").mkdir()
     cv2.imwrite(str(tmp_path / "train" / "contempt" / "x.png"), images[0])
     data = load_fer(tmp_path)
     assert len(data) == 4
-    assert data.skipped["unreadable image"] == 1
+    assert data.skipped["unreadable image"] == 2
     assert data.skipped["not an image file"] == 1
     assert data.skipped["file outside an emotion folder (train/contempt)"] == 1
 

@@ -100,7 +100,7 @@ def _decode_entries(entries, source: str) -> FerDataset:
         if PurePosixPath(relpath).suffix.lower() not in IMAGE_SUFFIXES:
             skipped["not an image file"] += 1
             continue
-        gray = cv2.imdecode(np.frombuffer(read(), np.uint8), cv2.IMREAD_GRAYSCALE)
+        gray = _decode_gray(read())
         if gray is None:
             skipped["unreadable image"] += 1
             continue
@@ -113,6 +113,17 @@ def _decode_entries(entries, source: str) -> FerDataset:
             f"folders named {', '.join(EMOTIONS)}"
         )
     return _dataset(images, labels, usage, source, skipped)
+
+
+def _decode_gray(data: bytes) -> np.ndarray | None:
+    """None where OpenCV cannot decode: it returns None for most bad bytes, but asserts on empty
+    ones (a 0-byte file from an interrupted copy) and on images over its pixel limit."""
+    if not data:
+        return None
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        return None
 
 
 def is_os_metadata(parts: tuple[str, ...]) -> bool:
