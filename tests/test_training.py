@@ -322,6 +322,28 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
         assert metrics["split_sizes"]["test"] == 60 and metrics["classes"] == CLASSES.split(",")
 
 
+@pytest.mark.parametrize("recipes, message", [
+    (["seed-custom", "default", "sedd-vgg19"], "unknown recipe 'sedd-vgg19'"),
+    (["default", "seed-custom", "default"], "would share a run directory"),
+    ([], "no recipes to compare"),
+])
+def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_path, recipes, message):
+    from ferkit.training.compare import compare
+
+    with pytest.raises(FerkitError, match=message):
+        compare(synthetic_folder, recipes, tmp_path / "cmp", epochs=1, classes=CLASSES)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_notes_a_default_distilled_on_a_random_split():
+    from ferkit.training.compare import _check
+
+    shared, names, notes = _check(["seed-custom", "default"], {})  # seed-custom's random split for both
+    assert shared["split"] == "random" and names == ["seed-custom", "default"]
+    assert len(notes) == 1 and notes[0].startswith("default: distilled from the bundled model")
+    assert _check(["seed-custom", "default"], {"split": "official"})[2] == []
+
+
 def _gradient_faces(n: int = 16) -> np.ndarray:
     """Faces whose left and right halves differ, so a flip is visible."""
     ramp = np.tile(np.linspace(0, 255, 48, dtype=np.float32), (48, 1))

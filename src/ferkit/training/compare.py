@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay, read_history
 from ferkit.runs import load_keras_model
+from ferkit.training import distill
 from ferkit.training.config import TrainConfig, load_recipe
 from ferkit.training.trainer import train
 
@@ -31,20 +33,36 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     The data protocol (classes, split, fractions, seed) is the first recipe's unless overridden,
     and is applied to all of them, so that every model is tested on the same faces.
     """
+    shared, names, notes = _check(recipes, overrides)
     out = Path(output) if output else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    first = TrainConfig.from_recipe(recipes[0], **overrides).to_dict()
-    shared = {key: first[key] for key in PROTOCOL}  # parsed: classes as names, not the flag's string
     rows = []
-    for recipe in recipes:
-        name = load_recipe(recipe)["recipe"]  # a .toml path's stem
+    for recipe, name in zip(recipes, names):
         log.info("=== %s ===", name)
         result = train(data, recipe=recipe, output=out / name, verbose=verbose, **{**overrides, **shared})
         rows.append(_row(name, result))
-    write_table(out, rows, shared)
+    write_table(out, rows, shared, notes)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)
     return rows
+
+
+def _check(recipes: list[str], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The shared protocol, each recipe's run name and notes for the table, all found before the
+    first recipe trains: a typo in the last of four recipes must not cost the hours of the first three."""
+    if not recipes:
+        raise FerkitError("no recipes to compare: give --recipes NAME,NAME,...")
+    first = TrainConfig.from_recipe(recipes[0], **overrides).to_dict()
+    shared = {key: first[key] for key in PROTOCOL}  # parsed: classes as names, not the flag's string
+    configs = [TrainConfig.from_recipe(recipe, **{**overrides, **shared}) for recipe in recipes]
+    names = [load_recipe(recipe)["recipe"] for recipe in recipes]  # a .toml path's stem
+    if len(set(names)) < len(names):
+        raise FerkitError(f"recipes {', '.join(names)} would share a run directory: give each once")
+    notes = [f"{name}: {distill.TEACHER_SAW_TEST}" for name, config in zip(names, configs)
+             if distill.teacher_saw_test(config)]
+    for note in notes:
+        log.warning(note)
+    return shared, names, notes
 
 
 def _row(recipe: str, result) -> dict[str, Any]:
@@ -61,7 +79,7 @@ def _row(recipe: str, result) -> dict[str, Any]:
             "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
 
 
-def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -> None:
+def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any], notes: list[str] = ()) -> None:
     with open(out / "compare.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -76,4 +94,5 @@ def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any]) -
                  f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *notes] if notes else []
     (out / "compare.md").write_text("\n".join(lines) + "\n")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
+from ferkit.inference.backends import DEFAULT_MODEL, load_backend
 from ferkit.runs import RunDir
 from ferkit.training.config import TrainConfig
 
@@ -42,16 +43,21 @@ def keep(run: RunDir, probs: np.ndarray | None) -> None:
         np.save(run.teacher_targets, probs)
 
 
+TEACHER_SAW_TEST = ("distilled from the bundled model, which learnt from 90% of FER2013's Training part, "
+                    "on a random split, whose val and test parts share those faces: test it with --split official")
+
+
+def teacher_saw_test(config: TrainConfig) -> bool:
+    return config.teacher == DEFAULT_MODEL and config.split == "random"
+
+
 def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray | None:
     """The teacher's probabilities over the run's classes (renormalised when it knows more), or None."""
-    from ferkit.inference.backends import DEFAULT_MODEL, load_backend  # deferred: only distillation needs one
-
     if not config.teacher:
         return None
     backend = load_backend(config.teacher)
-    if config.teacher == DEFAULT_MODEL and config.split == "random":
-        log.warning("the bundled teacher learnt from 90%% of FER2013's Training part, which a random split's "
-                    "val and test parts share: test a run distilled from it with --split official")
+    if teacher_saw_test(config):
+        log.warning(TEACHER_SAW_TEST)
     missing = [name for name in config.classes if name not in backend.info.classes]
     if missing:
         raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
