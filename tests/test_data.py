@@ -235,10 +235,11 @@ def test_one_face_cannot_be_split(tmp_path):
         make_splits(data, "random")
 
 
-@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0)])
-def test_bad_fractions(tmp_path, fractions):
+@pytest.mark.parametrize("kind", ["random", "official"])
+@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0), (0.9, 0.0, 0.1), (0.9, -0.1, 0.2)])
+def test_bad_fractions(tmp_path, fractions, kind):
     with pytest.raises(FerkitError, match="fractions"):
-        make_splits(_dataset(tmp_path), "random", fractions)
+        make_splits(_dataset(tmp_path), kind, fractions)
 
 
 def test_select_classes_relabels_and_counts(tmp_path):

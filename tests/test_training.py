@@ -273,10 +273,26 @@ def test_recipes_ship_and_resolve():
     ({"teacher": "default", "teacher_weight": 0}, "teacher_weight"),
     ({"teacher": "default", "teacher_weight": 1.5}, "teacher_weight"),
     ({"colour": "blue"}, "unknown configuration"),
+    ({"learning_rate": "0.01"}, "learning_rate must be a number"),
+    ({"epochs": "ten"}, "epochs must be a whole number"),
+    ({"epochs": 2.5}, "epochs must be a whole number"),
+    ({"augment": "yes"}, "augment must be true or false"),
+    ({"early_stopping": -1}, "early_stopping must be >= 0"),
+    ({"warmup_epochs": -3}, "warmup_epochs"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"label_smoothing": 1.5}, "label_smoothing must be 0 to 0.99"),
+    ({"erasing": -1}, "erasing"),
+    ({"fractions": (0.9, 0.0, 0.1)}, "fractions must be three positive numbers"),
+    ({"fractions": (0.5, 0.5)}, "fractions must be three positive numbers"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):
         TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
+
+
+def test_paths_may_name_a_teacher_or_weights(tmp_path):
+    config = TrainConfig.from_recipe("default", teacher=tmp_path / "run", weights=tmp_path / "w.h5")
+    assert (config.teacher, config.weights) == (str(tmp_path / "run"), str(tmp_path / "w.h5"))
 
 
 def test_user_recipe_file(tmp_path):

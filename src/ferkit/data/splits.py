@@ -70,6 +70,7 @@ def make_splits(
     PublicTest/PrivateTest for validation and test, carving validation out of Training when only
     one of them is present (the usual `train/` + `test/` download): the val fraction of Training.
     """
+    check_fractions(fractions)
     if kind == "random":
         return _random(data, fractions, seed)
     if kind == "official":
@@ -77,10 +78,15 @@ def make_splits(
     raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLIT_KINDS)}")
 
 
+def check_fractions(fractions: tuple[float, float, float]) -> None:
+    """All three, though the official split uses only val's: a 0 there cannot carve out a val part."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise FerkitError(f"split fractions must be three positive numbers (train,val,test) that sum to 1, "
+                          f"got {fractions}")
+
+
 def _random(data: FerDataset, fractions, seed: int) -> Splits:
     train_f, val_f, test_f = fractions
-    if min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise FerkitError(f"split fractions must be positive and sum to 1, got {fractions}")
     idx = np.arange(len(data))
     rest, test = _stratified(idx, data.labels, test_f, seed)
     train, val = _stratified(rest, data.labels, val_f / (train_f + val_f), seed)

@@ -7,6 +7,7 @@ spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.labels import EMOTIONS, parse_classes
+from ferkit.data.splits import check_fractions
 from ferkit.errors import FerkitError
 
 DEFAULT_RECIPE = "default"
@@ -59,13 +61,20 @@ class TrainConfig:
     teacher_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.classes, (int, float)) or len(self.fractions) != 3:
-            raise FerkitError("classes must be names and fractions three numbers (train,val,test)")
+        if isinstance(self.classes, (int, float)):
+            raise FerkitError("classes must be names")
         self.classes = parse_classes(self.classes)
         self.fractions = tuple(float(f) for f in self.fractions)
+        check_fractions(self.fractions)  # here, not after minutes of loading data
+        self._check_types()
         for name in ("epochs", "batch_size", "image_size"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name, low, high in (("early_stopping", 0, None), ("warmup_epochs", 0, None), ("weight_decay", 0, None),
+                                ("label_smoothing", 0, 0.99), ("erasing", 0, 1)):
+            value = getattr(self, name)
+            if value < low or (high is not None and value > high):
+                raise FerkitError(f"{name} must be {f'{low} to {high}' if high else f'>= {low}'}, got {value}")
         if self.image_size < 32 and self.model != "custom":
             raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
         choices = {"class_weight": ("none", "balanced", "sqrt"), "schedule": ("constant", "cosine"),
@@ -80,6 +89,25 @@ class TrainConfig:
         self.teacher = "" if self.teacher.lower() == "none" else self.teacher
         if not 0 < self.teacher_weight <= 1:
             raise FerkitError(f"teacher_weight must be in (0, 1], got {self.teacher_weight}")
+
+    def _check_types(self) -> None:
+        """A recipe file's `learning_rate = "0.01"` must be a clear error, not a TypeError mid-way."""
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, bool):
+                expected, ok = "true or false", isinstance(value, bool)
+            elif isinstance(default, (int, float)):
+                integer = isinstance(default, int)
+                expected = "a whole number" if integer else "a number"
+                ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+            elif isinstance(default, str):
+                if isinstance(value, os.PathLike):  # weights, teacher: a path from the Python API
+                    setattr(self, f.name, value := os.fspath(value))
+                expected, ok = "a string", isinstance(value, str)
+            else:
+                continue
+            if not ok:
+                raise FerkitError(f"{f.name} must be {expected}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
