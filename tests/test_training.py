@@ -78,8 +78,11 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     assert first.interrupted and (run / "model.keras").is_file()
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]
+    for export in ("model.onnx", "model-int8.onnx"):  # exports of the interrupted weights
+        (run / export).write_bytes(b"stale")
     second = train(resume=run, verbose=0)
     assert not second.interrupted
+    assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()  # else they shadow it
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
 

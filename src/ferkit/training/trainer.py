@@ -255,7 +255,8 @@ def _best_so_far(run: RunDir, monitor: str) -> float | None:
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
-    run.onnx_model.unlink(missing_ok=True)  # an export of earlier weights would shadow these
+    for export in (run.onnx_model, run.onnx_int8_model):  # an export of earlier weights would shadow these
+        export.unlink(missing_ok=True)
     model.save(run.keras_model)
     run.model_json.write_text(model.to_json())
     model.save_weights(run.weights)
