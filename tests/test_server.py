@@ -105,3 +105,25 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     assert response.status_code == status
     assert message in response.json()["error"]
     assert client.get("/v1/health").status_code == 200
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"workers": 0}, "at least one worker"),
+    ({"workers": -1}, "at least one worker"),
+    ({"queue": -1}, "queue >= 0"),
+    ({"max_upload_mb": 0}, "upload limit must be positive"),
+])
+def test_settings_that_could_never_serve_are_refused(tiny_run, options, message):
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match=message):
+        create_app(str(tiny_run / "model.onnx"), **options)
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "http"])
+def test_serve_refuses_a_port_that_cannot_exist(port, capsys):
+    from ferkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--port", port])
+    assert exit_info.value.code == 2 and "--port" in capsys.readouterr().err

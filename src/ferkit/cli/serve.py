@@ -9,12 +9,19 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="REST API and web page (upload a photo or use the webcam)",
                        description="POST /v1/predict, GET /v1/health, GET /v1/model, the page at /, docs at /docs.")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
     p.add_argument("--detector", choices=["yunet", "haar"], default="yunet")
     p.add_argument("--max-upload-mb", type=float, default=10)
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     p.set_defaults(run=run)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ class Engine:
     """One loaded model shared by worker threads, each with its own (non-thread-safe) detector."""
 
     def __init__(self, model: str, detector: str, workers: int, queue: int):
+        if workers < 1 or queue < 0:  # no worker slot: requests would wait for ever
+            raise FerkitError(f"the server needs at least one worker and a queue >= 0, got {workers} and {queue}")
         self.backend = load_backend(model)
         self.metrics = recorded_metrics(self.backend)
         self.detector_name = detector
@@ -49,6 +51,8 @@ class Engine:
 
 def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
                workers: int = 2, queue: int = 16) -> FastAPI:
+    if not max_upload_mb > 0:
+        raise FerkitError(f"the upload limit must be positive, got {max_upload_mb} MB")
     engine = Engine(model, detector, workers, queue)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
