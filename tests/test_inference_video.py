@@ -61,6 +61,11 @@ def test_bad_video_inputs(tiny_run, tmp_path):
         process_video(rec, str(broken), every=0, progress=False)
     with pytest.raises(FerkitError, match="cannot open video source '/dev/null'"):  # a device, not "not found"
         process_video(rec, "/dev/null", progress=False)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a video, though OpenCV opens it\n" * 20)
+    with pytest.raises(FerkitError, match="no frame of .* could be decoded"):
+        process_video(rec, str(text), csv_path=str(tmp_path / "n.csv"), progress=False)
+    assert not (tmp_path / "n.csv").exists()
 
 
 def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
@@ -74,7 +79,9 @@ def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video
 
     size = tiny_video.stat().st_size
     for flag, target, message in (("--output", tiny_video, "is the input video"),
-                                  ("--csv", tiny_video / "f.csv", "is a file, not a folder")):
+                                  ("--csv", tiny_video / "f.csv", "is a file, not a folder"),
+                                  ("--plot", tmp_path / "timeline.txt", "cannot plot to"),
+                                  ("--plot", tmp_path / "timeline", "name it .png")):
         assert main(["video", str(tiny_video), flag, str(target), "--model", str(tiny_run)]) == 2
         assert message in capsys.readouterr().err
     assert tiny_video.stat().st_size == size

@@ -62,6 +62,8 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary."""
     from tqdm import tqdm
 
+    if plot:
+        _check_plot_format(plot)  # now, not after the whole video
     tracker = FrameTracker(recognizer, every)
     capture = open_capture(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -85,6 +87,8 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         if writer is not None:
             writer.release()
     elapsed = time.perf_counter() - started
+    if count == 0:  # OpenCV opens some non-videos (an image, a text file) and then yields nothing
+        raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
     if csv_path:
         write_frames_csv(Path(csv_path), rows, recognizer.classes)
     if plot:
@@ -108,6 +112,14 @@ def write_frames_csv(path: Path, rows, classes) -> None:
         for index, t, i, face in rows:
             writer.writerow([index, f"{t:.3f}", i, *face.box, face.label,
                              *(f"{face.scores[c]:.4f}" for c in classes)])
+
+
+def _check_plot_format(path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if Path(path).suffix.lower().lstrip(".") not in formats:
+        raise FerkitError(f"cannot plot to {path}: name it .png (or {', '.join(sorted(set(formats) - {'png'}))})")
 
 
 def plot_timeline(path: Path, rows, classes, duration: float) -> None:
