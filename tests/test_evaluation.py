@@ -26,6 +26,13 @@ def test_metrics_on_known_predictions():
     assert "accuracy 0.6000" in format_metrics(m)
 
 
+def test_macro_f1_leaves_out_classes_the_data_lacks():
+    m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 0, 1]], ["a", "b", "c"])
+    assert m["per_class"]["c"]["support"] == 0 and m["macro_f1"] == pytest.approx(1.0)
+    m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 2, 1]], ["a", "b", "c"])
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)  # a wrong "c" still costs "a" its recall
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
@@ -83,6 +90,16 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
     with pytest.raises(FerkitError, match="use --split all"):
         evaluate(result.run_dir, data / "test")
     assert evaluate(result.run_dir, data / "test", split="all")["accuracy"] > 0
+
+
+def test_evaluate_checks_its_output_before_evaluating(trained_run, tmp_path, capsys):
+    from ferkit.cli import main
+
+    result, data = trained_run
+    (tmp_path / "taken").write_text("a file")
+    assert main(["evaluate", str(result.run_dir), str(data), "--output", str(tmp_path / "taken")]) == 2
+    captured = capsys.readouterr()
+    assert "is a file" in captured.err and "accuracy" not in captured.out
 
 
 def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_run, caplog):
