@@ -261,6 +261,13 @@ def test_to_gray_accepts_gray_bgr_bgra(shape):
     assert to_gray(np.full(shape, 100, np.uint8)).shape == (30, 40)
 
 
+def test_float_faces_in_0_to_1_are_scaled_like_uint8_ones():
+    face = np.random.default_rng(0).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    expected = to_model_input([face], 48)
+    np.testing.assert_allclose(to_model_input([face / 255.0], 48), expected, atol=1)
+    np.testing.assert_array_equal(to_model_input([face.astype(np.float32)], 48), expected)
+
+
 def test_to_gray_rejects_odd_shapes():
     with pytest.raises(ValueError):
         to_gray(np.zeros((5, 5, 2), np.uint8))

@@ -15,10 +15,17 @@ import numpy as np
 FER_SIZE = 48  # FER2013's native face size
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 pixels from any numeric array; floats all within 0..1 are taken as that range
+    (skimage's and PIL-to-float convention), others as 0..255."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(image * 255.0 if image.max() <= 1.0 else image, 0, 255).astype(np.uint8)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Grayscale uint8 from a gray, BGR or BGRA image (OpenCV's channel order)."""
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] == 1:

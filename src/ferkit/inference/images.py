@@ -8,6 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferkit.data.preprocess import to_uint8
 from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata
 from ferkit.errors import FerkitError
 
@@ -26,8 +27,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise FerkitError(f"not an image array: shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(array * 255 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+    array = to_uint8(array)
     if rgb and array.ndim == 3 and array.shape[2] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     return array

@@ -64,7 +64,7 @@ class EmotionRecognizer:
         return eye_angle(face.landmarks) if self.align and face.landmarks is not None else 0.0
 
     def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
-        """Scores for already-cropped faces (any size, gray or BGR): one forward pass for all."""
+        """Scores for already-cropped faces (any size, gray or BGR, uint8 or float): one forward pass for all."""
         batch = to_model_input(list(crops), self.backend.info.image_size)
         probs = predict_tta(self.backend.predict, batch) if self.tta else self.backend.predict(batch)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
