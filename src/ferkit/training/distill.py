@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
-from ferkit.inference.backends import DEFAULT_MODEL, load_backend
+from ferkit.inference.backends import DEFAULT_MODEL, load_backend, resolve_model
 from ferkit.runs import RunDir
 from ferkit.training.config import TrainConfig
 
@@ -49,6 +49,12 @@ TEACHER_SAW_TEST = ("distilled from the bundled model, which learnt from 90% of 
 
 def teacher_saw_test(config: TrainConfig) -> bool:
     return config.teacher == DEFAULT_MODEL and config.split == "random"
+
+
+def check_teacher(config: TrainConfig) -> None:
+    """A teacher that does not exist, said before the data loads."""
+    if config.teacher:
+        resolve_model(config.teacher)
 
 
 def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray | None:

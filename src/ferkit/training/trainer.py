@@ -52,8 +52,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, overrides)
     keras.utils.set_random_seed(config.seed)
+    model = _build(config, config.weights, config.mixed_precision)  # a typo here fails before the data loads
+    distill.check_teacher(config)
     splits, skipped, left_out = _prepare_data(config)
-    model = _build(config, config.weights, config.mixed_precision)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
     run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
     distill.keep(run, teacher)
