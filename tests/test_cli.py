@@ -183,3 +183,11 @@ def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_pat
     assert "the float model before int8 quantization" in capsys.readouterr().out
     assert main(["info"]) == 0  # the bundled int8 file's metrics are its own
     assert "test        accuracy" in (out := capsys.readouterr().out) and "float model" not in out
+
+
+def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, tmp_path, capsys):
+    out = tmp_path / "exports" / "m.onnx"
+    assert main(["export", str(tiny_run), "--output", str(out)]) == 0
+    assert out.stat().st_size > 10_000 and str(out) in capsys.readouterr().out
+    assert main(["export", str(tiny_run), "--output", str(out / "x.onnx")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ferkit.cli._common import output_path
     from ferkit.models.export import export_onnx
 
+    output_path(args.output)  # its folder made, or a clear error, before the export's work
     print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0
