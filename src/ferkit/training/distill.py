@@ -51,9 +51,9 @@ def teacher_saw_test(config: TrainConfig) -> bool:
     return config.teacher == DEFAULT_MODEL and config.split == "random"
 
 
-def check_teacher(config: TrainConfig) -> None:
-    """A teacher that does not exist, said before the data loads."""
-    if config.teacher:
+def check_teacher(config: TrainConfig, run: RunDir | None) -> None:
+    """A teacher that does not exist, said before the data loads (a resume has its targets)."""
+    if config.teacher and not (run is not None and run.teacher_targets.is_file()):
         resolve_model(config.teacher)
 
 

@@ -53,7 +53,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     config, run = _resolve(data, config, resume, overrides)
     keras.utils.set_random_seed(config.seed)
     model = _build(config, config.weights, config.mixed_precision)  # a typo here fails before the data loads
-    distill.check_teacher(config)
+    distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
     run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
