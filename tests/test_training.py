@@ -290,6 +290,8 @@ def test_recipes_ship_and_resolve():
     ({"erasing": -1}, "erasing"),
     ({"fractions": (0.9, 0.0, 0.1)}, "fractions must be three positive numbers"),
     ({"fractions": (0.5, 0.5)}, "fractions must be three positive numbers"),
+    ({"fractions": 0.8}, "fractions must be three numbers"),
+    ({"fractions": ["a", "b", "c"]}, "fractions must be three numbers"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):

@@ -64,7 +64,10 @@ class TrainConfig:
         if isinstance(self.classes, (int, float)):
             raise FerkitError("classes must be names")
         self.classes = parse_classes(self.classes)
-        self.fractions = tuple(float(f) for f in self.fractions)
+        try:
+            self.fractions = tuple(float(f) for f in self.fractions)
+        except (TypeError, ValueError):
+            raise FerkitError(f"fractions must be three numbers (train,val,test), got {self.fractions!r}") from None
         check_fractions(self.fractions)  # here, not after minutes of loading data
         self._check_types()
         for name in ("epochs", "batch_size", "image_size"):
