@@ -298,6 +298,14 @@ def test_bad_configuration(overrides, message):
         TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
 
 
+def test_numpy_numbers_are_numbers():
+    config = TrainConfig.from_recipe("default", epochs=np.int64(3), learning_rate=np.float32(0.01))
+    assert config.epochs == 3 and config.learning_rate == pytest.approx(0.01)
+    assert json.loads(json.dumps(config.to_dict()))["epochs"] == 3  # written to config.json as is
+    with pytest.raises(FerkitError, match="augment must be true or false"):
+        TrainConfig.from_recipe("default", augment=np.int64(1))
+
+
 def test_paths_may_name_a_teacher_or_weights(tmp_path):
     config = TrainConfig.from_recipe("default", teacher=tmp_path / "run", weights=tmp_path / "w.h5")
     assert (config.teacher, config.weights) == (str(tmp_path / "run"), str(tmp_path / "w.h5"))

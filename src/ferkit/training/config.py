@@ -7,12 +7,15 @@ spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ferkit.data.labels import EMOTIONS, parse_classes
 from ferkit.data.splits import check_fractions
@@ -102,7 +105,10 @@ class TrainConfig:
             elif isinstance(default, (int, float)):
                 integer = isinstance(default, int)
                 expected = "a whole number" if integer else "a number"
-                ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+                ok = (isinstance(value, numbers.Integral if integer else numbers.Real)  # numpy's too
+                      and not isinstance(value, (bool, np.bool_)))
+                if ok:  # as Python numbers: config.json must serialise them
+                    setattr(self, f.name, int(value) if integer else float(value))
             elif isinstance(default, str):
                 if isinstance(value, os.PathLike):  # weights, teacher: a path from the Python API
                     setattr(self, f.name, value := os.fspath(value))
