@@ -29,7 +29,7 @@ def resumed_or_new(config: TrainConfig, faces: np.ndarray, run: RunDir | None) -
     A resume must not change targets mid-run (the bundled model may have been replaced, or a
     teacher run directory deleted, since the run started), so the first pass is kept in the run.
     """
-    if config.teacher and run is not None and run.teacher_targets.is_file():
+    if config.teacher and _kept(run):
         probs = np.load(run.teacher_targets)
         if probs.shape == (len(faces), len(config.classes)):
             log.info("teacher targets: kept from the run's start (%s)", run.teacher_targets)
@@ -53,8 +53,12 @@ def teacher_saw_test(config: TrainConfig) -> bool:
 
 def check_teacher(config: TrainConfig, run: RunDir | None) -> None:
     """A teacher that does not exist, said before the data loads (a resume has its targets)."""
-    if config.teacher and not (run is not None and run.teacher_targets.is_file()):
+    if config.teacher and not _kept(run):
         resolve_model(config.teacher)
+
+
+def _kept(run: RunDir | None) -> bool:
+    return run is not None and run.teacher_targets.is_file()
 
 
 def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray | None:
