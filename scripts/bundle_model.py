@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 from pathlib import Path
 
 from ferkit.evaluation import evaluate
 from ferkit.models.ensemble import ensemble_run
 from ferkit.models.export import export_onnx
-from ferkit.runs import RunDir
+from ferkit.runs import RunDir, default_path
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
 
 
 def main(run_dirs: list[str], data: str | None) -> None:
     if len(run_dirs) > 1:
-        run = ensemble_run(run_dirs, Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}")
+        run = ensemble_run(run_dirs, default_path("ensemble"))
     else:
         run = RunDir(Path(run_dirs[0]))
     TARGET.mkdir(parents=True, exist_ok=True)

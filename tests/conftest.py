@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,6 +25,15 @@ def installed(*packages: str) -> list:
     """pytest params, one per package (a Keras backend), each skipped where it is not installed."""
     return [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
                                                         reason=f"needs {name}")) for name in packages]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height: enough for a size check that comes before any pixel."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
 def synthetic_faces(classes: tuple[str, ...], per_class: int, seed: int = 0):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -32,7 +33,9 @@ def test_list_recipes(capsys):
     (["train", "{tmp}/wrong.csv", "--recipe", "nope"], "unknown recipe"),
     (["train", "{tmp}/wrong.csv", "--classes", "angry,contempt"], "unknown class"),
     (["train"], "give the training data"),
-    (["train", "{tmp}/wrong.csv", "--resume", "{tmp}"], "--resume continues"),
+    (["train", "{tmp}/wrong.csv", "--resume", "{tmp}"], "give nothing else (got data)"),
+    (["train", "--resume", "{tmp}", "--output", "{tmp}/new"], "give nothing else (got output)"),
+    (["train", "--resume", "{tmp}", "--recipe", "seed-custom", "--epochs", "3"], "(got recipe, epochs)"),
     (["train", "--resume", "{tmp}"], "not a ferkit run directory"),
     (["evaluate", "{tmp}/nope", "{tmp}/wrong.csv"], "model not found"),
 ])
@@ -160,7 +163,9 @@ def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
     crop = tmp_path / "face.png"
     cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))
     assert main(["predict", str(crop), "--no-detect", "--model", str(tiny_run)]) == 0
-    assert "0,0,48,48" in capsys.readouterr().out
+    _, box, label, confidence = capsys.readouterr().out.strip().split("\t")
+    classes = json.loads((tiny_run / "config.json").read_text())["classes"]
+    assert box == "0,0,48,48" and label in classes and 1 / len(classes) <= float(confidence) <= 1
 
 
 def test_info_reports_classes_and_accuracy(tiny_run, capsys):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import synthetic_faces
+from conftest import png_header_only, synthetic_faces
 from ferkit.errors import FerkitError
 from ferkit.inference import EmotionRecognizer, Face
 from ferkit.inference.backends import KerasBackend, OnnxBackend, load_backend
@@ -32,6 +32,9 @@ def test_detect_classify_annotate(tiny_run, group_photo):
     drawn = rec.annotate(image, faces)
     assert drawn.shape == image.shape and not np.array_equal(drawn, image)
     assert np.array_equal(image, group_photo[0])  # the caller's image is untouched
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    for single_channel in (gray, gray[..., None]):  # both are gray images: drawn on in colour
+        assert rec.annotate(single_channel, faces).shape == image.shape
 
 
 def test_inputs_path_rgb_array_and_pil(tiny_run, astronaut, tmp_path):
@@ -73,21 +76,9 @@ def test_bad_images(tiny_run, bad, message):
         EmotionRecognizer(tiny_run).detect(bad)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a size: enough for OpenCV's size check, which comes before any pixel."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-
-
 def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
     with pytest.raises(FerkitError, match="larger than OpenCV decodes"):
-        EmotionRecognizer(tiny_run).detect(_png_header_only(40_000, 40_000))
+        EmotionRecognizer(tiny_run).detect(png_header_only(40_000, 40_000))
 
 
 def test_bad_models(tmp_path):

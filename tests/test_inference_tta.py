@@ -14,7 +14,11 @@ def test_views_are_flips_and_shifts():
     # "left": content moved left by SHIFT pixels, the right edge repeated.
     np.testing.assert_array_equal(out[2][:, :, : 48 - SHIFT], batch[:, :, SHIFT:])
     np.testing.assert_array_equal(out[2][:, :, -1], batch[:, :, -1])
-    np.testing.assert_array_equal(out[4][:, : 48 - SHIFT], batch[:, SHIFT:])
+    np.testing.assert_array_equal(out[3][:, :, SHIFT:], batch[:, :, : 48 - SHIFT])  # "right"
+    np.testing.assert_array_equal(out[3][:, :, 0], batch[:, :, 0])
+    np.testing.assert_array_equal(out[4][:, : 48 - SHIFT], batch[:, SHIFT:])  # "up"
+    np.testing.assert_array_equal(out[5][:, SHIFT:], batch[:, : 48 - SHIFT])  # "down"
+    np.testing.assert_array_equal(out[5][:, 0], batch[:, 0])
 
 
 def test_predict_tta_is_one_call_and_averages():

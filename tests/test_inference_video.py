@@ -35,7 +35,9 @@ def test_video_outputs(tiny_run, tiny_video, tmp_path):
     summary = process_video(rec, str(tiny_video), str(out), str(table), every=1, plot=str(plot), progress=False)
     assert summary["frames"] == 12 and summary["faces"] == 30
     capture = cv2.VideoCapture(str(out))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    assert frame_count == 12
     with open(table) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 30 and set(rec.classes) <= set(rows[0])

@@ -48,6 +48,7 @@ def test_local_weights_file_is_loaded(tmp_path):
 @pytest.mark.parametrize("name, weights, message", [
     ("resnet9000", "none", "unknown model"),
     ("custom", "imagenet", "no ImageNet weights"),
+    ("fernet", "imagenet", "no ImageNet weights"),
     ("vgg19", "/nonexistent/w.h5", "weights file not found"),
 ])
 def test_bad_model_requests(name, weights, message):

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +7,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import png_header_only  # noqa: E402
 from ferkit.server import create_app  # noqa: E402
 
 
@@ -21,14 +19,6 @@ def client(tiny_run):
 @pytest.fixture(scope="module")
 def group_jpeg(group_photo) -> bytes:
     return cv2.imencode(".jpg", group_photo[0])[1].tobytes()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height: enough to test refusing it before decoding."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def test_page_health_model_and_schema(client):
@@ -93,7 +83,7 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
         big = cv2.imencode(".png", noise)[1].tobytes()  # ~2.4 MB, over the 1 MB cap
         response = client.post("/v1/predict", files={"file": ("big.png", big, "image/png")})
     elif case == "huge_dimensions":
-        response = client.post("/v1/predict", content=_png_header_only(20000, 20000),
+        response = client.post("/v1/predict", content=png_header_only(20000, 20000),
                                headers={"content-type": "image/png"})
     elif case == "chunked_too_big":  # no Content-Length: the cap must hold while streaming
         chunks = (bytes(256 * 1024) for _ in range(8))

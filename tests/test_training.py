@@ -125,6 +125,16 @@ def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthet
         train(resume=run)
 
 
+def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
+    config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
+    result = train(synthetic_folder, config, output=tmp_path / "run", epochs=1, verbose=0)
+    assert json.loads((result.run_dir / "config.json").read_text())["epochs"] == 1
+    with open(result.run_dir / "history.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 1
+    with pytest.raises(FerkitError, match="a config or a recipe, not both"):
+        train(synthetic_folder, config, recipe="default", output=tmp_path / "other")
+
+
 def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     result = train(synthetic_folder, recipe="default", output=tmp_path / "run", erasing=0.3,
                    **{**FAST, "epochs": 2})
@@ -292,6 +302,7 @@ def test_recipes_ship_and_resolve():
     ({"fractions": (0.5, 0.5)}, "fractions must be three positive numbers"),
     ({"fractions": 0.8}, "fractions must be three numbers"),
     ({"fractions": ["a", "b", "c"]}, "fractions must be three numbers"),
+    ({"model_options": 3}, "model_options must be a table of options"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):
@@ -354,14 +365,23 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
         assert metrics["split_sizes"]["test"] == 60 and metrics["classes"] == CLASSES.split(",")
 
 
-@pytest.mark.parametrize("recipes, message", [
-    (["seed-custom", "default", "sedd-vgg19"], "unknown recipe 'sedd-vgg19'"),
-    (["default", "seed-custom", "default"], "would share a run directory"),
-    ([], "no recipes to compare"),
+@pytest.mark.parametrize("recipes, files, message", [
+    (["seed-custom", "default", "sedd-vgg19"], {}, "unknown recipe 'sedd-vgg19'"),
+    (["default", "seed-custom", "default"], {}, "would share a run directory"),
+    ([], {}, "no recipes to compare"),
+    (["seed-custom", "deep.toml"], {"deep.toml": 'base = "default"\n[model_options]\nblokcs = [1, 1, 1, 1]\n'},
+     "has no option 'blokcs'"),
+    (["seed-custom", "taught.toml"], {"taught.toml": 'base = "default"\nteacher = "no/such/run"\n'}, "model not found"),
+    (["seed-custom", "tuned.toml"], {"tuned.toml": 'base = "seed-vgg19"\nweights = "no/such.h5"\n'},
+     "weights file not found"),
 ])
-def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_path, recipes, message):
+def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_path, monkeypatch, recipes, files,
+                                                         message):
     from ferkit.training.compare import compare
 
+    monkeypatch.chdir(tmp_path)  # the recipe files' paths are relative
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     with pytest.raises(FerkitError, match=message):
         compare(synthetic_folder, recipes, tmp_path / "cmp", epochs=1, classes=CLASSES)
     assert not (tmp_path / "cmp").exists()
@@ -370,10 +390,18 @@ def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_p
 def test_compare_notes_a_default_distilled_on_a_random_split():
     from ferkit.training.compare import _check
 
-    shared, names, notes = _check(["seed-custom", "default"], {})  # seed-custom's random split for both
-    assert shared["split"] == "random" and names == ["seed-custom", "default"]
+    configs, notes = _check(["seed-custom", "default"], {})  # seed-custom's random split for both
+    assert [(c.recipe, c.split) for c in configs] == [("seed-custom", "random"), ("default", "random")]
     assert len(notes) == 1 and notes[0].startswith("default: distilled from the bundled model")
-    assert _check(["seed-custom", "default"], {"split": "official"})[2] == []
+    assert _check(["seed-custom", "default"], {"split": "official"})[1] == []
+
+
+def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones():
+    from ferkit.training.compare import _check
+
+    for weights in ("imagenet", "none"):  # custom and fernet have no ImageNet weights to take
+        configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights})
+        assert [c.weights for c in configs] == ["none", weights, "none"]
 
 
 def _gradient_faces(n: int = 16) -> np.ndarray:

@@ -27,6 +27,11 @@ from ferkit.data.labels import EMOTIONS, SEED_CLASSES
 from ferkit.errors import FerkitError
 
 
+# The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
+# read by ferkit.inference.backends), so a bare .onnx file needs no run directory beside it.
+ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config"}
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -50,7 +55,7 @@ class RunDir:
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:
         """`output` itself, or runs/<recipe>-<timestamp>/ when none is given; never an existing run,
         whose checkpoints would otherwise leak into the new one."""
-        path = Path(output) if output else Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = Path(output) if output else default_path(recipe)
         if (path / "config.json").exists() or (path / "checkpoints").exists():
             raise FerkitError(f"{path} already holds a run: give another --output, or --resume it")
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -64,6 +69,11 @@ class RunDir:
         if not self.config.is_file():
             raise FerkitError(f"{self.path} is not a ferkit run directory (no config.json)")
         return json.loads(self.config.read_text())
+
+
+def default_path(name: str) -> Path:
+    """Where a run (or a comparison) goes without --output: runs/<name>-<timestamp>."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

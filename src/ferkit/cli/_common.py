@@ -9,32 +9,32 @@ from pathlib import Path
 from ferkit.errors import FerkitError
 
 
-def add_model_options(parser: argparse.ArgumentParser, detect: bool = True) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="default (the bundled model), a run directory, a .keras or an .onnx file")
-    parser.add_argument("--threads", type=int, help="inference threads (default: CPU cores, at most 4)")
+    parser.add_argument("--threads", type=int,
+                        help="ONNX Runtime threads (default: CPU cores, at most 4); .keras models use TensorFlow's own")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over flipped and shifted copies (6x the work)")
-    if detect:
-        parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
-                            help="face detector (default yunet; haar is the original project's)")
-        parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
-        parser.add_argument("--tiny-faces", action="store_true",
-                            help="yunet: also search big photos tile by tile for faces too small at 640 px")
-        parser.add_argument("--no-align", dest="align", action="store_false",
-                            help="do not level the eyes from YuNet's landmarks before classifying")
+    parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
+                        help="face detector (default yunet; haar is the original project's)")
+    parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
+    parser.add_argument("--tiny-faces", action="store_true",
+                        help="yunet: also search big photos tile by tile for faces too small at 640 px")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="do not level the eyes from YuNet's landmarks before classifying")
 
 
 def recognizer(args: argparse.Namespace):
     from ferkit.inference import EmotionRecognizer
 
-    options = {"min_size": args.min_face} if getattr(args, "min_face", None) is not None else {}
-    if getattr(args, "tiny_faces", False):
+    options = {"min_size": args.min_face} if args.min_face is not None else {}
+    if args.tiny_faces:
         if args.detector != "yunet":
             raise FerkitError("--tiny-faces works with --detector yunet only")
         options["second_pass"] = True
-    return EmotionRecognizer(args.model, getattr(args, "detector", "yunet"), threads=args.threads,
-                             align=getattr(args, "align", True), tta=args.tta, **options)
+    return EmotionRecognizer(args.model, args.detector, threads=args.threads, align=args.align, tta=args.tta,
+                             **options)
 
 
 def output_path(name: str | None, folder: bool = False) -> Path | None:

@@ -8,7 +8,6 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained model to ONNX")
     p.add_argument("model", help="a run directory or a .keras file")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--output", metavar="FILE", help="default: model.onnx (model-int8.onnx) in the run directory")
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
                    help="int8: static quantization, ~2.5x faster on CPUs, calibrated on training faces")

@@ -71,17 +71,13 @@ def run(args: argparse.Namespace) -> int:
         for name in list_recipes():
             print(f"{name:<18} {load_recipe(name).get('description', '')}")
         return 0
-    if args.resume and (args.data or any(getattr(args, k) is not None for k in OVERRIDES)):
-        raise FerkitError("--resume continues a run with its own data and configuration: give nothing else")
     if not args.resume and not args.data:
         raise FerkitError("give the training data (fer2013.csv, a folder or a .zip), or --resume RUN_DIR")
     from ferkit.training import train
 
-    if args.resume:
-        result = train(resume=args.resume)
-    else:
-        overrides = {k: getattr(args, k) for k in OVERRIDES}
-        result = train(args.data, recipe=args.recipe, output=args.output, **overrides)
+    # With --resume any other flag is an error, said by train() itself (the Python API's rule too).
+    overrides = {k: getattr(args, k) for k in OVERRIDES}
+    result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume, **overrides)
     print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}  "
           f"run directory {result.run_dir}")
     return 0

@@ -37,6 +37,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a gray, BGR or BGRA image, got shape {image.shape}")
 
 
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """3-channel BGR from a gray, (H, W, 1), BGR or BGRA uint8 image; a BGR image is returned as is."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
+
+
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     """Resize to size x size: area interpolation when shrinking (no aliasing), linear when growing."""
     if gray.shape[:2] == (size, size):

@@ -15,13 +15,9 @@ from typing import Protocol
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import ModelInfo, RunDir, load_keras_model
+from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model
 
 DEFAULT_MODEL = "default"
-# ONNX metadata keys written at export, so an .onnx file describes itself.
-META_CLASSES, META_IMAGE_SIZE, META_CONFIG = "ferkit.classes", "ferkit.image_size", "ferkit.config"  # see models/export.py
-
-
 CHUNK = 256  # faces per forward pass: bounds memory when a whole data set is predicted at once
 
 
@@ -63,7 +59,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU, threads set for small machines (intra-op = cores, no inter-op)."""
+    """ONNX Runtime on the CPU, threads set for small machines (intra-op = cores up to 4, no inter-op)."""
 
     def __init__(self, path: Path, threads: int | None = None):
         try:
@@ -78,10 +74,11 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise FerkitError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
         meta = self._session.get_modelmeta().custom_metadata_map
-        if META_CLASSES not in meta:
+        if ONNX_META["classes"] not in meta:
             raise FerkitError(f"{path} has no ferkit metadata: export it with `ferkit export`")
-        config = json.loads(meta.get(META_CONFIG, "{}"))
-        self.info = ModelInfo(tuple(json.loads(meta[META_CLASSES])), int(meta[META_IMAGE_SIZE]), config)
+        config = json.loads(meta.get(ONNX_META["config"], "{}"))
+        self.info = ModelInfo(tuple(json.loads(meta[ONNX_META["classes"]])), int(meta[ONNX_META["image_size"]]),
+                              config)
         self._input = self._session.get_inputs()[0].name
         self.name = str(path)
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ferkit.data.preprocess import to_gray
+from ferkit.data.preprocess import to_bgr, to_gray
 from ferkit.errors import FerkitError
 
 YUNET_MODEL = "face_detection_yunet_2026may.onnx"
@@ -60,12 +60,6 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
-def _bgr(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
-
-
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     """Same face: they share over half of the smaller box (a tile can cut a face into a part)."""
     w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -90,7 +84,7 @@ class YuNetDetector:
         self.second_pass, self.second_side = second_pass, second_side
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        bgr = _bgr(image)
+        bgr = to_bgr(image)
         small, scale = _downscaled(bgr, self.max_side)
         faces = self._detect_at(small, scale, (0, 0), image.shape)
         if self.second_pass and scale < 1.0:

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.data.preprocess import crop_face, eye_angle, to_gray, to_model_input
+from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend
 from ferkit.inference.faces import Detector, Face, create_detector
 from ferkit.inference.images import load_image
@@ -71,8 +71,7 @@ class EmotionRecognizer:
 
     def annotate(self, image: Any, faces: Sequence[Face], rgb: bool = False) -> np.ndarray:
         """A BGR copy of `image` with each face's box and 'label 87%' drawn over it."""
-        canvas = load_image(image, rgb)
-        canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR) if canvas.ndim == 2 else canvas[..., :3].copy()
+        canvas = to_bgr(load_image(image, rgb)).copy()  # never draw on the caller's own array
         thickness = max(1, round(max(canvas.shape[:2]) / 400))
         for face in faces:
             draw_face(canvas, face, thickness)

@@ -23,6 +23,7 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
         raise FerkitError(f"video not found: {target}")
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():
+        capture.release()  # a camera OpenCV half-opened stays busy for the next program otherwise
         raise FerkitError(f"cannot open video source {source!r}")
     return capture
 

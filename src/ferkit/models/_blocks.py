@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 from keras import layers
-
-from ferkit.errors import FerkitError
 
 
 def face_input(image_size: int) -> keras.KerasTensor:
@@ -27,20 +23,13 @@ def compose(backbone: keras.Model, head: keras.Model, name: str) -> keras.Model:
 
 
 def keras_weights_arg(weights: str) -> str | None:
-    """Translate ferkit's --weights value into what keras.applications expects."""
-    if weights in ("none", "", None):
-        return None
-    if weights == "imagenet":
-        return "imagenet"
-    if not Path(weights).is_file():
-        raise FerkitError(f"weights file not found: {weights} (use imagenet, none or a local path)")
-    return str(weights)
+    """Translate ferkit's --weights value (checked by the registry) into what keras.applications expects."""
+    return None if weights in ("none", "", None) else str(weights)
 
 
 def load_local_weights(model: keras.Model, weights: str) -> keras.Model:
-    """For models without pretrained weights: accept none, or a local weights file of the same model."""
-    if weights == "imagenet":
-        raise FerkitError(f"model {model.name!r} has no ImageNet weights: use --weights none or a path")
+    """For models without pretrained weights (the registry refuses "imagenet" for them): none, or a
+    local weights file of the same model."""
     path = keras_weights_arg(weights)
     if path:
         model.load_weights(path)

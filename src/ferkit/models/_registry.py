@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ferkit.errors import FerkitError
@@ -16,7 +17,10 @@ _BUILDERS: dict[str, Callable[..., Any]] = {}
 
 
 def register_model(builder: Callable[..., Any]) -> Callable[..., Any]:
-    """Register `builder(image_size, num_classes, weights, **kw) -> keras.Model` under its name."""
+    """Register `builder(image_size, num_classes, weights, **kw) -> keras.Model` under its name.
+
+    A builder whose `weights` defaults to "imagenet" has ImageNet weights; others refuse them.
+    """
     _BUILDERS[builder.__name__] = builder
     return builder
 
@@ -30,13 +34,22 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
 
     `weights` is "imagenet" (Keras' own download, transfer models only), "none", or a local path.
     """
+    check_model(name, weights, **kwargs)
+    return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
+
+
+def check_model(name: str, weights: str = "none", **kwargs) -> None:
+    """What `create_model` would refuse, found without building: `compare` checks every recipe's
+    model this way before the first one trains for hours."""
     if name not in _BUILDERS:
         raise FerkitError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
-    builder = _BUILDERS[name]
-    options = [p for p in inspect.signature(builder).parameters
-               if p not in ("image_size", "num_classes", "weights")]
+    parameters = inspect.signature(_BUILDERS[name]).parameters
+    options = [p for p in parameters if p not in ("image_size", "num_classes", "weights")]
     unknown = sorted(set(kwargs) - set(options))
     if unknown:  # a typo in a recipe's [model_options]
         raise FerkitError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
                           f"its options: {', '.join(options) or 'none'}")
-    return builder(image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
+    if weights == "imagenet" and parameters["weights"].default != "imagenet":  # transfer builders default to it
+        raise FerkitError(f"model {name!r} has no ImageNet weights: use --weights none or a path")
+    if weights not in ("none", "", "imagenet", None) and not Path(weights).is_file():
+        raise FerkitError(f"weights file not found: {weights} (use imagenet, none or a path)")

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import RunDir, load_keras_model
+from ferkit.runs import ONNX_META, RunDir, load_keras_model
 
-# The keys ferkit.inference.backends reads back; kept here as plain strings to avoid a cycle.
-META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config"}
 CALIBRATION_FACES = 256
 QUANTIZE = ("none", "int8")
 
@@ -49,7 +47,7 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
               "config": json.dumps({**info.config, "quantize": quantize})}
     for key, value in values.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = META[key], value
+        entry.key, entry.value = ONNX_META[key], value
     onnx.save(proto, str(out))
     return out
 

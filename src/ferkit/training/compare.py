@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import FerkitError
+from ferkit.models import check_model
 from ferkit.evaluation.plots import plot_overlay, read_history
-from ferkit.runs import load_keras_model
+from ferkit.runs import default_path, load_keras_model
 from ferkit.training import distill
 from ferkit.training.config import TrainConfig, load_recipe
 from ferkit.training.trainer import train
@@ -33,36 +34,46 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     The data protocol (classes, split, fractions, seed) is the first recipe's unless overridden,
     and is applied to all of them, so that every model is tested on the same faces.
     """
-    shared, names, notes = _check(recipes, overrides)
-    out = Path(output) if output else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    configs, notes = _check(recipes, overrides)
+    out = Path(output) if output else default_path("compare")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for recipe, name in zip(recipes, names):
-        log.info("=== %s ===", name)
-        result = train(data, recipe=recipe, output=out / name, verbose=verbose, **{**overrides, **shared})
-        rows.append(_row(name, result))
-    write_table(out, rows, shared, notes)
+    for config in configs:
+        log.info("=== %s ===", config.recipe)
+        result = train(data, config, output=out / config.recipe, verbose=verbose)
+        rows.append(_row(config.recipe, result))
+    write_table(out, rows, configs[0], notes)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)
     return rows
 
 
-def _check(recipes: list[str], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
-    """The shared protocol, each recipe's run name and notes for the table, all found before the
-    first recipe trains: a typo in the last of four recipes must not cost the hours of the first three."""
+def _check(recipes: list[str], overrides: dict[str, Any]) -> tuple[list[TrainConfig], list[str]]:
+    """Each recipe's configuration on the shared protocol, and notes for the table, all found before
+    the first recipe trains: a typo in the last of four recipes must not cost the hours of the first three."""
     if not recipes:
         raise FerkitError("no recipes to compare: give --recipes NAME,NAME,...")
-    first = TrainConfig.from_recipe(recipes[0], **overrides).to_dict()
-    shared = {key: first[key] for key in PROTOCOL}  # parsed: classes as names, not the flag's string
-    configs = [TrainConfig.from_recipe(recipe, **{**overrides, **shared}) for recipe in recipes]
-    names = [load_recipe(recipe)["recipe"] for recipe in recipes]  # a .toml path's stem
+    first = _config(recipes[0], overrides)
+    shared = {key: getattr(first, key) for key in PROTOCOL}  # parsed: classes as names, not the flag's string
+    configs = [_config(recipe, {**overrides, **shared}) for recipe in recipes]
+    names = [config.recipe for config in configs]  # a .toml path's stem
     if len(set(names)) < len(names):
         raise FerkitError(f"recipes {', '.join(names)} would share a run directory: give each once")
-    notes = [f"{name}: {distill.TEACHER_SAW_TEST}" for name, config in zip(names, configs)
-             if distill.teacher_saw_test(config)]
+    for config in configs:
+        check_model(config.model, config.weights, **config.model_options)
+        distill.check_teacher(config, None)
+    notes = [f"{config.recipe}: {distill.TEACHER_SAW_TEST}" for config in configs if distill.teacher_saw_test(config)]
     for note in notes:
         log.warning(note)
-    return shared, names, notes
+    return configs, notes
+
+
+def _config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
+    """`weights` is for the recipes that start from pretrained ones (the transfer models): the others
+    have none to swap, and would refuse "imagenet"."""
+    if load_recipe(recipe).get("weights", "none") == "none":
+        overrides = {key: value for key, value in overrides.items() if key != "weights"}
+    return TrainConfig.from_recipe(recipe, **overrides)
 
 
 def _row(recipe: str, result) -> dict[str, Any]:
@@ -79,7 +90,7 @@ def _row(recipe: str, result) -> dict[str, Any]:
             "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
 
 
-def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any], notes: list[str] = ()) -> None:
+def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:
     with open(out / "compare.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -87,7 +98,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], shared: dict[str, Any], n
     f1_cols = [k for k in rows[0] if k.startswith("f1_")]
     header = ["recipe", "model", "params", "epochs", "accuracy", "macro-F1", *[c[3:] for c in f1_cols],
               "train min", "ms/face (Keras, batch 64)"]
-    lines = [f"Test split: {shared['split']}, classes {', '.join(shared['classes'])}, seed {shared['seed']}.", "",
+    lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["recipe"], r["model"], f"{r['params']:,}", str(r["epochs"]), f"{r['accuracy']:.4f}",

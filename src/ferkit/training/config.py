@@ -113,6 +113,8 @@ class TrainConfig:
                 if isinstance(value, os.PathLike):  # weights, teacher: a path from the Python API
                     setattr(self, f.name, value := os.fspath(value))
                 expected, ok = "a string", isinstance(value, str)
+            elif f.default_factory is dict:  # model_options: a [model_options] table in a recipe
+                expected, ok = "a table of options", isinstance(value, dict)
             else:
                 continue
             if not ok:

@@ -45,12 +45,12 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
           **overrides: Any) -> TrainResult:
     """Train a model on FER2013 `data` and write a run directory.
 
-    `config` (or a recipe name and field overrides, e.g. ``recipe="seed-custom", epochs=5``)
-    says what to train. `resume` continues an interrupted run directory from its last completed
+    `config` or a recipe name (default: default), with field overrides (e.g. ``recipe="seed-custom",
+    epochs=5``), says what to train. `resume` continues an interrupted run directory from its last completed
     epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
     """
     started = time.monotonic()  # a --time-limit counts from here, data loading included
-    config, run = _resolve(data, config, resume, overrides)
+    config, run = _resolve(data, config, resume, output, overrides)
     keras.utils.set_random_seed(config.seed)
     model = _build(config, config.weights, config.mixed_precision)  # a typo here fails before the data loads
     distill.check_teacher(config, run)
@@ -78,16 +78,24 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     return TrainResult(run.path, metrics, interrupted, minutes)
 
 
-def _resolve(data, config: TrainConfig | None, resume, overrides) -> tuple[TrainConfig, RunDir | None]:
+def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tuple[TrainConfig, RunDir | None]:
     """The configuration, and the run directory when resuming; else recipe + overrides and no run yet."""
+    given = {name: value for name, value in overrides.items() if value is not None}
     if resume is not None:
+        others = [name for name, value in (("data", data), ("config", config), ("output", output)) if value is not None]
+        if others or given:  # silently ignored, they would train something other than asked
+            raise FerkitError(f"a resumed run keeps its own data, configuration and directory: "
+                              f"give nothing else (got {', '.join([*others, *given])})")
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
-        config = TrainConfig.from_dict(values)
-        return config, run
+        return TrainConfig.from_dict(values), run
     if config is None:
-        config = TrainConfig.from_recipe(overrides.pop("recipe", None) or DEFAULT_RECIPE, **overrides)
+        config = TrainConfig.from_recipe(given.pop("recipe", DEFAULT_RECIPE), **given)
+    elif "recipe" in given:
+        raise FerkitError("give a config or a recipe, not both")
+    elif given:  # a config with a few fields changed
+        config = TrainConfig.from_dict({**config.to_dict(), **given})
     if data is not None:
         config.data = str(data)
     if not config.data:
