@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ferkit.choices import DETECTORS
 from ferkit.data.preprocess import crop_face
 from ferkit.errors import FerkitError
 from ferkit.inference.faces import create_detector
@@ -29,7 +30,7 @@ def test_haar_finds_the_large_faces(group_photo):
     assert len(faces) >= 2
 
 
-@pytest.mark.parametrize("name", ["yunet", "haar"])
+@pytest.mark.parametrize("name", DETECTORS)  # every choice the CLI offers
 @pytest.mark.parametrize("kind", ["blank", "noise"])
 def test_no_faces_in_blank_or_noise(name, kind):
     image = np.full((480, 640, 3), 128, np.uint8) if kind == "blank" else \
@@ -67,14 +68,15 @@ def test_face_at_the_border_stays_inside(astronaut):
 
 @pytest.mark.parametrize("convert", [
     lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY),
+    lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)[..., None],
     lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA),
 ])
-@pytest.mark.parametrize("name", ["yunet", "haar"])
+@pytest.mark.parametrize("name", DETECTORS)  # every choice the CLI offers
 def test_gray_and_rgba_inputs(astronaut, convert, name):
     assert len(create_detector(name).detect(convert(astronaut))) == 1
 
 
-@pytest.mark.parametrize("name", ["yunet", "haar"])
+@pytest.mark.parametrize("name", DETECTORS)  # every choice the CLI offers
 def test_tiny_images_do_not_crash(name):
     assert create_detector(name).detect(np.zeros((5, 7, 3), np.uint8)) == []
 

@@ -285,6 +285,7 @@ def test_recipes_ship_and_resolve():
     ({"recipe": "nope"}, "unknown recipe"),
     ({"epochs": 0}, "epochs"),
     ({"class_weight": "heavy"}, "class_weight"),
+    ({"split": "rnadom"}, "split must be one of random, official"),
     ({"checkpoint_on": "accuracy"}, "checkpoint_on"),
     ({"teacher": "default", "teacher_weight": 0}, "teacher_weight"),
     ({"teacher": "default", "teacher_weight": 1.5}, "teacher_weight"),

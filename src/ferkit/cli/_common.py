@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ferkit.choices import DETECTORS
 from ferkit.errors import FerkitError
 
 
@@ -16,7 +17,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="ONNX Runtime threads (default: CPU cores, at most 4); .keras models use TensorFlow's own")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over flipped and shifted copies (6x the work)")
-    parser.add_argument("--detector", choices=["yunet", "haar"], default="yunet",
+    parser.add_argument("--detector", choices=DETECTORS, default="yunet",
                         help="face detector (default yunet; haar is the original project's)")
     parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
     parser.add_argument("--tiny-faces", action="store_true",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.choices import SPLITS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="train several recipes on the same split, side by side",
@@ -13,7 +15,7 @@ def add_parser(sub) -> None:
                    help="comma-separated recipe names (default: the three seeds and default)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--classes", help="override the shared classes (default: the first recipe's)")
-    p.add_argument("--split", choices=["random", "official"], help="override the shared split")
+    p.add_argument("--split", choices=SPLITS, help="override the shared split")
     p.add_argument("--weights", help="imagenet, none or a path, for the transfer models")
     p.add_argument("--output", metavar="DIR", help="default runs/compare-<timestamp>")
     p.set_defaults(run=run)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.choices import QUANTIZE
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained model to ONNX")
     p.add_argument("model", help="a run directory or a .keras file")
     p.add_argument("--output", metavar="FILE", help="default: model.onnx (model-int8.onnx) in the run directory")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+    p.add_argument("--quantize", choices=QUANTIZE, default="none",
                    help="int8: static quantization, ~2.5x faster on CPUs, calibrated on training faces")
     p.add_argument("--calibration", metavar="DATA", help="faces for int8 calibration (default: the run's data)")
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.choices import DETECTORS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="REST API and web page (upload a photo or use the webcam)",
@@ -11,7 +13,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
-    p.add_argument("--detector", choices=["yunet", "haar"], default="yunet")
+    p.add_argument("--detector", choices=DETECTORS, default="yunet")
     p.add_argument("--max-upload-mb", type=float, default=10)
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     p.set_defaults(run=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, SCHEDULES, SPLITS
+
 
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--model", help="architecture from the model registry")
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
-    g.add_argument("--split", choices=["random", "official"])
+    g.add_argument("--split", choices=SPLITS)
     g.add_argument("--fractions", type=lambda s: tuple(float(x) for x in s.split(",")),
                    help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--epochs", type=int,
@@ -39,13 +41,13 @@ def add_parser(sub) -> None:
     g.add_argument("--time-limit", type=float, metavar="MIN",
                    help="end within MIN minutes, data loading included: fewer epochs than --epochs if "
                         "those do not fit, with the cosine schedule ending in the last that does (0 = none)")
-    g.add_argument("--checkpoint-on", choices=["val_loss", "val_accuracy"],
+    g.add_argument("--checkpoint-on", choices=CHECKPOINT_ON,
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
     g.add_argument("--augment", type=_bool, metavar="on|off")
     g.add_argument("--erasing", type=float, metavar="STRENGTH", help="random erasing (0 = off)")
     g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--class-weight", choices=["none", "balanced", "sqrt"])
-    g.add_argument("--schedule", choices=["constant", "cosine"])
+    g.add_argument("--class-weight", choices=CLASS_WEIGHTS)
+    g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
     g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")

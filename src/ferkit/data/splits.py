@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ferkit.choices import SPLITS
 from ferkit.data.labels import EMOTIONS
 from ferkit.data.sources import FerDataset
 from ferkit.errors import FerkitError
 
-SPLIT_KINDS = ("random", "official")
 
 
 @dataclass
@@ -75,7 +75,7 @@ def make_splits(
         return _random(data, fractions, seed)
     if kind == "official":
         return _official(data, fractions[1], seed)
-    raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLIT_KINDS)}")
+    raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLITS)}")
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> None:

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ferkit.choices import EVAL_SPLITS
 from ferkit.data.labels import EMOTIONS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
@@ -21,7 +22,6 @@ from ferkit.inference.tta import predict_tta
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
-EVAL_SPLITS = ("test", "val", "all")
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test",

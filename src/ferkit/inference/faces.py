@@ -14,6 +14,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from ferkit.choices import DETECTORS
 from ferkit.data.preprocess import to_bgr, to_gray
 from ferkit.errors import FerkitError
 
@@ -144,10 +145,10 @@ class HaarDetector:
                 for r in (rects if len(rects) else [])]
 
 
-DETECTORS = {"yunet": YuNetDetector, "haar": HaarDetector}
+_DETECTOR_TYPES = {"yunet": YuNetDetector, "haar": HaarDetector}  # one per name in DETECTORS
 
 
 def create_detector(name: str = "yunet", **options) -> Detector:
     if name not in DETECTORS:
         raise FerkitError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    return DETECTORS[name](**options)
+    return _DETECTOR_TYPES[name](**options)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
 from ferkit.runs import ONNX_META, RunDir, load_keras_model
 
 CALIBRATION_FACES = 256
-QUANTIZE = ("none", "int8")
 
 
 def export_onnx(model_path: str | Path, output: str | Path | None = None, quantize: str = "none",

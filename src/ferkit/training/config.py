@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, SCHEDULES, SPLITS
 from ferkit.data.labels import EMOTIONS, parse_classes
 from ferkit.data.splits import check_fractions
 from ferkit.errors import FerkitError
@@ -83,8 +84,8 @@ class TrainConfig:
                 raise FerkitError(f"{name} must be {f'{low} to {high}' if high else f'>= {low}'}, got {value}")
         if self.image_size < 32 and self.model != "custom":
             raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
-        choices = {"class_weight": ("none", "balanced", "sqrt"), "schedule": ("constant", "cosine"),
-                   "checkpoint_on": ("val_loss", "val_accuracy")}
+        choices = {"split": SPLITS, "class_weight": CLASS_WEIGHTS, "schedule": SCHEDULES,
+                   "checkpoint_on": CHECKPOINT_ON}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
