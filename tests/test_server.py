@@ -27,6 +27,7 @@ def test_page_health_model_and_schema(client):
     assert client.get("/v1/health").json()["status"] == "ok"
     model = client.get("/v1/model").json()
     assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
+    assert model["colours"]["angry"] == "#dc2828"  # annotate's BGR (40, 40, 220), as the page's hex
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 

@@ -10,6 +10,8 @@ import time
 import cv2
 import pytest
 
+from ferkit.inference.recognizer import COLOURS
+
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -50,10 +52,15 @@ def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".face h3.label", timeout=30_000)
         labels = page.locator(".face h3.label").all_inner_texts()
+        bars = page.eval_on_selector_all(".fill", "bars => bars.map(bar => bar.style.backgroundColor)")
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
+    classes = ("angry", "happy", "sad", "surprise")
     assert len(labels) == 3
-    assert all(label.split(": ")[1] in ("angry", "happy", "sad", "surprise") for label in labels)
+    assert all(label.split(": ")[1] in classes for label in labels)
+    # Every score bar in its emotion's colour from /v1/model: the colours of ferkit's annotated images.
+    palette = {"rgb({2}, {1}, {0})".format(*COLOURS[name]) for name in classes}
+    assert len(bars) == 3 * 4 and set(bars) == palette
 
 
 def test_live_webcam_mode_sends_frames(server_url):

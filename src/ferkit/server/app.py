@@ -23,7 +23,7 @@ from ferkit.errors import FerkitError
 from ferkit.inference.backends import load_backend, recorded_metrics
 from ferkit.inference.faces import create_detector
 from ferkit.inference.images import decode_image
-from ferkit.inference.recognizer import EmotionRecognizer
+from ferkit.inference.recognizer import COLOURS, EmotionRecognizer
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -80,7 +80,8 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         return {"classes": list(info.classes), "image_size": info.image_size, "model": engine.backend.name,
                 "detector": engine.detector_name, "version": __version__, "recipe": info.config.get("recipe"),
                 "accuracy": engine.metrics.get("accuracy"), "macro_f1": engine.metrics.get("macro_f1"),
-                "evaluated_on": engine.metrics.get("split")}
+                "evaluated_on": engine.metrics.get("split"),
+                "colours": {name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes}}
 
     @app.post("/v1/predict", responses={400: {}, 413: {}, 415: {}, 503: {}})
     async def predict(request: Request, annotated: bool = False):
