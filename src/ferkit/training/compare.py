@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.models import check_model
 from ferkit.evaluation.plots import plot_overlay, read_history
+from ferkit.models import check_model
 from ferkit.runs import default_path, load_keras_model
 from ferkit.training import distill
 from ferkit.training.config import TrainConfig, load_recipe

@@ -46,8 +46,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     """Train a model on FER2013 `data` and write a run directory.
 
     `config` or a recipe name (default: default), with field overrides (e.g. ``recipe="seed-custom",
-    epochs=5``), says what to train. `resume` continues an interrupted run directory from its last completed
-    epoch, with its own configuration. Extra Keras `callbacks` (TensorBoard, ...) join ferkit's.
+    epochs=5``), says what to train. `resume` continues an interrupted run directory from its last
+    completed epoch, with its own configuration and nothing else. Extra Keras `callbacks`
+    (TensorBoard, ...) join ferkit's.
     """
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, output, overrides)
