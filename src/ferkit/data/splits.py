@@ -14,7 +14,6 @@ from ferkit.data.sources import FerDataset
 from ferkit.errors import FerkitError
 
 
-
 @dataclass
 class Split:
     """Faces (uint8 N x 48 x 48) and labels as indices into the run's class list."""
