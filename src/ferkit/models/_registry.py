@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.errors import FerkitError
+from ferkit.models._blocks import keras_weights_arg
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 
@@ -51,5 +52,6 @@ def check_model(name: str, weights: str = "none", **kwargs) -> None:
                           f"its options: {', '.join(options) or 'none'}")
     if weights == "imagenet" and parameters["weights"].default != "imagenet":  # transfer builders default to it
         raise FerkitError(f"model {name!r} has no ImageNet weights: use --weights none or a path")
-    if weights not in ("none", "", "imagenet", None) and not Path(weights).is_file():
+    path = keras_weights_arg(weights)
+    if path not in (None, "imagenet") and not Path(path).is_file():
         raise FerkitError(f"weights file not found: {weights} (use imagenet, none or a path)")
