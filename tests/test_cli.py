@@ -25,6 +25,20 @@ def test_list_recipes(capsys):
     assert "seed-vgg19" in out and "default" in out
 
 
+
+def test_every_train_flag_overrides_a_recipe_field():
+    import dataclasses
+
+    from ferkit.cli import build_parser
+    from ferkit.cli.train import OVERRIDES
+    from ferkit.training.config import TrainConfig
+
+    assert set(OVERRIDES) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    args = build_parser().parse_args(["train", "data.zip", "--teacher-flip", "on", "--augment", "off"])
+    assert (args.teacher_flip, args.augment, args.teacher_weight) == (True, False, None)
+    config = TrainConfig.from_recipe("default", **{name: getattr(args, name) for name in OVERRIDES})
+    assert config.teacher_flip and not config.augment and config.teacher_weight == 0.5
+
 @pytest.mark.parametrize("args, message", [
     (["train", "{tmp}/missing.zip"], "data not found"),
     (["train", "{tmp}/empty.csv"], "empty"),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferkit.inference.tta import SHIFT, VIEWS, predict_tta, views
+from ferkit.inference.tta import SHIFT, VIEWS, predict_flip, predict_tta, views
 
 
 def test_views_are_flips_and_shifts():
@@ -34,3 +34,15 @@ def test_predict_tta_is_one_call_and_averages():
     expected = np.mean([predict(v) for v in views(batch)], axis=0)
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
     assert predict_tta(predict, batch[:0]).shape == (0, 2)
+
+
+def test_predict_flip_averages_the_face_and_its_mirror_image():
+    def predict(x):  # left half's brightness vs right half's: a mirror image swaps them
+        left, right = x[:, :, :24].mean(axis=(1, 2, 3)), x[:, :, 24:].mean(axis=(1, 2, 3))
+        return np.stack([left, right], axis=1) / (left + right)[:, None]
+
+    batch = np.random.default_rng(2).uniform(1, 255, (4, 48, 48, 1)).astype(np.float32)
+    probs = predict_flip(predict, batch)
+    assert not np.allclose(predict(batch), 0.5)
+    np.testing.assert_allclose(probs, 0.5, rtol=1e-5)  # each half counted once on each side
+    assert predict_flip(predict, batch[:0]).shape == (0, 2)

@@ -226,6 +226,20 @@ def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run, c
     assert "--split official" in caplog.text  # the bundled model has seen a random split's test faces
 
 
+
+def test_a_flipping_teacher_averages_each_face_with_its_mirror_image(tiny_run):
+    from ferkit.data.preprocess import to_model_input
+    from ferkit.inference.backends import load_backend
+    from ferkit.training import distill
+
+    faces = np.random.default_rng(1).integers(0, 255, (6, 48, 48), dtype=np.uint8)
+    backend, x = load_backend(str(tiny_run)), to_model_input(faces, 48)
+    config = TrainConfig(classes=backend.info.classes, teacher=str(tiny_run), teacher_flip=True)
+    flipped = distill.teacher_probabilities(config, faces)
+    np.testing.assert_allclose(flipped, (backend.predict(x) + backend.predict(x[:, :, ::-1])) / 2, atol=1e-5)
+    plain = distill.teacher_probabilities(TrainConfig(classes=backend.info.classes, teacher=str(tiny_run)), faces)
+    assert not np.allclose(flipped, plain, atol=1e-4)
+
 def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog):
     caplog.set_level("INFO", logger="ferkit")
     result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", teacher=str(tiny_run),

