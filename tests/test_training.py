@@ -228,7 +228,6 @@ def test_teacher_targets_mix_its_probabilities_over_the_runs_classes(tiny_run, c
 
 
 def test_a_flipping_teacher_averages_each_face_with_its_mirror_image(tiny_run):
-    from ferkit.data.preprocess import to_model_input
     from ferkit.inference.backends import load_backend
     from ferkit.training import distill
 
@@ -262,12 +261,28 @@ def test_a_resumed_distillation_keeps_the_targets_it_started_with(synthetic_fold
                   callbacks=[_StopAfter(0)], **FAST)
     assert first.interrupted
     targets = np.load(run / "checkpoints" / "teacher.npy")
+    written = (run / "checkpoints" / "teacher.npy").stat().st_mtime_ns
     shutil.rmtree(teacher)  # a teacher gone (or replaced) since the start must not matter
     caplog.set_level("INFO", logger="ferkit")
     second = train(resume=run, verbose=0)
     assert not second.interrupted and "kept from the run's start" in caplog.text
     np.testing.assert_array_equal(np.load(run / "checkpoints" / "teacher.npy"), targets)
+    assert (run / "checkpoints" / "teacher.npy").stat().st_mtime_ns == written  # read, not written again
 
+
+
+def test_kept_targets_that_do_not_fit_the_faces_are_asked_again_and_replaced(tiny_run, tmp_path, caplog):
+    from ferkit.runs import RunDir
+    from ferkit.training import distill
+
+    run = RunDir(tmp_path / "run")
+    run.teacher_targets.parent.mkdir(parents=True)
+    np.save(run.teacher_targets, np.full((3, 2), 0.5, "float32"))  # from other faces
+    faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    probs = distill.resumed_or_new(TrainConfig(classes="happy,sad", teacher=str(tiny_run)), faces, run)
+    assert probs.shape == (5, 2) and "asking the teacher again" in caplog.text
+    distill.keep(run, probs)
+    np.testing.assert_array_equal(np.load(run.teacher_targets), probs)
 
 def test_sample_weights_follow_the_true_label():
     labels = np.array([0, 0, 0, 1])
