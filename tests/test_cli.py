@@ -25,7 +25,6 @@ def test_list_recipes(capsys):
     assert "seed-vgg19" in out and "default" in out
 
 
-
 def test_every_train_flag_overrides_a_recipe_field():
     import dataclasses
 
@@ -38,6 +37,7 @@ def test_every_train_flag_overrides_a_recipe_field():
     assert (args.teacher_flip, args.augment, args.teacher_weight) == (True, False, None)
     config = TrainConfig.from_recipe("default", **{name: getattr(args, name) for name in OVERRIDES})
     assert config.teacher_flip and not config.augment and config.teacher_weight == 0.5
+
 
 @pytest.mark.parametrize("args, message", [
     (["train", "{tmp}/missing.zip"], "data not found"),

@@ -40,12 +40,8 @@ def resumed_or_new(config: TrainConfig, faces: np.ndarray, run: RunDir | None) -
 
 
 def keep(run: RunDir, probs: np.ndarray | None) -> None:
-    """Saved at the run's start; a resume that read them back leaves the file as it is."""
-    if probs is None:
-        return
-    if _kept(run) and np.load(run.teacher_targets, mmap_mode="r").shape == probs.shape:
-        return
-    np.save(run.teacher_targets, probs)
+    if probs is not None:
+        np.save(run.teacher_targets, probs)
 
 
 TEACHER_SAW_TEST = ("distilled from the bundled model, which learnt from 90% of FER2013's Training part, "
