@@ -34,6 +34,9 @@ def test_every_train_flag_overrides_a_recipe_field():
 
     assert set(OVERRIDES) <= {f.name for f in dataclasses.fields(TrainConfig)}
     args = build_parser().parse_args(["train", "data.zip", "--teacher-flip", "on", "--augment", "off"])
+    # a flag left out of OVERRIDES would be parsed and then silently ignored
+    assert set(vars(args)) - set(OVERRIDES) == {"command", "quiet", "run", "data", "recipe", "list_recipes",
+                                                 "resume", "output"}
     assert (args.teacher_flip, args.augment, args.teacher_weight) == (True, False, None)
     config = TrainConfig.from_recipe("default", **{name: getattr(args, name) for name in OVERRIDES})
     assert config.teacher_flip and not config.augment and config.teacher_weight == 0.5

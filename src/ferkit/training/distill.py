@@ -74,8 +74,8 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
         raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
                           f"it was trained on {', '.join(backend.info.classes)}")
     started = time.perf_counter()
-    faces = to_model_input(faces, backend.info.image_size)
-    probs = predict_flip(backend.predict, faces) if config.teacher_flip else backend.predict(faces)
+    batch = to_model_input(faces, backend.info.image_size)
+    probs = predict_flip(backend.predict, batch) if config.teacher_flip else backend.predict(batch)
     probs = probs[:, [backend.info.classes.index(name) for name in config.classes]]
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
     log.info("teacher %s: soft targets for %d faces%s in %.1f s", backend.name, len(faces),
