@@ -68,24 +68,39 @@ def test_fernet_stages_follow_blocks():
     assert [_layers_at(one, "Add", side) for side in (48, 24, 12, 6)] == [1, 1, 1, 1]
 
 
+def test_fernet_squeeze_excite_gates_every_block_and_exports(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.export import export_onnx
+
+    model = create_model("fernet", image_size=48, num_classes=4, blocks=(0, 2, 2, 2), se_ratio=0.25)
+    assert [_layers_at(model, "Multiply", side) for side in (48, 24, 12, 6)] == [0, 2, 2, 2]
+    squeezes = [layer.units for layer in model.layers if type(layer).__name__ == "Dense"][:-1:2]
+    assert squeezes == [16, 16, 32, 32, 64, 64]  # a quarter of 64, 64, 128, 128, 256, 256 channels
+    run = _copy_with_model(tiny_run, tmp_path / "se", model)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    onnx_scores = load_backend(export_onnx(run)).predict(x)
+    np.testing.assert_allclose(onnx_scores, model.predict(x, verbose=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blocks": (1, 1)}, "one width and one block count"),
     ({"blocks": (1, -1, 1, 1)}, "0 or more"),
-    ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout"),
+    ({"se_ratio": 1.5}, "se_ratio"),
+    ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout, se_ratio"),
 ])
 def test_bad_model_options(options, message):
     with pytest.raises(FerkitError, match=message):
         create_model("fernet", image_size=48, num_classes=7, **options)
 
 
-def _copy_with_fresh_model(run, path, **config_changes):
-    """A copy of `run` whose model is a different (untrained) network with the same interface."""
+def _copy_with_model(run, path, model=None, **config_changes):
+    """A copy of `run` whose model is `model`, by default a fresh custom network (same interface)."""
     import json
     import shutil
 
     shutil.copytree(run, path)
     config = json.loads((path / "config.json").read_text())
-    create_model("custom", image_size=48, num_classes=4).save(path / "model.keras")
+    (model or create_model("custom", image_size=48, num_classes=4)).save(path / "model.keras")
     (path / "config.json").write_text(json.dumps({**config, **config_changes}))
     return path
 
@@ -96,7 +111,7 @@ def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
     from ferkit.models.export import export_onnx
     from ferkit.runs import load_keras_model
 
-    other = _copy_with_fresh_model(tiny_run, tmp_path / "other")
+    other = _copy_with_model(tiny_run, tmp_path / "other")
     run = ensemble_run([tiny_run, other], tmp_path / "ens")
     x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
     members = [load_keras_model(path)[0].predict(x, verbose=0) for path in (tiny_run, other)]
@@ -138,7 +153,7 @@ def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
 
     with pytest.raises(FerkitError, match="at least two"):
         ensemble_run([tiny_run], tmp_path / "one")
-    other = _copy_with_fresh_model(tiny_run, tmp_path / "other", image_size=64)
+    other = _copy_with_model(tiny_run, tmp_path / "other", image_size=64)
     with pytest.raises(FerkitError, match="cannot average"):
         ensemble_run([tiny_run, other], tmp_path / "ens")
     assert not (tmp_path / "ens").exists()

@@ -4,7 +4,8 @@ A 3x3 stem at full resolution, then residual stages with the width doubling as t
 halves (48 -> 24 -> 12 -> 6), so every conv costs about the same FLOPs; global average pooling
 and dropout instead of a large dense head. `blocks` sets the depth of each stage. The default
 recipe uses (0, 2, 2, 2): on a 2-core CPU one block at 48x48 took most of the time of a second
-block in each later stage, and those learned more (benchmarks/ablations/README.md).
+block in each later stage, and those learned more (benchmarks/ablations/README.md). `se_ratio`
+adds squeeze-and-excitation to every block.
 """
 
 from __future__ import annotations
@@ -23,10 +24,23 @@ def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = Tr
     return layers.ReLU()(x) if relu else x
 
 
-def residual_block(x, filters: int, strides: int = 1):
-    """Two 3x3 convs plus a shortcut (a strided 1x1 projection when the shape changes)."""
+def squeeze_excite(x, ratio: float):
+    """Channel attention (Hu et al., SE-Net): each channel rescaled by a gate computed from every
+    channel's mean, for a few thousand multiply-adds per face against the convs' millions."""
+    filters = x.shape[-1]
+    gate = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = layers.Dense(max(1, round(filters * ratio)), activation="relu")(gate)
+    gate = layers.Dense(filters, activation="sigmoid")(gate)
+    return layers.Multiply()([x, gate])
+
+
+def residual_block(x, filters: int, strides: int = 1, se_ratio: float = 0.0):
+    """Two 3x3 convs (squeezed and excited when `se_ratio` > 0) plus a shortcut (a strided 1x1
+    projection when the shape changes)."""
     y = _conv_bn(x, filters, strides=strides)
     y = _conv_bn(y, filters, relu=False)
+    if se_ratio > 0:
+        y = squeeze_excite(y, se_ratio)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn(x, filters, kernel=1, strides=strides, relu=False)
@@ -41,16 +55,20 @@ def fernet(
     widths: tuple[int, ...] = (32, 64, 128, 256),
     blocks: tuple[int, ...] = (1, 1, 1, 1),
     dropout: float = 0.3,
+    se_ratio: float = 0.0,
 ) -> keras.Model:
     if len(widths) != len(blocks) or any(count < 0 for count in blocks):
         raise FerkitError(f"fernet needs one width and one block count (0 or more) per stage, "
                           f"got widths {list(widths)} and blocks {list(blocks)}")
+    if not 0 <= se_ratio <= 1:
+        raise FerkitError(f"fernet's se_ratio is the squeeze's share of a block's channels, 0 (off) to 1, "
+                          f"got {se_ratio}")
     inputs = face_input(image_size)
     x = layers.Rescaling(1 / 255)(inputs)
     x = _conv_bn(x, widths[0])
     for stage, (width, count) in enumerate(zip(widths, blocks)):
         for i in range(count):
-            x = residual_block(x, width, strides=2 if stage > 0 and i == 0 else 1)
+            x = residual_block(x, width, strides=2 if stage > 0 and i == 0 else 1, se_ratio=se_ratio)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     model = keras.Model(inputs, classifier(x, num_classes), name="fernet")
