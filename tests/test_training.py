@@ -167,54 +167,6 @@ def test_the_kept_epoch_is_the_best_by_the_checkpoint_metric(synthetic_folder, t
     assert kept["accuracy"] == pytest.approx(float(best["val_accuracy"]), abs=1e-6)
 
 
-class _RawWeights(keras.callbacks.Callback):
-    """The raw (not averaged) weights after every step, and which step ended each epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.steps, self.epoch_ends = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps.append([keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights])
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_ends.append(len(self.steps) - 1)
-
-
-def test_ema_validates_and_keeps_the_moving_average_of_the_weights(synthetic_folder, tmp_path):
-    raw = _RawWeights()
-    run = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", ema=0.8, callbacks=[raw],
-                **FAST).run_dir
-    averages, average = [], None
-    for step in raw.steps:  # Keras' rule: the first step's weights, then momentum 0.8
-        average = step if average is None else [0.8 * a + 0.2 * w for a, w in zip(average, step)]
-        averages.append(average)
-    with open(run / "history.csv") as handle:
-        losses = [float(r["val_loss"]) for r in csv.DictReader(handle)]
-    kept = raw.epoch_ends[int(np.argmin(losses))]
-    saved = keras.models.load_model(run / "model.keras").trainable_weights
-    assert len(saved) == len(averages[kept])
-    for weight, expected in zip(saved, averages[kept]):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(weight), expected, rtol=1e-4, atol=1e-5)
-    assert not all(np.allclose(keras.ops.convert_to_numpy(w), r, rtol=1e-4, atol=1e-5)
-                   for w, r in zip(saved, raw.steps[kept]))
-
-
-class _WeightsAtStart(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):  # after ferkit's BackupAndRestore has restored a resumed run
-        self.weights = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
-
-
-def test_ema_resumes_from_the_raw_weights_not_the_average(synthetic_folder, tmp_path):
-    raw, start = _RawWeights(), _WeightsAtStart()
-    run = tmp_path / "run"
-    train(synthetic_folder, recipe="seed-custom", output=run, ema=0.8, callbacks=[raw, _StopAfter(1)], **FAST)
-    train(resume=run, verbose=0, callbacks=[start])
-    for resumed, stopped in zip(start.weights, raw.steps[raw.epoch_ends[1]], strict=True):
-        # Not bit-equal: on TensorFlow, Keras swaps the two by adding and subtracting them.
-        np.testing.assert_allclose(resumed, stopped, rtol=1e-6, atol=1e-7)
-
-
 # TensorFlow made to look not installed: find_spec says None (torch probes it) and imports fail.
 _NO_TENSORFLOW = """
 import importlib.machinery, sys

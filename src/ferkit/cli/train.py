@@ -51,8 +51,6 @@ def add_parser(sub) -> None:
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
     g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")
-    g.add_argument("--ema", type=float, metavar="MOMENTUM",
-                   help="validate and keep a moving average of the weights, e.g. 0.999 per step (0 = off)")
     g.add_argument("--teacher", metavar="MODEL",
                    help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
                         "none = train on the labels alone)")
@@ -66,7 +64,7 @@ def add_parser(sub) -> None:
 OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
              "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
              "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
-             "mixed_precision", "ema", "teacher", "teacher_weight", "teacher_flip")
+             "mixed_precision", "teacher", "teacher_weight", "teacher_flip")
 
 
 def run(args: argparse.Namespace) -> int:

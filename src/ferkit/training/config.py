@@ -58,9 +58,6 @@ class TrainConfig:
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
-    # Per-step momentum of an exponential moving average of the weights (0: off). Validation, the
-    # checkpoint and the saved model use the average, which smooths out the last steps' noise.
-    ema: float = 0.0
     # Knowledge distillation (ferkit.training.distill): "default" (the bundled model), a run
     # directory or an .onnx file whose probabilities make up `teacher_weight` of each training
     # target; "" (or "none", as `--teacher none`) turns it off.
@@ -95,8 +92,6 @@ class TrainConfig:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not self.time_limit >= 0:
             raise FerkitError(f"time_limit must be minutes >= 0 (0: no limit), got {self.time_limit}")
-        if not 0 <= self.ema < 1:
-            raise FerkitError(f"ema must be a momentum in [0, 1) (0: off), got {self.ema}")
         if not self.learning_rate > 0:
             raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
         self.teacher = "" if self.teacher.lower() == "none" else self.teacher

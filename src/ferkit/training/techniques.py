@@ -18,8 +18,7 @@ from ferkit.training.config import TrainConfig
 
 
 def optimizer(config: TrainConfig, steps_per_epoch: int):
-    """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate;
-    Keras' own moving average of the weights when `ema` is set (the trainer validates and keeps it).
+    """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate.
 
     Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate).
     """
@@ -28,11 +27,10 @@ def optimizer(config: TrainConfig, steps_per_epoch: int):
         schedule = WarmupCosine(config.learning_rate, config.warmup_epochs * steps_per_epoch,
                                 config.epochs * steps_per_epoch)
     rate = schedule if schedule is not None else config.learning_rate
-    average = {"use_ema": True, "ema_momentum": config.ema} if config.ema > 0 else {}
     if config.weight_decay > 0:
-        opt = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay, **average)
+        opt = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     else:
-        opt = keras.optimizers.Adam(rate, **average)
+        opt = keras.optimizers.Adam(rate)
     if schedule is not None:
         schedule.track(opt)
     return opt, schedule

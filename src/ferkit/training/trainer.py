@@ -239,16 +239,13 @@ class _StopOnCtrlC(keras.callbacks.Callback):
 def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
     monitor = config.checkpoint_on
     callbacks = [
-        # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
-        # would delete what --resume needs (_fit deletes it once the run is complete).
-        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
-        # With `ema`, the average is validated and, from here to the next epoch, sits in the model
-        # for the checkpoint; the backup above has already saved the raw weights a resume needs.
-        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema > 0 else []),
         keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
                                         save_weights_only=True,
                                         initial_value_threshold=_best_so_far(run, monitor) if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
+        # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
+        # would delete what --resume needs (_fit deletes it once the run is complete).
+        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
     ]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
