@@ -33,6 +33,7 @@ CASES = [
     ("fernet bf16 + augment", "fernet", 48, True, "fused", {}),
     ("  same, 4 Keras layers", "fernet", 48, True, "layers", {}),
     ("  blocks 0,2,2,2", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2)}),
+    ("  same + SE 0.25", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2), "se_ratio": 0.25}),
     ("  blocks 2,2,2,2", "fernet", 48, True, "fused", {"blocks": (2, 2, 2, 2)}),
     ("vgg19 (frozen)", "vgg19", 48, False, None, {}),
     ("mobilenetv2 (frozen)", "mobilenetv2", 96, False, None, {}),
