@@ -38,9 +38,10 @@ def _epochs_until_stop(budget: TimeBudget) -> int:
 
 def test_the_budget_replans_without_the_first_epochs_compile_time():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
-    # Started at 0 with 60 s; the first epoch ends at 15 s (compilation included), the rest take 10 s.
+    # Started at 0 with 60 s; training begins at once, the first epoch ends at 15 s (compilation
+    # included), the rest take 10 s.
     budget = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
-                        clock=_Clock(15, 25, 35, 45, 55))
+                        clock=_Clock(0, 15, 25, 35, 45, 55))
     assert _epochs_until_stop(budget) == 5  # 15 s + 4 x 10 s fit in 60 s; a sixth would end at 65 s
     assert float(schedule(25)) == pytest.approx(0.0, abs=1e-9)  # annealed at the end of epoch 5
     assert float(schedule(20)) > 0
@@ -49,7 +50,17 @@ def test_the_budget_replans_without_the_first_epochs_compile_time():
 def test_a_budget_that_fits_every_epoch_changes_nothing():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=3), steps_per_epoch=5)
     budget = TimeBudget(10, epochs=3, steps_per_epoch=5, schedule=schedule, started=0.0,
-                        clock=_Clock(1, 2, 3))
+                        clock=_Clock(0, 1, 2, 3))
+    assert _epochs_until_stop(budget) == 3
+    assert schedule.get_config()["total_steps"] == 15
+
+
+def test_the_time_before_training_counts_against_the_limit_but_is_no_epochs():
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
+    # 60 s in all; loading and the teacher's pass take 30 s, then every epoch 10 s: three fit. Timing
+    # the first epoch from the start (40 s) would have stopped the run after it.
+    budget = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
+                        clock=_Clock(30, 40, 50, 60))
     assert _epochs_until_stop(budget) == 3
     assert schedule.get_config()["total_steps"] == 15
 

@@ -23,7 +23,8 @@ class TimeBudget(keras.callbacks.Callback):
     """Stop after the last epoch that fits in `minutes` counted from `started` (a `clock()` reading).
 
     `epochs` stays the most a run trains. The first epoch's time holds one-off tracing or
-    compilation, so later epochs are timed without it once there are any.
+    compilation, so later epochs are timed without it once there are any; what came before the
+    first epoch (loading the data, the teacher's pass) counts against the limit but is no epoch's.
     """
 
     def __init__(self, minutes: float, epochs: int, steps_per_epoch: int, schedule: WarmupCosine | None,
@@ -33,10 +34,11 @@ class TimeBudget(keras.callbacks.Callback):
         self.schedule, self.started, self.clock = schedule, started, clock
         self.planned = epochs
         self._first: int | None = None  # the first epoch of this session (> 0 when resumed)
-        self._first_end = 0.0
+        self._first_end = self._began = 0.0
 
     def on_train_begin(self, logs=None):
         """Plan the full length: a resumed run's schedule may end where the last session's limit put it."""
+        self._began = self.clock()
         if self.schedule is not None:
             self.schedule.set_total_steps(self.epochs * self.steps_per_epoch)
 
@@ -60,5 +62,5 @@ class TimeBudget(keras.callbacks.Callback):
 
     def _epochs_left(self, epoch: int, now: float) -> int:
         later = epoch - self._first  # epochs timed after the first one
-        per_epoch = (now - self._first_end) / later if later else now - self.started
+        per_epoch = (now - self._first_end) / later if later else now - self._began
         return max(math.floor((self.started + self.seconds - now) / max(per_epoch, 1e-9)), 0)
