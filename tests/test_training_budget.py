@@ -55,7 +55,7 @@ def test_a_budget_that_fits_every_epoch_changes_nothing():
     assert schedule.get_config()["total_steps"] == 15
 
 
-def test_the_time_before_training_counts_against_the_limit_but_is_no_epochs():
+def test_the_time_before_training_counts_against_the_limit_but_not_as_an_epoch():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
     # 60 s in all; loading and the teacher's pass take 30 s, then every epoch 10 s: three fit. Timing
     # the first epoch from the start (40 s) would have stopped the run after it.
