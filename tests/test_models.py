@@ -82,6 +82,27 @@ def test_fernet_squeeze_excite_gates_every_block_and_exports(tiny_run, tmp_path)
     np.testing.assert_allclose(onnx_scores, model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_a_mirror_averaged_model_scores_a_face_as_its_mirror_image_and_exports(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.export import export_onnx
+    from ferkit.models.mirror import mirror_averaged
+
+    core = create_model("fernet", image_size=48, num_classes=4)
+    model = mirror_averaged(core)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    mirrored = x[:, :, ::-1]
+    alone, alone_mirrored = core.predict(x, verbose=0), core.predict(mirrored, verbose=0)
+    assert np.abs(alone - alone_mirrored).max() > 1e-3  # the network alone tells them apart
+    scores = model.predict(x, verbose=0)
+    np.testing.assert_allclose(scores, (alone + alone_mirrored) / 2, atol=1e-6)
+    np.testing.assert_allclose(model.predict(mirrored, verbose=0), scores, atol=1e-6)
+    assert model.count_params() == core.count_params()  # the same weights, not a copy
+    run = _copy_with_model(tiny_run, tmp_path / "mirror", model)
+    for backend in (load_backend(run / "model.keras"), load_backend(export_onnx(run))):  # reloaded, exported
+        np.testing.assert_allclose(backend.predict(x), scores, atol=1e-5)
+        np.testing.assert_allclose(backend.predict(x[:1]), scores[:1], atol=1e-5)  # one face alone
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blocks": (1, 1)}, "one width and one block count"),
     ({"blocks": (1, -1, 1, 1)}, "0 or more"),

@@ -62,6 +62,29 @@ def test_frozen_backbone_trains_on_cached_features(synthetic_folder, tmp_path, c
     assert reloaded.input_shape == (None, 32, 32, 1) and reloaded.output_shape == (None, 4)
 
 
+@pytest.mark.parametrize("recipe, options", [("seed-custom", {}), ("seed-vgg19", {"weights": "none", "image_size": 32})])
+def test_a_mirror_averaged_run_saves_and_tests_the_averaging_model(synthetic_folder, tmp_path, recipe, options):
+    """End to end and on a frozen backbone's cached features, whose test faces need the whole model."""
+    from ferkit.evaluation import evaluate
+
+    result = train(synthetic_folder, recipe=recipe, mirror_average=True, output=tmp_path / "run",
+                   **{**FAST, "epochs": 2, **options})
+    side = options.get("image_size", 48)
+    x = to_model_input(np.random.default_rng(0).integers(0, 255, (6, side, side), dtype=np.uint8), side)
+    for path in ("model.keras", "model.json"):
+        model = _load(result.run_dir / path)
+        np.testing.assert_allclose(model.predict(x[:, :, ::-1], verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert evaluate(result.run_dir, synthetic_folder)["confusion_matrix"] == result.metrics["confusion_matrix"]
+
+
+def _load(path):
+    if path.suffix == ".json":
+        model = keras.models.model_from_json(path.read_text())
+        model.load_weights(path.with_name("model.weights.h5"))
+        return model
+    return keras.models.load_model(path)
+
+
 class _StopAfter(keras.callbacks.Callback):
     def __init__(self, epoch):
         super().__init__()
@@ -138,7 +161,7 @@ def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
 def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     result = train(synthetic_folder, recipe="default", output=tmp_path / "run", erasing=0.3,
                    **{**FAST, "epochs": 2})
-    model = keras.models.load_model(result.run_dir / "model.keras")
+    model = keras.models.load_model(result.run_dir / "model.keras").get_layer("mirror_average").inner
     # Saved without the augmentation wrapper and in float32 despite bfloat16 training.
     assert "augmentation" not in [layer.name for layer in model.layers]
     assert all(layer.dtype_policy.name == "float32" for layer in model.layers)

@@ -111,6 +111,8 @@ def load_keras_model(model_path: str | Path):
     """Load a run directory's model.keras (or a .keras / model.json file) with its ModelInfo."""
     import keras  # deferred: inference with ONNX must not need Keras
 
+    from ferkit.models import mirror  # noqa: F401  (registers the layer of mirror-averaged models)
+
     path = Path(model_path)
     if not path.exists():
         raise FerkitError(f"model not found: {path}")

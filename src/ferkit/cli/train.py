@@ -58,13 +58,15 @@ def add_parser(sub) -> None:
                    help="the teacher's share of each training target (default 0.5)")
     g.add_argument("--teacher-flip", type=_bool, metavar="on|off",
                    help="average the teacher's probabilities over each face and its mirror image (2x its time)")
+    g.add_argument("--mirror-average", type=_bool, metavar="on|off",
+                   help="the saved model averages each face with its mirror image (2x inference time)")
     p.set_defaults(run=run)
 
 
 OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
              "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
              "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
-             "mixed_precision", "teacher", "teacher_weight", "teacher_flip")
+             "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -64,6 +64,9 @@ class TrainConfig:
     teacher: str = ""
     teacher_weight: float = 0.5
     teacher_flip: bool = False  # the teacher's probabilities averaged over each face and its mirror image
+    # The saved model scores each face and its mirror image and averages the two (twice the inference
+    # work; ferkit.models.mirror). Training is unchanged.
+    mirror_average: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, (int, float)):

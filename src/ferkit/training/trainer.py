@@ -22,6 +22,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
+from ferkit.models.mirror import mirror_averaged
 from ferkit.runs import RunDir, write_json
 from ferkit.training import distill, techniques
 from ferkit.training.budget import TimeBudget
@@ -130,10 +131,11 @@ def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Mo
 
 def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
-    and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading)."""
+    and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading).
+    Mirror-averaged when the recipe says so."""
     plain = _build(config, "none", mixed_precision=False)
     plain.set_weights(model.get_weights())
-    return plain
+    return mirror_averaged(plain) if config.mirror_average else plain
 
 
 def _use_features(model: keras.Model, config: TrainConfig) -> bool:
@@ -169,6 +171,9 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
              feats["train"].shape[1:], time.time() - t0)
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
     model = _inference_copy(model, config)
+    if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
+        faces = to_model_input(splits.test.images, config.image_size)
+        return model, model.predict(faces, batch_size=256, verbose=0), interrupted
     return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
 
 
