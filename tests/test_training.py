@@ -262,6 +262,30 @@ def test_a_flipping_teacher_averages_each_face_with_its_mirror_image(tiny_run):
     assert not np.allclose(flipped, plain, atol=1e-4)
 
 
+def test_a_mirror_averaging_teacher_is_not_asked_about_the_mirror_images_again(tiny_run, tmp_path, monkeypatch):
+    from ferkit.inference.backends import KerasBackend, load_backend
+    from ferkit.models.mirror import mirror_averaged
+    from ferkit.training import distill
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_run, teacher)
+    for export in teacher.glob("*.onnx"):  # else the run's ONNX file, the network alone, would teach
+        export.unlink()
+    mirror_averaged(keras.models.load_model(teacher / "model.keras")).save(teacher / "model.keras")
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "mirror_average": True}))
+    faces = np.random.default_rng(1).integers(0, 255, (6, 48, 48), dtype=np.uint8)
+    alone, x = load_backend(str(tiny_run / "model.keras")), to_model_input(faces, 48)
+    expected = (alone.predict(x) + alone.predict(x[:, :, ::-1])) / 2
+    batches = []
+    predict = KerasBackend.predict
+    monkeypatch.setattr(KerasBackend, "predict", lambda self, batch: batches.append(batch) or predict(self, batch))
+    probs = distill.teacher_probabilities(TrainConfig(classes=config["classes"], teacher=str(teacher),
+                                                      teacher_flip=True), faces)
+    assert len(batches) == 1  # one pass: the model itself averages each face with its mirror image
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
 def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog):
     caplog.set_level("INFO", logger="ferkit")
     result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", teacher=str(tiny_run),
