@@ -66,23 +66,16 @@ def test_frozen_backbone_trains_on_cached_features(synthetic_folder, tmp_path, c
 def test_a_mirror_averaged_run_saves_and_tests_the_averaging_model(synthetic_folder, tmp_path, recipe, options):
     """End to end and on a frozen backbone's cached features, whose test faces need the whole model."""
     from ferkit.evaluation import evaluate
+    from ferkit.runs import load_keras_model
 
     result = train(synthetic_folder, recipe=recipe, mirror_average=True, output=tmp_path / "run",
                    **{**FAST, "epochs": 2, **options})
     side = options.get("image_size", 48)
     x = to_model_input(np.random.default_rng(0).integers(0, 255, (6, side, side), dtype=np.uint8), side)
     for path in ("model.keras", "model.json"):
-        model = _load(result.run_dir / path)
+        model, _ = load_keras_model(result.run_dir / path)
         np.testing.assert_allclose(model.predict(x[:, :, ::-1], verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert evaluate(result.run_dir, synthetic_folder)["confusion_matrix"] == result.metrics["confusion_matrix"]
-
-
-def _load(path):
-    if path.suffix == ".json":
-        model = keras.models.model_from_json(path.read_text())
-        model.load_weights(path.with_name("model.weights.h5"))
-        return model
-    return keras.models.load_model(path)
 
 
 class _StopAfter(keras.callbacks.Callback):
