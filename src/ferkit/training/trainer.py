@@ -164,9 +164,11 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     """Frozen backbone: run it once over every face, then train only the head on its features."""
     backbone, head = frozen_backbone(model), model.get_layer("head")
     t0 = time.time()
+    # A mirror-averaged model scores its test faces whole (below): their features would go unused.
+    parts = ("train", "val") if config.mirror_average else ("train", "val", "test")
     feats = {name: backbone.predict(to_model_input(getattr(splits, name).images, config.image_size),
                                     batch_size=256, verbose=0)
-             for name in ("train", "val", "test")}
+             for name in parts}
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
