@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -115,7 +116,12 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert sum("group.jpg" in line for line in lines) == 3
     assert any("blank.png" in line and "no face found" in line for line in lines)
     assert "corrupt.jpg" in err and "Traceback" not in err and "._group" not in out + err
-    assert len((tmp_path / "faces.csv").read_text().strip().splitlines()) == 1 + 3
+    with open(tmp_path / "faces.csv", newline="") as handle:
+        rows = {(row["file"].split("/")[-1], row["face"]): row for row in csv.DictReader(handle)}
+    assert len(rows) == 3 + 2  # three faces, and one row each for the file without a face and the corrupt one
+    assert rows["blank.png", ""]["error"] == "no face found" and rows["blank.png", ""]["label"] == ""
+    assert "not an image or corrupt" in rows["corrupt.jpg", ""]["error"]
+    assert rows["group.jpg", "0"]["error"] == "" and rows["group.jpg", "0"]["label"]
     assert (tmp_path / "ann" / "group_annotated.png").is_file()
 
     assert main(args + ["--json"]) == 1
@@ -124,12 +130,26 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
 
 
+def test_predict_finds_every_format_opencv_reads_and_names_empty_folders(tiny_run, astronaut, tmp_path,
+                                                                          capsys, caplog):
+    photos, empty = tmp_path / "mixed", tmp_path / "empty"
+    photos.mkdir(), empty.mkdir()
+    cv2.imwrite(str(photos / "a.GIF"), astronaut)
+    cv2.imwrite(str(photos / "b.jpg"), astronaut)
+    (photos / "b.jpg").rename(photos / "c.jfif")
+    assert main(["predict", str(photos), str(empty), "--model", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "a.GIF" in out and "c.jfif" in out and "no face found" not in out
+    assert f"no image files in {empty}" in caplog.text
+
+
 def test_predict_output_problems_are_one_line_and_come_first(tiny_run, group_photo, tmp_path, capsys):
     photo = tmp_path / "g.jpg"
     cv2.imwrite(str(photo), group_photo[0])
     for extra, message in ((["--csv", str(photo / "f.csv")], f"{photo} is a file, not a folder"),
                            (["--csv", str(tmp_path)], "it is a folder"),
                            (["--save-annotated", str(photo / "ann")], "is a file, not a folder"),
+                           (["--csv", str(photo)], "is one of the inputs"),
                            (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with")):
         assert main(["predict", str(photo), "--model", str(tiny_run), *extra]) == 2
         out, err = capsys.readouterr()
@@ -160,13 +180,14 @@ def test_predict_goes_on_past_files_it_cannot_read_or_write(tiny_run, group_phot
     assert main(["predict", str(tmp_path), "--model", str(tiny_run), "--csv", str(table)]) == 1
     out, err = capsys.readouterr()
     assert "locked.jpg: Permission denied" in err and "Traceback" not in err
-    assert out.count("z.jpg") == 3 and len(table.read_text().splitlines()) == 1 + 6
+    assert out.count("z.jpg") == 3 and len(table.read_text().splitlines()) == 1 + 6 + 1  # + locked.jpg's row
 
     monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # a full disk
     assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "z.jpg"), "--model", str(tiny_run),
                  "--save-annotated", str(tmp_path / "ann"), "--csv", str(table)]) == 1
     assert capsys.readouterr().err.count("cannot write") == 2
-    assert len(table.read_text().splitlines()) == 1 + 6
+    lines = table.read_text().splitlines()
+    assert len(lines) == 1 + 6 and all("cannot write" in line for line in lines[1:])
 
 
 def test_annotated_copies_of_same_named_photos_do_not_overwrite(tiny_run, group_photo, tmp_path):

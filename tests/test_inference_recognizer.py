@@ -51,6 +51,27 @@ def test_inputs_path_rgb_array_and_pil(tiny_run, astronaut, tmp_path):
         assert other[0].scores == pytest.approx(results[0][0].scores, abs=1e-5)
 
 
+def test_16_bit_and_exif_rotated_inputs_match_the_file_read_by_path(tiny_run, astronaut, tmp_path):
+    """What OpenCV does for a path (16-bit scaled to 8, EXIF orientation applied) holds for arrays and
+    PIL images too: convert("RGB") alone clips 16-bit pixels to white and ignores EXIF."""
+    from PIL import Image
+
+    rec = EmotionRecognizer(tiny_run)
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    deep = gray.astype(np.uint16) * 257
+    for sixteen_bit, eight_bit in ((deep, gray), (Image.fromarray(deep), gray),
+                                   (astronaut.astype(np.uint16) * 257, astronaut)):
+        found, expected = rec.detect(sixteen_bit), rec.detect(eight_bit)
+        assert len(found) == len(expected) == 1 and found[0].box == expected[0].box
+
+    sideways = tmp_path / "phone.jpg"  # stored rotated, with the EXIF tag that turns it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(cv2.rotate(astronaut[:, :, ::-1], cv2.ROTATE_90_COUNTERCLOCKWISE)).save(sideways, exif=exif)
+    by_path, by_pil = rec.detect(sideways), rec.detect(Image.open(sideways))
+    assert len(by_path) == len(by_pil) == 1 and by_pil[0].box == by_path[0].box
+
+
 def test_classify_is_one_batch(tiny_run):
     rec = EmotionRecognizer(tiny_run)
     calls = []
@@ -95,6 +116,17 @@ def test_bad_models(tmp_path):
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(FerkitError, match="unsupported model file"):
         EmotionRecognizer(tmp_path / "weights.h5")
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(FerkitError, match="holds no model"):
+        EmotionRecognizer(tmp_path / "not-a-run")
+
+
+def test_an_upper_case_keras_suffix_is_named_not_called_damaged(tiny_run, tmp_path):
+    import shutil
+
+    shutil.copy(tiny_run / "model.keras", tmp_path / "MODEL.KERAS")
+    with pytest.raises(FerkitError, match="rename .*MODEL.KERAS to MODEL.keras"):
+        EmotionRecognizer(tmp_path / "MODEL.KERAS")
 
 
 def test_model_paths_find_the_onnx_export(tiny_run, tmp_path):

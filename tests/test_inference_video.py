@@ -80,7 +80,7 @@ def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video
     from ferkit.cli import main
 
     size = tiny_video.stat().st_size
-    for flag, target, message in (("--output", tiny_video, "is the input video"),
+    for flag, target, message in (("--output", tiny_video, "is one of the inputs"),
                                   ("--csv", tiny_video / "f.csv", "is a file, not a folder"),
                                   ("--plot", tmp_path / "timeline.txt", "cannot plot to"),
                                   ("--plot", tmp_path / "timeline", "name it .png")):

@@ -102,7 +102,9 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     ({"workers": 0}, "at least one worker"),
     ({"workers": -1}, "at least one worker"),
     ({"queue": -1}, "queue >= 0"),
-    ({"max_upload_mb": 0}, "upload limit must be positive"),
+    ({"max_upload_mb": 0}, "upload limit must be a positive number"),
+    ({"max_upload_mb": float("inf")}, "upload limit must be a positive number"),
+    ({"max_upload_mb": float("nan")}, "upload limit must be a positive number"),
 ])
 def test_settings_that_could_never_serve_are_refused(tiny_run, options, message):
     from ferkit.errors import FerkitError

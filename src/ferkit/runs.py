@@ -121,9 +121,12 @@ def load_keras_model(model_path: str | Path):
         path = run.keras_model
         if not path.is_file():
             raise FerkitError(f"{run.path} has no model.keras: was its training finished?")
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         model = keras.models.model_from_json(path.read_text())
         model.load_weights(path.with_name("model.weights.h5"))
+    elif path.suffix.lower() == ".keras" and path.suffix != ".keras":
+        raise FerkitError(f"Keras reads .keras files by a lower-case suffix only: rename {path} to "
+                          f"{path.with_suffix('.keras').name}")
     elif path.suffix == ".keras":
         try:
             model = keras.models.load_model(path, compile=False)

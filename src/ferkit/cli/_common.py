@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ferkit.choices import DETECTORS
@@ -38,12 +39,15 @@ def recognizer(args: argparse.Namespace):
                              **options)
 
 
-def output_path(name: str | None, folder: bool = False) -> Path | None:
+def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | Path] = ()) -> Path | None:
     """A file (or folder) the command writes, checked and its folder made before the work starts:
-    a typo in an output path must not cost the results of a long folder or video."""
+    a typo in an output path must not cost the results of a long folder or video, nor overwrite
+    one of the `inputs` being read."""
     if name is None:
         return None
     path = Path(name)
+    if any(path.resolve() == Path(source).resolve() for source in inputs):
+        raise FerkitError(f"{path} is one of the inputs: writing it would destroy what is being read")
     parent = path if folder else path.parent
     blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:

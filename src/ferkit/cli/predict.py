@@ -32,10 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.inference.faces import Face
     from ferkit.inference.images import find_images, read_image_file
 
-    csv_path, annotated = output_path(args.csv), output_path(args.save_annotated, folder=True)
+    images = find_images(args.paths)
+    csv_path = output_path(args.csv, inputs=images)
+    annotated = output_path(args.save_annotated, folder=True)
     rec = recognizer(args)
     results, failed, written = [], 0, set()
-    for path in find_images(args.paths):
+    for path in images:
         try:
             image = read_image_file(path)
         except FerkitError as exc:
@@ -84,10 +86,15 @@ def _print_lines(path: Path, faces) -> None:
 
 
 def _write_csv(path: Path, results: list[dict], classes) -> None:
+    """One row per face; a file with no face, or that could not be read, gets one row of its own
+    (empty face columns, the reason in `error`), so the CSV accounts for every input."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes])
+        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes, "error"])
         for result in results:
+            error = result.get("error", "")
             for i, face in enumerate(result["faces"]):
                 writer.writerow([result["file"], i, *face["box"], face["label"], face["confidence"],
-                                 *(face["scores"][c] for c in classes)])
+                                 *(face["scores"][c] for c in classes), error])
+            if not result["faces"]:
+                writer.writerow([result["file"], *[""] * (7 + len(classes)), error or "no face found"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ferkit.cli._common import add_model_options, output_path, recognizer
 
@@ -27,9 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.output or args.csv or args.plot):
         raise FerkitError("nothing to write: give --output, --csv and/or --plot")
-    for out in map(output_path, (args.output, args.csv, args.plot)):
-        if out and out.resolve() == Path(args.input).resolve():
-            raise FerkitError(f"{out} is the input video: writing it would destroy what is being read")
+    for out in (args.output, args.csv, args.plot):
+        output_path(out, inputs=[args.input])
     summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")

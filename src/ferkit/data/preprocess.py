@@ -16,10 +16,13 @@ FER_SIZE = 48  # FER2013's native face size
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint8 pixels from any numeric array; floats all within 0..1 are taken as that range
-    (skimage's and PIL-to-float convention), others as 0..255."""
+    """uint8 pixels from any numeric array. uint16 is a 16-bit image (0..65535: what OpenCV and
+    PIL read from 16-bit PNG and TIFF files); floats all within 0..1 are taken as that range
+    (skimage's and PIL-to-float convention); anything else as 0..255."""
     if image.dtype == np.uint8:
         return image
+    if image.dtype == np.uint16:
+        return (image // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a bit shift would
     return np.clip(image * 255.0 if image.max() <= 1.0 else image, 0, 255).astype(np.uint8)
 
 

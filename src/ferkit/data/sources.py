@@ -25,7 +25,9 @@ from ferkit.data.labels import CSV_CODES, EMOTIONS
 from ferkit.data.preprocess import FER_SIZE, resize_square
 from ferkit.errors import FerkitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+# What OpenCV's imdecode reads (the decoders sniff the content; the suffix only picks files in folders).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".pnm",
+                  ".tif", ".tiff", ".webp", ".avif", ".jp2"}
 # Where a face came from in FER2013's protocol; "" when the source does not say.
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}

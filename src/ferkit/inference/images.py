@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 from ferkit.data.preprocess import to_uint8
 from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata
 from ferkit.errors import FerkitError
+
+log = logging.getLogger("ferkit")
 
 
 def load_image(image: Any, rgb: bool = False) -> np.ndarray:
@@ -23,7 +26,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     if isinstance(image, (bytes, bytearray)):
         return decode_image(bytes(image), "image bytes")
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
-        image, rgb = np.asarray(image.convert("RGB")), True
+        image, rgb = _from_pil(image), True
     array = np.asarray(image)
     if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise FerkitError(f"not an image array: shape {array.shape}")
@@ -31,6 +34,22 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     if rgb and array.ndim == 3 and array.shape[2] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     return array
+
+
+def _from_pil(image: Any) -> np.ndarray:
+    """RGB (or gray, for 16-bit and float modes) array, turned upright as its EXIF says, like a file
+    read by path; 16-bit and float pixels keep their range, which convert("RGB") would clip."""
+    from PIL import ImageOps  # a PIL image was passed, so PIL is there
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # native byte order whatever the mode's
+    if image.mode == "I":  # 32-bit integers: older Pillow reads 16-bit PNGs so
+        array = np.asarray(image)
+        return np.clip(array, 0, 65535).astype(np.uint16) if array.max() > 255 else array
+    if image.mode == "F":
+        return np.asarray(image)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_image_file(path: Path) -> np.ndarray:
@@ -60,8 +79,12 @@ def find_images(paths: list[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                             and not is_os_metadata(p.relative_to(path).parts))
+            if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
+                log.warning("ferkit: no image files in %s (looked for %s)", path,
+                            " ".join(sorted(IMAGE_SUFFIXES)))
+            found += inside
         else:
             found.append(path)
     return found

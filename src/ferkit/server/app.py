@@ -7,6 +7,7 @@ is checked from the header before it is decoded, and each failure is a 4xx JSON 
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from importlib import resources
@@ -51,8 +52,8 @@ class Engine:
 
 def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
                workers: int = 2, queue: int = 16) -> FastAPI:
-    if not max_upload_mb > 0:
-        raise FerkitError(f"the upload limit must be positive, got {max_upload_mb} MB")
+    if not 0 < max_upload_mb < math.inf:
+        raise FerkitError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
     engine = Engine(model, detector, workers, queue)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
