@@ -36,6 +36,20 @@ def test_predict_tta_is_one_call_and_averages():
     assert predict_tta(predict, batch[:0]).shape == (0, 2)
 
 
+def test_predict_tta_for_a_mirror_averaging_model_leaves_out_the_mirror_view():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
+
+    batch = np.random.default_rng(3).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    probs = predict_tta(predict, batch, mirror_averaged=True)
+    assert calls == [4 * (len(VIEWS) - 1)]
+    kept = [view for name, view in zip(VIEWS, views(batch)) if name != "flip"]
+    np.testing.assert_allclose(probs, np.mean([predict(v) for v in kept], axis=0), rtol=1e-6)
+
+
 def test_predict_flip_averages_the_face_and_its_mirror_image():
     def predict(x):  # left half's brightness vs right half's: a mirror image swaps them
         left, right = x[:, :, :24].mean(axis=(1, 2, 3)), x[:, :, 24:].mean(axis=(1, 2, 3))

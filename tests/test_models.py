@@ -97,10 +97,35 @@ def test_a_mirror_averaged_model_scores_a_face_as_its_mirror_image_and_exports(t
     np.testing.assert_allclose(scores, (alone + alone_mirrored) / 2, atol=1e-6)
     np.testing.assert_allclose(model.predict(mirrored, verbose=0), scores, atol=1e-6)
     assert model.count_params() == core.count_params()  # the same weights, not a copy
-    run = _copy_with_model(tiny_run, tmp_path / "mirror", model)
+    run = _copy_with_model(tiny_run, tmp_path / "mirror", model, mirror_average=True)
     for backend in (load_backend(run / "model.keras"), load_backend(export_onnx(run))):  # reloaded, exported
         np.testing.assert_allclose(backend.predict(x), scores, atol=1e-5)
         np.testing.assert_allclose(backend.predict(x[:1]), scores[:1], atol=1e-5)  # one face alone
+        assert backend.info.mirror_averaged  # read from config.json, and from the ONNX file's metadata
+
+
+def test_tta_leaves_out_the_mirror_view_a_mirror_averaged_model_already_scores(tiny_run, synthetic_folder,
+                                                                             tmp_path, monkeypatch):
+    from ferkit.evaluation import evaluate
+    from ferkit.inference import EmotionRecognizer
+    from ferkit.inference.backends import KerasBackend
+    from ferkit.inference.tta import VIEWS
+    from ferkit.models.mirror import mirror_averaged
+
+    run = _copy_with_model(tiny_run, tmp_path / "mirror", mirror_averaged(create_model("custom", image_size=48,
+                                                                                   num_classes=4)),
+                           mirror_average=True)
+    (run / "model.onnx").unlink()  # tiny_run's export, of another network
+    for path, views in ((run, len(VIEWS) - 1), (tiny_run, len(VIEWS))):
+        rec = EmotionRecognizer(path, tta=True)
+        calls, predict = [], rec.backend.predict
+        rec.backend.predict = lambda batch: calls.append(len(batch)) or predict(batch)
+        rec.classify([np.full((48, 48), 100, np.uint8)] * 3)
+        assert calls == [3 * views]
+    sizes, predict = [], KerasBackend.predict
+    monkeypatch.setattr(KerasBackend, "predict", lambda self, batch: sizes.append(len(batch)) or predict(self, batch))
+    metrics = evaluate(run, synthetic_folder, split="test", tta=True)
+    assert sum(sizes) == int(np.sum(metrics["confusion_matrix"])) * (len(VIEWS) - 1)
 
 
 @pytest.mark.parametrize("options, message", [

@@ -88,6 +88,11 @@ class ModelInfo:
     image_size: int
     config: dict[str, Any]
 
+    @property
+    def mirror_averaged(self) -> bool:
+        """The model averages each face with its mirror image itself (ferkit.models.mirror)."""
+        return bool(self.config.get("mirror_average", False))
+
 
 def model_info(model_path: str | Path, num_outputs: int | None = None,
                image_size: int | None = None) -> ModelInfo:

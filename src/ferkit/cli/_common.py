@@ -17,7 +17,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int,
                         help="ONNX Runtime threads (default: CPU cores, at most 4); .keras models use TensorFlow's own")
     parser.add_argument("--tta", action="store_true",
-                        help="test-time augmentation: average over flipped and shifted copies (6x the work)")
+                        help="test-time augmentation: average over flipped and shifted copies (6x the work; "
+                             "5x for a model that averages mirror images itself)")
     parser.add_argument("--detector", choices=DETECTORS, default="yunet",
                         help="face detector (default yunet; haar is the original project's)")
     parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")

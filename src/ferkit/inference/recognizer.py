@@ -66,7 +66,10 @@ class EmotionRecognizer:
     def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Scores for already-cropped faces (any size, gray or BGR, uint8 or float): one forward pass for all."""
         batch = to_model_input(list(crops), self.backend.info.image_size)
-        probs = predict_tta(self.backend.predict, batch) if self.tta else self.backend.predict(batch)
+        if self.tta:
+            probs = predict_tta(self.backend.predict, batch, self.backend.info.mirror_averaged)
+        else:
+            probs = self.backend.predict(batch)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
 
     def annotate(self, image: Any, faces: Sequence[Face], rgb: bool = False) -> np.ndarray:

@@ -75,7 +75,7 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
                           f"it was trained on {', '.join(backend.info.classes)}")
     started = time.perf_counter()
     batch = to_model_input(faces, backend.info.image_size)
-    mirrored = backend.info.config.get("mirror_average", False)  # it averages them itself: not twice
+    mirrored = backend.info.mirror_averaged  # it averages them itself: not twice
     probs = predict_flip(backend.predict, batch) if config.teacher_flip and not mirrored else backend.predict(batch)
     probs = probs[:, [backend.info.classes.index(name) for name in config.classes]]
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
