@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ferkit.inference.tta import SHIFT, VIEWS, predict_flip, predict_tta, views
 
@@ -21,7 +22,9 @@ def test_views_are_flips_and_shifts():
     np.testing.assert_array_equal(out[5][:, 0], batch[:, 0])
 
 
-def test_predict_tta_is_one_call_and_averages():
+@pytest.mark.parametrize("mirror_averaged", [False, True])
+def test_predict_tta_is_one_call_and_averages(mirror_averaged):
+    """All views in one call; a model that averages mirror images itself is not sent the mirror view."""
     calls = []
 
     def predict(x):
@@ -29,25 +32,11 @@ def test_predict_tta_is_one_call_and_averages():
         return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
 
     batch = np.random.default_rng(1).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
-    probs = predict_tta(predict, batch)
-    assert calls == [5 * len(VIEWS)] and probs.shape == (5, 2)
-    expected = np.mean([predict(v) for v in views(batch)], axis=0)
-    np.testing.assert_allclose(probs, expected, rtol=1e-6)
-    assert predict_tta(predict, batch[:0]).shape == (0, 2)
-
-
-def test_predict_tta_for_a_mirror_averaging_model_leaves_out_the_mirror_view():
-    calls = []
-
-    def predict(x):
-        calls.append(len(x))
-        return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
-
-    batch = np.random.default_rng(3).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
-    probs = predict_tta(predict, batch, mirror_averaged=True)
-    assert calls == [4 * (len(VIEWS) - 1)]
-    kept = [view for name, view in zip(VIEWS, views(batch)) if name != "flip"]
+    probs = predict_tta(predict, batch, mirror_averaged)
+    kept = [view for name, view in zip(VIEWS, views(batch)) if not (mirror_averaged and name == "flip")]
+    assert calls == [5 * len(kept)] and len(kept) == len(VIEWS) - mirror_averaged and probs.shape == (5, 2)
     np.testing.assert_allclose(probs, np.mean([predict(v) for v in kept], axis=0), rtol=1e-6)
+    assert predict_tta(predict, batch[:0], mirror_averaged).shape == (0, 2)
 
 
 def test_predict_flip_averages_the_face_and_its_mirror_image():

@@ -82,7 +82,7 @@ def find_images(paths: list[str | Path]) -> list[Path]:
             inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                             and not is_os_metadata(p.relative_to(path).parts))
             if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
-                log.warning("ferkit: no image files in %s (looked for %s)", path,
+                log.warning("no image files in %s (looked for %s)", path,
                             " ".join(sorted(IMAGE_SUFFIXES)))
             found += inside
         else:
