@@ -84,7 +84,7 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
         evaluate(tmp_path / "nope", data)
     with pytest.raises(FerkitError, match="unknown split"):
         evaluate(result.run_dir, data, split="train")
-    with pytest.raises(FerkitError, match="no model.keras"):
+    with pytest.raises(FerkitError, match="holds no model .* did its training finish"):
         evaluate(tmp_path, data)
     # A folder of faces without FER2013's Training/test parts: the hint is evaluate's own flag.
     with pytest.raises(FerkitError, match="use --split all"):

@@ -53,8 +53,8 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
         run = RunDir(path)
         found = [file for file in (run.onnx_model, run.onnx_int8_model, run.keras_model) if file.is_file()]
         if not found:  # said here: Keras would be imported only to say the same, or asked for
-            raise FerkitError(f"{path} holds no model (model.onnx or model.keras): give a finished run "
-                              "directory or a model file")
+            raise FerkitError(f"{path} holds no model (model.onnx or model.keras): is it a run directory, "
+                              "and did its training finish?")
         return found[0] if found[0].suffix == ".onnx" else path
     if path.suffix.lower() not in (".onnx", ".keras", ".json"):
         # Said here, before Keras is imported: an ONNX-only install would otherwise ask for Keras.
