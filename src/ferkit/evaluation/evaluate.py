@@ -17,8 +17,7 @@ from ferkit.data.splits import has_usage, make_splits, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
-from ferkit.inference.backends import load_backend
-from ferkit.inference.tta import predict_tta
+from ferkit.inference.backends import load_backend, predict_scores
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
@@ -75,7 +74,7 @@ def _predict(model, data, split: str, tta: bool) -> _Predictions:
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
-    probs = predict_tta(backend.predict, batch, info.mirror_averaged) if tta else backend.predict(batch)
+    probs = predict_scores(backend, batch, tta)
     return _Predictions(probs, labels, info.classes, description, dataset.skipped, left_out)
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ferkit.errors import FerkitError
+from ferkit.inference.tta import predict_tta
 from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model
 
 DEFAULT_MODEL = "default"
@@ -101,6 +102,12 @@ class KerasBackend:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return _chunked(lambda chunk: np.asarray(self._model(chunk, training=False)), batch,
                         len(self.info.classes))
+
+
+def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+    """The backend's probabilities, averaged over `--tta`'s views when asked; one place for the
+    recognizer and evaluation, so both leave out the mirror view for a mirror-averaged model."""
+    return predict_tta(backend.predict, batch, backend.info.mirror_averaged) if tta else backend.predict(batch)
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:

@@ -10,10 +10,9 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
-from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend
+from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, create_detector
 from ferkit.inference.images import load_image
-from ferkit.inference.tta import predict_tta
 
 # One BGR colour per emotion, so a label reads at a glance in annotated images and videos.
 COLOURS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
@@ -66,10 +65,7 @@ class EmotionRecognizer:
     def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Scores for already-cropped faces (any size, gray or BGR, uint8 or float): one forward pass for all."""
         batch = to_model_input(list(crops), self.backend.info.image_size)
-        if self.tta:
-            probs = predict_tta(self.backend.predict, batch, self.backend.info.mirror_averaged)
-        else:
-            probs = self.backend.predict(batch)
+        probs = predict_scores(self.backend, batch, self.tta)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
 
     def annotate(self, image: Any, faces: Sequence[Face], rgb: bool = False) -> np.ndarray:
