@@ -199,6 +199,18 @@ def test_annotated_copies_of_same_named_photos_do_not_overwrite(tiny_run, group_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_annotated-2.png", "x_annotated.png"]
 
 
+def test_annotated_copies_never_overwrite_an_input(tiny_run, group_photo, tmp_path):
+    """Copies written into the folder being read: x.jpg's copy must not replace x_annotated.png."""
+    cv2.imwrite(str(tmp_path / "x.jpg"), group_photo[0])
+    cv2.imwrite(str(tmp_path / "x_annotated.png"), group_photo[0])
+    before = (tmp_path / "x_annotated.png").read_bytes()
+    assert main(["predict", str(tmp_path), "--model", str(tiny_run), "--save-annotated", str(tmp_path),
+                 "--json"]) == 0
+    assert (tmp_path / "x_annotated.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "x.jpg", "x_annotated-2.png", "x_annotated.png", "x_annotated_annotated.png"]
+
+
 def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
     crop = tmp_path / "face.png"
     cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     csv_path = output_path(args.csv, inputs=images)
     annotated = output_path(args.save_annotated, folder=True)
     rec = recognizer(args)
-    results, failed, written = [], 0, set()
+    # The inputs count as taken names: a copy must never overwrite an image being read.
+    results, failed, taken = [], 0, {path.resolve() for path in images}
     for path in images:
         try:
             image = read_image_file(path)
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             _print_lines(path, faces)
         if annotated:
-            out = _annotated_name(annotated, path, written)
+            out = _annotated_name(annotated, path, taken)
             if not cv2.imwrite(str(out), rec.annotate(image, faces)):  # e.g. a full disk: go on, say so
                 print(f"ferkit: cannot write {out}", file=sys.stderr)
                 results[-1]["error"] = f"cannot write {out}"
@@ -67,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _annotated_name(folder: Path, path: Path, written: set[Path]) -> Path:
-    """<stem>_annotated.png, numbered when two inputs share a name (a/x.jpg, b/x.jpg)."""
+def _annotated_name(folder: Path, path: Path, taken: set[Path]) -> Path:
+    """<stem>_annotated.png, numbered when that name is taken: by the copy of an input with the same
+    name (a/x.jpg, b/x.jpg), or by an input itself (x.jpg beside x_annotated.png, written back into
+    their own folder)."""
     out, n = folder / f"{path.stem}_annotated.png", 1
-    while out in written:
+    while out.resolve() in taken:
         n += 1
         out = folder / f"{path.stem}_annotated-{n}.png"
-    written.add(out)
+    taken.add(out.resolve())
     return out
 
 
