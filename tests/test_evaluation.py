@@ -55,6 +55,14 @@ def test_evaluate_rebuilds_the_test_split(trained_run, tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["split"].startswith("official")
 
 
+def test_evaluate_never_writes_over_a_training_runs_own_results(trained_run):
+    result, data = trained_run
+    before = {name: (result.run_dir / name).read_bytes() for name in ("metrics.json", "confusion_matrix.png")}
+    with pytest.raises(FerkitError, match="holds a training run"):
+        evaluate(result.run_dir, data, split="val", output=result.run_dir)
+    assert {name: (result.run_dir / name).read_bytes() for name in before} == before
+
+
 def test_evaluate_val_rebuilds_the_validation_split(trained_run):
     result, data = trained_run
     metrics = evaluate(result.run_dir, data, split="val")

@@ -70,6 +70,43 @@ def test_bad_video_inputs(tiny_run, tmp_path):
     assert not (tmp_path / "n.csv").exists()
 
 
+def test_ctrl_c_keeps_the_outputs_of_the_frames_read(tiny_run, tiny_video, tmp_path, caplog):
+    rec = EmotionRecognizer(tiny_run)
+    detect, calls = rec.detect, []
+
+    def detect_until_ctrl_c(frame):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return detect(frame)
+
+    rec.detect = detect_until_ctrl_c
+    out, table, plot = tmp_path / "out.mp4", tmp_path / "frames.csv", tmp_path / "timeline.png"
+    summary = process_video(rec, str(tiny_video), str(out), str(table), plot=str(plot), progress=False)
+    assert summary["interrupted"] and summary["frames"] == 4
+    with open(table) as handle:
+        assert {r["frame"] for r in csv.DictReader(handle)} == {"0", "1", "2", "3"}
+    assert plot.stat().st_size > 10_000 and "the outputs hold the first 4 frames" in caplog.text
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    capture.release()
+
+
+def test_a_truncated_video_is_reported(tiny_run, group_photo, tmp_path, caplog):
+    path = tmp_path / "clip.avi"  # AVI's header declares its frame count up front
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for i in range(8):
+        writer.write(np.roll(group_photo[0], 3 * i, axis=1))
+    writer.release()
+    rec = EmotionRecognizer(tiny_run)
+    assert process_video(rec, str(path), csv_path=str(tmp_path / "f.csv"), progress=False)["frames"] == 8
+    assert "stopped at frame" not in caplog.text  # the whole file: nothing to say
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    summary = process_video(rec, str(path), csv_path=str(tmp_path / "f.csv"), progress=False)
+    assert 0 < summary["frames"] < 7 and not summary["interrupted"]
+    assert f"stopped at frame {summary['frames']} of the 8 its header declares" in caplog.text
+
+
 def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
     with pytest.raises(FerkitError, match="cannot write video"):
         process_video(EmotionRecognizer(tiny_run), str(tiny_video), str(tmp_path / "no" / "out.mp4"),
@@ -86,7 +123,10 @@ def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video
                                   ("--plot", tmp_path / "timeline", "name it .png")):
         assert main(["video", str(tiny_video), flag, str(target), "--model", str(tiny_run)]) == 2
         assert message in capsys.readouterr().err
-    assert tiny_video.stat().st_size == size
+    assert main(["video", str(tiny_video), "--output", str(tmp_path / "same.mp4"), "--csv",
+                 str(tmp_path / "." / "same.mp4"), "--model", str(tiny_run)]) == 2
+    assert "each need a file of their own" in capsys.readouterr().err
+    assert tiny_video.stat().st_size == size and not (tmp_path / "same.mp4").exists()
 
 
 def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -455,20 +456,46 @@ def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_p
     assert not (tmp_path / "cmp").exists()
 
 
+def test_compare_refuses_a_folder_holding_one_of_its_runs_before_training_any(synthetic_folder, tmp_path,
+                                                                              monkeypatch):
+    from ferkit.training import compare as module
+
+    (tmp_path / "cmp" / "default" / "checkpoints").mkdir(parents=True)  # a comparison cut short before
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match="cmp/default already holds a run: give compare another --output"):
+        module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES)
+
+
+def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.cli import main
+    from ferkit.training import compare as module
+
+    real = module.train
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: real(*args, callbacks=[_StopAfter(0)], **kwargs))
+    assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "2",
+                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
+    assert not (tmp_path / "cmp" / "default").exists()  # one Ctrl-C stops the comparison
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| seed-custom (interrupted) | custom |" in table
+    with open(tmp_path / "cmp" / "compare.csv") as handle:  # one epoch of two trained
+        assert [(r["recipe"], r["interrupted"], r["epochs"]) for r in csv.DictReader(handle)] == [
+            ("seed-custom", "True", "1")]
+
+
 def test_compare_notes_a_default_distilled_on_a_random_split():
     from ferkit.training.compare import _check
 
-    configs, notes = _check(["seed-custom", "default"], {})  # seed-custom's random split for both
+    configs, notes = _check(["seed-custom", "default"], {}, Path("cmp"))  # seed-custom's random split for both
     assert [(c.recipe, c.split) for c in configs] == [("seed-custom", "random"), ("default", "random")]
     assert len(notes) == 1 and notes[0].startswith("default: distilled from the bundled model")
-    assert _check(["seed-custom", "default"], {"split": "official"})[1] == []
+    assert _check(["seed-custom", "default"], {"split": "official"}, Path("cmp"))[1] == []
 
 
 def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones():
     from ferkit.training.compare import _check
 
     for weights in ("imagenet", "none"):  # custom and fernet have no ImageNet weights to take
-        configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights})
+        configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights}, Path("cmp"))
         assert [c.weights for c in configs] == ["none", weights, "none"]
 
 

@@ -55,11 +55,15 @@ class RunDir:
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:
         """`output` itself, or runs/<recipe>-<timestamp>/ when none is given; never an existing run,
         whose checkpoints would otherwise leak into the new one."""
-        path = Path(output) if output else default_path(recipe)
-        if (path / "config.json").exists() or (path / "checkpoints").exists():
-            raise FerkitError(f"{path} already holds a run: give another --output, or --resume it")
-        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        run = cls(Path(output) if output else default_path(recipe))
+        if run.holds_run():
+            raise FerkitError(f"{run.path} already holds a run: give another --output, or --resume it")
+        (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return run
+
+    def holds_run(self) -> bool:
+        """A training run (finished or not) was started here: what is written over it mixes two results."""
+        return self.config.exists() or (self.path / "checkpoints").exists()
 
     def check_resumable(self) -> None:
         if not self.backup.exists():

@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     rows = compare(args.data, recipes, args.output, **{k: v for k, v in overrides.items() if v is not None})
     for row in rows:
         print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
-              f"{row['train_min']:.1f} min")
-    return 0
+              f"{row['train_min']:.1f} min" + ("  (interrupted)" if row["interrupted"] else ""))
+    return 130 if rows[-1]["interrupted"] else 0  # the shell's code for Ctrl-C, as for any other command

@@ -86,4 +86,6 @@ def run(args: argparse.Namespace) -> int:
     result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume, **overrides)
     print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}  "
           f"run directory {result.run_dir}")
-    return 0
+    # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
+    # must not go on with a cut-short model.
+    return 130 if result.interrupted else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ferkit.cli._common import add_model_options, output_path, recognizer
 
@@ -24,11 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.errors import FerkitError
     from ferkit.inference.video import process_video
 
-    if not (args.output or args.csv or args.plot):
+    outputs = [out for out in (args.output, args.csv, args.plot) if out]
+    if not outputs:
         raise FerkitError("nothing to write: give --output, --csv and/or --plot")
-    for out in (args.output, args.csv, args.plot):
+    if len({Path(out).resolve() for out in outputs}) < len(outputs):
+        raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(outputs)}")
+    for out in outputs:
         output_path(out, inputs=[args.input])
     summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")
-    return 0
+    return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C

@@ -32,6 +32,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     seed as its training run), `"val"` its validation split: the one to choose between models on,
     so that the test split stays unseen. `"all"` uses every face of the model's classes.
     """
+    if output is not None and RunDir(Path(output)).holds_run():  # before minutes of predicting
+        raise FerkitError(f"{output} holds a training run, whose metrics.json and confusion matrix are its "
+                          f"own test results: give the evaluation another --output (e.g. {Path(output) / split})")
     p = _predict(model, data, split, tta)
     metrics = classification_metrics(p.labels, p.probs, p.classes)
     metrics.update(split=p.description, model=str(model), data=str(data), tta=tta,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.inference.faces import Face
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
+
+log = logging.getLogger("ferkit")
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
@@ -69,7 +72,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     capture = open_capture(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, rows, started, count = None, [], time.perf_counter(), 0
+    writer, rows, started, count, interrupted = None, [], time.perf_counter(), 0, False
     try:
         for index, frame in tqdm(frames(capture), total=total, unit="frame", disable=not progress,
                                  desc=Path(source).name):
@@ -83,19 +86,35 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
                     draw_face(frame, face)
                 writer.write(frame)
             count = index + 1
+    except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
+        interrupted = True
     finally:
         capture.release()
         if writer is not None:
             writer.release()
     elapsed = time.perf_counter() - started
-    if count == 0:  # OpenCV opens some non-videos (an image, a text file) and then yields nothing
+    if count == 0:
+        if interrupted:
+            raise KeyboardInterrupt
+        # OpenCV opens some non-videos (an image, a text file) and then yields nothing
         raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
+    _say_if_cut_short(source, count, total, interrupted)
     if csv_path:
         write_frames_csv(Path(csv_path), rows, recognizer.classes)
     if plot:
         plot_timeline(Path(plot), rows, recognizer.classes, count / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
-            "faces": len(rows)}
+            "faces": len(rows), "interrupted": interrupted}
+
+
+def _say_if_cut_short(source: str, count: int, total: int | None, interrupted: bool) -> None:
+    """A truncated file reads like a short one: say so. The header's frame count can be an estimate
+    from the duration, so one frame short is not worth a warning."""
+    if interrupted:
+        log.warning("interrupted: the outputs hold the first %d frames of %s", count, source)
+    elif total and count < total - 1:
+        log.warning("%s: stopped at frame %d of the %d its header declares: the rest could not be decoded "
+                    "(a truncated or damaged file?)", source, count, total)
 
 
 def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:

@@ -18,7 +18,7 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay, read_history
 from ferkit.models import check_model
-from ferkit.runs import default_path, load_keras_model
+from ferkit.runs import RunDir, default_path, load_keras_model
 from ferkit.training import distill
 from ferkit.training.config import TrainConfig, load_recipe
 from ferkit.training.trainer import train
@@ -34,23 +34,28 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     The data protocol (classes, split, fractions, seed) is the first recipe's unless overridden,
     and is applied to all of them, so that every model is tested on the same faces.
     """
-    configs, notes = _check(recipes, overrides)
     out = Path(output) if output else default_path("compare")
+    configs, notes = _check(recipes, overrides, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for config in configs:
         log.info("=== %s ===", config.recipe)
         result = train(data, config, output=out / config.recipe, verbose=verbose)
         rows.append(_row(config.recipe, result))
+        if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
+            log.warning("interrupted: %s is tabulated as trained so far; %s not trained", config.recipe,
+                        ", ".join(c.recipe for c in configs[len(rows):]) or "nothing else")
+            break
     write_table(out, rows, configs[0], notes)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)
     return rows
 
 
-def _check(recipes: list[str], overrides: dict[str, Any]) -> tuple[list[TrainConfig], list[str]]:
+def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[list[TrainConfig], list[str]]:
     """Each recipe's configuration on the shared protocol, and notes for the table, all found before
-    the first recipe trains: a typo in the last of four recipes must not cost the hours of the first three."""
+    the first recipe trains: a typo in the last of four recipes (or a run already in its folder)
+    must not cost the hours of the first three."""
     if not recipes:
         raise FerkitError("no recipes to compare: give --recipes NAME,NAME,...")
     first = _config(recipes[0], overrides)
@@ -59,6 +64,10 @@ def _check(recipes: list[str], overrides: dict[str, Any]) -> tuple[list[TrainCon
     names = [config.recipe for config in configs]  # a .toml path's stem
     if len(set(names)) < len(names):
         raise FerkitError(f"recipes {', '.join(names)} would share a run directory: give each once")
+    taken = [str(out / name) for name in names if RunDir(out / name).holds_run()]
+    if taken:
+        raise FerkitError(f"{', '.join(taken)} already {'holds a run' if len(taken) == 1 else 'hold runs'}: "
+                          "give compare another --output")
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
         distill.check_teacher(config, None)
@@ -83,7 +92,8 @@ def _row(recipe: str, result) -> dict[str, Any]:
     start = time.perf_counter()
     model.predict(faces, batch_size=64, verbose=0)
     m = result.metrics
-    return {"recipe": recipe, "model": info.config["model"], "params": model.count_params(),
+    return {"recipe": recipe, "model": info.config["model"], "interrupted": result.interrupted,
+            "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             **{f"f1_{name}": v["f1"] for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
@@ -101,7 +111,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["recipe"], r["model"], f"{r['params']:,}", str(r["epochs"]), f"{r['accuracy']:.4f}",
+        cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""), r["model"], f"{r['params']:,}", str(r["epochs"]), f"{r['accuracy']:.4f}",
                  f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
