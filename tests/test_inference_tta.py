@@ -49,3 +49,24 @@ def test_predict_flip_averages_the_face_and_its_mirror_image():
     assert not np.allclose(predict(batch), 0.5)
     np.testing.assert_allclose(probs, 0.5, rtol=1e-5)  # each half counted once on each side
     assert predict_flip(predict, batch[:0]).shape == (0, 2)
+
+
+def test_predict_scores_bounds_tta_memory_and_shows_progress(capsys):
+    """A data set is scored a chunk at a time: TTA's views of it never sit in memory at once."""
+    from types import SimpleNamespace
+
+    from ferkit.inference.backends import CHUNK, predict_scores
+
+    sizes = []
+
+    def predict(x):
+        sizes.append(len(x))
+        return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
+
+    backend = SimpleNamespace(info=SimpleNamespace(mirror_averaged=True), predict=predict)
+    batch = np.random.default_rng(3).uniform(0, 255, (2 * CHUNK + 7, 48, 48, 1)).astype(np.float32)
+    probs = predict_scores(backend, batch, tta=True, progress=True)
+    assert max(sizes) == CHUNK * (len(VIEWS) - 1) and len(sizes) == 3
+    np.testing.assert_allclose(probs, predict_tta(predict, batch, mirror_averaged=True), rtol=1e-6)
+    assert "scoring with --tta" in capsys.readouterr().err
+    np.testing.assert_array_equal(predict_scores(backend, batch), predict(batch))

@@ -101,7 +101,7 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
 @pytest.mark.parametrize("options, message", [
     ({"workers": 0}, "at least one worker"),
     ({"workers": -1}, "at least one worker"),
-    ({"queue": -1}, "queue >= 0"),
+    ({"queue": -1}, "queue must be >= 0"),
     ({"max_upload_mb": 0}, "upload limit must be a positive number"),
     ({"max_upload_mb": float("inf")}, "upload limit must be a positive number"),
     ({"max_upload_mb": float("nan")}, "upload limit must be a positive number"),
@@ -120,3 +120,46 @@ def test_serve_refuses_a_port_that_cannot_exist(port, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--port", port])
     assert exit_info.value.code == 2 and "--port" in capsys.readouterr().err
+
+
+def test_serve_says_a_port_in_use_before_claiming_to_serve(tiny_run, capsys):
+    import socket
+
+    from ferkit.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--model", str(tiny_run / "model.onnx")]) == 2
+    out, err = capsys.readouterr()
+    assert "serving on" not in out and f"cannot serve on 127.0.0.1:{port}: Address already in use" in err
+
+
+def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
+    import json
+    import re
+    import select
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", "0", "--model",
+                               str(tiny_run / "model.onnx")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert select.select([server.stdout], [], [], 60)[0], "serve printed nothing in 60 s"
+        line = server.stdout.readline()
+        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line).group(1))
+        deadline = time.time() + 60
+        while True:  # the socket is bound before the line is printed, but served once uvicorn starts
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5) as response:
+                    assert json.load(response)["status"] == "ok"
+                break
+            except OSError:
+                assert time.time() < deadline, "the server never answered"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

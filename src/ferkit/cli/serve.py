@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from ferkit.choices import DETECTORS
 
@@ -36,6 +37,24 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
-    print(f"ferkit serving on http://{args.host}:{args.port}/  (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(f"ferkit serving on http://{f'[{host}]' if ':' in host else host}:{port}/  (API docs at /docs)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The socket bound before the address is printed: a port in use (or a host this machine does not
+    have) is a one-line error instead of a "serving on" line followed by uvicorn's, and `--port 0`
+    prints the port the system chose."""
+    from ferkit.errors import FerkitError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+        sock.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        raise FerkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -77,7 +77,7 @@ def _predict(model, data, split: str, tta: bool) -> _Predictions:
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
-    probs = predict_scores(backend, batch, tta)
+    probs = predict_scores(backend, batch, tta, progress=True)
     return _Predictions(probs, labels, info.classes, description, dataset.skipped, left_out)
 
 

@@ -34,8 +34,10 @@ class Engine:
     """One loaded model shared by worker threads, each with its own (non-thread-safe) detector."""
 
     def __init__(self, model: str, detector: str, workers: int, queue: int):
-        if workers < 1 or queue < 0:  # no worker slot: requests would wait for ever
-            raise FerkitError(f"the server needs at least one worker and a queue >= 0, got {workers} and {queue}")
+        if workers < 1:  # no worker slot: requests would wait for ever
+            raise FerkitError(f"the server needs at least one worker (--workers), got {workers}")
+        if queue < 0:
+            raise FerkitError(f"the server's queue must be >= 0, got {queue}")
         self.backend = load_backend(model)
         self.metrics = recorded_metrics(self.backend)
         self.detector_name = detector
