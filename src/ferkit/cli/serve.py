@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    print(f"ferkit serving on http://{f'[{host}]' if ':' in host else host}:{port}/  (API docs at /docs)", flush=True)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
+    print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 

@@ -43,8 +43,9 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
         result = train(data, config, output=out / config.recipe, verbose=verbose)
         rows.append(_row(config.recipe, result))
         if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
-            log.warning("interrupted: %s is tabulated as trained so far; %s not trained", config.recipe,
-                        ", ".join(c.recipe for c in configs[len(rows):]) or "nothing else")
+            skipped = [c.recipe for c in configs[len(rows):]]
+            log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
+                        f"; not trained: {', '.join(skipped)}" if skipped else "")
             break
     write_table(out, rows, configs[0], notes)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
@@ -111,8 +112,8 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""), r["model"], f"{r['params']:,}", str(r["epochs"]), f"{r['accuracy']:.4f}",
-                 f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
+        cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""), r["model"], f"{r['params']:,}",
+                 str(r["epochs"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *notes] if notes else []
