@@ -32,6 +32,7 @@ CASES = [
     ("fernet bf16", "fernet", 48, True, None, {}),
     ("fernet bf16 + augment", "fernet", 48, True, "fused", {}),
     ("  same, 4 Keras layers", "fernet", 48, True, "layers", {}),
+    ("  blocks 0,1,2,2 (default)", "fernet", 48, True, "fused", {"blocks": (0, 1, 2, 2)}),
     ("  blocks 0,2,2,2", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2)}),
     ("  same + SE 0.25", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2), "se_ratio": 0.25}),
     ("  blocks 2,2,2,2", "fernet", 48, True, "fused", {"blocks": (2, 2, 2, 2)}),

@@ -3,8 +3,9 @@
 A 3x3 stem at full resolution, then residual stages with the width doubling as the resolution
 halves (48 -> 24 -> 12 -> 6), so every conv costs about the same FLOPs; global average pooling
 and dropout instead of a large dense head. `blocks` sets the depth of each stage. The default
-recipe uses (0, 2, 2, 2): on a 2-core CPU one block at 48x48 took most of the time of a second
-block in each later stage, and those learned more (benchmarks/ablations/README.md). `se_ratio`
+recipe uses (0, 1, 2, 2): on a 2-core CPU one block at 48x48 took most of the time of a second
+block in each later stage, and those learned more; the second at 24 px cost a fifth of a step
+for no measurable gain in the default's hour (benchmarks/ablations/README.md). `se_ratio`
 adds squeeze-and-excitation to every block.
 """
 
