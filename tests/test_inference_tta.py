@@ -63,7 +63,7 @@ def test_predict_scores_bounds_tta_memory_and_shows_progress(capsys):
         sizes.append(len(x))
         return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
 
-    backend = SimpleNamespace(info=SimpleNamespace(mirror_averaged=True), predict=predict)
+    backend = SimpleNamespace(info=SimpleNamespace(mirror_averaged=True, classes=("a", "b")), predict=predict)
     batch = np.random.default_rng(3).uniform(0, 255, (2 * CHUNK + 7, 48, 48, 1)).astype(np.float32)
     probs = predict_scores(backend, batch, tta=True, progress=True)
     assert max(sizes) == CHUNK * (len(VIEWS) - 1) and len(sizes) == 3

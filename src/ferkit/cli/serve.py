@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         from ferkit.server import create_app
     except ImportError as exc:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
+    sock = _bind(args.host, args.port)  # first: a port in use is said before seconds of loading the model
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
-    sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)

@@ -29,10 +29,21 @@ class Backend(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def _chunked(run, batch: np.ndarray, num_classes: int) -> np.ndarray:
+def _chunked(run, batch: np.ndarray, num_classes: int, progress: str = "") -> np.ndarray:
+    """`run` over CHUNK faces at a time, with a progress bar named `progress` when one is asked for."""
     if not len(batch):
         return np.zeros((0, num_classes), np.float32)
-    return np.concatenate([run(batch[i:i + CHUNK]) for i in range(0, len(batch), CHUNK)])
+    starts = range(0, len(batch), CHUNK)
+    if not progress or len(batch) <= CHUNK:
+        return np.concatenate([run(batch[i:i + CHUNK]) for i in starts])
+    from tqdm import tqdm
+
+    parts = []
+    with tqdm(total=len(batch), unit="face", desc=progress, leave=False) as bar:
+        for start in starts:
+            parts.append(run(batch[start:start + CHUNK]))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def bundled_model_dir() -> Path:
@@ -114,17 +125,8 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
     def score(part: np.ndarray) -> np.ndarray:
         return predict_tta(backend.predict, part, backend.info.mirror_averaged) if tta else backend.predict(part)
 
-    if len(batch) <= CHUNK:
-        return score(batch)
-    from tqdm import tqdm
-
-    parts = []
-    with tqdm(total=len(batch), unit="face", desc="scoring" + (" with --tta" if tta else ""),
-              disable=not progress, leave=False) as bar:
-        for start in range(0, len(batch), CHUNK):
-            parts.append(score(batch[start:start + CHUNK]))
-            bar.update(len(parts[-1]))
-    return np.concatenate(parts)
+    label = ("scoring with --tta" if tta else "scoring") if progress else ""
+    return _chunked(score, batch, len(backend.info.classes), label)
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
