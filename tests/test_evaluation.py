@@ -116,3 +116,19 @@ def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_ru
     caplog.set_level("WARNING", logger="ferkit")
     evaluate("default", data, split="val")  # the bundled model is an ensemble
     assert "may include faces they were trained on" in caplog.text
+
+
+def test_load_split_gives_the_faces_evaluate_scores(trained_run):
+    from ferkit.evaluation.evaluate import load_split, predict_split
+    from ferkit.inference.backends import load_backend
+
+    result, data = trained_run
+    backend = load_backend(result.run_dir)
+    faces = load_split(backend, result.run_dir, data, "test")
+    assert faces.batch.shape == (60, 48, 48, 1) and faces.classes == ("angry", "happy", "sad", "surprise")
+    probs, labels = predict_split(result.run_dir, data, "test")
+    np.testing.assert_array_equal(faces.labels, labels)
+    np.testing.assert_allclose(backend.predict(faces.batch), probs, atol=1e-5)
+    assert len(load_split(backend, result.run_dir, data, "val").labels) == 24
+    with pytest.raises(FerkitError, match="unknown split"):
+        load_split(backend, result.run_dir, data, "train")

@@ -17,7 +17,7 @@ from ferkit.data.splits import has_usage, make_splits, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
-from ferkit.inference.backends import load_backend, predict_scores
+from ferkit.inference.backends import Backend, load_backend, predict_scores
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
@@ -35,11 +35,11 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     if output is not None and RunDir(Path(output)).holds_run():  # before minutes of predicting
         raise FerkitError(f"{output} holds a training run, whose metrics.json and confusion matrix are its "
                           f"own test results: give the evaluation another --output (e.g. {Path(output) / split})")
-    p = _predict(model, data, split, tta)
-    metrics = classification_metrics(p.labels, p.probs, p.classes)
-    metrics.update(split=p.description, model=str(model), data=str(data), tta=tta,
-                   skipped={"unreadable_or_bad": dict(p.skipped), "other_classes": p.left_out})
-    log.info("%s: %s", p.description, format_metrics(metrics))
+    probs, faces = _predict(model, data, split, tta)
+    metrics = classification_metrics(faces.labels, probs, faces.classes)
+    metrics.update(split=faces.description, model=str(model), data=str(data), tta=tta,
+                   skipped={"unreadable_or_bad": dict(faces.skipped), "other_classes": faces.left_out})
+    log.info("%s: %s", faces.description, format_metrics(metrics))
     if output is not None:
         run = RunDir(Path(output))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -50,23 +50,27 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
 def predict_split(model: str | Path, data: str | Path, split: str = "val",
                   tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`model`'s probabilities on a split of `data` and the true labels: what ensembles are chosen on."""
-    p = _predict(model, data, split, tta)
-    return p.probs, p.labels
+    probs, faces = _predict(model, data, split, tta)
+    return probs, faces.labels
 
 
-class _Predictions(NamedTuple):
-    probs: np.ndarray
-    labels: np.ndarray
+class SplitFaces(NamedTuple):
+    """A split of FER2013 data as `model` sees it: its input batch and what the report says of it."""
+    batch: np.ndarray  # model input, (N, size, size, 1)
+    labels: np.ndarray  # indices into the model's classes
     classes: tuple[str, ...]
     description: str  # which split of which protocol
     skipped: Counter  # unreadable or bad faces in the data
     left_out: int  # faces of classes the model does not know
 
 
-def _predict(model, data, split: str, tta: bool) -> _Predictions:
-    if split not in EVAL_SPLITS:
-        raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
-    backend = load_backend(model)
+def load_split(backend: Backend, model: str | Path, data: str | Path, split: str = "val") -> SplitFaces:
+    """The faces of `split` rebuilt on `data` as `model`'s training run made it, ready for `backend`.
+
+    Separate from predicting so that benchmarks can score the same faces their own way (e.g. one
+    test-time view at a time).
+    """
+    _check_split(split)
     info = backend.info
     dataset = load_fer(data)
     if dataset.skipped:
@@ -77,8 +81,19 @@ def _predict(model, data, split: str, tta: bool) -> _Predictions:
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     batch = to_model_input(images, info.image_size)
-    probs = predict_scores(backend, batch, tta, progress=True)
-    return _Predictions(probs, labels, info.classes, description, dataset.skipped, left_out)
+    return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out)
+
+
+def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces]:
+    _check_split(split)  # before loading the model
+    backend = load_backend(model)
+    faces = load_split(backend, model, data, split)
+    return predict_scores(backend, faces.batch, tta, progress=True), faces
+
+
+def _check_split(split: str) -> None:
+    if split not in EVAL_SPLITS:
+        raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
 
 
 def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
