@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, SCHEDULES, SPLITS
+from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
 
 
 def _bool(text: str) -> bool:
@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
-    g.add_argument("--mixed-precision", type=_bool, metavar="on|off", help="bfloat16 training compute")
+    g.add_argument("--mixed-precision", choices=MIXED_PRECISION,
+                   help="bfloat16 training compute (auto: where the GPU or CPU has it natively)")
     g.add_argument("--teacher", metavar="MODEL",
                    help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
                         "none = train on the labels alone)")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, SCHEDULES, SPLITS
+from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
 from ferkit.data.labels import EMOTIONS, parse_classes
 from ferkit.data.splits import check_fractions
 from ferkit.errors import FerkitError
@@ -57,7 +57,9 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine" (with warmup_epochs of linear warm-up)
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
-    mixed_precision: bool = False  # bfloat16 compute while training; the saved model is float32
+    # bfloat16 compute while training ("on", "off", or "auto": where the GPU or CPU computes it
+    # natively; ferkit.training.precision); the saved model is float32 either way.
+    mixed_precision: str = "off"
     # Knowledge distillation (ferkit.training.distill): "default" (the bundled model), a run
     # directory or an .onnx file whose probabilities make up `teacher_weight` of each training
     # target; "" (or "none", as `--teacher none`) turns it off.
@@ -77,6 +79,8 @@ class TrainConfig:
         except (TypeError, ValueError):
             raise FerkitError(f"fractions must be three numbers (train,val,test), got {self.fractions!r}") from None
         check_fractions(self.fractions)  # here, not after minutes of loading data
+        if isinstance(self.mixed_precision, (bool, np.bool_)):  # a run or recipe from before "auto"
+            self.mixed_precision = "on" if self.mixed_precision else "off"
         self._check_types()
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) < 1:
@@ -89,7 +93,7 @@ class TrainConfig:
         if self.image_size < 32 and self.model != "custom":
             raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
         choices = {"split": SPLITS, "class_weight": CLASS_WEIGHTS, "schedule": SCHEDULES,
-                   "checkpoint_on": CHECKPOINT_ON}
+                   "checkpoint_on": CHECKPOINT_ON, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

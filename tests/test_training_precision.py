@@ -1,0 +1,66 @@
+"""bfloat16 only where the hardware computes it (ferkit.training.precision)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import keras
+import pytest
+
+from ferkit.training import TrainConfig, precision, train
+
+AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 fma avx avx2\n"
+
+
+@pytest.mark.parametrize("cpuinfo, flags", [(AMX, ["amx_bf16", "avx512_bf16"]), (AVX2, [])])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, cpuinfo, flags):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    assert precision.cpu_bfloat16_flags(tmp_path / "cpuinfo") == flags
+
+
+def test_no_cpuinfo_means_no_native_bfloat16(tmp_path):
+    assert precision.cpu_bfloat16_flags(tmp_path / "absent") == []
+
+
+@pytest.mark.parametrize("cpuinfo, device, expected", [
+    (AMX, "", True), (AVX2, "", False), (AVX2, "gpu:0", True)])
+def test_auto_follows_the_hardware_and_says_so(tmp_path, monkeypatch, caplog, cpuinfo, device, expected):
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(precision, "accelerator", lambda: device)
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        assert precision.use_bfloat16("auto") is expected
+    assert f"bfloat16 compute: {'on' if expected else 'off'}" in caplog.text
+    assert precision.use_bfloat16("on") is True and precision.use_bfloat16("off") is False  # as told
+
+
+def test_this_machine_has_no_accelerator_for_the_tests():
+    assert precision.accelerator() == ""  # the test suite runs on CPUs (CI has no GPU)
+
+
+def test_older_runs_true_and_false_read_as_on_and_off():
+    assert TrainConfig(mixed_precision=True).mixed_precision == "on"
+    assert TrainConfig.from_dict({"mixed_precision": False}).mixed_precision == "off"
+    assert TrainConfig.from_recipe("default").mixed_precision == "auto"
+
+
+@pytest.mark.parametrize("flags, policy", [(["amx_bf16"], "mixed_bfloat16"), ([], "float32")])
+def test_a_run_trains_in_the_precision_auto_chose(synthetic_folder, tmp_path, monkeypatch, flags, policy):
+    """The layers train under the policy `auto` chose; the saved model is float32 either way."""
+    monkeypatch.setattr(precision, "accelerator", lambda: "")
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda: flags)
+    trained_under, fit = set(), keras.Model.fit
+
+    def recording_fit(model, *args, **kwargs):
+        trained_under.update(layer.dtype_policy.name for layer in model.layers if layer.trainable_weights)
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording_fit)
+    run = train(synthetic_folder, recipe="seed-custom", classes="angry,happy,sad,surprise", split="official",
+                epochs=1, batch_size=32, mixed_precision="auto", output=tmp_path / "run", verbose=0).run_dir
+    assert policy in trained_under and trained_under <= {policy, "float32"}  # the softmax stays float32
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "auto"
+    saved = keras.models.load_model(run / "model.keras")
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
