@@ -1,11 +1,11 @@
 """Whether to train in bfloat16: only where the hardware computes it natively.
 
 bfloat16 halves the memory traffic of every activation, so where a GPU or an AMX / AVX-512 BF16
-CPU does the arithmetic it trains faster (190 against 155 faces/s on the CPU the default was tuned
-on, README). Where
-the CPU lacks those instructions every bfloat16 op is emulated through float32 conversions: on an
-AVX2-only 2-core AMD EPYC an epoch of the default took 1,002 s in bfloat16 against 393-417 s in
-float32, and its time limit planned 3 epochs instead of 7. Hence "auto", the default recipe's choice.
+CPU does the arithmetic it trains faster (fernet: 190 against 155 faces/s on the 2-core CPU the
+default was tuned on). Where the CPU lacks those instructions every bfloat16 op is emulated through
+float32 conversions: on an AVX2-only 2-core AMD EPYC an epoch of the default took 1,002 s in
+bfloat16 against 393-465 s in float32, and its time limit planned 3 epochs instead of 7. Hence
+"auto", the default recipe's choice.
 """
 
 from __future__ import annotations
