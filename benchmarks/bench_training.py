@@ -33,7 +33,7 @@ CASES = [
     ("fernet bf16 + augment", "fernet", 48, True, "fused", {}),
     ("  same, 4 Keras layers", "fernet", 48, True, "layers", {}),
     ("  blocks 0,1,2,2 (default)", "fernet", 48, True, "fused", {"blocks": (0, 1, 2, 2)}),
-    ("  same, float32", "fernet", 48, False, "fused", {"blocks": (0, 1, 2, 2)}),  # the default without native bf16
+    ("  same, float32", "fernet", 48, False, "fused", {"blocks": (0, 1, 2, 2)}),  # without native bf16
     ("  blocks 0,1,1,1, float32", "fernet", 48, False, "fused", {"blocks": (0, 1, 1, 1)}),
     ("  blocks 0,2,2,2", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2)}),
     ("  same + SE 0.25", "fernet", 48, True, "fused", {"blocks": (0, 2, 2, 2), "se_ratio": 0.25}),

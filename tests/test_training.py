@@ -207,7 +207,8 @@ def test_trains_on_another_backend_without_tensorflow(synthetic_folder, tmp_path
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW, "train", str(synthetic_folder),
                            "--classes", CLASSES, "--epochs", "2", "--batch-size", "32", "--erasing", "0.3",
-                           "--mixed-precision", "on", "--output", str(run)], env=env, capture_output=True, text=True, timeout=600)
+                           "--mixed-precision", "on", "--output", str(run)],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((run / "config.json").read_text())["recipe"] == "default"
     model = keras.models.load_model(run / "model.keras")  # made on JAX, loaded on this backend

@@ -36,8 +36,10 @@ def test_auto_follows_the_hardware_and_says_so(tmp_path, monkeypatch, caplog, cp
     assert precision.use_bfloat16("on") is True and precision.use_bfloat16("off") is False  # as told
 
 
-def test_this_machine_has_no_accelerator_for_the_tests():
-    assert precision.accelerator() == ""  # the test suite runs on CPUs (CI has no GPU)
+@pytest.mark.parametrize("devices, expected", [(["gpu:0", "gpu:1"], "gpu:0"), (["cpu:0"], ""), ([], "")])
+def test_an_accelerator_is_the_first_device_keras_lists_unless_a_cpu(monkeypatch, devices, expected):
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda: devices)
+    assert precision.accelerator() == expected
 
 
 def test_older_runs_true_and_false_read_as_on_and_off():

@@ -54,7 +54,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, output, overrides)
     keras.utils.set_random_seed(config.seed)
-    model = _build(config, config.weights, precision.use_bfloat16(config.mixed_precision))  # fails before the data loads
+    bfloat16 = precision.use_bfloat16(config.mixed_precision)
+    model = _build(config, config.weights, bfloat16)  # a typo here fails before the data loads
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
