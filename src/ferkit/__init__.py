@@ -6,7 +6,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
+
+# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
+# an AVX2-only 2-core EPYC its own kernels trained the default's network at 60 faces/s against 84
+# with oneDNN (benchmarks/ablations/README.md). Set before Keras can import TensorFlow; a user's own
+# value, 0 included, wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from ferkit.data.labels import EMOTIONS
 from ferkit.errors import FerkitError
