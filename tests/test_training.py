@@ -376,6 +376,7 @@ def test_recipes_ship_and_resolve():
     ({"fractions": 0.8}, "fractions must be three numbers"),
     ({"fractions": ["a", "b", "c"]}, "fractions must be three numbers"),
     ({"model_options": 3}, "model_options must be a table of options"),
+    ({"fallback_model_options": [0, 1, 1, 1]}, "fallback_model_options must be a table of options"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):

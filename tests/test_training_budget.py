@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from conftest import installed
-from ferkit.training import TrainConfig, techniques, train
+from ferkit.training import TrainConfig, budget, techniques, train
 from ferkit.training.budget import TimeBudget
 
 FAST = {"classes": "angry,happy,sad,surprise", "split": "official", "batch_size": 32, "verbose": 0}
@@ -25,33 +28,33 @@ class _Clock:
         return self.readings.pop(0)
 
 
-def _epochs_until_stop(budget: TimeBudget) -> int:
-    budget.set_model(keras.Sequential())
-    budget.on_train_begin()
-    for epoch in range(budget.epochs):
-        budget.on_epoch_begin(epoch)
-        budget.on_epoch_end(epoch)
-        if getattr(budget.model, "stop_training", False):
+def _epochs_until_stop(limit: TimeBudget) -> int:
+    limit.set_model(keras.Sequential())
+    limit.on_train_begin()
+    for epoch in range(limit.epochs):
+        limit.on_epoch_begin(epoch)
+        limit.on_epoch_end(epoch)
+        if getattr(limit.model, "stop_training", False):
             return epoch + 1
-    return budget.epochs
+    return limit.epochs
 
 
 def test_the_budget_replans_without_the_first_epochs_compile_time():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
     # Started at 0 with 60 s; training begins at once, the first epoch ends at 15 s (compilation
     # included), the rest take 10 s.
-    budget = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
+    limit = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
                         clock=_Clock(0, 15, 25, 35, 45, 55))
-    assert _epochs_until_stop(budget) == 5  # 15 s + 4 x 10 s fit in 60 s; a sixth would end at 65 s
+    assert _epochs_until_stop(limit) == 5  # 15 s + 4 x 10 s fit in 60 s; a sixth would end at 65 s
     assert float(schedule(25)) == pytest.approx(0.0, abs=1e-9)  # annealed at the end of epoch 5
     assert float(schedule(20)) > 0
 
 
 def test_a_budget_that_fits_every_epoch_changes_nothing():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=3), steps_per_epoch=5)
-    budget = TimeBudget(10, epochs=3, steps_per_epoch=5, schedule=schedule, started=0.0,
+    limit = TimeBudget(10, epochs=3, steps_per_epoch=5, schedule=schedule, started=0.0,
                         clock=_Clock(0, 1, 2, 3))
-    assert _epochs_until_stop(budget) == 3
+    assert _epochs_until_stop(limit) == 3
     assert schedule.get_config()["total_steps"] == 15
 
 
@@ -59,17 +62,17 @@ def test_the_time_before_training_counts_against_the_limit_but_not_as_an_epoch()
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
     # 60 s in all; loading and the teacher's pass take 30 s, then every epoch 10 s: three fit. Timing
     # the first epoch from the start (40 s) would have stopped the run after it.
-    budget = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
+    limit = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
                         clock=_Clock(30, 40, 50, 60))
-    assert _epochs_until_stop(budget) == 3
+    assert _epochs_until_stop(limit) == 3
     assert schedule.get_config()["total_steps"] == 15
 
 
 def test_a_resumed_run_plans_its_schedule_afresh():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=4), steps_per_epoch=5)
     schedule.set_total_steps(10)  # as restored from a session whose limit ended the schedule at epoch 2
-    budget = TimeBudget(10, epochs=4, steps_per_epoch=5, schedule=schedule, started=0.0, clock=_Clock(1, 2))
-    budget.on_train_begin()
+    limit = TimeBudget(10, epochs=4, steps_per_epoch=5, schedule=schedule, started=0.0, clock=_Clock(1, 2))
+    limit.on_train_begin()
     assert schedule.get_config()["total_steps"] == 20
 
 
@@ -120,3 +123,44 @@ def test_time_limit_must_not_be_negative():
 
     with pytest.raises(FerkitError, match="time_limit"):
         TrainConfig(time_limit=-1)
+
+
+def test_epochs_that_fit_count_what_is_left_of_the_limit_and_validation():
+    # 60 s limit, 10 s gone: 50 s left for epochs of 10 steps of 0.1 s, 1.05 s with validation.
+    assert budget.epochs_that_fit(0.1, 10, minutes=1, started=0.0, clock=lambda: 10.0) == 47
+    assert budget.epochs_that_fit(0.1, 10, minutes=1, started=0.0, clock=lambda: 70.0) == 0  # over already
+
+
+def test_a_step_is_timed_on_a_compiled_trainer_after_its_tracing():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.ones((8, 4), "float32")
+    before = [w.copy() for w in model.get_weights()]
+    assert 0 < budget.seconds_per_step(model, x, x[:, :2], steps=3) < 5
+    assert not np.array_equal(before[0], model.get_weights()[0])  # it really trained
+
+
+@pytest.mark.parametrize("step_seconds, filters", [(1000.0, [8, 16]), (1e-6, [32, 64, 128, 256])])
+def test_a_slow_machine_trains_the_recipes_lighter_network(synthetic_folder, tmp_path, monkeypatch, caplog,
+                                                          step_seconds, filters):
+    """Timed too slow for 3/4 of its epochs, the run trains (and records) the fallback's options."""
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: step_seconds)
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        run = train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30,
+                    fallback_model_options={"filters": [8, 16]}, output=tmp_path / "run", **FAST).run_dir
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["model_options"] == ({"filters": filters} if filters == [8, 16] else {})
+    convs = [layer.filters for layer in keras.models.load_model(run / "model.keras").layers
+             if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == filters
+    assert ("lighter" in caplog.text) is (filters == [8, 16])
+
+
+def test_without_a_time_limit_nothing_is_timed(synthetic_folder, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("timed a step without a time limit")
+
+    monkeypatch.setattr(budget, "seconds_per_step", never)
+    run = train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=0,
+                fallback_model_options={"filters": [8, 16]}, output=tmp_path / "run", **FAST).run_dir
+    assert json.loads((run / "config.json").read_text())["model_options"] == {}

@@ -45,6 +45,10 @@ class TrainConfig:
     # Minutes for the whole run, data loading included (0: none). `epochs` stays the most it trains;
     # when fewer fit, the cosine schedule is shortened to end in the last epoch that does.
     time_limit: float = 0.0
+    # With a time limit: options that replace some of `model_options` when a few training steps,
+    # timed before the first epoch, say that fewer than three quarters of `epochs` would fit (a
+    # lighter network for slow CPUs; ferkit.training.trainer). Empty: the network is always the same.
+    fallback_model_options: dict[str, Any] = field(default_factory=dict)
     # The epoch kept: lowest val_loss (the seed's) or highest val_accuracy. With label smoothing and a
     # long cosine schedule, val_loss bottoms out early while accuracy still climbs to the last epoch.
     checkpoint_on: str = "val_loss"

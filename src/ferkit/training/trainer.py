@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
@@ -24,12 +25,14 @@ from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
 from ferkit.models.mirror import mirror_averaged
 from ferkit.runs import RunDir, write_json
-from ferkit.training import distill, precision, techniques
-from ferkit.training.budget import TimeBudget
+from ferkit.training import budget, distill, precision, techniques
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
 
 log = logging.getLogger("ferkit")
+
+# A recipe's fallback network trains when its own would fit fewer than this share of its epochs.
+FALLBACK_BELOW = 0.75
 
 
 @dataclass
@@ -59,6 +62,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
+    if run is None:  # a resumed run keeps the network it started with
+        config, model = _lighter_if_slow(config, model, splits, started, bfloat16)
     run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
     distill.keep(run, teacher)
     write_json(run.config, config.to_dict())
@@ -130,6 +135,35 @@ def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Mo
         keras.mixed_precision.set_global_policy("float32")
 
 
+def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,
+                     bfloat16: bool) -> tuple[TrainConfig, keras.Model]:
+    """The recipe's network, or its `fallback_model_options` when a few timed steps say that the
+    time limit would cut it to fewer than three quarters of its epochs: on a slow CPU more epochs
+    of a lighter network learned more (benchmarks/ablations/README.md, "On a CPU without native
+    bfloat16"). The probe runs after the teacher's pass, so what is left of the limit is known."""
+    if not (config.fallback_model_options and config.time_limit):
+        return config, model
+    probe = techniques.with_augmentation(_build(config, "none", bfloat16), techniques.augmentation(config))
+    steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
+    probe.compile(optimizer=techniques.optimizer(config, steps)[0], loss="sparse_categorical_crossentropy")
+    batch = slice(0, config.batch_size)
+    step = budget.seconds_per_step(probe, to_model_input(splits.train.images[batch], config.image_size),
+                                   splits.train.labels[batch])
+    fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
+    mine = f"{config.model} {json.dumps(config.model_options)}"
+    if fit >= FALLBACK_BELOW * config.epochs:
+        log.info("time limit %.0f min: about %d of %d epochs of %s fit (%.2f s/step)",
+                 config.time_limit, fit, config.epochs, mine, step)
+        return config, model
+    config = TrainConfig.from_dict({**config.to_dict(),
+                                    "model_options": {**config.model_options, **config.fallback_model_options}})
+    log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
+             "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
+             json.dumps(config.model_options))
+    keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
+    return config, _build(config, config.weights, bfloat16)
+
+
 def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
     and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading).
@@ -185,7 +219,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
-        callbacks = [*callbacks, TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
+        callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
     ctrl_c = _StopOnCtrlC()
     try:
         trainer.fit(
