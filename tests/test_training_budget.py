@@ -131,36 +131,71 @@ def test_epochs_that_fit_count_what_is_left_of_the_limit_and_validation():
     assert budget.epochs_that_fit(0.1, 10, minutes=1, started=0.0, clock=lambda: 70.0) == 0  # over already
 
 
-def test_a_step_is_timed_on_a_compiled_trainer_after_its_tracing():
+def test_a_step_is_timed_on_a_compiled_trainer_after_its_tracing(monkeypatch):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     x = np.ones((8, 4), "float32")
-    before = [w.copy() for w in model.get_weights()]
-    assert 0 < budget.seconds_per_step(model, x, x[:, :2], steps=3) < 5
-    assert not np.array_equal(before[0], model.get_weights()[0])  # it really trained
+    before = model.get_weights()[0].copy()
+    # Two tracing steps of 9 s, then steps of 1, 2, 3, 4, 5 and 100 s: the median of the last six.
+    readings = iter([0, 9, 0, 9, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 100])
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: float(next(readings)))
+    assert budget.seconds_per_step(model, x, x[:, :2], steps=6) == 3.5
+    assert not np.array_equal(before, model.get_weights()[0])  # it really trained
 
 
-@pytest.mark.parametrize("step_seconds, filters", [(1000.0, [8, 16]), (1e-6, [32, 64, 128, 256])])
+@pytest.mark.parametrize("step_seconds, trained", [(1000.0, {"filters": [8, 16]}), (1e-6, {})])
 def test_a_slow_machine_trains_the_recipes_lighter_network(synthetic_folder, tmp_path, monkeypatch, caplog,
-                                                          step_seconds, filters):
+                                                          step_seconds, trained):
     """Timed too slow for 3/4 of its epochs, the run trains (and records) the fallback's options."""
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: step_seconds)
     with caplog.at_level(logging.INFO, logger="ferkit"):
         run = train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30,
                     fallback_model_options={"filters": [8, 16]}, output=tmp_path / "run", **FAST).run_dir
-    recorded = json.loads((run / "config.json").read_text())
-    assert recorded["model_options"] == ({"filters": filters} if filters == [8, 16] else {})
+    assert json.loads((run / "config.json").read_text())["model_options"] == trained
     convs = [layer.filters for layer in keras.models.load_model(run / "model.keras").layers
              if isinstance(layer, keras.layers.Conv2D)]
-    assert convs == filters
-    assert ("lighter" in caplog.text) is (filters == [8, 16])
+    assert convs == trained.get("filters", [32, 64, 128, 256])
+    assert ("training the recipe's lighter" in caplog.text) is bool(trained)
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("timed a step")
 
 
 def test_without_a_time_limit_nothing_is_timed(synthetic_folder, tmp_path, monkeypatch):
-    def never(*args, **kwargs):
-        raise AssertionError("timed a step without a time limit")
-
-    monkeypatch.setattr(budget, "seconds_per_step", never)
+    monkeypatch.setattr(budget, "seconds_per_step", _never)
     run = train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=0,
                 fallback_model_options={"filters": [8, 16]}, output=tmp_path / "run", **FAST).run_dir
     assert json.loads((run / "config.json").read_text())["model_options"] == {}
+
+
+class _CtrlCAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_resumed_run_keeps_the_network_it_started_with(synthetic_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)
+    run = tmp_path / "run"
+    train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30, fallback_model_options={"filters": [8, 16]},
+          output=run, callbacks=[_CtrlCAfterFirstEpoch()], **FAST)
+    monkeypatch.setattr(budget, "seconds_per_step", _never)
+    train(resume=run, verbose=0)
+    convs = [layer.filters for layer in keras.models.load_model(run / "model.keras").layers
+             if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == [8, 16]
+
+
+def test_a_typo_in_the_fallback_fails_before_the_data_is_read(tmp_path):
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match="no option 'depth'"):
+        train(tmp_path / "absent.zip", recipe="seed-custom", fallback_model_options={"depth": 3})
+
+
+def test_a_recipe_that_changes_the_network_drops_the_fallback_of_its_base(tmp_path):
+    assert TrainConfig.from_recipe("default").fallback_model_options == {"blocks": [0, 1, 1, 1]}
+    (tmp_path / "longer.toml").write_text('base = "default"\nepochs = 30\n')
+    assert TrainConfig.from_recipe(str(tmp_path / "longer.toml")).fallback_model_options == {"blocks": [0, 1, 1, 1]}
+    (tmp_path / "mine.toml").write_text('base = "default"\n[model_options]\nblocks = [1, 1, 1, 1]\n')
+    assert TrainConfig.from_recipe(str(tmp_path / "mine.toml")).fallback_model_options == {}

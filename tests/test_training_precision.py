@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 
@@ -75,6 +76,8 @@ def test_a_run_trains_in_the_precision_auto_chose(synthetic_folder, tmp_path, mo
 def test_tensorflow_uses_onednn_unless_the_user_says_not(preset, expected):
     """TensorFlow leaves its oneDNN kernels off on AVX2-only CPUs, where they train 40% faster."""
     pytest.importorskip("tensorflow")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("ferkit asks for oneDNN on x86-64 only")
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if preset is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = preset

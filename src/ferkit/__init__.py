@@ -7,16 +7,19 @@
 from __future__ import annotations
 
 import os
+import platform
 from typing import TYPE_CHECKING
 
-# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
-# an AVX2-only 2-core EPYC its own kernels trained the default's network at 60 faces/s against 84
-# with oneDNN (benchmarks/ablations/README.md). Set before Keras can import TensorFlow; a user's own
-# value, 0 included, wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# On Linux x86-64 TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512
+# VNNI/BF16, AVX-VNNI or AMX; on an AVX2-only 2-core EPYC its other kernels trained the default's
+# network at 60 faces/s against 84 with oneDNN (benchmarks/ablations/README.md). Set before Keras
+# imports TensorFlow (so no effect if the user imported it first); a user's own value, 0 included,
+# wins. Elsewhere (ARM) unmeasured, so left to TensorFlow.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from ferkit.data.labels import EMOTIONS
-from ferkit.errors import FerkitError
+from ferkit.data.labels import EMOTIONS  # noqa: E402
+from ferkit.errors import FerkitError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["EMOTIONS", "EmotionRecognizer", "Face", "FerkitError", "evaluate", "train"]

@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
                    help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--epochs", type=int,
                    help="the most epochs to train (the default recipe also stops within its 57-minute "
-                        "time limit: add --time-limit 0 to lift it)")
+                        "time limit, and trains a lighter network where fewer than 3/4 of them would fit: "
+                        "add --time-limit 0 to lift both)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--image-size", type=int)
@@ -40,7 +41,8 @@ def add_parser(sub) -> None:
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without improvement")
     g.add_argument("--time-limit", type=float, metavar="MIN",
                    help="end within MIN minutes, data loading included: fewer epochs than --epochs if "
-                        "those do not fit, with the cosine schedule ending in the last that does (0 = none)")
+                        "those do not fit, with the cosine schedule ending in the last that does, and the "
+                        "recipe's lighter fallback network if fewer than 3/4 would (0 = none)")
     g.add_argument("--checkpoint-on", choices=CHECKPOINT_ON,
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
     g.add_argument("--augment", type=_bool, metavar="on|off")

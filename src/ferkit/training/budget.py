@@ -2,7 +2,8 @@
 
 Cutting a cosine run at a deadline keeps weights trained at a high learning rate; instead, after
 every epoch the run re-plans how many epochs fit (at the mean epoch time so far) and moves the end
-of the schedule there, so the rate reaches 0 in the last epoch that fits.
+of the schedule there, so the rate reaches 0 in the last epoch that fits. Before the first epoch,
+a few timed steps say whether a recipe's lighter fallback network should train instead.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class TimeBudget(keras.callbacks.Callback):
 
 def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 6) -> float:
     """A compiled `trainer`'s median time for a step on the batch `x`, `y`, after two untimed
-    steps that trace it."""
+    steps that trace it. It trains: give it a throwaway copy."""
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()
@@ -81,6 +82,6 @@ def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: 
 def epochs_that_fit(step_seconds: float, steps_per_epoch: int, minutes: float, started: float,
                     clock: Callable[[], float] = time.monotonic) -> int:
     """How many epochs of `steps_per_epoch` steps fit in what is left of `minutes` since `started`.
-    An epoch also validates: 5% on top of its steps, as the default's epochs measured."""
+    Validation adds about 5% to an epoch (the default recipe's epochs against their steps)."""
     left = started + minutes * 60 - clock()
     return max(math.floor(left / (step_seconds * steps_per_epoch * 1.05)), 0)

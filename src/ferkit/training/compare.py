@@ -71,6 +71,7 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
                           "give compare another --output")
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
+        check_model(config.model, config.weights, **config.with_fallback().model_options)
         distill.check_teacher(config, None)
     notes = [f"{config.recipe}: {distill.TEACHER_SAW_TEST}" for config in configs if distill.teacher_saw_test(config)]
     for note in notes:

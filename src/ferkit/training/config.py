@@ -136,6 +136,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_fallback(self) -> TrainConfig:
+        """This configuration training its fallback network (`fallback_model_options` in force)."""
+        options = {**self.model_options, **self.fallback_model_options}
+        return TrainConfig.from_dict({**self.to_dict(), "model_options": options})
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
@@ -180,6 +185,8 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
     base = values.pop("base", None)
     inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+    if "model" in values or "model_options" in values:  # a fallback lightens the network it came with
+        inherited.pop("fallback_model_options", None)
     return {**inherited, "recipe": name, **values}
 
 

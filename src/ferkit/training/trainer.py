@@ -59,6 +59,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     model = _build(config, config.weights, bfloat16)  # a typo here fails before the data loads
+    if config.fallback_model_options:  # and one in the fallback's, even on a machine that never trains it
+        _build(config.with_fallback(), "none", bfloat16)
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
@@ -137,11 +139,13 @@ def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Mo
 
 def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,
                      bfloat16: bool) -> tuple[TrainConfig, keras.Model]:
-    """The recipe's network, or its `fallback_model_options` when a few timed steps say that the
-    time limit would cut it to fewer than three quarters of its epochs: on a slow CPU more epochs
-    of a lighter network learned more (benchmarks/ablations/README.md, "On a CPU without native
-    bfloat16"). The probe runs after the teacher's pass, so what is left of the limit is known."""
-    if not (config.fallback_model_options and config.time_limit):
+    """The recipe's network, or its fallback when a few timed steps say that the time limit would
+    cut it to fewer than three quarters of its epochs: on a slow CPU more epochs of a lighter
+    network learned more (benchmarks/ablations/README.md, "TensorFlow's oneDNN kernels, and a
+    lighter network"). The probe runs after the teacher's pass, so what is left of the limit is known."""
+    lighter = config.with_fallback()
+    if (not config.time_limit or lighter.model_options == config.model_options
+            or _use_features(model, config)):  # a frozen backbone trains its head alone: nothing to time
         return config, model
     probe = techniques.with_augmentation(_build(config, "none", bfloat16), techniques.augmentation(config))
     steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
@@ -154,14 +158,14 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     if fit >= FALLBACK_BELOW * config.epochs:
         log.info("time limit %.0f min: about %d of %d epochs of %s fit (%.2f s/step)",
                  config.time_limit, fit, config.epochs, mine, step)
-        return config, model
-    config = TrainConfig.from_dict({**config.to_dict(),
-                                    "model_options": {**config.model_options, **config.fallback_model_options}})
-    log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
-             "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
-             json.dumps(config.model_options))
-    keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
-    return config, _build(config, config.weights, bfloat16)
+        chosen = config
+    else:
+        log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
+                 "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
+                 json.dumps(lighter.model_options))
+        chosen = lighter
+    keras.utils.set_random_seed(config.seed)  # initialised as if built straight after seeding
+    return chosen, _build(chosen, chosen.weights, bfloat16)
 
 
 def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
