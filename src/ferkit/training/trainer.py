@@ -158,14 +158,12 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     if fit >= FALLBACK_BELOW * config.epochs:
         log.info("time limit %.0f min: about %d of %d epochs of %s fit (%.2f s/step)",
                  config.time_limit, fit, config.epochs, mine, step)
-        chosen = config
-    else:
-        log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
-                 "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
-                 json.dumps(lighter.model_options))
-        chosen = lighter
-    keras.utils.set_random_seed(config.seed)  # initialised as if built straight after seeding
-    return chosen, _build(chosen, chosen.weights, bfloat16)
+        return config, model
+    log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
+             "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
+             json.dumps(lighter.model_options))
+    keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
+    return lighter, _build(lighter, lighter.weights, bfloat16)
 
 
 def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
