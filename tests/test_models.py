@@ -82,6 +82,24 @@ def test_fernet_squeeze_excite_gates_every_block_and_exports(tiny_run, tmp_path)
     np.testing.assert_allclose(onnx_scores, model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_fernet_crop_sees_the_centre_only_and_exports(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.export import export_onnx
+
+    model = create_model("fernet", image_size=48, num_classes=4, blocks=(0, 1, 1, 1), crop=4)
+    assert model.input.shape[1:] == (48, 48, 1)  # the whole face in: preprocessing unchanged
+    assert [_layers_at(model, "Add", side) for side in (40, 20, 10, 5)] == [0, 1, 1, 1]
+    x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
+    border, centre = x.copy(), x.copy()
+    border[:, :4] = border[:, -4:] = border[:, :, :4] = border[:, :, -4:] = 0
+    centre[:, 4:44, 4:44] = 0
+    scores = model.predict(x, verbose=0)
+    np.testing.assert_allclose(model.predict(border, verbose=0), scores, atol=1e-6)
+    assert np.abs(model.predict(centre, verbose=0) - scores).max() > 1e-3
+    run = _copy_with_model(tiny_run, tmp_path / "crop", model)
+    np.testing.assert_allclose(load_backend(export_onnx(run)).predict(x), scores, atol=1e-5)
+
+
 def test_a_mirror_averaged_model_scores_a_face_as_its_mirror_image_and_exports(tiny_run, tmp_path):
     from ferkit.inference.backends import load_backend
     from ferkit.models.export import export_onnx
@@ -132,7 +150,10 @@ def test_tta_leaves_out_the_mirror_view_a_mirror_averaged_model_already_scores(t
     ({"blocks": (1, 1)}, "one width and one block count"),
     ({"blocks": (1, -1, 1, 1)}, "0 or more"),
     ({"se_ratio": 1.5}, "se_ratio"),
-    ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout, se_ratio"),
+    ({"crop": 17}, "crop is the pixels cut off each side of the 48-px face, 0 to 16"),
+    ({"crop": -1}, "got -1"),
+    ({"crop": 2.5}, "got 2.5"),
+    ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout, se_ratio, crop"),
 ])
 def test_bad_model_options(options, message):
     with pytest.raises(FerkitError, match=message):
