@@ -150,9 +150,14 @@ def test_tta_leaves_out_the_mirror_view_a_mirror_averaged_model_already_scores(t
     ({"blocks": (1, 1)}, "one width and one block count"),
     ({"blocks": (1, -1, 1, 1)}, "0 or more"),
     ({"se_ratio": 1.5}, "se_ratio"),
-    ({"crop": 17}, "crop is the pixels cut off each side of the 48-px face, 0 to 16"),
+    ({"crop": 17}, "crop is the whole number of pixels cut off each side of the 48-px face, 0 to 16 "
+                   r"\(at least 16 px left\), got 17"),
     ({"crop": -1}, "got -1"),
     ({"crop": 2.5}, "got 2.5"),
+    ({"crop": True}, "got True"),
+    ({"crop": "4"}, "got '4'"),
+    ({"crop": 9, "widths": (8, 16, 32, 64, 128), "blocks": (1, 1, 1, 1, 1)},
+     "0 to 8 .at least 32 px left"),
     ({"blockz": (1, 1, 1, 1)}, "no option 'blockz'; its options: widths, blocks, dropout, se_ratio, crop"),
 ])
 def test_bad_model_options(options, message):

@@ -11,14 +11,14 @@ adds squeeze-and-excitation to every block. `crop` cuts that many pixels off eve
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import layers
 
 from ferkit.errors import FerkitError
 from ferkit.models._blocks import classifier, face_input, load_local_weights
 from ferkit.models._registry import register_model
-
-MIN_SIDE = 16  # what crop leaves of a face: 2 px at the last of four stages
 
 
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
@@ -51,6 +51,15 @@ def residual_block(x, filters: int, strides: int = 1, se_ratio: float = 0.0):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
+def _check_crop(crop, image_size: int, stages: int) -> None:
+    """At least 2 px must be left for the last stage, after its stages - 1 halvings."""
+    least = 2 ** stages
+    most = max(0, (image_size - least) // 2)
+    if isinstance(crop, bool) or not isinstance(crop, numbers.Integral) or not 0 <= crop <= most:
+        raise FerkitError(f"fernet's crop is the whole number of pixels cut off each side of the "
+                          f"{image_size}-px face, 0 to {most} (at least {least} px left), got {crop!r}")
+
+
 @register_model
 def fernet(
     image_size: int,
@@ -64,20 +73,18 @@ def fernet(
 ) -> keras.Model:
     """`crop` > 0: the convs see only the face's centre, (image_size - 2 crop) px square, for about
     (1 - 2 crop / image_size)^2 of the multiply-adds. The input stays the whole face, so preprocessing,
-    the teacher and the exported model are unchanged, and in training the augmentation's random shift
-    moves the face under the fixed window: random crops in training, the centre at inference (the
-    40-px crops of 48-px faces of Khaireddin & Chen's 73% FER2013 network)."""
+    the teacher and the exported model are unchanged; with `augment` on, the augmentation's random
+    shift moves the face under the fixed window: random crops in training, the centre at inference
+    (the 40-px crops of 48-px faces of Khaireddin & Chen's 73% FER2013 network)."""
     if len(widths) != len(blocks) or any(count < 0 for count in blocks):
         raise FerkitError(f"fernet needs one width and one block count (0 or more) per stage, "
                           f"got widths {list(widths)} and blocks {list(blocks)}")
     if not 0 <= se_ratio <= 1:
         raise FerkitError(f"fernet's se_ratio is the squeeze's share of a block's channels, 0 (off) to 1, "
                           f"got {se_ratio}")
-    if not isinstance(crop, int) or not 0 <= crop <= (image_size - MIN_SIDE) // 2:
-        raise FerkitError(f"fernet's crop is the pixels cut off each side of the {image_size}-px face, "
-                          f"0 to {(image_size - MIN_SIDE) // 2} (at least {MIN_SIDE} px left), got {crop}")
+    _check_crop(crop, image_size, stages=len(widths))
     inputs = face_input(image_size)
-    x = layers.Rescaling(1 / 255)(layers.Cropping2D(crop)(inputs) if crop else inputs)
+    x = layers.Rescaling(1 / 255)(layers.Cropping2D(int(crop))(inputs) if crop else inputs)
     x = _conv_bn(x, widths[0])
     for stage, (width, count) in enumerate(zip(widths, blocks)):
         for i in range(count):
