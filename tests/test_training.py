@@ -445,6 +445,10 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
     ([], {}, "no recipes to compare"),
     (["seed-custom", "deep.toml"], {"deep.toml": 'base = "default"\n[model_options]\nblokcs = [1, 1, 1, 1]\n'},
      "has no option 'blokcs'"),
+    (["seed-custom", "cropped.toml"], {"cropped.toml": 'base = "default"\n[model_options]\ncrop = 30\n'},
+     "crop is the whole number of pixels"),  # a value only the builder knows is wrong
+    (["seed-custom", "gated.toml"], {"gated.toml": 'base = "default"\n[fallback_model_options]\nse_ratio = 2\n'},
+     "se_ratio is the squeeze's share"),  # in the network that trains only on a slow machine
     (["seed-custom", "taught.toml"], {"taught.toml": 'base = "default"\nteacher = "no/such/run"\n'}, "model not found"),
     (["seed-custom", "tuned.toml"], {"tuned.toml": 'base = "seed-vgg19"\nweights = "no/such.h5"\n'},
      "weights file not found"),
@@ -502,6 +506,21 @@ def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones()
     for weights in ("imagenet", "none"):  # custom and fernet have no ImageNet weights to take
         configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights}, Path("cmp"))
         assert [c.weights for c in configs] == ["none", weights, "none"]
+
+
+def test_compare_says_which_recipe_trained_its_fallback(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.training import budget
+    from ferkit.training.compare import compare
+
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)  # its own network: too slow
+    (tmp_path / "slow.toml").write_text('base = "seed-custom"\ntime_limit = 30\n[fallback_model_options]\n'
+                                        'filters = [8, 16]\n')
+    rows = compare(synthetic_folder, ["seed-custom", str(tmp_path / "slow.toml")], tmp_path / "cmp", epochs=1,
+                   classes=CLASSES, verbose=0)
+    assert [row["fallback"] for row in rows] == ["", '{"filters": [8, 16]}']  # seed-custom has no time limit
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| seed-custom | custom |" in table and "| slow | custom (fallback) |" in table
+    assert 'slow: trained its lighter fallback network {"filters": [8, 16]}' in table
 
 
 def _gradient_faces(n: int = 16) -> np.ndarray:

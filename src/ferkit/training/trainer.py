@@ -58,9 +58,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     config, run = _resolve(data, config, resume, output, overrides)
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
-    model = _build(config, config.weights, bfloat16)  # a typo here fails before the data loads
+    model = build_model(config, config.weights, bfloat16)  # a typo here fails before the data loads
     if config.fallback_model_options:  # and one in the fallback's, even on a machine that never trains it
-        _build(config.with_fallback(), "none", bfloat16)
+        build_model(config.with_fallback(), "none", bfloat16)
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
@@ -127,7 +127,7 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     return splits, data.skipped, left_out
 
 
-def _build(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
+def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
     """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     try:
@@ -147,7 +147,7 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     if (not config.time_limit or lighter.model_options == config.model_options
             or _use_features(model, config)):  # a frozen backbone trains its head alone: nothing to time
         return config, model
-    probe = techniques.with_augmentation(_build(config, "none", bfloat16), techniques.augmentation(config))
+    probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
     steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
     probe.compile(optimizer=techniques.optimizer(config, steps)[0], loss="sparse_categorical_crossentropy")
     batch = slice(0, config.batch_size)
@@ -163,14 +163,14 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
              "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
              json.dumps(lighter.model_options))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
-    return lighter, _build(lighter, lighter.weights, bfloat16)
+    return lighter, build_model(lighter, lighter.weights, bfloat16)
 
 
 def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
     and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading).
     Mirror-averaged when the recipe says so."""
-    plain = _build(config, "none", mixed_precision=False)
+    plain = build_model(config, "none", mixed_precision=False)
     plain.set_weights(model.get_weights())
     return mirror_averaged(plain) if config.mirror_average else plain
 
