@@ -39,14 +39,15 @@ def narrow(model: onnx.ModelProto, bound: int) -> int:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
 
-    def rescale(dequantize: onnx.NodeProto, grid: np.dtype, clip: int | None) -> None:
-        if dequantize.op_type != "DequantizeLinear" or any(
-                name not in initializers or readers[name] != 1 for name in dequantize.input[:2]):
-            raise SystemExit(f"{dequantize.name}: expected a DequantizeLinear of constants that only one "
-                             "layer reads (ONNX Runtime's quantize_static, QDQ format)")
+    def rescale(dequantize: onnx.NodeProto | None, grid: np.dtype, clip: int | None) -> None:
+        if dequantize is None or dequantize.op_type != "DequantizeLinear" or any(
+                name not in initializers or readers[name] != 1 for name in dequantize.input):
+            raise SystemExit(f"{getattr(dequantize, 'name', 'a weight')}: expected a DequantizeLinear of "
+                             "constants that only one layer reads (ONNX Runtime's quantize_static, QDQ format)")
         values, scale = (numpy_helper.to_array(initializers[name]) for name in dequantize.input[:2])
-        if values.dtype != grid:
-            raise SystemExit(f"{dequantize.name}: expected {grid} values, got {values.dtype}")
+        zero = numpy_helper.to_array(initializers[dequantize.input[2]]) if len(dequantize.input) > 2 else 0
+        if values.dtype != grid or np.any(zero != 0):
+            raise SystemExit(f"{dequantize.name}: expected symmetric {grid} values (zero point 0)")
         narrowed = np.round(values.astype(np.float64) * factor)
         if clip is not None:
             narrowed = np.clip(narrowed, -clip, clip)
@@ -55,9 +56,13 @@ def narrow(model: onnx.ModelProto, bound: int) -> int:
 
     layers = [node for node in graph.node if node.op_type in ("Conv", "Gemm")]
     for node in layers:
-        rescale(producer[node.input[1]], np.dtype(np.int8), bound)
+        rescale(producer.get(node.input[1]), np.dtype(np.int8), bound)
         if len(node.input) > 2 and node.input[2]:
-            rescale(producer[node.input[2]], np.dtype(np.int32), clip=None)
+            rescale(producer.get(node.input[2]), np.dtype(np.int32), clip=None)
+    left = [tensor.name for tensor in graph.initializer if tensor.data_type == onnx.TensorProto.INT8
+            and np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max(initial=0) > bound]
+    if left:  # int8 weights of layers other than Conv and Gemm (MatMul, ...)
+        raise SystemExit(f"weights of other layers left full-range: {', '.join(left[:5])}")
     return len(layers)
 
 

@@ -72,8 +72,9 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
                           "give compare another --output")
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
-        for network in (config, config.with_fallback()):  # built, so that bad option values fail too
-            build_model(network, "none", mixed_precision=False)
+        build_model(config, "none", mixed_precision=False)  # built, so that bad option values fail too
+        if config.fallback_model_options:
+            build_model(config.with_fallback(), "none", mixed_precision=False)
         distill.check_teacher(config, None)
     notes = [f"{config.recipe}: {distill.TEACHER_SAW_TEST}" for config in configs if distill.teacher_saw_test(config)]
     for note in notes:
