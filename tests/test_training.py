@@ -377,6 +377,9 @@ def test_recipes_ship_and_resolve():
     ({"fractions": ["a", "b", "c"]}, "fractions must be three numbers"),
     ({"model_options": 3}, "model_options must be a table of options"),
     ({"fallback_model_options": [0, 1, 1, 1]}, "fallback_model_options must be a table of options"),
+    ({"fallback_image_size": -8}, "fallback_image_size must be >= 0"),
+    ({"fallback_image_size": 24}, "model fernet needs fallback_image_size >= 32, got 24"),
+    ({"fallback_image_size": 64}, r"fallback_image_size \(64\) is larger than image_size \(48\)"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):
@@ -513,14 +516,14 @@ def test_compare_says_which_recipe_trained_its_fallback(synthetic_folder, tmp_pa
     from ferkit.training.compare import compare
 
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)  # its own network: too slow
-    (tmp_path / "slow.toml").write_text('base = "seed-custom"\ntime_limit = 30\n[fallback_model_options]\n'
-                                        'filters = [8, 16]\n')
+    (tmp_path / "slow.toml").write_text('base = "seed-custom"\ntime_limit = 30\nfallback_image_size = 32\n'
+                                        '[fallback_model_options]\nfilters = [8, 16]\n')
     rows = compare(synthetic_folder, ["seed-custom", str(tmp_path / "slow.toml")], tmp_path / "cmp", epochs=1,
                    classes=CLASSES, verbose=0)
-    assert [row["fallback"] for row in rows] == ["", '{"filters": [8, 16]}']  # seed-custom has no time limit
+    assert [row["fallback"] for row in rows] == ["", '{"filters": [8, 16]} on 32-px faces']  # seed-custom: no limit
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| seed-custom | custom |" in table and "| slow | custom (fallback) |" in table
-    assert 'slow: trained its lighter fallback network {"filters": [8, 16]}' in table
+    assert 'slow: trained its lighter fallback network {"filters": [8, 16]} on 32-px faces' in table
 
 
 def _gradient_faces(n: int = 16) -> np.ndarray:

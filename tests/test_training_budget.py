@@ -162,6 +162,17 @@ def _never(*args, **kwargs):
     raise AssertionError("timed a step")
 
 
+def test_a_fallback_may_train_on_smaller_faces(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.inference.backends import load_backend
+
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)
+    run = train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=30, fallback_image_size=32,
+                output=tmp_path / "run", **FAST).run_dir
+    assert json.loads((run / "config.json").read_text())["image_size"] == 32
+    assert keras.models.load_model(run / "model.keras").input_shape == (None, 32, 32, 1)
+    assert load_backend(run).info.image_size == 32  # the export, which inference resizes faces for
+
+
 def test_without_a_time_limit_nothing_is_timed(synthetic_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "seconds_per_step", _never)
     run = train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=0,
@@ -199,3 +210,9 @@ def test_a_recipe_that_changes_the_network_drops_the_fallback_of_its_base(tmp_pa
     assert TrainConfig.from_recipe(str(tmp_path / "longer.toml")).fallback_model_options == {"blocks": [0, 1, 1, 1]}
     (tmp_path / "mine.toml").write_text('base = "default"\n[model_options]\nblocks = [1, 1, 1, 1]\n')
     assert TrainConfig.from_recipe(str(tmp_path / "mine.toml")).fallback_model_options == {}
+    (tmp_path / "small.toml").write_text('base = "default"\nfallback_image_size = 40\n')
+    for changes, kept in (('epochs = 30', 40), ('image_size = 64', 0), ('[model_options]\nblocks = [1, 1, 1, 1]', 0)):
+        (tmp_path / "child.toml").write_text(f'base = "small.toml"\n{changes}\n')
+        assert TrainConfig.from_recipe(str(tmp_path / "child.toml")).fallback_image_size == kept, changes
+    assert TrainConfig.from_recipe(str(tmp_path / "small.toml"), image_size=64).fallback_image_size == 0  # a flag
+    assert TrainConfig.from_recipe(str(tmp_path / "small.toml"), epochs=3).fallback_image_size == 40

@@ -8,7 +8,6 @@ figure with every recipe's validation curves overlaid.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from ferkit.models import check_model
 from ferkit.runs import RunDir, default_path, load_keras_model
 from ferkit.training import distill
 from ferkit.training.config import TrainConfig, load_recipe
-from ferkit.training.trainer import build_model, train
+from ferkit.training.trainer import build_model, describe_fallback, train
 
 log = logging.getLogger("ferkit")
 PROTOCOL = ("classes", "split", "fractions", "seed")  # what every compared recipe must share
@@ -73,7 +72,7 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
         build_model(config, "none", mixed_precision=False)  # built, so that bad option values fail too
-        if config.fallback_model_options:
+        if config.has_fallback:
             build_model(config.with_fallback(), "none", mixed_precision=False)
         distill.check_teacher(config, None)
     notes = [f"{config.recipe}: {distill.TEACHER_SAW_TEST}" for config in configs if distill.teacher_saw_test(config)]
@@ -92,24 +91,19 @@ def _config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
 
 def _row(config: TrainConfig, result) -> dict[str, Any]:
     model, info = load_keras_model(result.run_dir)
-    trained = info.config.get("model_options", {})  # the fallback's where the recipe's was too slow
     faces = np.random.default_rng(0).uniform(0, 255, (256, info.image_size, info.image_size, 1)).astype(np.float32)
     model.predict(faces[:64], batch_size=64, verbose=0)  # warm-up
     start = time.perf_counter()
     model.predict(faces, batch_size=64, verbose=0)
     m = result.metrics
     return {"recipe": config.recipe, "model": info.config["model"],
-            "fallback": json.dumps(trained) if _as_json(trained) != _as_json(config.model_options) else "",
+            "fallback": describe_fallback(config, info.config.get("model_options", {}), info.image_size),
             "interrupted": result.interrupted,
             "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             **{f"f1_{name}": v["f1"] for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
             "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
-
-
-def _as_json(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True)  # tuples and lists alike
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:

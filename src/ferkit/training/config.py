@@ -47,8 +47,10 @@ class TrainConfig:
     time_limit: float = 0.0
     # With a time limit: options that replace some of `model_options` when a few training steps,
     # timed before the first epoch, say that fewer than three quarters of `epochs` would fit (a
-    # lighter network for slow CPUs; ferkit.training.trainer). Empty: the network is always the same.
+    # lighter network for slow CPUs; ferkit.training.trainer), and the smaller faces it then trains
+    # on (0: image_size). Neither set: the network is always the same.
     fallback_model_options: dict[str, Any] = field(default_factory=dict)
+    fallback_image_size: int = 0
     # The epoch kept: lowest val_loss (the seed's) or highest val_accuracy. With label smoothing and a
     # long cosine schedule, val_loss bottoms out early while accuracy still climbs to the last epoch.
     checkpoint_on: str = "val_loss"
@@ -89,18 +91,22 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name, low, high in (("early_stopping", 0, None), ("warmup_epochs", 0, None), ("weight_decay", 0, None),
+        for name, low, high in (("early_stopping", 0, None), ("fallback_image_size", 0, None), ("warmup_epochs", 0, None), ("weight_decay", 0, None),
                                 ("label_smoothing", 0, 0.99), ("erasing", 0, 1)):
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 raise FerkitError(f"{name} must be {f'{low} to {high}' if high else f'>= {low}'}, got {value}")
-        if self.image_size < 32 and self.model != "custom":
-            raise FerkitError(f"model {self.model} needs image_size >= 32, got {self.image_size}")
+        for name in ("image_size", "fallback_image_size"):  # a fallback_image_size of 0 is the recipe's own
+            if 0 < getattr(self, name) < 32 and self.model != "custom":
+                raise FerkitError(f"model {self.model} needs {name} >= 32, got {getattr(self, name)}")
         choices = {"split": SPLITS, "class_weight": CLASS_WEIGHTS, "schedule": SCHEDULES,
                    "checkpoint_on": CHECKPOINT_ON, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FerkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.fallback_image_size > self.image_size:
+            raise FerkitError(f"fallback_image_size ({self.fallback_image_size}) is larger than image_size "
+                              f"({self.image_size}): a fallback is lighter (0 keeps image_size)")
         if not self.time_limit >= 0:
             raise FerkitError(f"time_limit must be minutes >= 0 (0: no limit), got {self.time_limit}")
         if not self.learning_rate > 0:
@@ -136,10 +142,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def has_fallback(self) -> bool:
+        fallback = self.with_fallback()
+        return (fallback.model_options, fallback.image_size) != (self.model_options, self.image_size)
+
     def with_fallback(self) -> TrainConfig:
-        """This configuration training its fallback network (`fallback_model_options` in force)."""
+        """This configuration training its fallback network (`fallback_model_options` in force, on
+        faces of `fallback_image_size` when set)."""
         options = {**self.model_options, **self.fallback_model_options}
-        return TrainConfig.from_dict({**self.to_dict(), "model_options": options})
+        return TrainConfig.from_dict({**self.to_dict(), "model_options": options,
+                                      "image_size": self.fallback_image_size or self.image_size})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -152,8 +165,8 @@ class TrainConfig:
     @classmethod
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
         """The recipe's values, then every override that is not None."""
-        values = {**load_recipe(recipe), **{k: v for k, v in overrides.items() if v is not None}}
-        return cls.from_dict(values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls.from_dict({**_without_stale_fallback(load_recipe(recipe), given), **given})
 
 
 def list_recipes() -> list[str]:
@@ -185,9 +198,15 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
     base = values.pop("base", None)
     inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
-    if "model" in values or "model_options" in values:  # a fallback lightens the network it came with
-        inherited.pop("fallback_model_options", None)
-    return {**inherited, "recipe": name, **values}
+    return {**_without_stale_fallback(inherited, values), "recipe": name, **values}
+
+
+def _without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
+    changes those drops the fallback it would otherwise inherit."""
+    stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & set(changes)
+             else {"fallback_image_size"} if "image_size" in changes else set())
+    return {key: value for key, value in values.items() if key not in stale}
 
 
 def _relative(base: str, recipe: str) -> str:

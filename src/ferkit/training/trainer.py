@@ -59,7 +59,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     model = build_model(config, config.weights, bfloat16)  # a typo here fails before the data loads
-    if config.fallback_model_options:  # and one in the fallback's, even on a machine that never trains it
+    if config.has_fallback:  # and one in the fallback's, even on a machine that never trains it
         build_model(config.with_fallback(), "none", bfloat16)
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
@@ -127,6 +127,17 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     return splits, data.skipped, left_out
 
 
+def describe_fallback(config: TrainConfig, options: dict[str, Any], image_size: int) -> str:
+    """A network trained instead of `config`'s, in words ("" if it is the same one)."""
+    words = [json.dumps(options)] if _as_json(options) != _as_json(config.model_options) else []
+    words += [f"on {image_size}-px faces"] if image_size != config.image_size else []
+    return " ".join(words)
+
+
+def _as_json(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)  # tuples and lists alike
+
+
 def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
     """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
@@ -144,7 +155,7 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     network learned more (benchmarks/ablations/README.md, "TensorFlow's oneDNN kernels, and a
     lighter network"). The probe runs after the teacher's pass, so what is left of the limit is known."""
     lighter = config.with_fallback()
-    if (not config.time_limit or lighter.model_options == config.model_options
+    if (not config.time_limit or not config.has_fallback
             or _use_features(model, config)):  # a frozen backbone trains its head alone: nothing to time
         return config, model
     probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
@@ -160,8 +171,8 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
                  config.time_limit, fit, config.epochs, mine, step)
         return config, model
     log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
-             "recipe's lighter %s instead", config.time_limit, fit, config.epochs, mine, step,
-             json.dumps(lighter.model_options))
+             "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
+             describe_fallback(config, lighter.model_options, lighter.image_size))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
