@@ -91,7 +91,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) < 1:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name, low, high in (("early_stopping", 0, None), ("fallback_image_size", 0, None), ("warmup_epochs", 0, None), ("weight_decay", 0, None),
+        for name, low, high in (("early_stopping", 0, None), ("fallback_image_size", 0, None),
+                                ("warmup_epochs", 0, None), ("weight_decay", 0, None),
                                 ("label_smoothing", 0, 0.99), ("erasing", 0, 1)):
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
