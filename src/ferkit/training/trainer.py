@@ -26,6 +26,7 @@ from ferkit.models import create_model
 from ferkit.models.mirror import mirror_averaged
 from ferkit.runs import RunDir, write_json
 from ferkit.training import budget, distill, precision, techniques
+from ferkit.training.batches import ShuffledBatches
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
 
@@ -236,10 +237,11 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     ctrl_c = _StopOnCtrlC()
     try:
         trainer.fit(
-            x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
-            validation_data=(x_val, targets(splits.val.labels)),
-            epochs=config.epochs, batch_size=config.batch_size, verbose=verbose,
-            sample_weight=techniques.sample_weights(config, splits.train.labels),
+            ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
+                            techniques.sample_weights(config, splits.train.labels),
+                            batch_size=config.batch_size, seed=config.seed),
+            validation_data=(x_val, targets(splits.val.labels)), shuffle=False,  # the batches shuffle
+            epochs=config.epochs, verbose=verbose,
             callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
         )
         interrupted = ctrl_c.requested

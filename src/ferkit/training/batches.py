@@ -1,0 +1,54 @@
+"""The training faces as shuffled batches for `model.fit`, without TensorFlow's idle epoch starts.
+
+Given numpy arrays, Keras on TensorFlow builds a tf.data iterator per epoch, and dropping the
+last epoch's one waits for tf.data's autotuning thread, which sleeps for up to a minute at a time:
+on a 2-core CPU 0-60 s of every epoch passed with nothing running (a 40-px epoch of 138 s took
+up to 208; benchmarks/bench_epoch_start.py). A `keras.utils.PyDataset` read by two worker threads
+makes Keras switch that autotuning off, and the same class feeds JAX and PyTorch unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+# Threads that slice batches ahead of the training step. Two, because Keras' PyDataset switches
+# tf.data's autotuning off only with more than one (keras.src.trainers.data_adapters.py_dataset_adapter).
+WORKERS = 2
+
+
+class ShuffledBatches(keras.utils.PyDataset):
+    """`x`, `y` and optional per-face `sample_weight` in batches, reshuffled for every epoch.
+
+    The order comes from `seed`, so a run is repeatable on every backend; the last batch is the
+    remainder, as in `fit` on arrays.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
+                 batch_size: int, seed: int):
+        super().__init__(workers=WORKERS)
+        if not len(x) == len(y) == (len(x) if sample_weight is None else len(sample_weight)):
+            raise ValueError(f"{len(x)} faces, {len(y)} targets and "
+                             f"{len(sample_weight) if sample_weight is not None else 'no'} weights")
+        if batch_size < 1 or len(x) == 0:
+            raise ValueError(f"batches of {batch_size} from {len(x)} faces")
+        self.arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+        self.batch_size = batch_size
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._order) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        # Sorted: reading rows in memory order is faster, and a batch's order does not matter.
+        rows = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        return tuple(array[rows] for array in self.arrays)
+
+    def on_epoch_end(self) -> None:
+        """Keras calls this after the epoch's workers have stopped, so no batch sees half a shuffle."""
+        self._order = self._rng.permutation(len(self._order))
