@@ -2,9 +2,10 @@
 
 Given numpy arrays, Keras on TensorFlow builds a tf.data iterator per epoch, and dropping the
 last epoch's one waits for tf.data's autotuning thread, which sleeps for up to a minute at a time:
-on a 2-core CPU 0-60 s of every epoch passed with nothing running (a 40-px epoch of 138 s took
+on a 2-core CPU 0-60 s of many epochs passed with nothing running (a 40-px epoch of 138 s took
 up to 208; benchmarks/bench_epoch_start.py). A `keras.utils.PyDataset` read by two worker threads
-makes Keras switch that autotuning off, and the same class feeds JAX and PyTorch unchanged.
+makes Keras switch that autotuning off. JAX and PyTorch have no tf.data, and there the batches
+are read in order by the training loop itself (see `workers`).
 """
 
 from __future__ import annotations
@@ -14,21 +15,25 @@ import math
 import keras
 import numpy as np
 
-# Threads that slice batches ahead of the training step. Two, because Keras' PyDataset switches
-# tf.data's autotuning off only with more than one (keras.src.trainers.data_adapters.py_dataset_adapter).
-WORKERS = 2
+
+def workers() -> int:
+    """Threads that slice batches ahead of the step: two on TensorFlow, as Keras switches tf.data's
+    autotuning off only with more than one (keras.src.trainers.data_adapters.py_dataset_adapter).
+    None elsewhere: there Keras pulls a batch before the first epoch, and its workers' queue then
+    carries batches of one epoch's order into the next."""
+    return 2 if keras.backend.backend() == "tensorflow" else 1
 
 
 class ShuffledBatches(keras.utils.PyDataset):
     """`x`, `y` and optional per-face `sample_weight` in batches, reshuffled for every epoch.
 
-    The order comes from `seed`, so a run is repeatable on every backend; the last batch is the
-    remainder, as in `fit` on arrays.
+    The order comes from `seed`, so a run is repeatable (a resumed one starts again from the first
+    epoch's order, as `fit` on arrays did); the last batch is the remainder, as there.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, *,
                  batch_size: int, seed: int):
-        super().__init__(workers=WORKERS)
+        super().__init__(workers=workers())
         if not len(x) == len(y) == (len(x) if sample_weight is None else len(sample_weight)):
             raise ValueError(f"{len(x)} faces, {len(y)} targets and "
                              f"{len(sample_weight) if sample_weight is not None else 'no'} weights")
@@ -50,5 +55,6 @@ class ShuffledBatches(keras.utils.PyDataset):
         return tuple(array[rows] for array in self.arrays)
 
     def on_epoch_end(self) -> None:
-        """Keras calls this after the epoch's workers have stopped, so no batch sees half a shuffle."""
+        """A new order object rather than a shuffle in place: Keras stops the workers before this
+        without waiting for a batch still being sliced, which then reads the old order whole."""
         self._order = self._rng.permutation(len(self._order))

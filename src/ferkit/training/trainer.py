@@ -240,8 +240,8 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
                             techniques.sample_weights(config, splits.train.labels),
                             batch_size=config.batch_size, seed=config.seed),
-            validation_data=(x_val, targets(splits.val.labels)), shuffle=False,  # the batches shuffle
-            epochs=config.epochs, verbose=verbose,
+            validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
+            shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
             callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
         )
         interrupted = ctrl_c.requested
