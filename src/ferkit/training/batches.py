@@ -2,10 +2,10 @@
 
 Given numpy arrays, Keras on TensorFlow builds a tf.data iterator per epoch, and dropping the
 last epoch's one waits for tf.data's autotuning thread, which sleeps for up to a minute at a time:
-on a 2-core CPU 0-60 s of many epochs passed with nothing running (a 40-px epoch of 138 s took
-up to 208; benchmarks/bench_epoch_start.py). A `keras.utils.PyDataset` read by two worker threads
-makes Keras switch that autotuning off. JAX and PyTorch have no tf.data, and there the batches
-are read in order by the training loop itself (see `workers`).
+on a 2-core CPU the process sat idle for 52 of 151 s over four epochs (benchmarks/bench_epoch_start.py),
+and for about a minute in some of the default recipe's epochs. A `keras.utils.PyDataset` read by
+two worker threads makes Keras switch that autotuning off. JAX and PyTorch have no tf.data, and
+there the batches are read in order by the training loop itself (see `workers`).
 """
 
 from __future__ import annotations
