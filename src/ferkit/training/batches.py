@@ -19,8 +19,8 @@ import numpy as np
 def workers() -> int:
     """Threads that slice batches ahead of the step: two on TensorFlow, as Keras switches tf.data's
     autotuning off only with more than one (keras.src.trainers.data_adapters.py_dataset_adapter).
-    None elsewhere: there Keras pulls a batch before the first epoch, and its workers' queue then
-    carries batches of one epoch's order into the next."""
+    One elsewhere, which Keras reads without threads: there it pulls a batch before the first
+    epoch, and a workers' queue would then carry batches of one epoch's order into the next."""
     return 2 if keras.backend.backend() == "tensorflow" else 1
 
 
@@ -50,7 +50,7 @@ class ShuffledBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
-        # Sorted: reading rows in memory order is faster, and a batch's order does not matter.
+        # Sorted, so the rows are read in memory order; the order within a batch does not matter.
         rows = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
         return tuple(array[rows] for array in self.arrays)
 
