@@ -10,10 +10,10 @@ there the batches are read in order by the training loop itself (see `workers`).
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
+
+from ferkit.training.techniques import steps_per_epoch
 
 
 def workers() -> int:
@@ -45,7 +45,7 @@ class ShuffledBatches(keras.utils.PyDataset):
         self._order = self._rng.permutation(len(x))
 
     def __len__(self) -> int:
-        return math.ceil(len(self._order) / self.batch_size)
+        return steps_per_epoch(len(self._order), self.batch_size)  # the count the schedule is planned on
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         if not 0 <= index < len(self):
