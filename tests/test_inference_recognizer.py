@@ -202,11 +202,21 @@ def test_int8_export_is_smaller_and_close(tiny_run, tmp_path):
     assert (quantized.predict(batch).argmax(1) == plain.predict(batch).argmax(1)).mean() >= 0.9
 
 
-def test_int8_models_run_on_kernels_that_do_not_saturate(tiny_run):
+@pytest.mark.parametrize("flags, exact", [("fma avx2", True), ("avx2 avx512f avx512_vnni", False),
+                                          ("avx2 avx_vnni", False)])
+def test_int8_models_run_on_kernels_that_do_not_saturate(tiny_run, tmp_path, monkeypatch, flags, exact):
     """AVX2-only CPUs saturate in ONNX Runtime's default u8s8 kernels (the int8 test above then
-    failed there, 0.85 of labels kept); the session asks for the u8u8 ones."""
-    session = load_backend(tiny_run / "model.onnx")._session
-    assert session.get_session_options().get_session_config_entry("session.x64quantprecision") == "1"
+    failed there, 0.85 of labels kept): the session asks for the u8u8 ones there, and only there."""
+    from ferkit import hardware
+
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
+    options = load_backend(tiny_run / "model.onnx")._session.get_session_options()
+    if exact:
+        assert options.get_session_config_entry("session.x64quantprecision") == "1"
+    else:
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry("session.x64quantprecision")
 
 
 def test_unknown_quantization(tiny_run):

@@ -12,6 +12,7 @@ import sys
 import keras
 import pytest
 
+from ferkit import hardware
 from ferkit.training import TrainConfig, precision, train
 
 AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -32,7 +33,7 @@ def test_no_cpuinfo_means_no_native_bfloat16(tmp_path):
     (AMX, "", True), (AVX2, "", False), (AVX2, "gpu:0", True)])
 def test_auto_follows_the_hardware_and_says_so(tmp_path, monkeypatch, caplog, cpuinfo, device, expected):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
-    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
     monkeypatch.setattr(precision, "accelerator", lambda: device)
     with caplog.at_level(logging.INFO, logger="ferkit"):
         assert precision.use_bfloat16("auto") is expected

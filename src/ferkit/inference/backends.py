@@ -15,10 +15,17 @@ from typing import Protocol
 import numpy as np
 
 from ferkit.errors import FerkitError
+from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model
 
 DEFAULT_MODEL = "default"
+# int8 models: on x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's fast u8s8 kernels add pairs of
+# products in 16 bits and saturate, and the bundled model lost 0.5 points on PublicTest there (0.6829
+# against 0.6877); its exact u8u8 kernels (`session.x64quantprecision`) are asked for where the CPU
+# reports none of these flags. CPUs with them accumulate in 32 bits, where u8s8 is exact and faster
+# (benchmarks/bench_int8_kernels.py). No-op on other architectures.
+VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 CHUNK = 256  # faces per forward pass: bounds memory when a whole data set is predicted at once
 
 
@@ -85,11 +92,8 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
         options.inter_op_num_threads = 1
-        # int8 models: on x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's fast u8s8 kernels saturate,
-        # and the bundled model lost 0.5 points on PublicTest there (0.6829 against 0.6877); the u8u8
-        # kernels this asks for give the same labels as VNNI CPUs, but slower there (a PublicTest
-        # evaluation took 30.5 s against 21.4, data loading included). No-op elsewhere.
-        options.add_session_config_entry("session.x64quantprecision", "1")
+        if not cpu_flags(VNNI_CPU_FLAGS):
+            options.add_session_config_entry("session.x64quantprecision", "1")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import keras
 
+from ferkit.hardware import cpu_flags
+
 log = logging.getLogger("ferkit")
 
 # CPU flags (as Linux names them in /proc/cpuinfo) of native bfloat16 matrix arithmetic.
 BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def use_bfloat16(setting: str) -> bool:
@@ -54,9 +55,4 @@ def accelerator() -> str:
 
 def cpu_bfloat16_flags(cpuinfo: Path | None = None) -> list[str]:
     """The native-bfloat16 flags this CPU reports; none where /proc/cpuinfo is absent (not Linux)."""
-    try:
-        text = (cpuinfo or CPUINFO).read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
+    return cpu_flags(BFLOAT16_CPU_FLAGS, cpuinfo)

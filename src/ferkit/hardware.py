@@ -1,0 +1,23 @@
+"""What this machine's CPU computes natively, as Linux lists it in /proc/cpuinfo.
+
+Training (bfloat16 or float32) and inference (which int8 kernels are exact) each choose the faster
+arithmetic that is right on this CPU. Where no flags can be read (macOS, Windows, containers
+without /proc) none are reported, and each falls back to the choice that is right everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
+    """Those of the flags `wanted` that this CPU reports, in the order asked."""
+    try:
+        text = (cpuinfo or CPUINFO).read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in wanted if flag in flags]

@@ -1,0 +1,24 @@
+"""CPU flags from /proc/cpuinfo (ferkit.hardware)."""
+
+from __future__ import annotations
+
+from ferkit.hardware import cpu_flags
+
+CPUINFO = ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+           "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+
+
+def test_the_flags_asked_for_that_the_cpu_reports_in_the_order_asked(tmp_path):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert cpu_flags(("amx_int8", "avx512_vnni", "avx2"), tmp_path / "cpuinfo") == ["avx512_vnni", "avx2"]
+
+
+def test_a_flag_is_a_whole_word_not_part_of_one(tmp_path):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert cpu_flags(("avx512", "vnni"), tmp_path / "cpuinfo") == []
+
+
+def test_no_cpuinfo_or_no_flags_line_means_no_flags(tmp_path):
+    assert cpu_flags(("avx2",), tmp_path / "absent") == []
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert cpu_flags(("fp",), tmp_path / "arm") == []
