@@ -14,10 +14,14 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
-    """Those of the flags `wanted` that this CPU reports, in the order asked."""
+    """Those of the flags `wanted` that this CPU reports, in the order asked.
+
+    Read up to the first core's flags line only: the kernel writes the file core by core as it is
+    read, so on a machine with hundreds of cores the rest would be generated for nothing.
+    """
     try:
-        text = (cpuinfo or CPUINFO).read_text()
+        with (cpuinfo or CPUINFO).open() as lines:
+            flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     except OSError:
         return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return [flag for flag in wanted if flag in flags]
