@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import keras
@@ -18,6 +20,7 @@ from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
 from ferkit.training import TrainConfig, list_recipes, load_recipe, train
 from ferkit.training import techniques
+from ferkit.training.batches import ShuffledBatches
 
 CLASSES = "angry,happy,sad,surprise"
 FAST = dict(classes=CLASSES, split="official", epochs=4, batch_size=32, learning_rate=0.003, verbose=0)
@@ -119,16 +122,27 @@ class _CtrlCAt(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def _held_batches() -> set:
+    """Training batches that hold faces, and Keras threads that queue batches (`Worker_<id>`)."""
+    gc.collect()
+    return ({o for o in gc.get_objects() if isinstance(o, ShuffledBatches) and o.arrays}
+            | {t for t in threading.enumerate() if t.name.startswith("Worker_")})
+
+
 def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN, not Python's handler, in a background job
-    result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[_CtrlCAt(1)], **FAST)
+    held = _held_batches()  # other tests' batches, which they may still hold
+    result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[_CtrlCAt(1)],
+                   **{**FAST, "batch_size": 8})  # more batches than Keras queues ahead (10)
     assert result.interrupted and (run / "model.keras").is_file()
+    assert _held_batches() <= held  # else each interrupted run in a notebook keeps its faces
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]  # the cut epoch is the last
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C handed back
     second = train(resume=run, verbose=0)  # fit ended normally, yet the backup must survive it
     assert not second.interrupted and not (run / "checkpoints" / "backup").exists()
+    assert _held_batches() <= held  # TensorFlow keeps the batches reachable after fit; not the faces
     with open(run / "history.csv") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
 

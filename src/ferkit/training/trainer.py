@@ -235,11 +235,12 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     if config.time_limit:
         callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
     ctrl_c = _StopOnCtrlC()
+    batches = ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
+                              techniques.sample_weights(config, splits.train.labels),
+                              batch_size=config.batch_size, seed=config.seed)
     try:
         trainer.fit(
-            ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
-                            techniques.sample_weights(config, splits.train.labels),
-                            batch_size=config.batch_size, seed=config.seed),
+            batches,
             validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
             shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
             callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
@@ -249,6 +250,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         interrupted = True
     finally:
         ctrl_c.restore()
+        batches.release()
     if not interrupted:  # finished (all epochs, time limit or early stopping): nothing left to resume
         shutil.rmtree(run.backup, ignore_errors=True)
     if interrupted:
