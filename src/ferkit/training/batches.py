@@ -10,12 +10,18 @@ there the batches are read in order by the training loop itself (see `workers`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import keras
 import numpy as np
 
 from ferkit.training.techniques import steps_per_epoch
+
+try:  # Keras' own class, not its public API: without it `release` leaves the thread (below) alone
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetEnqueuer
+except ImportError:
+    PyDatasetEnqueuer = None
 
 
 def workers() -> int:
@@ -70,9 +76,9 @@ class ShuffledBatches(keras.utils.PyDataset):
         ends that epoch, so Keras leaves the thread that queues its batches blocked on a full
         queue; Keras keeps no handle on it, hence the search of the live objects (0.15 s).
         """
-        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetEnqueuer
-
-        for enqueuer in [o for o in gc.get_objects() if isinstance(o, PyDatasetEnqueuer)]:
+        enqueuers = [o for o in gc.get_objects() if isinstance(o, PyDatasetEnqueuer)] if PyDatasetEnqueuer else []
+        for enqueuer in enqueuers:
             if enqueuer.py_dataset is self:
-                enqueuer.stop()
-        self.arrays = ()
+                with contextlib.suppress(Exception):  # it re-raises a batch's error: not worth a trained run
+                    enqueuer.stop()
+        self.arrays = ()  # after the stop, which waits for the batches being sliced
