@@ -76,9 +76,8 @@ class ShuffledBatches(keras.utils.PyDataset):
         ends that epoch, so Keras leaves the thread that queues its batches blocked on a full
         queue; Keras keeps no handle on it, hence the search of the live objects (0.15 s).
         """
-        enqueuers = [o for o in gc.get_objects() if isinstance(o, PyDatasetEnqueuer)] if PyDatasetEnqueuer else []
-        for enqueuer in enqueuers:
-            if enqueuer.py_dataset is self:
-                with contextlib.suppress(Exception):  # it re-raises a batch's error: not worth a trained run
-                    enqueuer.stop()
+        live = gc.get_objects() if PyDatasetEnqueuer else []
+        for enqueuer in (o for o in live if isinstance(o, PyDatasetEnqueuer) and o.py_dataset is self):
+            with contextlib.suppress(Exception):  # it re-raises a batch's error: not worth a trained run
+                enqueuer.stop()
         self.arrays = ()  # after the stop, which waits for the batches being sliced
