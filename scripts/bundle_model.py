@@ -1,20 +1,26 @@
-"""Replace the bundled default model with a finished run directory, in one command.
+"""Replace the bundled default model with finished runs or exported models, in one command.
 
-    python scripts/bundle_model.py RUN_DIR [RUN_DIR ...] [--data DATA]
+    python scripts/bundle_model.py MEMBER [MEMBER ...] [--weights W ...] [--mirror-average] [--data DATA]
 
-With several runs, their ensemble (probabilities averaged; ferkit.models.ensemble) is written to
-runs/ensemble-<timestamp>/ and bundled. Exports the run to int8-quantized ONNX (classes and
-input size as metadata), evaluates that file on the run's own test split, and puts model.onnx,
-config.json, that metrics.json and its confusion matrix into src/ferkit/assets/default/, where
-`EmotionRecognizer()`, `ferkit predict` and `ferkit info` find them. `--data` names the data to
-test on when the runs' own (their config.json's `data`) is not at hand or lacks the test part.
+A MEMBER is a run directory or an exported .onnx file (the bundled model itself, for instance).
+Run directories alone: one is exported to int8-quantized ONNX (classes and input size as
+metadata); several are averaged first (ferkit.models.ensemble), into runs/ensemble-<timestamp>/.
+With .onnx files among them, each run directory is exported to int8 ONNX on its own and all are
+averaged as graphs, `--weights` fixing each one's share (ferkit.models.onnx_graph);
+`--mirror-average` then makes the result average each face with its mirror image. The model is
+evaluated on its test split, and model.onnx, config.json, that metrics.json and its confusion
+matrix go into src/ferkit/assets/default/, where `EmotionRecognizer()`, `ferkit predict` and
+`ferkit info` find them. `--data` names the data to test on when the members' own (their
+config's `data`) is not at hand or lacks the test part.
 
-The current bundled model, an ensemble of three long GPU runs chosen on their validation split
-(benchmarks/long/README.md), was made by:
+The current bundled model, three long GPU runs chosen on their validation split
+(benchmarks/long/README.md), each face averaged with its mirror image, was made by:
 
     scripts/gpu_train.sh benchmarks/gpu/call{2,3,4}.jobs ...   (on a GPU, Keras on JAX)
     python scripts/select_ensemble.py .devdata/fer-train.zip RUN ... --max 5
     python scripts/bundle_model.py acc-deep-wd long-fernet-b128 long-fernet-e150 \
+        --data ../shared/data/fer2013.zip
+    python scripts/bundle_model.py src/ferkit/assets/default/model.onnx --mirror-average \
         --data ../shared/data/fer2013.zip
 """
 
@@ -22,32 +28,60 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 from ferkit.evaluation import evaluate
+from ferkit.models import onnx_graph
 from ferkit.models.ensemble import ensemble_run
 from ferkit.models.export import export_onnx
-from ferkit.runs import RunDir, default_path
+from ferkit.runs import RunDir, default_path, write_json
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
 
 
-def main(run_dirs: list[str], data: str | None) -> None:
-    if len(run_dirs) > 1:
-        run = ensemble_run(run_dirs, default_path("ensemble"))
-    else:
-        run = RunDir(Path(run_dirs[0]))
-    TARGET.mkdir(parents=True, exist_ok=True)
+def from_runs(run_dirs: list[str]) -> Path:
+    """One int8 ONNX file in TARGET from run directories (their Keras ensemble when several)."""
+    run = ensemble_run(run_dirs, default_path("ensemble")) if len(run_dirs) > 1 else RunDir(Path(run_dirs[0]))
     onnx = export_onnx(run.path, TARGET / "model.onnx", quantize="int8")
     shutil.copy2(run.config, TARGET / run.config.name)
-    metrics = evaluate(onnx, data or run.read_config()["data"], split="test", output=TARGET)
-    print(f"bundled {run.path} -> {TARGET}: {onnx.stat().st_size / 1e6:.1f} MB int8 model, "
+    return onnx
+
+
+def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, tmp: Path) -> Path:
+    """One ONNX file in TARGET averaging `members` (.onnx files or run directories) as graphs."""
+    files = [m if m.endswith(".onnx") else export_onnx(m, tmp / f"member{i}.onnx", quantize="int8")
+             for i, m in enumerate(members)]
+    models = [onnx_graph.load(f) for f in files]
+    model = onnx_graph.averaged(models, weights) if len(models) > 1 else models[0]
+    if mirror:
+        model = onnx_graph.mirror_averaged(model)
+    TARGET.mkdir(parents=True, exist_ok=True)
+    write_json(TARGET / "config.json", onnx_graph.read_config(model))
+    return onnx_graph.save(model, TARGET / "model.onnx")
+
+
+def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if weights or mirror or any(m.endswith(".onnx") for m in members):
+            onnx = from_graphs(members, weights, mirror, Path(tmp))
+        else:
+            onnx = from_runs(members)
+        config = onnx_graph.read_config(onnx_graph.load(onnx))
+        # Evaluated elsewhere: evaluate() will not write over a directory holding a run's config.
+        metrics = evaluate(onnx, data or config["data"], split="test", output=Path(tmp) / "test")
+        for result in (RunDir(Path(tmp) / "test").metrics, RunDir(Path(tmp) / "test").confusion_plot):
+            shutil.copy2(result, TARGET / result.name)
+    print(f"bundled {', '.join(members)} -> {TARGET}: {onnx.stat().st_size / 1e6:.1f} MB model, "
           f"test accuracy {metrics['accuracy']:.4f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--data", help="the data to test on (default: the runs' own training data)")
+    parser.add_argument("members", nargs="+", metavar="MEMBER", help="a run directory or an .onnx file")
+    parser.add_argument("--weights", nargs="+", type=float, help="each member's share (default: equal)")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="average each face's probabilities with its mirror image's")
+    parser.add_argument("--data", help="the data to test on (default: the members' own training data)")
     args = parser.parse_args()
-    main(args.runs, args.data)
+    main(args.members, args.weights, args.mirror_average, args.data)

@@ -21,6 +21,13 @@ def test_bundle_is_complete_and_small():
     assert tuple(config["classes"]) == EMOTIONS  # all seven, disgust kept
 
 
+def test_bundle_scores_a_face_and_its_mirror_image_alike():
+    backend = OnnxBackend(bundled_model_dir() / "model.onnx")
+    faces = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)
+    assert backend.info.mirror_averaged
+    np.testing.assert_allclose(backend.predict(faces[:, :, ::-1]), backend.predict(faces), atol=1e-6)
+
+
 def test_default_recognizer_is_onnx_with_seven_classes(group_photo):
     rec = EmotionRecognizer()
     assert isinstance(rec.backend, OnnxBackend) and rec.classes == EMOTIONS

@@ -229,3 +229,67 @@ def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
     with pytest.raises(FerkitError, match="cannot average"):
         ensemble_run([tiny_run, other], tmp_path / "ens")
     assert not (tmp_path / "ens").exists()
+
+
+def _faces(n=5, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 48, 48, 1)).astype(np.float32)
+
+
+def test_onnx_mirror_average_scores_each_face_with_its_mirror_image(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import onnx_graph
+
+    plain = onnx_graph.load(tiny_run / "model.onnx")
+    mirrored = onnx_graph.mirror_averaged(plain)
+    backend, original = load_backend(onnx_graph.save(mirrored, tmp_path / "m.onnx")), load_backend(tiny_run)
+    x = _faces()
+    expected = (original.predict(x) + original.predict(x[:, :, ::-1])) / 2
+    np.testing.assert_allclose(backend.predict(x), expected, atol=1e-6)
+    np.testing.assert_allclose(backend.predict(x[:1]), expected[:1], atol=1e-6)  # a batch of one too
+    assert not np.allclose(original.predict(x), expected, atol=1e-4)  # the mirror image did change them
+    assert backend.info.mirror_averaged and not original.info.mirror_averaged
+    assert backend.info.config["description"].endswith("each face averaged with its mirror image")
+    assert onnx_graph.mirror_averaged(mirrored) is mirrored  # not twice
+
+
+def test_onnx_average_weights_its_members(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    other = export_onnx(_copy_with_model(tiny_run, tmp_path / "other"))
+    files = [tiny_run / "model.onnx", other]
+    model = onnx_graph.averaged([onnx_graph.load(f) for f in files], weights=[3, 1])
+    backend = load_backend(onnx_graph.save(model, tmp_path / "avg.onnx"))
+    x = _faces()
+    first, second = (load_backend(f).predict(x) for f in files)
+    np.testing.assert_allclose(backend.predict(x), 0.75 * first + 0.25 * second, atol=1e-6)
+    config = backend.info.config
+    assert config["model"] == "ensemble" and [m["weight"] for m in config["members"]] == [0.75, 0.25]
+    assert backend.info.classes == load_backend(tiny_run).info.classes
+    # An averaged model can be averaged again, and mirror-averaged.
+    again = onnx_graph.mirror_averaged(onnx_graph.averaged([model, onnx_graph.load(other)]))
+    scores = load_backend(onnx_graph.save(again, tmp_path / "again.onnx")).predict(x)
+    flipped = lambda f: load_backend(f).predict(x[:, :, ::-1])
+    mean = lambda a, b: 0.5 * (0.75 * a + 0.25 * b) + 0.5 * b
+    np.testing.assert_allclose(scores, (mean(first, second) + mean(flipped(files[0]), flipped(other))) / 2, atol=1e-5)
+
+
+def test_onnx_average_refuses_what_cannot_be_averaged(tiny_run, tmp_path):
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    model = onnx_graph.load(tiny_run / "model.onnx")
+    with pytest.raises(FerkitError, match="at least two"):
+        onnx_graph.averaged([model])
+    for weights in ([1], [1, 0], [1, -1]):
+        with pytest.raises(FerkitError, match="one positive weight per model"):
+            onnx_graph.averaged([model, model], weights)
+    bigger = export_onnx(_copy_with_model(tiny_run, tmp_path / "big", create_model("custom", image_size=64, num_classes=4),
+                                          image_size=64))
+    with pytest.raises(FerkitError, match="cannot average"):
+        onnx_graph.averaged([model, onnx_graph.load(bigger)])
+    bare = onnx_graph.load(tiny_run / "model.onnx")
+    del bare.metadata_props[:]
+    with pytest.raises(FerkitError, match="no ferkit metadata"):
+        onnx_graph.mirror_averaged(bare)

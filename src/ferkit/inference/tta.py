@@ -2,7 +2,8 @@
 
 It suits nets trained with flips and shifts (the default recipe), and multiplies inference cost
 by the number of views (6); the mirror image alone costs 2x and, for the bundled model, gave all
-of the six views' gain on PublicTest (0.6877 -> 0.6932 flip, 0.6921 six views).
+of the six views' gain on PublicTest (0.6877 -> 0.6932 flip, 0.6921 six views), which is why the
+bundled model now averages each face with its mirror image itself.
 """
 
 from __future__ import annotations
