@@ -30,6 +30,8 @@ from ferkit.errors import FerkitError
 # The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
 # read by ferkit.inference.backends), so a bare .onnx file needs no run directory beside it.
 ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config"}
+# What an ensemble keeps of its first member's config, so that evaluation rebuilds that member's splits.
+SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,7 @@ import keras
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import RunDir, load_keras_model, write_json
-
-KEPT = ("data", "classes", "split", "fractions", "image_size", "seed")  # the first member's, to rebuild its splits
+from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, write_json
 
 
 def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
@@ -41,7 +39,7 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     parts = [{"run": str(Path(m)), **{k: info.config.get(k) for k in ("recipe", "model", "epochs")}}
              for m, (_, info) in zip(members, loaded)]
     description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
-    kept = {k: first.config.get(k) for k in KEPT}
+    kept = {k: first.config.get(k) for k in SPLIT_PROTOCOL}
     write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **kept,
                             "description": f"probabilities averaged over {len(parts)} runs: {description}",
                             "members": parts})

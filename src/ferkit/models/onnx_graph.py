@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import ONNX_META
+from ferkit.runs import ONNX_META, SPLIT_PROTOCOL
 
 FACE, PROBABILITIES = "face", "probabilities"
 
@@ -117,29 +117,44 @@ def averaged(models: list, weights: list[float] | None = None):
         del container[:]
     graph.input.append(_renamed(models[0].graph.input[0], FACE))
     graph.output.append(_renamed(models[0].graph.output[0], PROBABILITIES))
-    parts = []
-    for i, (model, weight) in enumerate(zip(models, weights)):
-        member = onnx.compose.add_prefix(_at_opset(model, opset), f"m{i}/")
-        inner_in, inner_out = member.graph.input[0].name, member.graph.output[0].name
-        for node in member.graph.node:
-            node.input[:] = [FACE if name == inner_in else name for name in node.input]
-        graph.node.extend(member.graph.node)
-        graph.initializer.extend(member.graph.initializer)
-        graph.node.append(helper.make_node("Mul", [inner_out, _constant(graph, f"m{i}/weight", weight, np.float32)],
-                                           [f"m{i}/weighted"]))
-        parts.append(f"m{i}/weighted")
+    parts = [_add_member(graph, _at_opset(model, opset), f"m{i}/", weight)
+             for i, (model, weight) in enumerate(zip(models, weights))]
     graph.node.append(helper.make_node("Sum", parts, [PROBABILITIES]))
-    for entry in out.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            entry.version = opset
+    _merge_opsets(out, models, opset)
     onnx.checker.check_model(out)
     members = [{**{k: c.get(k) for k in ("recipe", "model", "epochs", "description", "mirror_average")},
                 "weight": round(w, 6)} for c, w in zip(configs, weights)]
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
-    return _with_config(out, {**{k: first.get(k) for k in ("data", "classes", "split", "fractions", "image_size", "seed")},
+    return _with_config(out, {**{k: first.get(k) for k in SPLIT_PROTOCOL},
                               "recipe": "ensemble", "model": "ensemble", "quantize": first.get("quantize"),
                               "description": f"weighted mean of {len(models)} models' probabilities: {description}",
                               "members": members})
+
+
+def _add_member(graph, model, prefix: str, weight: float) -> str:
+    """`model`'s nodes, names prefixed, reading `graph`'s input; returns its weighted output's name."""
+    member = _onnx().compose.add_prefix(model, prefix)
+    inner_in, inner_out = member.graph.input[0].name, member.graph.output[0].name
+    for node in member.graph.node:
+        node.input[:] = [FACE if name == inner_in else name for name in node.input]
+    graph.node.extend(member.graph.node)
+    graph.initializer.extend(member.graph.initializer)
+    weighted = f"{prefix}weighted"
+    graph.node.append(_onnx().helper.make_node(
+        "Mul", [inner_out, _constant(graph, f"{prefix}weight", weight, np.float32)], [weighted]))
+    return weighted
+
+
+def _merge_opsets(out, models: list, opset: int) -> None:
+    """Every domain any member uses, at its highest version; the default domain at `opset`."""
+    versions: dict[str, int] = {}
+    for model in models:
+        for entry in model.opset_import:
+            versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
+    versions[""] = opset
+    versions.pop("ai.onnx", None)
+    del out.opset_import[:]
+    out.opset_import.extend(_onnx().helper.make_opsetid(domain, version) for domain, version in versions.items())
 
 
 def _default_opset(model) -> int:
