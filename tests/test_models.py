@@ -267,8 +267,10 @@ def test_onnx_average_weights_its_members(tiny_run, tmp_path):
     config = backend.info.config
     assert config["model"] == "ensemble" and [m["weight"] for m in config["members"]] == [0.75, 0.25]
     assert backend.info.classes == load_backend(tiny_run).info.classes
-    # An averaged model can be averaged again, and mirror-averaged.
+    assert not config["mirror_average"]
+    # An averaged model can be averaged again, and mirror-averaged; members that all are make one that is.
     again = onnx_graph.mirror_averaged(onnx_graph.averaged([model, onnx_graph.load(other)]))
+    assert onnx_graph.read_config(onnx_graph.averaged([again, again]))["mirror_average"]
     scores = load_backend(onnx_graph.save(again, tmp_path / "again.onnx")).predict(x)
     flipped = lambda f: load_backend(f).predict(x[:, :, ::-1])
     mean = lambda a, b: 0.5 * (0.75 * a + 0.25 * b) + 0.5 * b

@@ -127,6 +127,8 @@ def averaged(models: list, weights: list[float] | None = None):
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
     return _with_config(out, {**{k: first.get(k) for k in SPLIT_PROTOCOL},
                               "recipe": "ensemble", "model": "ensemble", "quantize": first.get("quantize"),
+                              # Members that all average each face with its mirror image make one that does.
+                              "mirror_average": all(c.get("mirror_average") for c in configs),
                               "description": f"weighted mean of {len(models)} models' probabilities: {description}",
                               "members": members})
 
