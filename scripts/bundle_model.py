@@ -27,6 +27,7 @@ The current bundled model, three long GPU runs chosen on their validation split
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,41 +39,53 @@ from ferkit.models.export import export_onnx
 from ferkit.runs import RunDir, default_path, write_json
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
+FILES = ("model.onnx", "config.json", "metrics.json", "confusion_matrix.png")
 
 
-def from_runs(run_dirs: list[str]) -> Path:
-    """One int8 ONNX file in TARGET from run directories (their Keras ensemble when several)."""
+def is_onnx(member: str) -> bool:
+    return Path(member).suffix.lower() == ".onnx"
+
+
+def from_runs(run_dirs: list[str], stage: Path, data: str | None) -> Path:
+    """One int8 ONNX file in `stage` from run directories (their Keras ensemble when several)."""
     run = ensemble_run(run_dirs, default_path("ensemble")) if len(run_dirs) > 1 else RunDir(Path(run_dirs[0]))
-    onnx = export_onnx(run.path, TARGET / "model.onnx", quantize="int8")
-    shutil.copy2(run.config, TARGET / run.config.name)
-    return onnx
+    shutil.copy2(run.config, stage / "config.json")
+    return export_onnx(run.path, stage / "model.onnx", quantize="int8", calibration=data)
 
 
-def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, tmp: Path) -> Path:
-    """One ONNX file in TARGET averaging `members` (.onnx files or run directories) as graphs."""
-    files = [m if m.endswith(".onnx") else export_onnx(m, tmp / f"member{i}.onnx", quantize="int8")
+def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, stage: Path,
+                data: str | None) -> Path:
+    """One ONNX file in `stage` averaging `members` (.onnx files or run directories) as graphs."""
+    files = [m if is_onnx(m) else export_onnx(m, stage / f"member{i}.onnx", quantize="int8", calibration=data)
              for i, m in enumerate(members)]
     models = [onnx_graph.load(f) for f in files]
     model = onnx_graph.averaged(models, weights) if len(models) > 1 else models[0]
     if mirror:
         model = onnx_graph.mirror_averaged(model)
-    TARGET.mkdir(parents=True, exist_ok=True)
-    write_json(TARGET / "config.json", onnx_graph.read_config(model))
-    return onnx_graph.save(model, TARGET / "model.onnx")
+    write_json(stage / "config.json", onnx_graph.read_config(model))
+    return onnx_graph.save(model, stage / "model.onnx")
 
 
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
+    if weights and len(weights) != len(members):  # said before minutes of exporting
+        raise SystemExit(f"--weights: one per member ({len(members)}), got {len(weights)}")
     with tempfile.TemporaryDirectory() as tmp:
-        if weights or mirror or any(m.endswith(".onnx") for m in members):
-            onnx = from_graphs(members, weights, mirror, Path(tmp))
+        # Everything is made and evaluated aside and copied in at the end: a failure on the way
+        # leaves the bundled model as it was, even when it is one of the members.
+        stage = Path(tmp)
+        if weights or mirror or any(is_onnx(m) for m in members):
+            onnx = from_graphs(members, weights, mirror, stage, data)
         else:
-            onnx = from_runs(members)
+            onnx = from_runs(members, stage, data)
         config = onnx_graph.read_config(onnx_graph.load(onnx))
-        # Evaluated elsewhere: evaluate() will not write over a directory holding a run's config.
-        metrics = evaluate(onnx, data or config["data"], split="test", output=Path(tmp) / "test")
-        for result in (RunDir(Path(tmp) / "test").metrics, RunDir(Path(tmp) / "test").confusion_plot):
-            shutil.copy2(result, TARGET / result.name)
-    print(f"bundled {', '.join(members)} -> {TARGET}: {onnx.stat().st_size / 1e6:.1f} MB model, "
+        metrics = evaluate(onnx, data or config["data"], split="test", output=stage / "test")
+        write_json(stage / "metrics.json", {**json.loads((stage / "test" / "metrics.json").read_text()),
+                                            "model": "default"})
+        shutil.copy2(stage / "test" / "confusion_matrix.png", stage / "confusion_matrix.png")
+        TARGET.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            shutil.copy2(stage / name, TARGET / name)
+    print(f"bundled {', '.join(members)} -> {TARGET}: {(TARGET / 'model.onnx').stat().st_size / 1e6:.1f} MB model, "
           f"test accuracy {metrics['accuracy']:.4f}")
 
 
@@ -82,6 +95,6 @@ if __name__ == "__main__":
     parser.add_argument("--weights", nargs="+", type=float, help="each member's share (default: equal)")
     parser.add_argument("--mirror-average", action="store_true",
                         help="average each face's probabilities with its mirror image's")
-    parser.add_argument("--data", help="the data to test on (default: the members' own training data)")
+    parser.add_argument("--data", help="the data to test on and calibrate int8 with (default: the members' own)")
     args = parser.parse_args()
     main(args.members, args.weights, args.mirror_average, args.data)

@@ -287,11 +287,46 @@ def test_onnx_average_refuses_what_cannot_be_averaged(tiny_run, tmp_path):
     for weights in ([1], [1, 0], [1, -1]):
         with pytest.raises(FerkitError, match="one positive weight per model"):
             onnx_graph.averaged([model, model], weights)
-    bigger = export_onnx(_copy_with_model(tiny_run, tmp_path / "big", create_model("custom", image_size=64, num_classes=4),
-                                          image_size=64))
+    bigger = create_model("custom", image_size=64, num_classes=4)
+    bigger = export_onnx(_copy_with_model(tiny_run, tmp_path / "big", bigger, image_size=64))
     with pytest.raises(FerkitError, match="cannot average"):
         onnx_graph.averaged([model, onnx_graph.load(bigger)])
     bare = onnx_graph.load(tiny_run / "model.onnx")
     del bare.metadata_props[:]
     with pytest.raises(FerkitError, match="no ferkit metadata"):
         onnx_graph.mirror_averaged(bare)
+
+
+def test_onnx_average_of_an_int8_and_a_newer_opset_float_model(tiny_run, tmp_path):
+    """The bundled model's case: int8 (QDQ) members at an older opset than another export,
+    converted up to it."""
+    from onnx import version_converter
+
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    quantized = onnx_graph.load(export_onnx(tiny_run, tmp_path / "int8.onnx", quantize="int8"))
+    plain = onnx_graph.load(tiny_run / "model.onnx")
+    newer = version_converter.convert_version(plain, onnx_graph._default_opset(quantized) + 3)
+    newer.metadata_props.extend(plain.metadata_props)
+    model = onnx_graph.averaged([quantized, newer])
+    assert onnx_graph._default_opset(model) == onnx_graph._default_opset(quantized) + 3
+    x = _faces()
+    expected = (load_backend(tmp_path / "int8.onnx").predict(x) + load_backend(tiny_run).predict(x)) / 2
+    np.testing.assert_allclose(load_backend(onnx_graph.save(model, tmp_path / "avg.onnx")).predict(x), expected,
+                               atol=1e-5)
+
+
+def test_onnx_mirror_average_of_a_model_without_a_stored_config(tiny_run, tmp_path):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import onnx_graph
+    from ferkit.runs import ONNX_META
+
+    model = onnx_graph.load(tiny_run / "model.onnx")
+    kept = [p for p in model.metadata_props if p.key != ONNX_META["config"]]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    mirrored = onnx_graph.mirror_averaged(model)
+    assert load_backend(onnx_graph.save(mirrored, tmp_path / "m.onnx")).info.mirror_averaged
+    assert onnx_graph.mirror_averaged(mirrored) is mirrored

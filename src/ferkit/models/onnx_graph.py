@@ -18,9 +18,11 @@ from ferkit.errors import FerkitError
 from ferkit.runs import ONNX_META, SPLIT_PROTOCOL
 
 FACE, PROBABILITIES = "face", "probabilities"
+INT64_MIN = np.iinfo(np.int64).min  # Slice's "to the start" when stepping backwards
 
 
 def _onnx():
+    """onnx, imported when needed: inference needs only onnxruntime, not onnx."""
     try:
         import onnx
     except ImportError:
@@ -28,18 +30,40 @@ def _onnx():
     return onnx
 
 
-def read_config(model) -> dict:
-    """The training configuration stored in `model`'s metadata by `ferkit export`."""
+def load(path: str | Path):
+    return _onnx().load(str(path))
+
+
+def save(model, path: str | Path) -> Path:
+    _onnx().save(model, str(path))
+    return Path(path)
+
+
+def _metadata(model) -> dict[str, str]:
     meta = {p.key: p.value for p in model.metadata_props}
     if ONNX_META["classes"] not in meta:
         raise FerkitError(f"{model.graph.name or 'the model'} has no ferkit metadata: export it with `ferkit export`")
-    return json.loads(meta.get(ONNX_META["config"], "{}"))
+    return meta
+
+
+def read_config(model) -> dict:
+    """The training configuration stored in `model`'s metadata by `ferkit export`."""
+    return json.loads(_metadata(model).get(ONNX_META["config"], "{}"))
+
+
+def _interface(model) -> tuple[list[str], int]:
+    """The class names and input size the backend will read: what members must share."""
+    meta = _metadata(model)
+    return json.loads(meta[ONNX_META["classes"]]), int(meta[ONNX_META["image_size"]])
 
 
 def _with_config(model, config: dict):
-    for prop in model.metadata_props:
-        if prop.key == ONNX_META["config"]:
-            prop.value = json.dumps(config)
+    """`model` with `config` as its metadata's configuration, added where it had none."""
+    entry = next((p for p in model.metadata_props if p.key == ONNX_META["config"]), None)
+    if entry is None:
+        entry = model.metadata_props.add()
+        entry.key = ONNX_META["config"]
+    entry.value = json.dumps(config)
     return model
 
 
@@ -48,48 +72,62 @@ def _constant(graph, name: str, values, dtype) -> str:
     return name
 
 
+def _check_plain(model) -> None:
+    """Graphs whose first input is the face and that call no local functions (Keras' exports):
+    anything else would be rewired wrongly rather than refused."""
+    initializers = {init.name for init in model.graph.initializer}
+    if model.functions or model.graph.sparse_initializer or model.graph.input[0].name in initializers:
+        raise FerkitError("only plain exported graphs (face as the first input, no local functions) can be edited")
+
+
 def mirror_averaged(model):
     """A copy of `model` that averages each face's probabilities with its mirror image's.
 
     As `ferkit.models.mirror` does for Keras: one pass over the batch and its mirror image
     concatenated (2N faces), the two halves averaged. A model that already does so is returned as is.
     """
-    onnx, helper = _onnx(), _onnx().helper
     config = read_config(model)
     if config.get("mirror_average"):
         return model
+    _check_plain(model)
     out = copy.deepcopy(model)
     graph = out.graph
     face, scores = graph.input[0].name, graph.output[0].name
     inner_in, inner_out = f"mirror/{face}", f"mirror/{scores}"
+    rename = {face: inner_in, scores: inner_out}
     for node in graph.node:
-        node.input[:] = [inner_in if name == face else name for name in node.input]
-        node.output[:] = [inner_out if name == scores else name for name in node.output]
-    num_classes = graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    big = np.iinfo(np.int64).min
-    head = [  # faces (N, H, W, C) -> [faces; faces flipped along W] (2N, H, W, C)
-        helper.make_node("Slice", [face, _constant(graph, "mirror/start", [-1], np.int64),
-                                   _constant(graph, "mirror/end", [big], np.int64),
-                                   _constant(graph, "mirror/axis", [2], np.int64),
-                                   _constant(graph, "mirror/step", [-1], np.int64)], ["mirror/flipped"]),
-        helper.make_node("Concat", [face, "mirror/flipped"], [inner_in], axis=0),
-    ]
-    tail = [  # (2N, K) -> (2, N, K) -> the two halves' mean (N, K); Gather is the same in every opset
-        helper.make_node("Reshape", [inner_out, _constant(graph, "mirror/shape", [2, -1, num_classes], np.int64)],
-                         ["mirror/halves"]),
-        helper.make_node("Gather", ["mirror/halves", _constant(graph, "mirror/first", 0, np.int64)], ["mirror/a"], axis=0),
-        helper.make_node("Gather", ["mirror/halves", _constant(graph, "mirror/second", 1, np.int64)], ["mirror/b"], axis=0),
-        helper.make_node("Add", ["mirror/a", "mirror/b"], ["mirror/sum"]),
-        helper.make_node("Mul", ["mirror/sum", _constant(graph, "mirror/half", 0.5, np.float32)], [scores]),
-    ]
-    nodes = head + list(graph.node) + tail
+        node.input[:] = [rename.get(name, name) for name in node.input]
+        node.output[:] = [rename.get(name, name) for name in node.output]
+    nodes = _flip_head(graph, face, inner_in) + list(graph.node) + \
+        _mean_tail(graph, inner_out, scores, len(_interface(model)[0]))
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # shapes inside changed (2N): let ONNX Runtime infer them again
-    onnx.checker.check_model(out)
+    _onnx().checker.check_model(out)
     description = config.get("description") or config.get("recipe", "")
     return _with_config(out, {**config, "mirror_average": True,
                               "description": f"{description}; each face averaged with its mirror image"})
+
+
+def _flip_head(graph, face: str, both: str) -> list:
+    """faces (N, H, W, C) -> `both`, [faces; faces flipped along W] (2N, H, W, C)."""
+    helper = _onnx().helper
+    bounds = [_constant(graph, f"mirror/{name}", [value], np.int64)
+              for name, value in (("start", -1), ("end", INT64_MIN), ("axis", 2), ("step", -1))]
+    return [helper.make_node("Slice", [face, *bounds], ["mirror/flipped"]),
+            helper.make_node("Concat", [face, "mirror/flipped"], [both], axis=0)]
+
+
+def _mean_tail(graph, both: str, scores: str, num_classes: int) -> list:
+    """(2N, K) -> (2, N, K) -> `scores`, the two halves' mean (N, K); Gather is alike in every opset."""
+    helper = _onnx().helper
+    halves = _constant(graph, "mirror/shape", [2, -1, num_classes], np.int64)
+    first, second = (_constant(graph, f"mirror/{name}", i, np.int64) for name, i in (("first", 0), ("second", 1)))
+    return [helper.make_node("Reshape", [both, halves], ["mirror/halves"]),
+            helper.make_node("Gather", ["mirror/halves", first], ["mirror/a"], axis=0),
+            helper.make_node("Gather", ["mirror/halves", second], ["mirror/b"], axis=0),
+            helper.make_node("Add", ["mirror/a", "mirror/b"], ["mirror/sum"]),
+            helper.make_node("Mul", ["mirror/sum", _constant(graph, "mirror/half", 0.5, np.float32)], [scores])]
 
 
 def averaged(models: list, weights: list[float] | None = None):
@@ -98,17 +136,10 @@ def averaged(models: list, weights: list[float] | None = None):
     Weights are fixed by the caller, not fitted: the members' own validation splits may be gone
     (the bundled model's are), and fitting weights on the test faces would only flatter them.
     """
-    onnx, helper = _onnx(), _onnx().helper
-    if len(models) < 2:
-        raise FerkitError("an ensemble needs at least two models")
-    weights = list(weights) if weights is not None else [1.0] * len(models)
-    if len(weights) != len(models) or min(weights) <= 0:
-        raise FerkitError(f"give one positive weight per model ({len(models)}), got {weights}")
-    weights = [w / sum(weights) for w in weights]
-    configs = [read_config(m) for m in models]
-    first = configs[0]
-    for i, config in enumerate(configs[1:], 1):
-        if (config.get("classes"), config.get("image_size")) != (first.get("classes"), first.get("image_size")):
+    weights = _shares(len(models), weights)
+    for i, model in enumerate(models):
+        _check_plain(model)
+        if _interface(model) != _interface(models[0]):
             raise FerkitError(f"model {i + 1} has other classes or input size than model 1: cannot average")
     opset = max(_default_opset(m) for m in models)
     out = copy.deepcopy(models[0])
@@ -119,18 +150,34 @@ def averaged(models: list, weights: list[float] | None = None):
     graph.output.append(_renamed(models[0].graph.output[0], PROBABILITIES))
     parts = [_add_member(graph, _at_opset(model, opset), f"m{i}/", weight)
              for i, (model, weight) in enumerate(zip(models, weights))]
-    graph.node.append(helper.make_node("Sum", parts, [PROBABILITIES]))
+    graph.node.append(_onnx().helper.make_node("Sum", parts, [PROBABILITIES]))
     _merge_opsets(out, models, opset)
-    onnx.checker.check_model(out)
+    out.ir_version = max(m.ir_version for m in models)
+    _onnx().checker.check_model(out)
+    return _with_config(out, _ensemble_config([read_config(m) for m in models], weights))
+
+
+def _shares(count: int, weights: list[float] | None) -> list[float]:
+    """Each member's share of the mean, summing to 1."""
+    if count < 2:
+        raise FerkitError("an ensemble needs at least two models")
+    weights = list(weights) if weights is not None else [1.0] * count
+    if len(weights) != count or min(weights) <= 0:
+        raise FerkitError(f"give one positive weight per model ({count}), got {weights}")
+    return [w / sum(weights) for w in weights]
+
+
+def _ensemble_config(configs: list[dict], weights: list[float]) -> dict:
+    """The first member's data protocol (evaluation rebuilds its splits) and each member's share."""
     members = [{**{k: c.get(k) for k in ("recipe", "model", "epochs", "description", "mirror_average")},
                 "weight": round(w, 6)} for c, w in zip(configs, weights)]
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
-    return _with_config(out, {**{k: first.get(k) for k in SPLIT_PROTOCOL},
-                              "recipe": "ensemble", "model": "ensemble", "quantize": first.get("quantize"),
-                              # Members that all average each face with its mirror image make one that does.
-                              "mirror_average": all(c.get("mirror_average") for c in configs),
-                              "description": f"weighted mean of {len(models)} models' probabilities: {description}",
-                              "members": members})
+    return {**{k: configs[0].get(k) for k in SPLIT_PROTOCOL}, "recipe": "ensemble", "model": "ensemble",
+            "quantize": configs[0].get("quantize"),
+            # Members that all average each face with its mirror image make one that does.
+            "mirror_average": all(c.get("mirror_average") for c in configs),
+            "description": f"weighted mean of {len(configs)} models' probabilities: {description}",
+            "members": members}
 
 
 def _add_member(graph, model, prefix: str, weight: float) -> str:
@@ -141,9 +188,9 @@ def _add_member(graph, model, prefix: str, weight: float) -> str:
         node.input[:] = [FACE if name == inner_in else name for name in node.input]
     graph.node.extend(member.graph.node)
     graph.initializer.extend(member.graph.initializer)
-    weighted = f"{prefix}weighted"
+    weighted = f"ensemble/{prefix}weighted"  # outside the member's names, which all start with `prefix`
     graph.node.append(_onnx().helper.make_node(
-        "Mul", [inner_out, _constant(graph, f"{prefix}weight", weight, np.float32)], [weighted]))
+        "Mul", [inner_out, _constant(graph, f"ensemble/{prefix}weight", weight, np.float32)], [weighted]))
     return weighted
 
 
@@ -164,6 +211,7 @@ def _default_opset(model) -> int:
 
 
 def _at_opset(model, opset: int):
+    """`model` converted to the ensemble's opset: one graph has one version of each operator."""
     if _default_opset(model) == opset:
         return model
     return _onnx().version_converter.convert_version(model, opset)
@@ -173,12 +221,3 @@ def _renamed(value_info, name: str):
     renamed = copy.deepcopy(value_info)
     renamed.name = name
     return renamed
-
-
-def load(path: str | Path):
-    return _onnx().load(str(path))
-
-
-def save(model, path: str | Path) -> Path:
-    _onnx().save(model, str(path))
-    return Path(path)
