@@ -39,7 +39,6 @@ from ferkit.models.export import export_onnx
 from ferkit.runs import RunDir, default_path, write_json
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
-FILES = ("model.onnx", "config.json", "metrics.json", "confusion_matrix.png")
 
 
 def is_onnx(member: str) -> bool:
@@ -49,8 +48,8 @@ def is_onnx(member: str) -> bool:
 def from_runs(run_dirs: list[str], stage: Path, data: str | None) -> Path:
     """One int8 ONNX file in `stage` from run directories (their Keras ensemble when several)."""
     run = ensemble_run(run_dirs, default_path("ensemble")) if len(run_dirs) > 1 else RunDir(Path(run_dirs[0]))
-    shutil.copy2(run.config, stage / "config.json")
-    return export_onnx(run.path, stage / "model.onnx", quantize="int8", calibration=data)
+    shutil.copy2(run.config, RunDir(stage).config)
+    return export_onnx(run.path, RunDir(stage).onnx_model, quantize="int8", calibration=data)
 
 
 def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, stage: Path,
@@ -62,8 +61,8 @@ def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, s
     model = onnx_graph.averaged(models, weights) if len(models) > 1 else models[0]
     if mirror:
         model = onnx_graph.mirror_averaged(model)
-    write_json(stage / "config.json", onnx_graph.read_config(model))
-    return onnx_graph.save(model, stage / "model.onnx")
+    write_json(RunDir(stage).config, onnx_graph.read_config(model))
+    return onnx_graph.save(model, RunDir(stage).onnx_model)
 
 
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
@@ -72,19 +71,17 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
     with tempfile.TemporaryDirectory() as tmp:
         # Everything is made and evaluated aside and copied in at the end: a failure on the way
         # leaves the bundled model as it was, even when it is one of the members.
-        stage = Path(tmp)
+        stage, test = RunDir(Path(tmp)), RunDir(Path(tmp) / "test")
         if weights or mirror or any(is_onnx(m) for m in members):
-            onnx = from_graphs(members, weights, mirror, stage, data)
+            onnx = from_graphs(members, weights, mirror, stage.path, data)
         else:
-            onnx = from_runs(members, stage, data)
-        config = onnx_graph.read_config(onnx_graph.load(onnx))
-        metrics = evaluate(onnx, data or config["data"], split="test", output=stage / "test")
-        write_json(stage / "metrics.json", {**json.loads((stage / "test" / "metrics.json").read_text()),
-                                            "model": "default"})
-        shutil.copy2(stage / "test" / "confusion_matrix.png", stage / "confusion_matrix.png")
+            onnx = from_runs(members, stage.path, data)
+        metrics = evaluate(onnx, data or stage.read_config()["data"], split="test", output=test.path)
+        write_json(stage.metrics, {**json.loads(test.metrics.read_text()), "model": "default"})
+        shutil.copy2(test.confusion_plot, stage.confusion_plot)
         TARGET.mkdir(parents=True, exist_ok=True)
-        for name in FILES:
-            shutil.copy2(stage / name, TARGET / name)
+        for path in (stage.onnx_model, stage.config, stage.metrics, stage.confusion_plot):
+            shutil.copy2(path, TARGET / path.name)
     print(f"bundled {', '.join(members)} -> {TARGET}: {(TARGET / 'model.onnx').stat().st_size / 1e6:.1f} MB model, "
           f"test accuracy {metrics['accuracy']:.4f}")
 
