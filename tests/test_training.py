@@ -156,6 +156,15 @@ def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthet
         train(resume=run)
 
 
+def test_an_existing_run_is_refused_before_the_data_loads(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.training import trainer
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a run cut short before its first epoch
+    monkeypatch.setattr(trainer, "load_fer", lambda *args, **kwargs: pytest.fail("loaded the data first"))
+    with pytest.raises(FerkitError, match="run already holds a run"):
+        train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
+
+
 def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
     config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
     result = train(synthetic_folder, config, output=tmp_path / "run", epochs=1, verbose=0)

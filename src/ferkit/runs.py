@@ -58,14 +58,17 @@ class RunDir:
         """`output` itself, or runs/<recipe>-<timestamp>/ when none is given; never an existing run,
         whose checkpoints would otherwise leak into the new one."""
         run = cls(Path(output) if output else default_path(recipe))
-        if run.holds_run():
-            raise FerkitError(f"{run.path} already holds a run: give another --output, or --resume it")
+        run.check_free()
         (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         return run
 
     def holds_run(self) -> bool:
         """A training run (finished or not) was started here: what is written over it mixes two results."""
         return self.config.exists() or (self.path / "checkpoints").exists()
+
+    def check_free(self) -> None:
+        if self.holds_run():
+            raise FerkitError(f"{self.path} already holds a run: give another --output, or --resume it")
 
     def check_resumable(self) -> None:
         if not self.backup.exists():

@@ -57,6 +57,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     """
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, output, overrides)
+    if run is None and output is not None:  # now, not after minutes of loading and the teacher's pass
+        RunDir(Path(output)).check_free()
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     model = build_model(config, config.weights, bfloat16)  # a typo here fails before the data loads
