@@ -146,7 +146,7 @@ def test_a_step_is_timed_on_a_compiled_trainer_after_its_tracing(monkeypatch):
 @pytest.mark.parametrize("step_seconds, trained", [(1000.0, {"filters": [8, 16]}), (1e-6, {})])
 def test_a_slow_machine_trains_the_recipes_lighter_network(synthetic_folder, tmp_path, monkeypatch, caplog,
                                                           step_seconds, trained):
-    """Timed too slow for 3/4 of its epochs, the run trains (and records) the fallback's options."""
+    """Timed too slow for 60% of its epochs, the run trains (and records) the fallback's options."""
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: step_seconds)
     with caplog.at_level(logging.INFO, logger="ferkit"):
         run = train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30,
@@ -183,6 +183,18 @@ def test_without_a_time_limit_nothing_is_timed(synthetic_folder, tmp_path, monke
 class _CtrlCAfterFirstEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fit, trained", [(7, {}), (5, {"filters": [8, 16]})])
+def test_the_fallback_trains_below_three_fifths_of_the_epochs(synthetic_folder, tmp_path, monkeypatch,
+                                                             fit, trained):
+    """7 of 10 epochs keep the recipe's network (three quarters, the threshold until session 30, did not)."""
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(budget, "epochs_that_fit", lambda *args, **kwargs: fit)
+    run = tmp_path / "run"
+    train(synthetic_folder, recipe="seed-custom", epochs=10, time_limit=30, fallback_model_options={"filters": [8, 16]},
+          output=run, callbacks=[_CtrlCAfterFirstEpoch()], **FAST)
+    assert json.loads((run / "config.json").read_text())["model_options"] == trained
 
 
 def test_a_resumed_run_keeps_the_network_it_started_with(synthetic_folder, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                    help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--epochs", type=int,
                    help="the most epochs to train (the default recipe also stops within its 57-minute "
-                        "time limit, and trains a lighter network where fewer than 3/4 of them would fit: "
+                        "time limit, and trains a lighter network where fewer than 60%% of them would fit: "
                         "add --time-limit 0 to lift both)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     g.add_argument("--time-limit", type=float, metavar="MIN",
                    help="end within MIN minutes, data loading included: fewer epochs than --epochs if "
                         "those do not fit, with the cosine schedule ending in the last that does, and the "
-                        "recipe's lighter fallback network if fewer than 3/4 would (0 = none)")
+                        "recipe's lighter fallback network if fewer than 60%% would (0 = none)")
     g.add_argument("--checkpoint-on", choices=CHECKPOINT_ON,
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
     g.add_argument("--augment", type=_bool, metavar="on|off")

@@ -46,7 +46,7 @@ class TrainConfig:
     # when fewer fit, the cosine schedule is shortened to end in the last epoch that does.
     time_limit: float = 0.0
     # With a time limit: options that replace some of `model_options` when a few training steps,
-    # timed before the first epoch, say that fewer than three quarters of `epochs` would fit (a
+    # timed before the first epoch, say that fewer than 60% of `epochs` would fit (a
     # lighter network for slow CPUs; ferkit.training.trainer), and the smaller faces it then trains
     # on (0: image_size). Neither set: the network is always the same.
     fallback_model_options: dict[str, Any] = field(default_factory=dict)
