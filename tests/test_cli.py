@@ -242,6 +242,18 @@ def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_pat
     assert "test        accuracy" in (out := capsys.readouterr().out) and "float model" not in out
 
 
+def test_info_counts_the_networks_inside_a_nested_ensemble(tiny_run, tmp_path, capsys):
+    from ferkit.models import onnx_graph
+
+    model = onnx_graph.load(tiny_run / "model.onnx")
+    pair = onnx_graph.save(onnx_graph.averaged([model, model]), tmp_path / "pair.onnx")
+    assert main(["info", "--model", str(pair)]) == 0
+    assert "ensemble of 2 models on" in capsys.readouterr().out
+    nested = onnx_graph.averaged([onnx_graph.load(pair), model], weights=[2, 1])
+    assert main(["info", "--model", str(onnx_graph.save(nested, tmp_path / "nested.onnx"))]) == 0
+    assert "ensemble of 2 models (3 networks: some are ensembles themselves) on" in capsys.readouterr().out
+
+
 def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, tmp_path, capsys):
     out = tmp_path / "exports" / "m.onnx"
     assert main(["export", str(tiny_run), "--output", str(out)]) == 0

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"classes     {', '.join(info['classes'])}")
     print(f"input       {info['image_size']}x{info['image_size']} grayscale")
     if config.get("members"):
-        print(f"trained     ensemble of {len(config['members'])} runs on {config.get('data') or '?'}")
+        count, networks = len(config["members"]), _networks(config)
+        inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
+        print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config:
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
               f"{config.get('epochs')} epochs on {config.get('data') or '?'}")
@@ -41,3 +43,8 @@ def run(args: argparse.Namespace) -> int:
         for name, m in metrics.get("per_class", {}).items():
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}")
     return 0
+
+
+def _networks(config: dict) -> int:
+    """How many trained networks a model averages, counting inside members that are ensembles."""
+    return sum(_networks(m) for m in config["members"]) if config.get("members") else 1
