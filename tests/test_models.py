@@ -217,7 +217,7 @@ def test_info_describes_an_ensemble_by_its_members(tiny_run, tmp_path, capsys):
     run = ensemble_run([tiny_run, tiny_run], tmp_path / "ens")
     assert main(["info", "--model", str(run.path)]) == 0
     out = capsys.readouterr().out
-    assert "ensemble of 2 runs" in out and "seed-custom (custom, 2 epochs) + seed-custom" in out
+    assert "ensemble of 2 models on" in out and "seed-custom (custom, 2 epochs) + seed-custom" in out
 
 
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
