@@ -218,6 +218,9 @@ def test_info_describes_an_ensemble_by_its_members(tiny_run, tmp_path, capsys):
     assert main(["info", "--model", str(run.path)]) == 0
     out = capsys.readouterr().out
     assert "ensemble of 2 models on" in out and "seed-custom (custom, 2 epochs) + seed-custom" in out
+    nested = ensemble_run([run.path, tiny_run], tmp_path / "nested")  # its member keeps its own members
+    assert main(["info", "--model", str(nested.path)]) == 0
+    assert "ensemble of 2 models (3 networks: some are ensembles themselves)" in capsys.readouterr().out
 
 
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):

@@ -34,6 +34,17 @@ ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "co
 SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed")
 
 
+def member_summary(config: dict, keys: tuple[str, ...]) -> dict:
+    """What an ensemble's config.json keeps of one member's: `keys`, and the member's own members
+    when it is an ensemble itself, so that the networks inside can still be counted."""
+    return {**{k: config.get(k) for k in keys}, **({"members": config["members"]} if config.get("members") else {})}
+
+
+def count_networks(config: dict) -> int:
+    """How many trained networks a model averages, counting inside members that are ensembles."""
+    return sum(count_networks(m) for m in config["members"]) if config.get("members") else 1
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path

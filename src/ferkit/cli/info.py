@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.inference.backends import describe_model
+    from ferkit.runs import count_networks
 
     info = describe_model(args.model)
     if args.json:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"classes     {', '.join(info['classes'])}")
     print(f"input       {info['image_size']}x{info['image_size']} grayscale")
     if config.get("members"):
-        count, networks = len(config["members"]), _networks(config)
+        count, networks = len(config["members"]), count_networks(config)
         inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config:
@@ -43,8 +44,3 @@ def run(args: argparse.Namespace) -> int:
         for name, m in metrics.get("per_class", {}).items():
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}")
     return 0
-
-
-def _networks(config: dict) -> int:
-    """How many trained networks a model averages, counting inside members that are ensembles."""
-    return sum(_networks(m) for m in config["members"]) if config.get("members") else 1

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, write_json
+from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, member_summary, write_json
 
 
 def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
@@ -36,7 +36,7 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     outputs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{i}")(inputs) for i, (m, _) in enumerate(loaded)]
     model = keras.Model(inputs, keras.layers.Average(name="emotion")(outputs), name="ensemble")
     model.save(run.keras_model)
-    parts = [{"run": str(Path(m)), **{k: info.config.get(k) for k in ("recipe", "model", "epochs")}}
+    parts = [{"run": str(Path(m)), **member_summary(info.config, ("recipe", "model", "epochs"))}
              for m, (_, info) in zip(members, loaded)]
     description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
     kept = {k: first.config.get(k) for k in SPLIT_PROTOCOL}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import ONNX_META, SPLIT_PROTOCOL
+from ferkit.runs import ONNX_META, SPLIT_PROTOCOL, member_summary
 
 FACE, PROBABILITIES = "face", "probabilities"
 INT64_MIN = np.iinfo(np.int64).min  # Slice's "to the start" when stepping backwards
@@ -169,9 +169,7 @@ def _shares(count: int, weights: list[float] | None) -> list[float]:
 
 def _ensemble_config(configs: list[dict], weights: list[float]) -> dict:
     """The first member's data protocol (evaluation rebuilds its splits) and each member's share."""
-    # A member that is itself an ensemble keeps its own members, so that `ferkit info` can count networks.
-    members = [{**{k: c.get(k) for k in ("recipe", "model", "epochs", "description", "mirror_average")},
-                **({"members": c["members"]} if c.get("members") else {}),
+    members = [{**member_summary(c, ("recipe", "model", "epochs", "description", "mirror_average")),
                 "weight": round(w, 6)} for c, w in zip(configs, weights)]
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
     return {**{k: configs[0].get(k) for k in SPLIT_PROTOCOL}, "recipe": "ensemble", "model": "ensemble",
