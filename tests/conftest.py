@@ -27,6 +27,19 @@ def installed(*packages: str) -> list:
                                                         reason=f"needs {name}")) for name in packages]
 
 
+def ctrl_c_after(epoch: int):
+    """A Keras callback that raises KeyboardInterrupt at the end of `epoch` (0-based), as Ctrl+C
+    there would: the run must stop and keep what it has."""
+    import keras
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, done, logs=None):
+            if done == epoch:
+                raise KeyboardInterrupt
+
+    return CtrlC()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height: enough for a size check that comes before any pixel."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import installed
+from conftest import ctrl_c_after, installed
 from ferkit.training import TrainConfig, budget, techniques, train
 from ferkit.training.budget import TimeBudget
 
@@ -180,11 +180,6 @@ def test_without_a_time_limit_nothing_is_timed(synthetic_folder, tmp_path, monke
     assert json.loads((run / "config.json").read_text())["model_options"] == {}
 
 
-class _CtrlCAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("fit, trained", [(7, {}), (5, {"filters": [8, 16]})])
 def test_the_fallback_trains_below_three_fifths_of_the_epochs(synthetic_folder, tmp_path, monkeypatch,
                                                              fit, trained):
@@ -193,7 +188,7 @@ def test_the_fallback_trains_below_three_fifths_of_the_epochs(synthetic_folder, 
     monkeypatch.setattr(budget, "epochs_that_fit", lambda *args, **kwargs: fit)
     run = tmp_path / "run"
     train(synthetic_folder, recipe="seed-custom", epochs=10, time_limit=30, fallback_model_options={"filters": [8, 16]},
-          output=run, callbacks=[_CtrlCAfterFirstEpoch()], **FAST)
+          output=run, callbacks=[ctrl_c_after(0)], **FAST)
     assert json.loads((run / "config.json").read_text())["model_options"] == trained
 
 
@@ -201,7 +196,7 @@ def test_a_resumed_run_keeps_the_network_it_started_with(synthetic_folder, tmp_p
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)
     run = tmp_path / "run"
     train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30, fallback_model_options={"filters": [8, 16]},
-          output=run, callbacks=[_CtrlCAfterFirstEpoch()], **FAST)
+          output=run, callbacks=[ctrl_c_after(0)], **FAST)
     monkeypatch.setattr(budget, "seconds_per_step", _never)
     train(resume=run, verbose=0)
     convs = [layer.filters for layer in keras.models.load_model(run / "model.keras").layers

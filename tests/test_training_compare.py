@@ -1,0 +1,117 @@
+"""`ferkit compare`: several recipes on one split, side by side."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ctrl_c_after
+from ferkit.errors import FerkitError
+
+CLASSES = "angry,happy,sad,surprise"
+
+
+def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
+    from ferkit.training.compare import compare
+
+    ablation = tmp_path / "default-noaug.toml"  # a recipe file is named by its stem
+    ablation.write_text('base = "default"\naugment = false\n')
+    rows = compare(synthetic_folder, ["seed-custom", str(ablation)], tmp_path / "cmp", epochs=1,
+                   classes=CLASSES, split="official", verbose=0)
+    assert [r["recipe"] for r in rows] == ["seed-custom", "default-noaug"]
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert table.startswith("Test split: official, classes angry, happy, sad, surprise, seed 0.")
+    assert "| seed-custom | custom |" in table and "| default-noaug | fernet |" in table
+    assert [r["epochs"] for r in rows] == [1, 1]
+    assert "f1_angry" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
+    assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
+    for name in ("seed-custom", "default-noaug"):  # both tested on the same faces
+        metrics = json.loads((tmp_path / "cmp" / name / "metrics.json").read_text())
+        assert metrics["split_sizes"]["test"] == 60 and metrics["classes"] == CLASSES.split(",")
+
+
+@pytest.mark.parametrize("recipes, files, message", [
+    (["seed-custom", "default", "sedd-vgg19"], {}, "unknown recipe 'sedd-vgg19'"),
+    (["default", "seed-custom", "default"], {}, "would share a run directory"),
+    ([], {}, "no recipes to compare"),
+    (["seed-custom", "deep.toml"], {"deep.toml": 'base = "default"\n[model_options]\nblokcs = [1, 1, 1, 1]\n'},
+     "has no option 'blokcs'"),
+    (["seed-custom", "cropped.toml"], {"cropped.toml": 'base = "default"\n[model_options]\ncrop = 30\n'},
+     "crop is the whole number of pixels"),  # a value only the builder knows is wrong
+    (["seed-custom", "gated.toml"], {"gated.toml": 'base = "default"\n[fallback_model_options]\nse_ratio = 2\n'},
+     "se_ratio is the squeeze's share"),  # in the network that trains only on a slow machine
+    (["seed-custom", "taught.toml"], {"taught.toml": 'base = "default"\nteacher = "no/such/run"\n'}, "model not found"),
+    (["seed-custom", "tuned.toml"], {"tuned.toml": 'base = "seed-vgg19"\nweights = "no/such.h5"\n'},
+     "weights file not found"),
+])
+def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_path, monkeypatch, recipes, files,
+                                                         message):
+    from ferkit.training.compare import compare
+
+    monkeypatch.chdir(tmp_path)  # the recipe files' paths are relative
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(FerkitError, match=message):
+        compare(synthetic_folder, recipes, tmp_path / "cmp", epochs=1, classes=CLASSES)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_refuses_a_folder_holding_one_of_its_runs_before_training_any(synthetic_folder, tmp_path,
+                                                                              monkeypatch):
+    from ferkit.training import compare as module
+
+    (tmp_path / "cmp" / "default" / "checkpoints").mkdir(parents=True)  # a comparison cut short before
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match="cmp/default already holds a run: give compare another --output"):
+        module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES)
+
+
+def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.cli import main
+    from ferkit.training import compare as module
+
+    real = module.train
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: real(*args, callbacks=[ctrl_c_after(0)], **kwargs))
+    assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "2",
+                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
+    assert not (tmp_path / "cmp" / "default").exists()  # one Ctrl-C stops the comparison
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| seed-custom (interrupted) | custom |" in table
+    with open(tmp_path / "cmp" / "compare.csv") as handle:  # one epoch of two trained
+        assert [(r["recipe"], r["interrupted"], r["epochs"]) for r in csv.DictReader(handle)] == [
+            ("seed-custom", "True", "1")]
+
+
+def test_compare_notes_a_default_distilled_on_a_random_split():
+    from ferkit.training.compare import _check
+
+    configs, notes = _check(["seed-custom", "default"], {}, Path("cmp"))  # seed-custom's random split for both
+    assert [(c.recipe, c.split) for c in configs] == [("seed-custom", "random"), ("default", "random")]
+    assert len(notes) == 1 and notes[0].startswith("default: distilled from the bundled model")
+    assert _check(["seed-custom", "default"], {"split": "official"}, Path("cmp"))[1] == []
+
+
+def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones():
+    from ferkit.training.compare import _check
+
+    for weights in ("imagenet", "none"):  # custom and fernet have no ImageNet weights to take
+        configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights}, Path("cmp"))
+        assert [c.weights for c in configs] == ["none", weights, "none"]
+
+
+def test_compare_says_which_recipe_trained_its_fallback(synthetic_folder, tmp_path, monkeypatch):
+    from ferkit.training import budget
+    from ferkit.training.compare import compare
+
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)  # its own network: too slow
+    (tmp_path / "slow.toml").write_text('base = "seed-custom"\ntime_limit = 30\nfallback_image_size = 32\n'
+                                        '[fallback_model_options]\nfilters = [8, 16]\n')
+    rows = compare(synthetic_folder, ["seed-custom", str(tmp_path / "slow.toml")], tmp_path / "cmp", epochs=1,
+                   classes=CLASSES, verbose=0)
+    assert [row["fallback"] for row in rows] == ["", '{"filters": [8, 16]} on 32-px faces']  # seed-custom: no limit
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| seed-custom | custom |" in table and "| slow | custom (fallback) |" in table
+    assert 'slow: trained its lighter fallback network {"filters": [8, 16]} on 32-px faces' in table

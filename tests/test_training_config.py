@@ -1,0 +1,92 @@
+"""Training configuration: recipes, their bases, overrides, and every bad value a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.training import TrainConfig, list_recipes, load_recipe
+
+def test_recipes_ship_and_resolve():
+    assert {"default", "seed-custom", "seed-vgg19", "seed-mobilenetv2"} <= set(list_recipes())
+    for name in list_recipes():
+        config = TrainConfig.from_recipe(name)
+        assert config.recipe == name and config.description
+    seed = TrainConfig.from_recipe("seed-vgg19", epochs=3)
+    assert seed.epochs == 3 and "disgust" not in seed.classes and seed.split == "random"
+    assert load_recipe("seed-custom")["learning_rate"] == 0.001
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"recipe": "nope"}, "unknown recipe"),
+    ({"epochs": 0}, "epochs"),
+    ({"class_weight": "heavy"}, "class_weight"),
+    ({"split": "rnadom"}, "split must be one of random, official"),
+    ({"checkpoint_on": "accuracy"}, "checkpoint_on"),
+    ({"mixed_precision": "bf16"}, "mixed_precision must be one of auto, on, off"),
+    ({"mixed_precision": 1}, "mixed_precision must be a string"),
+    ({"teacher": "default", "teacher_weight": 0}, "teacher_weight"),
+    ({"teacher": "default", "teacher_weight": 1.5}, "teacher_weight"),
+    ({"colour": "blue"}, "unknown configuration"),
+    ({"learning_rate": "0.01"}, "learning_rate must be a number"),
+    ({"epochs": "ten"}, "epochs must be a whole number"),
+    ({"epochs": 2.5}, "epochs must be a whole number"),
+    ({"augment": "yes"}, "augment must be true or false"),
+    ({"early_stopping": -1}, "early_stopping must be >= 0"),
+    ({"warmup_epochs": -3}, "warmup_epochs"),
+    ({"weight_decay": -0.1}, "weight_decay"),
+    ({"label_smoothing": 1.5}, "label_smoothing must be 0 to 0.99"),
+    ({"erasing": -1}, "erasing"),
+    ({"fractions": (0.9, 0.0, 0.1)}, "fractions must be three positive numbers"),
+    ({"fractions": (0.5, 0.5)}, "fractions must be three positive numbers"),
+    ({"fractions": 0.8}, "fractions must be three numbers"),
+    ({"fractions": ["a", "b", "c"]}, "fractions must be three numbers"),
+    ({"model_options": 3}, "model_options must be a table of options"),
+    ({"fallback_model_options": [0, 1, 1, 1]}, "fallback_model_options must be a table of options"),
+    ({"fallback_image_size": -8}, "fallback_image_size must be >= 0"),
+    ({"fallback_image_size": 24}, "model fernet needs fallback_image_size >= 32, got 24"),
+    ({"fallback_image_size": 64}, r"fallback_image_size \(64\) is larger than image_size \(48\)"),
+])
+def test_bad_configuration(overrides, message):
+    with pytest.raises(FerkitError, match=message):
+        TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
+
+
+def test_numpy_numbers_are_numbers():
+    config = TrainConfig.from_recipe("default", epochs=np.int64(3), learning_rate=np.float32(0.01))
+    assert config.epochs == 3 and config.learning_rate == pytest.approx(0.01)
+    assert json.loads(json.dumps(config.to_dict()))["epochs"] == 3  # written to config.json as is
+    with pytest.raises(FerkitError, match="augment must be true or false"):
+        TrainConfig.from_recipe("default", augment=np.int64(1))
+
+
+def test_paths_may_name_a_teacher_or_weights(tmp_path):
+    config = TrainConfig.from_recipe("default", teacher=tmp_path / "run", weights=tmp_path / "w.h5")
+    assert (config.teacher, config.weights) == (str(tmp_path / "run"), str(tmp_path / "w.h5"))
+
+
+def test_user_recipe_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('model = "custom"\nepochs = 2\n')
+    assert TrainConfig.from_recipe(str(path)).recipe == "mine"
+    path.write_text("model = [")
+    with pytest.raises(FerkitError, match="TOML"):
+        TrainConfig.from_recipe(str(path))
+
+
+def test_recipe_with_a_base_changes_only_its_own_fields(tmp_path):
+    (tmp_path / "seed-custom+augment.toml").write_text('base = "seed-custom"\ndescription = "x"\naugment = true\n')
+    (tmp_path / "two.toml").write_text('base = "seed-custom+augment.toml"\nlabel_smoothing = 0.1\n')
+    config = TrainConfig.from_recipe(str(tmp_path / "two.toml"))
+    seed = TrainConfig.from_recipe("seed-custom")
+    assert config.recipe == "two" and config.augment and config.label_smoothing == 0.1
+    assert (config.model, config.classes, config.learning_rate) == (seed.model, seed.classes, seed.learning_rate)
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(FerkitError, match="its own base"):
+        TrainConfig.from_recipe(str(tmp_path / "loop.toml"))
+    (tmp_path / "orphan.toml").write_text('base = "nope"\n')
+    with pytest.raises(FerkitError, match="unknown recipe 'nope'"):
+        TrainConfig.from_recipe(str(tmp_path / "orphan.toml"))

@@ -1,0 +1,32 @@
+"""Class weights and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferkit.training import TrainConfig, techniques
+
+def test_class_weights_favour_rare_classes():
+    labels = np.array([0] * 90 + [1] * 10)
+    balanced = techniques.class_weights(TrainConfig(class_weight="balanced"), labels)
+    sqrt = techniques.class_weights(TrainConfig(class_weight="sqrt"), labels)
+    assert balanced[1] / balanced[0] == pytest.approx(9)
+    assert sqrt[1] / sqrt[0] == pytest.approx(3)
+    assert techniques.class_weights(TrainConfig(), labels) is None
+
+
+def test_sample_weights_follow_the_true_label():
+    labels = np.array([0, 0, 0, 1])
+    weights = techniques.sample_weights(TrainConfig(class_weight="balanced"), labels)
+    np.testing.assert_allclose(weights, [4 / 6, 4 / 6, 4 / 6, 2.0])
+    assert techniques.sample_weights(TrainConfig(), labels) is None
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    config = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=4, learning_rate=0.01)
+    _, schedule = techniques.optimizer(config, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
+    assert rates[0] == pytest.approx(0.001) and rates[1] == pytest.approx(0.0055)
+    assert rates[2] == pytest.approx(0.01) and rates[3] == pytest.approx(0.005, rel=0.01)
+    assert rates[4] < 1e-6
