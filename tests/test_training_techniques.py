@@ -1,4 +1,4 @@
-"""Class weights and the learning-rate schedule."""
+"""Class and sample weights, and the learning-rate schedule."""
 
 from __future__ import annotations
 
