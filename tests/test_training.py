@@ -1,3 +1,5 @@
+"""The trainer end to end: a run directory, its saved formats, Ctrl+C and resuming, other backends."""
+
 from __future__ import annotations
 
 import csv
