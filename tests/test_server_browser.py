@@ -77,3 +77,40 @@ def test_live_webcam_mode_sends_frames(server_url):
         page.click("#live")
         assert page.inner_text("#live") == "Start live webcam"
         browser.close()
+
+
+def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_photo, tmp_path):
+    """TIFF decodes on the server but not in Chromium: the page shows the server's annotated image;
+    a bad file after it leaves an error and no stale photo or faces."""
+    photo, text = tmp_path / "group.tiff", tmp_path / "notes.png"
+    cv2.imwrite(str(photo), group_photo[0])
+    text.write_text("not an image")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server_url + "/")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        shown = page.evaluate("[view.width, view.height, view.style.display]")
+        faces = page.locator(".face h3.label").count()
+        page.set_input_files("#file", str(text))
+        page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=30_000)
+        after = page.evaluate("[$('error').textContent, $('faces').innerHTML, view.style.display, $('status').textContent]")
+        browser.close()
+    assert shown == [640, 480, "block"] and faces == 3
+    assert after == ["not an image, or a corrupt one", "", "none", ""]
+
+
+def test_webcam_on_an_insecure_page_says_why(server_url):
+    """Browsers give no navigator.mediaDevices to plain-HTTP pages from another machine."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.add_init_script("Object.defineProperty(navigator, 'mediaDevices', {value: undefined})")
+        page.goto(server_url + "/")
+        page.click("#live")
+        page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=10_000)
+        error = page.inner_text("#error")
+        browser.close()
+    assert error.startswith("The webcam needs a secure page") and "localhost" in error

@@ -1,7 +1,9 @@
 """The HTTP API and web page (FastAPI): the model loaded once, inference off the event loop.
 
-Hardened against bad input: every upload is size-capped before it is read whole, its pixel count
-is checked from the header before it is decoded, and each failure is a 4xx JSON error.
+Hardened against bad input: a request takes its place among those in flight before its body is
+read (so a crowd of slow or stalled uploads holds at most that many bodies in memory), every
+upload is size-capped and time-limited as it arrives, its pixel count is checked from the header
+before it is decoded, and each failure is a 4xx JSON error.
 """
 
 from __future__ import annotations
@@ -11,23 +13,58 @@ import math
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 
 import anyio
 import cv2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
-from ferkit.inference.backends import load_backend, recorded_metrics
+from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
 from ferkit.inference.faces import create_detector
 from ferkit.inference.images import decode_image
 from ferkit.inference.recognizer import COLOURS, EmotionRecognizer
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
+UPLOAD_SECONDS = 120  # the whole body must arrive within this (10 MB at under 1 Mbit/s): 408 after
+
+
+class FaceResult(BaseModel):
+    box: tuple[int, int, int, int] = Field(description="x, y, width, height in the image's pixels")
+    label: str = Field(description="the most likely emotion")
+    confidence: float = Field(description="its probability")
+    scores: dict[str, float] = Field(description="every emotion's probability")
+
+
+class Prediction(BaseModel):
+    faces: list[FaceResult]
+    model: str = Field(description="the model's name: default (the bundled one), or its file or run directory")
+    elapsed_ms: float
+
+
+class Error(BaseModel):
+    error: str
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The endpoint reads its body itself (to cap and time it as it arrives), so FastAPI cannot infer it.
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "image/*": _BINARY, "application/octet-stream": _BINARY}}}
+PREDICT_RESPONSES = {
+    200: {"model": Prediction, "description": "the faces found, or with ?annotated=true the image with them drawn",
+          "content": {"image/png": {}}},
+    **{status: {"model": Error, "description": why} for status, why in (
+        (400, "not an image, a corrupt one, or an empty upload"), (408, "the upload did not arrive in time"),
+        (413, "over the size or pixel limit"), (415, "not an image content type"), (422, "a bad query parameter"),
+        (503, "too many requests in flight: retry after the Retry-After seconds"))}}
 
 
 class Engine:
@@ -39,6 +76,8 @@ class Engine:
         if queue < 0:
             raise FerkitError(f"the server's queue must be >= 0, got {queue}")
         self.backend = load_backend(model)
+        # Clients see a name, not this machine's file paths.
+        self.name = DEFAULT_MODEL if model == DEFAULT_MODEL else Path(self.backend.name).name
         self.metrics = recorded_metrics(self.backend)
         self.detector_name = detector
         create_detector(detector)  # fail at start-up, not on the first request
@@ -63,13 +102,15 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
     async def _json_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        # headers: a 405's Allow, a 503's Retry-After
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=422)
+        return JSONResponse({"error": "; ".join(_where(e) + e["msg"] for e in exc.errors())}, status_code=422)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    # HEAD too: uptime checkers and `curl -I` use it
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return (resources.files("ferkit.server") / "static" / "index.html").read_text()
 
@@ -77,23 +118,26 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def health() -> dict:
         return {"status": "ok", "in_flight": engine.in_flight}
 
+    app.add_api_route("/v1/health", health, methods=["HEAD"], include_in_schema=False)  # one operation in /docs
+
     @app.get("/v1/model")
     async def model_info() -> dict:
         info = engine.backend.info
-        return {"classes": list(info.classes), "image_size": info.image_size, "model": engine.backend.name,
+        return {"classes": list(info.classes), "image_size": info.image_size, "model": engine.name,
                 "detector": engine.detector_name, "version": __version__, "recipe": info.config.get("recipe"),
                 "accuracy": engine.metrics.get("accuracy"), "macro_f1": engine.metrics.get("macro_f1"),
                 "evaluated_on": engine.metrics.get("split"),
                 "colours": {name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes}}
 
-    @app.post("/v1/predict", responses={400: {}, 413: {}, 415: {}, 503: {}})
+    @app.post("/v1/predict", openapi_extra=UPLOAD_BODY, responses=PREDICT_RESPONSES)
     async def predict(request: Request, annotated: bool = False):
         """An image as multipart field `file` or as the raw body; JSON faces, or the annotated image."""
-        data = await _read_upload(request, max_bytes)
-        if engine.in_flight >= engine.max_in_flight:
-            raise HTTPException(503, "server busy: too many requests in flight, retry shortly")
+        if engine.in_flight >= engine.max_in_flight:  # before reading the body: refused ones cost no memory
+            raise HTTPException(503, "server busy: too many requests in flight, retry shortly",
+                                headers={"Retry-After": "1"})
         engine.in_flight += 1
         try:
+            data = await _read_upload(request, max_bytes)
             return await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.limiter)
         finally:
             engine.in_flight -= 1
@@ -101,8 +145,22 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     return app
 
 
+def _where(error: dict) -> str:
+    """`annotated: ` for a query parameter's error, so the message names what was wrong."""
+    names = [str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path", "header")]
+    return f"{'.'.join(names)}: " if names else ""
+
+
 async def _read_upload(request: Request, max_bytes: int) -> bytes:
-    """The image bytes, from a raw body or a multipart field `file`, never reading past the cap."""
+    """The image bytes, from a raw body or a multipart field `file`, within the size cap and UPLOAD_SECONDS."""
+    try:
+        with anyio.fail_after(UPLOAD_SECONDS):
+            return await _read_capped(request, max_bytes)
+    except TimeoutError:
+        raise HTTPException(408, f"the upload did not arrive within {UPLOAD_SECONDS:g} s") from None
+
+
+async def _read_capped(request: Request, max_bytes: int) -> bytes:
     too_big = HTTPException(413, f"upload over the {max_bytes / (1024 * 1024):g} MB limit")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = kind == "multipart/form-data"
@@ -121,7 +179,10 @@ async def _read_upload(request: Request, max_bytes: int) -> bytes:
     if multipart:
         request._body = data  # Starlette parses the form from the body already read
         upload = (await request.form()).get("file")
-        if upload is None or isinstance(upload, str):
+        if isinstance(upload, str):
+            raise HTTPException(400, "the field 'file' is text, not a file: send the image as a file "
+                                     "(curl -F file=@photo.jpg)")
+        if upload is None:
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
         data = await upload.read()
     if len(data) > max_bytes:
@@ -165,5 +226,5 @@ def _infer(engine: Engine, data: bytes, annotated: bool):
     if annotated:
         ok, png = cv2.imencode(".png", rec.annotate(image, faces))
         return Response(png.tobytes(), media_type="image/png")
-    return {"faces": [f.to_dict() for f in faces], "model": engine.backend.name,
+    return {"faces": [f.to_dict() for f in faces], "model": engine.name,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
