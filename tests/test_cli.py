@@ -260,3 +260,79 @@ def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, 
     assert out.stat().st_size > 10_000 and str(out) in capsys.readouterr().out
     assert main(["export", str(tiny_run), "--output", str(out / "x.onnx")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads, message", [("0", "1 to"), ("100000", "(4 x this machine's cores), got 100000"),
+                                              ("many", "a whole number of threads, got 'many'")])
+def test_threads_beyond_reason_are_refused(threads, message, capsys):
+    """100,000 ONNX Runtime threads took minutes to start, at full CPU."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "photo.jpg", "--threads", threads])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --threads: " in err and message in err
+
+
+def test_export_never_writes_over_the_model_it_reads(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "config.json")}
+    for target in ("model.keras", "config.json", "model"):
+        assert main(["export", str(run), "--output", str(run / target)]) == 2
+        assert "an ONNX file's name ends in .onnx" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_ctrl_c_in_predict_keeps_the_results_so_far(tiny_run, group_photo, tmp_path, monkeypatch, capsys):
+    from ferkit.inference import EmotionRecognizer
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        cv2.imwrite(str(folder / name), group_photo[0])
+    calls, detect = [], EmotionRecognizer.detect
+
+    def ctrl_c_on_the_second(self, image, rgb=False):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return detect(self, image, rgb)
+
+    monkeypatch.setattr(EmotionRecognizer, "detect", ctrl_c_on_the_second)
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(folder), "--model", str(tiny_run), "--csv", str(out)]) == 130
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 and {row["file"] for row in rows} == {str(folder / "a.jpg")}
+    assert "the results hold the first 1 of 3 images" in capsys.readouterr().err
+    calls.clear()
+    assert main(["predict", str(folder), "--model", str(tiny_run), "--json"]) == 130
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["interrupted"] and len(printed["results"]) == 1
+
+
+@pytest.mark.parametrize("metrics", ['{"note": "of another model"}', "{broken", "[1, 2]"])
+def test_info_passes_over_a_metrics_file_that_is_not_the_models(tiny_run, tmp_path, capsys, metrics):
+    import shutil
+
+    shutil.copy(tiny_run / "model.onnx", tmp_path)
+    (tmp_path / "metrics.json").write_text(metrics)
+    assert main(["info", "--model", str(tmp_path / "model.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "classes     angry, happy, sad, surprise" in out and "accuracy" not in out
+
+
+def test_a_json_that_is_not_a_keras_model_is_a_clear_error(tiny_run, tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "broken.json").write_text("{broken")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(tiny_run / "model.json", lone)
+    for model, message in ((tiny_run / "config.json", "is not a Keras model.json"),
+                           (tmp_path / "broken.json", "is not a Keras model.json"),
+                           (lone / "model.json", "needs its weights beside it")):
+        assert main(["info", "--model", str(model)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main(["info", "--model", str(tiny_run / "model.json")]) == 0  # the original project's pair

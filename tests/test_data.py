@@ -212,6 +212,27 @@ def test_official_split_with_private_test(tmp_path):
     assert "val = PublicTest, test = PrivateTest" in splits.description
 
 
+def test_official_split_says_what_it_leaves_out(tmp_path, caplog):
+    """A val/ folder is no part of FER2013's protocol: its faces are left out, and that is said."""
+    images, labels = synthetic_faces(("angry", "happy"), 10)
+    write_folder(tmp_path, images, labels, "train")
+    write_folder(tmp_path, images[:6], labels[:6], "val", prefix="face")
+    write_folder(tmp_path, images[:8], labels[:8], "PrivateTest", prefix="face")
+    data = load_fer(tmp_path)
+    splits = make_splits(data, "official")
+    assert splits.sizes()["test"] == 8 and "test = PrivateTest" in splits.description
+    assert "; 6 faces of no FER2013 part left out" in splits.description
+    assert "6 faces are neither Training nor PublicTest/PrivateTest" in caplog.text
+
+
+def test_no_images_found_says_what_was_passed_over(tmp_path):
+    (tmp_path / "happy").mkdir()
+    for i in range(3):
+        (tmp_path / "happy" / f"{i}.png").write_bytes(b"not a png")
+    with pytest.raises(FerkitError, match=r"passed over: 3 unreadable image"):
+        load_fer(tmp_path)
+
+
 def test_official_split_needs_usage(tmp_path):
     images, labels = synthetic_faces(("fear", "neutral"), 5)
     data = load_fer(write_folder(tmp_path, images, labels, split=None))

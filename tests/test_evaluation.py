@@ -118,6 +118,29 @@ def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_ru
     assert "may include faces they were trained on" in caplog.text
 
 
+def test_evaluate_warns_when_other_data_splits_another_way(trained_run, tmp_path, caplog):
+    """Trained where the data had no PrivateTest, rebuilt where it has: "val" is then PublicTest, the
+    faces that tested the run, and its "test" other faces: another protocol, said."""
+    import shutil
+
+    result, data = trained_run
+    caplog.set_level("WARNING", logger="ferkit")
+    evaluate(result.run_dir, data, split="val")
+    assert "but this data gives" not in caplog.text  # the run's own data: its own split
+    shutil.copytree(data, tmp_path / "data")
+    images, labels = synthetic_faces(("angry", "happy", "sad", "surprise"), 5, seed=2)
+    write_folder(tmp_path / "data", images, labels, "PrivateTest", "PrivateTest")
+    evaluate(result.run_dir, tmp_path / "data", split="val")
+    assert 'but this data gives "official split: train = Training, val = PublicTest' in caplog.text
+
+
+def test_evaluate_on_data_without_the_models_classes_is_a_clear_error(trained_run, tmp_path):
+    result, _ = trained_run
+    images, labels = synthetic_faces(("fear", "neutral"), 4)
+    with pytest.raises(FerkitError, match="has no faces of the model's classes"):
+        evaluate(result.run_dir, write_folder(tmp_path, images, labels, split=None), split="all")
+
+
 def test_load_split_gives_the_faces_evaluate_scores(trained_run):
     from ferkit.evaluation.evaluate import load_split, predict_split
     from ferkit.inference.backends import load_backend

@@ -83,6 +83,42 @@ def test_classify_is_one_batch(tiny_run):
     assert rec.classify([]) == []
 
 
+def test_classify_takes_what_detect_takes_and_refuses_one_image_alone(tiny_run, astronaut, tmp_path):
+    from PIL import Image
+
+    rec = EmotionRecognizer(tiny_run)
+    crop = astronaut[30:230, 150:330]  # BGR
+    path = tmp_path / "crop.png"
+    cv2.imwrite(str(path), crop)
+    by_array = rec.classify([crop])[0]
+    rgb = crop[:, :, ::-1].copy()
+    for other in (rec.classify([path])[0], rec.classify([path.read_bytes()])[0],
+                  rec.classify([Image.fromarray(rgb)])[0], rec.classify([rgb], rgb=True)[0]):
+        assert other == pytest.approx(by_array, abs=1e-6)
+    for alone in (crop, crop[:, :, 0], crop[:, :, :1]):  # read row by row, it would be 200 "crops"
+        with pytest.raises(FerkitError, match="pass \\[crop\\]"):
+            rec.classify(alone)
+    with pytest.raises(FerkitError, match="pass \\[crop\\]"):
+        rec.classify(str(path))
+    with pytest.raises(FerkitError, match="not an image array"):
+        rec.classify([np.zeros((0, 0), np.uint8)])
+    assert len(rec.classify(np.zeros((5, 48, 48), np.uint8))) == 5  # a batch of gray crops
+
+
+def test_a_label_stays_on_the_image_when_the_box_fills_it(tiny_run):
+    """Above the box when there is room, below it when the top edge is in the way, else inside."""
+    from ferkit.inference.recognizer import COLOURS
+
+    rec = EmotionRecognizer(tiny_run)
+    scores = {"angry": 0.1, "happy": 0.7, "sad": 0.1, "surprise": 0.1}
+    image = np.full((120, 120, 3), 128, np.uint8)
+    for box in ((10, 0, 100, 120), (10, 40, 100, 40), (10, 0, 100, 60)):
+        canvas = rec.annotate(image, [Face(box, scores=scores)])
+        filled = np.all(canvas == COLOURS["happy"], axis=2).sum()
+        outline = 2 * (box[2] + box[3]) + 4  # the 1-px box alone
+        assert filled > outline + 500, box  # and a label's filled background
+
+
 def test_no_face_gives_empty_list(tiny_run):
     assert EmotionRecognizer(tiny_run).detect(np.full((240, 320, 3), 200, np.uint8)) == []
 

@@ -129,6 +129,27 @@ def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video
     assert tiny_video.stat().st_size == size and not (tmp_path / "same.mp4").exists()
 
 
+def test_a_video_output_opencv_cannot_write_is_refused_before_the_model_loads(tiny_run, tiny_video, tmp_path,
+                                                                               capsys):
+    from ferkit.cli import main
+
+    for name in ("a.txt", "a.webm", "a"):
+        assert main(["video", str(tiny_video), "--output", str(tmp_path / name), "--model", "missing.onnx"]) == 2
+        assert "a video's name ends in .mp4, .avi, .mkv, .mov" in capsys.readouterr().err
+
+
+def test_a_video_file_named_like_a_camera_is_the_file(tiny_video, tmp_path, monkeypatch):
+    from ferkit.inference.video import open_capture
+
+    (tmp_path / "7").write_bytes(tiny_video.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    capture = open_capture("7")
+    try:
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    finally:
+        capture.release()
+
+
 def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):
     if cv2.getBuildInformation().count("GUI:") and "NONE" not in cv2.getBuildInformation().split("GUI:")[1][:40]:
         pytest.skip("this OpenCV has a GUI build")

@@ -41,14 +41,22 @@ def server_url(tiny_run):
     thread.join(timeout=10)
 
 
+def _open_page(p, server_url: str, flags=(), before=None):
+    """Chromium on the page, its model information loaded; `before` runs in the page before its script."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + list(flags))
+    page = browser.new_page()
+    if before:
+        page.add_init_script(before)
+    page.goto(server_url + "/")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+    return browser, page
+
+
 def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
     photo = tmp_path / "group.jpg"
     cv2.imwrite(str(photo), group_photo[0])
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        page.goto(server_url + "/")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        browser, page = _open_page(p, server_url)
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".face h3.label", timeout=30_000)
         labels = page.locator(".face h3.label").all_inner_texts()
@@ -66,11 +74,8 @@ def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
 def test_live_webcam_mode_sends_frames(server_url):
     """Chromium's fake camera stands in for a webcam: frames go to the API and answers come back."""
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + [
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
-        page = browser.new_page()
-        page.goto(server_url + "/")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"])
         page.click("#live")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
         assert page.inner_text("#live") == "Stop live webcam"
@@ -86,10 +91,7 @@ def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_p
     cv2.imwrite(str(photo), group_photo[0])
     text.write_text("not an image")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        page.goto(server_url + "/")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+        browser, page = _open_page(p, server_url)
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".face h3.label", timeout=30_000)
         shown = page.evaluate("[view.width, view.height, view.style.display]")
@@ -105,10 +107,8 @@ def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_p
 def test_webcam_on_an_insecure_page_says_why(server_url):
     """Browsers give no navigator.mediaDevices to plain-HTTP pages from another machine."""
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        page.add_init_script("Object.defineProperty(navigator, 'mediaDevices', {value: undefined})")
-        page.goto(server_url + "/")
+        browser, page = _open_page(p, server_url,
+                                   before="Object.defineProperty(navigator, 'mediaDevices', {value: undefined})")
         page.click("#live")
         page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=10_000)
         error = page.inner_text("#error")

@@ -155,6 +155,37 @@ def test_an_existing_run_is_refused_before_the_data_loads(synthetic_folder, tmp_
         train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
 
 
+@pytest.mark.parametrize("kind, message", [
+    ("user files", "already holds other files, which the run's would replace"),
+    ("a file", "it is a file"),
+    ("under a file", "is not a writable folder"),
+])
+def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synthetic_folder, tmp_path,
+                                                                            monkeypatch, kind, message):
+    from ferkit.training import trainer
+
+    mine = tmp_path / "mymodels"
+    if kind == "user files":
+        mine.mkdir()
+        (mine / "model.onnx").write_bytes(b"the user's own model")
+    else:
+        mine.write_text("a file")
+        mine = mine / "run" if kind == "under a file" else mine
+    monkeypatch.setattr(trainer, "load_fer", lambda *args, **kwargs: pytest.fail("loaded the data first"))
+    with pytest.raises(FerkitError, match=message):
+        train(synthetic_folder, recipe="seed-custom", output=mine, **FAST)
+    if kind == "user files":
+        assert (mine / "model.onnx").read_bytes() == b"the user's own model"
+
+
+def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):
+    from ferkit.training import trainer
+
+    monkeypatch.chdir(synthetic_folder.parent)
+    config, _ = trainer._resolve(synthetic_folder.name, None, None, None, {"recipe": "seed-custom"})
+    assert config.data == str(synthetic_folder.resolve())
+
+
 def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
     config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
     result = train(synthetic_folder, config, output=tmp_path / "run", epochs=1, verbose=0)

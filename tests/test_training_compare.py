@@ -59,6 +59,17 @@ def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_p
     assert not (tmp_path / "cmp").exists()
 
 
+def test_compare_checks_a_teachers_classes_before_training_any(synthetic_folder, tiny_run, tmp_path, monkeypatch):
+    """tiny_run knows angry, happy, sad and surprise: it cannot teach fear."""
+    from ferkit.training import compare as module
+
+    (tmp_path / "taught.toml").write_text(f'base = "seed-custom"\nteacher = "{tiny_run}"\n')
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match="does not know fear"):
+        module.compare(synthetic_folder, ["seed-custom", str(tmp_path / "taught.toml")], tmp_path / "cmp",
+                       epochs=1, classes="angry,fear,happy")
+
+
 def test_compare_refuses_a_folder_holding_one_of_its_runs_before_training_any(synthetic_folder, tmp_path,
                                                                               monkeypatch):
     from ferkit.training import compare as module

@@ -49,10 +49,26 @@ def test_recipes_ship_and_resolve():
     ({"fallback_image_size": -8}, "fallback_image_size must be >= 0"),
     ({"fallback_image_size": 24}, "model fernet needs fallback_image_size >= 32, got 24"),
     ({"fallback_image_size": 64}, r"fallback_image_size \(64\) is larger than image_size \(48\)"),
+    ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
+    ({"time_limit": float("inf")}, "time_limit must be a finite number"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
+    ({"recipe": "seed-custom", "image_size": 8}, "model custom needs image_size >= 16, got 8"),
+    ({"classes": [1, 2]}, "classes must be names"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):
         TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base = 1\n", "base must be a recipe name or a .toml path"),
+    (b"description = '\xff\xfe'\n", "not a UTF-8 text file"),
+])
+def test_a_malformed_recipe_file_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "mine.toml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(FerkitError, match=message):
+        TrainConfig.from_recipe(str(path))
 
 
 def test_numpy_numbers_are_numbers():

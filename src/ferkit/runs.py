@@ -17,6 +17,7 @@ A run directory is ferkit's public model format:
 from __future__ import annotations
 
 import json
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -78,8 +79,18 @@ class RunDir:
         return self.config.exists() or (self.path / "checkpoints").exists()
 
     def check_free(self) -> None:
+        """A new run goes into a new or empty folder only: training writes model.onnx, metrics.json
+        and more, and would replace a user's files of the same names. Said before any work."""
         if self.holds_run():
             raise FerkitError(f"{self.path} already holds a run: give another --output, or --resume it")
+        if self.path.exists() and not self.path.is_dir():
+            raise FerkitError(f"cannot write a run to {self.path}: it is a file")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise FerkitError(f"{self.path} already holds other files, which the run's would replace: "
+                              "give a new or empty folder as --output")
+        folder = next(p for p in (self.path, *self.path.parents) if p.exists())
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise FerkitError(f"cannot write a run to {self.path}: {folder} is not a writable folder")
 
     def check_resumable(self) -> None:
         if not self.backup.exists():
@@ -147,8 +158,7 @@ def load_keras_model(model_path: str | Path):
         if not path.is_file():
             raise FerkitError(f"{run.path} has no model.keras: was its training finished?")
     if path.suffix.lower() == ".json":
-        model = keras.models.model_from_json(path.read_text())
-        model.load_weights(path.with_name("model.weights.h5"))
+        model = _from_model_json(path)
     elif path.suffix.lower() == ".keras" and path.suffix != ".keras":
         raise FerkitError(f"Keras reads .keras files by a lower-case suffix only: rename {path} to "
                           f"{path.with_suffix('.keras').name}")
@@ -162,3 +172,24 @@ def load_keras_model(model_path: str | Path):
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
     info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
     return model, info
+
+
+def _from_model_json(path: Path):
+    """The original project's pair, model.json + model.weights.h5 beside it; any other .json (a run's
+    config.json, say) is a clear error, not Keras' traceback."""
+    import keras
+
+    weights = path.with_name("model.weights.h5")
+    try:
+        model = keras.models.model_from_json(path.read_text())
+    except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or JSON of no Keras object
+        model = None
+    if not isinstance(model, keras.Model):
+        raise FerkitError(f"{path} is not a Keras model.json: give a run directory, a .keras or an .onnx file")
+    if not weights.is_file():
+        raise FerkitError(f"{path} needs its weights beside it: {weights} not found")
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError) as exc:
+        raise FerkitError(f"cannot load {weights} into {path}'s model: {str(exc).splitlines()[0][:120]}") from None
+    return model

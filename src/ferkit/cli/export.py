@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ferkit.choices import QUANTIZE
 
@@ -19,8 +20,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import output_path
+    from ferkit.errors import FerkitError
     from ferkit.models.export import export_onnx
 
-    output_path(args.output)  # its folder made, or a clear error, before the export's work
+    # ferkit reads ONNX by its suffix, and so no run file (model.keras, config.json) is written over.
+    if args.output and Path(args.output).suffix.lower() != ".onnx":
+        raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")
+    output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
     print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         # as the bundled model's do): an int8 export of the run may score a little differently.
         trained = config.get("quantize") == "int8" and "model" not in metrics
         of = ", the float model before int8 quantization" if trained else ""
-        print(f"test        accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+        f1 = f", macro-F1 {metrics['macro_f1']:.4f}" if "macro_f1" in metrics else ""
+        print(f"test        accuracy {metrics['accuracy']:.4f}{f1} "
               f"({metrics.get('split', 'test split')}{of})")
         for name, m in metrics.get("per_class", {}).items():
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}")

@@ -38,34 +38,41 @@ def run(args: argparse.Namespace) -> int:
     rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
     results, failed, taken = [], 0, {path.resolve() for path in images}
-    for path in images:
-        try:
-            image = read_image_file(path)
-        except FerkitError as exc:
-            print(f"ferkit: {exc}", file=sys.stderr)
-            results.append({"file": str(path), "error": str(exc), "faces": []})
-            failed += 1
-            continue
-        if args.no_detect:
-            faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
-        else:
-            faces = rec.detect(image)
-        results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
-        if not args.json:
-            _print_lines(path, faces)
-        if annotated:
-            out = _annotated_name(annotated, path, taken)
-            if not cv2.imwrite(str(out), rec.annotate(image, faces)):  # e.g. a full disk: go on, say so
-                print(f"ferkit: cannot write {out}", file=sys.stderr)
-                results[-1]["error"] = f"cannot write {out}"
+    try:
+        for path in images:
+            try:
+                image = read_image_file(path)
+            except FerkitError as exc:
+                print(f"ferkit: {exc}", file=sys.stderr)
+                results.append({"file": str(path), "error": str(exc), "faces": []})
                 failed += 1
-    if not results:
+                continue
+            if args.no_detect:
+                faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
+            else:
+                faces = rec.detect(image)
+            results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
+            if not args.json:
+                _print_lines(path, faces)
+            if annotated:
+                out = _annotated_name(annotated, path, taken)
+                if not cv2.imwrite(str(out), rec.annotate(image, faces)):  # e.g. a full disk: go on, say so
+                    print(f"ferkit: cannot write {out}", file=sys.stderr)
+                    results[-1]["error"] = f"cannot write {out}"
+                    failed += 1
+    except KeyboardInterrupt:  # Ctrl-C ends the folder, not its results: those so far are written below
+        print(f"ferkit: interrupted: the results hold the first {len(results)} of {len(images)} images",
+              file=sys.stderr)
+        interrupted = True
+    else:
+        interrupted = False
+    if not images:
         raise FerkitError(f"no images found in {', '.join(args.paths)}")
     if args.json:
-        print(json.dumps({"model": rec.backend.name, "results": results}, indent=2))
+        print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": interrupted}, indent=2))
     if csv_path:
         _write_csv(csv_path, results, rec.classes)
-    return 1 if failed else 0
+    return 130 if interrupted else 1 if failed else 0  # 130: the shell's code for Ctrl-C
 
 
 def _annotated_name(folder: Path, path: Path, taken: set[Path]) -> Path:
@@ -91,7 +98,7 @@ def _print_lines(path: Path, faces) -> None:
 def _write_csv(path: Path, results: list[dict], classes) -> None:
     """One row per face; a file with no face, or that could not be read, gets one row of its own
     (empty face columns, the reason in `error`), so the CSV accounts for every input."""
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
         writer = csv.writer(handle)
         writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes, "error"])
         for result in results:

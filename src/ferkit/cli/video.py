@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("video", help="faces and emotions through a video file",
                        description="Writes any of: an annotated video, a per-frame CSV, a timeline plot.")
     p.add_argument("input", help="a video file")
-    p.add_argument("--output", metavar="FILE", help="annotated copy (.mp4)")
+    p.add_argument("--output", metavar="FILE", help="annotated copy (.mp4, .avi, .mkv or .mov)")
     p.add_argument("--csv", metavar="FILE", help="frame, time, face, box, label and every class score")
     p.add_argument("--plot", metavar="FILE", help="emotion scores over time (.png)")
     p.add_argument("--every", type=int, default=1, metavar="N",
@@ -23,13 +23,15 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.errors import FerkitError
-    from ferkit.inference.video import process_video
+    from ferkit.inference.video import VIDEO_SUFFIXES, process_video
 
     outputs = [out for out in (args.output, args.csv, args.plot) if out]
     if not outputs:
         raise FerkitError("nothing to write: give --output, --csv and/or --plot")
     if len({Path(out).resolve() for out in outputs}) < len(outputs):
         raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(outputs)}")
+    if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # now, not after the first frame
+        raise FerkitError(f"--output {args.output}: a video's name ends in {', '.join(VIDEO_SUFFIXES)}")
     for out in outputs:
         output_path(out, inputs=[args.input])
     summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot)

@@ -25,7 +25,10 @@ def parse_classes(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     """
     if spec is None:
         return EMOTIONS
-    names = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    given = spec.split(",") if isinstance(spec, str) else list(spec)
+    if not all(isinstance(name, str) for name in given):
+        raise FerkitError(f"classes must be names, got {given!r}")
+    names = [s.strip().lower() for s in given]
     names = [n for n in names if n]
     unknown = sorted(set(names) - set(EMOTIONS))
     if unknown:

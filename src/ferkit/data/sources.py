@@ -31,7 +31,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pb
 # Where a face came from in FER2013's protocol; "" when the source does not say.
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
-USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public"}
+USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "publictest": "public",
+                     "privatetest": "private"}
 
 
 @dataclass
@@ -110,9 +111,10 @@ def _decode_entries(entries, source: str) -> FerDataset:
         labels.append(EMOTIONS.index(emotion))
         usage.append(_usage_of(parts))
     if not images:
+        passed = f" (passed over: {describe_skipped(skipped)})" if skipped else ""
         raise FerkitError(
             f"no images found in {source}: expected [train|test/]<emotion>/<image> with emotion "
-            f"folders named {', '.join(EMOTIONS)}"
+            f"folders named {', '.join(EMOTIONS)}{passed}"
         )
     return _dataset(images, labels, usage, source, skipped)
 

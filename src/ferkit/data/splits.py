@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from ferkit.choices import SPLITS
 from ferkit.data.labels import EMOTIONS
 from ferkit.data.sources import FerDataset
 from ferkit.errors import FerkitError
+
+log = logging.getLogger("ferkit")
 
 
 @dataclass
@@ -108,17 +111,24 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
             f"{data.source} has no FER2013 usage information (Training and PublicTest/PrivateTest, "
             "or train/ and test/ folders): use --split random"
         )
+    unknown = len(data) - sum(len(idx) for idx in parts.values())
+    # Faces of no known part (a val/ folder, a CSV's own Usage value) have no place in FER2013's
+    # protocol: said, and written into the split's description (metrics.json), never dropped silently.
+    left = f"; {unknown} faces of no FER2013 part left out" if unknown else ""
+    if unknown:
+        log.warning("official split: %d faces are neither Training nor PublicTest/PrivateTest (e.g. a val/ "
+                    "folder, or another Usage value) and are left out; --split random uses every face", unknown)
     if len(parts["public"]) and len(parts["private"]):
         return Splits(
             _take(data, parts["train"]), _take(data, parts["public"]), _take(data, parts["private"]),
-            "official split: train = Training, val = PublicTest, test = PrivateTest",
+            f"official split: train = Training, val = PublicTest, test = PrivateTest{left}",
         )
     test_usage = "public" if len(parts["public"]) else "private"
     train, val = _stratified(parts["train"], data.labels, val_fraction, seed)
     return Splits(
         _take(data, train), _take(data, val), _take(data, parts[test_usage]),
         f"official split: train/val = stratified {1 - val_fraction:.0%}/{val_fraction:.0%} of "
-        f"Training (seed {seed}), test = {test_usage.title()}Test",
+        f"Training (seed {seed}), test = {test_usage.title()}Test{left}",
     )
 
 

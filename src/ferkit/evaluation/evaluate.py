@@ -17,7 +17,7 @@ from ferkit.data.splits import has_usage, make_splits, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
-from ferkit.inference.backends import Backend, load_backend, predict_scores
+from ferkit.inference.backends import Backend, load_backend, predict_scores, recorded_metrics
 from ferkit.runs import RunDir
 
 log = logging.getLogger("ferkit")
@@ -76,10 +76,13 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     if dataset.skipped:
         log.warning("skipped %s", describe_skipped(dataset.skipped))
     dataset, left_out = select_classes(dataset, info.classes, require_all=False)
+    if not len(dataset):
+        raise FerkitError(f"{data} has no faces of the model's classes ({', '.join(info.classes)})")
     if left_out:
         dropped = sorted(set(EMOTIONS) - set(info.classes))
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
+    _warn_if_another_protocol(recorded_metrics(backend).get("split"), description, split)
     batch = to_model_input(images, info.image_size)
     return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out)
 
@@ -89,6 +92,16 @@ def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces
     backend = load_backend(model)
     faces = load_split(backend, model, data, split)
     return predict_scores(backend, faces.batch, tta, progress=True), faces
+
+
+def _warn_if_another_protocol(trained: str | None, rebuilt: str, split: str) -> None:
+    """An official split rebuilt on other data can be another protocol: trained where the data had
+    PrivateTest (val = PublicTest), rebuilt where it has not (val = part of Training), the "val"
+    faces are training faces and the "test" faces the ones that chose the kept epoch."""
+    rebuilt = rebuilt.removeprefix("validation part of ")
+    if trained and rebuilt.startswith("official") and trained.startswith("official") and trained != rebuilt:
+        log.warning("the model's run split its data as \"%s\", but this data gives \"%s\": its %s faces here "
+                    "may include faces it trained on or chose its epoch by", trained, rebuilt, split)
 
 
 def _check_split(split: str) -> None:

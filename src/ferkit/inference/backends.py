@@ -149,7 +149,11 @@ def recorded_metrics(backend: Backend) -> dict:
     """The test metrics saved beside the model (metrics.json of its run directory), if any."""
     path = Path(backend.name)
     run = RunDir(path if path.is_dir() else path.parent)
-    return json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+    try:
+        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+    except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
+        return {}
+    return metrics if isinstance(metrics, dict) and "accuracy" in metrics else {}
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
+from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, create_detector
 from ferkit.inference.images import load_image
@@ -62,9 +63,18 @@ class EmotionRecognizer:
         """
         return eye_angle(face.landmarks) if self.align and face.landmarks is not None else 0.0
 
-    def classify(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:
-        """Scores for already-cropped faces (any size, gray or BGR, uint8 or float): one forward pass for all."""
-        batch = to_model_input(list(crops), self.backend.info.image_size)
+    def classify(self, crops: Sequence[Any], rgb: bool = False) -> list[dict[str, float]]:
+        """Scores for already-cropped faces, each anything `detect` takes (path, bytes, array, PIL
+        image; any size, gray or colour, BGR unless `rgb`): one forward pass for all.
+
+        A list, or an N x H x W (x C) array: one image alone would be read row by row as N crops."""
+        if isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (1, 3, 4))):
+            raise FerkitError(f"classify takes a list of face crops, got one image of shape {crops.shape}: "
+                              "pass [crop]")
+        if isinstance(crops, (str, bytes, os.PathLike)) or hasattr(crops, "convert"):
+            raise FerkitError("classify takes a list of face crops, got one: pass [crop]")
+        images = [load_image(crop, rgb) for crop in crops]
+        batch = to_model_input(images, self.backend.info.image_size)
         probs = predict_scores(self.backend, batch, self.tta)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
 
@@ -87,7 +97,9 @@ def draw_face(canvas: np.ndarray, face: Face, thickness: int = 2) -> None:
     scale = max(0.45, w / 180)
     weight = max(1, int(scale * 1.6))  # thin strokes for small labels stay legible
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
-    top = y - th - base - 4 if y - th - base - 4 >= 0 else y + h
-    cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + base + 4), colour, -1)
+    height = th + base + 4
+    # Above the box; below it where the image's top edge is in the way; inside it where both edges are.
+    top = y - height if y - height >= 0 else y + h if y + h + height <= canvas.shape[0] else y
+    cv2.rectangle(canvas, (x, top), (x + tw + 4, top + height), colour, -1)
     cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
                 weight, cv2.LINE_AA)

@@ -21,7 +21,8 @@ log = logging.getLogger("ferkit")
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """A camera index ('0'), a video file, a device (/dev/video0) or a stream URL, opened or a clear error."""
-    target = int(source) if str(source).isdigit() else str(source)
+    # A file that exists wins over the camera of the same number: `ferkit video 7` in a folder with a file 7.
+    target = int(source) if str(source).isdigit() and not Path(str(source)).exists() else str(source)
     if isinstance(target, str) and "://" not in target and not Path(target).exists():
         raise FerkitError(f"video not found: {target}")
     capture = cv2.VideoCapture(target)
@@ -117,6 +118,9 @@ def _say_if_cut_short(source: str, count: int, total: int | None, interrupted: b
                     "(a truncated or damaged file?)", source, count, total)
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # the containers OpenCV writes mp4v video into
+
+
 def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     """An mp4 writer sized from the first decoded frame (capture properties can disagree with it)."""
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
@@ -126,7 +130,7 @@ def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
 
 
 def write_frames_csv(path: Path, rows, classes) -> None:
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
         writer = csv.writer(handle)
         writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", *classes])
         for index, t, i, face in rows:

@@ -7,6 +7,7 @@ spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import tomllib
@@ -97,9 +98,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 raise FerkitError(f"{name} must be {f'{low} to {high}' if high else f'>= {low}'}, got {value}")
+        least = 16 if self.model == "custom" else 32  # custom: four 2x poolings need 16 px
         for name in ("image_size", "fallback_image_size"):  # a fallback_image_size of 0 is the recipe's own
-            if 0 < getattr(self, name) < 32 and self.model != "custom":
-                raise FerkitError(f"model {self.model} needs {name} >= 32, got {getattr(self, name)}")
+            if 0 < getattr(self, name) < least:
+                raise FerkitError(f"model {self.model} needs {name} >= {least}, got {getattr(self, name)}")
         choices = {"split": SPLITS, "class_weight": CLASS_WEIGHTS, "schedule": SCHEDULES,
                    "checkpoint_on": CHECKPOINT_ON, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
@@ -127,6 +129,8 @@ class TrainConfig:
                 expected = "a whole number" if integer else "a number"
                 ok = (isinstance(value, numbers.Integral if integer else numbers.Real)  # numpy's too
                       and not isinstance(value, (bool, np.bool_)))
+                if ok and not integer and not math.isfinite(value):  # NaN passes every range check
+                    expected, ok = "a finite number", False
                 if ok:  # as Python numbers: config.json must serialise them
                     setattr(self, f.name, int(value) if integer else float(value))
             elif isinstance(default, str):
@@ -187,7 +191,10 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         path = Path(recipe)
         if not path.is_file():
             raise FerkitError(f"recipe file not found: {recipe}")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError:
+            raise FerkitError(f"recipe {recipe} is not a UTF-8 text file (TOML)") from None
     else:
         shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
         if not shipped.is_file():
@@ -198,6 +205,8 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
     base = values.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise FerkitError(f"recipe {recipe}: base must be a recipe name or a .toml path, got {base!r}")
     inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
     return {**_without_stale_fallback(inherited, values), "recipe": name, **values}
 

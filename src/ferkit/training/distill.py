@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
-from ferkit.inference.backends import DEFAULT_MODEL, load_backend, resolve_model
+from ferkit.inference.backends import DEFAULT_MODEL, load_backend
 from ferkit.inference.tta import predict_flip
 from ferkit.runs import RunDir
 from ferkit.training.config import TrainConfig
@@ -53,9 +53,17 @@ def teacher_saw_test(config: TrainConfig) -> bool:
 
 
 def check_teacher(config: TrainConfig, run: RunDir | None) -> None:
-    """A teacher that does not exist, said before the data loads (a resume has its targets)."""
+    """A teacher that does not exist or does not know the run's classes, said before the data loads
+    (and before `ferkit compare` trains its first recipe); a resume has its targets."""
     if config.teacher and not _kept(run):
-        resolve_model(config.teacher)
+        _check_classes(config, load_backend(config.teacher).info.classes)
+
+
+def _check_classes(config: TrainConfig, known: tuple[str, ...]) -> None:
+    missing = [name for name in config.classes if name not in known]
+    if missing:
+        raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
+                          f"it was trained on {', '.join(known)}")
 
 
 def _kept(run: RunDir | None) -> bool:
@@ -69,10 +77,7 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
     backend = load_backend(config.teacher)
     if teacher_saw_test(config):
         log.warning(TEACHER_SAW_TEST)
-    missing = [name for name in config.classes if name not in backend.info.classes]
-    if missing:
-        raise FerkitError(f"teacher {config.teacher} does not know {', '.join(missing)}: "
-                          f"it was trained on {', '.join(backend.info.classes)}")
+    _check_classes(config, backend.info.classes)
     started = time.perf_counter()
     batch = to_model_input(faces, backend.info.image_size)
     mirrored = backend.info.mirror_averaged  # it averages them itself: not twice

@@ -112,8 +112,8 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         raise FerkitError("give a config or a recipe, not both")
     elif given:  # a config with a few fields changed
         config = TrainConfig.from_dict({**config.to_dict(), **given})
-    if data is not None:
-        config.data = str(data)
+    if data is not None:  # absolute: --resume reads it back from whatever folder it is run in
+        config.data = str(Path(data).resolve()) if Path(data).exists() else str(data)
     if not config.data:
         raise FerkitError("no training data given")
     return config, None
