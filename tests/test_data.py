@@ -225,6 +225,22 @@ def test_official_split_says_what_it_leaves_out(tmp_path, caplog):
     assert "6 faces are neither Training nor PublicTest/PrivateTest" in caplog.text
 
 
+def test_linked_folders_are_read_once_each(tmp_path, caplog):
+    images, labels = synthetic_faces(("angry", "happy"), 4)
+    one = write_folder(tmp_path / "one", images, labels, split=None, prefix="face")
+    two = write_folder(tmp_path / "two", images, labels, split=None, prefix="face")
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "angry").symlink_to(one / "angry")  # a class linked in
+    (data / "test").symlink_to(two)  # a split linked in
+    (data / "train" / "happy").symlink_to(two / "happy")  # read already, as test/happy
+    (data / "train" / "loop").symlink_to(data)  # a link back up the tree
+    loaded = load_fer(data)
+    parts = Counter(zip(loaded.usage, (EMOTIONS[i] for i in loaded.labels)))
+    assert parts == {("train", "angry"): 4, ("public", "angry"): 4, ("public", "happy"): 4}
+    assert caplog.text.count("already read (through a link)") == 2
+
+
 def test_no_images_found_says_what_was_passed_over(tmp_path):
     (tmp_path / "happy").mkdir()
     for i in range(3):

@@ -72,6 +72,20 @@ def test_16_bit_and_exif_rotated_inputs_match_the_file_read_by_path(tiny_run, as
     assert len(by_path) == len(by_pil) == 1 and by_pil[0].box == by_path[0].box
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_float_tiff_reads_like_its_8_bit_image(tmp_path, channels):
+    """OpenCV's IMREAD_COLOR refuses 32-bit samples; the same file as a PIL image was read."""
+    from ferkit.data.preprocess import to_uint8
+    from ferkit.inference.images import read_image_file
+
+    pixels = np.random.default_rng(0).random((30, 40, channels)).astype(np.float32)
+    path = tmp_path / "float.tiff"
+    assert cv2.imwrite(str(path), pixels)
+    expected = to_uint8(pixels)
+    expected = cv2.cvtColor(expected, cv2.COLOR_GRAY2BGR) if channels == 1 else expected
+    np.testing.assert_array_equal(read_image_file(path), expected)
+
+
 def test_classify_is_one_batch(tiny_run):
     rec = EmotionRecognizer(tiny_run)
     calls = []

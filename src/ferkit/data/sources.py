@@ -10,6 +10,7 @@ downloaded zip, or re-zipped on another machine.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import sys
 import zipfile
@@ -24,6 +25,8 @@ import numpy as np
 from ferkit.data.labels import CSV_CODES, EMOTIONS
 from ferkit.data.preprocess import FER_SIZE, resize_square
 from ferkit.errors import FerkitError
+
+log = logging.getLogger("ferkit")
 
 # What OpenCV's imdecode reads (the decoders sniff the content; the suffix only picks files in folders).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".pnm",
@@ -72,7 +75,18 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
 
 
 def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for dirpath, _, filenames in os.walk(root):
+    """Linked folders are followed (a split or an emotion linked in from elsewhere), each real folder
+    once: a link back up the tree ends instead of looping, and a folder linked in twice (train/happy
+    and test/happy, say) is read once, not into two parts of the split."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            log.warning("%s is a folder already read (through a link): read once", dirpath)
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()  # the first of two links to one folder is the same on every machine
         for name in filenames:
             full = Path(dirpath) / name
             yield full.relative_to(root).as_posix(), full.read_bytes

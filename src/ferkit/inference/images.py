@@ -66,6 +66,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input.
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if image is None and data:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
+            image = _as_8_bit_bgr(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
@@ -88,3 +90,15 @@ def find_images(paths: list[str | Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def _as_8_bit_bgr(image: np.ndarray | None) -> np.ndarray | None:
+    """8-bit BGR from what IMREAD_UNCHANGED read (gray, BGR or BGRA, any depth), or None."""
+    if image is None or image.size == 0 or image.ndim not in (2, 3):
+        return None
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        return None
+    image = to_uint8(np.nan_to_num(image))
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
