@@ -272,6 +272,15 @@ def test_threads_beyond_reason_are_refused(threads, message, capsys):
     assert exit_info.value.code == 2 and "argument --threads: " in err and message in err
 
 
+def test_compare_on_missing_data_leaves_no_folder_and_fractions_say_their_form(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "missing.zip"), "--recipes", "seed-custom", "--output", str(out)]) == 2
+    assert "data not found" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "data.zip", "--fractions", "0.8,0.1,0.1,"])
+    assert exit_info.value.code == 2 and "three numbers such as 0.8,0.1,0.1, got '0.8,0.1,0.1,'" in capsys.readouterr().err
+
+
 def test_export_never_writes_over_the_model_it_reads(tiny_run, tmp_path, capsys):
     import shutil
 

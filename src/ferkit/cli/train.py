@@ -27,8 +27,7 @@ def add_parser(sub) -> None:
     g.add_argument("--model", help="architecture from the model registry")
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
     g.add_argument("--split", choices=SPLITS)
-    g.add_argument("--fractions", type=lambda s: tuple(float(x) for x in s.split(",")),
-                   help="train,val,test fractions, e.g. 0.8,0.1,0.1")
+    g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--epochs", type=int,
                    help="the most epochs to train (the default recipe also stops within its 57-minute "
                         "time limit, and trains a lighter network where fewer than 60%% of them would fit: "
@@ -92,3 +91,10 @@ def run(args: argparse.Namespace) -> int:
     # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
     # must not go on with a cut-short model.
     return 130 if result.interrupted else 0
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"three numbers such as 0.8,0.1,0.1, got {text!r}") from None

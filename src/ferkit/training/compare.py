@@ -35,6 +35,8 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     and is applied to all of them, so that every model is tested on the same faces.
     """
     out = Path(output) if output else default_path("compare")
+    if not Path(data).exists():  # before its output folder is made, which would stay behind empty
+        raise FerkitError(f"data not found: {data}")
     configs, notes = _check(recipes, overrides, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
