@@ -118,20 +118,25 @@ def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_ru
     assert "may include faces they were trained on" in caplog.text
 
 
-def test_evaluate_warns_when_other_data_splits_another_way(trained_run, tmp_path, caplog):
-    """Trained where the data had no PrivateTest, rebuilt where it has: "val" is then PublicTest, the
-    faces that tested the run, and its "test" other faces: another protocol, said."""
+def test_evaluate_warns_when_faces_it_trained_on_may_be_scored(trained_run, tmp_path, caplog):
+    """A run trained where the data had PrivateTest (its val PublicTest) rebuilt on data without it:
+    its "val" is then part of Training. The other way round its faces are unseen: nothing said."""
     import shutil
 
     result, data = trained_run
     caplog.set_level("WARNING", logger="ferkit")
-    evaluate(result.run_dir, data, split="val")
-    assert "but this data gives" not in caplog.text  # the run's own data: its own split
-    shutil.copytree(data, tmp_path / "data")
+    with_private = shutil.copytree(data, tmp_path / "with-private")
     images, labels = synthetic_faces(("angry", "happy", "sad", "surprise"), 5, seed=2)
-    write_folder(tmp_path / "data", images, labels, "PrivateTest", "PrivateTest")
-    evaluate(result.run_dir, tmp_path / "data", split="val")
-    assert 'but this data gives "official split: train = Training, val = PublicTest' in caplog.text
+    write_folder(with_private, images, labels, "PrivateTest", "PrivateTest")
+    evaluate(result.run_dir, with_private, split="test")
+    evaluate("default", with_private, split="test")  # learnt without PrivateTest, and never saw it
+    assert "this data has not" not in caplog.text
+    run = shutil.copytree(result.run_dir, tmp_path / "run")  # as if trained with PrivateTest
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["split"] = "official split: train = Training, val = PublicTest, test = PrivateTest"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    evaluate(run, data, split="val")
+    assert "the model's run had FER2013's PrivateTest" in caplog.text and "its val faces here include" in caplog.text
 
 
 def test_evaluate_on_data_without_the_models_classes_is_a_clear_error(trained_run, tmp_path):

@@ -333,3 +333,11 @@ def test_onnx_mirror_average_of_a_model_without_a_stored_config(tiny_run, tmp_pa
     mirrored = onnx_graph.mirror_averaged(model)
     assert load_backend(onnx_graph.save(mirrored, tmp_path / "m.onnx")).info.mirror_averaged
     assert onnx_graph.mirror_averaged(mirrored) is mirrored
+
+
+def test_custom_refuses_a_face_its_poolings_would_shrink_to_nothing():
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match="custom with 4 blocks needs image_size >= 16, got 8"):
+        create_model("custom", image_size=8, num_classes=7)
+    assert create_model("custom", image_size=8, num_classes=7, filters=(16, 32)).output_shape == (None, 7)

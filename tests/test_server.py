@@ -44,7 +44,8 @@ def test_openapi_says_how_to_send_an_image_and_what_comes_back(client):
 
 
 def test_head_and_method_errors_follow_http(client):
-    assert client.head("/v1/health").status_code == 200 and client.head("/").status_code == 200
+    for route in ("/", "/v1/health", "/v1/model"):
+        assert client.head(route).status_code == 200
     wrong = client.get("/v1/predict")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST" and "error" in wrong.json()
 
@@ -59,6 +60,10 @@ def test_predict_multipart_and_raw_bytes(client, group_jpeg):
         assert body["model"] == "model.onnx"  # a name: clients are not told this machine's paths
         face = body["faces"][0]
         assert len(face["box"]) == 4 and face["label"] in face["scores"]
+
+
+def test_a_run_directory_is_named_by_its_folder(tiny_run):
+    assert TestClient(create_app(str(tiny_run) + "/")).get("/v1/model").json()["model"] == tiny_run.name
 
 
 def test_predict_annotated_returns_an_image(client, group_jpeg):

@@ -156,7 +156,7 @@ def test_an_existing_run_is_refused_before_the_data_loads(synthetic_folder, tmp_
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("user files", "already holds other files, which the run's would replace"),
+    ("user files", "already holds model.onnx, which the run would replace"),
     ("a file", "it is a file"),
     ("under a file", "is not a writable folder"),
 ])
@@ -178,12 +178,20 @@ def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synt
         assert (mine / "model.onnx").read_bytes() == b"the user's own model"
 
 
+def test_a_folder_of_other_names_takes_a_run(tmp_path):
+    from ferkit.runs import RunDir
+
+    for name in (".gitkeep", "notes.txt"):
+        (tmp_path / name).write_text("mine")
+    RunDir(tmp_path).check_free()  # nothing of a run's to replace: no error
+
+
 def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):
     from ferkit.training import trainer
 
     monkeypatch.chdir(synthetic_folder.parent)
     config, _ = trainer._resolve(synthetic_folder.name, None, None, None, {"recipe": "seed-custom"})
-    assert config.data == str(synthetic_folder.resolve())
+    assert config.data == str(synthetic_folder.absolute())
 
 
 def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):

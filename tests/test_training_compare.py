@@ -70,6 +70,17 @@ def test_compare_checks_a_teachers_classes_before_training_any(synthetic_folder,
                        epochs=1, classes="angry,fear,happy")
 
 
+def test_compare_refuses_a_later_recipes_folder_of_user_files_before_training_any(synthetic_folder, tmp_path,
+                                                                                  monkeypatch):
+    from ferkit.training import compare as module
+
+    (tmp_path / "cmp" / "default").mkdir(parents=True)
+    (tmp_path / "cmp" / "default" / "metrics.json").write_text("the user's")
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match="already holds metrics.json, which the run would replace"):
+        module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES)
+
+
 def test_compare_refuses_a_folder_holding_one_of_its_runs_before_training_any(synthetic_folder, tmp_path,
                                                                               monkeypatch):
     from ferkit.training import compare as module

@@ -52,7 +52,6 @@ def test_recipes_ship_and_resolve():
     ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
     ({"time_limit": float("inf")}, "time_limit must be a finite number"),
     ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
-    ({"recipe": "seed-custom", "image_size": 8}, "model custom needs image_size >= 16, got 8"),
     ({"classes": [1, 2]}, "classes must be names"),
 ])
 def test_bad_configuration(overrides, message):

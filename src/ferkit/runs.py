@@ -74,20 +74,26 @@ class RunDir:
         (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         return run
 
+    def files(self) -> tuple[Path, ...]:
+        """Every file a run writes at its top level (its checkpoints/ count as a run's own)."""
+        return (self.config, self.keras_model, self.onnx_model, self.onnx_int8_model, self.model_json, self.weights,
+                self.metrics, self.history, self.loss_plot, self.accuracy_plot, self.confusion_plot)
+
     def holds_run(self) -> bool:
         """A training run (finished or not) was started here: what is written over it mixes two results."""
         return self.config.exists() or (self.path / "checkpoints").exists()
 
     def check_free(self) -> None:
-        """A new run goes into a new or empty folder only: training writes model.onnx, metrics.json
-        and more, and would replace a user's files of the same names. Said before any work."""
+        """A new run never replaces a user's files: training writes model.onnx, metrics.json and more,
+        so a folder holding any of those names is refused, before any work."""
         if self.holds_run():
             raise FerkitError(f"{self.path} already holds a run: give another --output, or --resume it")
         if self.path.exists() and not self.path.is_dir():
             raise FerkitError(f"cannot write a run to {self.path}: it is a file")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            raise FerkitError(f"{self.path} already holds other files, which the run's would replace: "
-                              "give a new or empty folder as --output")
+        clashing = sorted(path.name for path in self.files() if path.exists())
+        if clashing:
+            raise FerkitError(f"{self.path} already holds {', '.join(clashing)}, which the run would replace: "
+                              "give a new folder as --output")
         folder = next(p for p in (self.path, *self.path.parents) if p.exists())
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise FerkitError(f"cannot write a run to {self.path}: {folder} is not a writable folder")

@@ -95,13 +95,14 @@ def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces
 
 
 def _warn_if_another_protocol(trained: str | None, rebuilt: str, split: str) -> None:
-    """An official split rebuilt on other data can be another protocol: trained where the data had
-    PrivateTest (val = PublicTest), rebuilt where it has not (val = part of Training), the "val"
-    faces are training faces and the "test" faces the ones that chose the kept epoch."""
-    rebuilt = rebuilt.removeprefix("validation part of ")
-    if trained and rebuilt.startswith("official") and trained.startswith("official") and trained != rebuilt:
-        log.warning("the model's run split its data as \"%s\", but this data gives \"%s\": its %s faces here "
-                    "may include faces it trained on or chose its epoch by", trained, rebuilt, split)
+    """A run trained where the data had PrivateTest (val = PublicTest, test = PrivateTest), rebuilt on
+    data without it (val = part of Training, test = PublicTest): its "val" faces are then faces it
+    trained on, and its "test" faces the ones that chose its kept epoch. The other way round (the
+    bundled model on the full download, say) its faces here are unseen, so nothing is said."""
+    if trained and trained.startswith("official") and "test = PrivateTest" in trained \
+            and "test = PrivateTest" not in rebuilt:
+        log.warning("the model's run had FER2013's PrivateTest (%s), this data has not: its %s faces here "
+                    "include faces it trained on or chose its epoch by", trained, split)
 
 
 def _check_split(split: str) -> None:
@@ -118,7 +119,8 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
     if cfg["split"] == "official" and not has_usage(dataset):
         raise FerkitError(f"{data} does not say which faces are FER2013's Training and test parts, so "
                           f"the model's {split} split cannot be rebuilt on it: use --split all to score every face")
-    if cfg["split"] == "random" and cfg.get("data") and Path(cfg["data"]).name != Path(str(data)).name:
+    trained_on = Path(cfg.get("data") or str(data)).absolute().name  # "." and "/abs/folder" alike
+    if cfg["split"] == "random" and trained_on != Path(str(data)).absolute().name:
         log.warning("a random split is rebuilt from the order faces are read in: with data other than "
                     "the training data (%s) its %s faces may include training faces", cfg["data"], split)
     if split == "val" and "members" in cfg:

@@ -153,7 +153,9 @@ def recorded_metrics(backend: Backend) -> dict:
         metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
         return {}
-    return metrics if isinstance(metrics, dict) and "accuracy" in metrics else {}
+    numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
+                                                for key in ("accuracy", "macro_f1"))
+    return metrics if numbers and "accuracy" in metrics else {}
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:

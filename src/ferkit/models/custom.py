@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ferkit.errors import FerkitError
 from ferkit.models._blocks import classifier, face_input, load_local_weights
 from ferkit.models._registry import register_model
 
@@ -18,6 +19,9 @@ def custom(
     dense: int = 256,
     dropout: float = 0.4,
 ) -> keras.Model:
+    if image_size < 2 ** len(filters):  # a 2x pooling per block: a face smaller pools to nothing
+        raise FerkitError(f"custom with {len(filters)} blocks needs image_size >= {2 ** len(filters)}, "
+                          f"got {image_size}")
     inputs = face_input(image_size)
     x = layers.Rescaling(1 / 255)(inputs)
     for f in filters:

@@ -77,7 +77,7 @@ class Engine:
             raise FerkitError(f"the server's queue must be >= 0, got {queue}")
         self.backend = load_backend(model)
         # Clients see a name, not this machine's file paths.
-        self.name = DEFAULT_MODEL if model == DEFAULT_MODEL else Path(self.backend.name).name
+        self.name = DEFAULT_MODEL if model == DEFAULT_MODEL else Path(model).absolute().name  # file or run
         self.metrics = recorded_metrics(self.backend)
         self.detector_name = detector
         create_detector(detector)  # fail at start-up, not on the first request
@@ -118,7 +118,6 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def health() -> dict:
         return {"status": "ok", "in_flight": engine.in_flight}
 
-    app.add_api_route("/v1/health", health, methods=["HEAD"], include_in_schema=False)  # one operation in /docs
 
     @app.get("/v1/model")
     async def model_info() -> dict:
@@ -128,6 +127,9 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                 "accuracy": engine.metrics.get("accuracy"), "macro_f1": engine.metrics.get("macro_f1"),
                 "evaluated_on": engine.metrics.get("split"),
                 "colours": {name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes}}
+
+    for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/v1/predict", openapi_extra=UPLOAD_BODY, responses=PREDICT_RESPONSES)
     async def predict(request: Request, annotated: bool = False):

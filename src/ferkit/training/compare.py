@@ -71,6 +71,8 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
     if taken:
         raise FerkitError(f"{', '.join(taken)} already {'holds a run' if len(taken) == 1 else 'hold runs'}: "
                           "give compare another --output")
+    for name in names:  # a file there, or a user's files a run would replace: now, not after the first recipes
+        RunDir(out / name).check_free()
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
         build_model(config, "none", mixed_precision=False)  # built, so that bad option values fail too

@@ -113,7 +113,7 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
     elif given:  # a config with a few fields changed
         config = TrainConfig.from_dict({**config.to_dict(), **given})
     if data is not None:  # absolute: --resume reads it back from whatever folder it is run in
-        config.data = str(Path(data).resolve()) if Path(data).exists() else str(data)
+        config.data = str(Path(data).absolute()) if Path(data).exists() else str(data)
     if not config.data:
         raise FerkitError("no training data given")
     return config, None
