@@ -226,6 +226,22 @@ def test_info_reports_classes_and_accuracy(tiny_run, capsys):
     assert "angry, happy, sad, surprise" in out and "accuracy" in out and "int8" not in out
 
 
+def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    epochs = json.loads((run / "config.json").read_text())["epochs"]
+    header, first, *_ = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text(f"{header}\n{first}\n")  # as Ctrl-C after the first epoch leaves it
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True}))
+    assert main(["info", "--model", str(run)]) == 0
+    assert f", 1 of {epochs} epochs (interrupted) on " in capsys.readouterr().out
+    assert main(["info", "--model", str(tiny_run)]) == 0
+    assert f", {epochs} epochs on " in capsys.readouterr().out
+
+
 def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_path, capsys):
     import shutil
 
@@ -279,6 +295,21 @@ def test_compare_on_missing_data_leaves_no_folder_and_fractions_say_their_form(t
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "data.zip", "--fractions", "0.8,0.1,0.1,"])
     assert exit_info.value.code == 2 and "three numbers such as 0.8,0.1,0.1, got '0.8,0.1,0.1,'" in capsys.readouterr().err
+
+
+def test_int8_export_without_its_calibration_data_says_so_before_converting(tiny_run, tmp_path, monkeypatch,
+                                                                             capsys):
+    import shutil
+
+    import keras
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "moved.zip")}))
+    monkeypatch.setattr(keras.Model, "export", lambda *args, **kwargs: pytest.fail("converted first"))
+    assert main(["export", str(run), "--quantize", "int8"]) == 2
+    assert "which is not there any more: give --calibration DATA" in capsys.readouterr().err
 
 
 def test_export_never_writes_over_the_model_it_reads(tiny_run, tmp_path, capsys):

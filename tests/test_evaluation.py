@@ -92,6 +92,8 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
         evaluate(tmp_path / "nope", data)
     with pytest.raises(FerkitError, match="unknown split"):
         evaluate(result.run_dir, data, split="train")
+    with pytest.raises(FerkitError, match="tta must be True or False, got 'no'"):
+        evaluate(result.run_dir, data, tta="no")
     with pytest.raises(FerkitError, match="holds no model .* did its training finish"):
         evaluate(tmp_path, data)
     # A folder of faces without FER2013's Training/test parts: the hint is evaluate's own flag.
@@ -160,3 +162,16 @@ def test_load_split_gives_the_faces_evaluate_scores(trained_run):
     assert len(load_split(backend, result.run_dir, data, "val").labels) == 24
     with pytest.raises(FerkitError, match="unknown split"):
         load_split(backend, result.run_dir, data, "train")
+
+
+def test_one_epochs_curves_sit_on_whole_epochs():
+    """matplotlib would spread 0.95 ... 1.05 around a single point: no epoch is 0.95."""
+    import matplotlib.pyplot as plt
+
+    from ferkit.evaluation.plots import _epoch_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([1], [0.5], marker="o", label="val")
+    _epoch_axis(ax, "one epoch")
+    assert ax.get_xlim() == (0, 2) and all(float(t).is_integer() for t in ax.get_xticks())
+    plt.close(fig)

@@ -90,6 +90,8 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]
     for export in ("model.onnx", "model-int8.onnx"):  # exports of the interrupted weights
         (run / export).write_bytes(b"stale")
+    with pytest.raises(FerkitError, match="already holds an interrupted run: --resume it"):
+        train(synthetic_folder, recipe="seed-custom", output=run, **FAST)
     second = train(resume=run, verbose=0)
     assert not second.interrupted
     assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()  # else they shadow it
@@ -140,7 +142,7 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     train(synthetic_folder, recipe="seed-custom", output=run, **{**FAST, "epochs": 1})
-    with pytest.raises(FerkitError, match="already holds a run"):
+    with pytest.raises(FerkitError, match="already holds a finished run: give another --output"):
         train(synthetic_folder, recipe="seed-custom", output=run, **{**FAST, "epochs": 1})
     with pytest.raises(FerkitError, match="nothing to resume"):
         train(resume=run)
@@ -151,7 +153,8 @@ def test_an_existing_run_is_refused_before_the_data_loads(synthetic_folder, tmp_
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)  # a run cut short before its first epoch
     monkeypatch.setattr(trainer, "load_fer", lambda *args, **kwargs: pytest.fail("loaded the data first"))
-    with pytest.raises(FerkitError, match="run already holds a run"):
+    with pytest.raises(FerkitError, match="run already holds a run stopped before its first epoch ended, with "
+                                          "nothing to resume: delete it"):
         train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
 
 

@@ -107,6 +107,28 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
             ("seed-custom", "True", "1")]
 
 
+def test_compare_tabulates_the_finished_recipes_when_ctrl_c_comes_before_an_epoch(synthetic_folder, tmp_path,
+                                                                                    monkeypatch):
+    """Ctrl-C while the second recipe loads its data (or a teacher's pass runs): outside `fit`."""
+    from ferkit.cli import main
+    from ferkit.training import compare as module
+
+    real, calls = module.train, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "train", second_interrupted)
+    assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "1",
+                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
+    with open(tmp_path / "cmp" / "compare.csv") as handle:
+        assert [(r["recipe"], r["interrupted"]) for r in csv.DictReader(handle)] == [("seed-custom", "False")]
+    assert (tmp_path / "cmp" / "val_curves.png").is_file()
+
+
 def test_compare_notes_a_default_distilled_on_a_random_split():
     from ferkit.training.compare import _check
 

@@ -70,6 +70,13 @@ def test_a_malformed_recipe_file_is_a_clear_error(tmp_path, text, message):
         TrainConfig.from_recipe(str(path))
 
 
+def test_a_recipe_file_may_be_a_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "seed-custom"\nepochs = 3\n')
+    config = TrainConfig.from_recipe(path)
+    assert (config.recipe, config.epochs, config.model) == ("mine", 3, "custom")
+
+
 def test_numpy_numbers_are_numbers():
     config = TrainConfig.from_recipe("default", epochs=np.int64(3), learning_rate=np.float32(0.01))
     assert config.epochs == 3 and config.learning_rate == pytest.approx(0.01)

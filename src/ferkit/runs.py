@@ -87,7 +87,7 @@ class RunDir:
         """A new run never replaces a user's files: training writes model.onnx, metrics.json and more,
         so a folder holding any of those names is refused, before any work."""
         if self.holds_run():
-            raise FerkitError(f"{self.path} already holds a run: give another --output, or --resume it")
+            raise FerkitError(self._taken())
         if self.path.exists() and not self.path.is_dir():
             raise FerkitError(f"cannot write a run to {self.path}: it is a file")
         clashing = sorted(path.name for path in self.files() if path.exists())
@@ -97,6 +97,16 @@ class RunDir:
         folder = next(p for p in (self.path, *self.path.parents) if p.exists())
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise FerkitError(f"cannot write a run to {self.path}: {folder} is not a writable folder")
+
+    def _taken(self) -> str:
+        """What a run already here is, and so what to do: a run stopped before its first epoch ended
+        has nothing to resume, and --resume would only say so."""
+        if self.backup.exists():  # kept until the last epoch ends
+            return f"{self.path} already holds an interrupted run: --resume it, or give another --output"
+        if self.keras_model.exists():
+            return f"{self.path} already holds a finished run: give another --output"
+        return (f"{self.path} already holds a run stopped before its first epoch ended, with nothing to "
+                "resume: delete it, or give another --output")
 
     def check_resumable(self) -> None:
         if not self.backup.exists():

@@ -30,8 +30,12 @@ def run(args: argparse.Namespace) -> int:
         inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config:
+        done = info["epochs_trained"]
+        epochs = f"{done} of {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
+            config.get("epochs")
+        cut = " (interrupted)" if metrics.get("interrupted") else ""
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
-              f"{config.get('epochs')} epochs on {config.get('data') or '?'}")
+              f"{epochs} epochs{cut} on {config.get('data') or '?'}")
     if config.get("description"):
         print(f"recipe      {config['description']}")
     if metrics:

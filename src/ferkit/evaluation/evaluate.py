@@ -32,6 +32,8 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     seed as its training run), `"val"` its validation split: the one to choose between models on,
     so that the test split stays unseen. `"all"` uses every face of the model's classes.
     """
+    if not isinstance(tta, bool):  # tta="no" would be true
+        raise FerkitError(f"tta must be True or False, got {tta!r}")
     if output is not None and RunDir(Path(output)).holds_run():  # before minutes of predicting
         raise FerkitError(f"{output} holds a training run, whose metrics.json and confusion matrix are its "
                           f"own test results: give the evaluation another --output (e.g. {Path(output) / split})")

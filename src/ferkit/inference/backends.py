@@ -163,4 +163,14 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
     backend = load_backend(model)
     return {"model": backend.name, "classes": list(backend.info.classes),
             "image_size": backend.info.image_size, "config": backend.info.config,
-            "metrics": recorded_metrics(backend)}
+            "metrics": recorded_metrics(backend), "epochs_trained": _epochs_trained(backend)}
+
+
+def _epochs_trained(backend: Backend) -> int | None:
+    """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
+    path = Path(backend.name)
+    history = RunDir(path if path.is_dir() else path.parent).history
+    try:
+        return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -37,12 +37,14 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     source = Path(model_path)
     run = RunDir(source if source.is_dir() else source.parent)
     out = Path(output) if output else (run.onnx_int8_model if quantize == "int8" else run.onnx_model)
+    # Read first: data moved or deleted since training is said before the conversion's work.
+    faces = _calibration_faces(calibration or info.config.get("data"), info) if quantize == "int8" else None
     model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))  # Keras exports called models only
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
         model.export(str(plain), format="onnx", verbose=False)
-        if quantize == "int8":
-            plain = _quantize_int8(plain, Path(tmp), _calibration_faces(calibration or info.config.get("data"), info))
+        if faces is not None:
+            plain = _quantize_int8(plain, Path(tmp), faces)
         proto = onnx.load(str(plain))
     values = {"classes": json.dumps(list(info.classes)), "image_size": str(info.image_size),
               "config": json.dumps({**info.config, "quantize": quantize})}
@@ -59,6 +61,9 @@ def _calibration_faces(data: str | Path | None, info) -> np.ndarray:
 
     if not data:
         raise FerkitError("int8 quantization needs calibration faces: give --calibration DATA")
+    if not Path(data).exists():
+        raise FerkitError(f"int8 quantization calibrates on the run's training data, {data}, which is not "
+                          "there any more: give --calibration DATA")
     faces = load_fer(data)
     pool = np.flatnonzero(faces.usage == "train") if (faces.usage == "train").any() else np.arange(len(faces))
     pick = np.random.default_rng(0).choice(pool, min(CALIBRATION_FACES, len(pool)), replace=False)

@@ -40,19 +40,29 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     configs, notes = _check(recipes, overrides, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for config in configs:
-        log.info("=== %s ===", config.recipe)
-        result = train(data, config, output=out / config.recipe, verbose=verbose)
-        rows.append(_row(config, result))
-        if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
-            skipped = [c.recipe for c in configs[len(rows):]]
-            log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
-                        f"; not trained: {', '.join(skipped)}" if skipped else "")
-            break
-    write_table(out, rows, configs[0], notes)
+    try:
+        for config in configs:
+            log.info("=== %s ===", config.recipe)
+            result = train(data, config, output=out / config.recipe, verbose=verbose)
+            rows.append(_row(config, result))
+            if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
+                skipped = [c.recipe for c in configs[len(rows):]]
+                log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
+                            f"; not trained: {', '.join(skipped)}" if skipped else "")
+                break
+    except KeyboardInterrupt:  # outside an epoch (loading, a teacher's or frozen backbone's pass): the finished ones
+        log.warning("interrupted before %s trained an epoch: the table holds the recipes before it", config.recipe)
+        if rows:
+            _write(out, rows, configs[0], notes)
+        raise
+    _write(out, rows, configs[0], notes)
+    return rows
+
+
+def _write(out: Path, rows: list[dict[str, Any]], first: TrainConfig, notes: list[str]) -> None:
+    write_table(out, rows, first, notes)
     plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
     log.info("comparison written to %s", out)
-    return rows
 
 
 def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[list[TrainConfig], list[str]]:

@@ -184,6 +184,7 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     A recipe may name a `base` recipe and change only a few of its fields; that is how one
     technique is switched on or off for an ablation without copying the whole recipe.
     """
+    recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
     if recipe in _seen:
         raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
     if recipe.endswith(".toml"):
