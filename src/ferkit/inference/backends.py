@@ -145,10 +145,15 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
     return KerasBackend(path)
 
 
+def _run_of(backend: Backend) -> RunDir:
+    """The run directory a model belongs to: itself, or the folder of its file."""
+    path = Path(backend.name)
+    return RunDir(path if path.is_dir() else path.parent)
+
+
 def recorded_metrics(backend: Backend) -> dict:
     """The test metrics saved beside the model (metrics.json of its run directory), if any."""
-    path = Path(backend.name)
-    run = RunDir(path if path.is_dir() else path.parent)
+    run = _run_of(backend)
     try:
         metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
@@ -168,8 +173,7 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
 
 def _epochs_trained(backend: Backend) -> int | None:
     """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
-    path = Path(backend.name)
-    history = RunDir(path if path.is_dir() else path.parent).history
+    history = _run_of(backend).history
     try:
         return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else None
     except (OSError, UnicodeDecodeError):
