@@ -65,6 +65,21 @@ def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, s
     return onnx_graph.save(model, RunDir(stage).onnx_model)
 
 
+def shareable(values: dict) -> dict:
+    """Names, not this machine's paths: the bundle ships to every user, and `ferkit info` prints them."""
+    named = {key: Path(value).name if key in ("data", "run") and value else value for key, value in values.items()}
+    return {**named, **({"members": [shareable(m) for m in values["members"]]} if "members" in values else {})}
+
+
+def publish(stage: RunDir) -> None:
+    """The staged model's configuration, in config.json and in its ONNX metadata, and its
+    metrics, with `shareable` names."""
+    config = shareable(stage.read_config())
+    write_json(stage.config, config)
+    onnx_graph.save(onnx_graph.with_config(onnx_graph.load(stage.onnx_model), config), stage.onnx_model)
+    write_json(stage.metrics, shareable(json.loads(stage.metrics.read_text())))
+
+
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
     if weights and len(weights) != len(members):  # said before minutes of exporting
         raise SystemExit(f"--weights: one per member ({len(members)}), got {len(weights)}")
@@ -79,6 +94,7 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
         metrics = evaluate(onnx, data or stage.read_config()["data"], split="test", output=test.path)
         write_json(stage.metrics, {**json.loads(test.metrics.read_text()), "model": "default"})
         shutil.copy2(test.confusion_plot, stage.confusion_plot)
+        publish(stage)
         TARGET.mkdir(parents=True, exist_ok=True)
         for path in (stage.onnx_model, stage.config, stage.metrics, stage.confusion_plot):
             shutil.copy2(path, TARGET / path.name)

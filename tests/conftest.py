@@ -40,6 +40,21 @@ def ctrl_c_after(epoch: int):
     return CtrlC()
 
 
+def without_train_extra(code: str):
+    """Python `code` run in an interpreter where, as in an install without `ferkit[train]`, the
+    import system finds no TensorFlow, Keras, tf2onnx or scikit-learn."""
+    import subprocess
+    import sys
+
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'sklearn'):\n"
+               "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+               "sys.meta_path.insert(0, Block())\n")
+    return subprocess.run([sys.executable, "-c", blocker + code], capture_output=True, text=True, timeout=120)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height: enough for a size check that comes before any pixel."""
     def chunk(kind: bytes, data: bytes) -> bytes:

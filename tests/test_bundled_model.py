@@ -21,6 +21,15 @@ def test_bundle_is_complete_and_small():
     assert tuple(config["classes"]) == EMOTIONS  # all seven, disgust kept
 
 
+def test_bundle_names_its_data_and_runs_without_the_paths_of_the_machine_that_made_it():
+    folder = bundled_model_dir()
+    config = json.loads((folder / "config.json").read_text())
+    names = [config["data"], json.loads((folder / "metrics.json").read_text())["data"],
+             *(member["run"] for member in config["members"])]
+    assert all(name and "/" not in name and "\\" not in name for name in names), names
+    assert OnnxBackend(folder / "model.onnx").info.config == config  # the ONNX metadata says the same
+
+
 def test_bundle_scores_a_face_and_its_mirror_image_alike():
     backend = OnnxBackend(bundled_model_dir() / "model.onnx")
     faces = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype(np.float32)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import without_train_extra
 from ferkit.cli import COMMANDS, main
 
 
@@ -24,6 +25,17 @@ def test_list_recipes(capsys):
     assert main(["train", "--list-recipes"]) == 0
     out = capsys.readouterr().out
     assert "seed-vgg19" in out and "default" in out
+    listed = without_train_extra("from ferkit.cli import main\nsys.exit(main(['train', '--list-recipes']))")
+    assert listed.returncode == 0 and "seed-vgg19" in listed.stdout, listed.stderr  # a shipped file, no Keras
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`ferkit train --list-recipes | head -1`: the pipe closes before ferkit has printed."""
+    child = subprocess.Popen([sys.executable, "-m", "ferkit", "train", "--list-recipes"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child's first line: its writes hit a closed pipe
+    assert child.wait(timeout=120) == 141
+    assert child.stderr.read() == b""
 
 
 def test_every_train_flag_overrides_a_recipe_field():
@@ -360,6 +372,17 @@ def test_info_passes_over_a_metrics_file_that_is_not_the_models(tiny_run, tmp_pa
     assert main(["info", "--model", str(tmp_path / "model.onnx")]) == 0
     out = capsys.readouterr().out
     assert "classes     angry, happy, sad, surprise" in out and "accuracy" not in out
+
+
+@pytest.mark.parametrize("per_class", ['[1, 2]', '{"angry": 0.5}', '{"angry": {"f1": "high"}}'])
+def test_info_leaves_out_per_class_figures_it_cannot_read(tiny_run, tmp_path, capsys, per_class):
+    import shutil
+
+    shutil.copy(tiny_run / "model.onnx", tmp_path)
+    (tmp_path / "metrics.json").write_text(f'{{"accuracy": 0.5, "per_class": {per_class}}}')
+    assert main(["info", "--model", str(tmp_path / "model.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 0.5000" in out and " f1 " not in out
 
 
 def test_a_json_that_is_not_a_keras_model_is_a_clear_error(tiny_run, tmp_path, capsys):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import png_header_only, synthetic_faces
+from conftest import png_header_only, synthetic_faces, without_train_extra
 from ferkit.errors import FerkitError
 from ferkit.inference import EmotionRecognizer, Face
 from ferkit.inference.backends import KerasBackend, OnnxBackend, load_backend
@@ -193,32 +193,34 @@ def test_model_paths_find_the_onnx_export(tiny_run, tmp_path):
     assert EmotionRecognizer(run).backend.name == str(run / "model-int8.onnx")
 
 
-BLOCK_TENSORFLOW = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'sklearn'):
-            raise ImportError(f'{name} is blocked in this test')
-sys.meta_path.insert(0, Block())
-"""
-
-
 def test_inference_needs_no_tensorflow(tiny_run, group_photo, tmp_path):
     """`ferkit predict` with an ONNX model, in an interpreter where TensorFlow/Keras cannot load."""
-    import subprocess
-    import sys
-
     photo = tmp_path / "group.png"
     cv2.imwrite(str(photo), group_photo[0])
-    code = BLOCK_TENSORFLOW + (
+    result = without_train_extra(
         "from ferkit.cli import main\n"
         f"code = main(['predict', {str(photo)!r}, '--model', {str(tiny_run / 'model.onnx')!r}])\n"
         "assert not any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)\n"
         "sys.exit(code)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("group.png") == 3
+
+
+def test_without_the_train_extra_the_python_api_names_it(tiny_run):
+    result = without_train_extra(
+        "import ferkit\n"
+        "from ferkit import *\n"
+        "assert 'EmotionRecognizer' in dir() and 'train' not in dir(), dir()\n"
+        "for call in (lambda: ferkit.train, lambda: ferkit.EmotionRecognizer(" + repr(str(tiny_run / "model.keras")) + ")):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        assert \"pip install 'ferkit[train]'\" in str(exc), exc\n"
+        "    else:\n"
+        "        raise AssertionError('no error')\n"
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_import_ferkit_is_light():

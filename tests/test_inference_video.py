@@ -155,7 +155,17 @@ def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):
         pytest.skip("this OpenCV has a GUI build")
     result = subprocess.run([sys.executable, "-m", "ferkit", "demo", "--source", str(tiny_video),
                              "--model", str(tiny_run)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "ferkit[gui]" in result.stderr
+    assert result.returncode == 2 and "headless: pip install --force-reinstall --no-deps 'opencv-python" in result.stderr
+
+
+def test_demo_without_a_display_says_so_instead_of_aborting(tiny_run, tiny_video):
+    env = _gui_cv2_env()
+    if env is None:
+        pytest.skip("needs OpenCV's GUI build (pip install 'ferkit[gui]', or FERKIT_GUI_SITE)")
+    env = {key: value for key, value in env.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "ferkit", "demo", "--source", str(tiny_video),
+                             "--model", str(tiny_run)], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "the demo window needs a display" in result.stderr, result.stderr
 
 
 def _gui_cv2_env() -> dict | None:

@@ -159,3 +159,16 @@ def test_compare_says_which_recipe_trained_its_fallback(synthetic_folder, tmp_pa
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| seed-custom | custom |" in table and "| slow | custom (fallback) |" in table
     assert 'slow: trained its lighter fallback network {"filters": [8, 16]} on 32-px faces' in table
+
+
+def test_a_class_without_test_faces_has_no_f1_in_the_table(tmp_path):
+    from ferkit.training.compare import write_table
+    from ferkit.training.config import TrainConfig
+
+    row = {"recipe": "r", "model": "custom", "fallback": None, "interrupted": False, "params": 10,
+           "accuracy": 0.5, "macro_f1": 0.5, "f1_angry": 0.5, "f1_disgust": None, "train_min": 1.0,
+           "ms_per_face": 0.1, "epochs": 1}
+    write_table(tmp_path, [row], TrainConfig.from_recipe("seed-custom"))
+    assert "| 0.500 | – |" in (tmp_path / "compare.md").read_text()
+    with open(tmp_path / "compare.csv") as handle:
+        assert next(csv.DictReader(handle))["f1_disgust"] == ""

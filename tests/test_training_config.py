@@ -99,6 +99,18 @@ def test_user_recipe_file(tmp_path):
         TrainConfig.from_recipe(str(path))
 
 
+def test_the_description_says_what_a_run_or_a_derived_recipe_changed(tmp_path):
+    stock = TrainConfig.from_recipe("seed-custom").description
+    assert TrainConfig.from_recipe("seed-custom", epochs=None, seed=0).description == stock  # nothing changed
+    assert TrainConfig.from_recipe("seed-custom", epochs=3, seed=0).description == \
+        stock.rstrip(".") + ". Changed for this run: epochs = 3."
+    (tmp_path / "mine.toml").write_text('base = "seed-custom"\naugment = true\n')
+    assert TrainConfig.from_recipe(str(tmp_path / "mine.toml")).description == \
+        f"seed-custom: {stock.rstrip('.')}. Changed here: augment = True."
+    (tmp_path / "told.toml").write_text('base = "seed-custom"\ndescription = "mine"\naugment = true\n')
+    assert TrainConfig.from_recipe(str(tmp_path / "told.toml")).description == "mine"
+
+
 def test_recipe_with_a_base_changes_only_its_own_fields(tmp_path):
     (tmp_path / "seed-custom+augment.toml").write_text('base = "seed-custom"\ndescription = "x"\naugment = true\n')
     (tmp_path / "two.toml").write_text('base = "seed-custom+augment.toml"\nlabel_smoothing = 0.1\n')

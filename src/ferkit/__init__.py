@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 # On Linux x86-64 TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512
@@ -19,10 +20,21 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from ferkit.data.labels import EMOTIONS  # noqa: E402
-from ferkit.errors import FerkitError  # noqa: E402
+from ferkit.errors import FerkitError, missing_package  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def _installed(name: str) -> bool:
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 __all__ = ["EMOTIONS", "EmotionRecognizer", "Face", "FerkitError", "evaluate", "train"]
+if not all(map(_installed, ("keras", "sklearn"))):  # an install without the train extra: what it can import
+    __all__ = __all__[:4]
 
 if TYPE_CHECKING:
     from ferkit.evaluation import evaluate
@@ -37,5 +49,11 @@ def __getattr__(name: str):
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name]), name)
+        try:
+            module = import_module(_LAZY[name])
+        except ModuleNotFoundError as exc:  # an extra not installed: say which, as the CLI does
+            if exc.name is None:
+                raise
+            raise ModuleNotFoundError(f"ferkit.{name}: {missing_package(exc.name)}", name=exc.name) from exc
+        return getattr(module, name)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

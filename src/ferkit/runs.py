@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.data.labels import EMOTIONS, SEED_CLASSES
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, missing_package
 
 
 # The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
@@ -161,7 +161,10 @@ def model_info(model_path: str | Path, num_outputs: int | None = None,
 
 def load_keras_model(model_path: str | Path):
     """Load a run directory's model.keras (or a .keras / model.json file) with its ModelInfo."""
-    import keras  # deferred: inference with ONNX must not need Keras
+    try:
+        import keras  # deferred: inference with ONNX must not need Keras
+    except ModuleNotFoundError as exc:  # the Python API's users see the CLI's hint too
+        raise ModuleNotFoundError(missing_package("keras"), name="keras") from exc
 
     from ferkit.models import mirror  # noqa: F401  (registers the layer of mirror-averaged models)
 

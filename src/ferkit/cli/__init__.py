@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, missing_package
 
 COMMANDS = ("train", "evaluate", "compare", "export", "predict", "video", "demo", "info", "serve")
 
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"ferkit: error: {_missing_package(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ferkit ... | head` stopped reading: not an error, and nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush fails silently
+        return 141  # a shell's code for a command ended by SIGPIPE
     except OSError as exc:
         print(f"ferkit: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
@@ -46,7 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def _missing_package(exc: ImportError) -> str:
     """Name the extra to install; an ImportError without a module name is not a missing package."""
-    if exc.name is None:
-        return f"import failed: {exc}"
-    extra = "serve" if exc.name in ("fastapi", "uvicorn", "multipart", "PIL") else "train"
-    return f"this needs {exc.name}, which is not installed: pip install 'ferkit[{extra}]'"
+    return f"import failed: {exc}" if exc.name is None else missing_package(exc.name)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 from ferkit.cli._common import add_model_options, recognizer
 
 WINDOW = "ferkit demo (q quits)"
+# pip puts both OpenCV builds in one cv2 folder, and `ferkit[gui]` keeps the headless one the base
+# install needs, so whichever was installed last is the one in place: this puts the GUI build there.
+GUI_FIX = "pip install --force-reinstall --no-deps 'opencv-python>=4.8,<5'"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="live webcam (or video file) window with emotions drawn",
-                       description="Needs OpenCV's GUI build: pip install 'ferkit[gui]'. Press q to quit.")
+                       description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q to quit.")
     p.add_argument("--source", default="0", help="camera index, video file, device or stream URL (default 0)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="detect every Nth frame (default 1)")
     add_model_options(p)
@@ -24,13 +29,17 @@ def _open_window() -> None:
 
     from ferkit.errors import FerkitError
 
+    if "NONE" in cv2.getBuildInformation().split("GUI:")[-1][:40]:
+        raise FerkitError(f"the demo window needs OpenCV's GUI build, but this OpenCV is headless: {GUI_FIX}")
+    if sys.platform.startswith("linux") and not any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY",
+                                                                          "QT_QPA_PLATFORM"))):
+        # Qt would abort the whole process here, with no error to catch
+        raise FerkitError("the demo window needs a display, and none is set (DISPLAY): on a machine "
+                          "without one, `ferkit video FILE --output annotated.mp4` draws the same labels")
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-    except cv2.error:
-        raise FerkitError(
-            "the demo window needs OpenCV's GUI build, but this OpenCV is headless: "
-            "pip uninstall -y opencv-python-headless && pip install 'ferkit[gui]'"
-        ) from None
+    except cv2.error as exc:
+        raise FerkitError(f"could not open the demo window: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

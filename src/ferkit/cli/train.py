@@ -73,7 +73,7 @@ OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "
 
 def run(args: argparse.Namespace) -> int:
     from ferkit.errors import FerkitError
-    from ferkit.training.config import list_recipes, load_recipe
+    from ferkit.recipes import list_recipes, load_recipe
 
     if args.list_recipes:
         for name in list_recipes():

@@ -160,7 +160,17 @@ def recorded_metrics(backend: Backend) -> dict:
         return {}
     numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
                                                 for key in ("accuracy", "macro_f1"))
-    return metrics if numbers and "accuracy" in metrics else {}
+    if not (numbers and "accuracy" in metrics):
+        return {}
+    if not _per_class_ok(metrics.get("per_class", {})):  # hand-edited, or another tool's
+        metrics = {key: value for key, value in metrics.items() if key != "per_class"}
+    return metrics
+
+
+def _per_class_ok(per_class: object) -> bool:
+    return isinstance(per_class, dict) and all(
+        isinstance(m, dict) and all(isinstance(m.get(key), (int, float)) for key in ("f1", "recall", "support"))
+        for m in per_class.values())
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:

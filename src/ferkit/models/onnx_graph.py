@@ -57,7 +57,7 @@ def _interface(model) -> tuple[list[str], int]:
     return json.loads(meta[ONNX_META["classes"]]), int(meta[ONNX_META["image_size"]])
 
 
-def _with_config(model, config: dict):
+def with_config(model, config: dict):
     """`model` with `config` as its metadata's configuration, added where it had none."""
     entry = next((p for p in model.metadata_props if p.key == ONNX_META["config"]), None)
     if entry is None:
@@ -105,7 +105,7 @@ def mirror_averaged(model):
     del graph.value_info[:]  # shapes inside changed (2N): let ONNX Runtime infer them again
     _onnx().checker.check_model(out)
     description = config.get("description") or config.get("recipe", "")
-    return _with_config(out, {**config, "mirror_average": True,
+    return with_config(out, {**config, "mirror_average": True,
                               "description": f"{description}; each face averaged with its mirror image"})
 
 
@@ -154,7 +154,7 @@ def averaged(models: list, weights: list[float] | None = None):
     _merge_opsets(out, models, opset)
     out.ir_version = max(m.ir_version for m in models)
     _onnx().checker.check_model(out)
-    return _with_config(out, _ensemble_config([read_config(m) for m in models], weights))
+    return with_config(out, _ensemble_config([read_config(m) for m in models], weights))
 
 
 def _shares(count: int, weights: list[float] | None) -> list[float]:

@@ -1,1 +1,73 @@
-"""Named training recipes (TOML), read with importlib.resources by ferkit.training.config."""
+"""Named training recipes (TOML) shipped here, and users' recipe files: read without Keras, so
+that `ferkit train --list-recipes` works in an install without the train extra."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import FerkitError
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("ferkit.recipes").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A shipped recipe by name, or a user's recipe from a .toml path.
+
+    A recipe may name a `base` recipe and change only a few of its fields; that is how one
+    technique is switched on or off for an ablation without copying the whole recipe.
+    """
+    recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
+    if recipe in _seen:
+        raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
+    if recipe.endswith(".toml"):
+        path = Path(recipe)
+        if not path.is_file():
+            raise FerkitError(f"recipe file not found: {recipe}")
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem
+        except UnicodeDecodeError:
+            raise FerkitError(f"recipe {recipe} is not a UTF-8 text file (TOML)") from None
+    else:
+        shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
+        if not shipped.is_file():
+            raise FerkitError(f"unknown recipe {recipe!r}; choose from {', '.join(list_recipes())}")
+        text, name = shipped.read_text(), recipe
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
+    base = values.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise FerkitError(f"recipe {recipe}: base must be a recipe name or a .toml path, got {base!r}")
+    inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+    if inherited and values and "description" not in values:  # the base's words describe the base
+        said = inherited.get("description", "")
+        values["description"] = with_changes(f"{base}: {said}" if said else str(base), "here", values)
+    return {**without_stale_fallback(inherited, values), "recipe": name, **values}
+
+
+def with_changes(description: str, where: str, changes: dict[str, Any]) -> str:
+    changed = ", ".join(f"{key} = {value!r}" for key, value in changes.items())
+    return f"{description.rstrip('. ') + '. ' if description.strip('. ') else ''}Changed {where}: {changed}."
+
+
+def without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
+    changes those drops the fallback it would otherwise inherit."""
+    stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & set(changes)
+             else {"fallback_image_size"} if "image_size" in changes else set())
+    return {key: value for key, value in values.items() if key not in stale}
+
+
+def _relative(base: str, recipe: str) -> str:
+    """A base given as a .toml path is relative to the recipe file that names it."""
+    if base.endswith(".toml") and recipe.endswith(".toml"):
+        return str(Path(recipe).parent / base)
+    return base

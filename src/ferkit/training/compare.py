@@ -20,7 +20,8 @@ from ferkit.evaluation.plots import plot_overlay, read_history
 from ferkit.models import check_model
 from ferkit.runs import RunDir, default_path, load_keras_model
 from ferkit.training import distill
-from ferkit.training.config import TrainConfig, load_recipe
+from ferkit.recipes import load_recipe
+from ferkit.training.config import TrainConfig
 from ferkit.training.trainer import build_model, describe_fallback, train
 
 log = logging.getLogger("ferkit")
@@ -115,7 +116,8 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
             "interrupted": result.interrupted,
             "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            **{f"f1_{name}": v["f1"] for name, v in m["per_class"].items()},
+            **{f"f1_{name}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
+               for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
             "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
 
@@ -133,7 +135,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     for r in rows:
         cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
                  r["model"] + (" (fallback)" if r["fallback"] else ""), f"{r['params']:,}",
-                 str(r["epochs"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", *[f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
+                 str(r["epochs"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", *["–" if r[c] is None else f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "

@@ -10,10 +10,7 @@ import dataclasses
 import math
 import numbers
 import os
-import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +19,7 @@ from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDU
 from ferkit.data.labels import EMOTIONS, parse_classes
 from ferkit.data.splits import check_fractions
 from ferkit.errors import FerkitError
+from ferkit.recipes import load_recipe, with_changes, without_stale_fallback
 
 DEFAULT_RECIPE = "default"
 
@@ -170,57 +168,13 @@ class TrainConfig:
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
         """The recipe's values, then every override that is not None."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls.from_dict({**_without_stale_fallback(load_recipe(recipe), given), **given})
-
-
-def list_recipes() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("ferkit.recipes").iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A shipped recipe by name, or a user's recipe from a .toml path.
-
-    A recipe may name a `base` recipe and change only a few of its fields; that is how one
-    technique is switched on or off for an ablation without copying the whole recipe.
-    """
-    recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
-    if recipe in _seen:
-        raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
-    if recipe.endswith(".toml"):
-        path = Path(recipe)
-        if not path.is_file():
-            raise FerkitError(f"recipe file not found: {recipe}")
+        values = without_stale_fallback(load_recipe(recipe), given)
+        config = cls.from_dict({**values, **given})
         try:
-            text, name = path.read_text(encoding="utf-8"), path.stem
-        except UnicodeDecodeError:
-            raise FerkitError(f"recipe {recipe} is not a UTF-8 text file (TOML)") from None
-    else:
-        shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
-        if not shipped.is_file():
-            raise FerkitError(f"unknown recipe {recipe!r}; choose from {', '.join(list_recipes())}")
-        text, name = shipped.read_text(), recipe
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
-    base = values.pop("base", None)
-    if base is not None and not isinstance(base, str):
-        raise FerkitError(f"recipe {recipe}: base must be a recipe name or a .toml path, got {base!r}")
-    inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
-    return {**_without_stale_fallback(inherited, values), "recipe": name, **values}
-
-
-def _without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
-    changes those drops the fallback it would otherwise inherit."""
-    stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & set(changes)
-             else {"fallback_image_size"} if "image_size" in changes else set())
-    return {key: value for key, value in values.items() if key not in stale}
-
-
-def _relative(base: str, recipe: str) -> str:
-    """A base given as a .toml path is relative to the recipe file that names it."""
-    if base.endswith(".toml") and recipe.endswith(".toml"):
-        return str(Path(recipe).parent / base)
-    return base
+            stock = cls.from_dict(values)
+        except FerkitError:  # a flag mended a field the recipe got wrong
+            stock = None
+        changed = {k: v for k, v in given.items() if stock is None or getattr(stock, k) != getattr(config, k)}
+        if changed:  # the recipe's own words no longer describe the run alone (`ferkit info` prints them)
+            config.description = with_changes(config.description, "for this run", changed)
+        return config
