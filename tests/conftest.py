@@ -18,7 +18,9 @@ import pytest  # noqa: E402
 
 from ferkit.data.labels import CSV_CODES, EMOTIONS  # noqa: E402
 
-FER_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip"
+# FER2013 for the tests that read a few dozen real faces: FERKIT_TEST_DATA, else where the
+# development machines keep it, beside the repository.
+FER_ZIP = Path(os.environ.get("FERKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip")
 
 
 def installed(*packages: str) -> list:

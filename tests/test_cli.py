@@ -238,6 +238,16 @@ def test_info_reports_classes_and_accuracy(tiny_run, capsys):
     assert "angry, happy, sad, surprise" in out and "accuracy" in out and "int8" not in out
 
 
+def test_info_on_a_run_not_exported_reads_its_files_without_keras(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.onnx"))
+    result = without_train_extra(f"from ferkit.cli import main\nsys.exit(main(['info', '--model', {str(run)!r}]))")
+    assert result.returncode == 0, result.stderr
+    assert "classes     angry, happy, sad, surprise" in result.stdout and "accuracy" in result.stdout
+
+
 def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, capsys):
     import shutil
 

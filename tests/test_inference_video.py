@@ -12,7 +12,7 @@ import pytest
 
 from ferkit.errors import FerkitError
 from ferkit.inference import EmotionRecognizer
-from ferkit.inference.video import process_video
+from ferkit.inference.video import open_capture, process_video
 
 
 @pytest.fixture
@@ -63,6 +63,8 @@ def test_bad_video_inputs(tiny_run, tmp_path):
         process_video(rec, str(broken), every=0, progress=False)
     with pytest.raises(FerkitError, match="cannot open video source '/dev/null'"):  # a device, not "not found"
         process_video(rec, "/dev/null", progress=False)
+    with pytest.raises(FerkitError, match="cannot open camera 9: no camera with that number"):
+        open_capture("9")  # in a folder without a file named 9: the camera, which this machine lacks
     text = tmp_path / "notes.jpg"
     text.write_text("not a video, though OpenCV opens it\n" * 20)
     with pytest.raises(FerkitError, match="no frame of .* could be decoded"):

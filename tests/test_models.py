@@ -120,6 +120,13 @@ def test_a_mirror_averaged_model_scores_a_face_as_its_mirror_image_and_exports(t
         np.testing.assert_allclose(backend.predict(x), scores, atol=1e-5)
         np.testing.assert_allclose(backend.predict(x[:1]), scores[:1], atol=1e-5)  # one face alone
         assert backend.info.mirror_averaged  # read from config.json, and from the ONNX file's metadata
+    import subprocess
+    import sys
+
+    plain = subprocess.run([sys.executable, "-c", "import ferkit.models, keras\n"  # as the README says
+                            f"keras.models.load_model({str(run / 'model.keras')!r})"],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
 
 
 def test_tta_leaves_out_the_mirror_view_a_mirror_averaged_model_already_scores(tiny_run, synthetic_folder,

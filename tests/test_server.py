@@ -62,6 +62,33 @@ def test_predict_multipart_and_raw_bytes(client, group_jpeg):
         assert len(face["box"]) == 4 and face["label"] in face["scores"]
 
 
+def test_the_recognizer_flags_of_predict_reach_the_server(tiny_run, group_photo, group_jpeg):
+    """`ferkit serve --min-face N --tta ...` finds and scores faces as `ferkit predict` does with them."""
+    from ferkit.inference import EmotionRecognizer
+
+    def served(**options):
+        app = TestClient(create_app(str(tiny_run / "model.onnx"), **options))
+        return app.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/jpeg"}).json()["faces"]
+
+    assert served(min_size=10_000) == []
+    photo = cv2.imdecode(np.frombuffer(group_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    plain = served()
+    for options in ({"tta": True}, {"align": False}):
+        expected = EmotionRecognizer(tiny_run / "model.onnx", **options).detect(photo)
+        got = served(**options)
+        assert [face["box"] for face in got] == [list(face.box) for face in expected]
+        for face, want in zip(got, expected):
+            assert face["scores"] == pytest.approx(want.scores, abs=1e-4)  # the JSON's 4 decimals
+        assert [face["scores"] for face in got] != [face["scores"] for face in plain]  # the option did something
+
+
+def test_serve_refuses_tiny_faces_with_haar_before_it_listens(capsys):
+    from ferkit.cli import main
+
+    assert main(["serve", "--detector", "haar", "--tiny-faces", "--port", "0"]) == 2
+    assert "--tiny-faces works with --detector yunet only" in capsys.readouterr().err
+
+
 def test_a_run_directory_is_named_by_its_folder(tiny_run):
     assert TestClient(create_app(str(tiny_run) + "/")).get("/v1/model").json()["model"] == tiny_run.name
 

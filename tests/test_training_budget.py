@@ -192,6 +192,18 @@ def test_the_fallback_trains_below_three_fifths_of_the_epochs(synthetic_folder, 
     assert json.loads((run / "config.json").read_text())["model_options"] == trained
 
 
+def test_the_probe_says_all_epochs_fit_rather_than_more_than_were_asked_for(synthetic_folder, tmp_path,
+                                                                           monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 0.001)
+    monkeypatch.setattr(budget, "epochs_that_fit", lambda *args, **kwargs: 511)
+    caplog.set_level(logging.INFO)
+    train(synthetic_folder, recipe="seed-custom", epochs=2, time_limit=30, fallback_model_options={"filters": [8, 16]},
+          output=tmp_path / "run", callbacks=[ctrl_c_after(0)], **FAST)
+    assert "time limit 30 min: all 2 epochs of custom" in caplog.text and "511" not in caplog.text
+
+
 def test_a_resumed_run_keeps_the_network_it_started_with(synthetic_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)
     run = tmp_path / "run"

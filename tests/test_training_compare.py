@@ -107,23 +107,25 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
             ("seed-custom", "True", "1")]
 
 
-def test_compare_tabulates_the_finished_recipes_when_ctrl_c_comes_before_an_epoch(synthetic_folder, tmp_path,
-                                                                                    monkeypatch):
-    """Ctrl-C while the second recipe loads its data (or a teacher's pass runs): outside `fit`."""
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (FerkitError("out of disk space"), 2)])
+def test_compare_tabulates_the_finished_recipes_when_the_next_stops_outside_an_epoch(synthetic_folder, tmp_path,
+                                                                                    monkeypatch, stop, code):
+    """Ctrl-C while the second recipe loads its data (or a teacher's pass runs): outside `fit`; or
+    an error in it."""
     from ferkit.cli import main
     from ferkit.training import compare as module
 
     real, calls = module.train, []
 
-    def second_interrupted(*args, **kwargs):
+    def second_stopped(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            raise stop
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(module, "train", second_interrupted)
+    monkeypatch.setattr(module, "train", second_stopped)
     assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "1",
-                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
+                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == code
     with open(tmp_path / "cmp" / "compare.csv") as handle:
         assert [(r["recipe"], r["interrupted"]) for r in csv.DictReader(handle)] == [("seed-custom", "False")]
     assert (tmp_path / "cmp" / "val_curves.png").is_file()
@@ -138,9 +140,11 @@ def test_compare_notes_a_default_distilled_on_a_random_split():
     assert _check(["seed-custom", "default"], {"split": "official"}, Path("cmp"))[1] == []
 
 
-def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones():
+def test_compare_gives_weights_only_to_recipes_that_start_from_pretrained_ones(monkeypatch):
+    from ferkit.training import compare
     from ferkit.training.compare import _check
 
+    monkeypatch.setattr(compare, "build_model", lambda *args, **kwargs: None)  # no ImageNet download here
     for weights in ("imagenet", "none"):  # custom and fernet have no ImageNet weights to take
         configs, _ = _check(["seed-custom", "seed-vgg19", "default"], {"weights": weights}, Path("cmp"))
         assert [c.weights for c in configs] == ["none", weights, "none"]
@@ -172,3 +176,20 @@ def test_a_class_without_test_faces_has_no_f1_in_the_table(tmp_path):
     assert "| 0.500 | – |" in (tmp_path / "compare.md").read_text()
     with open(tmp_path / "compare.csv") as handle:
         assert next(csv.DictReader(handle))["f1_disgust"] == ""
+
+
+def test_compare_offline_says_before_training_that_imagenet_weights_cannot_be_had(synthetic_folder, tmp_path,
+                                                                                 monkeypatch):
+    """The download of a later recipe's weights fails before the first recipe trains, in one line."""
+    from keras.src.utils import file_utils
+
+    from ferkit.training.compare import compare
+
+    def offline(*args, **kwargs):  # what Keras raises without a network
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(FerkitError, match="could not download the ImageNet weights of VGG19 .*--weights none"):
+        compare(synthetic_folder, ["seed-custom", "seed-vgg19"], tmp_path / "cmp", epochs=1, classes=CLASSES)
+    assert not (tmp_path / "cmp").exists()

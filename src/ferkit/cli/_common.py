@@ -40,16 +40,20 @@ def _threads(text: str) -> int:
     return threads
 
 
-def recognizer(args: argparse.Namespace):
-    from ferkit.inference import EmotionRecognizer
-
+def recognizer_options(args: argparse.Namespace) -> dict:
+    """EmotionRecognizer's keyword arguments from the flags of `add_model_options`."""
     options = {"min_size": args.min_face} if args.min_face is not None else {}
     if args.tiny_faces:
         if args.detector != "yunet":
             raise FerkitError("--tiny-faces works with --detector yunet only")
         options["second_pass"] = True
-    return EmotionRecognizer(args.model, args.detector, threads=args.threads, align=args.align, tta=args.tta,
-                             **options)
+    return {"threads": args.threads, "align": args.align, "tta": args.tta, **options}
+
+
+def recognizer(args: argparse.Namespace):
+    from ferkit.inference import EmotionRecognizer
+
+    return EmotionRecognizer(args.model, args.detector, **recognizer_options(args))
 
 
 def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | Path] = ()) -> Path | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 
-from ferkit.choices import DETECTORS
+from ferkit.cli._common import add_model_options, recognizer_options
 
 
 def add_parser(sub) -> None:
@@ -13,8 +13,7 @@ def add_parser(sub) -> None:
                        description="POST /v1/predict, GET /v1/health, GET /v1/model, the page at /, docs at /docs.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
-    p.add_argument("--detector", choices=DETECTORS, default="yunet")
+    add_model_options(p)  # the same faces and scores as `ferkit predict` with the same flags
     p.add_argument("--max-upload-mb", type=float, default=10)
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     p.set_defaults(run=run)
@@ -36,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
         from ferkit.server import create_app
     except ImportError as exc:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
-    sock = _bind(args.host, args.port)  # first: a port in use is said before seconds of loading the model
-    app = create_app(args.model, args.detector, args.max_upload_mb, args.workers)
+    options = recognizer_options(args)
+    sock = _bind(args.host, args.port)  # before the model: a port in use is said before seconds of loading
+    app = create_app(args.model, args.detector, args.max_upload_mb, args.workers, **options)
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)

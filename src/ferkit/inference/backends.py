@@ -17,7 +17,7 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
-from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model
+from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model, model_info
 
 DEFAULT_MODEL = "default"
 # int8 models: on x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's fast u8s8 kernels add pairs of
@@ -145,15 +145,19 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
     return KerasBackend(path)
 
 
-def _run_of(backend: Backend) -> RunDir:
+def _run_of(model: str | Path) -> RunDir:
     """The run directory a model belongs to: itself, or the folder of its file."""
-    path = Path(backend.name)
+    path = Path(model)
     return RunDir(path if path.is_dir() else path.parent)
 
 
 def recorded_metrics(backend: Backend) -> dict:
     """The test metrics saved beside the model (metrics.json of its run directory), if any."""
-    run = _run_of(backend)
+    return _metrics_beside(backend.name)
+
+
+def _metrics_beside(model: str | Path) -> dict:
+    run = _run_of(model)
     try:
         metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
@@ -174,16 +178,23 @@ def _per_class_ok(per_class: object) -> bool:
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
-    """What `ferkit info` prints: classes, input size, configuration and recorded test metrics."""
-    backend = load_backend(model)
-    return {"model": backend.name, "classes": list(backend.info.classes),
-            "image_size": backend.info.image_size, "config": backend.info.config,
-            "metrics": recorded_metrics(backend), "epochs_trained": _epochs_trained(backend)}
+    """What `ferkit info` prints: classes, input size, configuration and recorded test metrics.
+
+    A run directory not exported to ONNX is described from its config.json, without loading its
+    Keras model: TensorFlow's seconds of start-up (and the train extra) for what a file says."""
+    path = resolve_model(model)
+    if path.is_dir():
+        info, name = model_info(path), str(path)
+    else:
+        backend = load_backend(path)
+        info, name = backend.info, backend.name
+    return {"model": name, "classes": list(info.classes), "image_size": info.image_size, "config": info.config,
+            "metrics": _metrics_beside(name), "epochs_trained": _epochs_trained(name)}
 
 
-def _epochs_trained(backend: Backend) -> int | None:
+def _epochs_trained(model: str | Path) -> int | None:
     """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
-    history = _run_of(backend).history
+    history = _run_of(model).history
     try:
         return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else None
     except (OSError, UnicodeDecodeError):

@@ -28,6 +28,9 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()  # a camera OpenCV half-opened stays busy for the next program otherwise
+        if isinstance(target, int):
+            raise FerkitError(f"cannot open camera {target}: no camera with that number, or another program "
+                              "is using it (--source a video file or a stream URL also works)")
         raise FerkitError(f"cannot open video source {source!r}")
     return capture
 

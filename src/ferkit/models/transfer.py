@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from ferkit.errors import FerkitError
 from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg
 from ferkit.models._registry import register_model
 
@@ -19,8 +20,15 @@ VGG_BGR_MEAN = [103.939, 116.779, 123.68]
 def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool):
     inputs = face_input(image_size)
     rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
-    base = base_fn(include_top=False, weights=keras_weights_arg(weights),
-                   input_shape=(image_size, image_size, 3))
+    try:
+        base = base_fn(include_top=False, weights=keras_weights_arg(weights),
+                       input_shape=(image_size, image_size, 3))
+    except Exception as exc:  # Keras' download raises a bare Exception: "URL fetch failure on <url>: ..."
+        if "URL fetch failure" not in str(exc):
+            raise
+        raise FerkitError(f"could not download the ImageNet weights of {base_fn.__name__} ({exc}): connect this "
+                          "machine once (Keras keeps them in ~/.keras/models), or give --weights none or a "
+                          "local weights file") from None
     base.trainable = not freeze
     x = base(scale_layer(rgb), training=False if freeze else None)
     x = layers.GlobalAveragePooling2D()(x) if pool else layers.Flatten()(x)

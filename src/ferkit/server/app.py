@@ -14,6 +14,7 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import anyio
 import cv2
@@ -26,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
-from ferkit.inference.faces import create_detector
 from ferkit.inference.images import decode_image
 from ferkit.inference.recognizer import COLOURS, EmotionRecognizer
 
@@ -70,32 +70,34 @@ PREDICT_RESPONSES = {
 class Engine:
     """One loaded model shared by worker threads, each with its own (non-thread-safe) detector."""
 
-    def __init__(self, model: str, detector: str, workers: int, queue: int):
+    def __init__(self, model: str, detector: str, workers: int, queue: int, options: dict[str, Any]):
         if workers < 1:  # no worker slot: requests would wait for ever
             raise FerkitError(f"the server needs at least one worker (--workers), got {workers}")
         if queue < 0:
             raise FerkitError(f"the server's queue must be >= 0, got {queue}")
-        self.backend = load_backend(model)
+        self.options = {key: value for key, value in options.items() if key != "threads"}
+        self.backend = load_backend(model, options.get("threads"))
         # Clients see a name, not this machine's file paths.
         self.name = DEFAULT_MODEL if model == DEFAULT_MODEL else Path(model).absolute().name  # file or run
         self.metrics = recorded_metrics(self.backend)
         self.detector_name = detector
-        create_detector(detector)  # fail at start-up, not on the first request
         self._local = threading.local()
+        self.recognizer()  # a bad detector or option fails at start-up, not on the first request
         self.limiter = anyio.CapacityLimiter(workers)
         self.max_in_flight, self.in_flight = workers + queue, 0
 
     def recognizer(self) -> EmotionRecognizer:
         if not hasattr(self._local, "recognizer"):
-            self._local.recognizer = EmotionRecognizer(self.backend, self.detector_name)
+            self._local.recognizer = EmotionRecognizer(self.backend, self.detector_name, **self.options)
         return self._local.recognizer
 
 
 def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
-               workers: int = 2, queue: int = 16) -> FastAPI:
+               workers: int = 2, queue: int = 16, **options: Any) -> FastAPI:
+    """The app serving `model`; `options` are EmotionRecognizer's (threads, tta, align, min_size, ...)."""
     if not 0 < max_upload_mb < math.inf:
         raise FerkitError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
-    engine = Engine(model, detector, workers, queue)
+    engine = Engine(model, detector, workers, queue, options)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")

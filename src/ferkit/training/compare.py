@@ -51,8 +51,10 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
                 log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
                             f"; not trained: {', '.join(skipped)}" if skipped else "")
                 break
-    except KeyboardInterrupt:  # outside an epoch (loading, a teacher's or frozen backbone's pass): the finished ones
-        log.warning("interrupted before %s trained an epoch: the table holds the recipes before it", config.recipe)
+    except BaseException as exc:  # Ctrl-C outside an epoch (loading, a teacher's pass), or a recipe that
+        # failed: the recipes that finished keep their table
+        what = "interrupted before %s trained an epoch" if isinstance(exc, KeyboardInterrupt) else "%s failed"
+        log.warning(f"{what}: the table holds the recipes before it", config.recipe)
         if rows:
             _write(out, rows, configs[0], notes)
         raise
@@ -86,7 +88,9 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
         RunDir(out / name).check_free()
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
-        build_model(config, "none", mixed_precision=False)  # built, so that bad option values fail too
+        # built, so that bad option values fail too, with its weights: a download that cannot be made
+        # (offline, for ImageNet) must fail here, not after the recipes before it have trained
+        build_model(config, config.weights, mixed_precision=False)
         if config.has_fallback:
             build_model(config.with_fallback(), "none", mixed_precision=False)
         distill.check_teacher(config, None)

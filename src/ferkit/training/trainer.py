@@ -173,8 +173,10 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
     mine = f"{config.model} {json.dumps(config.model_options)}"
     if fit >= FALLBACK_BELOW * config.epochs:
-        log.info("time limit %.0f min: about %d of %d epochs of %s fit (%.2f s/step)",
-                 config.time_limit, fit, config.epochs, mine, step)
+        log.info("time limit %.0f min: %s of %s fit (%.2f s/step)", config.time_limit,
+                 f"about {fit} of {config.epochs} epochs" if fit < config.epochs
+                 else f"all {config.epochs} epoch{'s' * (config.epochs != 1)}",
+                 mine, step)
         return config, model
     log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
              "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
