@@ -14,6 +14,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import ferkit  # noqa: E402, F401  (before Keras: it turns on TensorFlow's oneDNN kernels, as `ferkit train` has them)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

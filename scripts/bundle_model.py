@@ -77,7 +77,7 @@ def publish(stage: RunDir) -> None:
     config = shareable(stage.read_config())
     write_json(stage.config, config)
     onnx_graph.save(onnx_graph.with_config(onnx_graph.load(stage.onnx_model), config), stage.onnx_model)
-    write_json(stage.metrics, shareable(json.loads(stage.metrics.read_text())))
+    write_json(stage.metrics, shareable(json.loads(stage.metrics.read_text(encoding="utf-8"))))
 
 
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
@@ -92,7 +92,7 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
         else:
             onnx = from_runs(members, stage.path, data)
         metrics = evaluate(onnx, data or stage.read_config()["data"], split="test", output=test.path)
-        write_json(stage.metrics, {**json.loads(test.metrics.read_text()), "model": "default"})
+        write_json(stage.metrics, {**json.loads(test.metrics.read_text(encoding="utf-8")), "model": "default"})
         shutil.copy2(test.confusion_plot, stage.confusion_plot)
         publish(stage)
         TARGET.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ def real_csv(tmp_path, real_members) -> Path:
     """The same faces in fer2013.csv's format (emotion code, pixels, Usage)."""
     codes = {name: code for code, name in CSV_CODES.items()}
     path = tmp_path / "fer_small.csv"
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["emotion", "pixels", "Usage"])
         for name, data in real_members:

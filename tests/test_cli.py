@@ -128,7 +128,7 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert sum("group.jpg" in line for line in lines) == 3
     assert any("blank.png" in line and "no face found" in line for line in lines)
     assert "corrupt.jpg" in err and "Traceback" not in err and "._group" not in out + err
-    with open(tmp_path / "faces.csv", newline="") as handle:
+    with open(tmp_path / "faces.csv", encoding="utf-8", newline="") as handle:
         rows = {(row["file"].split("/")[-1], row["face"]): row for row in csv.DictReader(handle)}
     assert len(rows) == 3 + 2  # three faces, and one row each for the file without a face and the corrupt one
     assert rows["blank.png", ""]["error"] == "no face found" and rows["blank.png", ""]["label"] == ""

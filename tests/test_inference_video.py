@@ -38,7 +38,7 @@ def test_video_outputs(tiny_run, tiny_video, tmp_path):
     frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
     assert frame_count == 12
-    with open(table) as handle:
+    with open(table, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 30 and set(rec.classes) <= set(rows[0])
     assert {r["frame"] for r in rows} == {str(i) for i in range(10)}
@@ -86,7 +86,7 @@ def test_ctrl_c_keeps_the_outputs_of_the_frames_read(tiny_run, tiny_video, tmp_p
     out, table, plot = tmp_path / "out.mp4", tmp_path / "frames.csv", tmp_path / "timeline.png"
     summary = process_video(rec, str(tiny_video), str(out), str(table), plot=str(plot), progress=False)
     assert summary["interrupted"] and summary["frames"] == 4
-    with open(table) as handle:
+    with open(table, encoding="utf-8") as handle:
         assert {r["frame"] for r in csv.DictReader(handle)} == {"0", "1", "2", "3"}
     assert plot.stat().st_size > 10_000 and "the outputs hold the first 4 frames" in caplog.text
     capture = cv2.VideoCapture(str(out))

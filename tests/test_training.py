@@ -41,7 +41,7 @@ def test_custom_learns_and_writes_the_run_directory(synthetic_folder, tmp_path):
     assert np.array(metrics["confusion_matrix"]).sum() == 60
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"] == "seed-custom" and config["epochs"] == 4 and config["learning_rate"] == 0.003
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 4
 
 
@@ -86,7 +86,7 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     first = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c_after(1)], **FAST)
     assert first.interrupted and (run / "model.keras").is_file()
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]
     for export in ("model.onnx", "model-int8.onnx"):  # exports of the interrupted weights
         (run / export).write_bytes(b"stale")
@@ -95,7 +95,7 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     second = train(resume=run, verbose=0)
     assert not second.interrupted
     assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()  # else they shadow it
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
 
 
@@ -129,13 +129,13 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
                    **{**FAST, "batch_size": 8})  # more batches than Keras queues ahead (10)
     assert result.interrupted and (run / "model.keras").is_file()
     assert _held_batches() <= held  # else each interrupted run in a notebook keeps its faces
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]  # the cut epoch is the last
     assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C handed back
     second = train(resume=run, verbose=0)  # fit ended normally, yet the backup must survive it
     assert not second.interrupted and not (run / "checkpoints" / "backup").exists()
     assert _held_batches() <= held  # TensorFlow keeps the batches reachable after fit; not the faces
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
 
 
@@ -201,7 +201,7 @@ def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
     config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
     result = train(synthetic_folder, config, output=tmp_path / "run", epochs=1, verbose=0)
     assert json.loads((result.run_dir / "config.json").read_text())["epochs"] == 1
-    with open(result.run_dir / "history.csv") as handle:
+    with open(result.run_dir / "history.csv", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 1
     with pytest.raises(FerkitError, match="a config or a recipe, not both"):
         train(synthetic_folder, config, recipe="default", output=tmp_path / "other")
@@ -231,7 +231,7 @@ def test_the_kept_epoch_is_the_best_by_the_checkpoint_metric(synthetic_folder, t
 
     run = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", checkpoint_on=monitor,
                 **FAST).run_dir
-    with open(run / "history.csv") as handle:
+    with open(run / "history.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     pick = min if monitor == "val_loss" else max
     best = pick(rows, key=lambda r: float(r[monitor]))

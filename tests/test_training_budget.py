@@ -86,7 +86,7 @@ def test_the_schedule_matches_keras_cosine_decay():
 def test_a_run_over_its_time_limit_stops_after_the_epoch_and_is_saved(synthetic_folder, tmp_path):
     # 0.001 min is over before the first epoch ends: one epoch of four, then a finished run directory.
     result = train(synthetic_folder, output=tmp_path / "run", epochs=4, time_limit=0.001, **FAST)
-    with open(result.run_dir / "history.csv") as handle:
+    with open(result.run_dir / "history.csv", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 1
     assert not result.interrupted and (result.run_dir / "model.keras").is_file()
 

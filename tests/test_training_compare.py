@@ -102,7 +102,7 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
     assert not (tmp_path / "cmp" / "default").exists()  # one Ctrl-C stops the comparison
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| seed-custom (interrupted) | custom |" in table
-    with open(tmp_path / "cmp" / "compare.csv") as handle:  # one epoch of two trained
+    with open(tmp_path / "cmp" / "compare.csv", encoding="utf-8") as handle:  # one epoch of two trained
         assert [(r["recipe"], r["interrupted"], r["epochs"]) for r in csv.DictReader(handle)] == [
             ("seed-custom", "True", "1")]
 
@@ -126,7 +126,7 @@ def test_compare_tabulates_the_finished_recipes_when_the_next_stops_outside_an_e
     monkeypatch.setattr(module, "train", second_stopped)
     assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "1",
                  "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == code
-    with open(tmp_path / "cmp" / "compare.csv") as handle:
+    with open(tmp_path / "cmp" / "compare.csv", encoding="utf-8") as handle:
         assert [(r["recipe"], r["interrupted"]) for r in csv.DictReader(handle)] == [("seed-custom", "False")]
     assert (tmp_path / "cmp" / "val_curves.png").is_file()
 
@@ -174,7 +174,7 @@ def test_a_class_without_test_faces_has_no_f1_in_the_table(tmp_path):
            "ms_per_face": 0.1, "epochs": 1}
     write_table(tmp_path, [row], TrainConfig.from_recipe("seed-custom"))
     assert "| 0.500 | – |" in (tmp_path / "compare.md").read_text()
-    with open(tmp_path / "compare.csv") as handle:
+    with open(tmp_path / "compare.csv", encoding="utf-8") as handle:
         assert next(csv.DictReader(handle))["f1_disgust"] == ""
 
 

@@ -87,3 +87,22 @@ def test_tensorflow_uses_onednn_unless_the_user_says_not(preset, expected):
     out = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [preset or "1", expected]
+
+
+@pytest.mark.parametrize("first", ["tensorflow", "ferkit"])
+def test_training_says_when_tensorflow_came_first_without_onednn(first):
+    """Imported before ferkit, TensorFlow never saw ferkit ask for oneDNN: training warns exactly
+    when its kernels are off because of that (on CPUs where TensorFlow turns them on itself, never)."""
+    pytest.importorskip("tensorflow")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = (f"import {first}, ferkit, logging; logging.basicConfig(); "
+            "from ferkit.training import precision; "
+            "from tensorflow.python.util import _pywrap_util_port as port; "
+            "precision.warn_if_onednn_missed(); print('oneDNN', port.IsMklEnabled())")
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          capture_output=True, text=True, check=True)
+    onednn = done.stdout.split()[-1] == "True"
+    warned = "imported before ferkit" in done.stderr
+    assert warned == (first == "tensorflow" and not onednn)
+    if first == "ferkit" and platform.machine().lower() in ("x86_64", "amd64"):
+        assert onednn

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 # wins. Elsewhere (ARM) unmeasured, so left to TensorFlow.
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Too late then: training says so (ferkit.training.precision.warn_if_onednn_missed).
+_TENSORFLOW_FIRST = "tensorflow" in sys.modules
 
 from ferkit.data.labels import EMOTIONS  # noqa: E402
 from ferkit.errors import FerkitError, missing_package  # noqa: E402

@@ -20,7 +20,7 @@ def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
     read, so on a machine with hundreds of cores the rest would be generated for nothing.
     """
     try:
-        with (cpuinfo or CPUINFO).open() as lines:
+        with (cpuinfo or CPUINFO).open(encoding="utf-8", errors="replace") as lines:
             flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     except OSError:
         return []

@@ -115,7 +115,7 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         if not self.config.is_file():
             raise FerkitError(f"{self.path} is not a ferkit run directory (no config.json)")
-        return json.loads(self.config.read_text())
+        return json.loads(self.config.read_text(encoding="utf-8"))
 
 
 def default_path(name: str) -> Path:
@@ -124,7 +124,7 @@ def default_path(name: str) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def _from_model_json(path: Path):
 
     weights = path.with_name("model.weights.h5")
     try:
-        model = keras.models.model_from_json(path.read_text())
+        model = keras.models.model_from_json(path.read_text(encoding="utf-8"))
     except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or JSON of no Keras object
         model = None
     if not isinstance(model, keras.Model):

@@ -16,7 +16,7 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
 

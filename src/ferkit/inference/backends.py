@@ -159,7 +159,7 @@ def recorded_metrics(backend: Backend) -> dict:
 def _metrics_beside(model: str | Path) -> dict:
     run = _run_of(model)
     try:
-        metrics = json.loads(run.metrics.read_text()) if run.metrics.is_file() else {}
+        metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
         return {}
     numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
@@ -196,6 +196,6 @@ def _epochs_trained(model: str | Path) -> int | None:
     """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
     history = _run_of(model).history
     try:
-        return max(0, len(history.read_text().splitlines()) - 1) if history.is_file() else None
+        return max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1) if history.is_file() else None
     except (OSError, UnicodeDecodeError):
         return None

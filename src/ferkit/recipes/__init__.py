@@ -38,7 +38,7 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
         if not shipped.is_file():
             raise FerkitError(f"unknown recipe {recipe!r}; choose from {', '.join(list_recipes())}")
-        text, name = shipped.read_text(), recipe
+        text, name = shipped.read_text(encoding="utf-8"), recipe
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

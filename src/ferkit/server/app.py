@@ -114,7 +114,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     # HEAD too: uptime checkers and `curl -I` use it
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
-        return (resources.files("ferkit.server") / "static" / "index.html").read_text()
+        return (resources.files("ferkit.server") / "static" / "index.html").read_text(encoding="utf-8")
 
     @app.get("/v1/health")
     async def health() -> dict:

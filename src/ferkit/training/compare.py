@@ -127,7 +127,7 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:
-    with open(out / "compare.csv", "w", newline="") as handle:
+    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -145,4 +145,4 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "
                        "have fitted its time limit here" for r in rows if r["fallback"])]
     lines += ["", *notes] if notes else []
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -56,3 +56,21 @@ def accelerator() -> str:
 def cpu_bfloat16_flags(cpuinfo: Path | None = None) -> list[str]:
     """The native-bfloat16 flags this CPU reports; none where /proc/cpuinfo is absent (not Linux)."""
     return cpu_flags(BFLOAT16_CPU_FLAGS, cpuinfo)
+
+
+def warn_if_onednn_missed() -> None:
+    """Say when TensorFlow was imported before ferkit and so never saw ferkit ask for its oneDNN
+    kernels: on an AVX2-only 2-core EPYC the default's fallback network trained at 98 faces/s
+    without them and 141 with them (benchmarks/ablations/README.md), and nothing else says why."""
+    import ferkit
+
+    if not ferkit._TENSORFLOW_FIRST or keras.backend.backend() != "tensorflow":
+        return
+    try:
+        from tensorflow.python.util._pywrap_util_port import IsMklEnabled
+    except ImportError:  # a TensorFlow without that probe: nothing to say
+        return
+    if not IsMklEnabled():
+        log.warning("TensorFlow was imported before ferkit, with its oneDNN kernels off: on this CPU "
+                    "training may take 1.4 times as long. Import ferkit before keras and tensorflow, "
+                    "or set TF_ENABLE_ONEDNN_OPTS=1 before Python starts")

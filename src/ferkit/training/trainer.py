@@ -64,6 +64,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         RunDir(Path(output)).check_free()
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
+    precision.warn_if_onednn_missed()
     model = build_model(config, config.weights, bfloat16)  # a typo here fails before the data loads
     if config.has_fallback:  # and one in the fallback's, even on a machine that never trains it
         build_model(config.with_fallback(), "none", bfloat16)
@@ -334,7 +335,7 @@ def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
     for export in (run.onnx_model, run.onnx_int8_model):  # an export of earlier weights would shadow these
         export.unlink(missing_ok=True)
     model.save(run.keras_model)
-    run.model_json.write_text(model.to_json())
+    run.model_json.write_text(model.to_json(), encoding="utf-8")
     model.save_weights(run.weights)
     write_metrics(run, metrics, title="test split")
     write_history_plots(run)
