@@ -194,10 +194,13 @@ def test_predict_goes_on_past_files_it_cannot_read_or_write(tiny_run, group_phot
     assert "locked.jpg: Permission denied" in err and "Traceback" not in err
     assert out.count("z.jpg") == 3 and len(table.read_text().splitlines()) == 1 + 6 + 1  # + locked.jpg's row
 
-    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # a full disk
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "z.jpg"), "--model", str(tiny_run),
                  "--save-annotated", str(tmp_path / "ann"), "--csv", str(table)]) == 1
-    assert capsys.readouterr().err.count("cannot write") == 2
+    assert capsys.readouterr().err.count("No space left on device") == 2
     lines = table.read_text().splitlines()
     assert len(lines) == 1 + 6 and all("cannot write" in line for line in lines[1:])
 
@@ -409,3 +412,82 @@ def test_a_json_that_is_not_a_keras_model_is_a_clear_error(tiny_run, tmp_path, c
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert main(["info", "--model", str(tiny_run / "model.json")]) == 0  # the original project's pair
+
+
+def test_predict_takes_file_names_that_are_not_utf8(tiny_run, group_photo, tmp_path, capsys):
+    """Bytes of another encoding in a name (a Latin-1 'café.jpg'): OpenCV's imwrite crashed the
+    process on its annotated copy, and the CSV ended the run with a UnicodeEncodeError."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")
+    try:
+        cv2.imwrite(str(tmp_path / "g.jpg"), group_photo[0])
+        os.rename(tmp_path / "g.jpg", folder / name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    table, copies = tmp_path / "faces.csv", tmp_path / "ann"
+    assert main(["predict", str(folder), "--model", str(tiny_run), "--csv", str(table),
+                 "--save-annotated", str(copies)]) == 0
+    assert capsys.readouterr().out.count("caf\\udce9.jpg") == 3  # printed escaped
+    rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines()))
+    assert len(rows) == 3 and rows[0]["file"].endswith("caf\\udce9.jpg")
+    assert [p.name for p in copies.iterdir()] == [os.fsdecode(b"caf\xe9_annotated.png")]
+
+
+def test_predict_says_what_it_leaves_out_and_follows_linked_folders(tiny_run, group_photo, tmp_path, caplog):
+    folder, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), group_photo[0])
+    cv2.imwrite(str(elsewhere / "b.png"), group_photo[0])
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "scan").write_bytes(b"\xff\xd8 no suffix")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # read once, not forever
+    table = tmp_path / "faces.csv"
+    assert main(["predict", str(folder), "--model", str(tiny_run), "--csv", str(table)]) == 0
+    files = {row["file"].split("/")[-1] for row in csv.DictReader(table.read_text(encoding="utf-8").splitlines())}
+    assert files == {"a.jpg", "b.png"}
+    assert "left out 2 files not named as images (.heic, no suffix)" in caplog.text
+
+
+def test_predict_rerun_into_its_own_input_folder_reads_no_earlier_copies(tiny_run, group_photo, tmp_path,
+                                                                          capsys):
+    """`--save-annotated photos/annotated` twice: the second run's inputs are the photos alone, and
+    each result names its copy (img.bmp and img.webp cannot both be img_annotated.png)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for suffix in (".bmp", ".webp"):
+        cv2.imwrite(str(folder / f"img{suffix}"), group_photo[0])
+    args = ["predict", str(folder), "--model", str(tiny_run), "--save-annotated", str(folder / "annotated"),
+            "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["file"].split("/")[-1] for r in results] == ["img.bmp", "img.webp"]
+    assert [r["annotated"].split("/")[-1] for r in results] == ["img_annotated.png", "img_annotated-2.png"]
+    assert sorted(p.name for p in (folder / "annotated").iterdir()) == ["img_annotated-2.png", "img_annotated.png"]
+
+
+def test_an_existing_output_file_that_cannot_be_written_is_refused_first(tiny_run, group_photo, tmp_path,
+                                                                         monkeypatch, capsys):
+    """A read-only (or, for root, immutable) faces.csv: said before the first image, not after all."""
+    from pathlib import Path
+
+    photo, table = tmp_path / "g.jpg", tmp_path / "faces.csv"
+    cv2.imwrite(str(photo), group_photo[0])
+    table.write_text("earlier results\n", encoding="utf-8")
+    open_ = Path.open
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if path == table and mode != "r":
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return open_(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    assert main(["predict", str(photo), "--model", str(tiny_run), "--csv", str(table)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"cannot write {table}: Operation not permitted" in err
+    assert table.read_text(encoding="utf-8") == "earlier results\n"

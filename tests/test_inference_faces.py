@@ -125,3 +125,28 @@ def test_alignment_levels_known_eye_positions(tilt):
     _, _, _, centroids = cv2.connectedComponentsWithStats((crop > 127).astype(np.uint8))
     (x0, y0), (x1, y1) = sorted(centroids[1:].tolist())
     assert np.degrees(np.arctan2(y1 - y0, x1 - x0)) == pytest.approx(0, abs=2)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_one_detector_shared_by_threads_finds_what_it_finds_alone(name, group_photo, tmp_path):
+    """Threads detecting at once on images of different sizes (the network is resized for each):
+    in a process of its own, because unguarded this was a segfault, not a failure."""
+    import subprocess
+    import sys
+
+    for i, scale in enumerate((1.0, 0.6, 1.5)):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.resize(group_photo[0], None, fx=scale, fy=scale))
+    code = f"""
+import cv2, sys
+from concurrent.futures import ThreadPoolExecutor
+from ferkit.inference.faces import create_detector
+detector = create_detector({name!r})
+images = [cv2.imread({str(tmp_path)!r} + f"/{{i}}.png") for i in range(3)]
+alone = [[f.box for f in detector.detect(image)] for image in images]
+work = [i % 3 for i in range(60)]
+with ThreadPoolExecutor(3) as pool:
+    shared = list(pool.map(lambda i: [f.box for f in detector.detect(images[i])], work))
+sys.exit(sum(boxes != alone[i] for i, boxes in zip(work, shared)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"rc {done.returncode}: {done.stderr[-500:]}"

@@ -276,3 +276,16 @@ def test_unknown_quantization(tiny_run):
 
     with pytest.raises(FerkitError, match="unknown quantization"):
         export_onnx(tiny_run, quantize="int4")
+
+
+def test_any_path_like_is_a_path(tiny_run, group_photo, tmp_path):
+    """Not only pathlib.Path: any object with __fspath__ (os.PathLike), as open() takes."""
+    photo = tmp_path / "g.png"
+    cv2.imwrite(str(photo), group_photo[0])
+
+    class Named:
+        def __fspath__(self):
+            return str(photo)
+
+    rec = EmotionRecognizer(tiny_run)
+    assert [f.box for f in rec.detect(Named())] == [f.box for f in rec.detect(photo)] != []

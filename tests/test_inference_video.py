@@ -40,8 +40,11 @@ def test_video_outputs(tiny_run, tiny_video, tmp_path):
     assert frame_count == 12
     with open(table, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 30 and set(rec.classes) <= set(rows[0])
-    assert {r["frame"] for r in rows} == {str(i) for i in range(10)}
+    assert len(rows) == 32 and set(rec.classes) | {"confidence"} <= set(rows[0])
+    assert [r["frame"] for r in rows if r["label"]] == [str(i) for i in range(10) for _ in range(3)]
+    # The two blank frames: a row each, empty face columns, so "no face" is told from "not analysed"
+    assert [(r["frame"], r["time_s"], r["face"], r["label"]) for r in rows[30:]] == [
+        ("10", "1.000", "", ""), ("11", "1.100", "", "")]
     assert plot.stat().st_size > 10_000
 
 
@@ -102,11 +105,11 @@ def test_a_truncated_video_is_reported(tiny_run, group_photo, tmp_path, caplog):
     writer.release()
     rec = EmotionRecognizer(tiny_run)
     assert process_video(rec, str(path), csv_path=str(tmp_path / "f.csv"), progress=False)["frames"] == 8
-    assert "stopped at frame" not in caplog.text  # the whole file: nothing to say
+    assert "stopped at" not in caplog.text  # the whole file: nothing to say
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     summary = process_video(rec, str(path), csv_path=str(tmp_path / "f.csv"), progress=False)
     assert 0 < summary["frames"] < 7 and not summary["interrupted"]
-    assert f"stopped at frame {summary['frames']} of the 8 its header declares" in caplog.text
+    assert f"(frame {summary['frames']}) of the 0.8 s its header declares" in caplog.text
 
 
 def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
@@ -197,3 +200,74 @@ def test_demo_runs_under_xvfb(tiny_run, tiny_video):
     finally:
         xvfb.terminate()
     assert result.returncode == 0, result.stderr
+
+
+class _Recorder:
+    """Stands in for cv2.VideoWriter: the frames written, in order."""
+
+    def __init__(self):
+        self.frames = []
+
+    def write(self, frame):
+        self.frames.append(int(frame[0, 0, 0]))
+
+
+def test_a_variable_frame_rate_keeps_its_times_in_the_annotated_copy():
+    """Frames at 0, 0.1, 0.4 and 0.42 s into a 10 fps writer: the late one is preceded by copies of
+    the last, the early one (faster than the rate) is left out, so the copy lasts as the source does."""
+    from ferkit.inference.video import TimedWriter
+
+    recorder = _Recorder()
+    writer = TimedWriter(recorder, fps=10)
+    for value, t in ((0, 0.0), (1, 0.1), (2, 0.4), (3, 0.42), (4, 0.5)):
+        writer.write(np.full((2, 2, 3), value, np.uint8), t)
+    assert recorder.frames == [0, 1, 1, 1, 2, 4]
+
+
+class _FakeCapture:
+    def __init__(self, stamps_ms):
+        self.stamps, self.i = stamps_ms, -1
+
+    def read(self):
+        self.i += 1
+        return (self.i < len(self.stamps)), np.zeros((4, 4, 3), np.uint8)
+
+    def get(self, prop):
+        return self.stamps[self.i]
+
+
+@pytest.mark.parametrize("stamps, times", [
+    ([1400, 1433, 1600, 1700], [0.0, 0.033, 0.2, 0.3]),  # a container's own times, from its first frame
+    ([0, 0, 0, 0], [0.0, 0.1, 0.2, 0.3]),  # a source without timestamps (a camera): one period each
+    ([-1, -1, 100, 50], [0.0, 0.1, 0.101, 0.201]),  # never backwards
+])
+def test_frame_times_come_from_the_container_where_it_has_them(stamps, times):
+    from ferkit.inference.video import timed_frames
+
+    got = [round(t, 3) for _, t, _ in timed_frames(_FakeCapture(stamps), fps=10)]
+    assert got == times
+
+
+def test_a_video_name_opencv_would_crash_on_is_a_clear_error(tiny_run, tiny_video, tmp_path):
+    """OpenCV's reader and writer segfaulted on a name that is not UTF-8."""
+    name = os.fsdecode(b"v\xe9.mp4")
+    try:
+        shutil.copy(tiny_video, tmp_path / name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    rec = EmotionRecognizer(tiny_run)
+    with pytest.raises(FerkitError, match=r"names are not UTF-8: rename .*v\\udce9.mp4"):
+        process_video(rec, str(tmp_path / name), csv_path=str(tmp_path / "f.csv"), progress=False)
+    with pytest.raises(FerkitError, match="names are not UTF-8"):
+        process_video(rec, str(tiny_video), output=str(tmp_path / name.replace(".mp4", "-out.mp4")),
+                      progress=False)
+
+
+def test_ffmpegs_own_lines_stay_out_of_the_output(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "ferkit", "video", str(empty), "--csv", str(tmp_path / "f.csv")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"ferkit: error: cannot open video source '{empty}'"
+    assert "moov atom" not in done.stderr

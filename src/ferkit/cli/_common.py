@@ -77,4 +77,9 @@ def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | P
         raise FerkitError(f"cannot write {path}: {exc.strerror or exc}") from None
     if not os.access(parent, os.W_OK):
         raise FerkitError(f"cannot write {path}: {parent} is not writable")
+    if not folder and path.is_file():
+        try:  # opened to append, changed in nothing: a read-only file (or an immutable one, as root) says so
+            path.open("ab").close()
+        except OSError as exc:
+            raise FerkitError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

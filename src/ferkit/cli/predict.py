@@ -26,20 +26,22 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
+    from tqdm import tqdm
 
     from ferkit.errors import FerkitError
     from ferkit.inference.faces import Face
     from ferkit.inference.images import find_images, read_image_file
 
-    images = find_images(args.paths)
-    csv_path = output_path(args.csv, inputs=images)
     annotated = output_path(args.save_annotated, folder=True)
+    images = find_images(args.paths, leave_out=annotated)
+    csv_path = output_path(args.csv, inputs=images)
     rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
     results, failed, taken = [], 0, {path.resolve() for path in images}
+    # A bar where nothing else shows the progress: the lines on a terminal do
+    quiet = args.quiet or len(images) < 2 or (not args.json and sys.stdout.isatty())
     try:
-        for path in images:
+        for path in tqdm(images, unit="image", disable=quiet, file=sys.stderr):
             try:
                 image = read_image_file(path)
             except FerkitError as exc:
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
                 _print_lines(path, faces)
             if annotated:
                 out = _annotated_name(annotated, path, taken)
-                if not cv2.imwrite(str(out), rec.annotate(image, faces)):  # e.g. a full disk: go on, say so
-                    print(f"ferkit: cannot write {out}", file=sys.stderr)
-                    results[-1]["error"] = f"cannot write {out}"
+                problem = _write_png(out, rec.annotate(image, faces))
+                results[-1]["annotated"] = str(out)
+                if problem:  # e.g. a full disk: go on, say so
+                    print(f"ferkit: {problem}", file=sys.stderr)
+                    results[-1]["error"] = problem
                     failed += 1
     except KeyboardInterrupt:  # Ctrl-C ends the folder, not its results: those so far are written below
         print(f"ferkit: interrupted: the results hold the first {len(results)} of {len(images)} images",
@@ -87,6 +91,21 @@ def _annotated_name(folder: Path, path: Path, taken: set[Path]) -> Path:
     return out
 
 
+def _write_png(path: Path, image) -> str:
+    """Encoded here and written by Python, which takes any file name the file system does (OpenCV's
+    imwrite crashed on a name that is not UTF-8); what went wrong, or ""."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", image)
+    try:
+        if not ok:
+            return f"cannot encode {path}"
+        path.write_bytes(data.tobytes())
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return ""
+
+
 def _print_lines(path: Path, faces) -> None:
     if not faces:
         print(f"{path}\tno face found")
@@ -97,14 +116,19 @@ def _print_lines(path: Path, faces) -> None:
 
 def _write_csv(path: Path, results: list[dict], classes) -> None:
     """One row per face; a file with no face, or that could not be read, gets one row of its own
-    (empty face columns, the reason in `error`), so the CSV accounts for every input."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
+    (empty face columns, the reason in `error`), so the CSV accounts for every input. `annotated`
+    names the file's annotated copy: img.bmp and img.webp cannot both be img_annotated.png.
+
+    UTF-8 for any file name on any OS; a name that is not UTF-8 itself (bytes of another
+    encoding) is written with backslash escapes instead of ending the run."""
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes, "error"])
+        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes, "error",
+                         "annotated"])
         for result in results:
-            error = result.get("error", "")
+            error, copy = result.get("error", ""), result.get("annotated", "")
             for i, face in enumerate(result["faces"]):
                 writer.writerow([result["file"], i, *face["box"], face["label"], face["confidence"],
-                                 *(face["scores"][c] for c in classes), error])
+                                 *(face["scores"][c] for c in classes), error, copy])
             if not result["faces"]:
-                writer.writerow([result["file"], *[""] * (7 + len(classes)), error or "no face found"])
+                writer.writerow([result["file"], *[""] * (7 + len(classes)), error or "no face found", copy])

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise FerkitError(f"--output {args.output}: a video's name ends in {', '.join(VIDEO_SUFFIXES)}")
     for out in outputs:
         output_path(out, inputs=[args.input])
-    summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot)
+    summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
+                            progress=not args.quiet)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")
     return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C

@@ -75,9 +75,14 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
 
 
 def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """Linked folders are followed (a split or an emotion linked in from elsewhere), each real folder
-    once: a link back up the tree ends instead of looping, and a folder linked in twice (train/happy
-    and test/happy, say) is read once, not into two parts of the split."""
+    for full in walk_files(root):
+        yield full.relative_to(root).as_posix(), full.read_bytes
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file under `root`. Linked folders are followed (a split or an emotion linked in from
+    elsewhere), each real folder once: a link back up the tree ends instead of looping, and a folder
+    linked in twice (train/happy and test/happy, say) is read once, not into two parts of the split."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -87,9 +92,7 @@ def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             continue
         seen.add(real)
         dirnames.sort()  # the first of two links to one folder is the same on every machine
-        for name in filenames:
-            full = Path(dirpath) / name
-            yield full.relative_to(root).as_posix(), full.read_bytes
+        yield from (Path(dirpath) / name for name in filenames)
 
 
 def _load_zip(path: Path) -> FerDataset:

@@ -7,6 +7,7 @@ times faster on fewer pixels), and the boxes are mapped back.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
@@ -74,6 +75,9 @@ class YuNetDetector:
 
     `second_pass` also searches a big photo in `max_side` tiles at up to `second_side` pixels, for
     group photos whose faces shrink below YuNet's ~10 px once the whole photo is downscaled.
+
+    One OpenCV network, resized for each image, so calls from several threads take turns: shared
+    unguarded, three threads crashed the process (a segfault) every time.
     """
 
     def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.3, min_size: int = 12,
@@ -83,6 +87,7 @@ class YuNetDetector:
         self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), score_threshold, nms_threshold, 5000)
         self.min_size, self.max_side = min_size, max_side
         self.second_pass, self.second_side = second_pass, second_side
+        self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[Face]:
         bgr = to_bgr(image)
@@ -106,8 +111,9 @@ class YuNetDetector:
 
     def _detect_at(self, pixels: np.ndarray, scale: float, offset: tuple[int, int], shape) -> list[Face]:
         """Detect in `pixels` (a crop at `offset` of the image scaled by `scale`), boxes in original pixels."""
-        self._net.setInputSize((pixels.shape[1], pixels.shape[0]))
-        _, rows = self._net.detect(pixels)
+        with self._lock:
+            self._net.setInputSize((pixels.shape[1], pixels.shape[0]))
+            _, rows = self._net.detect(pixels)
         shift = np.tile(np.asarray(offset, np.float32), 7)
         shift[2:4] = 0  # width and height do not move with the crop
         faces = []
@@ -135,14 +141,17 @@ class HaarDetector:
         self._cascade = cv2.CascadeClassifier(data.haarcascades + "haarcascade_frontalface_default.xml")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.max_side = min_size, max_side
+        self._lock = threading.Lock()  # OpenCV does not promise a cascade is safe to share between threads
 
     def detect(self, image: np.ndarray) -> list[Face]:
         small, scale = _downscaled(to_gray(image), self.max_side)
         min_px = max(1, int(self.min_size * scale))
-        rects = self._cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors,
-                                               minSize=(min_px, min_px))
+        with self._lock:
+            rects = self._cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors,
+                                                   minSize=(min_px, min_px))
+        # Left to right: the cascade's own order varies with how its worker threads were scheduled.
         return [Face(_clip_box(*(np.asarray(r) / scale), image.shape[1], image.shape[0]))
-                for r in (rects if len(rects) else [])]
+                for r in sorted(map(tuple, rects if len(rects) else []))]
 
 
 _DETECTOR_TYPES = {"yunet": YuNetDetector, "haar": HaarDetector}  # one per name in DETECTORS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import to_uint8
-from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata
+from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata, walk_files
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -21,7 +22,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
 
     Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
     """
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, os.PathLike)):
         return read_image_file(Path(image))
     if isinstance(image, (bytes, bytearray)):
         return decode_image(bytes(image), "image bytes")
@@ -75,21 +76,40 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return image
 
 
-def find_images(paths: list[str | Path]) -> list[Path]:
-    """Files as given, and folders searched recursively for image files, in a stable order."""
+def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[Path]:
+    """Files as given, and folders searched for image files (linked folders too), in a stable order.
+
+    What a folder holds besides images is counted and said, not passed over in silence; so are the
+    images under `leave_out`, a command's own output folder inside an input folder (its copies of
+    the last run are not new inputs).
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                            and not is_os_metadata(p.relative_to(path).parts))
-            if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
-                log.warning("no image files in %s (looked for %s)", path,
-                            " ".join(sorted(IMAGE_SUFFIXES)))
-            found += inside
-        else:
+        if not path.is_dir():
             found.append(path)
+            continue
+        files = [p for p in walk_files(path) if not is_os_metadata(p.relative_to(path).parts)]
+        # Named as images: read (a broken link among them is then a clear error of its own)
+        inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
+        if leave_out is not None and leave_out.resolve() != path.resolve():
+            ours = [p for p in inside if leave_out.resolve() in p.resolve().parents]
+            if ours:
+                log.warning("%s: left out the %d images in %s, this command's output", path, len(ours), leave_out)
+            inside = [p for p in inside if p not in ours]
+        if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
+            log.warning("no image files in %s (looked for %s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
+        found += sorted(inside)
     return found
+
+
+def _say_left_out(folder: Path, others: list[Path]) -> None:
+    if others:
+        kinds = sorted({p.suffix.lower() or "no suffix" for p in others})
+        log.warning("%s: left out %d file%s not named as images (%s); ferkit reads %s", folder, len(others),
+                    "s" * (len(others) > 1), ", ".join(kinds[:6]) + (", ..." if len(kinds) > 6 else ""),
+                    " ".join(sorted(IMAGE_SUFFIXES)))
 
 
 def _as_8_bit_bgr(image: np.ndarray | None) -> np.ndarray | None:

@@ -28,6 +28,9 @@ class EmotionRecognizer:
     >>> rec = EmotionRecognizer()
     >>> faces = rec.detect("photo.jpg")
     >>> faces[0].box, faces[0].label, faces[0].scores
+
+    Safe to share between threads, but detection then runs one image at a time; for parallel work
+    give each thread its own `EmotionRecognizer(shared.backend)`, which shares the loaded model.
     """
 
     def __init__(self, model: str | os.PathLike | Backend | None = DEFAULT_MODEL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     target = int(source) if str(source).isdigit() and not Path(str(source)).exists() else str(source)
     if isinstance(target, str) and "://" not in target and not Path(target).exists():
         raise FerkitError(f"video not found: {target}")
+    if isinstance(target, str):
+        check_opencv_name(target)
+    # FFmpeg's own lines ("moov atom not found") are not for ferkit's users: the error below says it
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()  # a camera OpenCV half-opened stays busy for the next program otherwise
@@ -35,6 +40,16 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return capture
 
 
+def check_opencv_name(path: str) -> None:
+    """OpenCV's video reader and writer crash the process (a segfault) on a file name that is not
+    UTF-8 (bytes of another encoding, which Python keeps as escapes): a clear error instead."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FerkitError(f"OpenCV cannot open video files whose names are not UTF-8: rename "
+                          f"{path.encode('utf-8', 'backslashreplace').decode()}") from None
+
+
 def frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
     index = 0
     while True:
@@ -43,6 +58,18 @@ def frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
             return
         yield index, frame
         index += 1
+
+
+def timed_frames(capture: cv2.VideoCapture, fps: float) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Frames with their time in seconds from the first: the container's timestamps, so that a
+    phone's variable frame rate keeps its real times (index / fps put frame 16 of such a clip at
+    1.25 s instead of 0.53), or one frame period on where a source gives none (cameras, streams)."""
+    first, last = None, -1.0
+    for index, frame in frames(capture):
+        stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        first = stamp if first is None else first
+        last = stamp - first if stamp - first > last else last + 1 / fps
+        yield index, last, frame
 
 
 @dataclass
@@ -67,7 +94,10 @@ class FrameTracker:
 def process_video(recognizer: EmotionRecognizer, source: str, output: str | None = None,
                   csv_path: str | None = None, every: int = 1, plot: str | None = None,
                   progress: bool = True) -> dict:
-    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary."""
+    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary.
+
+    Every frame analysed has its rows, one per face or one empty row when it shows none, so that
+    "no face" is not mistaken for a frame skipped by `every`."""
     from tqdm import tqdm
 
     if plot:
@@ -76,19 +106,19 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     capture = open_capture(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, rows, started, count, interrupted = None, [], time.perf_counter(), 0, False
+    writer, rows, started, count, interrupted, t = None, [], time.perf_counter(), 0, False, 0.0
     try:
-        for index, frame in tqdm(frames(capture), total=total, unit="frame", disable=not progress,
-                                 desc=Path(source).name):
+        for index, t, frame in tqdm(timed_frames(capture, fps), total=total, unit="frame",
+                                    disable=not progress, desc=Path(source).name):
             faces, fresh = tracker.update(index, frame)
             if fresh:
-                rows += [(index, index / fps, i, face) for i, face in enumerate(faces)]
+                rows += [(index, t, i, face) for i, face in enumerate(faces)] or [(index, t, None, None)]
             if output and writer is None:
-                writer = _open_writer(output, fps, frame)
+                writer = TimedWriter(_open_writer(output, fps, frame), fps)
             if writer is not None:
                 for face in faces:
                     draw_face(frame, face)
-                writer.write(frame)
+                writer.write(frame, t)
             count = index + 1
     except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
         interrupted = True
@@ -102,23 +132,26 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
             raise KeyboardInterrupt
         # OpenCV opens some non-videos (an image, a text file) and then yields nothing
         raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
-    _say_if_cut_short(source, count, total, interrupted)
+    _say_if_cut_short(source, count, t, (total or 0) / fps, fps, interrupted)
     if csv_path:
         write_frames_csv(Path(csv_path), rows, recognizer.classes)
     if plot:
-        plot_timeline(Path(plot), rows, recognizer.classes, count / fps)
+        plot_timeline(Path(plot), rows, recognizer.classes, t + 1 / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
-            "faces": len(rows), "interrupted": interrupted}
+            "faces": sum(face is not None for *_, face in rows), "interrupted": interrupted}
 
 
-def _say_if_cut_short(source: str, count: int, total: int | None, interrupted: bool) -> None:
-    """A truncated file reads like a short one: say so. The header's frame count can be an estimate
-    from the duration, so one frame short is not worth a warning."""
+def _say_if_cut_short(source: str, count: int, last: float, declared: float, fps: float,
+                      interrupted: bool) -> None:
+    """A truncated file reads like a short one: say so. Judged by time, not frames: the header's
+    frame count is the duration times the mean frame rate, which a variable frame rate's frames do
+    not add up to. The last frame of a whole file starts one period before the end, and one more
+    period short is not worth a warning (the header's figure can be rounded)."""
     if interrupted:
         log.warning("interrupted: the outputs hold the first %d frames of %s", count, source)
-    elif total and count < total - 1:
-        log.warning("%s: stopped at frame %d of the %d its header declares: the rest could not be decoded "
-                    "(a truncated or damaged file?)", source, count, total)
+    elif declared and last < declared - 2 / fps - 1e-3:
+        log.warning("%s: stopped at %.1f s (frame %d) of the %.1f s its header declares: the rest could not "
+                    "be decoded (a truncated or damaged file?)", source, last, count, declared)
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # the containers OpenCV writes mp4v video into
@@ -126,19 +159,45 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # the containers OpenCV write
 
 def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     """An mp4 writer sized from the first decoded frame (capture properties can disagree with it)."""
+    check_opencv_name(path)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
     if not writer.isOpened():
         raise FerkitError(f"cannot write video {path}: check the folder exists and the name ends in .mp4")
     return writer
 
 
+class TimedWriter:
+    """An OpenCV writer, which has one frame rate, fed frames at their own times: a frame that
+    comes late is preceded by copies of the last one, one that comes early (faster than the rate)
+    is left out. A constant frame rate's frames each fall in their own slot, written as they come."""
+
+    def __init__(self, writer: cv2.VideoWriter, fps: float):
+        self.writer, self.fps, self.written, self.last = writer, fps, 0, None
+
+    def write(self, frame: np.ndarray, t: float) -> None:
+        slot = round(t * self.fps)
+        while self.last is not None and self.written < slot:
+            self.writer.write(self.last)
+            self.written += 1
+        if self.written <= slot:
+            self.writer.write(frame)
+            self.written += 1
+        self.last = frame
+
+    def release(self) -> None:
+        self.writer.release()
+
+
 def write_frames_csv(path: Path, rows, classes) -> None:
+    """The columns of `ferkit predict`'s CSV, frame and time instead of file; a frame with no face
+    has one row with empty face columns."""
     with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
         writer = csv.writer(handle)
-        writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", *classes])
+        writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", "confidence", *classes])
         for index, t, i, face in rows:
-            writer.writerow([index, f"{t:.3f}", i, *face.box, face.label,
-                             *(f"{face.scores[c]:.4f}" for c in classes)])
+            cells = [] if face is None else [i, *face.box, face.label, f"{face.confidence:.4f}",
+                                             *(f"{face.scores[c]:.4f}" for c in classes)]
+            writer.writerow([index, f"{t:.3f}", *(cells or [""] * (7 + len(classes)))])
 
 
 def _check_plot_format(path: str) -> None:
@@ -150,7 +209,8 @@ def _check_plot_format(path: str) -> None:
 
 
 def plot_timeline(path: Path, rows, classes, duration: float) -> None:
-    """Each emotion's score over time (averaged over the faces of a frame)."""
+    """Each emotion's score over time (averaged over the faces of a frame), with a gap where the
+    frames analysed show no face rather than a line drawn across it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,14 +218,15 @@ def plot_timeline(path: Path, rows, classes, duration: float) -> None:
 
     by_frame: dict[float, list[Face]] = {}
     for _, t, _, face in rows:
-        by_frame.setdefault(t, []).append(face)
+        by_frame.setdefault(t, []).extend([face] if face is not None else [])
     times = sorted(by_frame)
     fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
     for name in classes:
-        values = [np.mean([f.scores[name] for f in by_frame[t]]) for t in times]
+        values = [np.mean([f.scores[name] for f in by_frame[t]]) if by_frame[t] else np.nan for t in times]
         ax.plot(times, values, label=name, linewidth=1.4)
+    found = any(by_frame.values())
     ax.set(xlabel="time (s)", ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)),
-           title="Emotions over time" + ("" if rows else " (no faces found)"))
+           title="Emotions over time" + ("" if found else " (no faces found)"))
     ax.legend(loc="upper right", ncol=len(classes), fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
