@@ -268,3 +268,41 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_client_gone_before_its_turn_costs_no_inference(tiny_run, group_jpeg, monkeypatch):
+    """Clients that time out and retry would otherwise queue work for no one, ahead of those still there."""
+    import anyio
+
+    import ferkit.server.app as server_app
+
+    inferred = []
+    monkeypatch.setattr(server_app, "_infer", lambda *args: inferred.append(1) or {"faces": []})
+    app = create_app(str(tiny_run / "model.onnx"))
+    messages = iter([{"type": "http.request", "body": group_jpeg, "more_body": False}])
+
+    async def then_gone():
+        return next(messages, {"type": "http.disconnect"})
+
+    assert anyio.run(_post, app, then_gone)[0] == 499 and inferred == []
+
+    async def still_there():  # the body, then nothing more: a client waiting for its answer
+        message = next(there, None)
+        if message is None:
+            await anyio.sleep(3600)
+        return message
+
+    there = iter([{"type": "http.request", "body": group_jpeg, "more_body": False}])
+    assert anyio.run(_post, app, still_there)[0] == 200 and inferred == [1]
+
+
+def test_an_image_pillow_fails_on_with_another_error_is_a_400(client, group_jpeg, monkeypatch):
+    """Pillow's AVIF plugin raised RuntimeError on a corrupt file: a plain-text 500 before."""
+    from PIL import Image
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Failed to decode image: Missing or empty image item")
+
+    monkeypatch.setattr(Image, "open", fails)
+    response = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/avif"})
+    assert response.status_code == 400 and "not an image, or a corrupt one" in response.json()["error"]

@@ -114,3 +114,86 @@ def test_webcam_on_an_insecure_page_says_why(server_url):
         error = page.inner_text("#error")
         browser.close()
     assert error.startswith("The webcam needs a secure page") and "localhost" in error
+
+
+# The first POST answered 1.5 s late, as a big photo's would be: the page's fetch, delayed in the page.
+SLOW_FIRST = """(() => { const fetch0 = window.fetch; let posts = 0;
+  window.fetch = async (url, options) => {
+    if (options && options.method === "POST" && posts++ === 0) await new Promise(r => setTimeout(r, 1500));
+    return fetch0(url, options); }; })();"""
+
+
+def test_a_slow_earlier_photo_never_replaces_the_one_picked_after_it(server_url, group_photo, tmp_path):
+    import numpy as np
+
+    first, second = tmp_path / "group.jpg", tmp_path / "blank.png"
+    cv2.imwrite(str(first), group_photo[0])
+    cv2.imwrite(str(second), np.full((200, 200, 3), 255, np.uint8))
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, before=SLOW_FIRST)
+        page.set_input_files("#file", str(first))
+        page.set_input_files("#file", str(second))
+        page.wait_for_selector("#noface", timeout=30_000)
+        page.wait_for_timeout(2500)  # the first photo's answer has come by now
+        shown = page.evaluate("[view.width, $('faces').innerText, $('status').textContent]")
+        browser.close()
+    assert shown[0] == 200 and "No face found" in shown[1] and shown[2].startswith("0 face(s)")
+
+
+def test_many_faces_leave_the_photo_at_the_top_of_its_column(server_url, group_photo, tmp_path):
+    """The faces' column grew past the photo, which sat centred thousands of pixels down."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        page.evaluate("$('faces').style.minHeight = '5000px'")  # as a photo of 50 faces makes it
+        drop, view = page.locator("#drop").bounding_box(), page.locator("#view").bounding_box()
+        browser.close()
+    assert view["y"] - drop["y"] < 60 and drop["height"] < 1000
+
+
+# getUserMedia answering after 0.5 s, as it does once the user allows the camera.
+SLOW_CAMERA = """(() => { const md = navigator.mediaDevices, get = md.getUserMedia.bind(md);
+  md.getUserMedia = async (c) => { await new Promise(r => setTimeout(r, 500)); return get(c); }; })();"""
+
+
+def test_a_double_click_on_live_opens_one_camera_and_stop_stops_it(server_url):
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"], before=SLOW_CAMERA)
+        posts = []
+        page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+        page.click("#live")
+        page.click("#live")  # while the camera is still being asked for
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        page.click("#live")
+        page.wait_for_timeout(800)  # a frame in flight at the click may still go out
+        sent = len(posts)
+        page.wait_for_timeout(2000)
+        after = len(posts)
+        browser.close()
+    assert after == sent
+
+
+# The second live frame refused as a busy server refuses it.
+BUSY_ONCE = """(() => { const fetch0 = window.fetch; let posts = 0;
+  window.fetch = async (url, options) => {
+    if (options && options.method === "POST" && ++posts === 2)
+      return new Response(JSON.stringify({error: "server busy"}), {status: 503});
+    return fetch0(url, options); }; })();"""
+
+
+def test_a_live_frame_that_failed_leaves_no_error_once_frames_come_back(server_url):
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"], before=BUSY_ONCE)
+        page.click("#live")
+        page.wait_for_function("document.getElementById('error').textContent === 'server busy'", timeout=30_000)
+        page.wait_for_function("document.getElementById('error').textContent === ''", timeout=30_000)
+        status = page.inner_text("#status")
+        page.click("#live")
+        browser.close()
+    assert status.startswith("live:")

@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # Stopping (Ctrl-C, SIGTERM) waits 5 s at most for requests in progress: one stalled upload kept
+    # it waiting up to two minutes, past the 10 s Docker and systemd give before they kill
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(sockets=[sock])
     return 0
 
 

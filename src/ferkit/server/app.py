@@ -83,7 +83,8 @@ class Engine:
         self.detector_name = detector
         self._local = threading.local()
         self.recognizer()  # a bad detector or option fails at start-up, not on the first request
-        self.limiter = anyio.CapacityLimiter(workers)
+        self.limiter = anyio.CapacityLimiter(workers)  # a request's turn, taken before its work starts
+        self.threads = anyio.CapacityLimiter(workers)  # as many threads, so never waited on
         self.max_in_flight, self.in_flight = workers + queue, 0
 
     def recognizer(self) -> EmotionRecognizer:
@@ -142,7 +143,12 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         engine.in_flight += 1
         try:
             data = await _read_upload(request, max_bytes)
-            return await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.limiter)
+            async with engine.limiter:
+                # A client gone while it queued (timed out, retrying): its work would be for no one,
+                # and would keep the clients still there waiting
+                if await request.is_disconnected():
+                    return Response(status_code=499)  # as nginx logs it: the client closed the request
+                return await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.threads)
         finally:
             engine.in_flight -= 1
 
@@ -198,16 +204,16 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
 
 def _check_image(data: bytes) -> None:
     """Refuse huge or truncated images before a full decode."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
             kind = header.format
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise HTTPException(400, "not an image, or a corrupt one") from None
     except Image.DecompressionBombError:
         raise HTTPException(413, f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
+    except Exception:  # Pillow's format plugins raise more than OSError (a corrupt AVIF: RuntimeError)
+        raise HTTPException(400, "not an image, or a corrupt one") from None
     if width * height > MAX_PIXELS:
         raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
     if kind == "JPEG":  # OpenCV decodes a truncated JPEG without error (grey bottom); Pillow says so
