@@ -176,3 +176,8 @@ def test_one_epochs_curves_sit_on_whole_epochs():
     _epoch_axis(ax, "one epoch")
     assert ax.get_xlim() == (0, 2) and all(float(t).is_integer() for t in ax.get_xticks())
     plt.close(fig)
+    fig, ax = plt.subplots()  # two epochs are left as matplotlib frames them: no empty epoch 3
+    ax.plot([1, 2], [0.5, 0.6], marker="o", label="val")
+    _epoch_axis(ax, "two epochs")
+    assert 0.9 < ax.get_xlim()[0] < 1 and 2 < ax.get_xlim()[1] < 2.1
+    plt.close(fig)

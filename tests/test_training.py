@@ -297,3 +297,19 @@ def test_a_resumed_distillation_keeps_the_targets_it_started_with(synthetic_fold
     second = train(resume=run, verbose=0)
     assert not second.interrupted and "kept from the run's start" in caplog.text
     np.testing.assert_array_equal(np.load(run / "checkpoints" / "teacher.npy"), targets)
+
+
+def test_a_run_whose_loss_becomes_nan_is_an_error_not_a_score(synthetic_folder, tmp_path):
+    """At a learning rate far too high every weight turns NaN, the network then labels each face
+    with the first class, and that scored like a poor model's accuracy with exit code 0."""
+    with pytest.raises(FerkitError, match=r"loss became NaN in epoch 1: training diverged.*lower "
+                                          r"--learning-rate \(this run's: 1e\+30\)"):
+        train(synthetic_folder, recipe="seed-custom", classes="angry,happy,sad,surprise", split="official",
+              epochs=2, learning_rate=1e30, output=tmp_path / "run", verbose=0)
+
+
+def test_the_log_names_the_classes_left_out(synthetic_folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="ferkit")
+    train(synthetic_folder, recipe="seed-custom", classes="angry,happy", split="official", epochs=1,
+          output=tmp_path / "run", verbose=0)
+    assert "faces of classes not in this run (sad,surprise)" in caplog.text

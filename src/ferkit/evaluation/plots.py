@@ -49,7 +49,7 @@ def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     low, high = ax.get_xlim()
-    if high - low < 2:  # one epoch: whole-number ticks around it, not 0.95 ... 1.05
+    if high - low < 1:  # one epoch: whole-number ticks around it, not 0.95 ... 1.05 (two span 0.95 ... 2.05)
         ax.set_xlim(round((low + high) / 2) - 1, round((low + high) / 2) + 1)
     ax.grid(alpha=0.3)
     ax.legend()

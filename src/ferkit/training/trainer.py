@@ -126,9 +126,10 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     log.info("loaded %d faces from %s in %.1f s", len(data), data.source, time.time() - t0)
     if data.skipped:
         log.warning("skipped %s", describe_skipped(data.skipped))
+    others = [name for name in data.class_counts() if name not in config.classes]
     data, left_out = select_classes(data, config.classes)
     if left_out:
-        log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(config.classes))
+        log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
     splits = make_splits(data, config.split, config.fractions, config.seed)
     log.info("%s: %s", splits.description, splits.sizes())
     return splits, data.skipped, left_out
@@ -242,7 +243,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
         callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
-    ctrl_c = _StopOnCtrlC()
+    ctrl_c, diverged = _StopOnCtrlC(), _StopOnNaN()
     batches = ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
                               techniques.sample_weights(config, splits.train.labels),
                               batch_size=config.batch_size, seed=config.seed)
@@ -251,7 +252,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             batches,
             validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
             shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
-            callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c],
+            callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c, diverged],
         )
         interrupted = ctrl_c.requested
     except KeyboardInterrupt:
@@ -263,10 +264,43 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         shutil.rmtree(run.backup, ignore_errors=True)
     if interrupted:
         log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
-    if not run.best_weights.is_file():
+    if not run.best_weights.is_file() and not diverged.epoch:
         raise FerkitError("training stopped before its first epoch finished: nothing to keep")
-    trainer.load_weights(run.best_weights)
+    if run.best_weights.is_file():
+        trainer.load_weights(run.best_weights)
+    if diverged.epoch:
+        _keep_after_nan(trainer, run, config, diverged.epoch)
     return interrupted
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Ends training at the first batch whose loss is not finite: every step after it is NaN too,
+    and a model of NaN weights labels every face with the first class, so its scores would read
+    like a poor model's instead of a diverged one's."""
+
+    epoch, current = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)) and not self.epoch:
+            self.epoch = self.current
+            self.model.stop_training = True
+
+
+def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoch: int) -> None:
+    """The best weights of the epochs before it, if they are numbers (the epoch that diverged can
+    have been saved as the best when the checkpoint watches accuracy), or a clear error."""
+    finite = run.best_weights.is_file() and all(np.isfinite(keras.ops.convert_to_numpy(w)).all()
+                                                for w in trainer.weights)
+    if not finite:
+        raise FerkitError(f"the training loss became NaN in epoch {epoch}: training diverged, and no earlier "
+                          f"epoch is worth keeping; try a lower --learning-rate (this run's: "
+                          f"{config.learning_rate:g})")
+    log.warning("the training loss became NaN in epoch %d: stopped there, keeping the best earlier epoch's "
+                "weights (a lower --learning-rate would train further)", epoch)
 
 
 class _StopOnCtrlC(keras.callbacks.Callback):
