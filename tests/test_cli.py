@@ -491,3 +491,22 @@ def test_an_existing_output_file_that_cannot_be_written_is_refused_first(tiny_ru
     out, err = capsys.readouterr()
     assert out == "" and f"cannot write {table}: Operation not permitted" in err
     assert table.read_text(encoding="utf-8") == "earlier results\n"
+
+
+def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, tmp_path, capsys):
+    """info read the folder's metrics.json and history.csv for any .onnx placed in it; and export
+    could write a model.onnx into another run, which then stood for that run's network."""
+    import shutil
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(tiny_run, run)
+    shutil.copytree(tiny_run, other)
+    shutil.copy(tiny_run / "model.onnx", other / "stranger.onnx")
+    assert main(["info", "--model", str(other / "stranger.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "macro-F1" not in out and "of 2 epochs" not in out
+    assert main(["info", "--model", str(other / "model.onnx")]) == 0
+    assert "macro-F1" in capsys.readouterr().out  # the run's own export is still the run's
+    assert main(["export", str(run), "--output", str(other / "model.onnx")]) == 2
+    assert f"{other} is another run's directory" in capsys.readouterr().err
+    assert main(["export", str(run), "--output", str(run / "again.onnx")]) == 0  # its own folder: fine

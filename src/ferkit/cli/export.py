@@ -28,5 +28,21 @@ def run(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).suffix.lower() != ".onnx":
         raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")
     output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
+    _refuse_another_run(Path(args.model), args.output)
     print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0
+
+
+def _refuse_another_run(model: Path, output: str | None) -> None:
+    """A run directory reads its model.onnx before its own model.keras: an export written into
+    another run's folder would be taken for that run's network by evaluate, predict and info."""
+    from ferkit.errors import FerkitError
+    from ferkit.runs import RunDir
+
+    if output is None:
+        return
+    target = RunDir(Path(output).parent)
+    source = model if model.is_dir() else model.parent
+    if target.config.is_file() and target.path.resolve() != source.resolve():
+        raise FerkitError(f"{target.path} is another run's directory: {Path(output).name} there would be taken "
+                          "for that run's model; export somewhere else")

@@ -145,10 +145,16 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
     return KerasBackend(path)
 
 
-def _run_of(model: str | Path) -> RunDir:
-    """The run directory a model belongs to: itself, or the folder of its file."""
+def _run_of(model: str | Path) -> RunDir | None:
+    """The run directory a model belongs to: itself, or the folder of its file when the file is one
+    of the run's own models. Another .onnx copied into a run's folder is not that run's: its
+    metrics and history would describe a different network."""
     path = Path(model)
-    return RunDir(path if path.is_dir() else path.parent)
+    if path.is_dir():
+        return RunDir(path)
+    run = RunDir(path.parent)
+    return run if path.name in {own.name for own in (run.keras_model, run.onnx_model, run.onnx_int8_model,
+                                                       run.model_json)} else None
 
 
 def recorded_metrics(backend: Backend) -> dict:
@@ -159,7 +165,7 @@ def recorded_metrics(backend: Backend) -> dict:
 def _metrics_beside(model: str | Path) -> dict:
     run = _run_of(model)
     try:
-        metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run.metrics.is_file() else {}
+        metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run and run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
         return {}
     numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
@@ -194,8 +200,10 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
 
 def _epochs_trained(model: str | Path) -> int | None:
     """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
-    history = _run_of(model).history
+    run = _run_of(model)
+    if run is None or not run.history.is_file():
+        return None
     try:
-        return max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1) if history.is_file() else None
+        return max(0, len(run.history.read_text(encoding="utf-8").splitlines()) - 1)
     except (OSError, UnicodeDecodeError):
         return None
