@@ -260,11 +260,16 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
     header, first, *_ = (run / "history.csv").read_text().splitlines()
     (run / "history.csv").write_text(f"{header}\n{first}\n")  # as Ctrl-C after the first epoch leaves it
     metrics = json.loads((run / "metrics.json").read_text())
-    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True}))
+    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True, "best_epoch": 1}))
     assert main(["info", "--model", str(run)]) == 0
-    assert f", 1 of {epochs} epochs (interrupted) on " in capsys.readouterr().out
+    assert f", 1 of {epochs} epochs (interrupted), kept epoch 1 (best val_loss) on " in capsys.readouterr().out
     assert main(["info", "--model", str(tiny_run)]) == 0
-    assert f", {epochs} epochs on " in capsys.readouterr().out
+    # which epoch training kept, by the checkpoint's own measure over history.csv
+    kept = metrics["best_epoch"]
+    losses = [float(row.split(",")[header.split(",").index("val_loss")])
+              for row in (tiny_run / "history.csv").read_text().splitlines()[1:]]
+    assert kept == 1 + losses.index(min(losses))
+    assert f", {epochs} epochs, kept epoch {kept} (best val_loss) on " in capsys.readouterr().out
 
 
 def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_path, capsys):

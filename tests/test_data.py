@@ -68,6 +68,18 @@ def test_csv_codes_map_to_names(real_csv, real_zip):
     assert sorted(from_csv.images.sum(axis=(1, 2)).tolist()) == sorted(from_zip.images.sum(axis=(1, 2)).tolist())
 
 
+def test_a_zipped_fer2013_csv_reads_like_the_csv(real_csv, tmp_path):
+    """fer2013.csv zipped as it is (with macOS' metadata beside it): was 'no images found'."""
+    zipped = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.write(real_csv, "fer2013/fer2013.csv")
+        archive.writestr("__MACOSX/fer2013/._fer2013.csv", b"\x00\x05\x16\x07")
+    plain, inside = load_fer(real_csv), load_fer(zipped)
+    assert inside.class_counts() == plain.class_counts() and list(inside.usage) == list(plain.usage)
+    assert np.array_equal(inside.images, plain.images)
+    assert inside.source == f"{zipped}:fer2013/fer2013.csv"
+
+
 def test_csv_sad_and_neutral_codes(tmp_path):
     path = tmp_path / "f.csv"
     pixels = " ".join(["7"] * 2304)

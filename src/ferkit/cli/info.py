@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
         epochs = f"{done} of {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")
         cut = " (interrupted)" if metrics.get("interrupted") else ""
+        best = metrics.get("best_epoch")
+        kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
-              f"{epochs} epochs{cut} on {config.get('data') or '?'}")
+              f"{epochs} epochs{cut}{kept} on {config.get('data') or '?'}")
     if config.get("description"):
         print(f"recipe      {config['description']}")
     if metrics:

@@ -10,6 +10,7 @@ downloaded zip, or re-zipped on another machine.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import sys
@@ -102,6 +103,13 @@ def _load_zip(path: Path) -> FerDataset:
         raise FerkitError(f"not a readable zip file: {path} ({exc})") from None
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
+        tables = [m for m in members if m.filename.lower().endswith(".csv")
+                  and not is_os_metadata(tuple(m.filename.split("/")))]
+        if len(tables) == 1 and not any(Path(m.filename).suffix.lower() in IMAGE_SUFFIXES for m in members):
+            # fer2013.csv zipped as it is: read inside the zip, like the folders of images
+            with archive.open(tables[0]) as raw:
+                text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+                return _read_csv(text, f"{path}:{tables[0].filename}")
         entries = ((m.filename, lambda m=m: archive.read(m)) for m in members)
         return _decode_entries(entries, source=str(path))
 
@@ -161,26 +169,30 @@ def _usage_of(parts: tuple[str, ...]) -> str:
 
 
 def _load_csv(path: Path) -> FerDataset:
-    csv.field_size_limit(sys.maxsize)
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.DictReader(handle)
-        columns = {c.strip().lower(): c for c in reader.fieldnames or []}
-        missing = [c for c in ("emotion", "pixels") if c not in columns]
-        if missing:
-            raise FerkitError(
-                f"{path} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
-                "(expected emotion,pixels[,Usage])"
-            )
-        images, labels, usage, skipped = [], [], [], Counter()
-        for row in reader:
-            parsed = _parse_csv_row(row, columns, skipped)
-            if parsed is not None:
-                images.append(parsed[0])
-                labels.append(parsed[1])
-                usage.append(parsed[2])
+        return _read_csv(handle, str(path))
+
+
+def _read_csv(handle, source: str) -> FerDataset:
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.DictReader(handle)
+    columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+    missing = [c for c in ("emotion", "pixels") if c not in columns]
+    if missing:
+        raise FerkitError(
+            f"{source} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
+            "(expected emotion,pixels[,Usage])"
+        )
+    images, labels, usage, skipped = [], [], [], Counter()
+    for row in reader:
+        parsed = _parse_csv_row(row, columns, skipped)
+        if parsed is not None:
+            images.append(parsed[0])
+            labels.append(parsed[1])
+            usage.append(parsed[2])
     if not images:
-        raise FerkitError(f"no usable rows in {path} ({describe_skipped(skipped) or 'it has no data rows'})")
-    return _dataset(images, labels, usage, str(path), skipped)
+        raise FerkitError(f"no usable rows in {source} ({describe_skipped(skipped) or 'it has no data rows'})")
+    return _dataset(images, labels, usage, source, skipped)
 
 
 def _parse_csv_row(row, columns, skipped: Counter):

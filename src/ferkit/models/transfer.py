@@ -6,12 +6,17 @@ backbone's features once and fit only the head (see ferkit.training.features).
 
 from __future__ import annotations
 
+import logging
+
 import keras
 from keras import layers
 
 from ferkit.errors import FerkitError
 from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg
 from ferkit.models._registry import register_model
+
+log = logging.getLogger("ferkit")
+_warned: set[str] = set()  # once a process: compare builds each recipe twice (its check, then training)
 
 # keras.applications.vgg19.preprocess_input ("caffe" mode) on a gray face repeated in 3 channels.
 VGG_BGR_MEAN = [103.939, 116.779, 123.68]
@@ -30,6 +35,11 @@ def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, f
                           "machine once (Keras keeps them in ~/.keras/models), or give --weights none or a "
                           "local weights file") from None
     base.trainable = not freeze
+    if freeze and keras_weights_arg(weights) is None and base_fn.__name__ not in _warned:
+        _warned.add(base_fn.__name__)
+        log.warning("%s: a frozen backbone without pretrained weights keeps its random features, and only "
+                    "the head learns from them; give it ImageNet weights, or train it whole (freeze = false "
+                    "under [model_options] in a recipe file)", base_fn.__name__)
     x = base(scale_layer(rgb), training=False if freeze else None)
     x = layers.GlobalAveragePooling2D()(x) if pool else layers.Flatten()(x)
     return keras.Model(inputs, x, name="backbone")

@@ -54,7 +54,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     """Train a model on FER2013 `data` and write a run directory.
 
     `config` or a recipe name (default: default), with field overrides (e.g. ``recipe="seed-custom",
-    epochs=5``), says what to train. `resume` continues an interrupted run directory from its last
+    epochs=5``), says what to train; an override of None leaves the recipe's value (``teacher="none"``,
+    not None, trains without a teacher). `resume` continues an interrupted run directory from its last
     completed epoch, with its own configuration and nothing else. Extra Keras `callbacks`
     (TensorBoard, ...) join ferkit's.
     """
@@ -87,12 +88,22 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
-                   interrupted=interrupted)
+                   interrupted=interrupted, best_epoch=_best_epoch(run, config.checkpoint_on))
     _save(model, run, metrics)
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
     return TrainResult(run.path, metrics, interrupted, minutes)
+
+
+def _best_epoch(run: RunDir, monitor: str) -> int | None:
+    """The epoch (from 1) whose weights were kept: the checkpoint's best by `monitor` in history.csv."""
+    from ferkit.evaluation.plots import read_history
+
+    values = np.asarray(read_history(run.history).get(monitor, []), dtype=float) if run.history.is_file() else []
+    if not len(values) or np.isnan(values).all():
+        return None
+    return int((np.nanargmin if "loss" in monitor else np.nanargmax)(values)) + 1
 
 
 def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tuple[TrainConfig, RunDir | None]:
