@@ -168,7 +168,11 @@ def test_a_fallback_may_train_on_smaller_faces(synthetic_folder, tmp_path, monke
     monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1000.0)
     run = train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=30, fallback_image_size=32,
                 output=tmp_path / "run", **FAST).run_dir
-    assert json.loads((run / "config.json").read_text())["image_size"] == 32
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_size"] == 32
+    # info and compare show the description: it says which network trained, not only the log
+    assert config["description"].endswith("Trained its lighter fallback here, on 32-px faces: its own network "
+                                          "would not have fitted the time limit.")
     assert keras.models.load_model(run / "model.keras").input_shape == (None, 32, 32, 1)
     assert load_backend(run).info.image_size == 32  # the export, which inference resizes faces for
 

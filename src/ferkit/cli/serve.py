@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
     add_model_options(p)  # the same faces and scores as `ferkit predict` with the same flags
-    p.add_argument("--max-upload-mb", type=float, default=10)
+    p.add_argument("--max-upload-mb", type=float, default=10,
+                   help="largest upload accepted, in MB (default 10); larger ones get a 413")
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     p.set_defaults(run=run)
 

@@ -195,6 +195,10 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
              "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
              describe_fallback(config, lighter.model_options, lighter.image_size))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
+    # Said in the run's own description too (info, compare), not only in this log
+    said = f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}: " \
+        "its own network would not have fitted the time limit."
+    lighter = TrainConfig.from_dict({**lighter.to_dict(), "description": f"{lighter.description} {said}".strip()})
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
 
