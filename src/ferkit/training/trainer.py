@@ -88,22 +88,12 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
-                   interrupted=interrupted, best_epoch=_best_epoch(run, config.checkpoint_on))
+                   interrupted=interrupted, best_epoch=_best(run, config.checkpoint_on)[0])
     _save(model, run, metrics)
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
     return TrainResult(run.path, metrics, interrupted, minutes)
-
-
-def _best_epoch(run: RunDir, monitor: str) -> int | None:
-    """The epoch (from 1) whose weights were kept: the checkpoint's best by `monitor` in history.csv."""
-    from ferkit.evaluation.plots import read_history
-
-    values = np.asarray(read_history(run.history).get(monitor, []), dtype=float) if run.history.is_file() else []
-    if not len(values) or np.isnan(values).all():
-        return None
-    return int((np.nanargmin if "loss" in monitor else np.nanargmax)(values)) + 1
 
 
 def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tuple[TrainConfig, RunDir | None]:
@@ -288,21 +278,21 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     return interrupted
 
 
-class _StopOnNaN(keras.callbacks.Callback):
-    """Ends training at the first batch whose loss is not finite: every step after it is NaN too,
-    and a model of NaN weights labels every face with the first class, so its scores would read
-    like a poor model's instead of a diverged one's."""
+class _StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' own stop at the first batch whose loss is not finite, remembering its epoch: every
+    step after it is NaN too, and a model of NaN weights labels every face with the first class, so
+    its scores would read like a poor model's instead of a diverged one's."""
 
     epoch, current = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.current = epoch + 1
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)) and not self.epoch:
+        if not self.epoch and loss is not None and not np.isfinite(float(loss)):
             self.epoch = self.current
-            self.model.stop_training = True
+        super().on_batch_end(batch, logs)
 
 
 def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoch: int) -> None:
@@ -357,7 +347,7 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
     callbacks = [
         keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
                                         save_weights_only=True,
-                                        initial_value_threshold=_best_so_far(run, monitor) if resume else None),
+                                        initial_value_threshold=_best(run, monitor)[1] if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
         # would delete what --resume needs (_fit deletes it once the run is complete).
@@ -368,16 +358,16 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
     return callbacks
 
 
-def _best_so_far(run: RunDir, monitor: str) -> float | None:
-    """The best `monitor` value of the epochs before a resume, so the checkpoint is not overwritten by a worse one."""
+def _best(run: RunDir, monitor: str) -> tuple[int | None, float | None]:
+    """The checkpoint's best epoch (from 1) by `monitor` in history.csv, and its value: the epoch
+    whose weights were kept, and, before a resume, the value a new checkpoint has to beat."""
     from ferkit.evaluation.plots import read_history
 
-    if not run.history.is_file():
-        return None
-    values = read_history(run.history).get(monitor, [])
-    if not values:
-        return None
-    return float(np.max(values) if monitor.endswith("accuracy") else np.min(values))
+    values = np.asarray(read_history(run.history).get(monitor, []) if run.history.is_file() else [], float)
+    if not len(values) or np.isnan(values).all():
+        return None, None
+    best = int((np.nanargmax if monitor.endswith("accuracy") else np.nanargmin)(values))
+    return best + 1, float(values[best])
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
