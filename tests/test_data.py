@@ -224,17 +224,41 @@ def test_official_split_with_private_test(tmp_path):
     assert "val = PublicTest, test = PrivateTest" in splits.description
 
 
-def test_official_split_says_what_it_leaves_out(tmp_path, caplog):
-    """A val/ folder is no part of FER2013's protocol: its faces are left out, and that is said."""
+def test_official_split_validates_on_a_validation_folder_beside_a_test_part(tmp_path):
+    """The data's own validation part picks the kept epoch; Training is not carved into."""
     images, labels = synthetic_faces(("angry", "happy"), 10)
     write_folder(tmp_path, images, labels, "train")
     write_folder(tmp_path, images[:6], labels[:6], "val", prefix="face")
     write_folder(tmp_path, images[:8], labels[:8], "PrivateTest", prefix="face")
-    data = load_fer(tmp_path)
-    splits = make_splits(data, "official")
-    assert splits.sizes()["test"] == 8 and "test = PrivateTest" in splits.description
-    assert "; 6 faces of no FER2013 part left out" in splits.description
-    assert "6 faces are neither Training nor PublicTest/PrivateTest" in caplog.text
+    splits = make_splits(load_fer(tmp_path), "official")
+    assert splits.sizes() == {"train": 20, "val": 6, "test": 8}
+    assert "val = the validation folder, test = PrivateTest" in splits.description
+
+
+def test_official_split_tests_on_a_validation_folder_alone(tmp_path):
+    """Kaggle's images/train + images/validation: the validation folder is the only held-out part,
+    so it is the test set, and validation comes out of Training as for train/ + test/."""
+    images, labels = synthetic_faces(("angry", "happy"), 10)
+    write_folder(tmp_path / "images", images, labels, "train", prefix="face")
+    write_folder(tmp_path / "images", images[:8], labels[:8], "validation", prefix="face")
+    splits = make_splits(load_fer(tmp_path), "official", (0.8, 0.1, 0.1), seed=0)
+    assert splits.sizes() == {"train": 18, "val": 2, "test": 8}
+    assert "of Training (seed 0), test = the validation folder" in splits.description
+
+
+def test_official_split_says_what_it_leaves_out(tmp_path, caplog):
+    """With both of FER2013's test parts a val/ folder has no place in its protocol, nor has a
+    folder of no known part: their faces are left out, and that is said."""
+    images, labels = synthetic_faces(("angry", "happy"), 10)
+    write_folder(tmp_path, images, labels, "train")
+    write_folder(tmp_path, images[:6], labels[:6], "val", prefix="face")
+    write_folder(tmp_path, images[:3], labels[:3], "extra", prefix="face")
+    write_folder(tmp_path, images[:4], labels[:4], "PublicTest", prefix="face")
+    write_folder(tmp_path, images[:8], labels[:8], "PrivateTest", prefix="face")
+    splits = make_splits(load_fer(tmp_path), "official")
+    assert splits.sizes() == {"train": 20, "val": 4, "test": 8}
+    assert "; 9 faces of no FER2013 part left out" in splits.description
+    assert "9 faces are neither Training nor PublicTest/PrivateTest" in caplog.text
 
 
 def test_linked_folders_are_read_once_each(tmp_path, caplog):

@@ -35,8 +35,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pb
 # Where a face came from in FER2013's protocol; "" when the source does not say.
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
+# "val": a held-out part the data's maker set aside (Kaggle's images/train + images/validation).
 USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "publictest": "public",
-                     "privatetest": "private"}
+                     "privatetest": "private", "val": "val", "valid": "val", "validation": "val"}
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _decode_entries(entries, source: str) -> FerDataset:
     if not images:
         passed = f" (passed over: {describe_skipped(skipped)})" if skipped else ""
         raise FerkitError(
-            f"no images found in {source}: expected [train|test/]<emotion>/<image> with emotion "
+            f"no images found in {source}: expected [train|validation|test/]<emotion>/<image> with emotion "
             f"folders named {', '.join(EMOTIONS)}{passed}"
         )
     return _dataset(images, labels, usage, source, skipped)

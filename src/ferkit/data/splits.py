@@ -68,9 +68,11 @@ def make_splits(
     """Split `data` (already reduced to the run's classes) into train/val/test.
 
     `random` merges everything and splits stratified by class with a fixed seed (the seed
-    project's protocol). `official` keeps FER2013's Training part for training and uses
-    PublicTest/PrivateTest for validation and test, carving validation out of Training when only
-    one of them is present (the usual `train/` + `test/` download): the val fraction of Training.
+    project's protocol). `official` keeps FER2013's Training part for training. PublicTest and
+    PrivateTest, when both are there, validate and test. One of them alone (the usual `train/` +
+    `test/` download) is the test set, and a validation folder beside it validates, or else the val
+    fraction of Training does. A validation folder alone (`train/` + `validation/`, a layout shared
+    on Kaggle) is the test set.
     """
     check_fractions(fractions)
     if kind == "random":
@@ -99,36 +101,52 @@ def _random(data: FerDataset, fractions, seed: int) -> Splits:
     )
 
 
+HELD_OUT = ("public", "private", "val")  # FER2013's two test parts, and a validation folder (sources.py)
+
+
 def has_usage(data: FerDataset) -> bool:
-    """Whether `data` says which faces are FER2013's Training part and which a test part."""
-    return bool((data.usage == "train").any() and np.isin(data.usage, ("public", "private")).any())
+    """Whether `data` says which faces are FER2013's Training part and which are held out."""
+    return bool((data.usage == "train").any() and np.isin(data.usage, HELD_OUT).any())
 
 
 def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
-    parts = {u: np.flatnonzero(data.usage == u) for u in ("train", "public", "private")}
+    parts = {u: np.flatnonzero(data.usage == u) for u in ("train", *HELD_OUT)}
     if not has_usage(data):
         raise FerkitError(
             f"{data.source} has no FER2013 usage information (Training and PublicTest/PrivateTest, "
-            "or train/ and test/ folders): use --split random"
+            "or train/ beside test/ or validation/ folders): use --split random"
         )
+    both_tests = len(parts["public"]) and len(parts["private"])
+    if both_tests:  # FER2013's own protocol: a val/ folder beside it has no place in it
+        parts["val"] = parts["val"][:0]
     unknown = len(data) - sum(len(idx) for idx in parts.values())
-    # Faces of no known part (a val/ folder, a CSV's own Usage value) have no place in FER2013's
-    # protocol: said, and written into the split's description (metrics.json), never dropped silently.
+    # Faces of no known part (a val/ folder beside both test parts, a CSV's own Usage value) have no
+    # place in the protocol: said, and written into the split's description (metrics.json), never
+    # dropped silently.
     left = f"; {unknown} faces of no FER2013 part left out" if unknown else ""
     if unknown:
         log.warning("official split: %d faces are neither Training nor PublicTest/PrivateTest (e.g. a val/ "
-                    "folder, or another Usage value) and are left out; --split random uses every face", unknown)
-    if len(parts["public"]) and len(parts["private"]):
+                    "folder beside both, or another Usage value) and are left out; --split random uses "
+                    "every face", unknown)
+    if both_tests:
         return Splits(
             _take(data, parts["train"]), _take(data, parts["public"]), _take(data, parts["private"]),
             f"official split: train = Training, val = PublicTest, test = PrivateTest{left}",
         )
-    test_usage = "public" if len(parts["public"]) else "private"
+    test_usage = "public" if len(parts["public"]) else "private" if len(parts["private"]) else "val"
+    test_name = "the validation folder" if test_usage == "val" else f"{test_usage.title()}Test"
+    if test_usage != "val" and len(parts["val"]):  # the data's maker set a validation part aside: used
+        return Splits(
+            _take(data, parts["train"]), _take(data, parts["val"]), _take(data, parts[test_usage]),
+            f"official split: train = Training, val = the validation folder, test = {test_name}{left}",
+        )
+    # One held-out part (the usual train/ + test/ download, or train/ + validation/): the test set;
+    # validation, which picks the kept epoch, is carved out of Training so the test set stays unseen.
     train, val = _stratified(parts["train"], data.labels, val_fraction, seed)
     return Splits(
         _take(data, train), _take(data, val), _take(data, parts[test_usage]),
         f"official split: train/val = stratified {1 - val_fraction:.0%}/{val_fraction:.0%} of "
-        f"Training (seed {seed}), test = {test_usage.title()}Test{left}",
+        f"Training (seed {seed}), test = {test_name}{left}",
     )
 
 
