@@ -23,7 +23,7 @@ def group_jpeg(group_photo) -> bytes:
 
 def test_page_health_model_and_schema(client):
     page = client.get("/")
-    assert page.status_code == 200 and "getUserMedia" in page.text and "/v1/predict" in page.text
+    assert page.status_code == 200 and "getUserMedia" in page.text and '"v1/predict' in page.text
     assert client.get("/v1/health").json()["status"] == "ok"
     model = client.get("/v1/model").json()
     assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
@@ -306,3 +306,55 @@ def test_an_image_pillow_fails_on_with_another_error_is_a_400(client, group_jpeg
     monkeypatch.setattr(Image, "open", fails)
     response = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/avif"})
     assert response.status_code == 400 and "not an image, or a corrupt one" in response.json()["error"]
+
+
+def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
+    app = TestClient(create_app(str(tiny_run / "model.onnx"), cors_origins=["https://app.example.com"]))
+    preflight = app.options("/v1/predict", headers={"origin": "https://app.example.com",
+                                                    "access-control-request-method": "POST",
+                                                    "access-control-request-headers": "content-type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    allowed = app.post("/v1/predict", content=group_jpeg,
+                       headers={"content-type": "image/jpeg", "origin": "https://app.example.com"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    busy_header = allowed.headers["access-control-expose-headers"]  # a page can read a 503's Retry-After
+    assert "retry-after" in busy_header.lower()
+    other = app.post("/v1/predict", content=group_jpeg,
+                     headers={"content-type": "image/jpeg", "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    assert app.options("/v1/predict", headers={"origin": "https://evil.example",
+                                               "access-control-request-method": "POST"}).status_code == 400
+
+
+def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
+    answer = client.post("/v1/predict", content=group_jpeg,
+                         headers={"content-type": "image/jpeg", "origin": "https://app.example.com"})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com/", "app.example.com", "ftp://a.example",
+                                    "https://a.example/page", ""])
+def test_a_cors_origin_no_browser_would_send_is_refused(tiny_run, origin):
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match="CORS origin is scheme://host"):
+        create_app(str(tiny_run / "model.onnx"), cors_origins=[origin])
+
+
+def test_serve_behind_a_proxy_path_and_for_other_sites(tiny_run, monkeypatch):
+    """--root-path reaches uvicorn (so /docs asks for /emotions/openapi.json), --cors-origin the app."""
+    import uvicorn
+
+    from ferkit.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: seen.update(config=server.config))
+    assert main(["serve", "--port", "0", "--model", str(tiny_run / "model.onnx"), "--root-path", "emotions/",
+                 "--cors-origin", "https://a.example", "--cors-origin", "http://localhost:3000"]) == 0
+    config = seen["config"]
+    assert config.root_path == "/emotions"
+    docs = TestClient(config.app, root_path=config.root_path).get("/docs")
+    assert "/emotions/openapi.json" in docs.text
+    answer = TestClient(config.app).get("/v1/health", headers={"origin": "http://localhost:3000"})
+    assert answer.headers["access-control-allow-origin"] == "http://localhost:3000"

@@ -20,17 +20,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_run):
+def _serve(app):
+    """`app` on a free loopback port, in a thread, for as long as the generator is suspended."""
     import uvicorn
-
-    from ferkit.server import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(str(tiny_run / "model.onnx")), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -39,6 +36,24 @@ def server_url(tiny_run):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_run):
+    from ferkit.server import create_app
+
+    yield from _serve(create_app(str(tiny_run / "model.onnx")))
+
+
+@pytest.fixture(scope="module")
+def proxied_url(tiny_run):
+    """ferkit under /emotions/, as a reverse proxy that strips the prefix would serve it."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from ferkit.server import create_app
+
+    yield from _serve(Starlette(routes=[Mount("/emotions", app=create_app(str(tiny_run / "model.onnx")))]))
 
 
 def _open_page(p, server_url: str, flags=(), before=None):
@@ -69,6 +84,19 @@ def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
     # Every score bar in its emotion's colour from /v1/model: the colours of ferkit's annotated images.
     palette = {"rgb({2}, {1}, {0})".format(*COLOURS[name]) for name in classes}
     assert len(bars) == 3 * 4 and set(bars) == palette
+
+
+def test_the_page_works_under_a_path_prefix(proxied_url, group_photo, tmp_path):
+    """Its requests are relative: at https://host/emotions/ they go to /emotions/v1/..., not /v1/..."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, proxied_url + "/emotions")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        labels = page.locator(".face h3.label").all_inner_texts()
+        browser.close()
+    assert len(labels) == 3
 
 
 def test_live_webcam_mode_sends_frames(server_url):

@@ -17,6 +17,11 @@ def add_parser(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10,
                    help="largest upload accepted, in MB (default 10); larger ones get a 413")
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (https://app.example.com; * for any) call the API "
+                        "from the browser; repeat for more")
+    p.add_argument("--root-path", type=_root_path, default="", metavar="PREFIX",
+                   help="the path a reverse proxy serves ferkit under (/emotions), for /docs' links")
     p.set_defaults(run=run)
 
 
@@ -25,6 +30,11 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
     return port
+
+
+def _root_path(text: str) -> str:
+    """/emotions however it is written (emotions, /emotions/): the form ASGI's root_path takes."""
+    return "/" + text.strip("/") if text.strip("/") else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
     options = recognizer_options(args)
     sock = _bind(args.host, args.port)  # before the model: a port in use is said before seconds of loading
-    app = create_app(args.model, args.detector, args.max_upload_mb, args.workers, **options)
+    app = create_app(args.model, args.detector, args.max_upload_mb, args.workers,
+                     cors_origins=args.cors_origin, **options)
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)
     # Stopping (Ctrl-C, SIGTERM) waits 5 s at most for requests in progress: one stalled upload kept
     # it waiting up to two minutes, past the 10 s Docker and systemd give before they kill
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)).run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, root_path=args.root_path)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

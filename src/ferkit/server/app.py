@@ -14,12 +14,15 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import cv2
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -94,14 +97,21 @@ class Engine:
 
 
 def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
-               workers: int = 2, queue: int = 16, **options: Any) -> FastAPI:
-    """The app serving `model`; `options` are EmotionRecognizer's (threads, tta, align, min_size, ...)."""
+               workers: int = 2, queue: int = 16, cors_origins: Sequence[str] = (), **options: Any) -> FastAPI:
+    """The app serving `model`; `options` are EmotionRecognizer's (threads, tta, align, min_size, ...).
+
+    `cors_origins`: the web apps (`https://app.example.com`, or `*` for any) whose pages may call the
+    API from the browser; browsers block such calls from other sites unless the server allows them."""
     if not 0 < max_upload_mb < math.inf:
         raise FerkitError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
+    origins = [_check_origin(origin) for origin in cors_origins]
     engine = Engine(model, detector, workers, queue, options)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
+    if origins:  # the browser's preflight for a POST with a body is answered here, before any route
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
+                           allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
     async def _json_error(request: Request, exc: StarletteHTTPException):
@@ -153,6 +163,17 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             engine.in_flight -= 1
 
     return app
+
+
+def _check_origin(origin: str) -> str:
+    """A browser sends its page's origin as scheme://host[:port]; anything else would never match, and
+    the API would be blocked with no error on the server's side (a trailing slash is the usual slip)."""
+    parts = urlsplit(origin)
+    if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc and not parts.path
+                              and not parts.query and not parts.fragment):
+        raise FerkitError(f"a CORS origin is scheme://host[:port] with nothing after it (e.g. "
+                          f"https://app.example.com), or * for any; got {origin!r}")
+    return origin
 
 
 def _where(error: dict) -> str:
