@@ -142,6 +142,43 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
 
 
+def test_predict_max_faces_and_detection_scores(tiny_run, group_photo, tmp_path):
+    import json
+
+    photo = tmp_path / "g.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    args = ["predict", str(photo), "--model", str(tiny_run)]
+    every = json.loads(_json(args))
+    assert [face["box"][0] for face in every] == [80, 223, 439]  # left to right
+    assert all(0.7 <= face["detection_score"] <= 1 for face in every)
+    two = json.loads(_json(args + ["--max-faces", "2"]))
+    assert [face["box"] for face in two] == [every[0]["box"], every[2]["box"]]  # the small middle one left out
+    threshold = sorted(face["detection_score"] for face in every)[1]  # the least sure one falls below it
+    assert main(args + ["--csv", str(tmp_path / "f.csv"), "--min-detection-score", str(threshold)]) == 0
+    with open(tmp_path / "f.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(float(row["detection_score"]) >= threshold for row in rows)
+
+
+def _json(args) -> str:
+    import contextlib
+    import io
+    import json
+
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        main(args + ["--json"])
+    return json.dumps(json.loads(out.getvalue())["results"][0]["faces"])
+
+
+@pytest.mark.parametrize("flag, value, message", [("--max-faces", "0", "at least 1"), ("--max-faces", "two", "whole number"),
+                                                  ("--min-detection-score", "1.5", "from 0 to 1"),
+                                                  ("--min-detection-score", "high", "from 0 to 1")])
+def test_face_filters_out_of_range_are_refused(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "x.jpg", flag, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_predict_finds_every_format_opencv_reads_and_names_empty_folders(tiny_run, astronaut, tmp_path,
                                                                           capsys, caplog):
     photos, empty = tmp_path / "mixed", tmp_path / "empty"
@@ -162,7 +199,8 @@ def test_predict_output_problems_are_one_line_and_come_first(tiny_run, group_pho
                            (["--csv", str(tmp_path)], "it is a folder"),
                            (["--save-annotated", str(photo / "ann")], "is a file, not a folder"),
                            (["--csv", str(photo)], "is one of the inputs"),
-                           (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with")):
+                           (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with"),
+                           (["--detector", "haar", "--min-detection-score", "0.5"], "--min-detection-score works")):
         assert main(["predict", str(photo), "--model", str(tiny_run), *extra]) == 2
         out, err = capsys.readouterr()
         assert message in err and len(err.strip().splitlines()) == 1

@@ -37,6 +37,44 @@ def test_detect_classify_annotate(tiny_run, group_photo):
         assert rec.annotate(single_channel, faces).shape == image.shape
 
 
+def test_max_faces_keeps_the_largest_left_to_right(tiny_run, group_photo):
+    image, _ = group_photo
+    every = EmotionRecognizer(tiny_run).detect(image)
+    assert [face.box[0] for face in every] == sorted(face.box[0] for face in every)
+    kept = EmotionRecognizer(tiny_run, max_faces=2).detect(image)
+    assert [face.box for face in kept] == [every[0].box, every[2].box]  # the 80-px face in between left out
+    assert len(EmotionRecognizer(tiny_run, max_faces=5).detect(image)) == 3
+
+
+@pytest.mark.parametrize("max_faces", [0, -1, 1.5, True, "2"])
+def test_max_faces_that_mean_nothing_are_refused(tiny_run, max_faces):
+    with pytest.raises(FerkitError, match="max_faces is a whole number"):
+        EmotionRecognizer(tiny_run, max_faces=max_faces)
+
+
+def test_boxes_from_another_detector_are_cropped_and_scored_as_ferkits_own(tiny_run, group_photo):
+    image, _ = group_photo
+    rec = EmotionRecognizer(tiny_run, align=False)  # given boxes come without landmarks to level
+    own = rec.detect(image)
+    given = rec.detect(image, boxes=[face.box for face in reversed(own)])
+    assert [face.box for face in given] == [face.box for face in reversed(own)]  # in the order given
+    for mine, theirs in zip(reversed(own), given):
+        assert theirs.scores == pytest.approx(mine.scores, abs=1e-6)
+    assert given[0].detection_score is None and given[0].to_dict()["detection_score"] is None
+    assert rec.detect(image, boxes=[(-10.4, -10, 50, 50.2)])[0].box == (0, 0, 40, 40)  # clipped to the image
+    assert rec.detect(image, boxes=[]) == []
+
+
+@pytest.mark.parametrize("box, message", [
+    ((1, 2, 3), "four numbers"), (("a", 0, 1, 1), "four numbers"), (5, "four numbers"),
+    ((700, 0, 10, 10), "no pixels inside the 640x480 image"), ((0, 0, 0, 10), "no pixels"),
+    ((float("nan"), 0, 5, 5), "no pixels"),
+])
+def test_a_box_that_is_no_face_is_refused(tiny_run, group_photo, box, message):
+    with pytest.raises(FerkitError, match=message):
+        EmotionRecognizer(tiny_run).detect(group_photo[0], boxes=[box])
+
+
 def test_inputs_path_rgb_array_and_pil(tiny_run, astronaut, tmp_path):
     from PIL import Image
 

@@ -45,7 +45,10 @@ def test_video_outputs(tiny_run, tiny_video, tmp_path):
     # The two blank frames: a row each, empty face columns, so "no face" is told from "not analysed"
     assert [(r["frame"], r["time_s"], r["face"], r["label"]) for r in rows[30:]] == [
         ("10", "1.000", "", ""), ("11", "1.100", "", "")]
-    assert plot.stat().st_size > 10_000
+    # Each face keeps its number from frame to frame, and has its panel in the plot
+    assert {(r["face"], r["track"]) for r in rows if r["label"]} == {("0", "1"), ("1", "2"), ("2", "3")}
+    assert all(0 < float(r["detection_score"]) <= 1 for r in rows if r["label"])
+    assert plot.stat().st_size > 10_000 and cv2.imread(str(plot)).shape[0] == round((1.3 + 2.4 * 3) * 110)
 
 
 def test_every_nth_frame(tiny_run, tiny_video, tmp_path):

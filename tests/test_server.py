@@ -39,6 +39,8 @@ def test_openapi_says_how_to_send_an_image_and_what_comes_back(client):
     assert {"image/*", "application/octet-stream"} <= set(body)
     ok = post["responses"]["200"]["content"]
     assert ok["application/json"]["schema"]["$ref"].endswith("/Prediction") and "image/png" in ok
+    face = client.get("/openapi.json").json()["components"]["schemas"]["FaceResult"]["properties"]
+    assert {"box", "label", "confidence", "scores", "detection_score"} <= set(face)
     for status in ("400", "408", "413", "415", "422", "503"):
         assert post["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 
@@ -58,6 +60,8 @@ def test_predict_multipart_and_raw_bytes(client, group_jpeg):
         body = response.json()
         assert len(body["faces"]) == 3 and body["elapsed_ms"] > 0
         assert body["model"] == "model.onnx"  # a name: clients are not told this machine's paths
+        assert [face["box"][0] for face in body["faces"]] == [80, 223, 439]  # left to right
+        assert all(0.7 <= face["detection_score"] <= 1 for face in body["faces"])
         face = body["faces"][0]
         assert len(face["box"]) == 4 and face["label"] in face["scores"]
 

@@ -22,6 +22,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", choices=DETECTORS, default="yunet",
                         help="face detector (default yunet; haar is the original project's)")
     parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
+    parser.add_argument("--max-faces", type=_positive, metavar="N",
+                        help="only the N largest faces of each image or frame (e.g. 1: the person at the camera)")
+    parser.add_argument("--min-detection-score", type=_fraction, metavar="S",
+                        help="yunet: report faces it is at least this sure of, 0-1 (default 0.7; lower finds "
+                             "more faces, and more that are not)")
     parser.add_argument("--tiny-faces", action="store_true",
                         help="yunet: also search big photos tile by tile for faces too small at 640 px")
     parser.add_argument("--no-align", dest="align", action="store_false",
@@ -40,14 +45,36 @@ def _threads(text: str) -> int:
     return threads
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a number from 0 to 1, got {text}")
+    return value
+
+
 def recognizer_options(args: argparse.Namespace) -> dict:
     """EmotionRecognizer's keyword arguments from the flags of `add_model_options`."""
     options = {"min_size": args.min_face} if args.min_face is not None else {}
-    if args.tiny_faces:
-        if args.detector != "yunet":
-            raise FerkitError("--tiny-faces works with --detector yunet only")
-        options["second_pass"] = True
-    return {"threads": args.threads, "align": args.align, "tta": args.tta, **options}
+    for flag, name, value in (("--tiny-faces", "second_pass", args.tiny_faces or None),
+                              ("--min-detection-score", "score_threshold", args.min_detection_score)):
+        if value is not None:
+            if args.detector != "yunet":
+                raise FerkitError(f"{flag} works with --detector yunet only")
+            options[name] = value
+    return {"threads": args.threads, "align": args.align, "tta": args.tta, "max_faces": args.max_faces, **options}
 
 
 def recognizer(args: argparse.Namespace):

@@ -123,12 +123,13 @@ def _write_csv(path: Path, results: list[dict], classes) -> None:
     encoding) is written with backslash escapes instead of ending the run."""
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "face", "x", "y", "w", "h", "label", "confidence", *classes, "error",
-                         "annotated"])
+        writer.writerow(["file", "face", "x", "y", "w", "h", "detection_score", "label", "confidence", *classes,
+                         "error", "annotated"])
         for result in results:
             error, copy = result.get("error", ""), result.get("annotated", "")
             for i, face in enumerate(result["faces"]):
-                writer.writerow([result["file"], i, *face["box"], face["label"], face["confidence"],
+                score = "" if face["detection_score"] is None else face["detection_score"]
+                writer.writerow([result["file"], i, *face["box"], score, face["label"], face["confidence"],
                                  *(face["scores"][c] for c in classes), error, copy])
             if not result["faces"]:
-                writer.writerow([result["file"], *[""] * (7 + len(classes)), error or "no face found", copy])
+                writer.writerow([result["file"], *[""] * (8 + len(classes)), error or "no face found", copy])

@@ -27,9 +27,10 @@ class Face:
     """One detected face: where it is and, once classified, what it shows."""
 
     box: tuple[int, int, int, int]  # x, y, width, height in the original image's pixels
-    detection_score: float = 1.0
+    detection_score: float | None = None  # YuNet's confidence that this is a face; Haar gives none
     landmarks: np.ndarray | None = None  # 5 x 2: right eye, left eye, nose tip, mouth corners
     scores: dict[str, float] = field(default_factory=dict)
+    track: int | None = None  # in a video: the same number for the same face from frame to frame
 
     @property
     def label(self) -> str:
@@ -40,12 +41,15 @@ class Face:
         return self.scores.get(self.label, 0.0)
 
     def to_dict(self) -> dict:
+        score = None if self.detection_score is None else round(self.detection_score, 4)
         return {"box": list(self.box), "label": self.label, "confidence": round(self.confidence, 4),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "detection_score": score}
 
 
 class Detector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Face]: ...
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """The faces in `image`, left to right: `faces[0]` means the same face on every call."""
+        ...
 
 
 def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -56,7 +60,7 @@ def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return image, scale
 
 
-def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
+def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
     x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
     x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
@@ -95,7 +99,7 @@ class YuNetDetector:
         faces = self._detect_at(small, scale, (0, 0), image.shape)
         if self.second_pass and scale < 1.0:
             faces += [f for f in self._tiled(bgr) if not any(_overlaps(f.box, g.box) for g in faces)]
-        return faces
+        return sorted(faces, key=lambda face: face.box)  # left to right, as Haar's
 
     def _tiled(self, bgr: np.ndarray) -> list[Face]:
         large, scale = _downscaled(bgr, self.second_side)
@@ -121,7 +125,7 @@ class YuNetDetector:
             if not np.isfinite(row).all():  # YuNet returns garbage rows for images of a few pixels
                 continue
             coords = (row[:14] + shift) / scale
-            box = _clip_box(*coords[:4], shape[1], shape[0])
+            box = clip_box(*coords[:4], shape[1], shape[0])
             if min(box[2:]) >= self.min_size:
                 faces.append(Face(box, float(row[14]), coords[4:14].reshape(5, 2)))
         return faces
@@ -150,7 +154,7 @@ class HaarDetector:
             rects = self._cascade.detectMultiScale(small, self.scale_factor, self.min_neighbors,
                                                    minSize=(min_px, min_px))
         # Left to right: the cascade's own order varies with how its worker threads were scheduled.
-        return [Face(_clip_box(*(np.asarray(r) / scale), image.shape[1], image.shape[0]))
+        return [Face(clip_box(*(np.asarray(r) / scale), image.shape[1], image.shape[0]))
                 for r in sorted(map(tuple, rects if len(rects) else []))]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
-from ferkit.inference.faces import Detector, Face, create_detector
+from ferkit.inference.faces import Detector, Face, clip_box, create_detector
 from ferkit.inference.images import load_image
 
 # One BGR colour per emotion, so a label reads at a glance in annotated images and videos.
@@ -35,20 +35,32 @@ class EmotionRecognizer:
 
     def __init__(self, model: str | os.PathLike | Backend | None = DEFAULT_MODEL,
                  detector: str | Detector = "yunet", *, margin: float = FACE_MARGIN, align: bool = True,
-                 tta: bool = False, threads: int | None = None, **detector_options: Any):
+                 tta: bool = False, threads: int | None = None, max_faces: int | None = None,
+                 **detector_options: Any):
+        """`max_faces`: only the largest this many faces of an image (the person at the camera, not the
+        crowd behind), still left to right. `detector_options` go to the detector (YuNet's
+        `score_threshold`, `min_size`, ...)."""
+        if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, int)
+                                      or max_faces < 1):
+            raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
         # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
         self.backend: Backend = model if hasattr(model, "predict") else load_backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
-        self.margin, self.align, self.tta = margin, align, tta
+        self.margin, self.align, self.tta, self.max_faces = margin, align, tta, max_faces
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.backend.info.classes
 
-    def detect(self, image: Any, rgb: bool = False) -> list[Face]:
-        """Find every face in `image` (path, array, PIL image) and classify them in one batch."""
+    def detect(self, image: Any, rgb: bool = False, *, boxes: Sequence[Sequence[float]] | None = None) -> list[Face]:
+        """Find every face in `image` (path, array, PIL image), left to right, and classify them in
+        one batch. `boxes` (x, y, width, height each) skips detection: faces found by another
+        detector, cropped with the same margin as ferkit's own, in the order given."""
         array = load_image(image, rgb)
-        faces = self.detector.detect(array)
+        faces = given_faces(boxes, array.shape) if boxes is not None else self.detector.detect(array)
+        if self.max_faces is not None and boxes is None and len(faces) > self.max_faces:
+            largest = sorted(faces, key=lambda face: face.box[2] * face.box[3], reverse=True)[:self.max_faces]
+            faces = [face for face in faces if any(face is kept for kept in largest)]
         if not faces:
             return faces
         gray = to_gray(array)
@@ -90,13 +102,30 @@ class EmotionRecognizer:
         return canvas
 
 
+def given_faces(boxes: Sequence[Sequence[float]], shape: tuple[int, ...]) -> list[Face]:
+    """Faces at the caller's boxes, clipped to the image; a box that is not four numbers, or has no
+    pixels inside the image, is an error rather than a face silently dropped or misplaced."""
+    height, width = shape[:2]
+    faces = []
+    for box in boxes:
+        try:
+            x, y, w, h = (float(v) for v in box)
+        except (TypeError, ValueError):
+            raise FerkitError(f"a face box is four numbers, x, y, width, height; got {box!r}") from None
+        clipped = clip_box(x, y, w, h, width, height) if np.isfinite([x, y, w, h]).all() else (0, 0, 0, 0)
+        if min(clipped[2:]) <= 0:
+            raise FerkitError(f"face box {list(box)} has no pixels inside the {width}x{height} image")
+        faces.append(Face(clipped))
+    return faces
+
+
 def draw_face(canvas: np.ndarray, face: Face, thickness: int = 2) -> None:
     x, y, w, h = face.box
     colour = COLOURS.get(face.label, (255, 255, 255))
     cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
     if not face.label:
         return
-    text = f"{face.label} {face.confidence:.0%}"
+    text = ("" if face.track is None else f"#{face.track} ") + f"{face.label} {face.confidence:.0%}"
     scale = max(0.45, w / 180)
     weight = max(1, int(scale * 1.6))  # thin strokes for small labels stay legible
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)

@@ -16,6 +16,7 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.inference.faces import Face
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
+from ferkit.inference.tracking import FaceTracks
 
 log = logging.getLogger("ferkit")
 
@@ -74,11 +75,13 @@ def timed_frames(capture: cv2.VideoCapture, fps: float) -> Iterator[tuple[int, f
 
 @dataclass
 class FrameTracker:
-    """Runs detection + classification every `every` frames and reuses the faces in between."""
+    """Runs detection + classification every `every` frames and reuses the faces in between; each
+    face carries its `track` number from frame to frame."""
 
     recognizer: EmotionRecognizer
     every: int = 1
     faces: list[Face] = field(default_factory=list)
+    tracks: FaceTracks = field(default_factory=FaceTracks)
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -88,6 +91,7 @@ class FrameTracker:
         fresh = index % self.every == 0
         if fresh:
             self.faces = self.recognizer.detect(frame)
+            self.tracks.assign(self.faces)
         return self.faces, fresh
 
 
@@ -189,15 +193,20 @@ class TimedWriter:
 
 
 def write_frames_csv(path: Path, rows, classes) -> None:
-    """The columns of `ferkit predict`'s CSV, frame and time instead of file; a frame with no face
-    has one row with empty face columns."""
+    """The columns of `ferkit predict`'s CSV, frame and time instead of file, and `track`, the
+    face's number from frame to frame; a frame with no face has one row with empty face columns."""
     with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
         writer = csv.writer(handle)
-        writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", "confidence", *classes])
+        writer.writerow(["frame", "time_s", "face", "track", "x", "y", "w", "h", "detection_score", "label",
+                         "confidence", *classes])
         for index, t, i, face in rows:
-            cells = [] if face is None else [i, *face.box, face.label, f"{face.confidence:.4f}",
-                                             *(f"{face.scores[c]:.4f}" for c in classes)]
-            writer.writerow([index, f"{t:.3f}", *(cells or [""] * (7 + len(classes)))])
+            cells = [] if face is None else [i, face.track, *face.box, _score(face.detection_score), face.label,
+                                             f"{face.confidence:.4f}", *(f"{face.scores[c]:.4f}" for c in classes)]
+            writer.writerow([index, f"{t:.3f}", *(cells or [""] * (9 + len(classes)))])
+
+
+def _score(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def _check_plot_format(path: str) -> None:
@@ -208,27 +217,42 @@ def _check_plot_format(path: str) -> None:
         raise FerkitError(f"cannot plot to {path}: name it .png (or {', '.join(sorted(set(formats) - {'png'}))})")
 
 
+MOST_PLOTTED = 4  # panels of faces; more would each be too small to read
+
+
 def plot_timeline(path: Path, rows, classes, duration: float) -> None:
-    """Each emotion's score over time (averaged over the faces of a frame), with a gap where the
-    frames analysed show no face rather than a line drawn across it."""
+    """Each emotion's score over time, a panel for each face followed from frame to frame (those in
+    at least a twentieth of the frames analysed, the four seen longest at most), with a gap where
+    that face is not found rather than a line drawn across it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_frame: dict[float, list[Face]] = {}
+    times = sorted({t for _, t, _, _ in rows})
+    by_track: dict[int | None, dict[float, Face]] = {}
     for _, t, _, face in rows:
-        by_frame.setdefault(t, []).extend([face] if face is not None else [])
-    times = sorted(by_frame)
-    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
-    for name in classes:
-        values = [np.mean([f.scores[name] for f in by_frame[t]]) if by_frame[t] else np.nan for t in times]
-        ax.plot(times, values, label=name, linewidth=1.4)
-    found = any(by_frame.values())
-    ax.set(xlabel="time (s)", ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)),
-           title="Emotions over time" + ("" if found else " (no faces found)"))
-    ax.legend(loc="upper right", ncol=len(classes), fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+        if face is not None:
+            by_track.setdefault(face.track, {})[t] = face
+    longest = sorted(by_track, key=lambda track: -len(by_track[track]))
+    shown = [track for track in longest if len(by_track[track]) >= len(times) / 20][:MOST_PLOTTED] or longest[:1]
+    shown.sort(key=lambda track: -1 if track is None else track)
+    fig, axes = plt.subplots(max(len(shown), 1), 1, figsize=(9, 1.3 + 2.4 * max(len(shown), 1)), dpi=110,
+                             sharex=True, squeeze=False)
+    for ax, track in zip(axes[:, 0], shown or [None]):
+        seen = by_track.get(track, {})
+        for name in classes:
+            ax.plot(times, [seen[t].scores[name] if t in seen else np.nan for t in times], label=name, linewidth=1.4)
+        ax.set(ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)))
+        if len(shown) > 1:
+            ax.set_title(f"face #{track}: in {len(seen) / len(times):.0%} of the frames analysed", fontsize=9)
+        ax.grid(alpha=0.3)
+    left_out = f" ({len(shown)} of {len(by_track)} faces: those seen longest)" if len(by_track) > len(shown) else ""
+    fig.suptitle("Emotions over time" + ("" if by_track else " (no faces found)") + left_out, fontsize=11)
+    # Above the panels, where it hides no curve
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(classes), fontsize=8,
+               bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), frameon=False)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
     fig.savefig(path)
     plt.close(fig)

@@ -43,6 +43,8 @@ class FaceResult(BaseModel):
     label: str = Field(description="the most likely emotion")
     confidence: float = Field(description="its probability")
     scores: dict[str, float] = Field(description="every emotion's probability")
+    detection_score: float | None = Field(description="how sure the face detector is that this is a face "
+                                                      "(YuNet); null from Haar, which gives no score")
 
 
 class Prediction(BaseModel):

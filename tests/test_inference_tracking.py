@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from ferkit.inference.faces import Face
+from ferkit.inference.tracking import FaceTracks, iou
+
+
+def _frame(tracks: FaceTracks, *boxes) -> list[int]:
+    faces = [Face(box) for box in boxes]
+    tracks.assign(faces)
+    return [face.track for face in faces]
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 0, 10, 10)) == 0
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0
+
+
+def test_faces_keep_their_numbers_when_the_order_in_the_frame_changes():
+    """A face coming in on the left shifts everyone's place in the frame, not their numbers."""
+    tracks = FaceTracks()
+    assert _frame(tracks, (100, 50, 80, 80), (400, 60, 80, 80)) == [1, 2]
+    assert _frame(tracks, (108, 52, 80, 80), (396, 60, 80, 80)) == [1, 2]
+    assert _frame(tracks, (0, 40, 70, 70), (115, 54, 80, 80), (390, 61, 80, 80)) == [3, 1, 2]
+
+
+def test_a_face_missed_for_a_few_frames_keeps_its_number_and_one_gone_long_gets_a_new_one():
+    tracks = FaceTracks(patience=3)
+    assert _frame(tracks, (100, 50, 80, 80), (400, 60, 80, 80)) == [1, 2]
+    for _ in range(2):  # face 2 turned away: the detector misses it
+        assert _frame(tracks, (100, 50, 80, 80)) == [1]
+    assert _frame(tracks, (100, 50, 80, 80), (402, 60, 80, 80)) == [1, 2]
+    for _ in range(3):
+        assert _frame(tracks, (100, 50, 80, 80)) == [1]
+    assert _frame(tracks, (100, 50, 80, 80), (402, 60, 80, 80)) == [1, 3]
+
+
+def test_two_faces_never_share_a_number():
+    """Two detections over one face of the last frame: the better overlap keeps the number."""
+    tracks = FaceTracks()
+    assert _frame(tracks, (100, 100, 100, 100)) == [1]
+    assert _frame(tracks, (90, 100, 100, 100), (150, 100, 100, 100)) == [1, 2]
