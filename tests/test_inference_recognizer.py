@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -150,8 +152,9 @@ def test_classify_takes_what_detect_takes_and_refuses_one_image_alone(tiny_run, 
     for alone in (crop, crop[:, :, 0], crop[:, :, :1]):  # read row by row, it would be 200 "crops"
         with pytest.raises(FerkitError, match="pass \\[crop\\]"):
             rec.classify(alone)
-    with pytest.raises(FerkitError, match="pass \\[crop\\]"):
-        rec.classify(str(path))
+    for one in (str(path), io.BytesIO(path.read_bytes())):  # a stream would be read line by line
+        with pytest.raises(FerkitError, match="pass \\[crop\\]"):
+            rec.classify(one)
     with pytest.raises(FerkitError, match="not an image array"):
         rec.classify([np.zeros((0, 0), np.uint8)])
     assert len(rec.classify(np.zeros((5, 48, 48), np.uint8))) == 5  # a batch of gray crops
@@ -175,14 +178,45 @@ def test_no_face_gives_empty_list(tiny_run):
     assert EmotionRecognizer(tiny_run).detect(np.full((240, 320, 3), 200, np.uint8)) == []
 
 
+def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, tmp_path):
+    """What web apps and notebooks hold: a browser's data URL, an upload's file object, a BytesIO."""
+    import base64
+    import io
+
+    rec = EmotionRecognizer(tiny_run)
+    jpeg = cv2.imencode(".jpg", astronaut)[1].tobytes()
+    path = tmp_path / "a.jpg"
+    path.write_bytes(jpeg)
+    with open(path, "rb") as handle:
+        inputs = [f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}", handle, io.BytesIO(jpeg),
+                  memoryview(jpeg)]
+        results = [rec.detect(image) for image in inputs]
+    expected = rec.detect(path)
+    assert len(expected) == 1
+    for faces in results:
+        assert [face.box for face in faces] == [expected[0].box]
+        assert faces[0].scores == pytest.approx(expected[0].scores, abs=1e-6)
+
+
 @pytest.mark.parametrize("bad, message", [
     ("/nonexistent/photo.jpg", "image not found"),
     (b"definitely not a jpeg", "cannot read"),
     (np.zeros((4, 4, 2), np.uint8), "not an image array"),
+    ("data:image/jpeg;base64,@@@not base64", "not valid base64"),
+    ("data:image/jpeg,rawtext", "data:image/<type>;base64,"),
+    ("data:image/png;base64,aGVsbG8=", "cannot read the data URL: not an image"),
+    ("/9j/4AAQSkZJRg" + "A" * 4000, r"a path of 4,014 characters \(/9j/4AAQSkZJRgAAAAAAA"),
 ])
 def test_bad_images(tiny_run, bad, message):
-    with pytest.raises(FerkitError, match=message):
+    with pytest.raises(FerkitError, match=message) as error:
         EmotionRecognizer(tiny_run).detect(bad)
+    assert len(str(error.value)) < 300  # never the whole of a long input
+
+
+def test_a_file_opened_as_text_is_a_clear_error(tiny_run, tmp_path):
+    (tmp_path / "a.txt").write_text("hello")
+    with open(tmp_path / "a.txt", encoding="utf-8") as handle, pytest.raises(FerkitError, match="binary mode"):
+        EmotionRecognizer(tiny_run).detect(handle)
 
 
 def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):

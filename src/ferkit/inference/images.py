@@ -18,14 +18,22 @@ log = logging.getLogger("ferkit")
 
 
 def load_image(image: Any, rgb: bool = False) -> np.ndarray:
-    """BGR (or gray) uint8 array from a file path, bytes, numpy array or PIL image.
+    """BGR (or gray) uint8 array from a file path, a `data:image/...;base64,` URL (what browsers and
+    JSON APIs pass), bytes, an open file or other object with `.read()`, a numpy array or a PIL image.
 
     Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
     """
+    if isinstance(image, str) and image[:5].lower() == "data:":
+        return decode_image(_data_url(image), "the data URL")
     if isinstance(image, (str, os.PathLike)):
         return read_image_file(Path(image))
-    if isinstance(image, (bytes, bytearray)):
+    if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(bytes(image), "image bytes")
+    if hasattr(image, "read") and not hasattr(image, "convert"):  # a file opened "rb", io.BytesIO, an upload
+        data = image.read()
+        if not isinstance(data, bytes):
+            raise FerkitError("the file object gave text, not bytes: open the image in binary mode ('rb')")
+        return decode_image(data, str(getattr(image, "name", "the file object")))
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         image, rgb = _from_pil(image), True
     array = np.asarray(image)
@@ -53,8 +61,25 @@ def _from_pil(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _data_url(url: str) -> bytes:
+    import base64
+    import binascii
+
+    header, comma, payload = url.partition(",")
+    if not comma or not header.lower().endswith(";base64"):
+        raise FerkitError("a data URL image is data:image/<type>;base64,<the image's bytes in base64>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise FerkitError("the data URL's image is not valid base64") from None
+
+
 def read_image_file(path: Path) -> np.ndarray:
     if not path.is_file():
+        name = str(path)
+        if len(name) > 300:  # no path is this long: base64 text, most likely; do not print it all
+            raise FerkitError(f"image not found: a path of {len(name):,} characters ({name[:40]}...); an image "
+                              "in base64 needs the data URL form, data:image/jpeg;base64,...")
         raise FerkitError(f"image not found: {path}")
     try:
         data = path.read_bytes()

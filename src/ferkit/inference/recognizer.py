@@ -53,7 +53,7 @@ class EmotionRecognizer:
         return self.backend.info.classes
 
     def detect(self, image: Any, rgb: bool = False, *, boxes: Sequence[Sequence[float]] | None = None) -> list[Face]:
-        """Find every face in `image` (path, array, PIL image), left to right, and classify them in
+        """Find every face in `image` (path, data URL, bytes, file object, array, PIL image), left to right, and classify them in
         one batch. `boxes` (x, y, width, height each) skips detection: faces found by another
         detector, cropped with the same margin as ferkit's own, in the order given."""
         array = load_image(image, rgb)
@@ -79,14 +79,14 @@ class EmotionRecognizer:
         return eye_angle(face.landmarks) if self.align and face.landmarks is not None else 0.0
 
     def classify(self, crops: Sequence[Any], rgb: bool = False) -> list[dict[str, float]]:
-        """Scores for already-cropped faces, each anything `detect` takes (path, bytes, array, PIL
-        image; any size, gray or colour, BGR unless `rgb`): one forward pass for all.
+        """Scores for already-cropped faces, each anything `detect` takes (path, bytes, file object,
+        array, PIL image; any size, gray or colour, BGR unless `rgb`): one forward pass for all.
 
         A list, or an N x H x W (x C) array: one image alone would be read row by row as N crops."""
         if isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (1, 3, 4))):
             raise FerkitError(f"classify takes a list of face crops, got one image of shape {crops.shape}: "
                               "pass [crop]")
-        if isinstance(crops, (str, bytes, os.PathLike)) or hasattr(crops, "convert"):
+        if isinstance(crops, (str, bytes, os.PathLike)) or hasattr(crops, "convert") or hasattr(crops, "read"):
             raise FerkitError("classify takes a list of face crops, got one: pass [crop]")
         images = [load_image(crop, rgb) for crop in crops]
         batch = to_model_input(images, self.backend.info.image_size)
