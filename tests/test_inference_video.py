@@ -51,6 +51,37 @@ def test_video_outputs(tiny_run, tiny_video, tmp_path):
     assert plot.stat().st_size > 10_000 and cv2.imread(str(plot)).shape[0] == round((1.3 + 2.4 * 3) * 110)
 
 
+def test_the_python_api_gives_frames_with_numbered_faces(tiny_run, tiny_video):
+    rec = EmotionRecognizer(tiny_run)
+    frames = list(rec.video(tiny_video, every=3))  # a path object, as open() takes
+    assert [frame.index for frame in frames] == list(range(12))
+    assert [frame.analysed for frame in frames] == [i % 3 == 0 for i in range(12)]
+    assert [round(frame.time, 3) for frame in frames] == [round(i / 10, 3) for i in range(12)]
+    assert all(frame.image.shape == (480, 640, 3) for frame in frames)
+    assert [[face.track for face in frame.faces] for frame in frames[:10]] == [[1, 2, 3]] * 10
+    assert frames[10].faces is frames[11].faces is frames[9].faces  # reused until frame 12 would be analysed
+    assert list(rec.video(tiny_video))[10].faces == []  # the blank frames, analysed: no face
+    with rec.video(str(tiny_video)) as video:  # left early: the file is let go
+        assert next(iter(video)).index == 0 and video.fps == 10 and video.frame_count == 12
+    with pytest.raises(FerkitError, match="video not found"):
+        rec.video("missing.mp4")  # at once, not at the first frame
+
+
+def test_the_summary_follows_each_face(tiny_run, tiny_video, capsys):
+    from ferkit.cli import main
+
+    rec = EmotionRecognizer(tiny_run)
+    tracks = process_video(rec, str(tiny_video), csv_path=None, progress=False)["tracks"]
+    assert [(t["track"], t["frames"], t["of_frames"]) for t in tracks] == [(1, 10, 12), (2, 10, 12), (3, 10, 12)]
+    for track in tracks:
+        assert sum(track["labels"].values()) == pytest.approx(1)
+        assert sum(track["mean_scores"].values()) == pytest.approx(1, abs=1e-3)
+    assert main(["-q", "video", str(tiny_video), "--csv", str(tiny_video.with_suffix(".csv")),
+                 "--model", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("12 frames, 30 faces in") and "face #2: in 10 of 12 frames analysed; " in out
+
+
 def test_every_nth_frame(tiny_run, tiny_video, tmp_path):
     rec = EmotionRecognizer(tiny_run)
     summary = process_video(rec, str(tiny_video), csv_path=str(tmp_path / "f.csv"), every=4, progress=False)

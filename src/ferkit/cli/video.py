@@ -38,4 +38,15 @@ def run(args: argparse.Namespace) -> int:
                             progress=not args.quiet)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")
+    _print_tracks(summary["tracks"])
     return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C
+
+
+def _print_tracks(tracks: list[dict], most: int = 4) -> None:
+    """The faces seen longest, each with the emotions it showed most: the video at a glance."""
+    for track in tracks[:most]:
+        shown = sorted(track["labels"].items(), key=lambda item: -item[1])[:3]
+        print(f"  face #{track['track']}: in {track['frames']} of {track['of_frames']} frames analysed; "
+              + ", ".join(f"{name} {share:.0%}" for name, share in shown))
+    if len(tracks) > most:
+        print(f"  and {len(tracks) - most} more faces (the CSV has them all)")

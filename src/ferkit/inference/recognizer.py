@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -14,6 +14,9 @@ from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
 from ferkit.inference.images import load_image
+
+if TYPE_CHECKING:
+    from ferkit.inference.video import VideoAnalysis
 
 # One BGR colour per emotion, so a label reads at a glance in annotated images and videos.
 COLOURS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
@@ -68,6 +71,17 @@ class EmotionRecognizer:
         for face, scores in zip(faces, self.classify(crops)):
             face.scores = scores
         return faces
+
+    def video(self, source: str | int | os.PathLike, every: int = 1) -> VideoAnalysis:
+        """The frames of a video file, camera (0) or stream URL with their faces, each face numbered
+        (`track`) from frame to frame; `every` N frames analysed, the faces reused in between.
+
+        >>> for frame in rec.video("clip.mp4"):
+        ...     frame.time, [(face.track, face.label) for face in frame.faces]
+        """
+        from ferkit.inference.video import VideoAnalysis  # it draws with this module's draw_face
+
+        return VideoAnalysis(self, source, every)
 
     def _angle(self, face: Face) -> float:
         """Level the eyes from the detector's landmarks (YuNet) when `align` is on.

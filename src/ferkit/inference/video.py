@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +96,54 @@ class FrameTracker:
         return self.faces, fresh
 
 
+@dataclass
+class VideoFrame:
+    """One frame of a video and its faces (`analysed`: found in this frame, not reused from an earlier one)."""
+
+    index: int
+    time: float  # seconds from the first frame, from the container's timestamps
+    image: np.ndarray  # BGR
+    faces: list[Face]
+    analysed: bool
+
+
+class VideoAnalysis:
+    """A video file, camera or stream, frame by frame with its faces (see `EmotionRecognizer.video`).
+
+    Opened at once, so a bad source fails here; the capture is released when the frames run out,
+    the loop is left early, or the `with` block ends."""
+
+    def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1):
+        self.tracker = FrameTracker(recognizer, every)  # a bad `every` fails before the source opens
+        source = os.fspath(source) if isinstance(source, os.PathLike) else source
+        self.source = str(source)
+        self._capture = open_capture(source)
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None  # None: a camera, a stream
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        try:
+            for index, t, image in timed_frames(self._capture, self.fps):
+                faces, fresh = self.tracker.update(index, image)
+                yield VideoFrame(index, t, image, faces, fresh)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> VideoAnalysis:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def process_video(recognizer: EmotionRecognizer, source: str, output: str | None = None,
                   csv_path: str | None = None, every: int = 1, plot: str | None = None,
                   progress: bool = True) -> dict:
-    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary.
+    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary,
+    with each face's (`summarize_tracks`).
 
     Every frame analysed has its rows, one per face or one empty row when it shows none, so that
     "no face" is not mistaken for a frame skipped by `every`."""
@@ -106,28 +151,25 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
 
     if plot:
         _check_plot_format(plot)  # now, not after the whole video
-    tracker = FrameTracker(recognizer, every)
-    capture = open_capture(source)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    video = VideoAnalysis(recognizer, source, every)
+    fps, total = video.fps, video.frame_count
     writer, rows, started, count, interrupted, t = None, [], time.perf_counter(), 0, False, 0.0
     try:
-        for index, t, frame in tqdm(timed_frames(capture, fps), total=total, unit="frame",
-                                    disable=not progress, desc=Path(source).name):
-            faces, fresh = tracker.update(index, frame)
-            if fresh:
-                rows += [(index, t, i, face) for i, face in enumerate(faces)] or [(index, t, None, None)]
+        for frame in tqdm(video, total=total, unit="frame", disable=not progress, desc=Path(source).name):
+            t, faces = frame.time, frame.faces
+            if frame.analysed:
+                rows += [(frame.index, t, i, face) for i, face in enumerate(faces)] or [(frame.index, t, None, None)]
             if output and writer is None:
-                writer = TimedWriter(_open_writer(output, fps, frame), fps)
+                writer = TimedWriter(_open_writer(output, fps, frame.image), fps)
             if writer is not None:
                 for face in faces:
-                    draw_face(frame, face)
-                writer.write(frame, t)
-            count = index + 1
+                    draw_face(frame.image, face)
+                writer.write(frame.image, t)
+            count = frame.index + 1
     except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
         interrupted = True
     finally:
-        capture.release()
+        video.close()
         if writer is not None:
             writer.release()
     elapsed = time.perf_counter() - started
@@ -142,7 +184,25 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     if plot:
         plot_timeline(Path(plot), rows, recognizer.classes, t + 1 / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
-            "faces": sum(face is not None for *_, face in rows), "interrupted": interrupted}
+            "faces": sum(face is not None for *_, face in rows), "interrupted": interrupted,
+            "tracks": summarize_tracks(rows, recognizer.classes)}
+
+
+def summarize_tracks(rows, classes) -> list[dict]:
+    """Each face followed through the video, the longest seen first: in how many of the frames
+    analysed it was, how often each emotion was its label there, and its mean scores."""
+    analysed = len({index for index, *_ in rows})
+    by_track: dict[int | None, list[Face]] = {}
+    for *_, face in rows:
+        if face is not None:
+            by_track.setdefault(face.track, []).append(face)
+    summary = []
+    for track, faces in sorted(by_track.items(), key=lambda item: -len(item[1])):
+        labels = Counter(face.label for face in faces)
+        summary.append({"track": track, "frames": len(faces), "of_frames": analysed,
+                        "labels": {name: labels[name] / len(faces) for name in classes if labels[name]},
+                        "mean_scores": {name: float(np.mean([f.scores[name] for f in faces])) for name in classes}})
+    return summary
 
 
 def _say_if_cut_short(source: str, count: int, last: float, declared: float, fps: float,
