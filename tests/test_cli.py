@@ -136,10 +136,13 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     assert rows["group.jpg", "0"]["error"] == "" and rows["group.jpg", "0"]["label"]
     assert (tmp_path / "ann" / "group_annotated.png").is_file()
 
-    assert main(args + ["--json"]) == 1
+    assert main(args + ["--json", "--csv", str(tmp_path / "both.csv")]) == 1  # a document and a table, one run
     report = json.loads(capsys.readouterr().out)
     by_file = {r["file"].split("/")[-1]: r for r in report["results"]}
     assert len(by_file["group.jpg"]["faces"]) == 3 and "error" in by_file["corrupt.jpg"]
+    tables = [[row[:-1] for row in csv.reader((tmp_path / name).read_text(encoding="utf-8").splitlines())]
+              for name in ("faces.csv", "both.csv")]
+    assert tables[0] == tables[1] and len(tables[1]) == 1 + 5  # the same, but for the annotated copies
 
 
 def test_predict_max_faces_and_detection_scores(tiny_run, group_photo, tmp_path):

@@ -202,7 +202,7 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
     ("/nonexistent/photo.jpg", "image not found"),
     (b"definitely not a jpeg", "cannot read"),
     (np.zeros((4, 4, 2), np.uint8), "not an image array"),
-    ("data:image/jpeg;base64,@@@not base64", "not valid base64"),
+    ("data:image/jpeg;base64,@@@not base64", "the image is not valid base64"),
     ("data:image/jpeg,rawtext", "data:image/<type>;base64,"),
     ("data:image/png;base64,aGVsbG8=", "cannot read the data URL: not an image"),
     ("/9j/4AAQSkZJRg" + "A" * 4000, r"a path of 4,014 characters \(/9j/4AAQSkZJRgAAAAAAA"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+
 import cv2
 import numpy as np
 import pytest
@@ -93,6 +95,15 @@ def test_serve_refuses_tiny_faces_with_haar_before_it_listens(capsys):
     assert "--tiny-faces works with --detector yunet only" in capsys.readouterr().err
 
 
+def test_predict_takes_base64_json_as_browsers_and_json_clients_send(client, group_jpeg):
+    encoded = base64.b64encode(group_jpeg).decode()
+    for image in (encoded, f"data:image/jpeg;base64,{encoded}"):
+        response = client.post("/v1/predict", json={"image": image})
+        assert response.status_code == 200 and len(response.json()["faces"]) == 3
+    annotated = client.post("/v1/predict?annotated=true", json={"image": encoded})
+    assert annotated.status_code == 200 and annotated.headers["content-type"] == "image/png"
+
+
 def test_a_run_directory_is_named_by_its_folder(tiny_run):
     assert TestClient(create_app(str(tiny_run) + "/")).get("/v1/model").json()["model"] == tiny_run.name
 
@@ -126,6 +137,12 @@ def test_no_face_is_200_with_empty_list(client):
     ("wrong_type", 415, "content type"),
     ("no_file_field", 400, "field 'file'"),
     ("text_file_field", 400, "is text, not a file"),
+    ("two_files", 400, "2 files in the field 'file': send one image per request"),
+    ("json_not_object", 400, 'a JSON body is {"image"'),
+    ("json_no_image", 400, 'a JSON body needs "image"'),
+    ("json_bad_base64", 400, "not valid base64"),
+    ("json_not_an_image", 400, "not an image"),
+    ("json_too_big", 413, "limit"),
 ])
 def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, case, status, message):
     headers = {"content-type": "image/jpeg"}
@@ -147,6 +164,15 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
         response = client.post("/v1/predict", content=chunks, headers=headers)
     elif case == "wrong_type":
         response = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "text/plain"})
+    elif case == "two_files":  # answering for the first alone would look like the second had no face
+        response = client.post("/v1/predict", files=[("file", ("a.jpg", group_jpeg, "image/jpeg")),
+                                                     ("file", ("b.jpg", group_jpeg, "image/jpeg"))])
+    elif case.startswith("json"):
+        noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+        body = {"json_not_object": [1, 2], "json_no_image": {"img": "x"}, "json_bad_base64": {"image": "@@@"},
+                "json_not_an_image": {"image": base64.b64encode(b"hello").decode()},
+                "json_too_big": {"image": base64.b64encode(cv2.imencode(".png", noise)[1].tobytes()).decode()}}[case]
+        response = client.post("/v1/predict", json=body)
     elif case == "text_file_field":  # curl -F file=<photo.jpg sends the bytes as text
         response = client.post("/v1/predict", data={"file": "not a file"}, files={"other": ("g.jpg", b"x")})
     else:

@@ -15,9 +15,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
                        description="One line per face: file, box (x,y,w,h), label, confidence.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    out.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    p.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
     p.add_argument("--save-annotated", metavar="DIR", help="write a copy of each image with labels drawn")
     p.add_argument("--no-detect", action="store_true",
                    help="each image is already one face crop (like FER2013's 48x48): classify it whole")

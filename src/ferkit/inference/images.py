@@ -24,7 +24,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
     """
     if isinstance(image, str) and image[:5].lower() == "data:":
-        return decode_image(_data_url(image), "the data URL")
+        return decode_image(base64_image(image), "the data URL")
     if isinstance(image, (str, os.PathLike)):
         return read_image_file(Path(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -61,17 +61,19 @@ def _from_pil(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _data_url(url: str) -> bytes:
+def base64_image(text: str) -> bytes:
+    """An image's bytes from base64 text, bare or as a data URL (data:image/jpeg;base64,...)."""
     import base64
     import binascii
 
-    header, comma, payload = url.partition(",")
-    if not comma or not header.lower().endswith(";base64"):
-        raise FerkitError("a data URL image is data:image/<type>;base64,<the image's bytes in base64>")
+    if text[:5].lower() == "data:":
+        header, comma, text = text.partition(",")
+        if not comma or not header.lower().endswith(";base64"):
+            raise FerkitError("a data URL image is data:image/<type>;base64,<the image's bytes in base64>")
     try:
-        return base64.b64decode(payload, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise FerkitError("the data URL's image is not valid base64") from None
+        raise FerkitError("the image is not valid base64") from None
 
 
 def read_image_file(path: Path) -> np.ndarray:

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
-from ferkit.inference.images import decode_image
+from ferkit.inference.images import base64_image, decode_image
 from ferkit.inference.recognizer import COLOURS, EmotionRecognizer
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
@@ -62,7 +62,9 @@ _BINARY = {"schema": {"type": "string", "format": "binary"}}
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "image/*": _BINARY, "application/octet-stream": _BINARY}}}
+    "image/*": _BINARY, "application/octet-stream": _BINARY,
+    "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {"image": {
+        "type": "string", "description": "the image in base64, or a data: URL (data:image/jpeg;base64,...)"}}}}}}}
 PREDICT_RESPONSES = {
     200: {"model": Prediction, "description": "the faces found, or with ?annotated=true the image with them drawn",
           "content": {"image/png": {}}},
@@ -148,7 +150,8 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
 
     @app.post("/v1/predict", openapi_extra=UPLOAD_BODY, responses=PREDICT_RESPONSES)
     async def predict(request: Request, annotated: bool = False):
-        """An image as multipart field `file` or as the raw body; JSON faces, or the annotated image."""
+        """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
+        JSON faces, or the annotated image."""
         if engine.in_flight >= engine.max_in_flight:  # before reading the body: refused ones cost no memory
             raise HTTPException(503, "server busy: too many requests in flight, retry shortly",
                                 headers={"Retry-After": "1"})
@@ -185,7 +188,8 @@ def _where(error: dict) -> str:
 
 
 async def _read_upload(request: Request, max_bytes: int) -> bytes:
-    """The image bytes, from a raw body or a multipart field `file`, within the size cap and UPLOAD_SECONDS."""
+    """The image bytes, from a raw body, a multipart field `file` or a JSON body's base64 `image`, within
+    the size cap and UPLOAD_SECONDS."""
     try:
         with anyio.fail_after(UPLOAD_SECONDS):
             return await _read_capped(request, max_bytes)
@@ -196,10 +200,12 @@ async def _read_upload(request: Request, max_bytes: int) -> bytes:
 async def _read_capped(request: Request, max_bytes: int) -> bytes:
     too_big = HTTPException(413, f"upload over the {max_bytes / (1024 * 1024):g} MB limit")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    multipart = kind == "multipart/form-data"
-    if not (multipart or kind.startswith(IMAGE_TYPES) or not kind):
-        raise HTTPException(415, f"unsupported content type {kind!r}: send an image or multipart/form-data")
-    cap = max_bytes + (64 * 1024 if multipart else 0)  # room for the multipart framing
+    multipart, as_json = kind == "multipart/form-data", kind == "application/json"
+    if not (multipart or as_json or kind.startswith(IMAGE_TYPES) or not kind):
+        raise HTTPException(415, f"unsupported content type {kind!r}: send an image, multipart/form-data or "
+                                 "JSON with the image in base64")
+    # Room for the multipart framing; base64 takes 4 bytes for every 3
+    cap = max_bytes * 4 // 3 + 1024 if as_json else max_bytes + (64 * 1024 if multipart else 0)
     declared = request.headers.get("content-length", "")
     if declared.isdecimal() and int(declared) > cap:
         raise too_big
@@ -209,9 +215,14 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
         if len(body) > cap:
             raise too_big
     data = bytes(body)
+    if as_json:
+        data = _from_json(data)
     if multipart:
         request._body = data  # Starlette parses the form from the body already read
-        upload = (await request.form()).get("file")
+        files = (await request.form()).getlist("file")
+        if len(files) > 1:  # answering for the first alone would look like the others had no face
+            raise HTTPException(400, f"{len(files)} files in the field 'file': send one image per request")
+        upload = files[0] if files else None
         if isinstance(upload, str):
             raise HTTPException(400, "the field 'file' is text, not a file: send the image as a file "
                                      "(curl -F file=@photo.jpg)")
@@ -223,6 +234,22 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     if not data:
         raise HTTPException(400, "empty upload: send an image")
     return data
+
+
+def _from_json(body: bytes) -> bytes:
+    """The image of a JSON body {"image": "<base64>"}, or a data URL as a browser's FileReader gives it."""
+    import json
+
+    try:
+        image = json.loads(body).get("image")
+    except (ValueError, AttributeError):
+        raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}') from None
+    if not isinstance(image, str):
+        raise HTTPException(400, 'a JSON body needs "image": the image in base64, or a data: URL')
+    try:
+        return base64_image(image)
+    except FerkitError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _check_image(data: bytes) -> None:
