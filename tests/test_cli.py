@@ -174,8 +174,9 @@ def _json(args) -> str:
 
 
 @pytest.mark.parametrize("flag, value, message", [("--max-faces", "0", "at least 1"), ("--max-faces", "two", "whole number"),
-                                                  ("--min-detection-score", "1.5", "from 0 to 1"),
-                                                  ("--min-detection-score", "high", "from 0 to 1")])
+                                                  ("--min-detection-score", "1.5", "above 0, at most 1"),
+                                                  ("--min-detection-score", "0", "above 0, at most 1, got 0"),
+                                                  ("--min-detection-score", "high", "above 0, at most 1")])
 def test_face_filters_out_of_range_are_refused(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "x.jpg", flag, value])
@@ -350,7 +351,7 @@ def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, 
 
 
 @pytest.mark.parametrize("threads, message", [("0", "1 to"), ("100000", "(4 x this machine's cores), got 100000"),
-                                              ("many", "a whole number of threads, got 'many'")])
+                                              ("many", "(4 x this machine's cores), got 'many'")])
 def test_threads_beyond_reason_are_refused(threads, message, capsys):
     """100,000 ONNX Runtime threads took minutes to start, at full CPU."""
     with pytest.raises(SystemExit) as exit_info:

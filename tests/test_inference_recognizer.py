@@ -52,6 +52,12 @@ def test_max_faces_keeps_the_largest_left_to_right(tiny_run, group_photo):
 def test_max_faces_that_mean_nothing_are_refused(tiny_run, max_faces):
     with pytest.raises(FerkitError, match="max_faces is a whole number"):
         EmotionRecognizer(tiny_run, max_faces=max_faces)
+    assert EmotionRecognizer(tiny_run, max_faces=np.int64(2)).max_faces == 2  # numpy's integers are whole too
+
+
+def test_an_option_the_detector_does_not_take_is_named(tiny_run):
+    with pytest.raises(FerkitError, match="the haar detector has no option score_threshold; it takes scale_factor"):
+        EmotionRecognizer(tiny_run, "haar", score_threshold=0.5)
 
 
 def test_boxes_from_another_detector_are_cropped_and_scored_as_ferkits_own(tiny_run, group_photo):
@@ -181,7 +187,6 @@ def test_no_face_gives_empty_list(tiny_run):
 def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, tmp_path):
     """What web apps and notebooks hold: a browser's data URL, an upload's file object, a BytesIO."""
     import base64
-    import io
 
     rec = EmotionRecognizer(tiny_run)
     jpeg = cv2.imencode(".jpg", astronaut)[1].tobytes()
@@ -196,6 +201,10 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
     for faces in results:
         assert [face.box for face in faces] == [expected[0].box]
         assert faces[0].scores == pytest.approx(expected[0].scores, abs=1e-6)
+    stream = io.BytesIO(jpeg)  # detected, then annotated: read twice
+    assert rec.annotate(stream, rec.detect(stream)).shape == astronaut.shape
+    wrapped = base64.encodebytes(jpeg).decode()  # lines of 76 characters, as the base64 tool writes
+    assert [face.box for face in rec.detect(f"data:image/jpeg;base64,{wrapped}")] == [expected[0].box]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -206,6 +215,8 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
     ("data:image/jpeg,rawtext", "data:image/<type>;base64,"),
     ("data:image/png;base64,aGVsbG8=", "cannot read the data URL: not an image"),
     ("/9j/4AAQSkZJRg" + "A" * 4000, r"a path of 4,014 characters \(/9j/4AAQSkZJRgAAAAAAA"),
+    ("/9j/4AAQSkZJRg" + "A" * 40_000, r"a path of 40,014 characters"),  # over PATH_MAX, as a photo's base64 is
+    ("/" + "a" * 300 + ".jpg", "File name too long"),  # one name over the file system's 255 bytes
 ])
 def test_bad_images(tiny_run, bad, message):
     with pytest.raises(FerkitError, match=message) as error:

@@ -43,3 +43,21 @@ def test_two_faces_never_share_a_number():
     tracks = FaceTracks()
     assert _frame(tracks, (100, 100, 100, 100)) == [1]
     assert _frame(tracks, (90, 100, 100, 100), (150, 100, 100, 100)) == [1, 2]
+
+
+def test_faces_that_cross_keep_their_numbers():
+    """Each is matched to where it should be by now, moving as it did, not to the nearest box."""
+    tracks, seen = FaceTracks(), []
+    for i in range(20):
+        a, b = (20 + 25 * i, 60, 70, 80), (500 - 25 * i, 60, 70, 80)
+        in_front = i in (9, 10)  # where they overlap, the detector sees the face in front alone
+        seen.append(_frame(tracks, a) if in_front else _frame(tracks, *sorted([a, b])))
+    assert seen == [[1, 2]] * 9 + [[1]] * 2 + [[2, 1]] * 9  # they swap places, not numbers
+
+
+def test_a_face_that_moved_further_than_its_size_between_frames_analysed_is_still_itself():
+    tracks = FaceTracks()
+    assert _frame(tracks, (0, 50, 80, 80), (500, 50, 80, 80)) == [1, 2]
+    assert _frame(tracks, (100, 50, 80, 80), (500, 50, 80, 80)) == [1, 2]  # no overlap: 1.25 widths away
+    assert _frame(tracks, (200, 50, 80, 80), (500, 50, 80, 80)) == [1, 2]  # and where it should be
+    assert _frame(tracks, (300, 250, 80, 80)) == [3]  # 2.5 widths from where 1 should be: someone else

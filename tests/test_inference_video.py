@@ -63,6 +63,11 @@ def test_the_python_api_gives_frames_with_numbered_faces(tiny_run, tiny_video):
     assert list(rec.video(tiny_video))[10].faces == []  # the blank frames, analysed: no face
     with rec.video(str(tiny_video)) as video:  # left early: the file is let go
         assert next(iter(video)).index == 0 and video.fps == 10 and video.frame_count == 12
+    with pytest.raises(FerkitError, match="read once: call rec.video"):  # not an empty second pass
+        list(video)
+    for every in (0, 1.5, True):
+        with pytest.raises(FerkitError, match=r"every \(--every\) is a whole number of frames"):
+            rec.video(tiny_video, every=every)
     with pytest.raises(FerkitError, match="video not found"):
         rec.video("missing.mp4")  # at once, not at the first frame
 
@@ -97,7 +102,7 @@ def test_bad_video_inputs(tiny_run, tmp_path):
     with pytest.raises(FerkitError, match="cannot open"):
         process_video(rec, str(broken), progress=False)
     with pytest.raises(FerkitError, match="every"):
-        process_video(rec, str(broken), every=0, progress=False)
+        process_video(rec, str(broken), every=0, progress=False)  # said before the file is opened
     with pytest.raises(FerkitError, match="cannot open video source '/dev/null'"):  # a device, not "not found"
         process_video(rec, "/dev/null", progress=False)
     with pytest.raises(FerkitError, match="cannot open camera 9: no camera with that number"):

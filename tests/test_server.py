@@ -363,8 +363,18 @@ def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
     assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
 
 
+def test_a_cors_origin_is_put_as_browsers_send_it(tiny_run):
+    """Written with capitals or a default port it would never equal a browser's Origin header."""
+    app = TestClient(create_app(str(tiny_run / "model.onnx"),
+                                cors_origins=["HTTPS://App.Example.com:443", "http://localhost:8080", "http://[::1]:80"]))
+    for origin in ("https://app.example.com", "http://localhost:8080", "http://[::1]"):
+        answer = app.get("/v1/health", headers={"origin": origin})
+        assert answer.headers["access-control-allow-origin"] == origin
+
+
 @pytest.mark.parametrize("origin", ["https://app.example.com/", "app.example.com", "ftp://a.example",
-                                    "https://a.example/page", ""])
+                                    "https://a.example/page", "", "https://*.example.com", "https://a.example:99999",
+                                    "https://user@a.example"])
 def test_a_cors_origin_no_browser_would_send_is_refused(tiny_run, origin):
     from ferkit.errors import FerkitError
 

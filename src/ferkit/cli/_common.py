@@ -33,36 +33,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="do not level the eyes from YuNet's landmarks before classifying")
 
 
-def _threads(text: str) -> int:
-    """1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)."""
-    most = 4 * (os.cpu_count() or 1)
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number of threads, got {text!r}") from None
-    if not 1 <= threads <= most:
-        raise argparse.ArgumentTypeError(f"1 to {most} (4 x this machine's cores), got {threads}")
-    return threads
+def _number(kind: type, low: float, high: float, what: str, low_open: bool = False):
+    """An argparse type: a `kind` number from `low` (excluded if `low_open`) to `high`, or a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{what}, got {text}")
+        return value
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number from 0 to 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"a number from 0 to 1, got {text}")
-    return value
+# 1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)
+_threads = _number(int, 1, 4 * (os.cpu_count() or 1), f"1 to {4 * (os.cpu_count() or 1)} (4 x this machine's cores)")
+_positive = _number(int, 1, float("inf"), "a whole number, at least 1")
+_fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 
 
 def recognizer_options(args: argparse.Namespace) -> dict:

@@ -45,37 +45,29 @@ def _open_window() -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ferkit.inference.video import FrameTracker, open_capture
-
     _open_window()  # a headless OpenCV, the likeliest failure, is said before the slow model load
     try:
-        tracker = FrameTracker(recognizer(args), args.every)  # bad options fail before the camera opens
-        capture = open_capture(args.source)
-        try:
-            _show(capture, tracker)
-        finally:
-            capture.release()
+        with recognizer(args).video(args.source, args.every) as video:  # bad options fail before the camera opens
+            _show(video)
     finally:
         cv2.destroyAllWindows()
     return 0
 
 
-def _show(capture, tracker) -> None:
+def _show(video) -> None:
     """Frames with faces and a smoothed frame rate drawn, until the video ends or q is pressed."""
     import cv2
 
     from ferkit.inference.recognizer import draw_face
-    from ferkit.inference.video import frames
 
     last, fps = time.perf_counter(), 0.0
-    for index, frame in frames(capture):
-        faces, _ = tracker.update(index, frame)
-        for face in faces:
-            draw_face(frame, face)
+    for frame in video:
+        for face in frame.faces:
+            draw_face(frame.image, face)
         now = time.perf_counter()
-        fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if index else 0.0
+        fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if frame.index else 0.0
         last = now
-        cv2.putText(frame, f"{fps:.1f} fps", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
-        cv2.imshow(WINDOW, frame)
+        cv2.putText(frame.image, f"{fps:.1f} fps", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
+        cv2.imshow(WINDOW, frame.image)
         if cv2.waitKey(1) & 0xFF == ord("q"):
             return

@@ -120,15 +120,15 @@ def _write_csv(path: Path, results: list[dict], classes) -> None:
 
     UTF-8 for any file name on any OS; a name that is not UTF-8 itself (bytes of another
     encoding) is written with backslash escapes instead of ending the run."""
+    from ferkit.inference.faces import FACE_COLUMNS, face_cells
+
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "face", "x", "y", "w", "h", "detection_score", "label", "confidence", *classes,
-                         "error", "annotated"])
+        writer.writerow(["file", "face", *FACE_COLUMNS, *classes, "error", "annotated"])
         for result in results:
             error, copy = result.get("error", ""), result.get("annotated", "")
             for i, face in enumerate(result["faces"]):
-                score = "" if face["detection_score"] is None else face["detection_score"]
-                writer.writerow([result["file"], i, *face["box"], score, face["label"], face["confidence"],
-                                 *(face["scores"][c] for c in classes), error, copy])
+                writer.writerow([result["file"], i, *face_cells(face, classes), error, copy])
             if not result["faces"]:
-                writer.writerow([result["file"], *[""] * (8 + len(classes)), error or "no face found", copy])
+                empty = [""] * (1 + len(FACE_COLUMNS) + len(classes))
+                writer.writerow([result["file"], *empty, error or "no face found", copy])

@@ -49,4 +49,5 @@ def _print_tracks(tracks: list[dict], most: int = 4) -> None:
         print(f"  face #{track['track']}: in {track['frames']} of {track['of_frames']} frames analysed; "
               + ", ".join(f"{name} {share:.0%}" for name, share in shown))
     if len(tracks) > most:
-        print(f"  and {len(tracks) - most} more faces (the CSV has them all)")
+        more = len(tracks) - most
+        print(f"  and {more} more face{'s' * (more > 1)} (the CSV has them all)")

@@ -7,6 +7,7 @@ times faster on fewer pixels), and the boxes are mapped back.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,6 +45,17 @@ class Face:
         score = None if self.detection_score is None else round(self.detection_score, 4)
         return {"box": list(self.box), "label": self.label, "confidence": round(self.confidence, 4),
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}, "detection_score": score}
+
+
+# A face's columns in the CSVs of predict and video, before one column per class
+FACE_COLUMNS = ("x", "y", "w", "h", "detection_score", "label", "confidence")
+
+
+def face_cells(face: dict, classes: tuple[str, ...]) -> list:
+    """A face's CSV cells, from its `to_dict()`: FACE_COLUMNS, then each class's score."""
+    score = face["detection_score"]
+    return [*face["box"], "" if score is None else score, face["label"], face["confidence"],
+            *(face["scores"][name] for name in classes)]
 
 
 class Detector(Protocol):
@@ -164,4 +176,9 @@ _DETECTOR_TYPES = {"yunet": YuNetDetector, "haar": HaarDetector}  # one per name
 def create_detector(name: str = "yunet", **options) -> Detector:
     if name not in DETECTORS:
         raise FerkitError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    return _DETECTOR_TYPES[name](**options)
+    kind = _DETECTOR_TYPES[name]
+    takes = [p for p in inspect.signature(kind).parameters if p != "self"]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:  # e.g. YuNet's score_threshold given to Haar
+        raise FerkitError(f"the {name} detector has no option {', '.join(unknown)}; it takes {', '.join(takes)}")
+    return kind(**options)

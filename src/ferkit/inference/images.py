@@ -29,11 +29,8 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
         return read_image_file(Path(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(bytes(image), "image bytes")
-    if hasattr(image, "read") and not hasattr(image, "convert"):  # a file opened "rb", io.BytesIO, an upload
-        data = image.read()
-        if not isinstance(data, bytes):
-            raise FerkitError("the file object gave text, not bytes: open the image in binary mode ('rb')")
-        return decode_image(data, str(getattr(image, "name", "the file object")))
+    if hasattr(image, "read") and not hasattr(image, "convert"):  # a file opened "rb", io.BytesIO
+        return decode_image(_read_stream(image), str(getattr(image, "name", "the file object")))
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         image, rgb = _from_pil(image), True
     array = np.asarray(image)
@@ -61,6 +58,23 @@ def _from_pil(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _read_stream(stream: Any) -> bytes:
+    """Its bytes from where it stands, and back there after when it can seek: the same BytesIO can
+    be detected and then annotated."""
+    import inspect
+
+    start = stream.tell() if getattr(stream, "seekable", lambda: False)() else None
+    data = stream.read()
+    if inspect.iscoroutine(data):  # an async upload (Starlette's UploadFile)
+        data.close()
+        raise FerkitError("the file object reads asynchronously: pass `await upload.read()`, its bytes")
+    if not isinstance(data, (bytes, bytearray)):
+        raise FerkitError("the file object gave text, not bytes: open the image in binary mode ('rb')")
+    if start is not None:
+        stream.seek(start)
+    return bytes(data)
+
+
 def base64_image(text: str) -> bytes:
     """An image's bytes from base64 text, bare or as a data URL (data:image/jpeg;base64,...)."""
     import base64
@@ -71,17 +85,21 @@ def base64_image(text: str) -> bytes:
         if not comma or not header.lower().endswith(";base64"):
             raise FerkitError("a data URL image is data:image/<type>;base64,<the image's bytes in base64>")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)  # wrapped lines too, as `base64` writes
     except (binascii.Error, ValueError):
         raise FerkitError("the image is not valid base64") from None
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    if not path.is_file():
-        name = str(path)
-        if len(name) > 300:  # no path is this long: base64 text, most likely; do not print it all
-            raise FerkitError(f"image not found: a path of {len(name):,} characters ({name[:40]}...); an image "
-                              "in base64 needs the data URL form, data:image/jpeg;base64,...")
+    name = str(path)
+    if len(name) > 1024:  # no real path is this long: base64 text, most likely; not printed whole
+        raise FerkitError(f"image not found: a path of {len(name):,} characters ({name[:40]}...); an image "
+                          "in base64 needs the data URL form, data:image/jpeg;base64,...")
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name the file system refuses outright (too long, for one)
+        raise FerkitError(f"image not found: {name[:200]} ({exc.strerror or exc})") from None
+    if not found:
         raise FerkitError(f"image not found: {path}")
     try:
         data = path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ class EmotionRecognizer:
         """`max_faces`: only the largest this many faces of an image (the person at the camera, not the
         crowd behind), still left to right. `detector_options` go to the detector (YuNet's
         `score_threshold`, `min_size`, ...)."""
-        if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, int)
+        if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)
                                       or max_faces < 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
         # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
@@ -58,7 +59,8 @@ class EmotionRecognizer:
     def detect(self, image: Any, rgb: bool = False, *, boxes: Sequence[Sequence[float]] | None = None) -> list[Face]:
         """Find every face in `image` (path, data URL, bytes, file object, array, PIL image), left to right, and classify them in
         one batch. `boxes` (x, y, width, height each) skips detection: faces found by another
-        detector, cropped with the same margin as ferkit's own, in the order given."""
+        detector, cropped with the same margin as ferkit's own, all of them (`max_faces` limits
+        what the detector finds), in the order given."""
         array = load_image(image, rgb)
         faces = given_faces(boxes, array.shape) if boxes is not None else self.detector.detect(array)
         if self.max_faces is not None and boxes is None and len(faces) > self.max_faces:

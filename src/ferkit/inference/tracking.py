@@ -4,6 +4,7 @@ follows one person instead of whoever is leftmost in that frame."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ferkit.inference.faces import Face
 
@@ -18,39 +19,63 @@ def iou(a: Box, b: Box) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-class FaceTracks:
-    """Gives each face the number of the face it overlaps most in the frames analysed before.
+def _centre(box: Box) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
 
-    Greedy matching on box overlap (IoU, the simplest of the SORT family of trackers): enough for
-    faces, which move little between frames and seldom cross. A face missing from a few frames (a
-    turned head the detector misses) keeps its number when it comes back within `patience`
-    analysed frames; after that it is a new face.
+
+@dataclass
+class _Track:
+    box: Box
+    seen: int  # the step it was last seen at
+    velocity: tuple[float, float] = (0.0, 0.0)  # its centre's move per step
+
+    def predicted(self, step: int) -> Box:
+        """Where it should be now, had it kept moving as it did."""
+        dx, dy = (v * (step - self.seen) for v in self.velocity)
+        return round(self.box[0] + dx), round(self.box[1] + dy), self.box[2], self.box[3]
+
+    def update(self, box: Box, step: int) -> None:
+        (x0, y0), (x1, y1) = _centre(self.box), _centre(box)
+        self.velocity = ((x1 - x0) / (step - self.seen), (y1 - y0) / (step - self.seen))
+        self.box, self.seen = box, step
+
+
+class FaceTracks:
+    """Gives each face the number of the face it continues in the frames analysed before.
+
+    A face is matched to where each earlier face should be by now, moving as it did (SORT's constant
+    velocity, without its Kalman filter), first by box overlap (IoU), then, for faces that moved
+    further than their size between the frames analysed (fast motion, `every` > 1), by the nearest
+    centre within `reach` face widths. Greedy, best first. A face missing from a few frames (a turned
+    head the detector misses) keeps its number when it comes back within `patience` analysed
+    frames; after that it is a new face.
     """
 
-    def __init__(self, min_iou: float = 0.2, patience: int = 10):
-        self.min_iou, self.patience = min_iou, patience
-        self._last: dict[int, tuple[Box, int]] = {}  # track -> its latest box, the step it was seen
+    def __init__(self, min_iou: float = 0.2, reach: float = 1.5, patience: int = 10):
+        self.min_iou, self.reach, self.patience = min_iou, reach, patience
+        self._tracks: dict[int, _Track] = {}
         self._step, self._next = 0, 1
 
     def assign(self, faces: Sequence[Face]) -> None:
         """Set `track` on each of one frame's faces."""
         self._step += 1
-        pairs = sorted(((iou(face.box, box), i, track) for i, face in enumerate(faces)
-                        for track, (box, _) in self._last.items()), reverse=True)
-        taken_faces: set[int] = set()
-        for overlap, i, track in pairs:
-            if overlap < self.min_iou:
-                break
-            if i in taken_faces or faces[i].track is not None or self._seen_now(track):
-                continue
-            faces[i].track = track
-            taken_faces.add(i)
-            self._last[track] = (faces[i].box, self._step)
+        expected = {number: track.predicted(self._step) for number, track in self._tracks.items()}
+        overlaps = [(-iou(face.box, box), i, number) for i, face in enumerate(faces)
+                    for number, box in expected.items() if iou(face.box, box) >= self.min_iou]
+        near = [(self._distance(face.box, box), i, number) for i, face in enumerate(faces)
+                for number, box in expected.items() if self._distance(face.box, box) <= self.reach]
+        for _, i, number in sorted(overlaps) + sorted(near):
+            if faces[i].track is None and self._tracks[number].seen < self._step:
+                faces[i].track = number
+                self._tracks[number].update(faces[i].box, self._step)
         for face in faces:
             if face.track is None:
                 face.track, self._next = self._next, self._next + 1
-                self._last[face.track] = (face.box, self._step)
-        self._last = {t: seen for t, seen in self._last.items() if self._step - seen[1] < self.patience}
+                self._tracks[face.track] = _Track(face.box, self._step)
+        self._tracks = {n: t for n, t in self._tracks.items() if self._step - t.seen < self.patience}
 
-    def _seen_now(self, track: int) -> bool:
-        return self._last[track][1] == self._step
+    @staticmethod
+    def _distance(a: Box, b: Box) -> float:
+        """Between the centres, in widths of the larger face."""
+        (ax, ay), (bx, by) = _centre(a), _centre(b)
+        return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / max(a[2], b[2], 1)

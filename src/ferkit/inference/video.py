@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import numbers
 import os
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.inference.faces import Face
+from ferkit.inference.faces import FACE_COLUMNS, Face, face_cells
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
 from ferkit.inference.tracking import FaceTracks
 
@@ -85,8 +86,8 @@ class FrameTracker:
     tracks: FaceTracks = field(default_factory=FaceTracks)
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise FerkitError(f"--every must be at least 1, got {self.every}")
+        if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral) or self.every < 1:
+            raise FerkitError(f"every (--every) is a whole number of frames, at least 1, got {self.every!r}")
 
     def update(self, index: int, frame: np.ndarray) -> tuple[list[Face], bool]:
         fresh = index % self.every == 0
@@ -115,13 +116,15 @@ class VideoAnalysis:
 
     def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1):
         self.tracker = FrameTracker(recognizer, every)  # a bad `every` fails before the source opens
-        source = os.fspath(source) if isinstance(source, os.PathLike) else source
-        self.source = str(source)
-        self._capture = open_capture(source)
+        self._capture = open_capture(os.fspath(source) if isinstance(source, os.PathLike) else source)
+        self._read = False
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None  # None: a camera, a stream
 
     def __iter__(self) -> Iterator[VideoFrame]:
+        if self._read:  # a camera or stream cannot go back; a file is opened anew by rec.video
+            raise FerkitError("a video's frames are read once: call rec.video(...) again to read them again")
+        self._read = True
         try:
             for index, t, image in timed_frames(self._capture, self.fps):
                 faces, fresh = self.tracker.update(index, image)
@@ -257,16 +260,11 @@ def write_frames_csv(path: Path, rows, classes) -> None:
     face's number from frame to frame; a frame with no face has one row with empty face columns."""
     with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
         writer = csv.writer(handle)
-        writer.writerow(["frame", "time_s", "face", "track", "x", "y", "w", "h", "detection_score", "label",
-                         "confidence", *classes])
+        writer.writerow(["frame", "time_s", "face", "track", *FACE_COLUMNS, *classes])
         for index, t, i, face in rows:
-            cells = [] if face is None else [i, face.track, *face.box, _score(face.detection_score), face.label,
-                                             f"{face.confidence:.4f}", *(f"{face.scores[c]:.4f}" for c in classes)]
-            writer.writerow([index, f"{t:.3f}", *(cells or [""] * (9 + len(classes)))])
-
-
-def _score(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+            cells = [""] * (2 + len(FACE_COLUMNS) + len(classes)) if face is None else [
+                i, face.track, *face_cells(face.to_dict(), classes)]
+            writer.writerow([index, f"{t:.3f}", *cells])
 
 
 def _check_plot_format(path: str) -> None:

@@ -69,8 +69,9 @@ PREDICT_RESPONSES = {
     200: {"model": Prediction, "description": "the faces found, or with ?annotated=true the image with them drawn",
           "content": {"image/png": {}}},
     **{status: {"model": Error, "description": why} for status, why in (
-        (400, "not an image, a corrupt one, or an empty upload"), (408, "the upload did not arrive in time"),
-        (413, "over the size or pixel limit"), (415, "not an image content type"), (422, "a bad query parameter"),
+        (400, "not an image, a corrupt one, an empty upload, two files, or JSON without a base64 image"),
+        (408, "the upload did not arrive in time"), (413, "over the size or pixel limit"),
+        (415, "neither an image, multipart/form-data nor JSON"), (422, "a bad query parameter"),
         (503, "too many requests in flight: retry after the Retry-After seconds"))}}
 
 
@@ -171,14 +172,26 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
 
 
 def _check_origin(origin: str) -> str:
-    """A browser sends its page's origin as scheme://host[:port]; anything else would never match, and
-    the API would be blocked with no error on the server's side (a trailing slash is the usual slip)."""
+    """The origin as a browser sends it (scheme://host[:port], lower case, no default port): the CORS
+    check compares strings, and one written any other way would never match, leaving the API blocked
+    with no error on the server's side. What cannot be put so (a path, a trailing slash, a
+    wildcard host) is refused."""
+    if origin == "*":
+        return origin
     parts = urlsplit(origin)
-    if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc and not parts.path
-                              and not parts.query and not parts.fragment):
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = parts.hostname or ""
+    if (parts.scheme.lower() not in ("http", "https") or not host or "*" in host or port == -1
+            or parts.path or parts.query or parts.fragment or parts.username or parts.password):
         raise FerkitError(f"a CORS origin is scheme://host[:port] with nothing after it (e.g. "
                           f"https://app.example.com), or * for any; got {origin!r}")
-    return origin
+    scheme = parts.scheme.lower()
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def _where(error: dict) -> str:
