@@ -61,3 +61,34 @@ def test_a_face_that_moved_further_than_its_size_between_frames_analysed_is_stil
     assert _frame(tracks, (100, 50, 80, 80), (500, 50, 80, 80)) == [1, 2]  # no overlap: 1.25 widths away
     assert _frame(tracks, (200, 50, 80, 80), (500, 50, 80, 80)) == [1, 2]  # and where it should be
     assert _frame(tracks, (300, 250, 80, 80)) == [3]  # 2.5 widths from where 1 should be: someone else
+
+
+def test_smoothing_settles_a_flickering_label_and_keeps_faces_apart():
+    from ferkit.inference.tracking import ScoreSmoother
+
+    smoother, labels = ScoreSmoother(5), []
+    for i in range(8):  # one face between two close emotions; another face, happy throughout
+        flicker = {"happy": 0.45, "sad": 0.55} if i % 2 else {"happy": 0.6, "sad": 0.4}  # happy on average
+        faces = [Face((0, 0, 10, 10), scores=flicker, track=1),
+                 Face((50, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=2)]
+        smoother.smooth(faces, alive={1, 2})
+        labels.append(faces[0].label)
+        assert faces[1].scores == {"happy": 1.0, "sad": 0.0}  # not mixed with the other face
+        assert sum(faces[0].scores.values()) == pytest.approx(1)
+    assert labels == ["happy"] * 8  # unsmoothed it would alternate
+    smoother.smooth([Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)], alive=set())
+    fresh = Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)
+    smoother.smooth([fresh], alive={1})  # track 1 was forgotten: a new face starts afresh
+    assert fresh.scores == {"happy": 0.0, "sad": 1.0}
+    unsmoothed = Face((0, 0, 10, 10), scores={"happy": 0.3, "sad": 0.7}, track=2)
+    ScoreSmoother(1).smooth([unsmoothed], alive={2})
+    assert unsmoothed.scores == {"happy": 0.3, "sad": 0.7}
+
+
+@pytest.mark.parametrize("frames", [0, -2, 2.5, True])
+def test_smoothing_over_no_whole_number_of_frames_is_refused(frames):
+    from ferkit.errors import FerkitError
+    from ferkit.inference.tracking import ScoreSmoother
+
+    with pytest.raises(FerkitError, match=r"smooth \(--smooth\) is a whole number of frames"):
+        ScoreSmoother(frames)

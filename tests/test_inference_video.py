@@ -65,6 +65,10 @@ def test_the_python_api_gives_frames_with_numbered_faces(tiny_run, tiny_video):
         assert next(iter(video)).index == 0 and video.fps == 10 and video.frame_count == 12
     with pytest.raises(FerkitError, match="read once: call rec.video"):  # not an empty second pass
         list(video)
+    plain, smooth = list(rec.video(tiny_video)), list(rec.video(tiny_video, smooth=4))
+    assert plain[0].faces[0].scores == smooth[0].faces[0].scores  # nothing to average yet
+    later = [(p.faces[0].scores, s.faces[0].scores) for p, s in zip(plain[1:10], smooth[1:10])]
+    assert any(p != pytest.approx(s, abs=1e-4) for p, s in later)
     for every in (0, 1.5, True):
         with pytest.raises(FerkitError, match=r"every \(--every\) is a whole number of frames"):
             rec.video(tiny_video, every=every)

@@ -33,6 +33,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="do not level the eyes from YuNet's landmarks before classifying")
 
 
+def add_frame_options(parser: argparse.ArgumentParser) -> None:
+    """How often a video's faces are looked for, and how their scores are averaged over time."""
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="detect and classify every Nth frame, reuse the faces in between (default 1)")
+    parser.add_argument("--smooth", type=int, default=1, metavar="N",
+                        help="average each face's scores over about N analysed frames, so labels do not "
+                             "flicker (default 1: off)")
+
+
 def _number(kind: type, low: float, high: float, what: str, low_open: bool = False):
     """An argparse type: a `kind` number from `low` (excluded if `low_open`) to `high`, or a one-line error."""
     def parse(text: str):

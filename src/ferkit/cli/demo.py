@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from ferkit.cli._common import add_model_options, recognizer
+from ferkit.cli._common import add_frame_options, add_model_options, recognizer
 
 WINDOW = "ferkit demo (q quits)"
 # pip puts both OpenCV builds in one cv2 folder, and `ferkit[gui]` keeps the headless one the base
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="live webcam (or video file) window with emotions drawn",
                        description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q to quit.")
     p.add_argument("--source", default="0", help="camera index, video file, device or stream URL (default 0)")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="detect every Nth frame (default 1)")
+    add_frame_options(p)
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     _open_window()  # a headless OpenCV, the likeliest failure, is said before the slow model load
     try:
-        with recognizer(args).video(args.source, args.every) as video:  # bad options fail before the camera opens
+        # bad options fail before the camera opens
+        with recognizer(args).video(args.source, args.every, args.smooth) as video:
             _show(video)
     finally:
         cv2.destroyAllWindows()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ferkit.cli._common import add_model_options, output_path, recognizer
+from ferkit.cli._common import add_frame_options, add_model_options, output_path, recognizer
 
 
 def add_parser(sub) -> None:
@@ -15,8 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", metavar="FILE", help="annotated copy (.mp4, .avi, .mkv or .mov)")
     p.add_argument("--csv", metavar="FILE", help="frame, time, face, box, label and every class score")
     p.add_argument("--plot", metavar="FILE", help="emotion scores over time (.png)")
-    p.add_argument("--every", type=int, default=1, metavar="N",
-                   help="detect and classify every Nth frame, reuse the faces in between (default 1)")
+    add_frame_options(p)
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     for out in outputs:
         output_path(out, inputs=[args.input])
     summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
-                            progress=not args.quiet)
+                            progress=not args.quiet, smooth=args.smooth)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")
     _print_tracks(summary["tracks"])

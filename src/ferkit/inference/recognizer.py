@@ -74,16 +74,17 @@ class EmotionRecognizer:
             face.scores = scores
         return faces
 
-    def video(self, source: str | int | os.PathLike, every: int = 1) -> VideoAnalysis:
+    def video(self, source: str | int | os.PathLike, every: int = 1, smooth: int = 1) -> VideoAnalysis:
         """The frames of a video file, camera (0) or stream URL with their faces, each face numbered
-        (`track`) from frame to frame; `every` N frames analysed, the faces reused in between.
+        (`track`) from frame to frame; `every` N frames analysed, the faces reused in between;
+        `smooth` > 1 averages each face's scores over about that many analysed frames.
 
         >>> for frame in rec.video("clip.mp4"):
         ...     frame.time, [(face.track, face.label) for face in frame.faces]
         """
         from ferkit.inference.video import VideoAnalysis  # it draws with this module's draw_face
 
-        return VideoAnalysis(self, source, every)
+        return VideoAnalysis(self, source, every, smooth)
 
     def _angle(self, face: Face) -> float:
         """Level the eyes from the detector's landmarks (YuNet) when `align` is on.

@@ -1,11 +1,14 @@
-"""Numbering faces across a video's frames, so that each row of its CSV and each curve of its plot
-follows one person instead of whoever is leftmost in that frame."""
+"""Following faces across a video's frames: a number for each, so that each row of its CSV and each
+curve of its plot follows one person instead of whoever is leftmost in that frame, and their
+scores averaged over time, so that a live label does not flicker."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
+from ferkit.errors import FerkitError
 from ferkit.inference.faces import Face
 
 Box = tuple[int, int, int, int]
@@ -74,8 +77,35 @@ class FaceTracks:
                 self._tracks[face.track] = _Track(face.box, self._step)
         self._tracks = {n: t for n, t in self._tracks.items() if self._step - t.seen < self.patience}
 
+    @property
+    def alive(self) -> set[int]:
+        """The numbers a face may still come back to."""
+        return set(self._tracks)
+
     @staticmethod
     def _distance(a: Box, b: Box) -> float:
         """Between the centres, in widths of the larger face."""
         (ax, ay), (bx, by) = _centre(a), _centre(b)
         return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / max(a[2], b[2], 1)
+
+
+class ScoreSmoother:
+    """Each face's scores as an exponential moving average over about `frames` analysed frames of
+    its track (weight 2 / (frames + 1) for the newest, as pandas' `ewm(span=frames)`): a face
+    between two close emotions otherwise flips its label from frame to frame. 1 is off."""
+
+    def __init__(self, frames: int = 1):
+        if isinstance(frames, bool) or not isinstance(frames, Integral) or frames < 1:
+            raise FerkitError(f"smooth (--smooth) is a whole number of frames, at least 1 (off), got {frames!r}")
+        self.weight = 2 / (frames + 1)
+        self._last: dict[int | None, dict[str, float]] = {}
+
+    def smooth(self, faces: Sequence[Face], alive: set[int]) -> None:
+        """Replace the `scores` of one frame's tracked faces by their running averages."""
+        for face in faces:
+            last = self._last.get(face.track)
+            if last is not None and face.track is not None:
+                face.scores = {name: self.weight * score + (1 - self.weight) * last[name]
+                               for name, score in face.scores.items()}
+            self._last[face.track] = face.scores
+        self._last = {track: scores for track, scores in self._last.items() if track in alive}

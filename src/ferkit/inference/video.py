@@ -18,7 +18,7 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.inference.faces import FACE_COLUMNS, Face, face_cells
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
-from ferkit.inference.tracking import FaceTracks
+from ferkit.inference.tracking import FaceTracks, ScoreSmoother
 
 log = logging.getLogger("ferkit")
 
@@ -82,18 +82,21 @@ class FrameTracker:
 
     recognizer: EmotionRecognizer
     every: int = 1
+    smooth: int = 1  # average each face's scores over about this many analysed frames (1: off)
     faces: list[Face] = field(default_factory=list)
     tracks: FaceTracks = field(default_factory=FaceTracks)
 
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral) or self.every < 1:
             raise FerkitError(f"every (--every) is a whole number of frames, at least 1, got {self.every!r}")
+        self._smoother = ScoreSmoother(self.smooth)
 
     def update(self, index: int, frame: np.ndarray) -> tuple[list[Face], bool]:
         fresh = index % self.every == 0
         if fresh:
             self.faces = self.recognizer.detect(frame)
             self.tracks.assign(self.faces)
+            self._smoother.smooth(self.faces, self.tracks.alive)
         return self.faces, fresh
 
 
@@ -114,8 +117,9 @@ class VideoAnalysis:
     Opened at once, so a bad source fails here; the capture is released when the frames run out,
     the loop is left early, or the `with` block ends."""
 
-    def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1):
-        self.tracker = FrameTracker(recognizer, every)  # a bad `every` fails before the source opens
+    def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1,
+                 smooth: int = 1):
+        self.tracker = FrameTracker(recognizer, every, smooth)  # bad numbers fail before the source opens
         self._capture = open_capture(os.fspath(source) if isinstance(source, os.PathLike) else source)
         self._read = False
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -144,7 +148,7 @@ class VideoAnalysis:
 
 def process_video(recognizer: EmotionRecognizer, source: str, output: str | None = None,
                   csv_path: str | None = None, every: int = 1, plot: str | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, smooth: int = 1) -> dict:
     """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary,
     with each face's (`summarize_tracks`).
 
@@ -154,7 +158,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
 
     if plot:
         _check_plot_format(plot)  # now, not after the whole video
-    video = VideoAnalysis(recognizer, source, every)
+    video = VideoAnalysis(recognizer, source, every, smooth)
     fps, total = video.fps, video.frame_count
     writer, rows, started, count, interrupted, t = None, [], time.perf_counter(), 0, False, 0.0
     try:
