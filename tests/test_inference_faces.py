@@ -8,14 +8,7 @@ from ferkit.choices import DETECTORS
 from ferkit.data.preprocess import crop_face
 from ferkit.errors import FerkitError
 from ferkit.inference.faces import create_detector
-
-
-def _iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / (aw * ah + bw * bh - w * h)
+from ferkit.inference.tracking import iou as _iou
 
 
 def test_yunet_finds_every_face_of_a_group(group_photo):
@@ -23,6 +16,17 @@ def test_yunet_finds_every_face_of_a_group(group_photo):
     faces = create_detector("yunet").detect(image)
     assert len(faces) == count
     assert all(f.landmarks.shape == (5, 2) and 0 < f.detection_score <= 1 for f in faces)
+
+
+def test_a_faces_dict_names_its_landmarks_and_haar_says_it_has_none(astronaut):
+    face = create_detector("yunet").detect(astronaut)[0]
+    points = face.to_dict()["landmarks"]
+    assert list(points) == ["right_eye", "left_eye", "nose", "mouth_right", "mouth_left"]
+    x, y, w, h = face.box
+    assert all(x <= px <= x + w and y <= py <= y + h for px, py in points.values())
+    assert points["right_eye"][0] < points["left_eye"][0]  # the person's own right, on the image's left
+    haar = create_detector("haar").detect(astronaut)[0].to_dict()
+    assert haar["landmarks"] is None and haar["detection_score"] is None
 
 
 def test_haar_finds_the_large_faces(group_photo):
@@ -140,6 +144,7 @@ def test_one_detector_shared_by_threads_finds_what_it_finds_alone(name, group_ph
 import cv2, sys
 from concurrent.futures import ThreadPoolExecutor
 from ferkit.inference.faces import create_detector
+from ferkit.inference.tracking import iou as _iou
 detector = create_detector({name!r})
 images = [cv2.imread({str(tmp_path)!r} + f"/{{i}}.png") for i in range(3)]
 alone = [[f.box for f in detector.detect(image)] for image in images]

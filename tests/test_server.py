@@ -42,7 +42,7 @@ def test_openapi_says_how_to_send_an_image_and_what_comes_back(client):
     ok = post["responses"]["200"]["content"]
     assert ok["application/json"]["schema"]["$ref"].endswith("/Prediction") and "image/png" in ok
     face = client.get("/openapi.json").json()["components"]["schemas"]["FaceResult"]["properties"]
-    assert {"box", "label", "confidence", "scores", "detection_score"} <= set(face)
+    assert {"box", "label", "confidence", "scores", "detection_score", "landmarks"} <= set(face)
     for status in ("400", "408", "413", "415", "422", "503"):
         assert post["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 

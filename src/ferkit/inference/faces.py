@@ -23,6 +23,10 @@ from ferkit.errors import FerkitError
 YUNET_MODEL = "face_detection_yunet_2026may.onnx"
 
 
+# YuNet's five points, in its order; "right" is the person's own right, on the image's left
+LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+
+
 @dataclass
 class Face:
     """One detected face: where it is and, once classified, what it shows."""
@@ -43,8 +47,11 @@ class Face:
 
     def to_dict(self) -> dict:
         score = None if self.detection_score is None else round(self.detection_score, 4)
+        points = None if self.landmarks is None else {
+            name: [round(float(x), 1), round(float(y), 1)] for name, (x, y) in zip(LANDMARKS, self.landmarks)}
         return {"box": list(self.box), "label": self.label, "confidence": round(self.confidence, 4),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "detection_score": score}
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "detection_score": score,
+                "landmarks": points}
 
 
 # A face's columns in the CSVs of predict and video, before one column per class

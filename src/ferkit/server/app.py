@@ -45,6 +45,9 @@ class FaceResult(BaseModel):
     scores: dict[str, float] = Field(description="every emotion's probability")
     detection_score: float | None = Field(description="how sure the face detector is that this is a face "
                                                       "(YuNet); null from Haar, which gives no score")
+    landmarks: dict[str, tuple[float, float]] | None = Field(
+        description="x, y of right_eye, left_eye, nose, mouth_right, mouth_left (the person's own right, "
+                    "on the image's left), from YuNet; null from Haar")
 
 
 class Prediction(BaseModel):
