@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -143,6 +144,18 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
     tables = [[row[:-1] for row in csv.reader((tmp_path / name).read_text(encoding="utf-8").splitlines())]
               for name in ("faces.csv", "both.csv")]
     assert tables[0] == tables[1] and len(tables[1]) == 1 + 5  # the same, but for the annotated copies
+
+
+def test_predict_jsonl_gives_each_image_its_line(tiny_run, group_photo, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.jpg"), group_photo[0])
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((80, 80, 3), 255, np.uint8))
+    assert main(["predict", str(tmp_path), "--model", str(tiny_run), "--jsonl"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(line["file"]).name for line in lines] == ["a.jpg", "b.jpg", "c.png"]  # in order, one each
+    assert len(lines[0]["faces"]) == 3 and "error" in lines[1] and lines[2]["faces"] == []
+    with pytest.raises(SystemExit):
+        main(["predict", str(tmp_path), "--json", "--jsonl"])
 
 
 def test_predict_max_faces_and_detection_scores(tiny_run, group_photo, tmp_path):

@@ -15,7 +15,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
                        description="One line per face: file, box (x,y,w,h), label, confidence.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    form.add_argument("--jsonl", action="store_true",
+                      help="print one JSON object per image as it is done (JSON Lines), for pipes and big folders")
     p.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
     p.add_argument("--save-annotated", metavar="DIR", help="write a copy of each image with labels drawn")
     p.add_argument("--no-detect", action="store_true",
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     # The inputs count as taken names: a copy must never overwrite an image being read.
     results, failed, taken = [], 0, {path.resolve() for path in images}
     # A bar where nothing else shows the progress: the lines on a terminal do
-    quiet = args.quiet or len(images) < 2 or (not args.json and sys.stdout.isatty())
+    lines = not (args.json or args.jsonl)
+    quiet = args.quiet or len(images) < 2 or (lines and sys.stdout.isatty())
     try:
         for path in tqdm(images, unit="image", disable=quiet, file=sys.stderr):
             try:
@@ -47,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"ferkit: {exc}", file=sys.stderr)
                 results.append({"file": str(path), "error": str(exc), "faces": []})
                 failed += 1
+                _print_jsonl(args, results[-1])
                 continue
             if args.no_detect:
                 faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
             else:
                 faces = rec.detect(image)
             results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
-            if not args.json:
+            if lines:
                 _print_lines(path, faces)
             if annotated:
                 out = _annotated_name(annotated, path, taken)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"ferkit: {problem}", file=sys.stderr)
                     results[-1]["error"] = problem
                     failed += 1
+            _print_jsonl(args, results[-1])
     except KeyboardInterrupt:  # Ctrl-C ends the folder, not its results: those so far are written below
         print(f"ferkit: interrupted: the results hold the first {len(results)} of {len(images)} images",
               file=sys.stderr)
@@ -76,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
     if csv_path:
         _write_csv(csv_path, results, rec.classes)
     return 130 if interrupted else 1 if failed else 0  # 130: the shell's code for Ctrl-C
+
+
+def _print_jsonl(args: argparse.Namespace, result: dict) -> None:
+    """An image's result on a line of its own as soon as it is done: `jq`, or a reader of a long
+    folder, need not wait for the end."""
+    if args.jsonl:
+        print(json.dumps(result), flush=True)
 
 
 def _annotated_name(folder: Path, path: Path, taken: set[Path]) -> Path:
