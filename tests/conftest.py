@@ -170,3 +170,20 @@ def tiny_run(tmp_path_factory) -> Path:
                 learning_rate=0.003, output=root / "run", verbose=0).run_dir
     export_onnx(run)
     return run
+
+
+@pytest.fixture
+def web_folder(tmp_path):
+    """`tmp_path` served over HTTP on loopback: (its base URL, the folder)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
+    server.shutdown()
+    server.server_close()

@@ -305,3 +305,18 @@ def test_an_existing_output_file_that_cannot_be_written_is_refused_first(tiny_ru
     out, err = capsys.readouterr()
     assert out == "" and f"cannot write {table}: Operation not permitted" in err
     assert table.read_text(encoding="utf-8") == "earlier results\n"
+
+
+def test_predict_reads_urls_beside_files(tiny_run, group_photo, web_folder, tmp_path_factory, capsys):
+    base, folder = web_folder
+    cv2.imwrite(str(folder / "group.jpg"), group_photo[0])
+    out = tmp_path_factory.mktemp("out")
+    url = f"{base}/group.jpg"
+    assert main(["predict", url, f"{base}/gone.jpg", "--model", str(tiny_run), "--csv", str(out / "f.csv"),
+                 "--save-annotated", str(out / "ann")]) == 1  # one of the two could not be read
+    printed = capsys.readouterr()
+    assert printed.out.count(url) == 3 and "HTTP 404" in printed.err
+    with open(out / "f.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["file"] for row in rows] == [url] * 3 + [f"{base}/gone.jpg"]  # the address as given
+    assert (out / "ann" / "group_annotated.png").is_file()

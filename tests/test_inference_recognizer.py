@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import socket
 
 import cv2
 import numpy as np
@@ -222,6 +223,27 @@ def test_bad_images(tiny_run, bad, message):
     with pytest.raises(FerkitError, match=message) as error:
         EmotionRecognizer(tiny_run).detect(bad)
     assert len(str(error.value)) < 300  # never the whole of a long input
+
+
+def test_an_image_at_a_url_is_downloaded(tiny_run, astronaut, web_folder, monkeypatch):
+    from ferkit.inference import images
+
+    base, folder = web_folder
+    cv2.imwrite(str(folder / "a b.jpg"), astronaut)
+    rec = EmotionRecognizer(tiny_run)
+    faces = rec.detect(f"{base}/a%20b.jpg")
+    expected = rec.detect(folder / "a b.jpg")
+    assert [face.box for face in faces] == [face.box for face in expected] and len(faces) == 1
+    with pytest.raises(FerkitError, match=r"cannot download .*/missing.jpg: HTTP 404"):
+        rec.detect(f"{base}/missing.jpg")
+    monkeypatch.setattr(images, "MAX_DOWNLOAD_MB", 0.001)
+    with pytest.raises(FerkitError, match="over 0.001 MB"):
+        rec.detect(f"{base}/a%20b.jpg")
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/a.jpg: .*refused"):
+        rec.detect(f"http://127.0.0.1:{port}/a.jpg")
 
 
 def test_a_file_opened_as_text_is_a_clear_error(tiny_run, tmp_path):

@@ -14,7 +14,8 @@ from ferkit.cli._common import add_model_options, output_path, recognizer
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
                        description="One line per face: file, box (x,y,w,h), label, confidence.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (searched recursively) and http(s) URLs")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     form.add_argument("--jsonl", action="store_true",
@@ -32,21 +33,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ferkit.errors import FerkitError
     from ferkit.inference.faces import Face
-    from ferkit.inference.images import find_images, read_image_file
+    from ferkit.inference.images import find_images, load_image
 
     annotated = output_path(args.save_annotated, folder=True)
     images = find_images(args.paths, leave_out=annotated)
     csv_path = output_path(args.csv, inputs=images)
     rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
-    results, failed, taken = [], 0, {path.resolve() for path in images}
+    results, failed, taken = [], 0, {path.resolve() for path in images if isinstance(path, Path)}
     # A bar where nothing else shows the progress: the lines on a terminal do
     lines = not (args.json or args.jsonl)
     quiet = args.quiet or len(images) < 2 or (lines and sys.stdout.isatty())
     try:
         for path in tqdm(images, unit="image", disable=quiet, file=sys.stderr):
             try:
-                image = read_image_file(path)
+                image = load_image(path)  # a file, or a URL downloaded
             except FerkitError as exc:
                 print(f"ferkit: {exc}", file=sys.stderr)
                 results.append({"file": str(path), "error": str(exc), "faces": []})
@@ -91,14 +92,17 @@ def _print_jsonl(args: argparse.Namespace, result: dict) -> None:
         print(json.dumps(result), flush=True)
 
 
-def _annotated_name(folder: Path, path: Path, taken: set[Path]) -> Path:
+def _annotated_name(folder: Path, path: Path | str, taken: set[Path]) -> Path:
     """<stem>_annotated.png, numbered when that name is taken: by the copy of an input with the same
     name (a/x.jpg, b/x.jpg), or by an input itself (x.jpg beside x_annotated.png, written back into
-    their own folder)."""
-    out, n = folder / f"{path.stem}_annotated.png", 1
+    their own folder). A URL's stem is its path's last part's."""
+    from urllib.parse import unquote, urlsplit
+
+    stem = path.stem if isinstance(path, Path) else Path(unquote(urlsplit(path).path)).stem or "download"
+    out, n = folder / f"{stem}_annotated.png", 1
     while out.resolve() in taken:
         n += 1
-        out = folder / f"{path.stem}_annotated-{n}.png"
+        out = folder / f"{stem}_annotated-{n}.png"
     taken.add(out.resolve())
     return out
 

@@ -18,13 +18,15 @@ log = logging.getLogger("ferkit")
 
 
 def load_image(image: Any, rgb: bool = False) -> np.ndarray:
-    """BGR (or gray) uint8 array from a file path, a `data:image/...;base64,` URL (what browsers and
-    JSON APIs pass), bytes, an open file or other object with `.read()`, a numpy array or a PIL image.
+    """BGR (or gray) uint8 array from a file path, an http(s) URL, a `data:image/...;base64,` URL (what
+    browsers and JSON APIs pass), bytes, an open file or other object with `.read()`, a numpy array or a PIL image.
 
     Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
     """
     if isinstance(image, str) and image[:5].lower() == "data:":
         return decode_image(base64_image(image), "the data URL")
+    if is_url(image):
+        return decode_image(download(image), image)
     if isinstance(image, (str, os.PathLike)):
         return read_image_file(Path(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -56,6 +58,35 @@ def _from_pil(image: Any) -> np.ndarray:
     if image.mode == "F":
         return np.asarray(image)
     return np.asarray(image.convert("RGB"))
+
+
+MAX_DOWNLOAD_MB = 50  # a photo is a few MB; more is not an image worth waiting for
+
+
+def is_url(image: Any) -> bool:
+    return isinstance(image, str) and image[:8].lower().startswith(("http://", "https://"))
+
+
+def download(url: str, timeout: float = 30) -> bytes:
+    """An image's bytes from the web, within MAX_DOWNLOAD_MB and `timeout` seconds a read, or a
+    one-line error that says why not (the server's status, no network, a bad address)."""
+    import urllib.error
+    import urllib.request
+
+    from ferkit import __version__
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"ferkit/{__version__}"})
+    limit = int(MAX_DOWNLOAD_MB * 1024 * 1024)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read(limit + 1)
+    except urllib.error.HTTPError as exc:
+        raise FerkitError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # no network, no such host, a timeout
+        raise FerkitError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc}") from None
+    if len(data) > limit:
+        raise FerkitError(f"cannot download {url}: over {MAX_DOWNLOAD_MB} MB")
+    return data
 
 
 def _read_stream(stream: Any) -> bytes:
@@ -121,15 +152,19 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return image
 
 
-def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[Path]:
-    """Files as given, and folders searched for image files (linked folders too), in a stable order.
+def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[Path | str]:
+    """Files and http(s) URLs as given, and folders searched for image files (linked folders too),
+    in a stable order.
 
     What a folder holds besides images is counted and said, not passed over in silence; so are the
     images under `leave_out`, a command's own output folder inside an input folder (its copies of
     the last run are not new inputs).
     """
-    found: list[Path] = []
+    found: list[Path | str] = []
     for raw in paths:
+        if is_url(raw):  # kept as written: a Path would fold its // into one
+            found.append(str(raw))
+            continue
         path = Path(raw)
         if not path.is_dir():
             found.append(path)
