@@ -320,3 +320,13 @@ def test_predict_reads_urls_beside_files(tiny_run, group_photo, web_folder, tmp_
         rows = list(csv.DictReader(handle))
     assert [row["file"] for row in rows] == [url] * 3 + [f"{base}/gone.jpg"]  # the address as given
     assert (out / "ann" / "group_annotated.png").is_file()
+
+
+
+def test_an_annotated_copy_of_a_url_is_named_by_its_file_name(tmp_path):
+    from ferkit.cli.predict import _annotated_name
+
+    taken = set()
+    names = [_annotated_name(tmp_path, url, taken).name for url in (
+        "http://h/photos/a%20b.jpg?size=2", "http://h/photos/a%20b.jpg", "http://h/x%00y.jpg", "http://h/")]
+    assert names == ["a b_annotated.png", "a b_annotated-2.png", "xy_annotated.png", "download_annotated.png"]

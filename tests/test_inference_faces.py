@@ -27,6 +27,9 @@ def test_a_faces_dict_names_its_landmarks_and_haar_says_it_has_none(astronaut):
     assert points["right_eye"][0] < points["left_eye"][0]  # the person's own right, on the image's left
     haar = create_detector("haar").detect(astronaut)[0].to_dict()
     assert haar["landmarks"] is None and haar["detection_score"] is None
+    big = create_detector("yunet").detect(cv2.resize(astronaut, None, fx=4, fy=4))[0]  # found at 640 px
+    for (x0, y0), (x1, y1) in zip(face.landmarks, big.landmarks):  # mapped back to the big image's pixels
+        assert abs(x1 - 4 * x0) < 0.1 * big.box[2] and abs(y1 - 4 * y0) < 0.1 * big.box[3]
 
 
 def test_haar_finds_the_large_faces(group_photo):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 
 import cv2
 import numpy as np
@@ -244,6 +245,34 @@ def test_an_image_at_a_url_is_downloaded(tiny_run, astronaut, web_folder, monkey
         port = closed.getsockname()[1]
     with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/a.jpg: .*refused"):
         rec.detect(f"http://127.0.0.1:{port}/a.jpg")
+
+
+def test_urls_as_people_write_them_and_what_servers_send_wrong(tiny_run, astronaut, web_folder):
+    base, folder = web_folder
+    (folder / "ünï").mkdir()
+    cv2.imwrite(str(folder / "ünï" / "a b.jpg"), astronaut)
+    (folder / "page.html").write_text("<html>a page, not a photo</html>", encoding="utf-8")
+    rec = EmotionRecognizer(tiny_run)
+    assert len(rec.detect(f"{base}/ünï/a b.jpg")) == 1  # sent %-encoded, as a browser would
+    with pytest.raises(FerkitError, match=r"page.html: the server sent text/html, not an image$"):
+        rec.detect(f"{base}/page.html")
+    with pytest.raises(FerkitError, match=r"cannot download http://\[::1/x.png: .*IPv6") as error:
+        rec.detect("http://[::1/x.png")
+    assert "\n" not in str(error.value)
+    with socket.socket() as server:  # a server that speaks no HTTP
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer():
+            connection, _ = server.accept()
+            connection.recv(1024)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            connection.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/x.png: "):
+            rec.detect(f"http://127.0.0.1:{port}/x.png")
 
 
 def test_a_file_opened_as_text_is_a_clear_error(tiny_run, tmp_path):

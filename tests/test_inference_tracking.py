@@ -71,18 +71,26 @@ def test_smoothing_settles_a_flickering_label_and_keeps_faces_apart():
         flicker = {"happy": 0.45, "sad": 0.55} if i % 2 else {"happy": 0.6, "sad": 0.4}  # happy on average
         faces = [Face((0, 0, 10, 10), scores=flicker, track=1),
                  Face((50, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=2)]
-        smoother.smooth(faces, alive={1, 2})
+        smoother.smooth(faces)
         labels.append(faces[0].label)
         assert faces[1].scores == {"happy": 1.0, "sad": 0.0}  # not mixed with the other face
         assert sum(faces[0].scores.values()) == pytest.approx(1)
     assert labels == ["happy"] * 8  # unsmoothed it would alternate
-    smoother.smooth([Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)], alive=set())
-    fresh = Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)
-    smoother.smooth([fresh], alive={1})  # track 1 was forgotten: a new face starts afresh
-    assert fresh.scores == {"happy": 0.0, "sad": 1.0}
     unsmoothed = Face((0, 0, 10, 10), scores={"happy": 0.3, "sad": 0.7}, track=2)
-    ScoreSmoother(1).smooth([unsmoothed], alive={2})
+    ScoreSmoother(1).smooth([unsmoothed])
     assert unsmoothed.scores == {"happy": 0.3, "sad": 0.7}
+
+
+def test_a_number_that_comes_back_after_a_gap_starts_its_average_afresh():
+    """Whoever comes back under a number may be someone else: no scores carried across the gap."""
+    from ferkit.inference.tracking import ScoreSmoother
+
+    smoother = ScoreSmoother(5)
+    smoother.smooth([Face((0, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=1)])
+    smoother.smooth([])  # face 1 not found in this frame
+    back = Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)
+    smoother.smooth([back])
+    assert back.scores == {"happy": 0.0, "sad": 1.0}
 
 
 @pytest.mark.parametrize("frames", [0, -2, 2.5, True])

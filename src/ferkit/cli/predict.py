@@ -98,7 +98,10 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[Path]) -> Path:
     their own folder). A URL's stem is its path's last part's."""
     from urllib.parse import unquote, urlsplit
 
-    stem = path.stem if isinstance(path, Path) else Path(unquote(urlsplit(path).path)).stem or "download"
+    if isinstance(path, Path):
+        stem = path.stem
+    else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
+        stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
     out, n = folder / f"{stem}_annotated.png", 1
     while out.resolve() in taken:
         n += 1

@@ -69,23 +69,45 @@ def is_url(image: Any) -> bool:
 
 def download(url: str, timeout: float = 30) -> bytes:
     """An image's bytes from the web, within MAX_DOWNLOAD_MB and `timeout` seconds a read, or a
-    one-line error that says why not (the server's status, no network, a bad address)."""
+    one-line error that says why not (the server's status, no network, a bad address, a page that
+    is no image, a body cut short)."""
+    try:
+        return _fetch(url, timeout)
+    except FerkitError as exc:
+        raise FerkitError(f"cannot download {url}: {exc}") from None
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    import http.client
     import urllib.error
     import urllib.request
+    from urllib.parse import quote
 
     from ferkit import __version__
 
-    request = urllib.request.Request(url, headers={"User-Agent": f"ferkit/{__version__}"})
     limit = int(MAX_DOWNLOAD_MB * 1024 * 1024)
     try:
+        # Spaces and non-ASCII letters as a browser sends them; what is %-encoded already stays
+        request = urllib.request.Request(quote(url, safe=":/?#[]@!$&'()*+,;=%~"),
+                                         headers={"User-Agent": f"ferkit/{__version__}"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
+            kind = response.headers.get_content_type()
+            declared = response.headers.get("Content-Length", "")
+            if kind.startswith("text/"):
+                raise FerkitError(f"the server sent {kind}, not an image")
+            if declared.isdecimal() and int(declared) > limit:
+                raise FerkitError(f"over {MAX_DOWNLOAD_MB} MB")
             data = response.read(limit + 1)
     except urllib.error.HTTPError as exc:
-        raise FerkitError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # no network, no such host, a timeout
-        raise FerkitError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc}") from None
+        raise FerkitError(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # no network, no such host, a timeout, a server that speaks no HTTP, a body cut short
+        reason = getattr(exc, "reason", None) or exc
+        raise FerkitError(" ".join(str(reason).split()) or type(exc).__name__) from None
     if len(data) > limit:
-        raise FerkitError(f"cannot download {url}: over {MAX_DOWNLOAD_MB} MB")
+        raise FerkitError(f"over {MAX_DOWNLOAD_MB} MB")
+    if declared.isdecimal() and len(data) < int(declared):
+        raise FerkitError(f"the connection ended after {len(data):,} of {int(declared):,} bytes")
     return data
 
 

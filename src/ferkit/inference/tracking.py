@@ -77,11 +77,6 @@ class FaceTracks:
                 self._tracks[face.track] = _Track(face.box, self._step)
         self._tracks = {n: t for n, t in self._tracks.items() if self._step - t.seen < self.patience}
 
-    @property
-    def alive(self) -> set[int]:
-        """The numbers a face may still come back to."""
-        return set(self._tracks)
-
     @staticmethod
     def _distance(a: Box, b: Box) -> float:
         """Between the centres, in widths of the larger face."""
@@ -92,20 +87,24 @@ class FaceTracks:
 class ScoreSmoother:
     """Each face's scores as an exponential moving average over about `frames` analysed frames of
     its track (weight 2 / (frames + 1) for the newest, as pandas' `ewm(span=frames)`): a face
-    between two close emotions otherwise flips its label from frame to frame. 1 is off."""
+    between two close emotions otherwise flips its label from frame to frame. 1 is off. A track
+    missing from the frame analysed just before starts afresh: the face that comes back under its
+    number may be someone else."""
 
     def __init__(self, frames: int = 1):
         if isinstance(frames, bool) or not isinstance(frames, Integral) or frames < 1:
             raise FerkitError(f"smooth (--smooth) is a whole number of frames, at least 1 (off), got {frames!r}")
         self.weight = 2 / (frames + 1)
-        self._last: dict[int | None, dict[str, float]] = {}
+        self._last: dict[int, dict[str, float]] = {}  # the tracks of the frame before, their averages
 
-    def smooth(self, faces: Sequence[Face], alive: set[int]) -> None:
+    def smooth(self, faces: Sequence[Face]) -> None:
         """Replace the `scores` of one frame's tracked faces by their running averages."""
+        now = {}
         for face in faces:
             last = self._last.get(face.track)
-            if last is not None and face.track is not None:
+            if last is not None:
                 face.scores = {name: self.weight * score + (1 - self.weight) * last[name]
                                for name, score in face.scores.items()}
-            self._last[face.track] = face.scores
-        self._last = {track: scores for track, scores in self._last.items() if track in alive}
+            if face.track is not None:
+                now[face.track] = face.scores
+        self._last = now

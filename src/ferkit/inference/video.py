@@ -96,7 +96,7 @@ class FrameTracker:
         if fresh:
             self.faces = self.recognizer.detect(frame)
             self.tracks.assign(self.faces)
-            self._smoother.smooth(self.faces, self.tracks.alive)
+            self._smoother.smooth(self.faces)
         return self.faces, fresh
 
 
