@@ -10,8 +10,11 @@ averaged as graphs, `--weights` fixing each one's share (ferkit.models.onnx_grap
 `--mirror-average` then makes the result average each face with its mirror image. The model is
 evaluated on its test split, and model.onnx, config.json, that metrics.json and its confusion
 matrix go into src/ferkit/assets/default/, where `EmotionRecognizer()`, `ferkit predict` and
-`ferkit info` find them. `--data` names the data to test on when the members' own (their
-config's `data`) is not at hand or lacks the test part.
+`ferkit info` find them, with the model's answers for every Training face of the data
+(`teacher-targets.npz`, ferkit.training.teacher_table), which spare the default recipe its
+teacher's pass on FER2013. `--data` names the data to test on when the members' own (their
+config's `data`) is not at hand or lacks the test part. `--table-only --data DATA` writes that
+table alone, for the bundled model as it is.
 
 The current bundled model, three long GPU runs chosen on their validation split
 (benchmarks/long/README.md), each face averaged with its mirror image, was made by:
@@ -32,11 +35,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ferkit.data.preprocess import to_model_input
+from ferkit.data.sources import load_fer
 from ferkit.evaluation import evaluate
+from ferkit.inference.backends import load_backend
 from ferkit.models import onnx_graph
 from ferkit.models.ensemble import ensemble_run
 from ferkit.models.export import export_onnx
 from ferkit.runs import RunDir, default_path, write_json
+from ferkit.training import teacher_table
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "assets" / "default"
 
@@ -80,6 +87,19 @@ def publish(stage: RunDir) -> None:
     write_json(stage.metrics, shareable(json.loads(stage.metrics.read_text(encoding="utf-8"))))
 
 
+def write_table(model_file: Path, data: str) -> Path:
+    """The model's answers for the Training faces of `data`, beside it: what the default recipe's
+    teacher would compute for them at the start of every run on FER2013."""
+    dataset = load_fer(data)
+    faces = dataset.images[dataset.usage == "train"]
+    if not len(faces):
+        raise SystemExit(f"{data} has no Training faces to write the teacher's table for")
+    backend = load_backend(model_file)
+    path = teacher_table.write(model_file, faces, backend.predict(to_model_input(faces, backend.info.image_size)))
+    print(f"{path.name}: {len(faces)} Training faces, {path.stat().st_size / 1e6:.2f} MB")
+    return path
+
+
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
     if weights and len(weights) != len(members):  # said before minutes of exporting
         raise SystemExit(f"--weights: one per member ({len(members)}), got {len(weights)}")
@@ -95,8 +115,9 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
         write_json(stage.metrics, {**json.loads(test.metrics.read_text(encoding="utf-8")), "model": "default"})
         shutil.copy2(test.confusion_plot, stage.confusion_plot)
         publish(stage)
+        table = write_table(stage.onnx_model, data or stage.read_config()["data"])
         TARGET.mkdir(parents=True, exist_ok=True)
-        for path in (stage.onnx_model, stage.config, stage.metrics, stage.confusion_plot):
+        for path in (stage.onnx_model, stage.config, stage.metrics, stage.confusion_plot, table):
             shutil.copy2(path, TARGET / path.name)
     print(f"bundled {', '.join(members)} -> {TARGET}: {(TARGET / 'model.onnx').stat().st_size / 1e6:.1f} MB model, "
           f"test accuracy {metrics['accuracy']:.4f}")
@@ -104,10 +125,19 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("members", nargs="+", metavar="MEMBER", help="a run directory or an .onnx file")
+    parser.add_argument("members", nargs="*", metavar="MEMBER", help="a run directory or an .onnx file")
     parser.add_argument("--weights", nargs="+", type=float, help="each member's share (default: equal)")
     parser.add_argument("--mirror-average", action="store_true",
                         help="average each face's probabilities with its mirror image's")
     parser.add_argument("--data", help="the data to test on and calibrate int8 with (default: the members' own)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only write the bundled model's teacher table, from --data's Training faces")
     args = parser.parse_args()
+    if args.table_only:
+        if not args.data or args.members:
+            parser.error("--table-only takes --data and no member")
+        write_table(TARGET / "model.onnx", args.data)
+        raise SystemExit
+    if not args.members:
+        parser.error("give at least one MEMBER")
     main(args.members, args.weights, args.mirror_average, args.data)

@@ -16,9 +16,10 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
-from ferkit.inference.backends import DEFAULT_MODEL, load_backend
+from ferkit.inference.backends import DEFAULT_MODEL, load_backend, resolve_model
 from ferkit.inference.tta import predict_flip
 from ferkit.runs import RunDir
+from ferkit.training import teacher_table
 from ferkit.training.config import TrainConfig
 
 log = logging.getLogger("ferkit")
@@ -79,13 +80,18 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
         log.warning(TEACHER_SAW_TEST)
     _check_classes(config, backend.info.classes)
     started = time.perf_counter()
-    batch = to_model_input(faces, backend.info.image_size)
     mirrored = backend.info.mirror_averaged  # it averages them itself: not twice
-    probs = predict_flip(backend.predict, batch) if config.teacher_flip and not mirrored else backend.predict(batch)
+    flip = config.teacher_flip and not mirrored
+    known = None if flip else teacher_table.lookup(resolve_model(config.teacher), faces)  # it holds plain answers
+    probs, found = known or (np.zeros((len(faces), len(backend.info.classes)), np.float32), np.zeros(len(faces), bool))
+    if not found.all():
+        batch = to_model_input(faces[~found], backend.info.image_size)
+        probs[~found] = predict_flip(backend.predict, batch) if flip else backend.predict(batch)
     probs = probs[:, [backend.info.classes.index(name) for name in config.classes]]
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
-    log.info("teacher %s: soft targets for %d faces%s in %.1f s", backend.name, len(faces),
+    log.info("teacher %s: soft targets for %d faces%s%s in %.1f s", backend.name, len(faces),
              " (averaged with their mirror images)" if config.teacher_flip or mirrored else "",
+             f", {found.sum()} of them from its {teacher_table.TABLE_NAME}" if found.any() else "",
              time.perf_counter() - started)
     return probs
 
