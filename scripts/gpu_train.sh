@@ -8,8 +8,9 @@
 # exists under OUTDIR is resumed (--resume). At SECONDS every run still going gets Ctrl-C, which
 # makes ferkit stop after the current batch, keep its best weights and write the run as interrupted
 # (resume it later); a run still there 30 s later (say, still compiling) gets TERM.
-# Then each run is packed, without its resume backup unless it was interrupted, into
-# PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
+# Then each finished run's model.keras becomes float16 weights (scripts/half_weights.py; `unpack`
+# rebuilds it here), and each run is packed, without its resume backup unless it was interrupted,
+# into PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
 set -um  # -m: job control, else background runs ignore the Ctrl-C sent at the deadline
 jobs_file=$1 data=$2 out=$3 seconds=$4 pack=$5
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
@@ -30,16 +31,22 @@ while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
     sleep 5
 done
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
-sleep 30  # then TERM for what is left; its best-weights file is packed
+for _ in {1..30}; do  # up to 30 s to finish the batch and save, then TERM; its best-weights file is packed
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 1
+done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p"; done
 
+finished=(); for d in "$out"/*/model.keras; do [[ -e "$d" ]] && finished+=("${d%/model.keras}"); done
+((${#finished[@]})) && python3 "$(dirname "$0")/half_weights.py" pack "${finished[@]}"
 cd "$out" || exit 1
 keep=() late=()  # resume backups last: if the transfer cap cuts the archive, it cuts them
 for log in *.log; do
     name=${log%.log}
     keep+=("$log" "$name/config.json" "$name/history.csv")
-    for f in metrics.json model.keras; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
-    [[ -e "$name/model.keras" ]] || late+=("$name/checkpoints/best.weights.h5")
+    for f in metrics.json weights-f16.npz; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
+    [[ -e "$name/weights-f16.npz" ]] || late+=("$name/checkpoints/best.weights.h5")
     grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null && [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
     echo "$name: $(grep -E '^Epoch [0-9]+/' "$log" | tail -1) $(tail -1 "$log")"
 done

@@ -1,0 +1,60 @@
+"""Carry finished runs' weights as float16, half the bytes of model.keras, and rebuild them.
+
+    python scripts/half_weights.py pack RUN [RUN ...]     # model.keras -> weights-f16.npz
+    python scripts/half_weights.py unpack RUN [RUN ...]   # weights-f16.npz -> model.keras
+
+A lent GPU machine sends back at most 64 MB per call, and five 2.8M-parameter networks in float32
+come close to it: scripts/gpu_train.sh packs each finished run this way before archiving it, and
+`unpack` rebuilds the network from the run's config.json (as training built it) with the weights
+back in float32. float16 keeps 11 bits of mantissa: each weight moves by at most 1 part in 2,048,
+well under what int8 quantization of the bundled model then moves it by.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.runs import RunDir, load_keras_model
+
+HALF = "weights-f16.npz"
+
+
+def pack(run: RunDir) -> None:
+    model, _ = load_keras_model(run.path)
+    weights = model.get_weights()
+    np.savez(run.path / HALF, *[w.astype(np.float16) if w.dtype == np.float32 else w for w in weights])
+    run.keras_model.unlink()
+    print(f"{run.path}: {len(weights)} arrays -> {HALF}")
+
+
+def unpack(run: RunDir) -> None:
+    import keras
+
+    from ferkit.models.mirror import mirror_averaged
+    from ferkit.training.config import TrainConfig
+    from ferkit.training.trainer import build_model
+
+    config = TrainConfig.from_dict(run.read_config())
+    model = build_model(config, "none", mixed_precision=False)
+    model = mirror_averaged(model) if config.mirror_average else model
+    with np.load(run.path / HALF) as saved:
+        weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    model.set_weights([w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])
+    model.save(run.keras_model)
+    print(f"{run.path}: {len(weights)} arrays -> {run.keras_model.name} (Keras {keras.__version__})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=("pack", "unpack"))
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
+    for path in args.runs:
+        (pack if args.action == "pack" else unpack)(RunDir(path))
+
+
+if __name__ == "__main__":
+    main()
