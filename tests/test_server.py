@@ -47,6 +47,16 @@ def test_openapi_says_how_to_send_an_image_and_what_comes_back(client):
         assert post["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 
 
+def test_openapi_describes_health_and_model_answers(client):
+    """A client generated from /openapi.json gets typed health and model answers, not a bare object."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, name in (("/v1/health", "Health"), ("/v1/model", "ModelDescription")):
+        answer = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer["$ref"].endswith(f"/{name}")
+        assert set(schemas[name]["properties"]) == set(client.get(path).json())
+
+
 def test_head_and_method_errors_follow_http(client):
     for route in ("/", "/v1/health", "/v1/model"):
         assert client.head(route).status_code == 200
@@ -353,8 +363,11 @@ def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
     other = app.post("/v1/predict", content=group_jpeg,
                      headers={"content-type": "image/jpeg", "origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
-    assert app.options("/v1/predict", headers={"origin": "https://evil.example",
-                                               "access-control-request-method": "POST"}).status_code == 400
+    refused = app.options("/v1/predict", headers={"origin": "https://evil.example",
+                                                  "access-control-request-method": "POST"})
+    assert refused.status_code == 400  # as JSON, like every other error of the API
+    assert refused.json()["error"].startswith("Disallowed CORS origin: ") and "--cors-origin" in refused.json()["error"]
+    assert "access-control-allow-origin" not in refused.headers
 
 
 def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
@@ -398,3 +411,19 @@ def test_serve_behind_a_proxy_path_and_for_other_sites(tiny_run, monkeypatch):
     assert "/emotions/openapi.json" in docs.text
     answer = TestClient(config.app).get("/v1/health", headers={"origin": "http://localhost:3000"})
     assert answer.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_a_multipart_upload_is_closed_once_read(client, group_jpeg, monkeypatch):
+    """Starlette spools an uploaded file over 1 MB to a temporary file: closed at once, not when
+    the garbage collector gets to the request."""
+    from starlette.datastructures import UploadFile
+
+    closed, close = [], UploadFile.close
+
+    async def recording_close(self):
+        closed.append(self.filename)
+        await close(self)
+
+    monkeypatch.setattr(UploadFile, "close", recording_close)
+    answer = client.post("/v1/predict", files={"file": ("g.jpg", group_jpeg, "image/jpeg")})
+    assert answer.status_code == 200 and closed == ["g.jpg"]

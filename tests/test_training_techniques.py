@@ -30,3 +30,21 @@ def test_cosine_schedule_warms_up_then_decays():
     assert rates[0] == pytest.approx(0.001) and rates[1] == pytest.approx(0.0055)
     assert rates[2] == pytest.approx(0.01) and rates[3] == pytest.approx(0.005, rel=0.01)
     assert rates[4] < 1e-6
+
+
+@pytest.mark.parametrize(("epochs", "warmup"), [(2, 1), (1, 0)])
+def test_a_warm_up_as_long_as_the_run_leaves_an_epoch_to_anneal(epochs, warmup, caplog):
+    config = TrainConfig(schedule="cosine", warmup_epochs=2, epochs=epochs, learning_rate=0.01)
+    with caplog.at_level("WARNING", logger="ferkit"):
+        _, schedule = techniques.optimizer(config, steps_per_epoch=10)
+    assert schedule.warmup_steps == 10 * warmup
+    assert f"warm-up shortened from 2 to {warmup}" in caplog.text
+    assert float(schedule(10 * epochs)) < 1e-6  # annealed by the end of the run
+    assert float(schedule(10 * warmup)) == pytest.approx(0.01)  # the peak, reached at the warm-up's end
+
+
+def test_a_warm_up_that_fits_is_kept_and_unannounced(caplog):
+    config = TrainConfig(schedule="cosine", warmup_epochs=2, epochs=3, learning_rate=0.01)
+    with caplog.at_level("WARNING", logger="ferkit"):
+        _, schedule = techniques.optimizer(config, steps_per_epoch=10)
+    assert schedule.warmup_steps == 20 and "warm-up" not in caplog.text

@@ -60,6 +60,39 @@ class Error(BaseModel):
     error: str
 
 
+class Health(BaseModel):
+    status: str = Field(description='"ok" whenever the server answers')
+    in_flight: int = Field(description="requests being received or worked on now")
+
+
+class ModelDescription(BaseModel):
+    classes: list[str] = Field(description="the emotions the model tells apart, in its output order")
+    image_size: int = Field(description="the side of the square grey face the model takes, in pixels")
+    model: str = Field(description="default (the bundled one), or its file or run directory's name")
+    detector: str = Field(description="the face detector: yunet or haar")
+    version: str = Field(description="ferkit's version")
+    recipe: str | None = Field(description="the training recipe, when the model says")
+    accuracy: float | None = Field(description="accuracy measured when it was trained or bundled")
+    macro_f1: float | None = Field(description="the mean of the per-class F1 scores, measured with it")
+    evaluated_on: str | None = Field(description="the faces those were measured on")
+    colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
+
+
+class JSONErrorCORS(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflight is a JSON error like every other answer
+    of this API rather than its plain text."""
+
+    def preflight_response(self, request_headers):
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        headers = {key: value for key, value in answer.headers.items()
+                   if key not in ("content-length", "content-type")}
+        return JSONResponse({"error": f"{answer.body.decode()}: the server lets only the web apps named "
+                                      "with --cors-origin call it from a browser"},
+                            status_code=answer.status_code, headers=headers)
+
+
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 # The endpoint reads its body itself (to cap and time it as it arrives), so FastAPI cannot infer it.
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
@@ -118,7 +151,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
     if origins:  # the browser's preflight for a POST with a body is answered here, before any route
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
+        app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
@@ -136,18 +169,18 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         return (resources.files("ferkit.server") / "static" / "index.html").read_text(encoding="utf-8")
 
     @app.get("/v1/health")
-    async def health() -> dict:
-        return {"status": "ok", "in_flight": engine.in_flight}
-
+    async def health() -> Health:
+        return Health(status="ok", in_flight=engine.in_flight)
 
     @app.get("/v1/model")
-    async def model_info() -> dict:
+    async def model_info() -> ModelDescription:
         info = engine.backend.info
-        return {"classes": list(info.classes), "image_size": info.image_size, "model": engine.name,
-                "detector": engine.detector_name, "version": __version__, "recipe": info.config.get("recipe"),
-                "accuracy": engine.metrics.get("accuracy"), "macro_f1": engine.metrics.get("macro_f1"),
-                "evaluated_on": engine.metrics.get("split"),
-                "colours": {name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes}}
+        return ModelDescription(
+            classes=list(info.classes), image_size=info.image_size, model=engine.name,
+            detector=engine.detector_name, version=__version__, recipe=info.config.get("recipe"),
+            accuracy=engine.metrics.get("accuracy"), macro_f1=engine.metrics.get("macro_f1"),
+            evaluated_on=engine.metrics.get("split"),
+            colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes})
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
@@ -234,8 +267,20 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     if as_json:
         data = _from_json(data)
     if multipart:
-        request._body = data  # Starlette parses the form from the body already read
-        files = (await request.form()).getlist("file")
+        data = await _multipart_file(request, data)
+    if len(data) > max_bytes:
+        raise too_big
+    if not data:
+        raise HTTPException(400, "empty upload: send an image")
+    return data
+
+
+async def _multipart_file(request: Request, body: bytes) -> bytes:
+    """The one image in the form's field `file`. The form is closed on the way out: Starlette spools
+    an upload over 1 MB to a temporary file, which would otherwise wait for the garbage collector."""
+    request._body = body  # Starlette parses the form from the body already read
+    async with request.form() as form:
+        files = form.getlist("file")
         if len(files) > 1:  # answering for the first alone would look like the others had no face
             raise HTTPException(400, f"{len(files)} files in the field 'file': send one image per request")
         upload = files[0] if files else None
@@ -244,12 +289,7 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
                                      "(curl -F file=@photo.jpg)")
         if upload is None:
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
-        data = await upload.read()
-    if len(data) > max_bytes:
-        raise too_big
-    if not data:
-        raise HTTPException(400, "empty upload: send an image")
-    return data
+        return await upload.read()
 
 
 def _from_json(body: bytes) -> bytes:

@@ -6,6 +6,7 @@ augmentation lives in a training-only wrapper so the saved and exported model ne
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
@@ -16,6 +17,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from ferkit.training.augment import RandomFaceAffine
 from ferkit.training.config import TrainConfig
 
+log = logging.getLogger("ferkit")
+
 
 def optimizer(config: TrainConfig, steps_per_epoch: int):
     """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate.
@@ -24,7 +27,7 @@ def optimizer(config: TrainConfig, steps_per_epoch: int):
     """
     schedule = None
     if config.schedule == "cosine":
-        schedule = WarmupCosine(config.learning_rate, config.warmup_epochs * steps_per_epoch,
+        schedule = WarmupCosine(config.learning_rate, warmup_epochs(config) * steps_per_epoch,
                                 config.epochs * steps_per_epoch)
     rate = schedule if schedule is not None else config.learning_rate
     if config.weight_decay > 0:
@@ -34,6 +37,17 @@ def optimizer(config: TrainConfig, steps_per_epoch: int):
     if schedule is not None:
         schedule.track(opt)
     return opt, schedule
+
+
+def warmup_epochs(config: TrainConfig) -> int:
+    """The recipe's warm-up, leaving at least one epoch after it: a run that ends while the rate
+    still climbs (`--epochs 2` under the default's 2 warm-up epochs) would keep weights trained at
+    the peak rate, never annealed."""
+    warmup = min(config.warmup_epochs, config.epochs - 1)
+    if warmup < config.warmup_epochs:
+        log.warning("warm-up shortened from %d to %d epoch%s: the learning rate anneals in the last of "
+                    "the %d", config.warmup_epochs, warmup, "s" * (warmup != 1), config.epochs)
+    return warmup
 
 
 @keras.saving.register_keras_serializable(package="ferkit")
