@@ -82,7 +82,13 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU, threads set for small machines (intra-op = cores up to 4, no inter-op)."""
+    """ONNX Runtime on the CPU, threads set for small machines (intra-op = cores up to 4, no inter-op).
+
+    The CPU also where onnxruntime-gpu is installed: its CUDA provider has no kernels for the int8
+    layers (QLinearConv, QLinearAdd) of the bundled model and of `export --quantize int8`
+    (microsoft/onnxruntime#12229, #24807), so each layer would run on the CPU between copies to
+    and from the GPU, slower than the CPU alone.
+    """
 
     def __init__(self, path: Path, threads: int | None = None):
         try:
