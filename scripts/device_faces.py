@@ -37,17 +37,21 @@ def pack(source: Path, target: Path) -> None:
                 tests[parts[1]] += 1
             names.append(member.filename)
             blobs.append(np.frombuffer(archive.read(member), np.uint8))
-    if not names:
+    if not any(name.startswith("train/") for name in names):
         raise SystemExit(f"{source}: no train/<emotion>/<face> members")
-    np.savez(target, names=np.frombuffer("\n".join(names).encode(), np.uint8),
-             sizes=np.array([len(b) for b in blobs]), data=np.concatenate(blobs))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    joined = np.frombuffer("\0".join(names).encode(), np.uint8)  # 1 byte a character, not a str array's 4
+    with open(target, "wb") as out:  # a file object: np.savez would add .npz to a name without it
+        np.savez(out, names=joined, sizes=np.array([len(b) for b in blobs]), data=np.concatenate(blobs))
     print(f"{len(names)} faces -> {target} ({target.stat().st_size / 1e6:.1f} MB)")
 
 
 def unpack(source: Path, root: Path) -> None:
     with np.load(source) as packed:
-        names = packed["names"].tobytes().decode().split("\n")
+        names = packed["names"].tobytes().decode().split("\0")
         sizes, data = packed["sizes"], packed["data"]
+    if len(names) != len(sizes) or sizes.sum() != data.size:
+        raise SystemExit(f"{source} is damaged: {len(names)} names, {len(sizes)} sizes, {data.size} bytes")
     for name, end, size in zip(names, np.cumsum(sizes), sizes):
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,14 +39,18 @@ done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p"; done
 
 finished=(); for d in "$out"/*/model.keras; do [[ -e "$d" ]] && finished+=("${d%/model.keras}"); done
-((${#finished[@]})) && python3 "$(dirname "$0")/half_weights.py" pack "${finished[@]}"
+# On the CPU: loading the models for that needs no GPU start-up
+((${#finished[@]})) && { JAX_PLATFORMS=cpu python3 "$(dirname "$0")/half_weights.py" pack "${finished[@]}" ||
+    echo "half_weights.py pack failed for some runs: their model.keras is packed instead"; }
 cd "$out" || exit 1
 keep=() late=()  # resume backups last: if the transfer cap cuts the archive, it cuts them
 for log in *.log; do
     name=${log%.log}
     keep+=("$log" "$name/config.json" "$name/history.csv")
     for f in metrics.json weights-f16.npz; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
-    [[ -e "$name/weights-f16.npz" ]] || late+=("$name/checkpoints/best.weights.h5")
+    if [[ ! -e "$name/weights-f16.npz" ]]; then
+        if [[ -e "$name/model.keras" ]]; then keep+=("$name/model.keras"); else late+=("$name/checkpoints/best.weights.h5"); fi
+    fi
     grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null && [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
     echo "$name: $(grep -E '^Epoch [0-9]+/' "$log" | tail -1) $(tail -1 "$log")"
 done

@@ -6,8 +6,10 @@
 A lent GPU machine sends back at most 64 MB per call, and five 2.8M-parameter networks in float32
 come close to it: scripts/gpu_train.sh packs each finished run this way before archiving it, and
 `unpack` rebuilds the network from the run's config.json (as training built it) with the weights
-back in float32. float16 keeps 11 bits of mantissa: each weight moves by at most 1 part in 2,048,
-well under what int8 quantization of the bundled model then moves it by.
+back in float32. float16 keeps 11 bits of mantissa: each weight moves by at most 1 part in 2,048
+(by at most 3e-8 below 6e-5, where float16 has fewer bits), well under what int8 quantization of
+the bundled model then moves it by. A run whose weights do not fit float16 (over 65,504) is left
+as it was, and so is one that cannot be read: the others are still done, and the exit status says.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ HALF = "weights-f16.npz"
 
 def pack(run: RunDir) -> None:
     model, _ = load_keras_model(run.path)
-    weights = model.get_weights()
-    np.savez(run.path / HALF, *[w.astype(np.float16) if w.dtype == np.float32 else w for w in weights])
+    weights = [w.astype(np.float16) if w.dtype == np.float32 else w for w in model.get_weights()]
+    if not all(np.isfinite(w).all() for w in weights if w.dtype == np.float16):
+        raise ValueError("weights beyond float16's range: model.keras kept")
+    np.savez(run.path / HALF, *weights)
     run.keras_model.unlink()
     print(f"{run.path}: {len(weights)} arrays -> {HALF}")
 
 
 def unpack(run: RunDir) -> None:
+    if not (run.path / HALF).is_file():
+        raise ValueError(f"no {HALF} (a run stopped before it saved its model keeps checkpoints/ instead)")
     import keras
 
     from ferkit.models.mirror import mirror_averaged
@@ -52,8 +58,14 @@ def main() -> None:
     parser.add_argument("action", choices=("pack", "unpack"))
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
+    failed = 0
     for path in args.runs:
-        (pack if args.action == "pack" else unpack)(RunDir(path))
+        try:
+            (pack if args.action == "pack" else unpack)(RunDir(path))
+        except Exception as exc:  # one damaged run must not cost the others
+            failed += 1
+            print(f"{path}: not {args.action}ed: {exc}")
+    raise SystemExit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 
 import cv2
 import numpy as np
@@ -368,6 +370,10 @@ def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
     assert refused.status_code == 400  # as JSON, like every other error of the API
     assert refused.json()["error"].startswith("Disallowed CORS origin: ") and "--cors-origin" in refused.json()["error"]
     assert "access-control-allow-origin" not in refused.headers
+    delete = app.options("/v1/predict", headers={"origin": "https://app.example.com",
+                                                 "access-control-request-method": "DELETE"})
+    assert delete.status_code == 400 and delete.json()["error"].startswith("Disallowed CORS method: it allows GET")
+    assert "--cors-origin" not in delete.json()["error"]  # the origin was named: its method is what is wrong
 
 
 def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
@@ -427,3 +433,14 @@ def test_a_multipart_upload_is_closed_once_read(client, group_jpeg, monkeypatch)
     monkeypatch.setattr(UploadFile, "close", recording_close)
     answer = client.post("/v1/predict", files={"file": ("g.jpg", group_jpeg, "image/jpeg")})
     assert answer.status_code == 200 and closed == ["g.jpg"]
+
+
+def test_model_answers_with_odd_words_in_a_hand_edited_metrics_file(tiny_run, tmp_path):
+    """/v1/model is typed: a split written as a number in someone's metrics.json is said as text,
+    not a 500."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "split": 3}))
+    answer = TestClient(create_app(str(run / "model.onnx"))).get("/v1/model")
+    assert answer.status_code == 200 and answer.json()["evaluated_on"] == "3"

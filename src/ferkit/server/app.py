@@ -88,9 +88,10 @@ class JSONErrorCORS(CORSMiddleware):
             return answer
         headers = {key: value for key, value in answer.headers.items()
                    if key not in ("content-length", "content-type")}
-        return JSONResponse({"error": f"{answer.body.decode()}: the server lets only the web apps named "
-                                      "with --cors-origin call it from a browser"},
-                            status_code=answer.status_code, headers=headers)
+        said = answer.body.decode()  # "Disallowed CORS origin, method, headers, private-network"
+        why = ("the server lets only the web apps named with --cors-origin call it from a browser"
+               if "origin" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
+        return JSONResponse({"error": f"{said}: {why}"}, status_code=answer.status_code, headers=headers)
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -177,9 +178,9 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         info = engine.backend.info
         return ModelDescription(
             classes=list(info.classes), image_size=info.image_size, model=engine.name,
-            detector=engine.detector_name, version=__version__, recipe=info.config.get("recipe"),
+            detector=engine.detector_name, version=__version__, recipe=_text(info.config.get("recipe")),
             accuracy=engine.metrics.get("accuracy"), macro_f1=engine.metrics.get("macro_f1"),
-            evaluated_on=engine.metrics.get("split"),
+            evaluated_on=_text(engine.metrics.get("split")),
             colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes})
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
@@ -228,6 +229,12 @@ def _check_origin(origin: str) -> str:
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _text(value: Any) -> str | None:
+    """A model's own words (its recipe, the split its metrics came from) as text: a hand-edited or
+    another tool's file may hold anything there, and /v1/model must still answer."""
+    return None if value is None else str(value)
 
 
 def _where(error: dict) -> str:
