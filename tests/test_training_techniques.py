@@ -43,6 +43,14 @@ def test_a_warm_up_as_long_as_the_run_leaves_an_epoch_to_anneal(epochs, warmup, 
     assert float(schedule(10 * warmup)) == pytest.approx(0.01)  # the peak, reached at the warm-up's end
 
 
+def test_a_throwaway_optimizer_shortens_the_warm_up_quietly(caplog):
+    """The time limit's probe builds one before the run's own: the warning is said once, by that."""
+    config = TrainConfig(schedule="cosine", warmup_epochs=2, epochs=2, learning_rate=0.01)
+    with caplog.at_level("WARNING", logger="ferkit"):
+        _, schedule = techniques.optimizer(config, steps_per_epoch=10, announce=False)
+    assert schedule.warmup_steps == 10 and "warm-up" not in caplog.text
+
+
 def test_a_warm_up_that_fits_is_kept_and_unannounced(caplog):
     config = TrainConfig(schedule="cosine", warmup_epochs=2, epochs=3, learning_rate=0.01)
     with caplog.at_level("WARNING", logger="ferkit"):

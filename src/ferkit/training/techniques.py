@@ -20,14 +20,15 @@ from ferkit.training.config import TrainConfig
 log = logging.getLogger("ferkit")
 
 
-def optimizer(config: TrainConfig, steps_per_epoch: int):
+def optimizer(config: TrainConfig, steps_per_epoch: int, announce: bool = True):
     """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate.
 
-    Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate).
+    Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate). `announce`:
+    warn of a shortened warm-up (not for a throwaway copy, such as the time limit's probe).
     """
     schedule = None
     if config.schedule == "cosine":
-        schedule = WarmupCosine(config.learning_rate, warmup_epochs(config) * steps_per_epoch,
+        schedule = WarmupCosine(config.learning_rate, warmup_epochs(config, announce) * steps_per_epoch,
                                 config.epochs * steps_per_epoch)
     rate = schedule if schedule is not None else config.learning_rate
     if config.weight_decay > 0:
@@ -39,12 +40,12 @@ def optimizer(config: TrainConfig, steps_per_epoch: int):
     return opt, schedule
 
 
-def warmup_epochs(config: TrainConfig) -> int:
+def warmup_epochs(config: TrainConfig, announce: bool = True) -> int:
     """The recipe's warm-up, leaving at least one epoch after it: a run that ends while the rate
     still climbs (`--epochs 2` under the default's 2 warm-up epochs) would keep weights trained at
     the peak rate, never annealed."""
     warmup = min(config.warmup_epochs, config.epochs - 1)
-    if warmup < config.warmup_epochs:
+    if warmup < config.warmup_epochs and announce:
         log.warning("warm-up shortened from %d to %d epoch%s: the learning rate anneals in the last of "
                     "the %d", config.warmup_epochs, warmup, "s" * (warmup != 1), config.epochs)
     return warmup

@@ -169,7 +169,7 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
         return config, model
     probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
     steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
-    probe.compile(optimizer=techniques.optimizer(config, steps)[0], loss="sparse_categorical_crossentropy")
+    probe.compile(optimizer=techniques.optimizer(config, steps, announce=False)[0], loss="sparse_categorical_crossentropy")
     batch = slice(0, config.batch_size)
     step = budget.seconds_per_step(probe, to_model_input(splits.train.images[batch], config.image_size),
                                    splits.train.labels[batch])
