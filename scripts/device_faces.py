@@ -4,8 +4,9 @@
     python3 scripts/device_faces.py unpack .devdata/fer.npz /tmp/fer      # on the GPU machine
 
 A call to the GPU machine carries at most 64 MiB: the repository (7 MB), the Keras wheels (3 MB)
-and the faces. fer2013.zip's train/ alone is 57 MB as a zip, a third of it per-file overhead
-and names; packed here as one array of the same JPEG bytes it is 54 MB, and fits. `unpack`
+and the faces. fer2013.zip's train/ alone is 57 MB as a zip, 3 MB of it per-file headers and
+names, which puts the call over; packed here as one array of the same JPEG bytes it is 54 MB,
+and fits. `unpack`
 writes every face back under its own path, so the folder reads as the zip did: in path order,
 giving the same validation split, and with the same pixels, which the bundled model's table of
 answers (ferkit.training.teacher_table) is keyed by. Ten PublicTest faces a class come along, so

@@ -5,10 +5,10 @@
 
 A lent GPU machine sends back at most 64 MB per call, and five 2.8M-parameter networks in float32
 come close to it: scripts/gpu_train.sh packs each finished run this way before archiving it, and
-`unpack` rebuilds the network from the run's config.json (as training built it) with the weights
-back in float32. float16 keeps 11 bits of mantissa: each weight moves by at most 1 part in 2,048
-(by at most 3e-8 below 6e-5, where float16 has fewer bits), well under what int8 quantization of
-the bundled model then moves it by. A run whose weights do not fit float16 (over 65,504) is left
+`unpack` rebuilds the network from the run's config.json as training saves it
+(ferkit.training.trainer.inference_model), with the weights back in float32. float16 keeps 11
+bits of mantissa: each weight moves by at most 1 part in 2,048 (by at most 3e-8 below 6e-5, where
+float16 has fewer bits), well under what int8 quantization of the bundled model then moves it by. A run whose weights do not fit float16 (over 65,504) is left
 as it was, and so is one that cannot be read: the others are still done, and the exit status says.
 """
 
@@ -39,16 +39,13 @@ def unpack(run: RunDir) -> None:
         raise ValueError(f"no {HALF} (a run stopped before it saved its model keeps checkpoints/ instead)")
     import keras
 
-    from ferkit.models.mirror import mirror_averaged
     from ferkit.training.config import TrainConfig
-    from ferkit.training.trainer import build_model
+    from ferkit.training.trainer import inference_model
 
-    config = TrainConfig.from_dict(run.read_config())
-    model = build_model(config, "none", mixed_precision=False)
-    model = mirror_averaged(model) if config.mirror_average else model
     with np.load(run.path / HALF) as saved:
         weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    model.set_weights([w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])
+    model = inference_model(TrainConfig.from_dict(run.read_config()),
+                            [w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])
     model.save(run.keras_model)
     print(f"{run.path}: {len(weights)} arrays -> {run.keras_model.name} (Keras {keras.__version__})")
 

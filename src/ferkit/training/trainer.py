@@ -169,7 +169,8 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
         return config, model
     probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
     steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
-    probe.compile(optimizer=techniques.optimizer(config, steps, announce=False)[0], loss="sparse_categorical_crossentropy")
+    probe.compile(optimizer=techniques.optimizer(config, steps, announce=False)[0],
+                  loss="sparse_categorical_crossentropy")
     batch = slice(0, config.batch_size)
     step = budget.seconds_per_step(probe, to_model_input(splits.train.images[batch], config.image_size),
                                    splits.train.labels[batch])
@@ -192,12 +193,12 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
 
-def _inference_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
-    """The same weights in a fresh float32 model: the saved and exported model holds no bfloat16 ops,
-    and no optimizer (resuming is the backup's job; a saved optimizer only warns on loading).
-    Mirror-averaged when the recipe says so."""
+def inference_model(config: TrainConfig, weights: list[np.ndarray]) -> keras.Model:
+    """`weights` in a fresh float32 model as a run saves it: no bfloat16 ops and no optimizer
+    (resuming is the backup's job; a saved optimizer only warns on loading), mirror-averaged when
+    the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone."""
     plain = build_model(config, "none", mixed_precision=False)
-    plain.set_weights(model.get_weights())
+    plain.set_weights(weights)
     return mirror_averaged(plain) if config.mirror_average else plain
 
 
@@ -219,7 +220,7 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
     interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, **fit_options)
-    model = _inference_copy(model, config)
+    model = inference_model(config, model.get_weights())
     return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
 
 
@@ -235,7 +236,7 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
-    model = _inference_copy(model, config)
+    model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
         faces = to_model_input(splits.test.images, config.image_size)
         return model, model.predict(faces, batch_size=256, verbose=0), interrupted
