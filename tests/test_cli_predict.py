@@ -330,3 +330,16 @@ def test_an_annotated_copy_of_a_url_is_named_by_its_file_name(tmp_path):
     names = [_annotated_name(tmp_path, url, taken).name for url in (
         "http://h/photos/a%20b.jpg?size=2", "http://h/photos/a%20b.jpg", "http://h/x%00y.jpg", "http://h/")]
     assert names == ["a b_annotated.png", "a b_annotated-2.png", "xy_annotated.png", "download_annotated.png"]
+
+
+def test_an_output_folder_above_the_input_leaves_no_input_out(tmp_path, group_photo, caplog):
+    """`--save-annotated .` for `photos/`: the output folder holds the inputs, it is not inside them."""
+    from ferkit.inference.images import find_images
+
+    photos = tmp_path / "photos"
+    (photos / "annotated").mkdir(parents=True)
+    for name in ("photos/a.png", "photos/annotated/a_annotated.png"):
+        cv2.imwrite(str(tmp_path / name), group_photo[0])
+    assert [p.name for p in find_images([photos], leave_out=tmp_path)] == ["a.png", "a_annotated.png"]
+    assert [p.name for p in find_images([photos], leave_out=photos / "annotated")] == ["a.png"]
+    assert "left out the 1 image in" in caplog.text

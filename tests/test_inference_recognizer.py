@@ -182,6 +182,19 @@ def test_a_label_stays_on_the_image_when_the_box_fills_it(tiny_run):
         assert filled > outline + 500, box  # and a label's filled background
 
 
+def test_a_label_at_the_right_edge_moves_left_to_stay_whole(tiny_run):
+    """A label wider than the space right of its box is drawn whole, ending at the image's edge."""
+    from ferkit.inference.recognizer import COLOURS
+
+    rec = EmotionRecognizer(tiny_run)
+    image = np.full((200, 320, 3), 128, np.uint8)
+    face = Face((280, 100, 40, 40), scores={"happy": 0.9, "sad": 0.1}, track=12)
+    canvas = rec.annotate(image, [face])
+    label = np.all(canvas[:100] == COLOURS["happy"], axis=2)  # the label's background, above the box
+    columns = np.flatnonzero(label.any(axis=0))
+    assert columns[-1] == 319 and columns[0] < 240  # "#12 happy 90%" is about three face widths wide
+
+
 def test_no_face_gives_empty_list(tiny_run):
     assert EmotionRecognizer(tiny_run).detect(np.full((240, 320, 3), 200, np.uint8)) == []
 

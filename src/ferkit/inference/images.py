@@ -195,10 +195,12 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
         # Named as images: read (a broken link among them is then a clear error of its own)
         inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
-        if leave_out is not None and leave_out.resolve() != path.resolve():
+        # Only an output folder inside this one: one that holds it (`--save-annotated .`) holds the inputs too
+        if leave_out is not None and path.resolve() in leave_out.resolve().parents:
             ours = [p for p in inside if leave_out.resolve() in p.resolve().parents]
             if ours:
-                log.warning("%s: left out the %d images in %s, this command's output", path, len(ours), leave_out)
+                log.warning("%s: left out the %d image%s in %s, this command's output", path, len(ours),
+                            "s" * (len(ours) > 1), leave_out)
             inside = [p for p in inside if p not in ours]
         if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
             log.warning("no image files in %s (looked for %s)", path, " ".join(sorted(IMAGE_SUFFIXES)))

@@ -149,6 +149,7 @@ def draw_face(canvas: np.ndarray, face: Face, thickness: int = 2) -> None:
     height = th + base + 4
     # Above the box; below it where the image's top edge is in the way; inside it where both edges are.
     top = y - height if y - height >= 0 else y + h if y + h + height <= canvas.shape[0] else y
-    cv2.rectangle(canvas, (x, top), (x + tw + 4, top + height), colour, -1)
-    cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+    left = max(0, min(x, canvas.shape[1] - tw - 4))  # a face at the right edge: its label moves left, not off
+    cv2.rectangle(canvas, (left, top), (left + tw + 4, top + height), colour, -1)
+    cv2.putText(canvas, text, (left + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
                 weight, cv2.LINE_AA)
