@@ -26,6 +26,37 @@ def test_list_recipes(capsys):
     assert listed.returncode == 0 and "seed-vgg19" in listed.stdout, listed.stderr  # a shipped file, no Keras
 
 
+@pytest.mark.parametrize("command", ["video", "demo"])
+@pytest.mark.parametrize("flag", ["--every", "--smooth"])
+def test_frame_options_under_one_are_refused_before_anything_loads(command, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "clip.mp4" if command == "video" else "--source=clip.mp4", flag, "0"])
+    assert exit_info.value.code == 2 and "at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_demo_quits_on_q_esc_or_its_window_closed(monkeypatch):
+    """A camera never runs out of frames: each way out ends the loop, and nothing else does."""
+    import cv2
+    import numpy as np
+
+    from ferkit.cli import demo
+    from ferkit.inference.video import VideoFrame
+
+    def frames():
+        index = 0
+        while index < 100:
+            yield VideoFrame(index, index / 25, np.zeros((48, 64, 3), np.uint8), [], True)
+            index += 1
+
+    for key, visible, shown in ((ord("q"), 1.0, 1), (27, 1.0, 1), (-1, 0.0, 1), (-1, 1.0, 100)):
+        seen = []
+        monkeypatch.setattr(cv2, "imshow", lambda name, image: seen.append(name))
+        monkeypatch.setattr(cv2, "waitKey", lambda delay: key)
+        monkeypatch.setattr(cv2, "getWindowProperty", lambda name, prop: visible)
+        demo._show(frames())
+        assert len(seen) == shown, (key, visible)
+
+
 def test_a_reader_that_stops_early_is_no_error():
     """`ferkit train --list-recipes | head -1`: the pipe closes before ferkit has printed."""
     child = subprocess.Popen([sys.executable, "-m", "ferkit", "train", "--list-recipes"],
@@ -67,6 +98,8 @@ def test_every_train_flag_overrides_a_recipe_field():
     (["train", "--resume", "{tmp}", "--recipe", "seed-custom", "--epochs", "3"], "(got recipe, epochs)"),
     (["train", "--resume", "{tmp}"], "not a ferkit run directory"),
     (["evaluate", "{tmp}/nope", "{tmp}/wrong.csv"], "model not found"),
+    # said before the model loads: the model named does not exist, and is never looked for
+    (["predict", "{tmp}", "--model", "{tmp}/nope.onnx"], "no images found in"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "empty.csv").write_bytes(b"")

@@ -90,7 +90,8 @@ def _json(args) -> str:
 @pytest.mark.parametrize("flag, value, message", [("--max-faces", "0", "at least 1"), ("--max-faces", "two", "whole number"),
                                                   ("--min-detection-score", "1.5", "above 0, at most 1"),
                                                   ("--min-detection-score", "0", "above 0, at most 1, got 0"),
-                                                  ("--min-detection-score", "high", "above 0, at most 1")])
+                                                  ("--min-detection-score", "high", "above 0, at most 1"),
+                                                  ("--min-face", "0", "at least 1"), ("--min-face", "-5", "at least 1")])
 def test_face_filters_out_of_range_are_refused(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "x.jpg", flag, value])

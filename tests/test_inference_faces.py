@@ -83,6 +83,16 @@ def test_gray_and_rgba_inputs(astronaut, convert, name):
     assert len(create_detector(name).detect(convert(astronaut))) == 1
 
 
+@pytest.mark.parametrize("convert", [
+    lambda im: im.astype(np.uint16) * 257,  # a 16-bit PNG as OpenCV reads it
+    lambda im: im.astype(np.float32) / 255,  # skimage's floats
+])
+@pytest.mark.parametrize("name", DETECTORS)
+def test_16_bit_and_float_arrays_find_what_8_bit_finds(astronaut, convert, name):
+    detector = create_detector(name)
+    assert [f.box for f in detector.detect(convert(astronaut))] == [f.box for f in detector.detect(astronaut)]
+
+
 @pytest.mark.parametrize("name", DETECTORS)  # every choice the CLI offers
 def test_tiny_images_do_not_crash(name):
     assert create_detector(name).detect(np.zeros((5, 7, 3), np.uint8)) == []

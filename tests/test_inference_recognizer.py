@@ -300,8 +300,13 @@ def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
 
 
 def test_bad_models(tmp_path):
+    import keras
+
     with pytest.raises(FerkitError, match="model not found"):
         EmotionRecognizer(tmp_path / "missing.onnx")
+    network = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    with pytest.raises(FerkitError, match="give a path .* not a Sequential"):
+        EmotionRecognizer(network)  # it has a predict(), but no class names: refused now, not at a face
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
     with pytest.raises(FerkitError, match="cannot load ONNX model"):

@@ -196,6 +196,31 @@ def test_a_video_file_named_like_a_camera_is_the_file(tiny_video, tmp_path, monk
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     finally:
         capture.release()
+    with pytest.raises(FerkitError, match="cannot open camera 7"):
+        open_capture(7)  # from the Python API an int is the camera, whatever the folder holds
+
+
+@pytest.mark.parametrize("fps, count", [(0.0, -1.0), (float("nan"), float("nan")), (90000.0, -9.2e18)])
+def test_what_opencv_says_of_an_unknown_rate_and_length_is_not_taken_as_such(tiny_run, tiny_video, monkeypatch,
+                                                                              fps, count):
+    """Cameras say -1 frames, some streams 0 or NaN frames per second, or absurd numbers."""
+    from ferkit.inference import video as video_module
+
+    real = cv2.VideoCapture
+
+    class Capture:  # a wrapper: a subclass of OpenCV's class crashes the interpreter at exit
+        def __init__(self, *args):
+            self.capture = real(*args)
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: fps, cv2.CAP_PROP_FRAME_COUNT: count}.get(prop, self.capture.get(prop))
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(video_module.cv2, "VideoCapture", Capture)
+    with EmotionRecognizer(tiny_run).video(str(tiny_video)) as video:
+        assert (video.fps, video.frame_count) == (25.0, None)
 
 
 def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):

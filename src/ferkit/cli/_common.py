@@ -21,7 +21,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "5x for a model that averages mirror images itself)")
     parser.add_argument("--detector", choices=DETECTORS, default="yunet",
                         help="face detector (default yunet; haar is the original project's)")
-    parser.add_argument("--min-face", type=int, help="smallest face to report, in pixels")
+    parser.add_argument("--min-face", type=_positive, help="smallest face to report, in pixels")
     parser.add_argument("--max-faces", type=_positive, metavar="N",
                         help="only the N largest faces of each image or frame (e.g. 1: the person at the camera)")
     parser.add_argument("--min-detection-score", type=_fraction, metavar="S",
@@ -35,9 +35,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_frame_options(parser: argparse.ArgumentParser) -> None:
     """How often a video's faces are looked for, and how their scores are averaged over time."""
-    parser.add_argument("--every", type=int, default=1, metavar="N",
+    parser.add_argument("--every", type=_positive, default=1, metavar="N",
                         help="detect and classify every Nth frame, reuse the faces in between (default 1)")
-    parser.add_argument("--smooth", type=int, default=1, metavar="N",
+    parser.add_argument("--smooth", type=_positive, default=1, metavar="N",
                         help="average each face's scores over about N analysed frames, so labels do not "
                              "flicker (default 1: off)")
 

@@ -10,6 +10,7 @@ import time
 from ferkit.cli._common import add_frame_options, add_model_options, recognizer
 
 WINDOW = "ferkit demo (q quits)"
+QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 # pip puts both OpenCV builds in one cv2 folder, and `ferkit[gui]` keeps the headless one the base
 # install needs, so whichever was installed last is the one in place: this puts the GUI build there.
 GUI_FIX = "pip install --force-reinstall --no-deps 'opencv-python>=4.8,<5'"
@@ -17,7 +18,7 @@ GUI_FIX = "pip install --force-reinstall --no-deps 'opencv-python>=4.8,<5'"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="live webcam (or video file) window with emotions drawn",
-                       description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q to quit.")
+                       description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q or Esc, or close the window, to quit.")
     p.add_argument("--source", default="0", help="camera index, video file, device or stream URL (default 0)")
     add_frame_options(p)
     add_model_options(p)
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(video) -> None:
-    """Frames with faces and a smoothed frame rate drawn, until the video ends or q is pressed."""
+    """Frames with faces and a smoothed frame rate drawn, until the video ends, q or Esc is pressed
+    or the window is closed."""
     import cv2
 
     from ferkit.inference.recognizer import draw_face
@@ -70,5 +72,8 @@ def _show(video) -> None:
         last = now
         cv2.putText(frame.image, f"{fps:.1f} fps", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
         cv2.imshow(WINDOW, frame.image)
-        if cv2.waitKey(1) & 0xFF == ord("q"):
+        if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+            return
+        # Closed with its button: imshow would open it again, and a camera never runs out of frames
+        if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
             return

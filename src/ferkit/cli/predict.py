@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     annotated = output_path(args.save_annotated, folder=True)
     images = find_images(args.paths, leave_out=annotated)
+    if not images:  # said before the model's load, which takes seconds
+        raise FerkitError(f"no images found in {', '.join(args.paths)}")
     csv_path = output_path(args.csv, inputs=images)
     rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
@@ -76,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     else:
         interrupted = False
-    if not images:
-        raise FerkitError(f"no images found in {', '.join(args.paths)}")
     if args.json:
         print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": interrupted}, indent=2))
     if csv_path:

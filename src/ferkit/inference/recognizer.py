@@ -47,8 +47,7 @@ class EmotionRecognizer:
         if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)
                                       or max_faces < 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
-        # An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers.
-        self.backend: Backend = model if hasattr(model, "predict") else load_backend(model, threads)
+        self.backend = _backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
         self.margin, self.align, self.tta, self.max_faces = margin, align, tta, max_faces
 
@@ -117,6 +116,18 @@ class EmotionRecognizer:
         for face in faces:
             draw_face(canvas, face, thickness)
         return canvas
+
+
+def _backend(model: Any, threads: int | None) -> Backend:
+    """An already-loaded Backend can be shared, e.g. by a server's per-thread recognizers. A Keras
+    model has a `predict` too, but not the class names and input size a Backend carries: it is
+    refused here rather than at the first face found."""
+    if hasattr(model, "predict") and hasattr(model, "info"):
+        return model
+    if hasattr(model, "predict"):
+        raise FerkitError(f"model: give a path (a run directory, a .keras or an .onnx file) or a ferkit "
+                          f"backend (ferkit.inference.backends.load_backend), not a {type(model).__name__}")
+    return load_backend(model, threads)
 
 
 def given_faces(boxes: Sequence[Sequence[float]], shape: tuple[int, ...]) -> list[Face]:

@@ -25,8 +25,12 @@ log = logging.getLogger("ferkit")
 
 def open_capture(source: str | int) -> cv2.VideoCapture:
     """A camera index ('0'), a video file, a device (/dev/video0) or a stream URL, opened or a clear error."""
-    # A file that exists wins over the camera of the same number: `ferkit video 7` in a folder with a file 7.
-    target = int(source) if str(source).isdigit() and not Path(str(source)).exists() else str(source)
+    # A file that exists wins over the camera of the same number: `ferkit video 7` in a folder with a
+    # file 7. An int is a camera whatever the folder holds.
+    if isinstance(source, int):
+        target: str | int = source
+    else:
+        target = int(source) if source.isdigit() and not Path(source).exists() else source
     if isinstance(target, str) and "://" not in target and not Path(target).exists():
         raise FerkitError(f"video not found: {target}")
     if isinstance(target, str):
@@ -122,8 +126,10 @@ class VideoAnalysis:
         self.tracker = FrameTracker(recognizer, every, smooth)  # bad numbers fail before the source opens
         self._capture = open_capture(os.fspath(source) if isinstance(source, os.PathLike) else source)
         self._read = False
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
-        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None  # None: a camera, a stream
+        fps, count = self._capture.get(cv2.CAP_PROP_FPS), self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        # What OpenCV says when it does not know: 0, -1 (cameras) or NaN, and worse from some streams
+        self.fps = fps if 0 < fps < 1000 else 25.0
+        self.frame_count = int(count) if 0 < count < 2**31 else None  # None: a camera, a stream
 
     def __iter__(self) -> Iterator[VideoFrame]:
         if self._read:  # a camera or stream cannot go back; a file is opened anew by rec.video
