@@ -155,6 +155,7 @@ def test_no_face_is_200_with_empty_list(client):
     ("json_bad_base64", 400, "not valid base64"),
     ("json_not_an_image", 400, "not an image"),
     ("json_too_big", 413, "limit"),
+    ("json_nested_too_deep", 400, 'a JSON body is {"image"'),  # json.loads' RecursionError
 ])
 def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, case, status, message):
     headers = {"content-type": "image/jpeg"}
@@ -179,6 +180,8 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     elif case == "two_files":  # answering for the first alone would look like the second had no face
         response = client.post("/v1/predict", files=[("file", ("a.jpg", group_jpeg, "image/jpeg")),
                                                      ("file", ("b.jpg", group_jpeg, "image/jpeg"))])
+    elif case == "json_nested_too_deep":
+        response = client.post("/v1/predict", content=b"[" * 200_000, headers={"content-type": "application/json"})
     elif case.startswith("json"):
         noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
         body = {"json_not_object": [1, 2], "json_no_image": {"img": "x"}, "json_bad_base64": {"image": "@@@"},
@@ -192,6 +195,55 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     assert response.status_code == status
     assert message in response.json()["error"]
     assert client.get("/v1/health").status_code == 200
+
+
+def test_a_photo_sent_as_a_text_field_is_named_so_at_any_size_within_the_limit(tiny_run):
+    """`curl -F file=<photo.jpg` with a 1.4 MB photo and a 10 MB limit: not Starlette's own
+    "Part exceeded maximum size of 1024KB"."""
+    client = TestClient(create_app(str(tiny_run / "model.onnx"), max_upload_mb=10))
+    answer = client.post("/v1/predict", data={"file": "x" * 1_400_000}, files={"other": ("g.jpg", b"x")})
+    assert answer.status_code == 400 and "is text, not a file" in answer.json()["error"]
+
+
+def test_base64_json_wrapped_and_escaped_as_encoders_write_it_is_within_the_limit(client, group_jpeg):
+    """An image just under the limit, in base64 with MIME's line breaks and JSON's escaped slashes:
+    the body outgrows 4/3 of the limit, the image does not."""
+    image = group_jpeg + bytes(1024 * 1024 - 2048 - len(group_jpeg))  # JPEG decoders stop at its end marker
+    text = base64.encodebytes(image).decode().replace("/", "\\/")
+    body = '{"image": "' + text.replace("\n", "\\n") + '"}'
+    assert len(body) > 1024 * 1024 * 4 // 3 + 1024  # what the cap was
+    answer = client.post("/v1/predict", content=body.encode(), headers={"content-type": "application/json"})
+    assert answer.status_code == 200 and len(answer.json()["faces"]) == 3
+
+
+def test_a_bug_is_a_json_500_and_the_server_stays_up(tiny_run, group_jpeg, monkeypatch):
+    from ferkit.server import app as server
+
+    def broken(*args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(server, "_infer", broken)
+    client = TestClient(create_app(str(tiny_run / "model.onnx")), raise_server_exceptions=False)
+    answer = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 500 and answer.json() == {"error": "internal server error (KeyError)"}
+    assert client.get("/v1/health").status_code == 200
+
+
+def test_the_page_asks_the_api_under_its_own_path(client):
+    """Behind a proxy's prefix reached without its trailing slash, the page's relative requests
+    still go under the prefix."""
+    assert '<base href="/">' in client.get("/").text
+    under = TestClient(client.app, root_path="/emotions").get("/")
+    assert under.status_code == 200 and '<base href="/emotions/">' in under.text
+
+
+def test_a_class_ferkit_has_no_colour_for_gets_one(tiny_run, monkeypatch):
+    """Someone else's model may name a class ferkit's palette lacks: /v1/model still answers."""
+    from ferkit.inference import recognizer
+
+    monkeypatch.delitem(recognizer.COLOURS, "sad")
+    answer = TestClient(create_app(str(tiny_run / "model.onnx"))).get("/v1/model")
+    assert answer.status_code == 200 and answer.json()["colours"]["sad"] == "#ffffff"
 
 
 async def _post(app, receive) -> tuple[int, dict]:

@@ -107,9 +107,42 @@ def test_live_webcam_mode_sends_frames(server_url):
         page.click("#live")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
         assert page.inner_text("#live") == "Stop live webcam"
+        live = page.get_attribute("#faces", "aria-live")  # not four announcements a second
         page.click("#live")
         assert page.inner_text("#live") == "Start live webcam"
+        assert (live, page.get_attribute("#faces", "aria-live")) == ("off", "polite")
         browser.close()
+
+
+def test_the_photo_button_is_reached_by_keyboard_and_takes_the_same_file_again(server_url, group_photo,
+                                                                                tmp_path):
+    """Tab reaches the file input first (display:none could not be focused), and it is emptied once
+    read, so choosing the same photo again, a retry after an error, is a change the page sees."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url)
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        value = page.evaluate("$('file').value")
+        browser.close()
+    assert focused == "file" and value == ""
+
+
+def test_class_names_from_a_model_are_text_not_markup(server_url):
+    """A model file's class names reach the page through the API: shown as written, never run."""
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url)
+        name = "<img src=x onerror=\"window.ran = 1\">"
+        page.evaluate("name => draw(view, [{box: [1, 1, 5, 5], label: name, confidence: 1, scores: {[name]: 1}}])",
+                      name)
+        page.wait_for_timeout(300)
+        found = page.evaluate("[$('faces').querySelectorAll('img').length, window.ran || 0, "
+                              "$('faces').querySelector('h3').textContent]")
+        browser.close()
+    assert found == [0, 0, f"1: {name}"]
 
 
 def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_photo, tmp_path):

@@ -18,7 +18,8 @@ GUI_FIX = "pip install --force-reinstall --no-deps 'opencv-python>=4.8,<5'"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="live webcam (or video file) window with emotions drawn",
-                       description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q or Esc, or close the window, to quit.")
+                       description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q or Esc, "
+                                   "or close the window, to quit.")
     p.add_argument("--source", default="0", help="camera index, video file, device or stream URL (default 0)")
     add_frame_options(p)
     add_model_options(p)

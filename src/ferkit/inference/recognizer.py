@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 COLOURS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160),
            "happy": (30, 200, 240), "neutral": (180, 180, 180), "sad": (200, 120, 40),
            "surprise": (40, 160, 250)}
+UNKNOWN_COLOUR = (255, 255, 255)  # a class of someone else's model that ferkit has no colour for
 FACE_MARGIN = 0.1  # a tenth of the box beyond each side: the best of 0-0.3 in benchmarks/bench_crop.py
 
 
@@ -149,7 +150,7 @@ def given_faces(boxes: Sequence[Sequence[float]], shape: tuple[int, ...]) -> lis
 
 def draw_face(canvas: np.ndarray, face: Face, thickness: int = 2) -> None:
     x, y, w, h = face.box
-    colour = COLOURS.get(face.label, (255, 255, 255))
+    colour = COLOURS.get(face.label, UNKNOWN_COLOUR)
     cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
     if not face.label:
         return

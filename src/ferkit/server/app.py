@@ -8,6 +8,7 @@ before it is decoded, and each failure is a 4xx JSON error.
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import threading
@@ -31,7 +32,7 @@ from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
 from ferkit.inference.images import base64_image, decode_image
-from ferkit.inference.recognizer import COLOURS, EmotionRecognizer
+from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -160,14 +161,22 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         # headers: a 405's Allow, a 503's Retry-After
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)  # a bug's 500 in the API's own shape; the server still logs it
+    async def _crash(request: Request, exc: Exception):
+        return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"error": "; ".join(_where(e) + e["msg"] for e in exc.errors())}, status_code=422)
 
     # HEAD too: uptime checkers and `curl -I` use it
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return (resources.files("ferkit.server") / "static" / "index.html").read_text(encoding="utf-8")
+    async def page(request: Request) -> str:
+        # Its requests are relative to <base>, the app's root: under a proxy's prefix reached without
+        # its trailing slash (https://host/emotions), they would otherwise go to the host's root
+        root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
+        text = (resources.files("ferkit.server") / "static" / "index.html").read_text(encoding="utf-8")
+        return text.replace("<head>", f'<head>\n<base href="{root}/">', 1)
 
     @app.get("/v1/health")
     async def health() -> Health:
@@ -181,7 +190,8 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             detector=engine.detector_name, version=__version__, recipe=_text(info.config.get("recipe")),
             accuracy=engine.metrics.get("accuracy"), macro_f1=engine.metrics.get("macro_f1"),
             evaluated_on=_text(engine.metrics.get("split")),
-            colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS[name]) for name in info.classes})
+            colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS.get(name, UNKNOWN_COLOUR))
+                     for name in info.classes})
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
@@ -260,8 +270,9 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     if not (multipart or as_json or kind.startswith(IMAGE_TYPES) or not kind):
         raise HTTPException(415, f"unsupported content type {kind!r}: send an image, multipart/form-data or "
                                  "JSON with the image in base64")
-    # Room for the multipart framing; base64 takes 4 bytes for every 3
-    cap = max_bytes * 4 // 3 + 1024 if as_json else max_bytes + (64 * 1024 if multipart else 0)
+    # Room for the multipart framing; base64 takes 4 bytes for every 3, and a tenth more covers
+    # line breaks every 76 (MIME's) and JSON's escaped slashes. The image itself is capped below.
+    cap = max_bytes * 4 // 3 * 11 // 10 + 4096 if as_json else max_bytes + (64 * 1024 if multipart else 0)
     declared = request.headers.get("content-length", "")
     if declared.isdecimal() and int(declared) > cap:
         raise too_big
@@ -286,7 +297,9 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
     """The one image in the form's field `file`. The form is closed on the way out: Starlette spools
     an upload over 1 MB to a temporary file, which would otherwise wait for the garbage collector."""
     request._body = body  # Starlette parses the form from the body already read
-    async with request.form() as form:
+    # A part as large as the upload limit: Starlette's own 1 MB cap per text part would otherwise
+    # answer an image sent as text (`-F file=<photo.jpg`) with its message, not the one below
+    async with request.form(max_part_size=len(body) + 1) as form:
         files = form.getlist("file")
         if len(files) > 1:  # answering for the first alone would look like the others had no face
             raise HTTPException(400, f"{len(files)} files in the field 'file': send one image per request")
@@ -305,7 +318,7 @@ def _from_json(body: bytes) -> bytes:
 
     try:
         image = json.loads(body).get("image")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}') from None
     if not isinstance(image, str):
         raise HTTPException(400, 'a JSON body needs "image": the image in base64, or a data: URL')
