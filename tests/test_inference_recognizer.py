@@ -239,6 +239,15 @@ def test_bad_images(tiny_run, bad, message):
     assert len(str(error.value)) < 300  # never the whole of a long input
 
 
+def test_a_photo_deep_in_folders_is_read_however_long_its_path(tiny_run, astronaut, tmp_path):
+    """Over 1,024 characters, within Linux's 4,096: a path, not base64 text."""
+    folder = tmp_path.joinpath(*["f" * 200] * 6)
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "photo.png"), astronaut)
+    assert len(str(folder / "photo.png")) > 1200
+    assert len(EmotionRecognizer(tiny_run).detect(folder / "photo.png")) == 1
+
+
 def test_an_image_at_a_url_is_downloaded(tiny_run, astronaut, web_folder, monkeypatch):
     from ferkit.inference import images
 

@@ -145,13 +145,15 @@ def base64_image(text: str) -> bytes:
 
 def read_image_file(path: Path) -> np.ndarray:
     name = str(path)
-    if len(name) > 1024:  # no real path is this long: base64 text, most likely; not printed whole
+    try:
+        found, refused = path.is_file(), None
+    except OSError as exc:  # a name the file system refuses outright (too long, for one)
+        found, refused = False, exc
+    if not found and len(name) > 1024:  # base64 text, most likely, not a deep path: not printed whole
         raise FerkitError(f"image not found: a path of {len(name):,} characters ({name[:40]}...); an image "
                           "in base64 needs the data URL form, data:image/jpeg;base64,...")
-    try:
-        found = path.is_file()
-    except OSError as exc:  # a name the file system refuses outright (too long, for one)
-        raise FerkitError(f"image not found: {name[:200]} ({exc.strerror or exc})") from None
+    if refused is not None:
+        raise FerkitError(f"image not found: {name[:200]} ({refused.strerror or refused})")
     if not found:
         raise FerkitError(f"image not found: {path}")
     try:
