@@ -56,6 +56,27 @@ def proxied_url(tiny_run):
     yield from _serve(Starlette(routes=[Mount("/emotions", app=create_app(str(tiny_run / "model.onnx")))]))
 
 
+@pytest.fixture(scope="module")
+def stripped_url(tiny_run):
+    """ferkit under /emotions/ behind a proxy that strips the prefix and does not say so (no root_path)."""
+    from starlette.responses import PlainTextResponse
+
+    from ferkit.server import create_app
+
+    app = create_app(str(tiny_run / "model.onnx"))
+
+    async def stripping_proxy(scope, receive, send):
+        if scope["type"] == "http":
+            if not scope["path"].startswith("/emotions"):  # the host's other sites, not ferkit
+                await PlainTextResponse("not ferkit", status_code=404)(scope, receive, send)
+                return
+            path = scope["path"][len("/emotions"):] or "/"
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        await app(scope, receive, send)
+
+    yield from _serve(stripping_proxy)
+
+
 def _open_page(p, server_url: str, flags=(), before=None):
     """Chromium on the page, its model information loaded; `before` runs in the page before its script."""
     browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS + list(flags))
@@ -86,12 +107,14 @@ def test_upload_a_photo_and_see_labels(server_url, group_photo, tmp_path):
     assert len(bars) == 3 * 4 and set(bars) == palette
 
 
-def test_the_page_works_under_a_path_prefix(proxied_url, group_photo, tmp_path):
-    """Its requests are relative: at https://host/emotions/ they go to /emotions/v1/..., not /v1/..."""
+@pytest.mark.parametrize("proxy", ["proxied_url", "stripped_url"])
+def test_the_page_works_under_a_path_prefix(proxy, group_photo, tmp_path, request):
+    """Its requests are relative: at https://host/emotions/ they go to /emotions/v1/..., not /v1/...,
+    whether or not the server is told of the prefix."""
     photo = tmp_path / "group.jpg"
     cv2.imwrite(str(photo), group_photo[0])
     with playwright.sync_playwright() as p:
-        browser, page = _open_page(p, proxied_url + "/emotions")
+        browser, page = _open_page(p, request.getfixturevalue(proxy) + "/emotions")
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".face h3.label", timeout=30_000)
         labels = page.locator(".face h3.label").all_inner_texts()

@@ -172,11 +172,12 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     # HEAD too: uptime checkers and `curl -I` use it
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> str:
-        # Its requests are relative to <base>, the app's root: under a proxy's prefix reached without
-        # its trailing slash (https://host/emotions), they would otherwise go to the host's root
-        root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
+        # Its requests are relative: to the page's own address, which works under a proxy's prefix
+        # that the server is not told of, as long as the address ends in a slash; to <base>, the
+        # app's root, where it is told (--root-path), so that https://host/emotions works too
         text = (resources.files("ferkit.server") / "static" / "index.html").read_text(encoding="utf-8")
-        return text.replace("<head>", f'<head>\n<base href="{root}/">', 1)
+        root = request.scope.get("root_path", "").rstrip("/")
+        return text.replace("<head>", f'<head>\n<base href="{html.escape(root, quote=True)}/">', 1) if root else text
 
     @app.get("/v1/health")
     async def health() -> Health:
