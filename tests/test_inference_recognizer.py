@@ -303,6 +303,22 @@ def test_a_file_opened_as_text_is_a_clear_error(tiny_run, tmp_path):
         EmotionRecognizer(tiny_run).detect(handle)
 
 
+def test_a_stream_read_to_its_end_says_so(astronaut):
+    """A pipe cannot go back: read a second time it gives nothing, which is not 'a corrupt image'."""
+    import os
+
+    from ferkit.inference.images import load_image
+
+    small = cv2.resize(astronaut, (64, 64))  # its PNG fits the pipe's buffer: no reader needed yet
+    read_end, write_end = os.pipe()
+    os.write(write_end, cv2.imencode(".png", small)[1].tobytes())
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:
+        assert load_image(pipe).shape == small.shape
+        with pytest.raises(FerkitError, match="read to its end already"):
+            load_image(pipe)
+
+
 def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
     with pytest.raises(FerkitError, match="larger than OpenCV decodes"):
         EmotionRecognizer(tiny_run).detect(png_header_only(40_000, 40_000))

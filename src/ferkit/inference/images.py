@@ -123,6 +123,9 @@ def _read_stream(stream: Any) -> bytes:
         raise FerkitError("the file object reads asynchronously: pass `await upload.read()`, its bytes")
     if not isinstance(data, (bytes, bytearray)):
         raise FerkitError("the file object gave text, not bytes: open the image in binary mode ('rb')")
+    if not data:  # a pipe or socket cannot go back: the commonest cause is reading it a second time
+        raise FerkitError("the file object gave no bytes: it is empty, or was read to its end already "
+                          "(a stream that cannot seek is read once: pass its bytes to use them twice)")
     if start is not None:
         stream.seek(start)
     return bytes(data)
