@@ -198,6 +198,8 @@ def test_a_video_file_named_like_a_camera_is_the_file(tiny_video, tmp_path, monk
         capture.release()
     with pytest.raises(FerkitError, match="cannot open camera 7"):
         open_capture(7)  # from the Python API an int is the camera, whatever the folder holds
+    with pytest.raises(FerkitError, match="cannot open camera 7"):
+        open_capture(np.int64(7))
 
 
 @pytest.mark.parametrize("fps, count", [(0.0, -1.0), (float("nan"), float("nan")), (90000.0, -9.2e18)])

@@ -27,9 +27,10 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     """A camera index ('0'), a video file, a device (/dev/video0) or a stream URL, opened or a clear error."""
     # A file that exists wins over the camera of the same number: `ferkit video 7` in a folder with a
     # file 7. An int is a camera whatever the folder holds.
-    if isinstance(source, int):
-        target: str | int = source
+    if isinstance(source, numbers.Integral):  # numpy's ints too
+        target: str | int = int(source)
     else:
+        source = str(source)
         target = int(source) if source.isdigit() and not Path(source).exists() else source
     if isinstance(target, str) and "://" not in target and not Path(target).exists():
         raise FerkitError(f"video not found: {target}")
