@@ -8,8 +8,9 @@ come close to it: scripts/gpu_train.sh packs each finished run this way before a
 `unpack` rebuilds the network from the run's config.json as training saves it
 (ferkit.training.trainer.inference_model), with the weights back in float32. float16 keeps 11
 bits of mantissa: each weight moves by at most 1 part in 2,048 (by at most 3e-8 below 6e-5, where
-float16 has fewer bits), well under what int8 quantization of the bundled model then moves it by. A run whose weights do not fit float16 (over 65,504) is left
-as it was, and so is one that cannot be read: the others are still done, and the exit status says.
+float16 has fewer bits), well under what int8 quantization of the bundled model then moves it
+by. A run whose weights do not fit float16 (over 65,504) is left as it was, and so is one that
+cannot be read: the others are still done, and the exit status says.
 """
 
 from __future__ import annotations
