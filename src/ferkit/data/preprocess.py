@@ -41,7 +41,9 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
-    """3-channel BGR from a gray, (H, W, 1), BGR or BGRA uint8 image; a BGR image is returned as is."""
+    """3-channel uint8 BGR from a gray, (H, W, 1), BGR or BGRA image of any numeric type, as
+    `to_gray` takes them; a uint8 BGR image is returned as is."""
+    image = to_uint8(image)
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ferkit.choices import DETECTORS
-from ferkit.data.preprocess import to_bgr, to_gray, to_uint8
+from ferkit.data.preprocess import to_bgr, to_gray
 from ferkit.errors import FerkitError
 
 YUNET_MODEL = "face_detection_yunet_2026may.onnx"
@@ -113,7 +113,7 @@ class YuNetDetector:
         self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        bgr = to_bgr(to_uint8(image))  # 16-bit or float pixels, as Haar's to_gray takes them
+        bgr = to_bgr(image)
         small, scale = _downscaled(bgr, self.max_side)
         faces = self._detect_at(small, scale, (0, 0), image.shape)
         if self.second_pass and scale < 1.0:
