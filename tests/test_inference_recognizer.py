@@ -62,6 +62,19 @@ def test_an_option_the_detector_does_not_take_is_named(tiny_run):
         EmotionRecognizer(tiny_run, "haar", score_threshold=0.5)
 
 
+def test_options_for_what_ferkit_loads_are_refused_with_what_it_was_given_loaded(tiny_run):
+    """threads and detector options only shape what ferkit itself loads: with a loaded backend or
+    detector they would be ignored, so they are refused rather than silently dropped."""
+    from ferkit.inference.faces import create_detector
+
+    shared = load_backend(tiny_run)
+    with pytest.raises(FerkitError, match="a loaded backend keeps the threads"):
+        EmotionRecognizer(shared, threads=1)
+    with pytest.raises(FerkitError, match=r"detector options \(min_size, score_threshold\) are for a detector"):
+        EmotionRecognizer(shared, create_detector("yunet"), score_threshold=0.5, min_size=10)
+    assert EmotionRecognizer(shared, create_detector("haar")).backend is shared  # without them, both are used
+
+
 def test_boxes_from_another_detector_are_cropped_and_scored_as_ferkits_own(tiny_run, group_photo):
     image, _ = group_photo
     rec = EmotionRecognizer(tiny_run, align=False)  # given boxes come without landmarks to level

@@ -48,6 +48,9 @@ class EmotionRecognizer:
         if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)
                                       or max_faces < 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
+        if detector_options and not isinstance(detector, str):
+            raise FerkitError(f"detector options ({', '.join(sorted(detector_options))}) are for a detector ferkit "
+                              "creates by name: give them to the detector you pass instead")
         self.backend = _backend(model, threads)
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
         self.margin, self.align, self.tta, self.max_faces = margin, align, tta, max_faces
@@ -124,6 +127,9 @@ def _backend(model: Any, threads: int | None) -> Backend:
     model has a `predict` too, but not the class names and input size a Backend carries: it is
     refused here rather than at the first face found."""
     if hasattr(model, "predict") and hasattr(model, "info"):
+        if threads is not None:  # its sessions already exist: the count cannot change now
+            raise FerkitError("threads is for a model ferkit loads: a loaded backend keeps the threads it "
+                              "was loaded with (load_backend(path, threads))")
         return model
     if hasattr(model, "predict"):
         raise FerkitError(f"model: give a path (a run directory, a .keras or an .onnx file) or a ferkit "
