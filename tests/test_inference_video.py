@@ -156,9 +156,20 @@ def test_a_truncated_video_is_reported(tiny_run, group_photo, tmp_path, caplog):
 
 
 def test_unwritable_video_output(tiny_run, tiny_video, tmp_path):
-    with pytest.raises(FerkitError, match="cannot write video"):
+    with pytest.raises(FerkitError, match="cannot write video .*: check the folder exists"):
         process_video(EmotionRecognizer(tiny_run), str(tiny_video), str(tmp_path / "no" / "out.mp4"),
                       progress=False)
+
+
+def test_a_video_too_narrow_to_write_says_why(tiny_run, tmp_path):
+    """OpenCV reads 1-pixel-wide video but cannot write it as mp4v: the folder is not the problem."""
+    path = tmp_path / "strip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1, 8))
+    for i in range(3):
+        writer.write(np.full((8, 1, 3), 40 * i, np.uint8))
+    writer.release()
+    with pytest.raises(FerkitError, match="its frames are 1x8 pixels, and an annotated copy needs at least 2x2"):
+        process_video(EmotionRecognizer(tiny_run), str(path), str(tmp_path / "out.mp4"), progress=False)
 
 
 def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video, tmp_path, capsys):

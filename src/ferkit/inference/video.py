@@ -240,7 +240,12 @@ def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     check_opencv_name(path)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
     if not writer.isOpened():
-        raise FerkitError(f"cannot write video {path}: check the folder exists and the name ends in .mp4")
+        height, width = frame.shape[:2]
+        if min(height, width) < 2:  # mp4v has no 1-pixel-wide pictures: a missing folder is not why
+            raise FerkitError(f"cannot write video {path}: its frames are {width}x{height} pixels, and an "
+                              "annotated copy needs at least 2x2")
+        raise FerkitError(f"cannot write video {path}: check the folder exists and the name ends in "
+                          f"{', '.join(VIDEO_SUFFIXES)}")
     return writer
 
 
