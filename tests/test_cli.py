@@ -250,6 +250,32 @@ def test_export_never_writes_over_the_model_it_reads(tiny_run, tmp_path, capsys)
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
+def test_exporting_another_keras_file_names_the_export_after_it(tiny_run, tmp_path, capsys):
+    """A run reads its model.onnx before its model.keras: `export run/old.keras` as model.onnx would
+    swap the run's model, so such a file's export takes its own name."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copy(run / "model.keras", run / "happy v2.keras")
+    before = (run / "model.onnx").read_bytes()
+    assert main(["export", str(run / "happy v2.keras")]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "happy v2.onnx")
+    assert (run / "model.onnx").read_bytes() == before and (run / "happy v2.onnx").stat().st_size > 10_000
+    assert main(["export", str(run / "model.keras")]) == 0  # the run's own network: the run's own file
+    assert capsys.readouterr().out.strip() == str(run / "model.onnx")
+
+
+def test_calibration_flags_say_what_is_wrong_with_them(tiny_run, tmp_path, capsys):
+    assert main(["export", str(tiny_run), "--calibration", str(tmp_path / "typo.zip"), "--output",
+                 str(tmp_path / "m.onnx")]) == 2  # without int8 it would change nothing
+    assert "calibration faces are for int8 quantization: add --quantize int8" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    assert main(["export", str(tiny_run), "--quantize", "int8", "--calibration", str(tmp_path / "typo.zip"),
+                 "--output", str(tmp_path / "m.onnx")]) == 2
+    assert f"--calibration {tmp_path / 'typo.zip'}: not found" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("metrics", ['{"note": "of another model"}', "{broken", "[1, 2]"])
 def test_info_passes_over_a_metrics_file_that_is_not_the_models(tiny_run, tmp_path, capsys, metrics):
     import shutil

@@ -33,12 +33,13 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
         raise FerkitError("exporting to ONNX needs onnx and tf2onnx: pip install 'ferkit[train]'") from None
     if quantize not in QUANTIZE:
         raise FerkitError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
+    if calibration is not None and quantize != "int8":  # it would change nothing: said, not ignored
+        raise FerkitError("calibration faces are for int8 quantization: add --quantize int8, or leave out "
+                          "--calibration")
     model, info = load_keras_model(model_path)
-    source = Path(model_path)
-    run = RunDir(source if source.is_dir() else source.parent)
-    out = Path(output) if output else (run.onnx_int8_model if quantize == "int8" else run.onnx_model)
+    out = Path(output) if output else _default_output(Path(model_path), quantize)
     # Read first: data moved or deleted since training is said before the conversion's work.
-    faces = _calibration_faces(calibration or info.config.get("data"), info) if quantize == "int8" else None
+    faces = _calibration_faces(calibration, info) if quantize == "int8" else None
     model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))  # Keras exports called models only
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
@@ -55,14 +56,26 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     return out
 
 
-def _calibration_faces(data: str | Path | None, info) -> np.ndarray:
+def _default_output(source: Path, quantize: str) -> Path:
+    """The run's model.onnx (model-int8.onnx) for a run or its own model.keras; beside any other
+    .keras file, its own name: a run directory reads its model.onnx before its model.keras, so
+    exporting an older copy of the network as model.onnx would swap the run's model."""
+    run = RunDir(source if source.is_dir() else source.parent)
+    if source.is_dir() or source.name in (run.keras_model.name, run.model_json.name):
+        return run.onnx_int8_model if quantize == "int8" else run.onnx_model
+    return source.with_name(f"{source.stem}{'-int8' if quantize == 'int8' else ''}.onnx")
+
+
+def _calibration_faces(given: str | Path | None, info) -> np.ndarray:
     from ferkit.data.preprocess import to_model_input
     from ferkit.data.sources import load_fer
 
+    data = given or info.config.get("data")
     if not data:
         raise FerkitError("int8 quantization needs calibration faces: give --calibration DATA")
     if not Path(data).exists():
-        raise FerkitError(f"int8 quantization calibrates on the run's training data, {data}, which is not "
+        raise FerkitError(f"--calibration {data}: not found" if given else
+                          f"int8 quantization calibrates on the run's training data, {data}, which is not "
                           "there any more: give --calibration DATA")
     faces = load_fer(data)
     pool = np.flatnonzero(faces.usage == "train") if (faces.usage == "train").any() else np.arange(len(faces))
