@@ -298,6 +298,22 @@ def test_info_leaves_out_per_class_figures_it_cannot_read(tiny_run, tmp_path, ca
     assert "accuracy 0.5000" in out and " f1 " not in out
 
 
+@pytest.mark.parametrize("config, message", [('{"classes": ["angry",', "is damaged or unreadable"),
+                                             ("[1, 2]", "is damaged: it holds no run's settings"),
+                                             ('{"classes": ["angry", "happy"]}', "lacks the model's classes or image_size")])
+def test_a_damaged_config_json_is_named_not_a_traceback(tiny_run, tmp_path, capsys, config, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "model.onnx").unlink()  # an export carries its own classes and size: info then reads config.json
+    (run / "config.json").write_text(config)
+    for command in (["info", "--model", str(run)], ["export", str(run), "--output", str(tmp_path / "m.onnx")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(run / "config.json") in err and "Traceback" not in err
+
+
 def test_a_json_that_is_not_a_keras_model_is_a_clear_error(tiny_run, tmp_path, capsys):
     import shutil
 

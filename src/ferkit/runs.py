@@ -115,7 +115,13 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         if not self.config.is_file():
             raise FerkitError(f"{self.path} is not a ferkit run directory (no config.json)")
-        return json.loads(self.config.read_text(encoding="utf-8"))
+        try:
+            config = json.loads(self.config.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # cut short, hand-edited, unreadable
+            raise FerkitError(f"{self.config} is damaged or unreadable ({exc})") from None
+        if not isinstance(config, dict):
+            raise FerkitError(f"{self.config} is damaged: it holds no run's settings")
+        return config
 
 
 def default_path(name: str) -> Path:
@@ -152,7 +158,10 @@ def model_info(model_path: str | Path, num_outputs: int | None = None,
     run = RunDir(path if path.is_dir() else path.parent)
     if run.config.is_file():
         config = run.read_config()
-        return ModelInfo(tuple(config["classes"]), int(config["image_size"]), config)
+        try:
+            return ModelInfo(tuple(config["classes"]), int(config["image_size"]), config)
+        except (KeyError, TypeError, ValueError):
+            raise FerkitError(f"{run.config} is damaged: it lacks the model's classes or image_size") from None
     by_size = {len(EMOTIONS): EMOTIONS, len(SEED_CLASSES): SEED_CLASSES}
     if num_outputs in by_size and image_size:
         return ModelInfo(by_size[num_outputs], image_size, {})
