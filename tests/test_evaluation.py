@@ -54,6 +54,10 @@ def test_evaluate_rebuilds_the_test_split(trained_run, tmp_path):
     assert sum(m["support"] for m in metrics["per_class"].values()) == 60
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["split"].startswith("official")
+    before = (tmp_path / "out" / "metrics.json").read_bytes()
+    with pytest.raises(FerkitError, match=r"already holds an evaluation \(metrics.json, confusion_matrix.png\)"):
+        evaluate("default", data, split="all", output=tmp_path / "out")  # another model, same folder
+    assert (tmp_path / "out" / "metrics.json").read_bytes() == before
 
 
 def test_evaluate_never_writes_over_a_training_runs_own_results(trained_run):
@@ -112,6 +116,27 @@ def test_evaluate_checks_its_output_before_evaluating(trained_run, tmp_path, cap
     assert main(["evaluate", str(result.run_dir), str(data), "--output", str(tmp_path / "taken")]) == 2
     captured = capsys.readouterr()
     assert "is a file" in captured.err and "accuracy" not in captured.out
+
+
+def test_a_failed_command_leaves_no_empty_folder_behind(trained_run, tmp_path, capsys):
+    """The output folders a command makes before its work are removed again when that work fails at
+    once (data or model not found), and folders that were there before stay."""
+    from ferkit.cli import main
+
+    result, data = trained_run
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "no-photos").mkdir()
+    for command in (["evaluate", str(result.run_dir), str(tmp_path / "typo.zip"), "--output", "{out}/eval"],
+                    ["evaluate", str(tmp_path / "nope"), str(data), "--output", "{out}/eval"],
+                    ["export", str(tmp_path / "nope"), "--output", "{out}/m.onnx"],
+                    ["predict", str(tmp_path / "no-photos"), "--save-annotated", "{out}/a", "--csv", "{out}/c/f.csv"],
+                    ["predict", str(data / "test"), "--model", str(tmp_path / "nope"), "--csv", "{out}/f.csv"],
+                    ["video", str(tmp_path / "nope.mp4"), "--csv", "{out}/f.csv", "--plot", "{out}/p/t.png"]):
+        for out, stays in ((tmp_path / "new" / "deeper", False), (tmp_path / "kept", True)):
+            assert main([part.replace("{out}", str(out)) for part in command]) == 2, command
+            assert (out.exists(), (tmp_path / "new").exists()) == (stays, False), command
+            assert list((tmp_path / "kept").iterdir()) == [], command
+    capsys.readouterr()
 
 
 def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_run, caplog):

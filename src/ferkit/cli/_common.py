@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ferkit.choices import DETECTORS
@@ -106,3 +107,25 @@ def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | P
         except OSError as exc:
             raise FerkitError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(*outputs: str | Path | None, folder: bool = False) -> Iterator[None]:
+    """The folders that `output_path` makes for `outputs` (folders themselves if `folder`, else the
+    files' folders) are removed again, if still empty, when the command fails: a typo in the data or
+    the model must not leave an empty results folder behind."""
+    made = []
+    for name in outputs:
+        if name is not None:
+            path = Path(name) if folder else Path(name).parent
+            made.append([p for p in (path, *path.parents) if not p.exists()])  # the deepest first
+    try:
+        yield
+    except BaseException:
+        for chain in made:
+            for path in chain:
+                try:
+                    path.rmdir()  # only if empty: what the command wrote stays
+                except OSError:
+                    break
+        raise

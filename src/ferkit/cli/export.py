@@ -21,16 +21,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.cli._common import output_path
+    from ferkit.cli._common import new_folders_removed_on_failure, output_path
     from ferkit.errors import FerkitError
     from ferkit.models.export import export_onnx
 
     # ferkit reads ONNX by its suffix, and so no run file (model.keras, config.json) is written over.
     if args.output and Path(args.output).suffix.lower() != ".onnx":
         raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")
-    output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
-    _refuse_another_run(Path(args.model), args.output)
-    print(export_onnx(args.model, args.output, args.quantize, args.calibration))
+    with new_folders_removed_on_failure(args.output):
+        output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
+        _refuse_another_run(Path(args.model), args.output)
+        print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0
 
 

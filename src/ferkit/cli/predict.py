@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.cli._common import add_model_options, output_path, recognizer
+from ferkit.cli._common import add_model_options, new_folders_removed_on_failure, output_path, recognizer
 
 
 def add_parser(sub) -> None:
@@ -35,12 +35,13 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.inference.faces import Face
     from ferkit.inference.images import find_images, load_image
 
-    annotated = output_path(args.save_annotated, folder=True)
-    images = find_images(args.paths, leave_out=annotated)
-    if not images:  # said before the model's load, which takes seconds
-        raise FerkitError(f"no images found in {', '.join(args.paths)}")
-    csv_path = output_path(args.csv, inputs=images)
-    rec = recognizer(args)
+    with new_folders_removed_on_failure(args.save_annotated, folder=True), new_folders_removed_on_failure(args.csv):
+        annotated = output_path(args.save_annotated, folder=True)
+        images = find_images(args.paths, leave_out=annotated)
+        if not images:  # said before the model's load, which takes seconds
+            raise FerkitError(f"no images found in {', '.join(args.paths)}")
+        csv_path = output_path(args.csv, inputs=images)
+        rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
     results, failed, taken = [], 0, {path.resolve() for path in images if isinstance(path, Path)}
     # A bar where nothing else shows the progress: the lines on a terminal do

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ferkit.cli._common import add_frame_options, add_model_options, output_path, recognizer
+from ferkit.cli._common import (add_frame_options, add_model_options, new_folders_removed_on_failure,
+                                output_path, recognizer)
 
 
 def add_parser(sub) -> None:
@@ -31,10 +32,11 @@ def run(args: argparse.Namespace) -> int:
         raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(outputs)}")
     if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # now, not after the first frame
         raise FerkitError(f"--output {args.output}: a video's name ends in {', '.join(VIDEO_SUFFIXES)}")
-    for out in outputs:
-        output_path(out, inputs=[args.input])
-    summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
-                            progress=not args.quiet, smooth=args.smooth)
+    with new_folders_removed_on_failure(*outputs):
+        for out in outputs:
+            output_path(out, inputs=[args.input])
+        summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
+                                progress=not args.quiet, smooth=args.smooth)
     print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
           f"({summary['fps']:.1f} frames/s)")
     _print_tracks(summary["tracks"])

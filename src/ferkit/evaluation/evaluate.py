@@ -34,9 +34,8 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     """
     if not isinstance(tta, bool):  # tta="no" would be true
         raise FerkitError(f"tta must be True or False, got {tta!r}")
-    if output is not None and RunDir(Path(output)).holds_run():  # before minutes of predicting
-        raise FerkitError(f"{output} holds a training run, whose metrics.json and confusion matrix are its "
-                          f"own test results: give the evaluation another --output (e.g. {Path(output) / split})")
+    if output is not None:
+        _check_output(RunDir(Path(output)), split)
     probs, faces = _predict(model, data, split, tta)
     metrics = classification_metrics(faces.labels, probs, faces.classes)
     metrics.update(split=faces.description, model=str(model), data=str(data), tta=tta,
@@ -47,6 +46,18 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         run.path.mkdir(parents=True, exist_ok=True)
         write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
     return metrics
+
+
+def _check_output(run: RunDir, split: str) -> None:
+    """Before minutes of predicting: an evaluation never replaces a run's or an earlier evaluation's
+    results (two models compared in one folder would leave only the second's)."""
+    if run.holds_run():
+        raise FerkitError(f"{run.path} holds a training run, whose metrics.json and confusion matrix are its "
+                          f"own test results: give the evaluation another --output (e.g. {run.path / split})")
+    earlier = [path.name for path in (run.metrics, run.confusion_plot) if path.exists()]
+    if earlier:
+        raise FerkitError(f"{run.path} already holds an evaluation ({', '.join(earlier)}): give another --output, "
+                          "or delete them to evaluate again")
 
 
 def predict_split(model: str | Path, data: str | Path, split: str = "val",
