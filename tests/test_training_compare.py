@@ -91,6 +91,20 @@ def test_compare_refuses_a_folder_holding_one_of_its_runs_before_training_any(sy
         module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES)
 
 
+@pytest.mark.parametrize("table", ["compare.md", "compare.csv", "val_curves.png"])
+def test_compare_refuses_a_folder_holding_an_earlier_comparison_before_training_any(synthetic_folder, tmp_path,
+                                                                                    monkeypatch, table):
+    """Its table would hold the new recipes alone: the earlier recipes' rows would be lost."""
+    from ferkit.training import compare as module
+
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / table).write_text("an earlier comparison's")
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match=f"cmp already holds a comparison \\({table}\\): give compare another"):
+        module.compare(synthetic_folder, ["seed-custom"], tmp_path / "cmp", epochs=1, classes=CLASSES)
+    assert (tmp_path / "cmp" / table).read_text() == "an earlier comparison's"
+
+
 def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp_path, monkeypatch):
     from ferkit.cli import main
     from ferkit.training import compare as module

@@ -26,6 +26,7 @@ from ferkit.training.trainer import build_model, describe_fallback, train
 
 log = logging.getLogger("ferkit")
 PROTOCOL = ("classes", "split", "fractions", "seed")  # what every compared recipe must share
+MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a comparison writes beside its runs
 
 
 def compare(data: str | Path, recipes: list[str], output: str | Path | None = None,
@@ -64,7 +65,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
 
 def _write(out: Path, rows: list[dict[str, Any]], first: TrainConfig, notes: list[str]) -> None:
     write_table(out, rows, first, notes)
-    plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / "val_curves.png")
+    plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / CURVES)
     log.info("comparison written to %s", out)
 
 
@@ -86,6 +87,9 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
                           "give compare another --output")
     for name in names:  # a file there, or a user's files a run would replace: now, not after the first recipes
         RunDir(out / name).check_free()
+    tables = [name for name in (MARKDOWN, CSV, CURVES) if (out / name).exists()]
+    if tables:  # an earlier comparison's table, which this one's would replace with its recipes alone
+        raise FerkitError(f"{out} already holds a comparison ({', '.join(tables)}): give compare another --output")
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
         # built, so that bad option values fail too, with its weights: a download that cannot be made
@@ -127,7 +131,7 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:
-    with open(out / "compare.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(out / CSV, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -145,4 +149,4 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "
                        "have fitted its time limit here" for r in rows if r["fallback"])]
     lines += ["", *notes] if notes else []
-    (out / "compare.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / MARKDOWN).write_text("\n".join(lines) + "\n", encoding="utf-8")
