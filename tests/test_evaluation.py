@@ -206,3 +206,15 @@ def test_one_epochs_curves_sit_on_whole_epochs():
     _epoch_axis(ax, "two epochs")
     assert 0.9 < ax.get_xlim()[0] < 1 and 2 < ax.get_xlim()[1] < 2.1
     plt.close(fig)
+
+
+def test_plots_show_dollar_signs_as_written(tmp_path):
+    """matplotlib reads text between two $ as mathematics: a folder or recipe named so failed the
+    figure (`d$x_$` is no formula) after the whole evaluation or comparison."""
+    from ferkit.evaluation.plots import literal, plot_confusion, plot_overlay
+
+    plot_confusion([[3, 1], [0, 4]], ["a$_$", "happy"], tmp_path / "cm.png", "Confusion matrix, d$x_$, test")
+    (tmp_path / "history.csv").write_text("epoch,val_accuracy,val_loss\n0,0.5,1.2\n1,0.6,1.1\n")
+    plot_overlay({"my$_$recipe": tmp_path / "history.csv"}, tmp_path / "curves.png")
+    assert (tmp_path / "cm.png").stat().st_size > 1000 and (tmp_path / "curves.png").stat().st_size > 1000
+    assert literal("d$x_$") == r"d\$x_\$"

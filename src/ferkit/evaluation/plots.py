@@ -39,10 +39,16 @@ def plot_overlay(histories: dict[str, Path], path: Path) -> None:
         history = read_history(history_path)
         epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
         for ax, key in zip(axes, ("val_accuracy", "val_loss")):
-            ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=name)
+            ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=literal(name))
     for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
         _epoch_axis(ax, title)
     _save(fig, path)
+
+
+def literal(text: str) -> str:
+    """`text` shown as written: matplotlib reads what lies between two $ as mathematics, so a
+    folder named `d$x_$` garbled a title, or failed the plot after a whole evaluation."""
+    return text.replace("$", r"\$")
 
 
 def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
@@ -66,7 +72,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     """Row-normalised colours (recall per class) with the raw counts written in each cell."""
     counts = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.1 * len(classes) + 1.5), dpi=110)
-    display = ConfusionMatrixDisplay(counts, display_labels=list(classes)).plot(
+    display = ConfusionMatrixDisplay(counts, display_labels=[literal(name) for name in classes]).plot(
         ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45
     )
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -74,5 +80,5 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     display.im_.set_clim(0, 1)
     for text, rate in zip(display.text_.ravel(), rates.ravel()):
         text.set_color("white" if rate > 0.5 else "black")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     _save(fig, path)
