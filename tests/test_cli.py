@@ -267,6 +267,8 @@ def test_exporting_another_keras_file_names_the_export_after_it(tiny_run, tmp_pa
 
 
 def test_calibration_flags_say_what_is_wrong_with_them(tiny_run, tmp_path, capsys):
+    assert main(["export", "default"]) == 2
+    assert "the bundled model is an ONNX file already" in capsys.readouterr().err
     assert main(["export", str(tiny_run), "--calibration", str(tmp_path / "typo.zip"), "--output",
                  str(tmp_path / "m.onnx")]) == 2  # without int8 it would change nothing
     assert "calibration faces are for int8 quantization: add --quantize int8" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def test_metrics_on_known_predictions():
 def test_macro_f1_leaves_out_classes_the_data_lacks():
     m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 0, 1]], ["a", "b", "c"])
     assert m["per_class"]["c"]["support"] == 0 and m["macro_f1"] == pytest.approx(1.0)
-    assert "  c         no test faces" in format_metrics(m).splitlines()  # not an F1 of 0.000
+    assert "  c         no faces scored" in format_metrics(m).splitlines()  # not an F1 of 0.000
     m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 2, 1]], ["a", "b", "c"])
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)  # a wrong "c" still costs "a" its recall
 
@@ -88,7 +88,7 @@ def test_evaluate_all_drops_unknown_classes_and_says_so(trained_run, tmp_path, c
         (data / "test" / "fear").rmdir()
     assert sum(m["support"] for m in metrics["per_class"].values()) == 300
     assert metrics["skipped"]["other_classes"] == 7
-    assert "fear" in caplog.text
+    assert "7 faces of class(es) the model does not know: fear (7)\n" in caplog.text + "\n"  # not disgust, neutral
 
 
 def test_evaluate_bad_inputs(trained_run, tmp_path):

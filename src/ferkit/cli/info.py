@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
               f"({metrics.get('split', 'test split')}{of})")
         for name, m in metrics.get("per_class", {}).items():
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}" if m["support"]
-                  else f"  {name:<9} no test faces")
+                  else f"  {name:<9} no faces scored")
     return 0

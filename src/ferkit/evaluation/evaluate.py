@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ferkit.choices import EVAL_SPLITS
-from ferkit.data.labels import EMOTIONS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
 from ferkit.data.splits import has_usage, make_splits, select_classes
@@ -44,7 +43,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     if output is not None:
         run = RunDir(Path(output))
         run.path.mkdir(parents=True, exist_ok=True)
-        write_metrics(run, metrics, title=f"{Path(str(data)).name}, {split}")
+        write_metrics(run, metrics, title=f"{Path(data).absolute().name}, {split}")  # "." is its folder
     return metrics
 
 
@@ -88,12 +87,13 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     dataset = load_fer(data)
     if dataset.skipped:
         log.warning("skipped %s", describe_skipped(dataset.skipped))
+    others = {name: n for name, n in dataset.class_counts().items() if name not in info.classes}
     dataset, left_out = select_classes(dataset, info.classes, require_all=False)
     if not len(dataset):
         raise FerkitError(f"{data} has no faces of the model's classes ({', '.join(info.classes)})")
-    if left_out:
-        dropped = sorted(set(EMOTIONS) - set(info.classes))
-        log.warning("left out %d faces of class(es) the model does not know: %s", left_out, ", ".join(dropped))
+    if left_out:  # the classes the data has and the model lacks, not all it lacks
+        log.warning("left out %d faces of class(es) the model does not know: %s", left_out,
+                    ", ".join(f"{name} ({n})" for name, n in others.items()))
     images, labels, description = _split_faces(dataset, split, info.config, model, data)
     _warn_if_another_protocol(recorded_metrics(backend).get("split"), description, split)
     batch = to_model_input(images, info.image_size)

@@ -38,5 +38,5 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     lines = [f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"]
     for name, m in metrics["per_class"].items():
         lines.append(f"  {name:<9} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-                     f"f1 {m['f1']:.3f}  n={m['support']}" if m["support"] else f"  {name:<9} no test faces")
+                     f"f1 {m['f1']:.3f}  n={m['support']}" if m["support"] else f"  {name:<9} no faces scored")
     return "\n".join(lines)
