@@ -10,6 +10,14 @@ from conftest import without_train_extra
 from ferkit.cli import COMMANDS, main
 
 
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"ferkit {version('ferkit')}\n"
+
+
 def test_help_for_every_command(capsys):
     for command in COMMANDS:
         with pytest.raises(SystemExit) as exit_info:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from ferkit import __version__
 from ferkit.errors import FerkitError, missing_package
 
 COMMANDS = ("train", "evaluate", "compare", "export", "predict", "video", "demo", "info", "serve")
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="ferkit", description="Facial emotion recognition on FER2013.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-V", "--version", action="version", version=f"ferkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         import_module(f"ferkit.cli.{name}").add_parser(sub)
