@@ -131,6 +131,85 @@ def test_unreadable_images_are_counted(tmp_path):
     assert data.skipped["file outside an emotion folder (train/contempt)"] == 1
 
 
+def test_a_zip_damaged_in_places_counts_those_faces_and_reads_the_rest(tmp_path, real_members):
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in real_members[:3]:
+            archive.writestr(name, data)
+    raw = bytearray(good.read_bytes())
+    second = raw.find(real_members[1][0].encode()) + len(real_members[1][0])  # its local header's name
+    raw[second + 20] ^= 0xFF  # a flipped byte in that face's compressed data: a bad checksum
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    data = load_fer(tmp_path / "damaged.zip")
+    assert len(data) == 2 and data.skipped == {"damaged in the zip": 1}
+
+
+def test_a_password_protected_zip_says_so(tmp_path, real_members):
+    path = tmp_path / "locked.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in real_members[:2]:
+            archive.writestr(name, data)
+    raw = bytearray(path.read_bytes())
+    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
+        raw[at + (6 if raw[at + 2] == 3 else 8)] |= 0x1  # the "encrypted" flag, as zip -P sets it
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FerkitError, match="2 of its files are password-protected: unzip it with its password"):
+        load_fer(path)
+
+
+def test_a_zip_with_windows_backslashes_reads_like_one_with_slashes(tmp_path, real_members):
+    path = tmp_path / "windows.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train\\happy\\", b"")  # its folder entries too
+        for name, data in real_members[:3]:
+            archive.writestr(name.replace("/", "\\"), data)
+    data = load_fer(path)
+    assert len(data) == 3 and not data.skipped
+    assert list(data.labels) == list(load_fer(_zip_of(tmp_path / "plain.zip", real_members[:3])).labels)
+
+
+def _zip_of(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_folder_holding_fer2013_csv_reads_it_and_several_csvs_are_named(tmp_path):
+    pixels = " ".join(["7"] * 2304)
+    extracted = tmp_path / "fer2013"  # what fer2013.tar.gz extracts to
+    extracted.mkdir()
+    (extracted / "fer2013.csv").write_text(f"emotion,pixels,Usage\n3,{pixels},Training\n")
+    (extracted / "README").write_text("the dataset's readme")
+    assert [EMOTIONS[i] for i in load_fer(extracted).labels] == ["happy"]
+    kaggle = tmp_path / "kaggle.zip"  # the competition's download: several tables, none of them images
+    with zipfile.ZipFile(kaggle, "w") as archive:
+        for name in ("train.csv", "test.csv", "icml_face_data.csv"):
+            archive.writestr(name, f"emotion,pixels\n3,{pixels}\n")
+        archive.writestr("fer2013.tar.gz", b"...")
+    with pytest.raises(FerkitError, match=r"holds 3 CSV files and no images \(icml_face_data.csv, test.csv, train.csv\)"):
+        load_fer(kaggle)
+
+
+def test_a_quote_never_closed_in_a_csv_is_an_error_not_a_few_faces(tmp_path):
+    good = " ".join(["1"] * 2304)
+    path = tmp_path / "f.csv"
+    rows = [f'3,"{good}",Training'] * 5
+    rows[1] = f'3,"{good},Training'  # its closing quote lost: the rows after it would be one field
+    path.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    with pytest.raises(FerkitError, match="line .*: a field runs over several lines .*quote"):
+        load_fer(path)
+
+
+def test_csv_usage_takes_the_folder_names_too_and_names_the_rest(tmp_path, caplog):
+    pixels = " ".join(["7"] * 2304)
+    path = tmp_path / "f.csv"
+    path.write_text("emotion,pixels,Usage\n" + "".join(f"3,{pixels},{usage}\n"
+                                                       for usage in ("train", "Test", "validation", "dev", "dev")))
+    assert list(load_fer(path).usage) == ["train", "public", "val", "", ""]
+    assert "Usage values ferkit does not know, read as no usage: 'dev' (2)" in caplog.text
+
+
 def test_zip_ignores_os_metadata(tmp_path, real_members):
     path = tmp_path / "mac.zip"
     with zipfile.ZipFile(path, "w") as archive:

@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -66,7 +67,11 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
     if path.is_file() and path.stat().st_size == 0:
         raise FerkitError(f"data file is empty: {path}")
     if path.is_dir():
-        entries = _folder_entries(path)
+        files = list(walk_files(path))
+        table = _the_table([f.relative_to(path).as_posix() for f in files], path)
+        if table is not None:  # an extracted fer2013.tar.gz: fer2013.csv and a README
+            return _load_csv(path / table)
+        entries = ((full.relative_to(path).as_posix(), full.read_bytes) for full in files)
     elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return _load_zip(path)
     elif path.suffix.lower() == ".csv":
@@ -74,11 +79,6 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
     else:
         raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder")
     return _decode_entries(entries, source=str(path))
-
-
-def _folder_entries(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for full in walk_files(root):
-        yield full.relative_to(root).as_posix(), full.read_bytes
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -103,16 +103,43 @@ def _load_zip(path: Path) -> FerDataset:
     except zipfile.BadZipFile as exc:
         raise FerkitError(f"not a readable zip file: {path} ({exc})") from None
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        tables = [m for m in members if m.filename.lower().endswith(".csv")
-                  and not is_os_metadata(tuple(m.filename.split("/")))]
-        if len(tables) == 1 and not any(Path(m.filename).suffix.lower() in IMAGE_SUFFIXES for m in members):
-            # fer2013.csv zipped as it is: read inside the zip, like the folders of images
-            with archive.open(tables[0]) as raw:
+        # Older Windows zippers (PowerShell 5's Compress-Archive) write folders with backslashes
+        members = [(m.filename.replace("\\", "/"), m) for m in archive.infolist()]
+        members = [(name, m) for name, m in members if not name.endswith("/")]
+        locked = sum(m.flag_bits & 0x1 for _, m in members)
+        if locked:
+            raise FerkitError(f"{path}: {locked} of its files are password-protected: unzip it with its password "
+                              "and give the folder")
+        table = _the_table([name for name, _ in members], path)
+        if table is not None:  # fer2013.csv zipped as it is: read inside the zip, like the folders of images
+            with archive.open(dict(members)[table]) as raw:
                 text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-                return _read_csv(text, f"{path}:{tables[0].filename}")
-        entries = ((m.filename, lambda m=m: archive.read(m)) for m in members)
+                return _read_csv(text, f"{path}:{table}")
+        entries = ((name, lambda m=member: _read_member(archive, m)) for name, member in members)
         return _decode_entries(entries, source=str(path))
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes | None:
+    """A member's bytes, or None where the zip is damaged there (a bad checksum, a cut-off copy):
+    counted like an unreadable image rather than ending the whole load with a traceback."""
+    try:
+        return archive.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError):
+        return None
+
+
+def _the_table(names: list[str], where: Path) -> str | None:
+    """The one FER2013 CSV of a folder or zip that holds no images, which is then read instead; several
+    CSVs without images (Kaggle's competition download) are named, since which one holds FER2013 is
+    the user's to say."""
+    names = [name for name in names if not is_os_metadata(tuple(name.split("/")))]
+    if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES for name in names):
+        return None
+    tables = sorted(name for name in names if name.lower().endswith(".csv"))
+    if len(tables) > 1:
+        raise FerkitError(f"{where} holds {len(tables)} CSV files and no images ({', '.join(tables)}): give the one "
+                          "with FER2013's emotion and pixels columns (extract it from a zip first)")
+    return tables[0] if tables else None
 
 
 def _decode_entries(entries, source: str) -> FerDataset:
@@ -129,7 +156,11 @@ def _decode_entries(entries, source: str) -> FerDataset:
         if PurePosixPath(relpath).suffix.lower() not in IMAGE_SUFFIXES:
             skipped["not an image file"] += 1
             continue
-        gray = _decode_gray(read())
+        data = read()
+        if data is None:
+            skipped["damaged in the zip"] += 1
+            continue
+        gray = _decode_gray(data)
         if gray is None:
             skipped["unreadable image"] += 1
             continue
@@ -184,15 +215,24 @@ def _read_csv(handle, source: str) -> FerDataset:
             f"{source} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
             "(expected emotion,pixels[,Usage])"
         )
-    images, labels, usage, skipped = [], [], [], Counter()
+    images, labels, usage, skipped, unknown_usage = [], [], [], Counter(), Counter()
     for row in reader:
+        if any("\n" in value for value in row.values() if isinstance(value, str)):
+            # a quote opened and never closed: every row after it would be read into one field
+            raise FerkitError(f"{source}, line {reader.line_num}: a field runs over several lines (a quote "
+                              "opened and never closed?): the rows after it cannot be read")
         parsed = _parse_csv_row(row, columns, skipped)
         if parsed is not None:
             images.append(parsed[0])
             labels.append(parsed[1])
             usage.append(parsed[2])
+            if parsed[3]:
+                unknown_usage[parsed[3]] += 1
     if not images:
         raise FerkitError(f"no usable rows in {source} ({describe_skipped(skipped) or 'it has no data rows'})")
+    if unknown_usage:
+        log.warning("%s: Usage values ferkit does not know, read as no usage: %s", source,
+                    ", ".join(f"{value!r} ({n})" for value, n in unknown_usage.most_common(5)))
     return _dataset(images, labels, usage, source, skipped)
 
 
@@ -211,7 +251,9 @@ def _parse_csv_row(row, columns, skipped: Counter):
         return None
     raw_usage = (row.get(columns.get("usage", ""), "") or "").strip().lower()
     image = pixels.astype(np.uint8).reshape(FER_SIZE, FER_SIZE)
-    return image, EMOTIONS.index(CSV_CODES[int(code)]), USAGE_FROM_CSV.get(raw_usage, "")
+    # FER2013's own names, or the folder names ferkit reads (train, test, validation, ...)
+    usage = USAGE_FROM_CSV.get(raw_usage) or USAGE_FROM_FOLDER.get(raw_usage, "")
+    return image, EMOTIONS.index(CSV_CODES[int(code)]), usage, raw_usage if raw_usage and not usage else ""
 
 
 def _dataset(images, labels, usage, source, skipped) -> FerDataset:
