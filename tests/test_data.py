@@ -388,7 +388,8 @@ def test_one_face_cannot_be_split(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["random", "official"])
-@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0), (0.9, 0.0, 0.1), (0.9, -0.1, 0.2)])
+@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (1.0, 0.0, 0.0), (0.9, 0.0, 0.1), (0.9, -0.1, 0.2),
+                                       (0.5, float("nan"), 0.5), (float("nan"),) * 3])
 def test_bad_fractions(tmp_path, fractions, kind):
     with pytest.raises(FerkitError, match="fractions"):
         make_splits(_dataset(tmp_path), kind, fractions)

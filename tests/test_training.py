@@ -313,3 +313,11 @@ def test_the_log_names_the_classes_left_out(synthetic_folder, tmp_path, caplog):
     train(synthetic_folder, recipe="seed-custom", classes="angry,happy", split="official", epochs=1,
           output=tmp_path / "run", verbose=0)
     assert "faces of classes not in this run (sad,surprise)" in caplog.text
+
+
+def test_a_class_without_training_faces_is_an_error_before_training(synthetic_folder, tmp_path):
+    """Its faces all under test/: the model could never predict it, and every one would count wrong."""
+    shutil.rmtree(synthetic_folder / "train" / "surprise")
+    with pytest.raises(FerkitError, match=r"no training faces of surprise \(official split.*leave it out with --classes"):
+        train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
+    assert not (tmp_path / "run").exists()

@@ -84,7 +84,7 @@ def make_splits(
 
 def check_fractions(fractions: tuple[float, float, float]) -> None:
     """All three, though the official split uses only val's: a 0 there cannot carve out a val part."""
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+    if len(fractions) != 3 or not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-6:  # NaN too
         raise FerkitError(f"split fractions must be three positive numbers (train,val,test) that sum to 1, "
                           f"got {fractions}")
 

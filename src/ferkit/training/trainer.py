@@ -133,6 +133,10 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
         log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
     splits = make_splits(data, config.split, config.fractions, config.seed)
     log.info("%s: %s", splits.description, splits.sizes())
+    untrained = [name for index, name in enumerate(config.classes) if not (splits.train.labels == index).any()]
+    if untrained:  # e.g. a train/ folder without it, its faces all under test/
+        raise FerkitError(f"no training faces of {', '.join(untrained)} ({splits.description}): the model could "
+                          "never predict it; add some, or leave it out with --classes")
     return splits, data.skipped, left_out
 
 
