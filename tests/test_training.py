@@ -321,3 +321,24 @@ def test_a_class_without_training_faces_is_an_error_before_training(synthetic_fo
     with pytest.raises(FerkitError, match=r"no training faces of surprise \(official split.*leave it out with --classes"):
         train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **FAST)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synthetic_folder, tmp_path):
+    from conftest import synthetic_faces, write_folder
+
+    run = tmp_path / "run"
+    train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c_after(1)], **FAST)
+    assert json.loads((run / "checkpoints" / "split.json").read_text())["sizes"] == {"train": 216, "val": 24,
+                                                                                      "test": 60}
+    moved = shutil.move(synthetic_folder, tmp_path / "moved")
+    with pytest.raises(FerkitError, match=f"the data {run} trained on, {synthetic_folder}, is not there any more: "
+                                          "give it where it is now"):
+        train(resume=run, verbose=0)
+    changed = shutil.copytree(moved, tmp_path / "changed")
+    images, labels = synthetic_faces(("happy",), 10, seed=5)
+    write_folder(changed, images, labels, "train", "Training_extra")  # ten faces more: another split
+    with pytest.raises(FerkitError, match=r"does not split into the faces .* started with \(train/val/test "
+                                          r"216/24/60 then, 225/25/60 now\)"):
+        train(changed, resume=run, verbose=0)
+    assert not train(moved, resume=run, verbose=0).interrupted  # the same faces somewhere else
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # and found there from now on

@@ -10,13 +10,15 @@ A run directory is ferkit's public model format:
     metrics.json           test-split metrics (see ferkit.evaluation.metrics)
     history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
     confusion_matrix.png   test-split confusion matrix
-    checkpoints/           best weights so far, the backup that `--resume` continues from, and a
-                           distilled run's teacher targets (teacher.npy), so a resume uses the same ones
+    checkpoints/           best weights so far, the backup that `--resume` continues from, a
+                           distilled run's teacher targets (teacher.npy), so a resume uses the same ones,
+                           and split.json, the split's sizes and digest, so a resume sees the same faces
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import zipfile
@@ -26,6 +28,8 @@ from typing import Any
 
 from ferkit.data.labels import EMOTIONS, SEED_CLASSES
 from ferkit.errors import FerkitError, missing_package
+
+log = logging.getLogger("ferkit")
 
 
 # The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
@@ -64,6 +68,7 @@ class RunDir:
     best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
     backup = property(lambda self: self.path / "checkpoints" / "backup")
     teacher_targets = property(lambda self: self.path / "checkpoints" / "teacher.npy")
+    split_fingerprint = property(lambda self: self.path / "checkpoints" / "split.json")
 
     @classmethod
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:
@@ -122,6 +127,21 @@ class RunDir:
         if not isinstance(config, dict):
             raise FerkitError(f"{self.config} is damaged: it holds no run's settings")
         return config
+
+    def check_same_faces(self, fingerprint: dict[str, Any], moved: bool) -> None:
+        """A resumed run goes on with the faces it started with (`Splits.fingerprint`): faces added to
+        its data, or another copy, would move faces between its training and test parts mid-run."""
+        if not self.split_fingerprint.is_file():  # a run from before the check
+            if moved:
+                log.warning("%s cannot check that this data splits into the faces it started with: make sure "
+                            "it is the same", self.path)
+            return
+        then = json.loads(self.split_fingerprint.read_text(encoding="utf-8"))
+        if then != fingerprint:
+            sizes = ["/".join(map(str, part["sizes"].values())) for part in (then, fingerprint)]
+            raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "
+                              f"{sizes[0]} then, {sizes[1]} now): a resumed run must train on the same faces; "
+                              "start a new run on this data instead")
 
 
 def default_path(name: str) -> Path:

@@ -18,7 +18,8 @@ def _bool(text: str) -> bool:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on FER2013 (CSV, folder or zip)",
                        description="Train a model. Every flag overrides one field of the recipe.")
-    p.add_argument("data", nargs="?", help="fer2013.csv, an image folder or a .zip (not with --resume)")
+    p.add_argument("data", nargs="?", help="fer2013.csv, an image folder or a .zip (with --resume: only if the "
+                   "run's data has moved)")
     p.add_argument("--recipe", help="named recipe (see --list-recipes) or a .toml file; default: default")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")

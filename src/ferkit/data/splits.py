@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -37,6 +39,15 @@ class Splits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The parts' sizes and a digest of their faces and labels, in order: a resumed run checks that
+        its data still splits into the faces it started with (a tenth of a second for FER2013)."""
+        digest = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            digest.update(np.ascontiguousarray(part.images).tobytes())
+            digest.update(np.asarray(part.labels, np.int64).tobytes())
+        return {"sizes": self.sizes(), "sha256": digest.hexdigest()}
 
 
 def select_classes(data: FerDataset, classes: tuple[str, ...],

@@ -71,10 +71,13 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         build_model(config.with_fallback(), "none", bfloat16)
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
+    if run is not None:
+        run.check_same_faces(splits.fingerprint(), moved=data is not None)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
     if run is None:  # a resumed run keeps the network it started with
         config, model = _lighter_if_slow(config, model, splits, started, bfloat16)
-    run = run or RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
+        run = RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
+        write_json(run.split_fingerprint, splits.fingerprint())  # what a resume checks
     distill.keep(run, teacher)
     write_json(run.config, config.to_dict())
     log.info("run directory: %s", run.path)
@@ -100,14 +103,20 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
     """The configuration, and the run directory when resuming; else recipe + overrides and no run yet."""
     given = {name: value for name, value in overrides.items() if value is not None}
     if resume is not None:
-        others = [name for name, value in (("data", data), ("config", config), ("output", output)) if value is not None]
+        others = [name for name, value in (("config", config), ("output", output)) if value is not None]
         if others or given:  # silently ignored, they would train something other than asked
-            raise FerkitError(f"a resumed run keeps its own data, configuration and directory: "
-                              f"give nothing else (got {', '.join([*others, *given])})")
+            raise FerkitError(f"a resumed run keeps its own configuration and directory: give nothing else but "
+                              f"its data, if that has moved (got {', '.join([*others, *given])})")
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
-        return TrainConfig.from_dict(values), run
+        resumed = TrainConfig.from_dict(values)
+        if data is not None:  # the same faces somewhere else: _check_same_faces makes sure
+            resumed.data = str(Path(data).absolute())
+        elif resumed.data and not Path(resumed.data).exists():
+            raise FerkitError(f"the data {run.path} trained on, {resumed.data}, is not there any more: give it "
+                              f"where it is now (ferkit train DATA --resume {run.path})")
+        return resumed, run
     if config is None:
         config = TrainConfig.from_recipe(given.pop("recipe", DEFAULT_RECIPE), **given)
     elif "recipe" in given:
