@@ -239,3 +239,16 @@ def test_a_recipe_that_changes_the_network_drops_the_fallback_of_its_base(tmp_pa
         assert TrainConfig.from_recipe(str(tmp_path / "child.toml")).fallback_image_size == kept, changes
     assert TrainConfig.from_recipe(str(tmp_path / "small.toml"), image_size=64).fallback_image_size == 0  # a flag
     assert TrainConfig.from_recipe(str(tmp_path / "small.toml"), epochs=3).fallback_image_size == 40
+
+
+def test_a_recipe_table_changes_only_the_options_it_names_and_restating_a_value_changes_nothing(tmp_path):
+    (tmp_path / "se.toml").write_text('base = "default"\n[model_options]\nse_ratio = 0.25\n')
+    config = TrainConfig.from_recipe(str(tmp_path / "se.toml"))
+    assert config.model_options == {"blocks": [0, 1, 2, 2], "se_ratio": 0.25}  # the base's blocks kept
+    assert config.fallback_model_options == {} and config.fallback_image_size == 0  # another network now
+    (tmp_path / "same.toml").write_text('base = "default"\nimage_size = 48\nmodel = "fernet"\n'
+                                        '[model_options]\nblocks = [0, 1, 2, 2]\n')
+    flags = TrainConfig.from_recipe("default", model="fernet", image_size=48)
+    for config in (TrainConfig.from_recipe(str(tmp_path / "same.toml")), flags):
+        assert (config.fallback_model_options, config.fallback_image_size) == ({"blocks": [0, 1, 1, 1]}, 40)
+    assert flags.description == TrainConfig.from_recipe("default").description  # it still describes the run

@@ -50,6 +50,10 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if inherited and values and "description" not in values:  # the base's words describe the base
         said = inherited.get("description", "")
         values["description"] = with_changes(f"{base}: {said}" if said else str(base), "here", values)
+    # A table (`[model_options]`) changes the base's options it names and keeps the rest: `se_ratio`
+    # alone must not take the base's `blocks` away with it.
+    values = {key: {**inherited[key], **value} if isinstance(value, dict) and isinstance(inherited.get(key), dict)
+              else value for key, value in values.items()}
     return {**without_stale_fallback(inherited, values), "recipe": name, **values}
 
 
@@ -61,8 +65,9 @@ def with_changes(description: str, where: str, changes: dict[str, Any]) -> str:
 def without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
     changes those drops the fallback it would otherwise inherit."""
-    stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & set(changes)
-             else {"fallback_image_size"} if "image_size" in changes else set())
+    changed = {key for key, value in changes.items() if values.get(key) != value}  # not the same value restated
+    stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & changed
+             else {"fallback_image_size"} if "image_size" in changed else set())
     return {key: value for key, value in values.items() if key not in stale}
 
 
