@@ -235,6 +235,21 @@ def test_splits_do_not_depend_on_the_archive_order(tmp_path, synthetic_folder):
     assert np.array_equal(folder_val.images, zip_val.images)
 
 
+def test_other_datasets_folder_names_are_the_same_classes(tmp_path):
+    """Kaggle's copies of FER2013 name folders disgusted, fearful, surprised, ..."""
+    images, _ = synthetic_faces(("angry",), 7)
+    for image, folder in zip(images, ("Angry", "disgusted", "fearful", "happiness", "neutral", "sadness", "surprised")):
+        write_folder(tmp_path, [image], [folder], "train")
+    assert [EMOTIONS[i] for i in load_fer(tmp_path).labels] == list(EMOTIONS)
+
+
+def test_a_semicolon_csv_shows_its_header(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text(f"emotion;pixels;Usage\n3;{' '.join(['1'] * 2304)};Training\n")
+    with pytest.raises(FerkitError, match="its header: 'emotion;pixels;Usage'; saved with semicolons"):
+        load_fer(path)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),
     ("empty", "empty"),

@@ -124,3 +124,12 @@ def test_recipe_with_a_base_changes_only_its_own_fields(tmp_path):
     (tmp_path / "orphan.toml").write_text('base = "nope"\n')
     with pytest.raises(FerkitError, match="unknown recipe 'nope'"):
         TrainConfig.from_recipe(str(tmp_path / "orphan.toml"))
+
+
+def test_a_recipe_named_the_other_way_says_which_way(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FerkitError, match=r"recipe file not found: default.toml \(the shipped one is --recipe default\)"):
+        TrainConfig.from_recipe("default.toml")
+    (tmp_path / "mine.toml").write_text('base = "default"\nepochs = 3\n')
+    with pytest.raises(FerkitError, match=r"unknown recipe 'mine' \(the file mine.toml\? name it with its .toml\)"):
+        TrainConfig.from_recipe("mine")

@@ -13,6 +13,11 @@ CSV_CODES: dict[int, str] = {
     0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral",
 }
 
+# Folder names other FER datasets use for the same classes (Kaggle's "emotion detection" copies of
+# FER2013 say angry, disgusted, fearful, happy, neutral, sad, surprised).
+FOLDER_NAMES: dict[str, str] = {**{name: name for name in EMOTIONS}, "anger": "angry", "disgusted": "disgust",
+                                "fearful": "fear", "happiness": "happy", "sadness": "sad", "surprised": "surprise"}
+
 # The original project's six classes: disgust dropped for being rare.
 SEED_CLASSES: tuple[str, ...] = tuple(e for e in EMOTIONS if e != "disgust")
 

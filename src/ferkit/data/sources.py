@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from ferkit.data.labels import CSV_CODES, EMOTIONS
+from ferkit.data.labels import CSV_CODES, EMOTIONS, FOLDER_NAMES
 from ferkit.data.preprocess import FER_SIZE, resize_square
 from ferkit.errors import FerkitError
 
@@ -149,8 +149,8 @@ def _decode_entries(entries, source: str) -> FerDataset:
         parts = PurePosixPath(relpath).parts
         if is_os_metadata(parts):
             continue
-        emotion = parts[-2].lower() if len(parts) >= 2 else ""
-        if emotion not in EMOTIONS:
+        emotion = FOLDER_NAMES.get(parts[-2].lower(), "") if len(parts) >= 2 else ""
+        if not emotion:
             skipped[f"file outside an emotion folder ({'/'.join(parts[:-1]) or '.'})"] += 1
             continue
         if PurePosixPath(relpath).suffix.lower() not in IMAGE_SUFFIXES:
@@ -171,7 +171,7 @@ def _decode_entries(entries, source: str) -> FerDataset:
         passed = f" (passed over: {describe_skipped(skipped)})" if skipped else ""
         raise FerkitError(
             f"no images found in {source}: expected [train|validation|test/]<emotion>/<image> with emotion "
-            f"folders named {', '.join(EMOTIONS)}{passed}"
+            f"folders named {', '.join(EMOTIONS)} (or {', '.join(sorted(set(FOLDER_NAMES) - set(EMOTIONS)))}){passed}"
         )
     return _dataset(images, labels, usage, source, skipped)
 
@@ -211,9 +211,11 @@ def _read_csv(handle, source: str) -> FerDataset:
     columns = {c.strip().lower(): c for c in reader.fieldnames or []}
     missing = [c for c in ("emotion", "pixels") if c not in columns]
     if missing:
+        header = ",".join(reader.fieldnames or [])
+        hint = "; saved with semicolons? save it comma-separated" if ";" in header and "," not in header else ""
         raise FerkitError(
             f"{source} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
-            "(expected emotion,pixels[,Usage])"
+            f"(expected emotion,pixels[,Usage]; its header: {header[:80]!r}{hint})"
         )
     images, labels, usage, skipped, unknown_usage = [], [], [], Counter(), Counter()
     for row in reader:

@@ -29,7 +29,8 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if recipe.endswith(".toml"):
         path = Path(recipe)
         if not path.is_file():
-            raise FerkitError(f"recipe file not found: {recipe}")
+            shipped = f" (the shipped one is --recipe {path.stem})" if path.stem in list_recipes() else ""
+            raise FerkitError(f"recipe file not found: {recipe}{shipped}")
         try:
             text, name = path.read_text(encoding="utf-8"), path.stem
         except UnicodeDecodeError:
@@ -37,7 +38,8 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     else:
         shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
         if not shipped.is_file():
-            raise FerkitError(f"unknown recipe {recipe!r}; choose from {', '.join(list_recipes())}")
+            file = f" (the file {recipe}.toml? name it with its .toml)" if Path(f"{recipe}.toml").is_file() else ""
+            raise FerkitError(f"unknown recipe {recipe!r}{file}; choose from {', '.join(list_recipes())}")
         text, name = shipped.read_text(encoding="utf-8"), recipe
     try:
         values = tomllib.loads(text)
