@@ -6,9 +6,11 @@ from ferkit.inference.faces import Face
 from ferkit.inference.tracking import FaceTracks, iou
 
 
-def _frame(tracks: FaceTracks, *boxes) -> list[int]:
+def _frame(tracks: FaceTracks, *boxes, dt: float = 1 / 30) -> list[int]:
+    """One frame analysed `dt` seconds after the one before (30 frames/s unless said)."""
+    tracks.clock = getattr(tracks, "clock", 0.0) + dt
     faces = [Face(box) for box in boxes]
-    tracks.assign(faces)
+    tracks.assign(faces, tracks.clock)
     return [face.track for face in faces]
 
 
@@ -28,14 +30,27 @@ def test_faces_keep_their_numbers_when_the_order_in_the_frame_changes():
 
 
 def test_a_face_missed_for_a_few_frames_keeps_its_number_and_one_gone_long_gets_a_new_one():
-    tracks = FaceTracks(patience=3)
+    tracks = FaceTracks(patience=0.1)
     assert _frame(tracks, (100, 50, 80, 80), (400, 60, 80, 80)) == [1, 2]
     for _ in range(2):  # face 2 turned away: the detector misses it
         assert _frame(tracks, (100, 50, 80, 80)) == [1]
     assert _frame(tracks, (100, 50, 80, 80), (402, 60, 80, 80)) == [1, 2]
-    for _ in range(3):
+    for _ in range(4):  # 0.13 s
         assert _frame(tracks, (100, 50, 80, 80)) == [1]
     assert _frame(tracks, (100, 50, 80, 80), (402, 60, 80, 80)) == [1, 3]
+
+
+@pytest.mark.parametrize("fps, every", [(30, 1), (60, 1), (30, 5), (25, 30)])
+def test_how_long_a_missing_face_keeps_its_number_is_time_not_frames(fps, every):
+    """Half a second behind someone keeps the number at any frame rate and `every`; five seconds
+    away (someone else sitting down in the same place) does not, even with frames analysed seconds apart."""
+    dt = every / fps
+    for gone, kept in ((0.5, True), (5.0, False)):
+        tracks = FaceTracks()
+        assert _frame(tracks, (100, 50, 80, 80), (400, 60, 80, 80), dt=dt) == [1, 2]
+        for _ in range(max(round(gone / dt) - 1, 0)):
+            _frame(tracks, (100, 50, 80, 80), dt=dt)
+        assert _frame(tracks, (100, 50, 80, 80), (402, 60, 80, 80), dt=dt) == [1, 2 if kept else 3], (gone, dt)
 
 
 def test_two_faces_never_share_a_number():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ferkit.errors import FerkitError
-from ferkit.inference import EmotionRecognizer
+from ferkit.inference import EmotionRecognizer, Face
 from ferkit.inference.video import open_capture, process_video
 
 
@@ -352,3 +352,16 @@ def test_ffmpegs_own_lines_stay_out_of_the_output(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"ferkit: error: cannot open video source '{empty}'"
     assert "moov atom" not in done.stderr
+
+
+def test_a_face_in_one_frame_analysed_is_drawn_in_the_timeline(tmp_path):
+    """A point between two gaps (a one-frame video, a face found in every other frame) has no line
+    to draw: each point is marked, so the panel is not empty."""
+    from ferkit.inference.video import plot_timeline
+
+    pngs = []
+    for happy in (0.9, 0.1):
+        face = Face((10, 10, 50, 50), scores={"happy": happy, "sad": 1 - happy}, track=1)
+        plot_timeline(tmp_path / f"{happy}.png", [(0, 0.0, 0, face)], ("happy", "sad"), duration=0.04)
+        pngs.append(cv2.imread(str(tmp_path / f"{happy}.png")))
+    assert not np.array_equal(*pngs)  # the scores are drawn, so they show

@@ -29,18 +29,20 @@ def _centre(box: Box) -> tuple[float, float]:
 @dataclass
 class _Track:
     box: Box
-    seen: int  # the step it was last seen at
-    velocity: tuple[float, float] = (0.0, 0.0)  # its centre's move per step
+    time: float  # when it was last seen, in seconds
+    step: int  # the frame analysed it was last seen in
+    velocity: tuple[float, float] = (0.0, 0.0)  # its centre's move per second
 
-    def predicted(self, step: int) -> Box:
+    def predicted(self, time: float) -> Box:
         """Where it should be now, had it kept moving as it did."""
-        dx, dy = (v * (step - self.seen) for v in self.velocity)
+        dx, dy = (v * (time - self.time) for v in self.velocity)
         return round(self.box[0] + dx), round(self.box[1] + dy), self.box[2], self.box[3]
 
-    def update(self, box: Box, step: int) -> None:
+    def update(self, box: Box, time: float, step: int) -> None:
         (x0, y0), (x1, y1) = _centre(self.box), _centre(box)
-        self.velocity = ((x1 - x0) / (step - self.seen), (y1 - y0) / (step - self.seen))
-        self.box, self.seen = box, step
+        elapsed = max(time - self.time, 1e-6)
+        self.velocity = ((x1 - x0) / elapsed, (y1 - y0) / elapsed)
+        self.box, self.time, self.step = box, time, step
 
 
 class FaceTracks:
@@ -50,32 +52,37 @@ class FaceTracks:
     velocity, without its Kalman filter), first by box overlap (IoU), then, for faces that moved
     further than their size between the frames analysed (fast motion, `every` > 1), by the nearest
     centre within `reach` face widths. Greedy, best first. A face missing from a few frames (a turned
-    head the detector misses) keeps its number when it comes back within `patience` analysed
-    frames; after that it is a new face.
+    head the detector misses, a face passing behind another) keeps its number when it comes back
+    within `patience` seconds, or within `MISSED` frames analysed where those are further apart;
+    after that it is a new face. Counted in seconds, not frames, so that a frame rate or `every`
+    does not change it: 10 frames were a third of a second at 30 frames/s, and 10 s at `every` 30.
     """
 
-    def __init__(self, min_iou: float = 0.2, reach: float = 1.5, patience: int = 10):
+    MISSED = 2
+
+    def __init__(self, min_iou: float = 0.2, reach: float = 1.5, patience: float = 1.0):
         self.min_iou, self.reach, self.patience = min_iou, reach, patience
         self._tracks: dict[int, _Track] = {}
         self._step, self._next = 0, 1
 
-    def assign(self, faces: Sequence[Face]) -> None:
-        """Set `track` on each of one frame's faces."""
+    def assign(self, faces: Sequence[Face], time: float) -> None:
+        """Set `track` on each of one frame's faces; `time` is the frame's, in seconds."""
         self._step += 1
-        expected = {number: track.predicted(self._step) for number, track in self._tracks.items()}
+        expected = {number: track.predicted(time) for number, track in self._tracks.items()}
         overlaps = [(-iou(face.box, box), i, number) for i, face in enumerate(faces)
                     for number, box in expected.items() if iou(face.box, box) >= self.min_iou]
         near = [(self._distance(face.box, box), i, number) for i, face in enumerate(faces)
                 for number, box in expected.items() if self._distance(face.box, box) <= self.reach]
         for _, i, number in sorted(overlaps) + sorted(near):
-            if faces[i].track is None and self._tracks[number].seen < self._step:
+            if faces[i].track is None and self._tracks[number].step < self._step:
                 faces[i].track = number
-                self._tracks[number].update(faces[i].box, self._step)
+                self._tracks[number].update(faces[i].box, time, self._step)
         for face in faces:
             if face.track is None:
                 face.track, self._next = self._next, self._next + 1
-                self._tracks[face.track] = _Track(face.box, self._step)
-        self._tracks = {n: t for n, t in self._tracks.items() if self._step - t.seen < self.patience}
+                self._tracks[face.track] = _Track(face.box, time, self._step)
+        self._tracks = {n: t for n, t in self._tracks.items()
+                        if time - t.time <= self.patience or self._step - t.step <= self.MISSED}
 
     @staticmethod
     def _distance(a: Box, b: Box) -> float:

@@ -96,11 +96,11 @@ class FrameTracker:
             raise FerkitError(f"every (--every) is a whole number of frames, at least 1, got {self.every!r}")
         self._smoother = ScoreSmoother(self.smooth)
 
-    def update(self, index: int, frame: np.ndarray) -> tuple[list[Face], bool]:
+    def update(self, index: int, frame: np.ndarray, time: float) -> tuple[list[Face], bool]:
         fresh = index % self.every == 0
         if fresh:
             self.faces = self.recognizer.detect(frame)
-            self.tracks.assign(self.faces)
+            self.tracks.assign(self.faces, time)
             self._smoother.smooth(self.faces)
         return self.faces, fresh
 
@@ -138,7 +138,7 @@ class VideoAnalysis:
         self._read = True
         try:
             for index, t, image in timed_frames(self._capture, self.fps):
-                faces, fresh = self.tracker.update(index, image)
+                faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
         finally:
             self.close()
@@ -316,7 +316,9 @@ def plot_timeline(path: Path, rows, classes, duration: float) -> None:
     for ax, track in zip(axes[:, 0], shown or [None]):
         seen = by_track.get(track, {})
         for name in classes:
-            ax.plot(times, [seen[t].scores[name] if t in seen else np.nan for t in times], label=name, linewidth=1.4)
+            # a dot on each point: a face seen in one frame analysed between two without it has no line
+            ax.plot(times, [seen[t].scores[name] if t in seen else np.nan for t in times], label=name, linewidth=1.4,
+                    marker=".", markersize=3)
         ax.set(ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)))
         if len(shown) > 1:
             ax.set_title(f"face #{track}: in {len(seen) / len(times):.0%} of the frames analysed", fontsize=9)
