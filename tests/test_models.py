@@ -202,6 +202,32 @@ def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
     np.testing.assert_allclose(onnx_scores, (members[0] + members[1]) / 2, atol=1e-4)
 
 
+def test_an_ensemble_of_mirror_averaged_members_says_so_and_tta_does_not_mirror_again(tiny_run, tmp_path,
+                                                                                         caplog):
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.ensemble import ensemble_run
+    from ferkit.models.mirror import mirror_averaged
+
+    members = [_copy_with_model(tiny_run, tmp_path / name, mirror_averaged(create_model("custom", image_size=48,
+                                                                                         num_classes=4)),
+                                mirror_average=True) for name in ("a", "b")]
+    run = ensemble_run(members, tmp_path / "ens")
+    backend = load_backend(run.path)
+    assert backend.info.mirror_averaged and run.read_config()["members"][0]["mirror_average"]
+    x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)
+    seen = []
+    original = backend.predict
+    backend.predict = lambda batch: seen.append(len(batch)) or original(batch)
+    from ferkit.inference.backends import predict_scores
+    predict_scores(backend, x, tta=True)
+    assert sum(seen) == 5 * 3  # the shifted views alone: the model mirrors each itself
+    half = _copy_with_model(tiny_run, tmp_path / "c")  # not mirror-averaged, on a random split
+    assert not ensemble_run([members[0], half], tmp_path / "mixed").read_config()["mirror_average"]
+    caplog.set_level("WARNING", logger="ferkit")
+    ensemble_run([members[0], _copy_with_model(tiny_run, tmp_path / "d", split="random", seed=3)], tmp_path / "e")
+    assert "was tested on other faces than" in caplog.text
+
+
 def test_member_selection_adds_only_what_helps_on_validation():
     from ferkit.models.ensemble import select_members
 

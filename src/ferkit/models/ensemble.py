@@ -8,6 +8,7 @@ inference treat it like any other model.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import keras
@@ -15,6 +16,8 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, member_summary, write_json
+
+log = logging.getLogger("ferkit")
 
 
 def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
@@ -30,20 +33,33 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     for member, (_, info) in zip(members, loaded):
         if (info.classes, info.image_size) != (first.classes, first.image_size):
             raise FerkitError(f"{member} has other classes or input size than {members[0]}: cannot average")
+        if _test_faces(info.config) != _test_faces(first.config):
+            log.warning("%s was tested on other faces than %s (another split): the ensemble is evaluated on the "
+                        "first's, which %s may have trained on", member, members[0], member)
     run = RunDir.create(output, "ensemble")
     inputs = keras.Input(loaded[0][0].input_shape[1:], name="face")
     # Each member is re-wrapped under its own name: nested models must be uniquely named.
     outputs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{i}")(inputs) for i, (m, _) in enumerate(loaded)]
     model = keras.Model(inputs, keras.layers.Average(name="emotion")(outputs), name="ensemble")
     model.save(run.keras_model)
-    parts = [{"run": str(Path(m)), **member_summary(info.config, ("recipe", "model", "epochs"))}
+    parts = [{"run": str(Path(m)), **member_summary(info.config, ("recipe", "model", "epochs", "mirror_average"))}
              for m, (_, info) in zip(members, loaded)]
     description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
     kept = {k: first.config.get(k) for k in SPLIT_PROTOCOL}
+    # Each member scores a face and its mirror image itself, so the ensemble does: TTA and a teacher's
+    # flip must not do it again (as onnx_graph's ensembles say too).
+    mirrored = all(info.mirror_averaged for _, info in loaded)
     write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **kept,
                             "description": f"probabilities averaged over {len(parts)} runs: {description}",
-                            "members": parts})
+                            "mirror_average": mirrored, "members": parts})
     return run
+
+
+def _test_faces(config: dict) -> tuple:
+    """What decides a run's test faces: the official split's test part is FER2013's, whatever the seed."""
+    if config.get("split") == "official":
+        return ("official",)
+    return config.get("split"), tuple(config.get("fractions") or ()), config.get("seed")
 
 
 def select_members(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[tuple[str, float]]:
