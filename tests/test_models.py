@@ -228,6 +228,19 @@ def test_an_ensemble_of_mirror_averaged_members_says_so_and_tta_does_not_mirror_
     assert "was tested on other faces than" in caplog.text
 
 
+def test_weights_from_a_mirror_averaged_run_load_and_others_say_what_they_are_not(tmp_path):
+    from ferkit.models.mirror import mirror_averaged
+
+    saved = mirror_averaged(create_model("fernet", image_size=48, num_classes=7, blocks=(0, 1, 1, 1)))
+    saved.save_weights(tmp_path / "model.weights.h5")  # what the default recipe's runs save
+    saved.save(tmp_path / "model.keras")
+    for path in (tmp_path / "model.weights.h5", tmp_path / "model.keras"):
+        model = create_model("fernet", image_size=48, num_classes=7, blocks=(0, 1, 1, 1), weights=str(path))
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights()))
+    with pytest.raises(FerkitError, match=r"holds no weights of this network \(fernet, 4 classes, 48 px\)"):
+        create_model("fernet", image_size=48, num_classes=4, blocks=(0, 1, 1, 1), weights=str(path))
+
+
 def test_member_selection_adds_only_what_helps_on_validation():
     from ferkit.models.ensemble import select_members
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import layers
+
+from ferkit.errors import FerkitError
 
 
 def face_input(image_size: int) -> keras.KerasTensor:
@@ -32,5 +36,21 @@ def load_local_weights(model: keras.Model, weights: str) -> keras.Model:
     local weights file of the same model."""
     path = keras_weights_arg(weights)
     if path:
-        model.load_weights(path)
+        with warnings.catch_warnings():  # Keras warns of each layer it cannot fill, then raises anyway
+            warnings.simplefilter("ignore")
+            _load_weights(model, path)
     return model
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    try:
+        model.load_weights(path)
+    except ValueError:  # a mirror-averaged run's file (the default's) holds the network inside its wrapper
+        from ferkit.models.mirror import mirror_averaged
+
+        try:
+            mirror_averaged(model).load_weights(path)  # the wrapper shares the network's weights
+        except ValueError:
+            raise FerkitError(f"{path} holds no weights of this network ({model.name}, {model.output_shape[-1]} "
+                              f"classes, {model.input_shape[1]} px): give a file saved by the same architecture, "
+                              "options and classes (a run's model.keras or model.weights.h5)") from None
