@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -239,6 +241,25 @@ def test_weights_from_a_mirror_averaged_run_load_and_others_say_what_they_are_no
         assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights()))
     with pytest.raises(FerkitError, match=r"holds no weights of this network \(fernet, 4 classes, 48 px\)"):
         create_model("fernet", image_size=48, num_classes=4, blocks=(0, 1, 1, 1), weights=str(path))
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("fernet", {"dropout": 1.5}, "cannot be built with the options {'dropout': 1.5}: Invalid value"),
+    ("fernet", {"widths": 64}, "cannot be built with the options {'widths': 64}"),
+    ("fernet", {"widths": (), "blocks": ()}, "one width and one block count"),
+    ("fernet", {"se_ratio": "0.5"}, "cannot be built with the options {'se_ratio': '0.5'}"),
+    ("custom", {"dense": 0}, "cannot be built with the options {'dense': 0}"),
+    ("fernet", {"image_size": 4}, "fernet with 4 stages needs image_size >= 8, got 4"),
+    ("fernet", {"image_size": "48"}, "image_size must be a whole number, at least 1, got '48'"),
+    ("custom", {"num_classes": 0}, "num_classes must be a whole number, at least 2, got 0"),
+])
+def test_option_values_a_network_cannot_take_are_one_line_errors(name, options, message):
+    """A recipe's [model_options] reach the builders as written: a bad value must not be a traceback."""
+    sizes = {"image_size": 48, "num_classes": 7}
+    sizes.update({key: options.pop(key) for key in list(options) if key in sizes})
+    with pytest.raises(FerkitError, match=re.escape(message)):
+        create_model(name, **sizes, **options)
+    assert create_model(name, image_size=np.int64(48), num_classes=7).output_shape == (None, 7)  # numpy's ints too
 
 
 def test_member_selection_adds_only_what_helps_on_validation():

@@ -7,6 +7,7 @@ decorated builder, and every caller (training, CLI, compare) picks it up by name
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,15 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
     `weights` is "imagenet" (Keras' own download, transfer models only), "none", or a local path.
     """
     check_model(name, weights, **kwargs)
-    return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
+    for what, value, least in (("image_size", image_size, 1), ("num_classes", num_classes, 2)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise FerkitError(f"{what} must be a whole number, at least {least}, got {value!r}")
+    try:
+        return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
+    except (ValueError, TypeError, IndexError) as exc:  # an option's value the network cannot take
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FerkitError(f"model {name!r} cannot be built with the options {kwargs or '(its defaults)'}: "
+                          f"{said}") from None
 
 
 def check_model(name: str, weights: str = "none", **kwargs) -> None:

@@ -76,13 +76,16 @@ def fernet(
     the teacher and the exported model are unchanged; with `augment` on, the augmentation's random
     shift moves the face under the fixed window: random crops in training, the centre at inference
     (the 40-px crops of 48-px faces of Khaireddin & Chen's 73% FER2013 network)."""
-    if len(widths) != len(blocks) or any(count < 0 for count in blocks):
+    if not widths or len(widths) != len(blocks) or any(count < 0 for count in blocks):
         raise FerkitError(f"fernet needs one width and one block count (0 or more) per stage, "
                           f"got widths {list(widths)} and blocks {list(blocks)}")
     if not 0 <= se_ratio <= 1:
         raise FerkitError(f"fernet's se_ratio is the squeeze's share of a block's channels, 0 (off) to 1, "
                           f"got {se_ratio}")
     _check_crop(crop, image_size, stages=len(widths))
+    if image_size < 2 ** (len(widths) - 1):  # each stage after the first halves the face
+        raise FerkitError(f"fernet with {len(widths)} stages needs image_size >= {2 ** (len(widths) - 1)}, "
+                          f"got {image_size}")
     inputs = face_input(image_size)
     x = layers.Rescaling(1 / 255)(layers.Cropping2D(int(crop))(inputs) if crop else inputs)
     x = _conv_bn(x, widths[0])
