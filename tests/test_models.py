@@ -262,6 +262,18 @@ def test_option_values_a_network_cannot_take_are_one_line_errors(name, options, 
     assert create_model(name, image_size=np.int64(48), num_classes=7).output_shape == (None, 7)  # numpy's ints too
 
 
+def test_a_keras_file_beside_another_models_config_is_refused_not_fed_wrong(tiny_run, tmp_path):
+    import shutil
+
+    from ferkit.inference.backends import load_backend
+
+    shutil.copy(tiny_run / "config.json", tmp_path)  # tiny_run's: 48-px faces, 4 classes
+    create_model("custom", image_size=40, num_classes=4).save(tmp_path / "other.keras")
+    with pytest.raises(FerkitError, match=r"takes 40-px faces and scores 4 classes, but the config.json beside it "
+                                          r"says 48 px and 4: that config.json is another model's"):
+        load_backend(tmp_path / "other.keras")
+
+
 def test_member_selection_adds_only_what_helps_on_validation():
     from ferkit.models.ensemble import select_members
 

@@ -219,6 +219,11 @@ def load_keras_model(model_path: str | Path):
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
     info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
+    if (len(info.classes), info.image_size) != (model.output_shape[-1], model.input_shape[1]):
+        # a .keras file copied beside another run's config.json, which describes that run's model
+        raise FerkitError(f"{path} takes {model.input_shape[1]}-px faces and scores {model.output_shape[-1]} "
+                          f"classes, but the config.json beside it says {info.image_size} px and "
+                          f"{len(info.classes)}: that config.json is another model's; give the file its own run")
     return model, info
 
 
