@@ -75,6 +75,16 @@ def test_options_for_what_ferkit_loads_are_refused_with_what_it_was_given_loaded
     assert EmotionRecognizer(shared, create_detector("haar")).backend is shared  # without them, both are used
 
 
+def test_threads_are_a_whole_number_and_a_keras_model_says_it_does_not_use_them(tiny_run, caplog):
+    for bad in (2.5, 0, True, "2"):
+        with pytest.raises(FerkitError, match="threads is a whole number, at least 1"):
+            load_backend(tiny_run, threads=bad)
+    assert load_backend(tiny_run / "model.onnx", threads=np.int64(2)).info.classes  # numpy's ints too
+    caplog.set_level("WARNING", logger="ferkit")
+    load_backend(tiny_run / "model.keras", threads=2)
+    assert "threads=2 is for ONNX models" in caplog.text
+
+
 def test_boxes_from_another_detector_are_cropped_and_scored_as_ferkits_own(tiny_run, group_photo):
     image, _ = group_photo
     rec = EmotionRecognizer(tiny_run, align=False)  # given boxes come without landmarks to level

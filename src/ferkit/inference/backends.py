@@ -7,6 +7,8 @@ and knows its class names and input size.
 from __future__ import annotations
 
 import json
+import logging
+import numbers
 import os
 from importlib import resources
 from pathlib import Path
@@ -18,6 +20,8 @@ from ferkit.errors import FerkitError
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model, model_info
+
+log = logging.getLogger("ferkit")
 
 DEFAULT_MODEL = "default"
 # int8 models: on x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's fast u8s8 kernels add pairs of
@@ -145,9 +149,16 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
+    """`threads`: ONNX Runtime's for an .onnx model (default: the CPU's cores, at most 4). A Keras
+    model runs on TensorFlow's own threads, so it is told, not silently dropped."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise FerkitError(f"threads is a whole number, at least 1, got {threads!r}")
     path = resolve_model(model)
     if path.suffix.lower() == ".onnx":
-        return OnnxBackend(path, threads)
+        return OnnxBackend(path, int(threads) if threads is not None else None)
+    if threads is not None:
+        log.warning("threads=%d is for ONNX models: %s runs on TensorFlow's own threads (ferkit export makes "
+                    "it an ONNX model)", threads, path)
     return KerasBackend(path)
 
 
