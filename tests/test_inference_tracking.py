@@ -115,3 +115,24 @@ def test_smoothing_over_no_whole_number_of_frames_is_refused(frames):
 
     with pytest.raises(FerkitError, match=r"smooth \(--smooth\) is a whole number of frames"):
         ScoreSmoother(frames)
+
+
+def test_faces_crossing_with_jittery_boxes_keep_their_numbers():
+    """A detector's boxes jitter by a few pixels, and a face hidden behind another is followed by its
+    velocity alone: from the last two boxes, two faces often swapped numbers for good."""
+    import random
+
+    wrong = total = 0
+    for seed in range(60):
+        jitter, tracks, numbers = random.Random(seed), FaceTracks(), {0: [], 1: []}
+        for i in range(82):  # two 80-px faces, 5 px a frame towards each other at 30 frames/s
+            boxes = [(k, tuple(v + jitter.randint(-6, 6) for v in (x, 100, 80, 80)))
+                     for k, x in ((0, 20 + 5 * i), (1, 620 - 5 * i))]
+            if iou(boxes[0][1], boxes[1][1]) > 0.3:  # the one behind is not detected
+                boxes = boxes[:1]
+            boxes.sort(key=lambda kb: kb[1])
+            for (k, _), number in zip(boxes, _frame(tracks, *(box for _, box in boxes))):
+                numbers[k].append(number)
+        wrong += sum(number != seq[0] for seq in numbers.values() for number in seq)
+        total += sum(map(len, numbers.values()))
+    assert wrong / total < 0.03  # 1.0% here; 5.4% from the last two boxes
