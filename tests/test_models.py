@@ -307,7 +307,8 @@ def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
 
     with pytest.raises(FerkitError, match="at least two"):
         ensemble_run([tiny_run], tmp_path / "one")
-    other = _copy_with_model(tiny_run, tmp_path / "other", image_size=64)
+    other = _copy_with_model(tiny_run, tmp_path / "other", create_model("custom", image_size=64, num_classes=4),
+                             image_size=64)
     with pytest.raises(FerkitError, match="cannot average"):
         ensemble_run([tiny_run, other], tmp_path / "ens")
     assert not (tmp_path / "ens").exists()
