@@ -340,5 +340,10 @@ def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synt
     with pytest.raises(FerkitError, match=r"does not split into the faces .* started with \(train/val/test "
                                           r"216/24/60 then, 225/25/60 now\)"):
         train(changed, resume=run, verbose=0)
+    kept = (run / "checkpoints" / "split.json").read_text()
+    (run / "checkpoints" / "split.json").write_text("{cut short")
+    with pytest.raises(FerkitError, match="split.json is damaged: .* delete it to resume without the check"):
+        train(moved, resume=run, verbose=0)
+    (run / "checkpoints" / "split.json").write_text(kept)
     assert not train(moved, resume=run, verbose=0).interrupted  # the same faces somewhere else
     assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # and found there from now on

@@ -136,7 +136,12 @@ class RunDir:
                 log.warning("%s cannot check that this data splits into the faces it started with: make sure "
                             "it is the same", self.path)
             return
-        then = json.loads(self.split_fingerprint.read_text(encoding="utf-8"))
+        try:
+            then = json.loads(self.split_fingerprint.read_text(encoding="utf-8"))
+            then["sizes"].values()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise FerkitError(f"{self.split_fingerprint} is damaged: the faces this run started with cannot be "
+                              "checked; delete it to resume without the check") from None
         if then != fingerprint:
             sizes = ["/".join(map(str, part["sizes"].values())) for part in (then, fingerprint)]
             raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "

@@ -23,8 +23,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import new_folders_removed_on_failure, output_path
     from ferkit.errors import FerkitError
+    from ferkit.inference.backends import DEFAULT_MODEL
     from ferkit.models.export import export_onnx
 
+    if args.model == DEFAULT_MODEL and not Path(args.model).exists():
+        raise FerkitError("the bundled model is an ONNX file already (ferkit info --model default says where): "
+                          "export takes a run directory or a .keras file")
     # ferkit reads ONNX by its suffix, and so no run file (model.keras, config.json) is written over.
     if args.output and Path(args.output).suffix.lower() != ".onnx":
         raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")

@@ -16,7 +16,6 @@ import numpy as np
 
 from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
-from ferkit.inference.backends import DEFAULT_MODEL
 from ferkit.runs import ONNX_META, RunDir, load_keras_model
 
 CALIBRATION_FACES = 256
@@ -37,9 +36,6 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     if calibration is not None and quantize != "int8":  # it would change nothing: said, not ignored
         raise FerkitError("calibration faces are for int8 quantization: add --quantize int8, or leave out "
                           "--calibration")
-    if str(model_path) == DEFAULT_MODEL and not Path(model_path).exists():
-        raise FerkitError("the bundled model is an ONNX file already (ferkit info --model default says where): "
-                          "export takes a run directory or a .keras file")
     model, info = load_keras_model(model_path)
     out = Path(output) if output else _default_output(Path(model_path), quantize)
     # Read first: data moved or deleted since training is said before the conversion's work.

@@ -111,7 +111,7 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
         resumed = TrainConfig.from_dict(values)
-        if data is not None:  # the same faces somewhere else: _check_same_faces makes sure
+        if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
         elif resumed.data and not Path(resumed.data).exists():
             raise FerkitError(f"the data {run.path} trained on, {resumed.data}, is not there any more: give it "
