@@ -37,7 +37,7 @@ class _Track:
     # The velocity is the move over about this many seconds, not between the last two boxes: a
     # detector's boxes jitter by a few pixels, and a face hidden behind another is followed by its
     # velocity alone. On simulated crossings of two 80-px faces at nine speeds and jitters (boxes off
-    # by up to 6 px, the hidden face not detected) the last two boxes numbered 0.7-8.0% of the frames
+    # by up to 6 px, the hidden face not detected) the last two boxes numbered 0-8.0% of the frames
     # wrongly, often by two faces swapping numbers for good; the move over 0.3 s, 0.0-4.5%.
     WINDOW = 0.3
 
