@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 import os
 from importlib import resources
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model, model_info
@@ -151,7 +150,7 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
     """`threads`: ONNX Runtime's for an .onnx model (default: the CPU's cores, at most 4). A Keras
     model runs on TensorFlow's own threads, so it is told, not silently dropped."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+    if threads is not None and not is_whole_number(threads, 1):
         raise FerkitError(f"threads is a whole number, at least 1, got {threads!r}")
     path = resolve_model(model)
     if path.suffix.lower() == ".onnx":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
 from ferkit.inference.images import load_image
@@ -45,8 +44,7 @@ class EmotionRecognizer:
         """`max_faces`: only the largest this many faces of an image (the person at the camera, not the
         crowd behind), still left to right. `detector_options` go to the detector (YuNet's
         `score_threshold`, `min_size`, ...)."""
-        if max_faces is not None and (isinstance(max_faces, bool) or not isinstance(max_faces, numbers.Integral)
-                                      or max_faces < 1):
+        if max_faces is not None and not is_whole_number(max_faces, 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
         if detector_options and not isinstance(detector, str):
             raise FerkitError(f"detector options ({', '.join(sorted(detector_options))}) are for a detector ferkit "

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.inference.faces import Face
 
 Box = tuple[int, int, int, int]
@@ -110,7 +109,7 @@ class ScoreSmoother:
     number may be someone else."""
 
     def __init__(self, frames: int = 1):
-        if isinstance(frames, bool) or not isinstance(frames, Integral) or frames < 1:
+        if not is_whole_number(frames, 1):
             raise FerkitError(f"smooth (--smooth) is a whole number of frames, at least 1 (off), got {frames!r}")
         self.weight = 2 / (frames + 1)
         self._last: dict[int, dict[str, float]] = {}  # the tracks of the frame before, their averages

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.inference.faces import FACE_COLUMNS, Face, face_cells
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
 from ferkit.inference.tracking import FaceTracks, ScoreSmoother
@@ -92,7 +92,7 @@ class FrameTracker:
     tracks: FaceTracks = field(default_factory=FaceTracks)
 
     def __post_init__(self) -> None:
-        if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral) or self.every < 1:
+        if not is_whole_number(self.every, 1):
             raise FerkitError(f"every (--every) is a whole number of frames, at least 1, got {self.every!r}")
         self._smoother = ScoreSmoother(self.smooth)
 

@@ -7,12 +7,11 @@ decorated builder, and every caller (training, CLI, compare) picks it up by name
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.models._blocks import keras_weights_arg
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
@@ -38,7 +37,7 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
     """
     check_model(name, weights, **kwargs)
     for what, value, least in (("image_size", image_size, 1), ("num_classes", num_classes, 2)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        if not is_whole_number(value, least):
             raise FerkitError(f"{what} must be a whole number, at least {least}, got {value!r}")
     try:
         return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)

@@ -11,12 +11,11 @@ adds squeeze-and-excitation to every block. `crop` cuts that many pixels off eve
 
 from __future__ import annotations
 
-import numbers
 
 import keras
 from keras import layers
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 from ferkit.models._blocks import classifier, face_input, load_local_weights
 from ferkit.models._registry import register_model
 
@@ -55,7 +54,7 @@ def _check_crop(crop, image_size: int, stages: int) -> None:
     """At least 2 px must be left for the last stage, after its stages - 1 halvings."""
     least = 2 ** stages
     most = max(0, (image_size - least) // 2)
-    if isinstance(crop, bool) or not isinstance(crop, numbers.Integral) or not 0 <= crop <= most:
+    if not is_whole_number(crop, 0) or crop > most:
         raise FerkitError(f"fernet's crop is the whole number of pixels cut off each side of the "
                           f"{image_size}-px face, 0 to {most} (at least {least} px left), got {crop!r}")
 
