@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ferkit.choices import DETECTORS
@@ -110,19 +110,21 @@ def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | P
 
 
 @contextlib.contextmanager
-def new_folders_removed_on_failure(*outputs: str | Path | None, folder: bool = False) -> Iterator[None]:
-    """The folders that `output_path` makes for `outputs` (folders themselves if `folder`, else the
-    files' folders) are removed again, if still empty, when the command fails: a typo in the data or
-    the model must not leave an empty results folder behind."""
-    made = []
-    for name in outputs:
+def outputs() -> Iterator[Callable[..., Path | None]]:
+    """`output_path` for the block; the folders it made are removed again, if still empty, when the
+    block fails: a typo in the data or the model must not leave an empty results folder behind."""
+    made: list[list[Path]] = []
+
+    def make(name: str | None, folder: bool = False, inputs: Iterable[str | Path] = ()) -> Path | None:
         if name is not None:
             path = Path(name) if folder else Path(name).parent
             made.append([p for p in (path, *path.parents) if not p.exists()])  # the deepest first
+        return output_path(name, folder, inputs)
+
     try:
-        yield
+        yield make
     except BaseException:
-        for chain in made:
+        for chain in reversed(made):  # the last made first: an earlier one may hold it
             for path in chain:
                 try:
                     path.rmdir()  # only if empty: what the command wrote stays

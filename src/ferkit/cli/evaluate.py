@@ -21,10 +21,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.cli._common import new_folders_removed_on_failure, output_path
+    from ferkit.cli._common import outputs
     from ferkit.evaluation import evaluate
 
-    with new_folders_removed_on_failure(args.output, folder=True):
+    with outputs() as output_path:
         output_path(args.output, folder=True)  # a bad --output must not cost the evaluation
         metrics = evaluate(args.model, args.data, split=args.split, output=args.output, tta=args.tta)
     print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.cli._common import new_folders_removed_on_failure, output_path
+    from ferkit.cli._common import outputs
     from ferkit.errors import FerkitError
     from ferkit.inference.backends import DEFAULT_MODEL
     from ferkit.models.export import export_onnx
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     # ferkit reads ONNX by its suffix, and so no run file (model.keras, config.json) is written over.
     if args.output and Path(args.output).suffix.lower() != ".onnx":
         raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")
-    with new_folders_removed_on_failure(args.output):
+    with outputs() as output_path:
         output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
         _refuse_another_run(Path(args.model), args.output)
         print(export_onnx(args.model, args.output, args.quantize, args.calibration))

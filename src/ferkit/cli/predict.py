@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferkit.cli._common import add_model_options, new_folders_removed_on_failure, output_path, recognizer
+from ferkit.cli._common import add_model_options, outputs, recognizer
 
 
 def add_parser(sub) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.inference.faces import Face
     from ferkit.inference.images import find_images, load_image
 
-    with new_folders_removed_on_failure(args.save_annotated, folder=True), new_folders_removed_on_failure(args.csv):
+    with outputs() as output_path:
         annotated = output_path(args.save_annotated, folder=True)
         images = find_images(args.paths, leave_out=annotated)
         if not images:  # said before the model's load, which takes seconds

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ferkit.cli._common import (add_frame_options, add_model_options, new_folders_removed_on_failure,
-                                output_path, recognizer)
+from ferkit.cli._common import add_frame_options, add_model_options, outputs, recognizer
 
 
 def add_parser(sub) -> None:
@@ -25,15 +24,15 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.errors import FerkitError
     from ferkit.inference.video import VIDEO_SUFFIXES, process_video
 
-    outputs = [out for out in (args.output, args.csv, args.plot) if out]
-    if not outputs:
+    files = [out for out in (args.output, args.csv, args.plot) if out]
+    if not files:
         raise FerkitError("nothing to write: give --output, --csv and/or --plot")
-    if len({Path(out).resolve() for out in outputs}) < len(outputs):
-        raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(outputs)}")
+    if len({Path(out).resolve() for out in files}) < len(files):
+        raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(files)}")
     if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # now, not after the first frame
         raise FerkitError(f"--output {args.output}: a video's name ends in {', '.join(VIDEO_SUFFIXES)}")
-    with new_folders_removed_on_failure(*outputs):
-        for out in outputs:
+    with outputs() as output_path:
+        for out in files:
             output_path(out, inputs=[args.input])
         summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
                                 progress=not args.quiet, smooth=args.smooth)
