@@ -177,16 +177,23 @@ def model_info(model_path: str | Path, num_outputs: int | None = None,
     """Classes and input size of a run directory, or of a model file with a config.json beside it.
 
     A bare model file without one is accepted only when its output size says which classes it
-    has: 7 (all of FER2013) or 6 (the seed's set without disgust).
+    has: 7 (all of FER2013) or 6 (the seed's set without disgust). `num_outputs` and `image_size`,
+    the model's own where known, must agree with a config.json beside it.
     """
     path = Path(model_path)
     run = RunDir(path if path.is_dir() else path.parent)
     if run.config.is_file():
         config = run.read_config()
         try:
-            return ModelInfo(tuple(config["classes"]), int(config["image_size"]), config)
+            info = ModelInfo(tuple(config["classes"]), int(config["image_size"]), config)
         except (KeyError, TypeError, ValueError):
             raise FerkitError(f"{run.config} is damaged: it lacks the model's classes or image_size") from None
+        if (num_outputs or len(info.classes), image_size or info.image_size) != (len(info.classes), info.image_size):
+            # a model file copied beside another run's config.json, which describes that run's model
+            raise FerkitError(f"{path} takes {image_size}-px faces and scores {num_outputs} classes, but the "
+                              f"config.json beside it says {info.image_size} px and {len(info.classes)}: that "
+                              "config.json is another model's; give the file its own run")
+        return info
     by_size = {len(EMOTIONS): EMOTIONS, len(SEED_CLASSES): SEED_CLASSES}
     if num_outputs in by_size and image_size:
         return ModelInfo(by_size[num_outputs], image_size, {})
@@ -223,13 +230,7 @@ def load_keras_model(model_path: str | Path):
                               f"({str(exc).splitlines()[0][:120]})") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
-    info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
-    if (len(info.classes), info.image_size) != (model.output_shape[-1], model.input_shape[1]):
-        # a .keras file copied beside another run's config.json, which describes that run's model
-        raise FerkitError(f"{path} takes {model.input_shape[1]}-px faces and scores {model.output_shape[-1]} "
-                          f"classes, but the config.json beside it says {info.image_size} px and "
-                          f"{len(info.classes)}: that config.json is another model's; give the file its own run")
-    return model, info
+    return model, model_info(model_path, model.output_shape[-1], model.input_shape[1])
 
 
 def _from_model_json(path: Path):
