@@ -435,3 +435,27 @@ def test_a_frozen_backbone_without_weights_is_warned_once(name, caplog, monkeypa
     for _ in range(2):
         create_model(name, image_size=48, num_classes=6, weights="none")
     assert caplog.text.count("a frozen backbone without pretrained weights keeps its random features") == 1
+
+
+def test_an_export_that_fails_mid_write_keeps_the_earlier_file(tiny_run, tmp_path, monkeypatch):
+    """A full disk mid-save left a cut-short model.onnx that every later load of the run failed on."""
+    import shutil
+
+    import onnx
+
+    from ferkit.errors import FerkitError
+    from ferkit.models.export import export_onnx
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    before = (run / "model.onnx").read_bytes()
+
+    def full_disk(proto, path):
+        with open(path, "wb") as f:
+            f.write(b"\x08\x07")  # the start of a model, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    with pytest.raises(FerkitError, match=r"cannot write .*model\.onnx: No space left on device"):
+        export_onnx(run)
+    assert (run / "model.onnx").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir() if p.name.endswith(".part")) == []

@@ -17,11 +17,13 @@ A run directory is ferkit's public model format:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +157,21 @@ def default_path(name: str) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    with replacing(path) as part:
+        part.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A file beside `path` to write instead, put in its place only once written whole. A full disk or
+    Ctrl-C mid-write then leaves the earlier file (or none), not a cut-short one that every later
+    load of the run would fail on."""
+    part = path.with_name(f".{path.name}.part")
+    try:
+        yield part
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
-from ferkit.runs import ONNX_META, RunDir, load_keras_model
+from ferkit.runs import ONNX_META, RunDir, load_keras_model, replacing
 
 CALIBRATION_FACES = 256
 
@@ -52,7 +52,11 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     for key, value in values.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_META[key], value
-    onnx.save(proto, str(out))
+    try:
+        with replacing(out) as part:
+            onnx.save(proto, str(part))
+    except OSError as exc:  # a full disk, say: the file named, and any earlier export there kept
+        raise FerkitError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 
