@@ -56,13 +56,50 @@ def test_the_demo_quits_on_q_esc_or_its_window_closed(monkeypatch):
             yield VideoFrame(index, index / 25, np.zeros((48, 64, 3), np.uint8), [], True)
             index += 1
 
-    for key, visible, shown in ((ord("q"), 1.0, 1), (27, 1.0, 1), (-1, 0.0, 1), (-1, 1.0, 100)):
+    # visible -1: OpenCV's GTK windows cannot tell, which is no reason to quit
+    for key, visible, shown in ((ord("q"), 1.0, 1), (27, 1.0, 1), (-1, 0.0, 1), (-1, 1.0, 100), (-1, -1.0, 100)):
         seen = []
         monkeypatch.setattr(cv2, "imshow", lambda name, image: seen.append(name))
         monkeypatch.setattr(cv2, "waitKey", lambda delay: key)
         monkeypatch.setattr(cv2, "getWindowProperty", lambda name, prop: visible)
-        demo._show(frames())
+        assert demo._show(frames()) == (shown, shown < 100)
         assert len(seen) == shown, (key, visible)
+
+
+def test_the_demo_says_when_its_source_gives_no_frame_or_a_camera_stops(monkeypatch, caplog):
+    """Both ended the demo with exit 0 and no word: an empty file, or a camera unplugged mid-stream."""
+    import argparse
+    import contextlib
+
+    import cv2
+    import numpy as np
+
+    from ferkit.cli import demo
+    from ferkit.errors import FerkitError
+    from ferkit.inference.video import VideoFrame
+
+    class Source(list):
+        frame_count = None  # a camera
+
+    class Recognizer:
+        def __init__(self, frames):
+            self.frames = frames
+
+        def video(self, source, every, smooth):
+            return contextlib.nullcontext(self.frames)
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    monkeypatch.setattr(demo, "_open_window", lambda: None)
+    for name, value in (("imshow", lambda *a: None), ("waitKey", lambda delay: -1),
+                        ("getWindowProperty", lambda *a: 1.0), ("destroyAllWindows", lambda: None)):
+        monkeypatch.setattr(cv2, name, value)
+    args = argparse.Namespace(source="0", every=1, smooth=1)
+    monkeypatch.setattr(demo, "recognizer", lambda args: Recognizer(Source()))
+    with pytest.raises(FerkitError, match="no frame of 0 could be read"):
+        demo.run(args)
+    monkeypatch.setattr(demo, "recognizer", lambda args: Recognizer(Source([VideoFrame(0, 0.0, image, [], True)])))
+    assert demo.run(args) == 0
+    assert "0 stopped sending frames after 1" in caplog.text
 
 
 def test_a_reader_that_stops_early_is_no_error():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 
 from ferkit.cli._common import add_frame_options, add_model_options, recognizer
+
+log = logging.getLogger("ferkit")
 
 WINDOW = "ferkit demo (q quits)"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
@@ -47,24 +50,32 @@ def _open_window() -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
+    from ferkit.errors import FerkitError
+
     _open_window()  # a headless OpenCV, the likeliest failure, is said before the slow model load
     try:
         # bad options fail before the camera opens
         with recognizer(args).video(args.source, args.every, args.smooth) as video:
-            _show(video)
+            shown, quit = _show(video)
     finally:
         cv2.destroyAllWindows()
+    # OpenCV opens some sources that then give nothing (an empty file, a camera another program holds)
+    if not shown:
+        raise FerkitError(f"no frame of {args.source} could be read: not a video, a corrupt one, or a camera "
+                          "that sends nothing")
+    if not quit and video.frame_count is None:  # a camera or stream never ends by itself
+        log.warning("%s stopped sending frames after %d (unplugged, or the stream ended)", args.source, shown)
     return 0
 
 
-def _show(video) -> None:
+def _show(video) -> tuple[int, bool]:
     """Frames with faces and a smoothed frame rate drawn, until the video ends, q or Esc is pressed
-    or the window is closed."""
+    or the window is closed: how many were shown, and whether the user quit."""
     import cv2
 
     from ferkit.inference.recognizer import draw_face
 
-    last, fps = time.perf_counter(), 0.0
+    last, fps, shown = time.perf_counter(), 0.0, 0
     for frame in video:
         for face in frame.faces:
             draw_face(frame.image, face)
@@ -73,8 +84,11 @@ def _show(video) -> None:
         last = now
         cv2.putText(frame.image, f"{fps:.1f} fps", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
         cv2.imshow(WINDOW, frame.image)
+        shown += 1
         if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
-            return
-        # Closed with its button: imshow would open it again, and a camera never runs out of frames
-        if cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
-            return
+            return shown, True
+        # Closed with its button: imshow would open it again, and a camera never runs out of frames.
+        # -1 is "cannot tell" (OpenCV's GTK windows), not closed: there only the keys quit.
+        if 0 <= cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
+            return shown, True
+    return shown, False
