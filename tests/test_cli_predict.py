@@ -344,3 +344,28 @@ def test_an_output_folder_above_the_input_leaves_no_input_out(tmp_path, group_ph
     assert [p.name for p in find_images([photos], leave_out=tmp_path)] == ["a.png", "a_annotated.png"]
     assert [p.name for p in find_images([photos], leave_out=photos / "annotated")] == ["a.png"]
     assert "left out the 1 image in" in caplog.text
+
+
+def test_an_output_folder_given_as_an_input_too_is_not_read_back(tmp_path, group_photo, capsys):
+    """`predict same --save-annotated same`, or a shell's `photos/*` listing the output folder: the
+    copies were read back as inputs, and the output doubled on every run. A user's own image with a
+    copy's name is an input still, and kept."""
+    from ferkit.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), group_photo[0])
+    cv2.imwrite(str(photos / "b_annotated.png"), group_photo[0])  # the user's, not ferkit's
+    before = (photos / "b_annotated.png").read_bytes()
+    for args in ([str(photos)], [str(photos / "a.png"), str(photos / "out")]):
+        out = str(photos if len(args) == 1 else photos / "out")
+        for _ in range(2):
+            capsys.readouterr()
+            assert main(["predict", *args, "--save-annotated", out, "--json"]) == 0
+            read = [Path(r["file"]).name for r in json.loads(capsys.readouterr().out)["results"]]
+            assert read == (["a.png", "b_annotated.png"] if len(args) == 1 else ["a.png"])
+    assert (photos / "b_annotated.png").read_bytes() == before
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_annotated.png", "b_annotated.png",
+                                                         "b_annotated_annotated.png", "out"]
+    assert sorted(p.name for p in (photos / "out").iterdir()) == ["a_annotated.png"]
+    assert cv2.imread(str(photos / "out" / "a_annotated.png")).shape == group_photo[0].shape  # still a PNG

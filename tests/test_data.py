@@ -436,6 +436,28 @@ def test_float_faces_in_0_to_1_are_scaled_like_uint8_ones():
     np.testing.assert_array_equal(to_model_input([face.astype(np.float32)], 48), expected)
 
 
+def test_a_0_to_1_image_with_a_little_overshoot_is_still_read_as_0_to_1():
+    """Cubic resizing of a 0..1 image overshoots to 1.1; one such pixel turned the image black."""
+    from ferkit.data.preprocess import to_uint8
+
+    image = np.random.default_rng(0).random((30, 40))
+    image[0, 0] = 1.1
+    expected = (image * 255).clip(0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(image), expected)
+    assert expected[1:].mean() > 100
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])
+def test_16_bit_values_in_wider_ints_are_scaled_like_uint16(dtype):
+    """Older Pillow reads 16-bit PNGs as 32-bit ints: clipped at 255, they were all white."""
+    from ferkit.data.preprocess import to_uint8
+
+    deep = np.random.default_rng(0).integers(0, 65536, (30, 40))
+    np.testing.assert_array_equal(to_uint8(deep.astype(dtype)), to_uint8(deep.astype(np.uint16)))
+    small = np.arange(256).reshape(16, 16)  # 0..255 in an int array stays as it is
+    np.testing.assert_array_equal(to_uint8(small.astype(dtype)), small.astype(np.uint8))
+
+
 def test_to_gray_rejects_odd_shapes():
     with pytest.raises(ValueError):
         to_gray(np.zeros((5, 5, 2), np.uint8))

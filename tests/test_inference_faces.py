@@ -32,6 +32,15 @@ def test_a_faces_dict_names_its_landmarks_and_haar_says_it_has_none(astronaut):
         assert abs(x1 - 4 * x0) < 0.1 * big.box[2] and abs(y1 - 4 * y0) < 0.1 * big.box[3]
 
 
+def test_yunet_faces_compare_find_and_remove_like_haar_ones(astronaut):
+    """Their landmarks array made `==`, `in` and `list.remove` raise (an array's truth value)."""
+    detector = create_detector("yunet")
+    faces, again = detector.detect(astronaut), detector.detect(astronaut)
+    assert faces == again and faces[0] in again
+    again.remove(faces[0])
+    assert again == []
+
+
 def test_haar_finds_the_large_faces(group_photo):
     faces = create_detector("haar").detect(group_photo[0])
     assert len(faces) >= 2
@@ -122,6 +131,18 @@ def test_crop_is_square_with_margin_and_padded_at_edges():
     edge = crop_face(np.full((100, 100), 7, np.uint8), (0, 0, 30, 30), 0.5)
     assert edge.shape == (60, 60)
     assert (edge == 7).all()  # the part outside the image repeats the border, not black
+
+
+def test_a_face_in_an_image_wider_than_opencvs_warp_takes_is_cropped():
+    """OpenCV's warp refuses images of 32,767 px or more a side (a panorama): only the face's
+    neighbourhood is warped, and the crop is what the same neighbourhood alone gives."""
+    rng = np.random.default_rng(0)
+    wide = np.zeros((200, 33000), np.uint8)
+    wide[:, 31900:32200] = rng.integers(0, 256, (200, 300))
+    alone = wide[:, 31900:32200].copy()
+    for angle in (0.0, 20.0):
+        np.testing.assert_array_equal(crop_face(wide, (32000, 40, 100, 100), 0.1, angle),
+                                      crop_face(alone, (100, 40, 100, 100), 0.1, angle))
 
 
 @pytest.mark.parametrize("tilt", [-25, -10, 15, 30])

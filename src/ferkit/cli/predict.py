@@ -99,28 +99,32 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[Path]) -> Path:
     their own folder). A URL's stem is its path's last part's."""
     from urllib.parse import unquote, urlsplit
 
+    from ferkit.inference.images import annotated_name
+
     if isinstance(path, Path):
         stem = path.stem
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
-    out, n = folder / f"{stem}_annotated.png", 1
+    out, n = folder / annotated_name(stem), 1
     while out.resolve() in taken:
         n += 1
-        out = folder / f"{stem}_annotated-{n}.png"
+        out = folder / annotated_name(stem, n)
     taken.add(out.resolve())
     return out
 
 
 def _write_png(path: Path, image) -> str:
     """Encoded here and written by Python, which takes any file name the file system does (OpenCV's
-    imwrite crashed on a name that is not UTF-8); what went wrong, or ""."""
+    imwrite crashed on a name that is not UTF-8), marked as ferkit's copy; what went wrong, or ""."""
     import cv2
+
+    from ferkit.inference.images import marked_as_copy
 
     ok, data = cv2.imencode(".png", image)
     try:
         if not ok:
             return f"cannot encode {path}"
-        path.write_bytes(data.tobytes())
+        path.write_bytes(marked_as_copy(data.tobytes()))
     except OSError as exc:
         return f"cannot write {path}: {exc.strerror or exc}"
     return ""

@@ -16,14 +16,16 @@ FER_SIZE = 48  # FER2013's native face size
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint8 pixels from any numeric array. uint16 is a 16-bit image (0..65535: what OpenCV and
-    PIL read from 16-bit PNG and TIFF files); floats all within 0..1 are taken as that range
-    (skimage's and PIL-to-float convention); anything else as 0..255."""
+    """uint8 pixels from any numeric array. 16-bit images (0..65535: what OpenCV reads from 16-bit
+    PNG and TIFF files as uint16, and older Pillow as 32-bit ints) are scaled down. Floats with no
+    value over 2 are the 0..1 range (skimage's and PIL-to-float convention) with the overshoot that
+    cubic resizing or a highlight leaves, clipped: read as 0..255 such an image was all black and
+    showed no face. Anything else is 0..255."""
     if image.dtype == np.uint8:
         return image
-    if image.dtype == np.uint16:
-        return (image // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a bit shift would
-    return np.clip(image * 255.0 if image.max() <= 1.0 else image, 0, 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
+        return (np.clip(image, 0, 65535) // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
+    return np.clip(image * 255.0 if image.max() <= 2.0 else image, 0, 255).astype(np.uint8)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -82,7 +84,18 @@ def crop_face(image: np.ndarray, box: tuple[int, int, int, int], margin: float,
     """
     x, y, w, h = box
     side = max(int(round(max(w, h) * (1 + 2 * margin))), 1)
-    centre = (x + w / 2, y + h / 2)
+    # Only the part of the image that any rotation of the crop can touch is warped: OpenCV's warp
+    # refuses images 32,767 px or more on a side (a stitched panorama, a long screenshot).
+    reach = int(np.ceil(side * 0.7072)) + 2  # half the square's diagonal, and a pixel for interpolation
+    (left, right), (top, bottom) = (_reach(x + w / 2, reach, image.shape[1]), _reach(y + h / 2, reach, image.shape[0]))
+    part = image[top:bottom, left:right]
+    centre = (x + w / 2 - left, y + h / 2 - top)
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
     matrix[:, 2] += (side / 2 - centre[0], side / 2 - centre[1])
-    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(part, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _reach(centre: float, reach: int, length: int) -> tuple[int, int]:
+    """The pixels within `reach` of `centre` along a side of `length`, at least the nearest one."""
+    start = min(max(int(centre) - reach, 0), length - 1)
+    return start, max(int(centre) + reach + 1, start + 1)

@@ -33,7 +33,9 @@ class Face:
 
     box: tuple[int, int, int, int]  # x, y, width, height in the original image's pixels
     detection_score: float | None = None  # YuNet's confidence that this is a face; Haar gives none
-    landmarks: np.ndarray | None = None  # 5 x 2: right eye, left eye, nose tip, mouth corners
+    # 5 x 2: right eye, left eye, nose tip, mouth corners. Not compared: an array's == is no truth
+    # value, and made `face in faces` and `faces.remove(face)` raise for YuNet's faces.
+    landmarks: np.ndarray | None = field(default=None, compare=False)
     scores: dict[str, float] = field(default_factory=dict)
     track: int | None = None  # in a video: the same number for the same face from frame to frame
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -179,13 +181,42 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return image
 
 
+def annotated_name(stem: str, number: int = 1) -> str:
+    """The name of an image's annotated copy (`ferkit predict --save-annotated`): numbered from 2
+    where the plain name is taken."""
+    return f"{stem}_annotated{'' if number == 1 else f'-{number}'}.png"
+
+
+# A PNG text chunk that marks ferkit's annotated copies, read back to tell them from a user's own
+# images of the same name: those are inputs, and never written over.
+_COPY_MARK = b"Software\0ferkit predict --save-annotated"
+_PNG_HEADER = 33  # the signature and the IHDR chunk, which must come first
+
+
+def marked_as_copy(png: bytes) -> bytes:
+    """An annotated copy's PNG file, marked as ferkit's (a tEXt chunk after the header)."""
+    chunk = b"tEXt" + _COPY_MARK
+    return png[:_PNG_HEADER] + struct.pack(">I", len(_COPY_MARK)) + chunk + \
+        struct.pack(">I", zlib.crc32(chunk)) + png[_PNG_HEADER:]
+
+
+def _is_annotated_copy(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return _COPY_MARK in f.read(_PNG_HEADER + 12 + len(_COPY_MARK))
+    except OSError:  # unreadable: an input, whose own error says why
+        return False
+
+
 def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[Path | str]:
     """Files and http(s) URLs as given, and folders searched for image files (linked folders too),
     in a stable order.
 
     What a folder holds besides images is counted and said, not passed over in silence; so are the
-    images under `leave_out`, a command's own output folder inside an input folder (its copies of
-    the last run are not new inputs).
+    images under `leave_out`, a command's output folder (its copies of the last run are not new
+    inputs): all of them where it lies inside an input folder, and ferkit's annotated copies where
+    it is an input folder itself (`predict photos --save-annotated photos`, or a shell's `photos/*`
+    that lists the output folder too).
     """
     found: list[Path | str] = []
     for raw in paths:
@@ -200,9 +231,8 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
         # Named as images: read (a broken link among them is then a clear error of its own)
         inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
-        # Only an output folder inside this one: one that holds it (`--save-annotated .`) holds the inputs too
-        if leave_out is not None and path.resolve() in leave_out.resolve().parents:
-            ours = [p for p in inside if leave_out.resolve() in p.resolve().parents]
+        if leave_out is not None:
+            ours = _outputs_among(path, inside, leave_out.resolve())
             if ours:
                 log.warning("%s: left out the %d image%s in %s, this command's output", path, len(ours),
                             "s" * (len(ours) > 1), leave_out)
@@ -211,6 +241,14 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
             log.warning("no image files in %s (looked for %s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         found += sorted(inside)
     return found
+
+
+def _outputs_among(folder: Path, images: list[Path], output: Path) -> list[Path]:
+    """The images of `folder` that a command writing to `output` made. An output folder that holds
+    this one (`--save-annotated .`) holds the inputs too: there only the copies' mark tells."""
+    if folder.resolve() in output.parents:
+        return [p for p in images if output in p.resolve().parents]
+    return [p for p in images if p.resolve().parent == output and _is_annotated_copy(p)]
 
 
 def _say_left_out(folder: Path, others: list[Path]) -> None:
