@@ -369,3 +369,56 @@ def test_an_output_folder_given_as_an_input_too_is_not_read_back(tmp_path, group
                                                          "b_annotated_annotated.png", "out"]
     assert sorted(p.name for p in (photos / "out").iterdir()) == ["a_annotated.png"]
     assert cv2.imread(str(photos / "out" / "a_annotated.png")).shape == group_photo[0].shape  # still a PNG
+
+
+def _three_photos(folder: Path, image) -> Path:
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(folder / name), image)
+    return folder
+
+
+def test_an_image_that_fails_to_analyse_is_its_own_error_and_the_rest_are_kept(tiny_run, group_photo, tmp_path,
+                                                                              monkeypatch, capsys):
+    """OpenCV's error on one image (a panorama beyond its limits, say) was a traceback that lost the
+    CSV and JSON of every image."""
+    import cv2 as cv
+
+    from ferkit.inference.recognizer import EmotionRecognizer
+
+    photos = _three_photos(tmp_path / "photos", group_photo[0])
+    detect = EmotionRecognizer.detect
+
+    def failing_on_b(self, image, *args, **kwargs):
+        if failing_on_b.calls == 1:
+            failing_on_b.calls += 1
+            raise cv.error("OpenCV(4.14.0) imgwarp.cpp:1: error: (-215:Assertion failed) src.cols < SHRT_MAX")
+        failing_on_b.calls += 1
+        return detect(self, image, *args, **kwargs)
+    failing_on_b.calls = 0
+    monkeypatch.setattr(EmotionRecognizer, "detect", failing_on_b)
+    table = tmp_path / "faces.csv"
+    assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table), "--json"]) == 1
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [bool(r["faces"]) for r in results] == [True, False, True]
+    assert "cannot analyse" in results[1]["error"] and "SHRT_MAX" in results[1]["error"]
+    rows = list(csv.DictReader(table.open()))
+    assert {Path(r["file"]).name for r in rows} == {"a.png", "b.png", "c.png"}
+
+
+def test_a_reader_that_leaves_early_still_gets_the_csv_written(tiny_run, group_photo, tmp_path, monkeypatch):
+    """`ferkit predict photos --csv f.csv | head -1`: the closed pipe ended the run before the CSV."""
+    import os
+    import sys
+
+    photos = _three_photos(tmp_path / "photos", group_photo[0])
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: every write is a broken pipe
+    closed = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", closed)
+    table = tmp_path / "faces.csv"
+    try:
+        assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table)]) == 141
+    finally:
+        closed.close()
+    assert len({r["file"] for r in csv.DictReader(table.open())}) >= 1

@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ferkit.errors import FerkitError
-    from ferkit.inference.faces import Face
-    from ferkit.inference.images import find_images, load_image
+    from ferkit.inference.images import find_images
 
     with outputs() as output_path:
         annotated = output_path(args.save_annotated, folder=True)
@@ -43,47 +42,66 @@ def run(args: argparse.Namespace) -> int:
         csv_path = output_path(args.csv, inputs=images)
         rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
-    results, failed, taken = [], 0, {path.resolve() for path in images if isinstance(path, Path)}
-    # A bar where nothing else shows the progress: the lines on a terminal do
+    taken = {path.resolve() for path in images if isinstance(path, Path)}
+    # A bar where nothing else shows the progress (the lines on a terminal do), and only on a
+    # terminal: in a log file its redraws are noise (tqdm's disable=None)
     lines = not (args.json or args.jsonl)
     quiet = args.quiet or len(images) < 2 or (lines and sys.stdout.isatty())
+    results, stopped = [], ""
     try:
-        for path in tqdm(images, unit="image", disable=quiet, file=sys.stderr):
-            try:
-                image = load_image(path)  # a file, or a URL downloaded
-            except FerkitError as exc:
-                print(f"ferkit: {exc}", file=sys.stderr)
-                results.append({"file": str(path), "error": str(exc), "faces": []})
-                failed += 1
-                _print_jsonl(args, results[-1])
-                continue
-            if args.no_detect:
-                faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
-            else:
-                faces = rec.detect(image)
-            results.append({"file": str(path), "faces": [f.to_dict() for f in faces]})
-            if lines:
-                _print_lines(path, faces)
-            if annotated:
-                out = _annotated_name(annotated, path, taken)
-                problem = _write_png(out, rec.annotate(image, faces))
-                results[-1]["annotated"] = str(out)
-                if problem:  # e.g. a full disk: go on, say so
-                    print(f"ferkit: {problem}", file=sys.stderr)
-                    results[-1]["error"] = problem
-                    failed += 1
+        for path in tqdm(images, unit="image", disable=True if quiet else None, file=sys.stderr):
+            results.append(_analyse(rec, args, path, annotated, taken))
+            result = results[-1]
+            if lines and ("error" not in result or "annotated" in result):  # read, if not copied
+                _print_lines(path, result["faces"])
+            if "error" in result:
+                tqdm.write(f"ferkit: {result['error']}", file=sys.stderr)  # not glued to the bar
             _print_jsonl(args, results[-1])
     except KeyboardInterrupt:  # Ctrl-C ends the folder, not its results: those so far are written below
+        stopped = "interrupted"
+    except BrokenPipeError:  # `| head` stopped reading the lines: the CSV is still written
+        stopped = "pipe"
+    if stopped == "interrupted":
         print(f"ferkit: interrupted: the results hold the first {len(results)} of {len(images)} images",
               file=sys.stderr)
-        interrupted = True
-    else:
-        interrupted = False
-    if args.json:
-        print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": interrupted}, indent=2))
+    if args.json and stopped != "pipe":
+        print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": bool(stopped)}, indent=2))
     if csv_path:
         _write_csv(csv_path, results, rec.classes)
-    return 130 if interrupted else 1 if failed else 0  # 130: the shell's code for Ctrl-C
+    if stopped == "pipe":
+        raise BrokenPipeError  # the exit a reader that left expects (141)
+    return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
+
+
+def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[Path]) -> dict:
+    """One image's result: its faces, its annotated copy, or what went wrong. Any failure is this
+    image's alone (a file OpenCV cannot decode, one too big to work on): the rest of the folder goes
+    on, and the results so far are kept."""
+    import cv2
+
+    from ferkit.errors import FerkitError
+    from ferkit.inference.faces import Face
+    from ferkit.inference.images import load_image
+
+    try:
+        image = load_image(path)  # a file, or a URL downloaded
+        if args.no_detect:
+            faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
+        else:
+            faces = rec.detect(image)
+    except FerkitError as exc:
+        return {"file": str(path), "error": str(exc), "faces": []}
+    except (cv2.error, MemoryError) as exc:
+        return {"file": str(path), "error": f"cannot analyse {path}: {type(exc).__name__}: "
+                                           f"{str(exc).strip().splitlines()[-1][:200]}", "faces": []}
+    result = {"file": str(path), "faces": [f.to_dict() for f in faces]}
+    if annotated:
+        out = _annotated_name(annotated, path, taken)
+        problem = _write_png(out, rec.annotate(image, faces))
+        result["annotated"] = str(out)
+        if problem:  # e.g. a full disk: go on, say so
+            result["error"] = problem
+    return result
 
 
 def _print_jsonl(args: argparse.Namespace, result: dict) -> None:
@@ -130,12 +148,11 @@ def _write_png(path: Path, image) -> str:
     return ""
 
 
-def _print_lines(path: Path, faces) -> None:
+def _print_lines(path: Path, faces: list[dict]) -> None:
     if not faces:
         print(f"{path}\tno face found")
     for face in faces:
-        x, y, w, h = face.box
-        print(f"{path}\t{x},{y},{w},{h}\t{face.label}\t{face.confidence:.3f}")
+        print(f"{path}\t{','.join(map(str, face['box']))}\t{face['label']}\t{face['confidence']:.3f}")
 
 
 def _write_csv(path: Path, results: list[dict], classes) -> None:
