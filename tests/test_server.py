@@ -227,6 +227,27 @@ def test_a_bug_is_a_json_500_and_the_server_stays_up(tiny_run, group_jpeg, monke
     answer = client.post("/v1/predict", content=group_jpeg, headers={"content-type": "image/jpeg"})
     assert answer.status_code == 500 and answer.json() == {"error": "internal server error (KeyError)"}
     assert client.get("/v1/health").status_code == 200
+    # A web app on another site can read it too: the 500 came without CORS headers
+    client = TestClient(create_app(str(tiny_run / "model.onnx"), cors_origins=["https://app.example.com"]),
+                        raise_server_exceptions=False)
+    answer = client.post("/v1/predict", content=group_jpeg,
+                         headers={"content-type": "image/jpeg", "origin": "https://app.example.com"})
+    assert answer.status_code == 500 and answer.json() == {"error": "internal server error (KeyError)"}
+    assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_a_client_gone_mid_upload_is_no_error(tiny_run, caplog):
+    """A closed tab mid-upload was a 500 and an ERROR with 60 lines of traceback in the server's log."""
+    import anyio
+
+    app = create_app(str(tiny_run / "model.onnx"))
+    messages = iter([{"type": "http.request", "body": b"\xff\xd8 part of a photo", "more_body": True}])
+
+    async def then_gone():
+        return next(messages, {"type": "http.disconnect"})
+
+    assert anyio.run(_post, app, then_gone)[0] == 499
+    assert "Traceback" not in caplog.text and "ERROR" not in caplog.text
 
 
 def test_the_page_asks_the_api_under_its_own_path(client):
@@ -437,8 +458,10 @@ def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
 def test_a_cors_origin_is_put_as_browsers_send_it(tiny_run):
     """Written with capitals or a default port it would never equal a browser's Origin header."""
     app = TestClient(create_app(str(tiny_run / "model.onnx"),
-                                cors_origins=["HTTPS://App.Example.com:443", "http://localhost:8080", "http://[::1]:80"]))
-    for origin in ("https://app.example.com", "http://localhost:8080", "http://[::1]"):
+                                cors_origins=["HTTPS://App.Example.com:443", "http://localhost:8080", "http://[::1]:80",
+                                              "https://Bücher.example"]))
+    # a non-ASCII domain as its punycode: what browsers send
+    for origin in ("https://app.example.com", "http://localhost:8080", "http://[::1]", "https://xn--bcher-kva.example"):
         answer = app.get("/v1/health", headers={"origin": origin})
         assert answer.headers["access-control-allow-origin"] == origin
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import math
 import threading
 import time
@@ -27,6 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ferkit import __version__
 from ferkit.errors import FerkitError
@@ -77,6 +79,34 @@ class ModelDescription(BaseModel):
     macro_f1: float | None = Field(description="the mean of the per-class F1 scores, measured with it")
     evaluated_on: str | None = Field(description="the faces those were measured on")
     colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
+
+
+class CrashAsJSON:
+    """A bug's 500 in the API's own JSON shape, the traceback logged as uvicorn logs one. A middleware
+    inside the CORS one, so that a web app on another site can read the answer too: Starlette's
+    handler for Exception answers from outside every middleware, without CORS headers."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # half an answer sent: nothing to do but let the server end the connection
+                raise
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+            answer = JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
+            await answer(scope, receive, send)
 
 
 class JSONErrorCORS(CORSMiddleware):
@@ -152,6 +182,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
+    app.add_middleware(CrashAsJSON)  # added first: the innermost middleware
     if origins:  # the browser's preflight for a POST with a body is answered here, before any route
         app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
@@ -160,10 +191,6 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def _json_error(request: Request, exc: StarletteHTTPException):
         # headers: a 405's Allow, a 503's Retry-After
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(Exception)  # a bug's 500 in the API's own shape; the server still logs it
-    async def _crash(request: Request, exc: Exception):
-        return JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -206,7 +233,10 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                                 headers={"Retry-After": "1"})
         engine.in_flight += 1
         try:
-            data = await _read_upload(request, max_bytes)
+            try:
+                data = await _read_upload(request, max_bytes)
+            except ClientDisconnect:  # a closed tab, a phone gone out of range: no one to answer, no bug
+                return Response(status_code=499)
             async with engine.limiter:
                 # A client gone while it queued (timed out, retrying): its work would be for no one,
                 # and would keep the clients still there waiting
@@ -237,6 +267,10 @@ def _check_origin(origin: str) -> str:
         raise FerkitError(f"a CORS origin is scheme://host[:port] with nothing after it (e.g. "
                           f"https://app.example.com), or * for any; got {origin!r}")
     scheme = parts.scheme.lower()
+    try:  # browsers send a non-ASCII domain as its punycode (https://bücher.example: xn--bcher-kva)
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise FerkitError(f"a CORS origin's host must be a valid domain name; got {origin!r}") from None
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
@@ -283,8 +317,8 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
         if len(body) > cap:
             raise too_big
     data = bytes(body)
-    if as_json:
-        data = _from_json(data)
+    if as_json:  # parsing and decoding 14 MB of base64 held up every other request on the event loop
+        data = await anyio.to_thread.run_sync(_from_json, data)
     if multipart:
         data = await _multipart_file(request, data)
     if len(data) > max_bytes:
