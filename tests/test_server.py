@@ -356,6 +356,34 @@ def test_serve_says_a_port_in_use_before_claiming_to_serve(tiny_run, capsys):
     assert "serving on" not in out and f"cannot serve on 127.0.0.1:{port}: Address already in use" in err
 
 
+def test_serve_listens_on_every_address_of_a_name(monkeypatch):
+    """`localhost` is ::1 first on many systems: bound alone, clients asking 127.0.0.1 were refused."""
+    import socket
+
+    from ferkit.cli import serve
+
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 here")
+    stream = (socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+    resolved = [(socket.AF_INET6, *stream, ("::1", 0, 0, 0)), (socket.AF_INET, *stream, ("127.0.0.1", 0))]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *args, **kw: resolved if host == "localhost" else real(host, *args, **kw))
+    sockets = serve._bind("localhost", 0)
+    try:
+        assert [s.family for s in sockets] == [socket.AF_INET6, socket.AF_INET]
+        port = sockets[0].getsockname()[1]
+        assert sockets[1].getsockname() == ("127.0.0.1", port)  # one port for both
+        for sock, host in zip(sockets, ("::1", "127.0.0.1")):
+            sock.listen()
+            socket.create_connection((host, port), timeout=5).close()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
     import json
     import re

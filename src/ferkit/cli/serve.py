@@ -47,30 +47,50 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
     options = recognizer_options(args)
-    sock = _bind(args.host, args.port)  # before the model: a port in use is said before seconds of loading
+    sockets = _bind(args.host, args.port)  # before the model: a port in use is said before seconds of loading
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers,
                      cors_origins=args.cors_origin, **options)
-    host, port = sock.getsockname()[:2]
+    host, port = sockets[0].getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)
     # Stopping (Ctrl-C, SIGTERM) waits 5 s at most for requests in progress: one stalled upload kept
     # it waiting up to two minutes, past the 10 s Docker and systemd give before they kill
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, root_path=args.root_path)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=sockets)
     return 0
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The socket bound before the address is printed: a port in use (or a host this machine does not
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """The sockets bound before the address is printed: a port in use (or a host this machine does not
     have) is a one-line error instead of a "serving on" line followed by uvicorn's, and `--port 0`
-    prints the port the system chose."""
+    prints the port the system chose. Every address of a name is bound, as uvicorn does: `localhost`
+    is ::1 first on many systems, and bound alone it refused every client that asked 127.0.0.1."""
     from ferkit.errors import FerkitError
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
-        sock.bind(address)
-    except OSError as exc:  # socket.gaierror included
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:  # socket.gaierror
         raise FerkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        if sockets:  # the port the first one got (--port 0), for every address
+            address = (address[0], sockets[0].getsockname()[1], *address[2:])
+        try:
+            sockets.append(_bound(family, kind, proto, address))
+        except OSError as exc:
+            if not sockets:  # the first address is the one that must work; others are a bonus
+                raise FerkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    return sockets
+
+
+def _bound(family, kind, proto, address) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+        if family == socket.AF_INET6:  # ::1 beside 127.0.0.1, not over it
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
