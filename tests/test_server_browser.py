@@ -281,3 +281,23 @@ def test_a_live_frame_that_failed_leaves_no_error_once_frames_come_back(server_u
         page.click("#live")
         browser.close()
     assert status.startswith("live:")
+
+
+def test_a_photo_picked_in_live_mode_stops_it_and_stays(server_url, group_photo, tmp_path):
+    """The next live frame drew over the photo within 250 ms: the user picked one and saw nothing."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"])
+        page.click("#live")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('3 face(s)')",
+                               timeout=30_000)
+        page.wait_for_timeout(1000)  # four live frames' time
+        status, button = page.inner_text("#status"), page.inner_text("#live")
+        width = page.eval_on_selector("#view", "c => c.width")
+        browser.close()
+    assert status.startswith("3 face(s)") and button == "Start live webcam"
+    assert width == group_photo[0].shape[1]
