@@ -248,7 +248,12 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
 @pytest.mark.parametrize("bad, message", [
     ("/nonexistent/photo.jpg", "image not found"),
     (b"definitely not a jpeg", "cannot read"),
-    (np.zeros((4, 4, 2), np.uint8), "not an image array"),
+    (np.zeros((4, 4, 5), np.uint8), "not an image array"),
+    (np.zeros((2, 40, 40, 3), np.uint8), "a batch of images: detect takes one image"),
+    (np.zeros((3, 40, 40), np.uint8), r"channels first\? give array.transpose\(1, 2, 0\)"),
+    (b"", r"it is empty \(0 bytes\)"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC/HEIF photo, which ferkit cannot"),
+    (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64), "a video, not an image: `ferkit video`"),
     ("data:image/jpeg;base64,@@@not base64", "the image is not valid base64"),
     ("data:image/jpeg,rawtext", "data:image/<type>;base64,"),
     ("data:image/png;base64,aGVsbG8=", "cannot read the data URL: not an image"),
@@ -260,6 +265,47 @@ def test_bad_images(tiny_run, bad, message):
     with pytest.raises(FerkitError, match=message) as error:
         EmotionRecognizer(tiny_run).detect(bad)
     assert len(str(error.value)) < 300  # never the whole of a long input
+
+
+def test_a_folder_a_pipe_and_gray_with_alpha(tiny_run, astronaut, tmp_path):
+    """A folder was "image not found"; a pipe (`<(curl ...)`) too; gray+alpha arrays were refused."""
+    import os
+    import threading
+
+    rec = EmotionRecognizer(tiny_run)
+    with pytest.raises(FerkitError, match="is a folder, not an image"):
+        rec.detect(tmp_path)
+    png = cv2.imencode(".png", astronaut)[1].tobytes()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(png,))
+    writer.start()
+    try:
+        through_pipe = rec.detect(fifo)
+    finally:
+        writer.join(timeout=30)
+    assert [f.box for f in through_pipe] == [f.box for f in rec.detect(png)] and through_pipe
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY)
+    with_alpha = np.dstack([gray, np.full_like(gray, 255)])
+    assert [f.box for f in rec.detect(with_alpha)] == [f.box for f in rec.detect(gray)]
+
+
+def test_an_avif_photo_is_turned_upright_as_its_orientation_says(tiny_run, astronaut):
+    """OpenCV ignores AVIF's orientation: a phone's photo was analysed sideways."""
+    from PIL import Image, features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow writes no AVIF")
+    rec = EmotionRecognizer(tiny_run)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    stored = Image.fromarray(cv2.rotate(astronaut[:, :, ::-1], cv2.ROTATE_90_COUNTERCLOCKWISE))
+    buffer = io.BytesIO()
+    stored.save(buffer, "AVIF", exif=exif.tobytes(), quality=90)
+    upright = rec.detect(buffer.getvalue())
+    expected = rec.detect(astronaut)
+    assert len(upright) == len(expected) == 1
+    assert all(abs(a - b) <= 4 for a, b in zip(upright[0].box, expected[0].box))
 
 
 def test_a_photo_deep_in_folders_is_read_however_long_its_path(tiny_run, astronaut, tmp_path):

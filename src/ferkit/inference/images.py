@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
@@ -12,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ferkit.data.preprocess import to_uint8
+from ferkit.data.preprocess import to_bgr, to_uint8
 from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata, walk_files
 from ferkit.errors import FerkitError
 
@@ -38,12 +39,23 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         image, rgb = _from_pil(image), True
     array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 2:  # gray and alpha (imageio's LA PNGs): the gray
+        array = array[:, :, 0]
     if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise FerkitError(f"not an image array: shape {array.shape}")
+        raise FerkitError(f"not an image array: shape {array.shape}{_shape_hint(array.shape)}")
     array = to_uint8(array)
     if rgb and array.ndim == 3 and array.shape[2] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     return array
+
+
+def _shape_hint(shape: tuple[int, ...]) -> str:
+    if len(shape) == 4:
+        return ("; that is a batch of images: detect takes one image, so call it for each (classify takes "
+                "a list of face crops)")
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
+        return "; channels first? give array.transpose(1, 2, 0), height x width x channels"
+    return "; an image is height x width, or height x width x 1, 3 or 4 channels"
 
 
 def _from_pil(image: Any) -> np.ndarray:
@@ -159,9 +171,12 @@ def read_image_file(path: Path) -> np.ndarray:
                           "in base64 needs the data URL form, data:image/jpeg;base64,...")
     if refused is not None:
         raise FerkitError(f"image not found: {name[:200]} ({refused.strerror or refused})")
-    if not found:
+    if not found and path.is_dir():
+        raise FerkitError(f"{path} is a folder, not an image: `ferkit predict` searches folders; in Python, "
+                          "give one image file")
+    if not found and not path.exists():
         raise FerkitError(f"image not found: {path}")
-    try:
+    try:  # a file, or a pipe (`ferkit predict <(curl ...)`) or device
         data = path.read_bytes()
     except OSError as exc:  # permissions, a file gone mid-run: one bad file, not the whole batch
         raise FerkitError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -169,16 +184,54 @@ def read_image_file(path: Path) -> np.ndarray:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
+    if not data:
+        raise FerkitError(f"cannot read {name}: it is empty (0 bytes)")
+    if _brand(data) in AVIF_BRANDS:
+        image = _upright_by_pil(data)
+        if image is not None:
+            return image
     # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input.
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        if image is None and data:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
             image = _as_8_bit_bgr(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
-        raise FerkitError(f"cannot read {name}: not an image or corrupt")
+        raise FerkitError(f"cannot read {name}: {_what_else(data)}")
     return image
+
+
+# ISO media files (the box "ftyp" at byte 4) say what they hold by a brand: photos or video
+AVIF_BRANDS = (b"avif", b"avis")
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+
+
+def _brand(data: bytes) -> bytes:
+    return data[8:12] if data[4:8] == b"ftyp" else b""
+
+
+def _upright_by_pil(data: bytes) -> np.ndarray | None:
+    """An AVIF photo through Pillow, turned upright: OpenCV ignores AVIF's orientation (its irot and
+    imir boxes, which Pillow reads as EXIF's), and gave phone photos sideways. None where this
+    Pillow cannot read it, for OpenCV to try."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return to_bgr(load_image(image))
+    except Exception:  # Pillow's format plugins raise more than OSError
+        return None
+
+
+def _what_else(data: bytes) -> str:
+    """Why bytes that OpenCV does not decode are no image ferkit reads, and what to do instead."""
+    if _brand(data) in HEIF_BRANDS:
+        return ("a HEIC/HEIF photo, which ferkit cannot decode: convert it to JPEG, or open it with "
+                "pillow-heif and pass the PIL image")
+    if (data[4:8] == b"ftyp" and _brand(data) not in AVIF_BRANDS) or data[:4] == b"\x1aE\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI "):
+        return "a video, not an image: `ferkit video` (or EmotionRecognizer.video) reads videos"
+    return "not an image or corrupt"
 
 
 def annotated_name(stem: str, number: int = 1) -> str:
