@@ -23,6 +23,15 @@ from ferkit.data.labels import CSV_CODES, EMOTIONS  # noqa: E402
 FER_ZIP = Path(os.environ.get("FERKIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013.zip")
 
 
+@pytest.fixture(autouse=True)
+def _ferkit_logger_as_found():
+    """`main(["-q", ...])` sets the ferkit logger's level for the process: not for the next test."""
+    import logging
+
+    yield
+    logging.getLogger("ferkit").setLevel(logging.NOTSET)
+
+
 def installed(*packages: str) -> list:
     """pytest params, one per package (a Keras backend), each skipped where it is not installed."""
     return [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,

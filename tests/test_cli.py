@@ -211,6 +211,7 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
     header, first, *_ = (run / "history.csv").read_text().splitlines()
     (run / "history.csv").write_text(f"{header}\n{first}\n")  # as Ctrl-C after the first epoch leaves it
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics.pop("epochs_trained") == epochs  # runs before it was recorded: history.csv's rows
     (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True, "best_epoch": 1}))
     assert main(["info", "--model", str(run)]) == 0
     assert f", 1 of {epochs} epochs (interrupted), kept epoch 1 (best val_loss) on " in capsys.readouterr().out
@@ -249,6 +250,87 @@ def test_info_counts_the_networks_inside_a_nested_ensemble(tiny_run, tmp_path, c
     nested = onnx_graph.averaged([onnx_graph.load(pair), model], weights=[2, 1])
     assert main(["info", "--model", str(onnx_graph.save(nested, tmp_path / "nested.onnx"))]) == 0
     assert "ensemble of 2 models (3 networks: some are ensembles themselves) on" in capsys.readouterr().out
+
+
+def test_info_on_an_onnx_file_copied_out_of_its_run_still_says_how_it_was_trained(tiny_run, tmp_path, capsys):
+    """A copy said the configured epochs and no test scores; the int8 file did not say it was int8."""
+    import shutil
+
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "epochs_trained": 1}))  # as a time limit cuts
+    copy = shutil.copy(export_onnx(run, quantize="int8", calibration=json.loads((run / "config.json").read_text())["data"]),
+                       tmp_path / "copy.onnx")
+    assert main(["info", "--model", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert f", 1 of {json.loads((run / 'config.json').read_text())['epochs']} epochs" in out
+    assert f"test        accuracy {metrics['accuracy']:.4f}" in out and "the float model before int8" in out
+    assert "weights     int8" in out
+    # An ensemble or mirror-averaged copy is another model: its members' scores are not its own
+    pair = onnx_graph.save(onnx_graph.averaged([onnx_graph.load(copy)] * 2), tmp_path / "pair.onnx")
+    assert main(["info", "--model", str(pair)]) == 0
+    assert "test " not in capsys.readouterr().out
+
+
+def test_info_on_an_export_of_a_bare_keras_file_says_no_none(tmp_path, capsys):
+    """It printed "recipe None, architecture None, None epochs on ?"."""
+    from ferkit.models import create_model
+    from ferkit.models.export import export_onnx
+
+    (tmp_path / "bare").mkdir()
+    create_model("custom", image_size=48, num_classes=7).save(tmp_path / "bare" / "net.keras")
+    assert main(["info", "--model", str(export_onnx(tmp_path / "bare" / "net.keras"))]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "trained" not in out and "classes     angry, disgust, fear" in out
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ferkit.config", "{", "metadata is damaged"), ("ferkit.config", "[]", "holds no run's settings"),
+    ("ferkit.image_size", "forty", "metadata is damaged"), ("ferkit.classes", '"angry"', "not a list of names"),
+    ("ferkit.config", '{"members": "ab"}', "members are not a list")])
+def test_damaged_onnx_metadata_is_one_line(tiny_run, tmp_path, capsys, key, value, message):
+    from ferkit.models import onnx_graph
+
+    model = onnx_graph.load(tiny_run / "model.onnx")
+    next(p for p in model.metadata_props if p.key == key).value = value
+    assert main(["info", "--model", str(onnx_graph.save(model, tmp_path / "m.onnx"))]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [({"classes": "angry"}, "not a list of names"),
+                                             ({"members": [1, 2]}, "members are not a list")])
+def test_a_config_json_of_the_wrong_shape_is_one_line(tiny_run, tmp_path, capsys, change, message):
+    """`"classes": "angry"` read as five classes, a, n, g, r, y; members as numbers were a traceback."""
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, **change}))
+    for name in ("model.onnx", "model-int8.onnx"):
+        (run / name).unlink(missing_ok=True)
+    assert main(["info", "--model", str(run)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_checks_its_arguments_before_loading_keras():
+    """`export default` took Keras' seconds of start-up (or asked for the train extra) to refuse."""
+    result = without_train_extra("from ferkit.cli import main\nsys.exit(main(['export', 'default']))")
+    assert result.returncode == 2 and "the bundled model is an ONNX file already" in result.stderr, result.stderr
+
+
+def test_ferkits_progress_is_shown_and_other_libraries_info_is_not(capsys):
+    """tf2onnx's "Using opset", "After optimization" lines came with every export."""
+    import logging
+
+    assert main(["info"]) == 0
+    assert logging.getLogger("ferkit").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("tf2onnx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("tf2onnx").isEnabledFor(logging.WARNING)
+    assert main(["-q", "info"]) == 0
+    assert not logging.getLogger("ferkit").isEnabledFor(logging.INFO)
 
 
 def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, tmp_path, capsys):
@@ -331,7 +413,9 @@ def test_info_passes_over_a_metrics_file_that_is_not_the_models(tiny_run, tmp_pa
     (tmp_path / "metrics.json").write_text(metrics)
     assert main(["info", "--model", str(tmp_path / "model.onnx")]) == 0
     out = capsys.readouterr().out
-    assert "classes     angry, happy, sad, surprise" in out and "accuracy" not in out
+    # the scores the file carries from its own run, not the file beside it
+    own = json.loads((tiny_run / "metrics.json").read_text())["accuracy"]
+    assert "classes     angry, happy, sad, surprise" in out and f"test        accuracy {own:.4f}" in out
 
 
 @pytest.mark.parametrize("per_class", ['[1, 2]', '{"angry": 0.5}', '{"angry": {"f1": "high"}}'])
@@ -385,7 +469,10 @@ def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, t
     run, other = tmp_path / "run", tmp_path / "other"
     shutil.copytree(tiny_run, run)
     shutil.copytree(tiny_run, other)
-    shutil.copy(tiny_run / "model.onnx", other / "stranger.onnx")
+    from ferkit.models import onnx_graph
+
+    model = onnx_graph.load(tiny_run / "model.onnx")  # without the scores its run recorded in it
+    onnx_graph.save(onnx_graph.with_config(model, onnx_graph.read_config(model)), other / "stranger.onnx")
     assert main(["info", "--model", str(other / "stranger.onnx")]) == 0
     out = capsys.readouterr().out
     assert "macro-F1" not in out and "of 2 epochs" not in out
@@ -394,3 +481,5 @@ def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, t
     assert main(["export", str(run), "--output", str(other / "model.onnx")]) == 2
     assert f"{other} is another run's directory" in capsys.readouterr().err
     assert main(["export", str(run), "--output", str(run / "again.onnx")]) == 0  # its own folder: fine
+    # A name no run reads for its model: only a run's model.onnx and model-int8.onnx stand for it
+    assert main(["export", str(run), "--output", str(other / "from-run.onnx")]) == 0

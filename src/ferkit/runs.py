@@ -36,7 +36,8 @@ log = logging.getLogger("ferkit")
 
 # The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
 # read by ferkit.inference.backends), so a bare .onnx file needs no run directory beside it.
-ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config"}
+ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config",
+             "recorded": "ferkit.recorded"}  # recorded: the run's test metrics and epochs trained
 # What an ensemble keeps of its first member's config, so that evaluation rebuilds that member's splits.
 SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed")
 
@@ -126,9 +127,7 @@ class RunDir:
             config = json.loads(self.config.read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:  # cut short, hand-edited, unreadable
             raise FerkitError(f"{self.config} is damaged or unreadable ({exc})") from None
-        if not isinstance(config, dict):
-            raise FerkitError(f"{self.config} is damaged: it holds no run's settings")
-        return config
+        return checked_config(config, self.config)
 
     def check_same_faces(self, fingerprint: dict[str, Any], moved: bool) -> None:
         """A resumed run goes on with the faces it started with (`Splits.fingerprint`): faces added to
@@ -149,6 +148,20 @@ class RunDir:
             raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "
                               f"{sizes[0]} then, {sizes[1]} now): a resumed run must train on the same faces; "
                               "start a new run on this data instead")
+
+
+def checked_config(config: Any, where: str | Path) -> dict[str, Any]:
+    """A model's settings (a run's config.json, an .onnx file's metadata) that later code can read
+    without tracebacks: a dict whose classes, where given, are names and whose members are dicts.
+    Damaged or another tool's, it is one clear error; `"classes": "angry"` had read as five classes."""
+    if not isinstance(config, dict):
+        raise FerkitError(f"{where} is damaged: it holds no run's settings")
+    classes, members = config.get("classes", []), config.get("members", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise FerkitError(f"{where} is damaged: its classes are not a list of names")
+    if not (isinstance(members, list) and all(isinstance(m, dict) for m in members)):
+        raise FerkitError(f"{where} is damaged: its ensemble members are not a list of settings")
+    return config
 
 
 def default_path(name: str) -> Path:
@@ -172,6 +185,56 @@ def replacing(path: Path) -> Iterator[Path]:
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)
+
+
+def run_of(model: str | Path) -> RunDir | None:
+    """The run directory a model belongs to: itself, or the folder of its file when the file is one
+    of the run's own models. Another .onnx copied into a run's folder is not that run's: its
+    metrics and history would describe a different network."""
+    path = Path(model)
+    if path.is_dir():
+        return RunDir(path)
+    run = RunDir(path.parent)
+    return run if path.name in {own.name for own in (run.keras_model, run.onnx_model, run.onnx_int8_model,
+                                                       run.model_json)} else None
+
+
+def metrics_beside(model: str | Path) -> dict:
+    """The test metrics of the run a model belongs to (its metrics.json), or {}."""
+    run = run_of(model)
+    try:
+        metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run and run.metrics.is_file() else {}
+    except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
+        return {}
+    numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
+                                                for key in ("accuracy", "macro_f1"))
+    if not (numbers and "accuracy" in metrics):
+        return {}
+    if not _per_class_ok(metrics.get("per_class", {})):  # hand-edited, or another tool's
+        metrics = {key: value for key, value in metrics.items() if key != "per_class"}
+    return metrics
+
+
+def _per_class_ok(per_class: object) -> bool:
+    return isinstance(per_class, dict) and all(
+        isinstance(m, dict) and all(isinstance(m.get(key), (int, float)) for key in ("f1", "recall", "support"))
+        for m in per_class.values())
+
+
+def epochs_trained(model: str | Path) -> int | None:
+    """How many epochs the model's run trained: fewer than its `epochs` where a time limit or Ctrl-C
+    cut it short. As its metrics.json says, where it does: the history.csv of a run being resumed
+    grows while its model is still the earlier one."""
+    run = run_of(model)
+    recorded = metrics_beside(model).get("epochs_trained")
+    if isinstance(recorded, int):
+        return recorded
+    if run is None or not run.history.is_file():
+        return None
+    try:
+        return max(0, len(run.history.read_text(encoding="utf-8").splitlines()) - 1)
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not ours
+    # nor OpenCV's warnings ("can't open camera by index", a TIFF's tags) before ferkit's own error
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed escaped, not a crash
         sys.stdout.reconfigure(errors="backslashreplace")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    # ferkit's own progress at INFO; other libraries' (tf2onnx's "Using opset") only when they warn
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("ferkit").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except FerkitError as exc:

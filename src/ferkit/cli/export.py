@@ -24,7 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import outputs
     from ferkit.errors import FerkitError
     from ferkit.inference.backends import DEFAULT_MODEL
-    from ferkit.models.export import export_onnx
 
     if args.model == DEFAULT_MODEL and not Path(args.model).exists():
         raise FerkitError("the bundled model is an ONNX file already (ferkit info --model default says where): "
@@ -35,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     with outputs() as output_path:
         output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
         _refuse_another_run(Path(args.model), args.output)
+        from ferkit.models.export import export_onnx  # Keras' seconds of start-up, after the checks above
+
         print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0
 
@@ -49,6 +50,7 @@ def _refuse_another_run(model: Path, output: str | None) -> None:
         return
     target = RunDir(Path(output).parent)
     source = model if model.is_dir() else model.parent
-    if target.config.is_file() and target.path.resolve() != source.resolve():
+    ours = Path(output).name in (target.onnx_model.name, target.onnx_int8_model.name)  # the names a run reads
+    if ours and target.config.is_file() and target.path.resolve() != source.resolve():
         raise FerkitError(f"{target.path} is another run's directory: {Path(output).name} there would be taken "
                           "for that run's model; export somewhere else")

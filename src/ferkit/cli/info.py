@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         count, networks = len(config["members"]), count_networks(config)
         inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
-    elif config:
+    elif config.get("recipe") or config.get("model"):  # an export of a bare .keras file knows neither
         done = info["epochs_trained"]
         epochs = f"{done} of {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
               f"{epochs} epochs{cut}{kept} on {config.get('data') or '?'}")
     if config.get("description"):
         print(f"recipe      {config['description']}")
+    if config.get("quantize") == "int8":
+        print("weights     int8 (quantized for speed)")
     if metrics:
         # Training's metrics.json measured the float Keras model (`ferkit evaluate`'s name theirs,
         # as the bundled model's do): an int8 export of the run may score a little differently.

@@ -18,7 +18,8 @@ import numpy as np
 from ferkit.errors import FerkitError, is_whole_number
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
-from ferkit.runs import ONNX_META, ModelInfo, RunDir, load_keras_model, model_info
+from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, epochs_trained, load_keras_model,
+                         metrics_beside, model_info)
 
 log = logging.getLogger("ferkit")
 
@@ -107,18 +108,28 @@ class OnnxBackend:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise FerkitError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-        meta = self._session.get_modelmeta().custom_metadata_map
-        if ONNX_META["classes"] not in meta:
-            raise FerkitError(f"{path} has no ferkit metadata: export it with `ferkit export`")
-        config = json.loads(meta.get(ONNX_META["config"], "{}"))
-        self.info = ModelInfo(tuple(json.loads(meta[ONNX_META["classes"]])), int(meta[ONNX_META["image_size"]]),
-                              config)
+        self.info, self.recorded = _described(path, self._session.get_modelmeta().custom_metadata_map)
         self._input = self._session.get_inputs()[0].name
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         run = lambda chunk: self._session.run(None, {self._input: chunk.astype(np.float32, copy=False)})[0]
         return _chunked(run, batch, len(self.info.classes))
+
+
+def _described(path: Path, meta: dict[str, str]) -> tuple[ModelInfo, dict]:
+    """What an exported file says of itself (ferkit.models.export): its ModelInfo, and what its run
+    had recorded (test metrics, epochs trained), so that a copy out of the run still says them."""
+    if ONNX_META["classes"] not in meta:
+        raise FerkitError(f"{path} has no ferkit metadata: export it with `ferkit export`")
+    try:
+        config = checked_config(json.loads(meta.get(ONNX_META["config"], "{}")), f"{path}'s metadata")
+        classes = checked_config({"classes": json.loads(meta[ONNX_META["classes"]])}, f"{path}'s metadata")["classes"]
+        info = ModelInfo(tuple(classes), int(meta[ONNX_META["image_size"]]), config)
+        recorded = json.loads(meta.get(ONNX_META["recorded"], "{}"))
+    except (KeyError, ValueError, TypeError):  # cut short or hand-edited: not json, no number
+        raise FerkitError(f"{path}'s ferkit metadata is damaged: export it again with `ferkit export`") from None
+    return info, recorded if isinstance(recorded, dict) else {}
 
 
 class KerasBackend:
@@ -161,42 +172,10 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
     return KerasBackend(path)
 
 
-def _run_of(model: str | Path) -> RunDir | None:
-    """The run directory a model belongs to: itself, or the folder of its file when the file is one
-    of the run's own models. Another .onnx copied into a run's folder is not that run's: its
-    metrics and history would describe a different network."""
-    path = Path(model)
-    if path.is_dir():
-        return RunDir(path)
-    run = RunDir(path.parent)
-    return run if path.name in {own.name for own in (run.keras_model, run.onnx_model, run.onnx_int8_model,
-                                                       run.model_json)} else None
-
-
 def recorded_metrics(backend: Backend) -> dict:
-    """The test metrics saved beside the model (metrics.json of its run directory), if any."""
-    return _metrics_beside(backend.name)
-
-
-def _metrics_beside(model: str | Path) -> dict:
-    run = _run_of(model)
-    try:
-        metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run and run.metrics.is_file() else {}
-    except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
-        return {}
-    numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
-                                                for key in ("accuracy", "macro_f1"))
-    if not (numbers and "accuracy" in metrics):
-        return {}
-    if not _per_class_ok(metrics.get("per_class", {})):  # hand-edited, or another tool's
-        metrics = {key: value for key, value in metrics.items() if key != "per_class"}
-    return metrics
-
-
-def _per_class_ok(per_class: object) -> bool:
-    return isinstance(per_class, dict) and all(
-        isinstance(m, dict) and all(isinstance(m.get(key), (int, float)) for key in ("f1", "recall", "support"))
-        for m in per_class.values())
+    """The test metrics saved beside the model (metrics.json of its run directory), or in an .onnx
+    file exported from a run, if any."""
+    return metrics_beside(backend.name) or getattr(backend, "recorded", {}).get("metrics", {})
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
@@ -205,21 +184,13 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
     A run directory not exported to ONNX is described from its config.json, without loading its
     Keras model: TensorFlow's seconds of start-up (and the train extra) for what a file says."""
     path = resolve_model(model)
+    recorded: dict = {}
     if path.is_dir():
         info, name = model_info(path), str(path)
     else:
         backend = load_backend(path)
-        info, name = backend.info, backend.name
+        info, name, recorded = backend.info, backend.name, getattr(backend, "recorded", {})
+    trained = epochs_trained(name)
     return {"model": name, "classes": list(info.classes), "image_size": info.image_size, "config": info.config,
-            "metrics": _metrics_beside(name), "epochs_trained": _epochs_trained(name)}
-
-
-def _epochs_trained(model: str | Path) -> int | None:
-    """Rows of the run's history.csv: fewer than its `epochs` where a time limit or Ctrl-C cut it short."""
-    run = _run_of(model)
-    if run is None or not run.history.is_file():
-        return None
-    try:
-        return max(0, len(run.history.read_text(encoding="utf-8").splitlines()) - 1)
-    except (OSError, UnicodeDecodeError):
-        return None
+            "metrics": metrics_beside(name) or recorded.get("metrics", {}),
+            "epochs_trained": trained if trained is not None else recorded.get("epochs_trained")}

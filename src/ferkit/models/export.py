@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
-from ferkit.runs import ONNX_META, RunDir, load_keras_model, replacing
+from ferkit.runs import ONNX_META, RunDir, epochs_trained, load_keras_model, metrics_beside, replacing
 
 CALIBRATION_FACES = 256
 
@@ -47,8 +47,10 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
         if faces is not None:
             plain = _quantize_int8(plain, Path(tmp), faces)
         proto = onnx.load(str(plain))
+    # What the run recorded travels with the file: a copy out of the run still says how it scored
+    recorded = {"metrics": metrics_beside(model_path), "epochs_trained": epochs_trained(model_path)}
     values = {"classes": json.dumps(list(info.classes)), "image_size": str(info.image_size),
-              "config": json.dumps({**info.config, "quantize": quantize})}
+              "config": json.dumps({**info.config, "quantize": quantize}), "recorded": json.dumps(recorded)}
     for key, value in values.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_META[key], value

@@ -58,7 +58,10 @@ def _interface(model) -> tuple[list[str], int]:
 
 
 def with_config(model, config: dict):
-    """`model` with `config` as its metadata's configuration, added where it had none."""
+    """`model` with `config` as its metadata's configuration, added where it had none. What its run
+    recorded (test scores) goes: they were another model's than this changed one."""
+    for stale in [p for p in model.metadata_props if p.key == ONNX_META["recorded"]]:
+        model.metadata_props.remove(stale)
     entry = next((p for p in model.metadata_props if p.key == ONNX_META["config"]), None)
     if entry is None:
         entry = model.metadata_props.add()
