@@ -331,6 +331,12 @@ def test_ferkits_progress_is_shown_and_other_libraries_info_is_not(capsys):
     assert logging.getLogger("tf2onnx").isEnabledFor(logging.WARNING)
     assert main(["-q", "info"]) == 0
     assert not logging.getLogger("ferkit").isEnabledFor(logging.INFO)
+    logging.getLogger("ferkit").setLevel(logging.NOTSET)
+    assert main(["info", "-q"]) == 0  # after the command too: it was a usage error
+    assert not logging.getLogger("ferkit").isEnabledFor(logging.INFO)
+    from ferkit.cli import build_parser
+
+    assert build_parser().parse_args(["info"]).quiet is False
 
 
 def test_export_makes_its_output_folder_and_refuses_an_impossible_one(tiny_run, tmp_path, capsys):

@@ -422,3 +422,44 @@ def test_a_reader_that_leaves_early_still_gets_the_csv_written(tiny_run, group_p
     finally:
         closed.close()
     assert len({r["file"] for r in csv.DictReader(table.open())}) >= 1
+
+
+def test_a_terminated_predict_keeps_its_results_so_far(tiny_run, group_photo, tmp_path):
+    """`timeout` and `docker stop` send SIGTERM, which ended the run with nothing written."""
+    import signal
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(40):
+        cv2.imwrite(str(photos / f"{i:02}.png"), group_photo[0])
+    table = tmp_path / "faces.csv"
+    child = subprocess.Popen([sys.executable, "-m", "ferkit", "predict", str(photos), "--model", str(tiny_run),
+                              "--jsonl", "--csv", str(table)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    child.stdout.readline()  # the first image is done
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and "interrupted: the results hold the first" in err, err
+    assert 1 <= len({row["file"] for row in csv.DictReader(table.open())}) < 40
+
+
+def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
+    import os
+
+    from ferkit.data.sources import walk_files
+
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "y.jpg").write_bytes(b"x")
+    (tmp_path / "x.jpg").write_bytes(b"x")
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert [p.name for p in walk_files(tmp_path)] == ["x.jpg"]
+    assert "cannot list" in caplog.text and "locked (Permission denied): its files are left out" in caplog.text

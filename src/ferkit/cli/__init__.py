@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from ferkit import __version__
@@ -22,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         import_module(f"ferkit.cli.{name}").add_parser(sub)
+    for command in sub.choices.values():  # after the command too (`ferkit predict x.jpg -q`)
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="only warnings and errors")
     return parser
 
 
@@ -35,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     # ferkit's own progress at INFO; other libraries' (tf2onnx's "Using opset") only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("ferkit").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # `timeout`, `docker stop`, systemd: ended like Ctrl-C, so that what is done is kept (a predict's
+    # results so far, a run's checkpoint) rather than lost
+    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         return int(args.run(args) or 0)
     except FerkitError as exc:
@@ -52,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _missing_package(exc: ImportError) -> str:

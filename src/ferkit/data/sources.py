@@ -86,7 +86,11 @@ def walk_files(root: Path) -> Iterator[Path]:
     elsewhere), each real folder once: a link back up the tree ends instead of looping, and a folder
     linked in twice (train/happy and test/happy, say) is read once, not into two parts of the split."""
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable(error: OSError) -> None:  # said, not skipped in silence: its files are missing
+        log.warning("cannot list %s (%s): its files are left out", error.filename, error.strerror or error)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             log.warning("%s is a folder already read (through a link): read once", dirpath)
