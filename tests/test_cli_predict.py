@@ -34,7 +34,7 @@ def test_predict_lines_json_csv_and_failures(tiny_run, group_photo, tmp_path, ca
         rows = {(row["file"].split("/")[-1], row["face"]): row for row in csv.DictReader(handle)}
     assert len(rows) == 3 + 2  # three faces, and one row each for the file without a face and the corrupt one
     assert rows["blank.png", ""]["error"] == "no face found" and rows["blank.png", ""]["label"] == ""
-    assert "not an image or corrupt" in rows["corrupt.jpg", ""]["error"]
+    assert "not an image, or a corrupt one" in rows["corrupt.jpg", ""]["error"]
     assert rows["group.jpg", "0"]["error"] == "" and rows["group.jpg", "0"]["label"]
     assert (tmp_path / "ann" / "group_annotated.png").is_file()
 

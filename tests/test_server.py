@@ -451,6 +451,13 @@ def test_an_image_pillow_fails_on_with_another_error_is_a_400(client, group_jpeg
     assert response.status_code == 400 and "not an image, or a corrupt one" in response.json()["error"]
 
 
+def test_a_heic_upload_says_what_it_is(client):
+    """An iPhone photo from a desktop browser: "not an image" left the user guessing."""
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    response = client.post("/v1/predict", content=heic, headers={"content-type": "image/heic"})
+    assert response.status_code == 400 and "a HEIC/HEIF photo" in response.json()["error"]
+
+
 def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
     app = TestClient(create_app(str(tiny_run / "model.onnx"), cors_origins=["https://app.example.com"]))
     preflight = app.options("/v1/predict", headers={"origin": "https://app.example.com",

@@ -198,7 +198,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
-        raise FerkitError(f"cannot read {name}: {_what_else(data)}")
+        raise FerkitError(f"cannot read {name}: {unreadable_because(data)}")
     return image
 
 
@@ -224,14 +224,14 @@ def _upright_by_pil(data: bytes) -> np.ndarray | None:
         return None
 
 
-def _what_else(data: bytes) -> str:
+def unreadable_because(data: bytes) -> str:
     """Why bytes that OpenCV does not decode are no image ferkit reads, and what to do instead."""
     if _brand(data) in HEIF_BRANDS:
         return ("a HEIC/HEIF photo, which ferkit cannot decode: convert it to JPEG, or open it with "
                 "pillow-heif and pass the PIL image")
     if (data[4:8] == b"ftyp" and _brand(data) not in AVIF_BRANDS) or data[:4] == b"\x1aE\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI "):
         return "a video, not an image: `ferkit video` (or EmotionRecognizer.video) reads videos"
-    return "not an image or corrupt"
+    return "not an image, or a corrupt one"
 
 
 def annotated_name(stem: str, number: int = 1) -> str:

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
-from ferkit.inference.images import base64_image, decode_image
+from ferkit.inference.images import base64_image, decode_image, unreadable_because
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
@@ -374,7 +374,7 @@ def _check_image(data: bytes) -> None:
     except Image.DecompressionBombError:
         raise HTTPException(413, f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
     except Exception:  # Pillow's format plugins raise more than OSError (a corrupt AVIF: RuntimeError)
-        raise HTTPException(400, "not an image, or a corrupt one") from None
+        raise HTTPException(400, unreadable_because(data)) from None  # a HEIC photo, a video: said
     if width * height > MAX_PIXELS:
         raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
     if kind == "JPEG":  # OpenCV decodes a truncated JPEG without error (grey bottom); Pillow says so
