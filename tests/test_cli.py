@@ -100,6 +100,9 @@ def test_the_demo_says_when_its_source_gives_no_frame_or_a_camera_stops(monkeypa
     monkeypatch.setattr(demo, "recognizer", lambda args: Recognizer(Source([VideoFrame(0, 0.0, image, [], True)])))
     assert demo.run(args) == 0
     assert "0 stopped sending frames after 1" in caplog.text
+    caplog.clear()
+    assert demo.run(argparse.Namespace(source="recording.webm", every=1, smooth=1)) == 0  # no frame count
+    assert "stopped sending" not in caplog.text  # a file's end is no news
 
 
 def test_a_reader_that_stops_early_is_no_error():
@@ -300,6 +303,18 @@ def test_damaged_onnx_metadata_is_one_line(tiny_run, tmp_path, capsys, key, valu
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("recorded", ['{"metrics": {"accuracy": "high"}}', '{"metrics": [1]}', "[1]",
+                                      '{"metrics": {"accuracy": 0.5, "per_class": [1, 2]}, "epochs_trained": "ten"}'])
+def test_recorded_scores_in_an_onnx_file_that_cannot_be_read_are_passed_over(tiny_run, tmp_path, capsys, recorded):
+    from ferkit.models import onnx_graph
+
+    model = onnx_graph.load(tiny_run / "model.onnx")
+    next(p for p in model.metadata_props if p.key == "ferkit.recorded").value = recorded
+    assert main(["info", "--model", str(onnx_graph.save(model, tmp_path / "m.onnx"))]) == 0
+    out = capsys.readouterr().out
+    assert ("accuracy 0.5000" in out) == ("0.5" in recorded) and "ten" not in out and "n=" not in out
+
+
 @pytest.mark.parametrize("change, message", [({"classes": "angry"}, "not a list of names"),
                                              ({"members": [1, 2]}, "members are not a list")])
 def test_a_config_json_of_the_wrong_shape_is_one_line(tiny_run, tmp_path, capsys, change, message):
@@ -313,6 +328,34 @@ def test_a_config_json_of_the_wrong_shape_is_one_line(tiny_run, tmp_path, capsys
         (run / name).unlink(missing_ok=True)
     assert main(["info", "--model", str(run)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sigterm_stops_as_ctrl_c_does_then_ends_the_process_by_sigterm():
+    """Training's Ctrl-C handler (stop after this batch) gets SIGTERM too; the process still ends by
+    the signal, as systemd and docker expect, not with Ctrl-C's exit code 130."""
+    import signal
+
+    code = ("import os, signal, sys\n"
+            "from ferkit.cli import _sigterm_as_ctrl_c\n"
+            "signal.signal(signal.SIGINT, lambda *a: print('stop after this batch', flush=True))\n"
+            "with _sigterm_as_ctrl_c(True):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    print('work kept', flush=True)\n"
+            "print('not reached', flush=True)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGTERM and result.stdout.split("\n")[:2] == [
+        "stop after this batch", "work kept"], (result.stdout, result.stderr)
+
+
+def test_main_works_outside_the_main_thread(capsys):
+    """Signal handlers can be set from the main thread only: main() from a worker thread raised."""
+    import threading
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["info"])))
+    worker.start()
+    worker.join(timeout=120)
+    assert codes == [0]
 
 
 def test_export_checks_its_arguments_before_loading_keras():

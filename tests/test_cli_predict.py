@@ -369,6 +369,24 @@ def test_an_output_folder_given_as_an_input_too_is_not_read_back(tmp_path, group
                                                          "b_annotated_annotated.png", "out"]
     assert sorted(p.name for p in (photos / "out").iterdir()) == ["a_annotated.png"]
     assert cv2.imread(str(photos / "out" / "a_annotated.png")).shape == group_photo[0].shape  # still a PNG
+    # A shell's photos/* lists the copies as files: left out all the same
+    capsys.readouterr()
+    listed = sorted(str(p) for p in photos.iterdir() if p.is_file())
+    assert main(["predict", *listed, "--save-annotated", str(photos), "--json"]) == 0
+    read = [Path(r["file"]).name for r in json.loads(capsys.readouterr().out)["results"]]
+    assert read == ["a.png", "b_annotated.png"]
+
+
+def test_a_pipe_named_as_an_image_in_a_folder_is_not_waited_on(tmp_path, group_photo):
+    """A FIFO named x.jpg in a searched folder hung the run, waiting for a writer."""
+    import os
+
+    from ferkit.inference.images import find_images
+
+    cv2.imwrite(str(tmp_path / "a.png"), group_photo[0])
+    os.mkfifo(tmp_path / "x.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # a broken link: its own clear error
+    assert [p.name for p in find_images([tmp_path])] == ["a.png", "gone.jpg"]
 
 
 def _three_photos(folder: Path, image) -> Path:
@@ -397,16 +415,28 @@ def test_an_image_that_fails_to_analyse_is_its_own_error_and_the_rest_are_kept(t
         return detect(self, image, *args, **kwargs)
     failing_on_b.calls = 0
     monkeypatch.setattr(EmotionRecognizer, "detect", failing_on_b)
+    annotate = EmotionRecognizer.annotate
+    drawn = []
+
+    def out_of_memory_on_c(self, image, faces):  # the annotated copy's own failure is that image's too
+        drawn.append(1)
+        if len(drawn) == 2:
+            raise MemoryError
+        return annotate(self, image, faces)
+    monkeypatch.setattr(EmotionRecognizer, "annotate", out_of_memory_on_c)
     table = tmp_path / "faces.csv"
-    assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table), "--json"]) == 1
+    assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table), "--json",
+                 "--save-annotated", str(tmp_path / "copies")]) == 1
     results = json.loads(capsys.readouterr().out)["results"]
-    assert [bool(r["faces"]) for r in results] == [True, False, True]
+    assert [bool(r["faces"]) for r in results] == [True, False, False]
+    assert "MemoryError" in results[2]["error"]
     assert "cannot analyse" in results[1]["error"] and "SHRT_MAX" in results[1]["error"]
     rows = list(csv.DictReader(table.open()))
     assert {Path(r["file"]).name for r in rows} == {"a.png", "b.png", "c.png"}
 
 
-def test_a_reader_that_leaves_early_still_gets_the_csv_written(tiny_run, group_photo, tmp_path, monkeypatch):
+def test_a_reader_that_leaves_early_still_gets_the_csv_written(tiny_run, group_photo, tmp_path, monkeypatch,
+                                                                capsys):
     """`ferkit predict photos --csv f.csv | head -1`: the closed pipe ended the run before the CSV."""
     import os
     import sys
@@ -421,7 +451,9 @@ def test_a_reader_that_leaves_early_still_gets_the_csv_written(tiny_run, group_p
         assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table)]) == 141
     finally:
         closed.close()
-    assert len({r["file"] for r in csv.DictReader(table.open())}) >= 1
+    done = len({r["file"] for r in csv.DictReader(table.open())})
+    assert 1 <= done and f"the output was closed: the results hold the first {done} of 3 images" in \
+        capsys.readouterr().err
 
 
 def test_a_terminated_predict_keeps_its_results_so_far(tiny_run, group_photo, tmp_path):
@@ -441,7 +473,8 @@ def test_a_terminated_predict_keeps_its_results_so_far(tiny_run, group_photo, tm
     child.stdout.readline()  # the first image is done
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 130 and "interrupted: the results hold the first" in err, err
+    # the results kept, then ended by the signal after all, as `timeout` and systemd expect
+    assert child.returncode == -signal.SIGTERM and "interrupted: the results hold the first" in err, err
     assert 1 <= len({row["file"] for row in csv.DictReader(table.open())}) < 40
 
 

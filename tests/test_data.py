@@ -456,6 +456,8 @@ def test_16_bit_values_in_wider_ints_are_scaled_like_uint16(dtype):
     np.testing.assert_array_equal(to_uint8(deep.astype(dtype)), to_uint8(deep.astype(np.uint16)))
     small = np.arange(256).reshape(16, 16)  # 0..255 in an int array stays as it is
     np.testing.assert_array_equal(to_uint8(small.astype(dtype)), small.astype(np.uint8))
+    dark = np.array([[0, 1, 2]], dtype)  # the 0..1 reading is for floats only
+    np.testing.assert_array_equal(to_uint8(dark), dark.astype(np.uint8))
 
 
 def test_to_gray_rejects_odd_shapes():

@@ -384,6 +384,25 @@ def test_serve_listens_on_every_address_of_a_name(monkeypatch):
             sock.close()
 
 
+def test_serve_on_all_ipv6_addresses_takes_ipv4_clients_too_where_the_system_does():
+    """`--host ::` alone: the dual stack of the system stays (it was made IPv6-only)."""
+    import socket
+    from pathlib import Path
+
+    from ferkit.cli import serve
+
+    flag = Path("/proc/sys/net/ipv6/bindv6only")
+    if not flag.is_file() or flag.read_text().strip() != "0":
+        pytest.skip("this system binds IPv6 sockets to IPv6 only")
+    sockets = serve._bind("::", 0)
+    try:
+        assert len(sockets) == 1
+        sockets[0].listen()
+        socket.create_connection(("127.0.0.1", sockets[0].getsockname()[1]), timeout=5).close()
+    finally:
+        sockets[0].close()
+
+
 def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
     import json
     import re
@@ -494,9 +513,10 @@ def test_a_cors_origin_is_put_as_browsers_send_it(tiny_run):
     """Written with capitals or a default port it would never equal a browser's Origin header."""
     app = TestClient(create_app(str(tiny_run / "model.onnx"),
                                 cors_origins=["HTTPS://App.Example.com:443", "http://localhost:8080", "http://[::1]:80",
-                                              "https://Bücher.example"]))
-    # a non-ASCII domain as its punycode: what browsers send
-    for origin in ("https://app.example.com", "http://localhost:8080", "http://[::1]", "https://xn--bcher-kva.example"):
+                                              "https://Bücher.example", "https://straße.example"]))
+    # a non-ASCII domain as its punycode: what browsers send (UTS 46, ß kept: not strasse)
+    for origin in ("https://app.example.com", "http://localhost:8080", "http://[::1]", "https://xn--bcher-kva.example",
+                   "https://xn--strae-oqa.example"):
         answer = app.get("/v1/health", headers={"origin": origin})
         assert answer.headers["access-control-allow-origin"] == origin
 

@@ -92,11 +92,13 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
         (run / export).write_bytes(b"stale")
     with pytest.raises(FerkitError, match="already holds an interrupted run: --resume it"):
         train(synthetic_folder, recipe="seed-custom", output=run, **FAST)
+    assert first.metrics["epochs_trained"] == 2
     second = train(resume=run, verbose=0)
     assert not second.interrupted
     assert not (run / "model.onnx").exists() and not (run / "model-int8.onnx").exists()  # else they shadow it
     with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+    assert second.metrics["epochs_trained"] == 4  # not the 2 the interrupted session's metrics.json said
 
 
 class _CtrlCAt(keras.callbacks.Callback):

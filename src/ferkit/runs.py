@@ -116,6 +116,15 @@ class RunDir:
         return (f"{self.path} already holds a run stopped before its first epoch ended, with nothing to "
                 "resume: delete it, or give another --output")
 
+    def history_rows(self) -> int | None:
+        """Epochs in history.csv so far: what training has done, a resume's included."""
+        if not self.history.is_file():
+            return None
+        try:
+            return max(0, len(self.history.read_text(encoding="utf-8").splitlines()) - 1)
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def check_resumable(self) -> None:
         if not self.backup.exists():
             raise FerkitError(f"{self.path} has nothing to resume: it finished, or never completed an epoch")
@@ -179,7 +188,7 @@ def replacing(path: Path) -> Iterator[Path]:
     """A file beside `path` to write instead, put in its place only once written whole. A full disk or
     Ctrl-C mid-write then leaves the earlier file (or none), not a cut-short one that every later
     load of the run would fail on."""
-    part = path.with_name(f".{path.name}.part")
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")  # two writers at once: one part each
     try:
         yield part
         os.replace(part, path)
@@ -206,6 +215,12 @@ def metrics_beside(model: str | Path) -> dict:
         metrics = json.loads(run.metrics.read_text(encoding="utf-8")) if run and run.metrics.is_file() else {}
     except (ValueError, OSError):  # a damaged file, or someone else's metrics.json beside a model
         return {}
+    return checked_metrics(metrics)
+
+
+def checked_metrics(metrics: Any) -> dict:
+    """Test metrics that can be printed: {} for what has no accuracy as a number (hand-edited, another
+    tool's file), without the per-class figures where those are not numbers."""
     numbers = isinstance(metrics, dict) and all(isinstance(metrics.get(key, 0.0), (int, float))
                                                 for key in ("accuracy", "macro_f1"))
     if not (numbers and "accuracy" in metrics):
@@ -225,16 +240,11 @@ def epochs_trained(model: str | Path) -> int | None:
     """How many epochs the model's run trained: fewer than its `epochs` where a time limit or Ctrl-C
     cut it short. As its metrics.json says, where it does: the history.csv of a run being resumed
     grows while its model is still the earlier one."""
-    run = run_of(model)
     recorded = metrics_beside(model).get("epochs_trained")
-    if isinstance(recorded, int):
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
         return recorded
-    if run is None or not run.history.is_file():
-        return None
-    try:
-        return max(0, len(run.history.read_text(encoding="utf-8").splitlines()) - 1)
-    except (OSError, UnicodeDecodeError):
-        return None
+    run = run_of(model)
+    return None if run is None else run.history_rows()
 
 
 @dataclass(frozen=True)

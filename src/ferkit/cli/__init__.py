@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from ferkit import __version__
 from ferkit.errors import FerkitError, missing_package
@@ -39,9 +42,40 @@ def main(argv: list[str] | None = None) -> int:
     # ferkit's own progress at INFO; other libraries' (tf2onnx's "Using opset") only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("ferkit").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    # `timeout`, `docker stop`, systemd: ended like Ctrl-C, so that what is done is kept (a predict's
-    # results so far, a run's checkpoint) rather than lost
-    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    with _sigterm_as_ctrl_c(args.command != "serve"):  # uvicorn stops on SIGTERM by itself
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c(wanted: bool) -> Iterator[None]:
+    """`timeout`, `docker stop`, systemd: SIGTERM ends a command as Ctrl-C does, so that what is
+    done is kept (a predict's results so far, training's checkpoint after the current batch),
+    and then ends the process by SIGTERM after all, as such a supervisor expects."""
+    terminated = []
+
+    def as_ctrl_c(signum, frame):
+        terminated.append(signum)
+        handler = signal.getsignal(signal.SIGINT)  # training's: stop after this batch
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    if not wanted or threading.current_thread() is not threading.main_thread():  # signals reach it only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if terminated:
+            with contextlib.suppress(OSError):  # a reader gone too
+                sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except FerkitError as exc:
@@ -59,12 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ferkit: interrupted", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _as_ctrl_c(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _missing_package(exc: ImportError) -> str:

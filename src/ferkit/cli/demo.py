@@ -63,9 +63,15 @@ def run(args: argparse.Namespace) -> int:
     if not shown:
         raise FerkitError(f"no frame of {args.source} could be read: not a video, a corrupt one, or a camera "
                           "that sends nothing")
-    if not quit and video.frame_count is None:  # a camera or stream never ends by itself
+    if not quit and _live(args.source):  # a camera or stream never ends by itself
         log.warning("%s stopped sending frames after %d (unplugged, or the stream ended)", args.source, shown)
     return 0
+
+
+def _live(source: str) -> bool:
+    """A camera (by number or device) or a stream, not a file: a file's end is no news, even one
+    whose header gives no frame count (a browser's WebM recording)."""
+    return (source.isdigit() and not os.path.exists(source)) or source.startswith("/dev/") or "://" in source
 
 
 def _show(video) -> tuple[int, bool]:

@@ -61,13 +61,13 @@ def run(args: argparse.Namespace) -> int:
         stopped = "interrupted"
     except BrokenPipeError:  # `| head` stopped reading the lines: the CSV is still written
         stopped = "pipe"
-    if stopped == "interrupted":
-        print(f"ferkit: interrupted: the results hold the first {len(results)} of {len(images)} images",
-              file=sys.stderr)
+    if stopped:  # a reader that left (`| head`) ends the run as Ctrl-C does: the CSV holds the images done
+        print(f"ferkit: {'interrupted' if stopped == 'interrupted' else 'the output was closed'}: the results "
+              f"hold the first {len(results)} of {len(images)} images", file=sys.stderr)
+    if csv_path:  # first: a reader of the JSON that leaves early costs no CSV
+        _write_csv(csv_path, results, rec.classes)
     if args.json and stopped != "pipe":
         print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": bool(stopped)}, indent=2))
-    if csv_path:
-        _write_csv(csv_path, results, rec.classes)
     if stopped == "pipe":
         raise BrokenPipeError  # the exit a reader that left expects (141)
     return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
@@ -89,18 +89,19 @@ def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | 
             faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
         else:
             faces = rec.detect(image)
+        result = {"file": str(path), "faces": [f.to_dict() for f in faces]}
+        if annotated:
+            out = _annotated_name(annotated, path, taken)
+            problem = _write_png(out, rec.annotate(image, faces))
+            result["annotated"] = str(out)
+            if problem:  # e.g. a full disk: go on, say so
+                result["error"] = problem
     except FerkitError as exc:
         return {"file": str(path), "error": str(exc), "faces": []}
     except (cv2.error, MemoryError) as exc:
-        return {"file": str(path), "error": f"cannot analyse {path}: {type(exc).__name__}: "
-                                           f"{str(exc).strip().splitlines()[-1][:200]}", "faces": []}
-    result = {"file": str(path), "faces": [f.to_dict() for f in faces]}
-    if annotated:
-        out = _annotated_name(annotated, path, taken)
-        problem = _write_png(out, rec.annotate(image, faces))
-        result["annotated"] = str(out)
-        if problem:  # e.g. a full disk: go on, say so
-            result["error"] = problem
+        said = str(exc).strip().splitlines()[-1:] or ["no more said"]  # OpenCV's last line names the check
+        return {"file": str(path), "error": f"cannot analyse {path}: {type(exc).__name__}: {said[0][:200]}",
+                "faces": []}
     return result
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 
 from ferkit.cli._common import add_model_options, recognizer_options
+
+log = logging.getLogger("ferkit")
 
 
 def add_parser(sub) -> None:
@@ -71,23 +74,28 @@ def _bind(host: str, port: int) -> list[socket.socket]:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:  # socket.gaierror
         raise FerkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    found = list(dict.fromkeys(found))
+    # ::1 beside 127.0.0.1, not over it; `--host ::` alone keeps the system's dual stack
+    v6_only = any(family == socket.AF_INET for family, *_ in found)
     sockets: list[socket.socket] = []
-    for family, kind, proto, _, address in dict.fromkeys(found):
+    for family, kind, proto, _, address in found:
         if sockets:  # the port the first one got (--port 0), for every address
             address = (address[0], sockets[0].getsockname()[1], *address[2:])
         try:
-            sockets.append(_bound(family, kind, proto, address))
+            sockets.append(_bound(family, kind, proto, address, v6_only))
         except OSError as exc:
-            if not sockets:  # the first address is the one that must work; others are a bonus
+            if not sockets:  # the first address is the one that must work; others are a bonus, said
                 raise FerkitError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+            log.warning("%s is also %s, where ferkit cannot listen (%s): serving on %s only", host, address[0],
+                        exc.strerror or exc, sockets[0].getsockname()[0])
     return sockets
 
 
-def _bound(family, kind, proto, address) -> socket.socket:
+def _bound(family, kind, proto, address, v6_only: bool) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
-        if family == socket.AF_INET6:  # ::1 beside 127.0.0.1, not over it
+        if family == socket.AF_INET6 and v6_only:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
     except OSError:

@@ -25,7 +25,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
         return (np.clip(image, 0, 65535) // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
-    return np.clip(image * 255.0 if image.max() <= 2.0 else image, 0, 255).astype(np.uint8)
+    unit = image.dtype == bool or (np.issubdtype(image.dtype, np.floating) and image.max() <= 2.0)
+    return np.clip(image * 255.0 if unit else image, 0, 255).astype(np.uint8)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 from ferkit.errors import FerkitError, is_whole_number
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
-from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, epochs_trained, load_keras_model,
-                         metrics_beside, model_info)
+from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, checked_metrics, epochs_trained,
+                         load_keras_model, metrics_beside, model_info)
 
 log = logging.getLogger("ferkit")
 
@@ -129,7 +129,10 @@ def _described(path: Path, meta: dict[str, str]) -> tuple[ModelInfo, dict]:
         recorded = json.loads(meta.get(ONNX_META["recorded"], "{}"))
     except (KeyError, ValueError, TypeError):  # cut short or hand-edited: not json, no number
         raise FerkitError(f"{path}'s ferkit metadata is damaged: export it again with `ferkit export`") from None
-    return info, recorded if isinstance(recorded, dict) else {}
+    recorded = recorded if isinstance(recorded, dict) else {}
+    epochs = recorded.get("epochs_trained")
+    return info, {"metrics": checked_metrics(recorded.get("metrics")),
+                  "epochs_trained": epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None}
 
 
 class KerasBackend:

@@ -186,7 +186,7 @@ def read_image_file(path: Path) -> np.ndarray:
 def decode_image(data: bytes, name: str) -> np.ndarray:
     if not data:
         raise FerkitError(f"cannot read {name}: it is empty (0 bytes)")
-    if _brand(data) in AVIF_BRANDS:
+    if _brands(data) & set(AVIF_BRANDS):
         image = _upright_by_pil(data)
         if image is not None:
             return image
@@ -207,8 +207,12 @@ AVIF_BRANDS = (b"avif", b"avis")
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
-def _brand(data: bytes) -> bytes:
-    return data[8:12] if data[4:8] == b"ftyp" else b""
+def _brands(data: bytes) -> set[bytes]:
+    """The major brand and the compatible ones that follow it (an AVIF may be `mif1` first)."""
+    if data[4:8] != b"ftyp":
+        return set()
+    end = min(int.from_bytes(data[:4], "big"), len(data), 256)
+    return {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
 
 
 def _upright_by_pil(data: bytes) -> np.ndarray | None:
@@ -226,10 +230,13 @@ def _upright_by_pil(data: bytes) -> np.ndarray | None:
 
 def unreadable_because(data: bytes) -> str:
     """Why bytes that OpenCV does not decode are no image ferkit reads, and what to do instead."""
-    if _brand(data) in HEIF_BRANDS:
+    brands = _brands(data)
+    if brands & set(AVIF_BRANDS):
+        return "an AVIF photo that neither OpenCV nor Pillow here decodes: convert it to JPEG, or it is corrupt"
+    if brands & set(HEIF_BRANDS):
         return ("a HEIC/HEIF photo, which ferkit cannot decode: convert it to JPEG, or open it with "
                 "pillow-heif and pass the PIL image")
-    if (data[4:8] == b"ftyp" and _brand(data) not in AVIF_BRANDS) or data[:4] == b"\x1aE\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI "):
+    if brands or data[:4] == b"\x1aE\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI "):
         return "a video, not an image: `ferkit video` (or EmotionRecognizer.video) reads videos"
     return "not an image, or a corrupt one"
 
@@ -278,9 +285,15 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
             continue
         path = Path(raw)
         if not path.is_dir():
-            found.append(path)
+            if leave_out is not None and _outputs_among(path.parent, [path], leave_out.resolve()):
+                log.warning("left out %s: this command's own copy, in its output folder", path)  # `photos/*`
+            else:
+                found.append(path)
             continue
-        files = [p for p in walk_files(path) if not is_os_metadata(p.relative_to(path).parts)]
+        # Files, and links to them, broken ones too (a clear error of their own): not a pipe or
+        # device named .jpg, which would wait for a writer or read for ever
+        files = [p for p in walk_files(path) if not is_os_metadata(p.relative_to(path).parts)
+                 and (p.is_file() or not p.exists())]
         # Named as images: read (a broken link among them is then a clear error of its own)
         inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])

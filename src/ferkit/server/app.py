@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import cv2
+import idna  # anyio's own dependency
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -267,9 +268,10 @@ def _check_origin(origin: str) -> str:
         raise FerkitError(f"a CORS origin is scheme://host[:port] with nothing after it (e.g. "
                           f"https://app.example.com), or * for any; got {origin!r}")
     scheme = parts.scheme.lower()
-    try:  # browsers send a non-ASCII domain as its punycode (https://bücher.example: xn--bcher-kva)
-        host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
+    try:  # browsers send a non-ASCII domain as its punycode (https://bücher.example: xn--bcher-kva), by
+        # UTS 46 without the transitional mapping (ß stays ß), which Python's own idna codec lacks
+        host = host if host.isascii() else idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (UnicodeError, idna.IDNAError):
         raise FerkitError(f"a CORS origin's host must be a valid domain name; got {origin!r}") from None
     host = f"[{host}]" if ":" in host else host
     default = {"http": 80, "https": 443}[scheme]

@@ -24,7 +24,7 @@ from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
 from ferkit.models.mirror import mirror_averaged
-from ferkit.runs import RunDir, epochs_trained, write_json
+from ferkit.runs import RunDir, write_json
 from ferkit.training import budget, distill, precision, techniques
 from ferkit.training.batches import ShuffledBatches
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
@@ -92,7 +92,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                    interrupted=interrupted, best_epoch=_best(run, config.checkpoint_on)[0],
-                   epochs_trained=epochs_trained(run.path))
+                   epochs_trained=run.history_rows())
     _save(model, run, metrics)
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
