@@ -209,21 +209,14 @@ def test_ctrl_c_in_predict_keeps_the_results_so_far(tiny_run, group_photo, tmp_p
     folder.mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         cv2.imwrite(str(folder / name), group_photo[0])
-    calls, detect = [], EmotionRecognizer.detect
-
-    def ctrl_c_on_the_second(self, image, rgb=False):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return detect(self, image, rgb)
-
-    monkeypatch.setattr(EmotionRecognizer, "detect", ctrl_c_on_the_second)
+    detect = EmotionRecognizer.detect
+    monkeypatch.setattr(EmotionRecognizer, "detect", _raising_on_call(2, KeyboardInterrupt, detect))
     out = tmp_path / "faces.csv"
     assert main(["predict", str(folder), "--model", str(tiny_run), "--csv", str(out)]) == 130
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 3 and {row["file"] for row in rows} == {str(folder / "a.jpg")}
     assert "the results hold the first 1 of 3 images" in capsys.readouterr().err
-    calls.clear()
+    monkeypatch.setattr(EmotionRecognizer, "detect", _raising_on_call(2, KeyboardInterrupt, detect))
     assert main(["predict", str(folder), "--model", str(tiny_run), "--json"]) == 130
     printed = json.loads(capsys.readouterr().out)
     assert printed["interrupted"] and len(printed["results"]) == 1
@@ -389,6 +382,18 @@ def test_a_pipe_named_as_an_image_in_a_folder_is_not_waited_on(tmp_path, group_p
     assert [p.name for p in find_images([tmp_path])] == ["a.png", "gone.jpg"]
 
 
+def _raising_on_call(n: int, error, method):
+    """`method`, raising `error` on its nth call: one image's failure among several."""
+    calls = []
+
+    def wrapper(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _three_photos(folder: Path, image) -> Path:
     folder.mkdir()
     for name in ("a.png", "b.png", "c.png"):
@@ -405,25 +410,10 @@ def test_an_image_that_fails_to_analyse_is_its_own_error_and_the_rest_are_kept(t
     from ferkit.inference.recognizer import EmotionRecognizer
 
     photos = _three_photos(tmp_path / "photos", group_photo[0])
-    detect = EmotionRecognizer.detect
-
-    def failing_on_b(self, image, *args, **kwargs):
-        if failing_on_b.calls == 1:
-            failing_on_b.calls += 1
-            raise cv.error("OpenCV(4.14.0) imgwarp.cpp:1: error: (-215:Assertion failed) src.cols < SHRT_MAX")
-        failing_on_b.calls += 1
-        return detect(self, image, *args, **kwargs)
-    failing_on_b.calls = 0
-    monkeypatch.setattr(EmotionRecognizer, "detect", failing_on_b)
-    annotate = EmotionRecognizer.annotate
-    drawn = []
-
-    def out_of_memory_on_c(self, image, faces):  # the annotated copy's own failure is that image's too
-        drawn.append(1)
-        if len(drawn) == 2:
-            raise MemoryError
-        return annotate(self, image, faces)
-    monkeypatch.setattr(EmotionRecognizer, "annotate", out_of_memory_on_c)
+    shrt_max = cv.error("OpenCV(4.14.0) imgwarp.cpp:1: error: (-215:Assertion failed) src.cols < SHRT_MAX")
+    monkeypatch.setattr(EmotionRecognizer, "detect", _raising_on_call(2, shrt_max, EmotionRecognizer.detect))
+    # the annotated copy's own failure is that image's too
+    monkeypatch.setattr(EmotionRecognizer, "annotate", _raising_on_call(2, MemoryError, EmotionRecognizer.annotate))
     table = tmp_path / "faces.csv"
     assert main(["predict", str(photos), "--model", str(tiny_run), "--csv", str(table), "--json",
                  "--save-annotated", str(tmp_path / "copies")]) == 1
