@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import io
-import logging
 import math
 import threading
 import time
@@ -25,7 +24,6 @@ import cv2
 import idna  # anyio's own dependency
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,6 +34,7 @@ from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
 from ferkit.inference.images import base64_image, decode_image, unreadable_because
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
+from ferkit.server.middleware import CrashAsJSON, JSONErrorCORS
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -80,50 +79,6 @@ class ModelDescription(BaseModel):
     macro_f1: float | None = Field(description="the mean of the per-class F1 scores, measured with it")
     evaluated_on: str | None = Field(description="the faces those were measured on")
     colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
-
-
-class CrashAsJSON:
-    """A bug's 500 in the API's own JSON shape, the traceback logged as uvicorn logs one. A middleware
-    inside the CORS one, so that a web app on another site can read the answer too: Starlette's
-    handler for Exception answers from outside every middleware, without CORS headers."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def sending(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except Exception as exc:
-            if started:  # half an answer sent: nothing to do but let the server end the connection
-                raise
-            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
-            answer = JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
-            await answer(scope, receive, send)
-
-
-class JSONErrorCORS(CORSMiddleware):
-    """Starlette's CORS middleware, whose refused preflight is a JSON error like every other answer
-    of this API rather than its plain text."""
-
-    def preflight_response(self, request_headers):
-        answer = super().preflight_response(request_headers)
-        if answer.status_code == 200:
-            return answer
-        headers = {key: value for key, value in answer.headers.items()
-                   if key not in ("content-length", "content-type")}
-        said = answer.body.decode()  # "Disallowed CORS origin, method, headers, private-network"
-        why = ("the server lets only the web apps named with --cors-origin call it from a browser"
-               if "origin" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
-        return JSONResponse({"error": f"{said}: {why}"}, status_code=answer.status_code, headers=headers)
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}

@@ -1,0 +1,52 @@
+"""The API's middleware: its errors in its own JSON shape, whichever layer answers."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+
+class CrashAsJSON:
+    """A bug's 500 in the API's own JSON shape, the traceback logged as uvicorn logs one. A middleware
+    inside the CORS one, so that a web app on another site can read the answer too: Starlette's
+    handler for Exception answers from outside every middleware, without CORS headers."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # half an answer sent: nothing to do but let the server end the connection
+                raise
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+            answer = JSONResponse({"error": f"internal server error ({type(exc).__name__})"}, status_code=500)
+            await answer(scope, receive, send)
+
+
+class JSONErrorCORS(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflight is a JSON error like every other answer
+    of this API rather than its plain text."""
+
+    def preflight_response(self, request_headers):
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        headers = {key: value for key, value in answer.headers.items()
+                   if key not in ("content-length", "content-type")}
+        said = answer.body.decode()  # "Disallowed CORS origin, method, headers, private-network"
+        why = ("the server lets only the web apps named with --cors-origin call it from a browser"
+               if "origin" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
+        return JSONResponse({"error": f"{said}: {why}"}, status_code=answer.status_code, headers=headers)
