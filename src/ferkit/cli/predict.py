@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
     results, stopped = [], ""
     try:
         for path in tqdm(images, unit="image", disable=True if quiet else None, file=sys.stderr):
-            results.append(_analyse(rec, args, path, annotated, taken))
-            result = results[-1]
-            if lines and ("error" not in result or "annotated" in result):  # read, if not copied
+            result = _analyse(rec, args, path, annotated, taken)
+            results.append(result)
+            if lines and ("error" not in result or "annotated" in result):  # its faces, unless it failed before them
                 _print_lines(path, result["faces"])
             if "error" in result:
                 tqdm.write(f"ferkit: {result['error']}", file=sys.stderr)  # not glued to the bar
-            _print_jsonl(args, results[-1])
+            _print_jsonl(args, result)
     except KeyboardInterrupt:  # Ctrl-C ends the folder, not its results: those so far are written below
         stopped = "interrupted"
     except BrokenPipeError:  # `| head` stopped reading the lines: the CSV is still written
@@ -118,16 +118,14 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[Path]) -> Path:
     their own folder). A URL's stem is its path's last part's."""
     from urllib.parse import unquote, urlsplit
 
-    from ferkit.inference.images import annotated_name
-
     if isinstance(path, Path):
         stem = path.stem
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
-    out, n = folder / annotated_name(stem), 1
+    out, n = folder / f"{stem}_annotated.png", 1
     while out.resolve() in taken:
         n += 1
-        out = folder / annotated_name(stem, n)
+        out = folder / f"{stem}_annotated-{n}.png"
     taken.add(out.resolve())
     return out
 

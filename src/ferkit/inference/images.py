@@ -241,12 +241,6 @@ def unreadable_because(data: bytes) -> str:
     return "not an image, or a corrupt one"
 
 
-def annotated_name(stem: str, number: int = 1) -> str:
-    """The name of an image's annotated copy (`ferkit predict --save-annotated`): numbered from 2
-    where the plain name is taken."""
-    return f"{stem}_annotated{'' if number == 1 else f'-{number}'}.png"
-
-
 # A PNG text chunk that marks ferkit's annotated copies, read back to tell them from a user's own
 # images of the same name: those are inputs, and never written over.
 _COPY_MARK = b"Software\0ferkit predict --save-annotated"
