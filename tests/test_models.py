@@ -459,3 +459,15 @@ def test_an_export_that_fails_mid_write_keeps_the_earlier_file(tiny_run, tmp_pat
         export_onnx(run)
     assert (run / "model.onnx").read_bytes() == before
     assert sorted(p.name for p in run.iterdir() if p.name.endswith(".part")) == []
+
+
+def test_exporting_another_tools_colour_network_is_one_line(tmp_path):
+    """A 7-class network on colour faces: Keras' ValueError traceback, from deep inside the call."""
+    import keras
+
+    from ferkit.models.export import export_onnx
+
+    net = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    net.save(tmp_path / "rgb.keras")
+    with pytest.raises(FerkitError, match=r"does not take ferkit's faces \(48x48 gray, one channel\) but \(48, 48, 3\)"):
+        export_onnx(tmp_path / "rgb.keras")
