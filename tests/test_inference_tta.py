@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -51,7 +53,7 @@ def test_predict_flip_averages_the_face_and_its_mirror_image():
     assert predict_flip(predict, batch[:0]).shape == (0, 2)
 
 
-def test_predict_scores_bounds_tta_memory_and_shows_progress(capsys):
+def test_predict_scores_bounds_tta_memory_and_shows_progress(capsys, monkeypatch):
     """A data set is scored a chunk at a time: TTA's views of it never sit in memory at once."""
     from types import SimpleNamespace
 
@@ -68,5 +70,8 @@ def test_predict_scores_bounds_tta_memory_and_shows_progress(capsys):
     probs = predict_scores(backend, batch, tta=True, progress=True)
     assert max(sizes) == CHUNK * (len(VIEWS) - 1) and len(sizes) == 3
     np.testing.assert_allclose(probs, predict_tta(predict, batch, mirror_averaged=True), rtol=1e-6)
+    assert "scoring" not in capsys.readouterr().err  # a log file gets no bar's redraws
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal does
+    predict_scores(backend, batch, tta=True, progress=True)
     assert "scoring with --tta" in capsys.readouterr().err
     np.testing.assert_array_equal(predict_scores(backend, batch), predict(batch))

@@ -50,7 +50,8 @@ def _chunked(run, batch: np.ndarray, num_classes: int, progress: str = "") -> np
     from tqdm import tqdm
 
     parts = []
-    with tqdm(total=len(batch), unit="face", desc=progress, leave=False) as bar:
+    # disable=None: on a terminal only; in a log file its redraws are noise
+    with tqdm(total=len(batch), unit="face", desc=progress, leave=False, disable=None) as bar:
         for start in starts:
             parts.append(run(batch[start:start + CHUNK]))
             bar.update(len(parts[-1]))
