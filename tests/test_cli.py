@@ -358,6 +358,28 @@ def test_main_works_outside_the_main_thread(capsys):
     assert codes == [0]
 
 
+def test_export_prints_the_file_and_not_tensorflows_start_up_lines(tiny_run, tmp_path):
+    """Six lines of absl's oneDNN and CUDA notes and a Keras FutureWarning came with every export."""
+    result = subprocess.run([sys.executable, "-m", "ferkit", "export", str(tiny_run), "--output",
+                             str(tmp_path / "m.onnx")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == str(tmp_path / "m.onnx"), result.stderr
+    assert "absl" not in result.stderr and "FutureWarning" not in result.stderr and "oneDNN" not in result.stderr
+
+
+def test_native_lines_hidden_during_an_import_are_shown_if_it_fails(capfd):
+    import os
+
+    from ferkit.cli._common import native_stderr_hidden
+
+    with native_stderr_hidden():
+        os.write(2, b"a note from C++\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError), native_stderr_hidden():
+        os.write(2, b"libfoo.so: cannot open shared object file\n")
+        raise ImportError("libfoo")
+    assert "libfoo.so: cannot open shared object file" in capfd.readouterr().err
+
+
 def test_export_checks_its_arguments_before_loading_keras():
     """`export default` took Keras' seconds of start-up (or asked for the train extra) to refuse."""
     result = without_train_extra("from ferkit.cli import main\nsys.exit(main(['export', 'default']))")

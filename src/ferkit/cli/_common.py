@@ -62,6 +62,30 @@ _positive = _number(int, 1, float("inf"), "a whole number, at least 1")
 _fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 
 
+@contextlib.contextmanager
+def native_stderr_hidden() -> Iterator[None]:
+    """TensorFlow's start-up lines from C++ (absl writes them before any log level is set, whatever
+    TF_CPP_MIN_LOG_LEVEL says: six lines of oneDNN and CUDA notes) kept out of ferkit's output
+    while Keras is imported; shown after all if the import fails, since they may say why."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile() as said:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            said.seek(0)
+            sys.stderr.write(said.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def recognizer_options(args: argparse.Namespace) -> dict:
     """EmotionRecognizer's keyword arguments from the flags of `add_model_options`."""
     options = {"min_size": args.min_face} if args.min_face is not None else {}

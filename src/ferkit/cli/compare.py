@@ -23,7 +23,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.training.compare import compare
+    from ferkit.cli._common import native_stderr_hidden
+
+    with native_stderr_hidden():
+        from ferkit.training.compare import compare
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     overrides = {"epochs": args.epochs, "classes": args.classes, "split": args.split, "weights": args.weights}

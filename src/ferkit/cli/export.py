@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.cli._common import outputs
+    from ferkit.cli._common import native_stderr_hidden, outputs
     from ferkit.errors import FerkitError
     from ferkit.inference.backends import DEFAULT_MODEL
 
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     with outputs() as output_path:
         output_path(args.output, inputs=[args.model])  # its folder made, or a clear error, before the export's work
         _refuse_another_run(Path(args.model), args.output)
-        from ferkit.models.export import export_onnx  # Keras' seconds of start-up, after the checks above
+        with native_stderr_hidden():  # Keras' seconds of start-up, after the checks above
+            from ferkit.models.export import export_onnx
 
         print(export_onnx(args.model, args.output, args.quantize, args.calibration))
     return 0

@@ -82,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.resume and not args.data:
         raise FerkitError("give the training data (fer2013.csv, a folder or a .zip), or --resume RUN_DIR")
-    from ferkit.training import train
+    from ferkit.cli._common import native_stderr_hidden
+
+    with native_stderr_hidden():
+        from ferkit.training import train
 
     # With --resume any other flag is an error, said by train() itself (the Python API's rule too).
     overrides = {k: getattr(args, k) for k in OVERRIDES}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,9 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
                           f"channel) but {tuple(model.input_shape[1:])}: train it with ferkit") from None
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
-        model.export(str(plain), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # Keras' own tf2onnx code probes np.object: not for ferkit's users
+            warnings.filterwarnings("ignore", category=FutureWarning, module="keras")
+            model.export(str(plain), format="onnx", verbose=False)
         if faces is not None:
             plain = _quantize_int8(plain, Path(tmp), faces)
         proto = onnx.load(str(plain))
