@@ -133,3 +133,18 @@ def test_a_recipe_named_the_other_way_says_which_way(tmp_path, monkeypatch):
     (tmp_path / "mine.toml").write_text('base = "default"\nepochs = 3\n')
     with pytest.raises(FerkitError, match=r"unknown recipe 'mine' \(the file mine.toml\? name it with its .toml\)"):
         TrainConfig.from_recipe("mine")
+
+
+def test_every_benchmark_recipe_loads_and_says_truly_whether_it_falls_back():
+    """The recipes the benchmark READMEs train from: a change to how recipes merge (session 41's)
+    gave `default-own-14-epochs`, described as without a fallback, the default's fallback again."""
+    from pathlib import Path
+
+    from ferkit.training.config import TrainConfig
+
+    files = sorted((Path(__file__).parents[1] / "benchmarks").glob("*/*.toml"))
+    assert len(files) > 30
+    for path in files:
+        config = TrainConfig.from_recipe(str(path))
+        if "no fallback" in config.description or "fallback the network itself" in config.description:
+            assert not config.has_fallback, path.name
