@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import without_train_extra
@@ -225,6 +226,60 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
               for row in (tiny_run / "history.csv").read_text().splitlines()[1:]]
     assert kept == 1 + losses.index(min(losses))
     assert f", {epochs} epochs, kept epoch {kept} (best val_loss) on " in capsys.readouterr().out
+
+
+def test_info_describes_a_run_that_has_no_model_yet(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("model*", "metrics.json"))
+    (run / "checkpoints" / "backup").mkdir(parents=True)  # what BackupAndRestore keeps between epochs
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 30}))
+    header, *rows = (run / "history.csv").read_text().splitlines()
+    losses = [float(row.split(",")[header.split(",").index("val_loss")]) for row in rows]
+    assert main(["info", "--model", str(run)]) == 0  # was "holds no model ... did its training finish?"
+    out = capsys.readouterr().out
+    best = 1 + losses.index(min(losses))
+    assert "to train 30 epochs on " in out and "accuracy" not in out.split("training")[-1]
+    assert (f"training    no model yet: 2 of 30 epochs so far, best val_loss {min(losses):.4f} at epoch {best}; "
+            f"`ferkit train --resume {run}` goes on from epoch 3 unless it is training now") in out
+    (run / "history.csv").write_text(header + "\n")  # in its first epoch
+    assert main(["info", "--model", str(run), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["training"]["epochs_so_far"] == 0 and described["epochs_trained"] is None
+    (run / "history.csv").write_text(f"{header}\n{rows[0][:5]}")  # a row cut short by a kill mid-write
+    assert main(["info", "--model", str(run)]) == 0
+    assert "training " not in capsys.readouterr().out
+
+
+def test_info_says_when_a_resume_has_gone_past_the_model(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.onnx"))  # an export carries its own config
+    (run / "checkpoints" / "backup").mkdir(parents=True, exist_ok=True)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 30}))
+    header, *rows = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join([header, *rows, rows[-1]]) + "\n")  # a third epoch since
+    assert main(["info", "--model", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert ", 2 of 30 epochs, kept epoch" in out and "accuracy" in out
+    assert "training    resumed after this model's epoch 2: 3 of 30 epochs so far, best val_loss " in out
+    assert main(["info", "--model", str(tiny_run)]) == 0  # finished: nothing more to say
+    assert "training " not in capsys.readouterr().out
+
+
+def test_predict_with_a_keras_model_hides_tensorflows_start_up_lines(tiny_run, tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((48, 48), 128, np.uint8))
+    result = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(tmp_path / "face.png"), "--no-detect",
+                             "--model", str(tiny_run / "model.keras")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{tmp_path / 'face.png'}\t0,0,48,48\t")
+    assert "absl" not in result.stderr and "oneDNN" not in result.stderr and "I0000" not in result.stderr
 
 
 def test_info_says_an_int8_models_accuracy_is_the_float_models(tiny_run, tmp_path, capsys):

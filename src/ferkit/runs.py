@@ -18,8 +18,10 @@ A run directory is ferkit's public model format:
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
+import math
 import os
 import time
 import zipfile
@@ -125,6 +127,26 @@ class RunDir:
         except (OSError, UnicodeDecodeError):
             return None
 
+    def best_epoch(self, monitor: str) -> tuple[int | None, float | None]:
+        """The best epoch (from 1) by `monitor` in history.csv, and its value: the epoch whose weights
+        the checkpoint kept, and, before a resume, the value a new checkpoint has to beat."""
+        values = read_history(self.history).get(monitor, []) if self.history.is_file() else []
+        scored = [(value, epoch) for epoch, value in enumerate(values, 1) if not math.isnan(value)]
+        if not scored:
+            return None, None
+        value, epoch = (max if monitor.endswith("accuracy") else min)(scored, key=lambda pair: pair[0])
+        return epoch, value
+
+    def progress(self, monitor: str) -> dict[str, Any]:
+        """How far training has gone, from history.csv: for a run that has no model yet, or whose
+        resume has gone past the model it saved before. {} where history.csv is damaged."""
+        try:
+            epoch, value = self.best_epoch(monitor)
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):  # cut mid-row by a kill, or edited
+            return {}
+        return {"epochs_so_far": self.history_rows() or 0, "best_epoch": epoch, "monitor": monitor, "best": value,
+                "resumable": self.backup.exists()}
+
     def check_resumable(self) -> None:
         if not self.backup.exists():
             raise FerkitError(f"{self.path} has nothing to resume: it finished, or never completed an epoch")
@@ -157,6 +179,13 @@ class RunDir:
             raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "
                               f"{sizes[0]} then, {sizes[1]} now): a resumed run must train on the same faces; "
                               "start a new run on this data instead")
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv (Keras' CSVLogger) as columns of floats, a value per epoch."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
 
 
 def checked_config(config: Any, where: str | Path) -> dict[str, Any]:
@@ -236,11 +265,11 @@ def _per_class_ok(per_class: object) -> bool:
         for m in per_class.values())
 
 
-def epochs_trained(model: str | Path) -> int | None:
+def epochs_trained(model: str | Path, metrics: dict | None = None) -> int | None:
     """How many epochs the model's run trained: fewer than its `epochs` where a time limit or Ctrl-C
-    cut it short. As its metrics.json says, where it does: the history.csv of a run being resumed
-    grows while its model is still the earlier one."""
-    recorded = metrics_beside(model).get("epochs_trained")
+    cut it short. As its metrics.json (`metrics`, where already read) says, where it does: the
+    history.csv of a run being resumed grows while its model is still the earlier one."""
+    recorded = (metrics_beside(model) if metrics is None else metrics).get("epochs_trained")
     if isinstance(recorded, int) and not isinstance(recorded, bool):
         return recorded
     run = run_of(model)

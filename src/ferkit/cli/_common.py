@@ -86,6 +86,20 @@ def native_stderr_hidden() -> Iterator[None]:
             os.close(saved)
 
 
+def keras_imported_quietly(model: str | None) -> None:
+    """Keras imported now, its start-up lines hidden, where `model` is one that Keras will load (a
+    .keras file, or a run not exported to ONNX): evaluate, predict and the rest say nothing else."""
+    from ferkit.inference.backends import resolve_model
+
+    try:
+        path = resolve_model(model)
+    except FerkitError:
+        return  # said where the model is loaded
+    if path.suffix.lower() != ".onnx":
+        with contextlib.suppress(ImportError), native_stderr_hidden():  # then said with the pip hint there
+            import keras  # noqa: F401
+
+
 def recognizer_options(args: argparse.Namespace) -> dict:
     """EmotionRecognizer's keyword arguments from the flags of `add_model_options`."""
     options = {"min_size": args.min_face} if args.min_face is not None else {}
@@ -101,6 +115,7 @@ def recognizer_options(args: argparse.Namespace) -> dict:
 def recognizer(args: argparse.Namespace):
     from ferkit.inference import EmotionRecognizer
 
+    keras_imported_quietly(args.model)
     return EmotionRecognizer(args.model, args.detector, **recognizer_options(args))
 
 

@@ -14,9 +14,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ferkit.cli._common import keras_imported_quietly
     from ferkit.inference.backends import describe_model
     from ferkit.runs import count_networks
 
+    if not Path(args.model).is_dir():  # a run directory is described from its files, without Keras
+        keras_imported_quietly(args.model)
     info = describe_model(args.model)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -33,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
         done = info["epochs_trained"]
         epochs = f"{done} of {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")
+        epochs = epochs if done is not None or not info["training"] else f"to train {epochs}"
         cut = " (interrupted)" if metrics.get("interrupted") else ""
         best = metrics.get("best_epoch")
         kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
               f"{epochs} epochs{cut}{kept} on {config.get('data') or '?'}")
+    if info["training"]:
+        print(f"training    {_progress(info['training'], info['epochs_trained'], config, info['model'])}")
     if config.get("description"):
         print(f"recipe      {config['description']}")
     if config.get("quantize") == "int8":
@@ -54,3 +62,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}" if m["support"]
                   else f"  {name:<9} no faces scored")
     return 0
+
+
+def _progress(training: dict, trained: int | None, config: dict, run: str) -> str:
+    """Where a run's training stands when its files say more than its model: no model yet, or a
+    resume past it. Whether it is running now no file says, hence "unless"."""
+    state = "no model yet" if trained is None else f"resumed after this model's epoch {trained}"
+    resume = (f"; `ferkit train --resume {run}` goes on from epoch {training['epochs_so_far'] + 1} unless it is "
+              "training now") if training["resumable"] else ""
+    best = (f", best {training['monitor']} {training['best']:.4f} at epoch {training['best_epoch']}"
+            if training["best_epoch"] is not None else "")
+    return f"{state}: {training['epochs_so_far']} of {config.get('epochs')} epochs so far{best}{resume}"

@@ -6,7 +6,7 @@ import argparse
 import logging
 import socket
 
-from ferkit.cli._common import add_model_options, recognizer_options
+from ferkit.cli._common import add_model_options, keras_imported_quietly, recognizer_options
 
 log = logging.getLogger("ferkit")
 
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
     options = recognizer_options(args)
     sockets = _bind(args.host, args.port)  # before the model: a port in use is said before seconds of loading
+    keras_imported_quietly(args.model)
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers,
                      cors_origins=args.cors_origin, **options)
     host, port = sockets[0].getsockname()[:2]

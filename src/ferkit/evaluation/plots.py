@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,11 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+from ferkit.runs import read_history  # noqa: E402
 
 
 def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: str) -> None:

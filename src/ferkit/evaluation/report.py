@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferkit.evaluation.plots import plot_confusion, plot_curve, read_history
-from ferkit.runs import RunDir, write_json
+from ferkit.evaluation.plots import plot_confusion, plot_curve
+from ferkit.runs import RunDir, read_history, write_json
 
 
 def write_metrics(run: RunDir, metrics: dict[str, Any], title: str) -> None:

@@ -19,7 +19,7 @@ from ferkit.errors import FerkitError, is_whole_number
 from ferkit.hardware import cpu_flags
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, checked_metrics, epochs_trained,
-                         load_keras_model, metrics_beside, model_info)
+                         load_keras_model, metrics_beside, model_info, run_of)
 
 log = logging.getLogger("ferkit")
 
@@ -36,6 +36,7 @@ CHUNK = 256  # faces per forward pass: bounds memory when a whole data set is pr
 class Backend(Protocol):
     info: ModelInfo
     name: str
+    recorded: dict  # {"metrics": ..., "epochs_trained": ...} its file carries, where it does
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -62,6 +63,12 @@ def bundled_model_dir() -> Path:
     return Path(str(resources.files("ferkit.assets") / "default"))
 
 
+def _models_of(run: RunDir | None) -> list[Path]:
+    """The models a run directory holds, fastest to load first."""
+    return [] if run is None else [file for file in (run.onnx_model, run.onnx_int8_model, run.keras_model)
+                                   if file.is_file()]
+
+
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """`default`/None -> the bundled model's .onnx; a run directory -> its model.onnx (else
     model-int8.onnx) when exported (faster, and no TensorFlow), else the directory itself for Keras."""
@@ -74,8 +81,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     if not path.exists():
         raise FerkitError(f"model not found: {path}")
     if path.is_dir():
-        run = RunDir(path)
-        found = [file for file in (run.onnx_model, run.onnx_int8_model, run.keras_model) if file.is_file()]
+        found = _models_of(RunDir(path))
         if not found:  # said here: Keras would be imported only to say the same, or asked for
             raise FerkitError(f"{path} holds no model (model.onnx or model.keras): is it a run directory, "
                               "and did its training finish?")
@@ -139,6 +145,8 @@ def _described(path: Path, meta: dict[str, str]) -> tuple[ModelInfo, dict]:
 class KerasBackend:
     """A run directory or .keras file through Keras (needs the training extra)."""
 
+    recorded: dict = {}  # what an .onnx file carries of its run; a Keras model's run is beside it
+
     def __init__(self, path: Path):
         self._model, self.info = load_keras_model(path)
         self.name = str(path)
@@ -179,22 +187,37 @@ def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int |
 def recorded_metrics(backend: Backend) -> dict:
     """The test metrics saved beside the model (metrics.json of its run directory), or in an .onnx
     file exported from a run, if any."""
-    return metrics_beside(backend.name) or getattr(backend, "recorded", {}).get("metrics", {})
+    return metrics_beside(backend.name) or backend.recorded.get("metrics", {})
 
 
 def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
-    """What `ferkit info` prints: classes, input size, configuration and recorded test metrics.
+    """What `ferkit info` prints: classes, input size, configuration and recorded test metrics, and,
+    from history.csv, how far training has gone where a run has no model yet (it is training, or was
+    stopped in its first session) or a resume has gone past the model it had saved.
 
     A run directory not exported to ONNX is described from its config.json, without loading its
     Keras model: TensorFlow's seconds of start-up (and the train extra) for what a file says."""
-    path = resolve_model(model)
+    unfinished = _run_without_model(model)
+    path = unfinished.path if unfinished else resolve_model(model)
     recorded: dict = {}
     if path.is_dir():
         info, name = model_info(path), str(path)
     else:
         backend = load_backend(path)
-        info, name, recorded = backend.info, backend.name, getattr(backend, "recorded", {})
-    trained = epochs_trained(name)
+        info, name, recorded = backend.info, backend.name, backend.recorded
+    metrics, run = metrics_beside(name), run_of(name)
+    trained = None if unfinished else epochs_trained(name, metrics)
+    trained = trained if trained is not None else recorded.get("epochs_trained")
+    progress = run.progress(info.config.get("checkpoint_on", "val_loss")) if run is not None else {}
+    ahead = progress and (trained is None or progress["epochs_so_far"] > trained)
     return {"model": name, "classes": list(info.classes), "image_size": info.image_size, "config": info.config,
-            "metrics": metrics_beside(name) or recorded.get("metrics", {}),
-            "epochs_trained": trained if trained is not None else recorded.get("epochs_trained")}
+            "metrics": metrics or recorded.get("metrics", {}), "epochs_trained": trained,
+            "training": progress if ahead else {}}
+
+
+def _run_without_model(model: str | os.PathLike | None) -> RunDir | None:
+    """A run directory that has settings but no model yet: describable from its files all the same."""
+    if model is None or str(model) == DEFAULT_MODEL or not Path(model).is_dir():
+        return None
+    run = RunDir(Path(model))
+    return run if run.config.is_file() and not _models_of(run) else None

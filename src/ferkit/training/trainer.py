@@ -91,7 +91,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
-                   interrupted=interrupted, best_epoch=_best(run, config.checkpoint_on)[0],
+                   interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
                    epochs_trained=run.history_rows())
     _save(model, run, metrics)
     minutes = (time.monotonic() - started) / 60
@@ -362,7 +362,7 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
     callbacks = [
         keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
                                         save_weights_only=True,
-                                        initial_value_threshold=_best(run, monitor)[1] if resume else None),
+                                        initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
         # would delete what --resume needs (_fit deletes it once the run is complete).
@@ -371,18 +371,6 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping))
     return callbacks
-
-
-def _best(run: RunDir, monitor: str) -> tuple[int | None, float | None]:
-    """The checkpoint's best epoch (from 1) by `monitor` in history.csv, and its value: the epoch
-    whose weights were kept, and, before a resume, the value a new checkpoint has to beat."""
-    from ferkit.evaluation.plots import read_history
-
-    values = np.asarray(read_history(run.history).get(monitor, []) if run.history.is_file() else [], float)
-    if not len(values) or np.isnan(values).all():
-        return None, None
-    best = int((np.nanargmax if monitor.endswith("accuracy") else np.nanargmin)(values))
-    return best + 1, float(values[best])
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
