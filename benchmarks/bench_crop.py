@@ -6,7 +6,9 @@ landmark alignment does for turned faces.
 Each PublicTest face is enlarged to 144 px and set in a 288 px frame (border repeated), then
 (1) detected by YuNet and cropped with several margins: accuracy vs the whole 48x48 crop
 classified directly (`--no-detect`), and (2) turned by known angles and classified with and
-without alignment (`--no-align`): accuracy and agreement with the upright face's label.
+without alignment (`--no-align`): accuracy and agreement with the upright face's label, and (3)
+cut to another detector's non-square box around YuNet's and classified as such a crop
+(`classify`): stretched to a square (ferkit until session 43) or squared by repeating its edges.
 Not a test: it only prints.
 """
 
@@ -23,6 +25,7 @@ from ferkit.inference import EmotionRecognizer
 
 MARGINS = (0.0, 0.1, 0.2, 0.3)
 ANGLES = (-30, -15, 0, 15, 30)
+ASPECTS = ((0.8, 1.2), (0.9, 1.2), (1.0, 1.3), (1.2, 0.9))  # taller boxes, as some detectors give, and a wide one
 
 
 def framed(face: np.ndarray, angle: float = 0.0) -> np.ndarray:
@@ -79,6 +82,22 @@ def main() -> None:
             predicted = np.array([max(s, key=s.get) for s in rec.classify(crops)])
             cells.append(f"{(predicted == names[idx]).mean():.4f} / {(predicted == whole[idx]).mean():.4f}")
         print(f"  {angle:+3d} deg ({len(idx)} found): {cells[0]}   {cells[1]}")
+
+    size = rec.backend.info.image_size
+    print("\nnon-square crops (YuNet's box scaled, width x height): accuracy stretched / squared")
+    for scale in ASPECTS:
+        crops = [boxed(cv2.cvtColor(framed(faces[i]), cv2.COLOR_BGR2GRAY), detected[i].box, scale) for i in found]
+        stretched = [cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) for crop in crops]
+        cells = [(np.array([max(s, key=s.get) for s in rec.classify(c)]) == names[found]).mean()
+                 for c in (stretched, crops)]
+        print(f"  {scale[0]:.1f} x {scale[1]:.1f}: {cells[0]:.4f} / {cells[1]:.4f}")
+
+
+def boxed(gray: np.ndarray, box, scale: tuple[float, float]) -> np.ndarray:
+    """The part of `gray` inside `box` scaled about its centre by (width, height) factors."""
+    x, y, w, h = box
+    (cx, cy), (half_w, half_h) = (x + w / 2, y + h / 2), (w * scale[0] / 2, h * scale[1] / 2)
+    return gray[max(0, round(cy - half_h)):round(cy + half_h), max(0, round(cx - half_w)):round(cx + half_w)]
 
 
 if __name__ == "__main__":

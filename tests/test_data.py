@@ -470,3 +470,25 @@ def test_model_input_batch():
     assert batch.shape == (2, 64, 64, 1) and batch.dtype == np.float32
     assert batch[1].min() == 255 and batch[0].max() == 0
     assert to_model_input([], 48).shape == (0, 48, 48, 1)
+
+
+def test_a_non_square_crop_is_squared_by_its_edges_not_stretched():
+    """As crop_face frames detected faces: a tall crop from another detector kept in proportion."""
+    rng = np.random.default_rng(0)
+    tall = rng.integers(0, 256, (60, 40), np.uint8)
+    square = to_model_input([tall], 60)[0, :, :, 0]
+    np.testing.assert_array_equal(square[:, 10:50], tall)  # the crop itself, unscaled, in the middle
+    np.testing.assert_array_equal(square[:, :10], np.repeat(tall[:, :1], 10, axis=1))  # its edges repeated
+    np.testing.assert_array_equal(square[:, 50:], np.repeat(tall[:, -1:], 10, axis=1))
+    wide = to_model_input([rng.integers(0, 256, (41, 60, 3), np.uint8)], 60)[0, :, :, 0]
+    assert wide.shape == (60, 60) and (wide[:9] == wide[9]).all() and (wide[50:] == wide[49]).all()  # 9 + 41 + 10
+
+
+def test_a_non_square_training_image_is_squared_as_at_inference(tmp_path):
+    (tmp_path / "sad").mkdir()
+    tall = np.full((96, 48), 255, np.uint8)
+    tall[:, 0] = 0  # a dark left edge: squaring repeats it over the left quarter, stretching would not
+    cv2.imwrite(str(tmp_path / "sad" / "tall.png"), tall)
+    face = load_fer(tmp_path).images[0]
+    assert (face[:, :11] == 0).all() and (face[:, 13:] == 255).all()
+    np.testing.assert_array_equal(face, to_model_input([tall], 48)[0, :, :, 0])

@@ -52,17 +52,32 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
 
 
+def squared(gray: np.ndarray) -> np.ndarray:
+    """A face crop made square as `crop_face` frames a detected face, so that one from another
+    detector (a taller box) is not stretched: the longer side kept, the shorter one widened about the
+    centre by repeating its edge pixels (benchmarks/bench_crop.py measures both)."""
+    height, width = gray.shape[:2]
+    if height == width:
+        return gray
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    return cv2.copyMakeBorder(gray, top, side - height - top, left, side - width - left, cv2.BORDER_REPLICATE)
+
+
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size: area interpolation when shrinking (no aliasing), linear when growing."""
+    """A face at size x size, for training and inference alike: `squared`, then resized, with area
+    interpolation when shrinking (no aliasing), linear when growing."""
     if gray.shape[:2] == (size, size):
         return gray
+    gray = squared(gray)
     shrinking = gray.shape[0] > size or gray.shape[1] > size
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(gray, (size, size), interpolation=interp)
 
 
 def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    """Stack face crops (any size, gray or colour) into the model's (N, size, size, 1) float32 batch."""
+    """Stack face crops (any size, gray or colour; made square first) into the model's
+    (N, size, size, 1) float32 batch."""
     if len(faces) == 0:
         return np.zeros((0, size, size, 1), np.float32)
     batch = np.stack([resize_square(to_gray(np.asarray(f)), size) for f in faces])
