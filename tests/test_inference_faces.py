@@ -73,6 +73,15 @@ def test_second_pass_finds_tiny_faces_in_big_photos(astronaut):
     assert any(1890 <= f.box[0] <= 1945 for f in faces)
 
 
+def test_second_pass_keeps_the_whole_face_where_a_tile_edge_cuts_it(astronaut):
+    """Tiles overlap: the first one that sees this face cuts it (its edge is at 640 of 1920 px) and
+    found a box 29 px wide, which used to win over the next tile's whole face (36 px)."""
+    big = np.full((1588, 2280, 3), 100, np.uint8)
+    big[600:678, 722:782] = cv2.resize(astronaut[40:230, 150:300], (60, 78), interpolation=cv2.INTER_AREA)
+    faces = create_detector("yunet", second_pass=True).detect(big)
+    assert len(faces) == 1 and faces[0].box[2] >= 34 and faces[0].box[0] + faces[0].box[2] >= 765
+
+
 def test_face_at_the_border_stays_inside(astronaut):
     cut = astronaut[60:400, 220:512]  # the face is cut by the left edge
     faces = create_detector("yunet").detect(cut)

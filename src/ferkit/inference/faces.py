@@ -95,6 +95,15 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> boo
     return smaller > 0 and w * h / smaller > 0.5
 
 
+def _larger_kept(found: list[Face], face: Face) -> list[Face]:
+    """`found` with `face` added, unless it is one of them already, in which case the larger box is
+    kept: tiles overlap, and the one that cuts a face through finds only a part of it."""
+    same = [other for other in found if _overlaps(face.box, other.box)]
+    if any(other.box[2] * other.box[3] >= face.box[2] * face.box[3] for other in same):
+        return found
+    return [other for other in found if not any(other is s for s in same)] + [face]
+
+
 class YuNetDetector:
     """OpenCV's YuNet (bundled, MIT licence): fast, finds turned and small faces, gives landmarks.
 
@@ -130,8 +139,8 @@ class YuNetDetector:
             for x0 in range(0, max(large.shape[1] - tile, 0) + step, step):
                 crop = large[y0:y0 + tile, x0:x0 + tile]
                 if min(crop.shape[:2]) >= 16:
-                    new = self._detect_at(crop, scale, (x0, y0), bgr.shape)
-                    found += [f for f in new if not any(_overlaps(f.box, g.box) for g in found)]
+                    for face in self._detect_at(crop, scale, (x0, y0), bgr.shape):
+                        found = _larger_kept(found, face)
         return found
 
     def _detect_at(self, pixels: np.ndarray, scale: float, offset: tuple[int, int], shape) -> list[Face]:
