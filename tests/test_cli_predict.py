@@ -382,6 +382,21 @@ def test_a_pipe_named_as_an_image_in_a_folder_is_not_waited_on(tmp_path, group_p
     assert [p.name for p in find_images([tmp_path])] == ["a.png", "gone.jpg"]
 
 
+def test_hidden_images_in_a_folder_are_left_out_and_said(tmp_path, caplog):
+    from ferkit.inference.images import find_images
+
+    for name in ("a.png", ".b.png", ".trash/c.jpg", "._a.png", "__MACOSX/d.png", ".DS_Store"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="ferkit"):
+        assert [p.name for p in find_images([tmp_path])] == ["a.png"]
+    said = [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()]
+    assert len(said) == 1 and "left out 2 hidden images" in said[0] and "e.g. .b.png" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ferkit"):  # given by name, one is read
+        assert find_images([tmp_path / ".b.png"]) == [tmp_path / ".b.png"] and not caplog.records
+
+
 def _raising_on_call(n: int, error, method):
     """`method`, raising `error` on its nth call: one image's failure among several."""
     calls = []

@@ -286,8 +286,9 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
             continue
         # Files, and links to them, broken ones too (a clear error of their own): not a pipe or
         # device named .jpg, which would wait for a writer or read for ever
-        files = [p for p in walk_files(path) if not is_os_metadata(p.relative_to(path).parts)
-                 and (p.is_file() or not p.exists())]
+        every = [p for p in walk_files(path) if p.is_file() or not p.exists()]
+        files = [p for p in every if not is_os_metadata(p.relative_to(path).parts)]
+        _say_hidden(path, sorted(set(every) - set(files)))
         # Named as images: read (a broken link among them is then a clear error of its own)
         inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
@@ -309,6 +310,17 @@ def _outputs_among(folder: Path, images: list[Path], output: Path) -> list[Path]
     if folder.resolve() in output.parents:
         return [p for p in images if output in p.resolve().parents]
     return [p for p in images if p.resolve().parent == output and _is_annotated_copy(p)]
+
+
+def _say_hidden(folder: Path, hidden: list[Path]) -> None:
+    """Hidden images (a name or folder starting with a dot) are left out like .DS_Store, but said:
+    a user's own .jpg there may be wanted. macOS' ._ companions and __MACOSX/ are not images."""
+    images = [p for p in hidden if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("._")
+              and "__MACOSX" not in p.relative_to(folder).parts]
+    if images:
+        log.warning("%s: left out %d hidden image%s (a name or folder starting with '.', e.g. %s): give "
+                    "them by name to read them", folder, len(images), "s" * (len(images) > 1),
+                    images[0].relative_to(folder))
 
 
 def _say_left_out(folder: Path, others: list[Path]) -> None:
