@@ -144,6 +144,27 @@ def test_a_zip_damaged_in_places_counts_those_faces_and_reads_the_rest(tmp_path,
     assert len(data) == 2 and data.skipped == {"damaged in the zip": 1}
 
 
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_zipped_csv_damaged_inside_is_a_clear_error(tmp_path, method):
+    rows = "".join(f"{i % 7},{' '.join(['128'] * 2304)},Training\n" for i in range(40))
+    path = tmp_path / "fer2013.zip"
+    with zipfile.ZipFile(path, "w", method) as archive:
+        archive.writestr("fer2013.csv", "emotion,pixels,Usage\n" + rows)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the CSV's data: a bad checksum (or bad deflate data)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FerkitError, match="its fer2013.csv is damaged"):  # was zipfile.BadZipFile's traceback
+        load_fer(path)
+
+
+def test_an_unreadable_file_in_a_data_folder_is_counted_not_fatal(tmp_path):
+    images, labels = synthetic_faces(("fear", "happy"), 2)
+    folder = write_folder(tmp_path / "data", images, labels)
+    (folder / "train" / "happy" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # was FileNotFoundError
+    data = load_fer(folder)
+    assert len(data) == 4 and data.skipped == {"unreadable file (a broken link, no permission)": 1}
+
+
 def test_a_password_protected_zip_says_so(tmp_path, real_members):
     path = tmp_path / "locked.zip"
     with zipfile.ZipFile(path, "w") as archive:
@@ -445,6 +466,18 @@ def test_a_0_to_1_image_with_a_little_overshoot_is_still_read_as_0_to_1():
     expected = (image * 255).clip(0, 255).astype(np.uint8)
     np.testing.assert_array_equal(to_uint8(image), expected)
     assert expected[1:].mean() > 100
+
+
+def test_a_nan_or_infinite_pixel_leaves_a_0_to_1_image_0_to_1():
+    """One NaN pixel made the whole image read as 0..255, all black: no face found."""
+    from ferkit.data.preprocess import to_uint8
+
+    image = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    expected = (image * 255).astype(np.uint8)
+    image[0, :3] = np.nan, np.inf, -np.inf
+    expected[0, :3] = 0, 255, 0
+    np.testing.assert_array_equal(to_uint8(image), expected)
+    assert to_uint8(np.full((2, 2), np.nan)).tolist() == [[0, 0], [0, 0]]
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32])

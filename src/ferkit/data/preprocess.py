@@ -20,12 +20,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     PNG and TIFF files as uint16, and older Pillow as 32-bit ints) are scaled down. Floats with no
     value over 2 are the 0..1 range (skimage's and PIL-to-float convention) with the overshoot that
     cubic resizing or a highlight leaves, clipped: read as 0..255 such an image was all black and
-    showed no face. Anything else is 0..255."""
+    showed no face. Anything else is 0..255. The range is judged on finite values: one NaN pixel
+    made the whole image read as 0..255, and black; NaN is then black, infinities the range's ends."""
     if image.dtype == np.uint8:
         return image
     if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
         return (np.clip(image, 0, 65535) // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
-    unit = image.dtype == bool or (np.issubdtype(image.dtype, np.floating) and image.max() <= 2.0)
+    unit = image.dtype == bool
+    if np.issubdtype(image.dtype, np.floating):
+        finite = image[np.isfinite(image)]
+        unit = not finite.size or finite.max() <= 2.0
+        image = np.nan_to_num(image, nan=0.0, posinf=1.0 if unit else 255.0, neginf=0.0)
     return np.clip(image * 255.0 if unit else image, 0, 255).astype(np.uint8)
 
 

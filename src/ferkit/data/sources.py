@@ -13,7 +13,6 @@ import csv
 import io
 import logging
 import os
-import sys
 import zipfile
 import zlib
 from collections import Counter
@@ -71,14 +70,14 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
         table = _the_table([f.relative_to(path).as_posix() for f in files], path)
         if table is not None:  # an extracted fer2013.tar.gz: fer2013.csv and a README
             return _load_csv(path / table)
-        entries = ((full.relative_to(path).as_posix(), full.read_bytes) for full in files)
+        entries = ((full.relative_to(path).as_posix(), lambda full=full: _read_file(full)) for full in files)
     elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return _load_zip(path)
     elif path.suffix.lower() == ".csv":
         return _load_csv(path)
     else:
         raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder")
-    return _decode_entries(entries, source=str(path))
+    return _decode_entries(entries, str(path), "unreadable file (a broken link, no permission)")
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -116,11 +115,15 @@ def _load_zip(path: Path) -> FerDataset:
                               "and give the folder")
         table = _the_table([name for name, _ in members], path)
         if table is not None:  # fer2013.csv zipped as it is: read inside the zip, like the folders of images
-            with archive.open(dict(members)[table]) as raw:
-                text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-                return _read_csv(text, f"{path}:{table}")
+            try:
+                with archive.open(dict(members)[table]) as raw:
+                    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+                    return _read_csv(text, f"{path}:{table}")
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:  # a bad checksum, cut off
+                raise FerkitError(f"{path}: its {table} is damaged ({exc}): download it again, or extract "
+                                  "what is readable and give the .csv") from None
         entries = ((name, lambda m=member: _read_member(archive, m)) for name, member in members)
-        return _decode_entries(entries, source=str(path))
+        return _decode_entries(entries, str(path), "damaged in the zip")
 
 
 def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes | None:
@@ -129,6 +132,15 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes | N
     try:
         return archive.read(member)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError):
+        return None
+
+
+def _read_file(path: Path) -> bytes | None:
+    """A file's bytes, or None where it cannot be read (a broken link, no permission): counted like
+    a damaged zip member, not the end of the whole load."""
+    try:
+        return path.read_bytes()
+    except OSError:
         return None
 
 
@@ -146,8 +158,9 @@ def _the_table(names: list[str], where: Path) -> str | None:
     return tables[0] if tables else None
 
 
-def _decode_entries(entries, source: str) -> FerDataset:
-    """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image, in path order."""
+def _decode_entries(entries, source: str, unread: str) -> FerDataset:
+    """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image, in path order; a
+    file that cannot be read is counted as `unread` says."""
     images, labels, usage, skipped = [], [], [], Counter()
     for relpath, read in sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts):
         parts = PurePosixPath(relpath).parts
@@ -162,7 +175,7 @@ def _decode_entries(entries, source: str) -> FerDataset:
             continue
         data = read()
         if data is None:
-            skipped["damaged in the zip"] += 1
+            skipped[unread] += 1
             continue
         gray = _decode_gray(data)
         if gray is None:
@@ -210,7 +223,7 @@ def _load_csv(path: Path) -> FerDataset:
 
 
 def _read_csv(handle, source: str) -> FerDataset:
-    csv.field_size_limit(sys.maxsize)
+    csv.field_size_limit(2**31 - 1)  # sys.maxsize overflows a C long on Windows; a row needs ~10 KB
     reader = csv.DictReader(handle)
     columns = {c.strip().lower(): c for c in reader.fieldnames or []}
     missing = [c for c in ("emotion", "pixels") if c not in columns]

@@ -73,6 +73,9 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     """`default`/None -> the bundled model's .onnx; a run directory -> its model.onnx (else
     model-int8.onnx) when exported (faster, and no TensorFlow), else the directory itself for Keras."""
     if model is None or str(model) == DEFAULT_MODEL:
+        if model is not None and Path(DEFAULT_MODEL).is_dir():  # `train --output default`, say
+            log.warning("the model is the bundled one, not the folder %s here: give ./%s for that",
+                        DEFAULT_MODEL, DEFAULT_MODEL)
         path = bundled_model_dir() / "model.onnx"
         if not path.is_file():
             raise FerkitError("the bundled default model is missing from this installation")
@@ -209,7 +212,7 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
     trained = None if unfinished else epochs_trained(name, metrics)
     trained = trained if trained is not None else recorded.get("epochs_trained")
     progress = run.progress(info.config.get("checkpoint_on", "val_loss")) if run is not None else {}
-    ahead = progress and (trained is None or progress["epochs_so_far"] > trained)
+    ahead = unfinished is not None or (trained is not None and progress.get("epochs_so_far", 0) > trained)
     return {"model": name, "classes": list(info.classes), "image_size": info.image_size, "config": info.config,
             "metrics": metrics or recorded.get("metrics", {}), "epochs_trained": trained,
             "training": progress if ahead else {}}
