@@ -199,6 +199,50 @@ def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic
     assert config.data == str(synthetic_folder.absolute())
 
 
+def test_a_run_records_its_weights_and_teacher_files_absolute(synthetic_folder, tmp_path, monkeypatch):
+    """A resume from another folder rebuilt the network from `r_a/model.weights.h5` and failed."""
+    from ferkit.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.weights.h5").write_bytes(b"")
+    (tmp_path / "teacher").mkdir()
+    config, _ = trainer._resolve(synthetic_folder, None, None, None,
+                                 {"recipe": "seed-custom", "weights": "w.weights.h5", "teacher": "teacher"})
+    assert (config.weights, config.teacher) == (str(tmp_path / "w.weights.h5"), str(tmp_path / "teacher"))
+    named, _ = trainer._resolve(synthetic_folder, None, None, None, {"recipe": "default"})
+    assert (named.weights, named.teacher) == ("none", "default")  # names, not files
+
+
+def test_overrides_on_a_config_drop_its_stale_fallback_as_on_a_recipe(synthetic_folder):
+    from ferkit.training import trainer
+
+    config, _ = trainer._resolve(synthetic_folder, TrainConfig.from_recipe("default"), None, None,
+                                 {"image_size": 32})  # was "fallback_image_size (40) is larger than image_size (32)"
+    assert config.fallback_image_size == 0 and config.model_options == {"blocks": [0, 1, 2, 2]}
+    other, _ = trainer._resolve(synthetic_folder, TrainConfig.from_recipe("default"), None, None, {"model": "custom"})
+    assert other.model_options == {} and other.fallback_model_options == {}
+
+
+def test_a_save_cut_short_leaves_no_model_and_the_backup_to_resume(synthetic_folder, tmp_path, monkeypatch):
+    """A kill or a full disk in model.save left a cut-short model.keras, the backup already gone:
+    the folder read as a finished run, and could neither be loaded nor resumed."""
+    run, save = tmp_path / "run", keras.Model.save
+
+    def full_disk(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04")  # the start of a zip, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError):
+        train(synthetic_folder, recipe="seed-custom", output=run, **FAST)
+    assert not (run / "model.keras").exists() and (run / "checkpoints" / "backup").is_dir()
+    assert not [p.name for p in run.iterdir() if ".part." in p.name]
+    monkeypatch.setattr(keras.Model, "save", save)
+    resumed = train(resume=run, verbose=0)
+    assert not resumed.interrupted and (run / "model.keras").is_file() and not (run / "checkpoints" / "backup").exists()
+
+
 def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
     config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
     result = train(synthetic_folder, config, output=tmp_path / "run", epochs=1, verbose=0)

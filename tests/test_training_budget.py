@@ -50,6 +50,20 @@ def test_the_budget_replans_without_the_first_epochs_compile_time():
     assert float(schedule(20)) > 0
 
 
+def test_a_limit_that_ends_the_run_within_its_warm_up_says_so(caplog):
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=20, warmup_epochs=2), steps_per_epoch=10)
+    limit = TimeBudget(2, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
+                        clock=_Clock(0, 50, 100))  # 50 s an epoch: 2 of 20 fit, both warm-up
+    with caplog.at_level(logging.WARNING, logger="ferkit"):
+        assert _epochs_until_stop(limit) == 2
+    assert "within its warm-up" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ferkit"):  # a third fits: annealed, nothing to say
+        _epochs_until_stop(TimeBudget(3, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
+                                      clock=_Clock(0, 50, 100, 150)))
+    assert "warm-up" not in caplog.text
+
+
 def test_a_budget_that_fits_every_epoch_changes_nothing():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=3), steps_per_epoch=5)
     limit = TimeBudget(10, epochs=3, steps_per_epoch=5, schedule=schedule, started=0.0,

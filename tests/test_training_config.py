@@ -53,6 +53,8 @@ def test_recipes_ship_and_resolve():
     ({"time_limit": float("inf")}, "time_limit must be a finite number"),
     ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
     ({"classes": [1, 2]}, "classes must be names"),
+    ({"seed": -1}, "seed must be 0 to 4294967295"),  # was NumPy's traceback, after the data had loaded
+    ({"seed": 2**32}, "seed must be 0 to 4294967295"),
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):
@@ -148,3 +150,20 @@ def test_every_benchmark_recipe_loads_and_says_truly_whether_it_falls_back():
         config = TrainConfig.from_recipe(str(path))
         if "no fallback" in config.description or "fallback the network itself" in config.description:
             assert not config.has_fallback, path.name
+
+
+@pytest.mark.parametrize("model", ["custom", "mobilenetv2"])
+def test_another_architecture_drops_the_recipes_model_options(model):
+    """`ferkit train DATA --model custom` failed: "model 'custom' has no option 'blocks'"."""
+    config = TrainConfig.from_recipe("default", model=model)
+    assert config.model_options == {} and config.fallback_model_options == {}
+    kept = TrainConfig.from_recipe("default", model="fernet", model_options={"blocks": [1, 1, 1, 1]})
+    assert kept.model_options == {"blocks": [1, 1, 1, 1]}
+    assert TrainConfig.from_recipe("default", model="fernet").model_options == {"blocks": [0, 1, 2, 2]}  # restated
+
+
+def test_a_recipe_that_is_its_own_base_by_another_path_is_a_clear_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.toml").write_text('base = "../d/a.toml"\n')  # was OSError: File name too long
+    with pytest.raises(FerkitError, match="is its own base"):
+        TrainConfig.from_recipe(str(tmp_path / "d" / "a.toml"))

@@ -217,7 +217,9 @@ def replacing(path: Path) -> Iterator[Path]:
     """A file beside `path` to write instead, put in its place only once written whole. A full disk or
     Ctrl-C mid-write then leaves the earlier file (or none), not a cut-short one that every later
     load of the run would fail on."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")  # two writers at once: one part each
+    # two writers at once: one part each; the name's own ending kept, as Keras asks of .keras and
+    # .weights.h5 files
+    part = path.with_name(f".{os.getpid()}.part.{path.name}")
     try:
         yield part
         os.replace(part, path)

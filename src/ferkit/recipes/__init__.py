@@ -24,7 +24,7 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     technique is switched on or off for an ablation without copying the whole recipe.
     """
     recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
-    if recipe in _seen:
+    if _identity(recipe) in map(_identity, _seen):  # d/a.toml and d/../d/a.toml are one file
         raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
     if recipe.endswith(".toml"):
         path = Path(recipe)
@@ -66,10 +66,13 @@ def with_changes(description: str, where: str, changes: dict[str, Any]) -> str:
 
 def without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
-    changes those drops the fallback it would otherwise inherit."""
+    changes those drops the fallback it would otherwise inherit. Another architecture drops the
+    recipe's model options too (the default's `blocks` are fernet's), unless it brings its own."""
     changed = {key for key, value in changes.items() if values.get(key) != value}  # not the same value restated
     stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & changed
              else {"fallback_image_size"} if "image_size" in changed else set())
+    if "model" in changed and "model_options" not in changes:
+        stale.add("model_options")
     return {key: value for key, value in values.items() if key not in stale}
 
 
@@ -78,3 +81,8 @@ def _relative(base: str, recipe: str) -> str:
     if base.endswith(".toml") and recipe.endswith(".toml"):
         return str(Path(recipe).parent / base)
     return base
+
+
+def _identity(recipe: str) -> str:
+    """What a recipe is, whatever the path spelling: a file's resolved path, or a shipped name."""
+    return str(Path(recipe).resolve()) if recipe.endswith(".toml") else recipe

@@ -54,8 +54,11 @@ class TimeBudget(keras.callbacks.Callback):
             self._first_end = now
         planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
         if planned != self.planned:
-            log.info("time limit %.0f min: %d of %d epochs fit; the learning rate now ends at epoch %d",
+            log.info("time limit %g min: %d of %d epochs fit; the learning rate now ends at epoch %d",
                      self.seconds / 60, planned, self.epochs, planned)
+            if self.schedule is not None and planned * self.steps_per_epoch <= self.schedule.warmup_steps:
+                log.warning("the time limit ends the run within its warm-up, so the learning rate is never "
+                            "annealed: give a longer --time-limit, or fewer --warmup-epochs")
             self.planned = planned
             if self.schedule is not None:
                 self.schedule.set_total_steps(planned * self.steps_per_epoch)

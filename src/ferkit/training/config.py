@@ -92,7 +92,8 @@ class TrainConfig:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name, low, high in (("early_stopping", 0, None), ("fallback_image_size", 0, None),
                                 ("warmup_epochs", 0, None), ("weight_decay", 0, None),
-                                ("label_smoothing", 0, 0.99), ("erasing", 0, 1)):
+                                ("label_smoothing", 0, 0.99), ("erasing", 0, 1),
+                                ("seed", 0, 2**32 - 1)):  # NumPy's range for a seed
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 raise FerkitError(f"{name} must be {f'{low} to {high}' if high else f'>= {low}'}, got {value}")

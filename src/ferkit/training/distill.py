@@ -18,7 +18,7 @@ from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, resolve_model
 from ferkit.inference.tta import predict_flip
-from ferkit.runs import RunDir
+from ferkit.runs import RunDir, replacing
 from ferkit.training import teacher_table
 from ferkit.training.config import TrainConfig
 
@@ -41,8 +41,9 @@ def resumed_or_new(config: TrainConfig, faces: np.ndarray, run: RunDir | None) -
 
 
 def keep(run: RunDir, probs: np.ndarray | None) -> None:
-    if probs is not None:
-        np.save(run.teacher_targets, probs)
+    if probs is not None:  # whole or not at all: a resume loads it instead of asking the teacher again
+        with replacing(run.teacher_targets) as part:
+            np.save(part, probs)
 
 
 TEACHER_SAW_TEST = ("distilled from the bundled model, which learnt from 90% of FER2013's Training part, "

@@ -24,7 +24,8 @@ from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
 from ferkit.models.mirror import mirror_averaged
-from ferkit.runs import RunDir, write_json
+from ferkit.recipes import without_stale_fallback
+from ferkit.runs import RunDir, replacing, write_json
 from ferkit.training import budget, distill, precision, techniques
 from ferkit.training.batches import ShuffledBatches
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
@@ -94,6 +95,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                    interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
                    epochs_trained=run.history_rows())
     _save(model, run, metrics)
+    if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
+        shutil.rmtree(run.backup, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
@@ -123,9 +126,13 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
     elif "recipe" in given:
         raise FerkitError("give a config or a recipe, not both")
     elif given:  # a config with a few fields changed
-        config = TrainConfig.from_dict({**config.to_dict(), **given})
+        config = TrainConfig.from_dict({**without_stale_fallback(config.to_dict(), given), **given})
     if data is not None:  # absolute: --resume reads it back from whatever folder it is run in
         config.data = str(Path(data).absolute()) if Path(data).exists() else str(data)
+    for name in ("weights", "teacher"):  # files, not names (imagenet, none, default): absolute for the same reason
+        value = getattr(config, name)
+        if value and value.lower() not in ("imagenet", "none", "default") and Path(value).exists():
+            setattr(config, name, str(Path(value).absolute()))
     if not config.data:
         raise FerkitError("no training data given")
     return config, None
@@ -191,12 +198,12 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
     mine = f"{config.model} {json.dumps(config.model_options)}"
     if fit >= FALLBACK_BELOW * config.epochs:
-        log.info("time limit %.0f min: %s of %s fit (%.2f s/step)", config.time_limit,
+        log.info("time limit %g min: %s of %s fit (%.2f s/step)", config.time_limit,
                  f"about {fit} of {config.epochs} epochs" if fit < config.epochs
                  else f"all {config.epochs} epoch{'s' * (config.epochs != 1)}",
                  mine, step)
         return config, model
-    log.info("time limit %.0f min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
+    log.info("time limit %g min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
              "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
              describe_fallback(config, lighter.model_options, lighter.image_size))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
@@ -280,8 +287,6 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     finally:
         ctrl_c.restore()
         batches.release()
-    if not interrupted:  # finished (all epochs, time limit or early stopping): nothing left to resume
-        shutil.rmtree(run.backup, ignore_errors=True)
     if interrupted:
         log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
     if not run.best_weights.is_file() and not diverged.epoch:
@@ -376,8 +381,11 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
     for export in (run.onnx_model, run.onnx_int8_model):  # an export of earlier weights would shadow these
         export.unlink(missing_ok=True)
-    model.save(run.keras_model)
-    run.model_json.write_text(model.to_json(), encoding="utf-8")
-    model.save_weights(run.weights)
+    # Each file whole or not at all: a kill or a full disk mid-save must not leave a cut-short
+    # model.keras that makes the folder read as a finished run (the backup goes only after this).
+    for path, save in ((run.keras_model, model.save), (run.weights, model.save_weights),
+                       (run.model_json, lambda part: part.write_text(model.to_json(), encoding="utf-8"))):
+        with replacing(path) as part:
+            save(part)
     write_metrics(run, metrics, title="test split")
     write_history_plots(run)
