@@ -55,8 +55,10 @@ def is_onnx(member: str) -> bool:
 def from_runs(run_dirs: list[str], stage: Path, data: str | None) -> Path:
     """One int8 ONNX file in `stage` from run directories (their Keras ensemble when several)."""
     run = ensemble_run(run_dirs, default_path("ensemble")) if len(run_dirs) > 1 else RunDir(Path(run_dirs[0]))
-    shutil.copy2(run.config, RunDir(stage).config)
-    return export_onnx(run.path, RunDir(stage).onnx_model, quantize="int8", calibration=data)
+    onnx = export_onnx(run.path, RunDir(stage).onnx_model, quantize="int8", calibration=data)
+    # the export's own settings, which say int8 ("quantize"), not the run's config.json
+    write_json(RunDir(stage).config, onnx_graph.read_config(onnx_graph.load(onnx)))
+    return onnx
 
 
 def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, stage: Path,
@@ -73,8 +75,11 @@ def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, s
 
 
 def shareable(values: dict) -> dict:
-    """Names, not this machine's paths: the bundle ships to every user, and `ferkit info` prints them."""
-    named = {key: Path(value).name if key in ("data", "run") and value else value for key, value in values.items()}
+    """Names, not this machine's paths: the bundle ships to every user, and `ferkit info` prints them.
+    A teacher or weights file is a path too (training records them absolute); imagenet, none and
+    default are names already and stay as they are."""
+    named = {key: Path(value).name if key in ("data", "run", "teacher", "weights") and isinstance(value, str)
+             and value else value for key, value in values.items()}
     return {**named, **({"members": [shareable(m) for m in values["members"]]} if "members" in values else {})}
 
 
@@ -103,6 +108,11 @@ def write_table(model_file: Path, data: str) -> Path:
 def main(members: list[str], weights: list[float] | None, mirror: bool, data: str | None) -> None:
     if weights and len(weights) != len(members):  # said before minutes of exporting
         raise SystemExit(f"--weights: one per member ({len(members)}), got {len(weights)}")
+    for member in members:  # one line each, not a traceback from deep inside the export
+        if not is_onnx(member) and not RunDir(Path(member)).config.is_file():
+            raise SystemExit(f"{member}: give a run directory (with config.json) or an .onnx file")
+        if is_onnx(member) and not Path(member).is_file():
+            raise SystemExit(f"{member}: no such file")
     with tempfile.TemporaryDirectory() as tmp:
         # Everything is made and evaluated aside and copied in at the end: a failure on the way
         # leaves the bundled model as it was, even when it is one of the members.

@@ -30,9 +30,24 @@ def pack(run: RunDir) -> None:
     weights = [w.astype(np.float16) if w.dtype == np.float32 else w for w in model.get_weights()]
     if not all(np.isfinite(w).all() for w in weights if w.dtype == np.float16):
         raise ValueError("weights beyond float16's range: model.keras kept")
+    # model.keras goes only once `unpack` is known to rebuild the network: an ensemble's config.json,
+    # or one with fields this version does not know, would leave the weights with nothing to load into.
+    faces = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
+    rebuilt = rebuild(run, weights)
+    if not np.allclose(rebuilt(faces, training=False), model(faces, training=False), atol=1e-2):
+        raise ValueError("the network rebuilt from its config.json answers otherwise: model.keras kept")
     np.savez(run.path / HALF, *weights)
     run.keras_model.unlink()
     print(f"{run.path}: {len(weights)} arrays -> {HALF}")
+
+
+def rebuild(run: RunDir, weights: list[np.ndarray]):
+    """The run's network from its config.json, as training saves it, holding `weights` in float32."""
+    from ferkit.training.config import TrainConfig
+    from ferkit.training.trainer import inference_model
+
+    return inference_model(TrainConfig.from_dict(run.read_config()),
+                           [w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])
 
 
 def unpack(run: RunDir) -> None:
@@ -40,14 +55,9 @@ def unpack(run: RunDir) -> None:
         raise ValueError(f"no {HALF} (a run stopped before it saved its model keeps checkpoints/ instead)")
     import keras
 
-    from ferkit.training.config import TrainConfig
-    from ferkit.training.trainer import inference_model
-
     with np.load(run.path / HALF) as saved:
         weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    model = inference_model(TrainConfig.from_dict(run.read_config()),
-                            [w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])
-    model.save(run.keras_model)
+    rebuild(run, weights).save(run.keras_model)
     print(f"{run.path}: {len(weights)} arrays -> {run.keras_model.name} (Keras {keras.__version__})")
 
 

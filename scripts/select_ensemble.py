@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=4, help="most members (default 4)")
     parser.add_argument("--tta", action="store_true", help="choose on test-time-augmented predictions")
     args = parser.parse_args()
+    if args.max < 1:
+        parser.error(f"--max: at least 1 member, got {args.max}")
     logging.basicConfig(level=logging.WARNING)
     probs, labels = {}, None
     for run in args.runs:

@@ -47,6 +47,27 @@ def test_local_weights_file_is_loaded(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_transfer_model_takes_a_runs_own_weights_file(tmp_path, caplog):
+    """A run's model.weights.h5 went to keras.applications as the backbone's, and failed with
+    "cannot be built with the options (its defaults)" after Keras' line for each of 104 layers."""
+    first = create_model("mobilenetv2", image_size=32, num_classes=7, weights="none", freeze=False)
+    for suffix, save in ((".weights.h5", first.save_weights), (".keras", first.save)):
+        save(tmp_path / f"m{suffix}")
+        second = create_model("mobilenetv2", image_size=32, num_classes=7, weights=str(tmp_path / f"m{suffix}"),
+                              freeze=False)
+        for a, b in zip(first.get_weights(), second.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    other = create_model("custom", image_size=32, num_classes=7)
+    other.save_weights(tmp_path / "custom.weights.h5")
+    with pytest.raises(FerkitError, match="holds no weights of this network"):
+        create_model("mobilenetv2", image_size=32, num_classes=7, weights=str(tmp_path / "custom.weights.h5"))
+
+
+def test_a_transfer_models_freeze_must_be_true_or_false():
+    with pytest.raises(FerkitError, match="freeze must be true or false, got 'false'"):  # was frozen, silently
+        create_model("mobilenetv2", image_size=32, num_classes=7, weights="none", freeze="false")
+
+
 @pytest.mark.parametrize("name, weights, message", [
     ("resnet9000", "none", "unknown model"),
     ("custom", "imagenet", "no ImageNet weights"),
@@ -302,6 +323,21 @@ def test_info_describes_an_ensemble_by_its_members(tiny_run, tmp_path, capsys):
     assert "ensemble of 2 models (3 networks: some are ensembles themselves)" in capsys.readouterr().out
 
 
+def test_an_ensemble_of_bare_keras_files_loads(tmp_path):
+    """Its config.json said "classes": null, and loading it was an error."""
+    from ferkit.data import EMOTIONS
+    from ferkit.models.ensemble import ensemble_run
+    from ferkit.runs import load_keras_model
+
+    (tmp_path / "bare").mkdir()
+    for name in ("a", "b"):
+        create_model("custom", image_size=48, num_classes=7).save(tmp_path / "bare" / f"{name}.keras")
+    run = ensemble_run([tmp_path / "bare" / "a.keras", tmp_path / "bare" / "b.keras"], tmp_path / "ens")
+    model, info = load_keras_model(run.path)
+    assert info.classes == EMOTIONS and info.image_size == 48 and model.output_shape == (None, 7)
+    assert "a.keras (?, ? epochs) + b.keras" in info.config["description"]
+
+
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
     from ferkit.models.ensemble import ensemble_run
 
@@ -367,7 +403,7 @@ def test_onnx_average_refuses_what_cannot_be_averaged(tiny_run, tmp_path):
     model = onnx_graph.load(tiny_run / "model.onnx")
     with pytest.raises(FerkitError, match="at least two"):
         onnx_graph.averaged([model])
-    for weights in ([1], [1, 0], [1, -1]):
+    for weights in ([1], [1, 0], [1, -1], [float("nan"), 1], [float("inf"), 1]):
         with pytest.raises(FerkitError, match="one positive weight per model"):
             onnx_graph.averaged([model, model], weights)
     bigger = create_model("custom", image_size=64, num_classes=4)

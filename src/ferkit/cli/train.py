@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--image-size", type=int)
-    g.add_argument("--weights", help="imagenet, none, or a local weights file (transfer models)")
+    g.add_argument("--weights", help="imagenet (transfer models), none, or a local file: a run's model.keras or "
+                                     "model.weights.h5 of the same network, or Keras' own backbone weights")
     g.add_argument("--seed", type=int)
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without improvement")
     g.add_argument("--time-limit", type=float, metavar="MIN",

@@ -44,8 +44,11 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     model.save(run.keras_model)
     parts = [{"run": str(Path(m)), **member_summary(info.config, ("recipe", "model", "epochs", "mirror_average"))}
              for m, (_, info) in zip(members, loaded)]
-    description = " + ".join(f"{p['recipe']} ({p['model']}, {p['epochs']} epochs)" for p in parts)
-    kept = {k: first.config.get(k) for k in SPLIT_PROTOCOL}
+    description = " + ".join(f"{p['recipe'] or Path(p['run']).name} ({p['model'] or '?'}, {p['epochs'] or '?'} "
+                             "epochs)" for p in parts)  # a bare .keras file's run says none of these
+    # classes and input size as the models have them: a bare .keras file has no config.json to copy them from
+    kept = {**{k: first.config.get(k) for k in SPLIT_PROTOCOL}, "classes": list(first.classes),
+            "image_size": first.image_size}
     # Each member scores a face and its mirror image itself, so the ensemble does: TTA and a teacher's
     # flip must not do it again (as onnx_graph's ensembles say too).
     mirrored = all(info.mirror_averaged for _, info in loaded)

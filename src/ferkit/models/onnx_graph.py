@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,7 @@ def _shares(count: int, weights: list[float] | None) -> list[float]:
     if count < 2:
         raise FerkitError("an ensemble needs at least two models")
     weights = list(weights) if weights is not None else [1.0] * count
-    if len(weights) != count or min(weights) <= 0:
+    if len(weights) != count or not all(math.isfinite(w) and w > 0 for w in weights):  # NaN passes `<= 0`
         raise FerkitError(f"give one positive weight per model ({count}), got {weights}")
     return [w / sum(weights) for w in weights]
 

@@ -7,12 +7,13 @@ backbone's features once and fit only the head (see ferkit.training.features).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import keras
 from keras import layers
 
 from ferkit.errors import FerkitError
-from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg
+from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg, load_local_weights
 from ferkit.models._registry import register_model
 
 log = logging.getLogger("ferkit")
@@ -22,7 +23,7 @@ _warned: set[str] = set()  # once a process: compare builds each recipe twice (i
 VGG_BGR_MEAN = [103.939, 116.779, 123.68]
 
 
-def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool):
+def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool, warn: bool = True):
     inputs = face_input(image_size)
     rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     try:
@@ -35,7 +36,7 @@ def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, f
                           "machine once (Keras keeps them in ~/.keras/models), or give --weights none or a "
                           "local weights file") from None
     base.trainable = not freeze
-    if freeze and keras_weights_arg(weights) is None and base_fn.__name__ not in _warned:
+    if warn and freeze and keras_weights_arg(weights) is None and base_fn.__name__ not in _warned:
         _warned.add(base_fn.__name__)
         log.warning("%s: a frozen backbone without pretrained weights keeps its random features, and only "
                     "the head learns from them; give it ImageNet weights, or train it whole (freeze = false "
@@ -54,14 +55,33 @@ def _head(features_shape, hidden: tuple[int, ...], num_classes: int, batch_norm:
     return keras.Model(inputs, classifier(x, num_classes), name="head")
 
 
+def _transfer(name: str, base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool,
+              head) -> keras.Model:
+    """Backbone + `head(features_shape)`. A local `weights` file is either Keras' own weights of the
+    backbone alone (its ImageNet file, copied to a machine without internet) or a ferkit run's
+    weights of this whole model (model.keras or model.weights.h5), as fernet and custom take."""
+    if not isinstance(freeze, bool):  # `freeze = "false"` in a recipe: a string is true
+        raise FerkitError(f"model {name}: freeze must be true or false, got {freeze!r}")
+    local = keras_weights_arg(weights) not in (None, "imagenet")
+    try:
+        with warnings.catch_warnings():  # Keras' line per layer of a file it then refuses
+            warnings.simplefilter("ignore" if local else "default")
+            backbone = _backbone(base_fn, image_size, weights, scale_layer, pool, freeze)
+    except ValueError:
+        if not local:
+            raise
+        backbone = _backbone(base_fn, image_size, "none", scale_layer, pool, freeze, warn=False)
+        return load_local_weights(compose(backbone, head(backbone.output_shape[1:]), name), weights)
+    return compose(backbone, head(backbone.output_shape[1:]), name)
+
+
 @register_model
 def vgg19(image_size: int, num_classes: int, weights: str = "imagenet", freeze: bool = True,
           dropout: float = 0.0) -> keras.Model:
     """Frozen VGG19 conv layers, then Flatten -> BatchNorm -> Dense 4096 -> Dense 1024 -> softmax."""
     scale = layers.Normalization(mean=VGG_BGR_MEAN, variance=[1.0, 1.0, 1.0], name="vgg_preprocess")
-    backbone = _backbone(keras.applications.VGG19, image_size, weights, scale, False, freeze)
-    head = _head(backbone.output_shape[1:], (4096, 1024), num_classes, True, dropout)
-    return compose(backbone, head, "vgg19")
+    return _transfer("vgg19", keras.applications.VGG19, image_size, weights, scale, False, freeze,
+                     lambda features: _head(features, (4096, 1024), num_classes, True, dropout))
 
 
 @register_model
@@ -69,6 +89,5 @@ def mobilenetv2(image_size: int, num_classes: int, weights: str = "imagenet", fr
                 dropout: float = 0.2) -> keras.Model:
     """Frozen MobileNetV2, global average pooling, then a small dense head."""
     scale = layers.Rescaling(1 / 127.5, offset=-1, name="mobilenet_preprocess")
-    backbone = _backbone(keras.applications.MobileNetV2, image_size, weights, scale, True, freeze)
-    head = _head(backbone.output_shape[1:], (128,), num_classes, False, dropout)
-    return compose(backbone, head, "mobilenetv2")
+    return _transfer("mobilenetv2", keras.applications.MobileNetV2, image_size, weights, scale, True, freeze,
+                     lambda features: _head(features, (128,), num_classes, False, dropout))

@@ -1,0 +1,59 @@
+"""The maintainers' scripts (scripts/): what they write and what they refuse."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferkit.errors import FerkitError
+from ferkit.runs import RunDir
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bundle_names_teacher_and_weights_files_without_this_machines_paths():
+    shareable = _script("bundle_model").shareable
+    config = {"data": "/home/me/fer.zip", "teacher": "/home/me/runs/t", "weights": "/home/me/w.weights.h5",
+              "members": [{"run": "/home/me/runs/a", "teacher": "default", "weights": "none"}]}
+    assert shareable(config) == {"data": "fer.zip", "teacher": "t", "weights": "w.weights.h5",
+                                 "members": [{"run": "a", "teacher": "default", "weights": "none"}]}
+
+
+def test_the_bundle_script_refuses_a_member_that_is_no_run_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="give a run directory"):  # was FileNotFoundError from copying
+        _script("bundle_model").main([str(tmp_path / "nosuchrun")], None, False, None)
+
+
+def test_half_weights_round_trip_and_keep_what_cannot_be_rebuilt(tiny_run, tmp_path):
+    from ferkit.models import create_model
+    from ferkit.models.ensemble import ensemble_run
+    from ferkit.runs import load_keras_model
+
+    half = _script("half_weights")
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(tiny_run, run.path)
+    faces = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)
+    before = np.asarray(load_keras_model(run.path)[0](faces))
+    half.pack(run)
+    assert not run.keras_model.exists()
+    half.unpack(run)
+    np.testing.assert_allclose(np.asarray(load_keras_model(run.path)[0](faces)), before, atol=1e-3)
+
+    (tmp_path / "bare").mkdir()
+    for name in ("a", "b"):
+        create_model("custom", image_size=48, num_classes=7).save(tmp_path / "bare" / f"{name}.keras")
+    ensemble = ensemble_run([tmp_path / "bare" / "a.keras", tmp_path / "bare" / "b.keras"], tmp_path / "ens")
+    with pytest.raises(FerkitError, match="unknown configuration field"):  # its config.json rebuilds no network
+        half.pack(ensemble)
+    assert ensemble.keras_model.is_file()  # was deleted, the weights then unloadable
