@@ -244,14 +244,39 @@ def test_demo_without_gui_build_says_how_to_get_it(tiny_run, tiny_video):
     assert result.returncode == 2 and "headless: pip install --force-reinstall --no-deps 'opencv-python" in result.stderr
 
 
-def test_demo_without_a_display_says_so_instead_of_aborting(tiny_run, tiny_video):
+@pytest.mark.parametrize("display", [{}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "wayland"}])
+def test_demo_without_a_display_it_can_use_says_so_instead_of_aborting(tiny_run, tiny_video, display):
+    """OpenCV's pip wheel draws through X11 alone (Qt's xcb plugin): on Wayland without XWayland, or
+    with QT_QPA_PLATFORM=wayland, Qt aborted the process (SIGABRT, no error to catch)."""
     env = _gui_cv2_env()
     if env is None:
         pytest.skip("needs OpenCV's GUI build (pip install 'ferkit[gui]', or FERKIT_GUI_SITE)")
     env = {key: value for key, value in env.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     result = subprocess.run([sys.executable, "-m", "ferkit", "demo", "--source", str(tiny_video),
-                             "--model", str(tiny_run)], capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 2 and "the demo window needs a display" in result.stderr, result.stderr
+                             "--model", str(tiny_run)], capture_output=True, text=True, timeout=120,
+                            env={**env, **display})
+    said = ("the demo window needs", "QT_QPA_PLATFORM=wayland, but")
+    assert result.returncode == 2 and any(words in result.stderr for words in said), result.stderr
+
+
+def test_the_demo_knows_which_displays_opencvs_own_qt_can_use(tmp_path, monkeypatch):
+    from ferkit.cli import demo
+
+    (tmp_path / "qt" / "plugins" / "platforms").mkdir(parents=True)
+    (tmp_path / "qt" / "plugins" / "platforms" / "libqxcb.so").write_bytes(b"")
+    assert demo._qt_platforms(str(tmp_path / "__init__.py")) == {"xcb"}
+    assert demo._qt_platforms(str(tmp_path / "elsewhere" / "__init__.py")) is None  # no Qt of its own
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    with pytest.raises(FerkitError, match="XWayland provides one"):
+        demo._check_display({"xcb"})
+    demo._check_display(None)  # a GTK or distribution build draws on Wayland itself
+    monkeypatch.setenv("DISPLAY", ":0")
+    demo._check_display({"xcb"})
+    monkeypatch.setenv("QT_QPA_PLATFORM", "wayland")
+    with pytest.raises(FerkitError, match="has only the xcb display plugin"):
+        demo._check_display({"xcb"})
 
 
 def _gui_cv2_env() -> dict | None:

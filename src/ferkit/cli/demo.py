@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from ferkit.cli._common import add_frame_options, add_model_options, recognizer
 
@@ -36,15 +37,36 @@ def _open_window() -> None:
 
     if "NONE" in cv2.getBuildInformation().split("GUI:")[-1][:40]:
         raise FerkitError(f"the demo window needs OpenCV's GUI build, but this OpenCV is headless: {GUI_FIX}")
-    if sys.platform.startswith("linux") and not any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY",
-                                                                          "QT_QPA_PLATFORM"))):
-        # Qt would abort the whole process here, with no error to catch
-        raise FerkitError("the demo window needs a display, and none is set (DISPLAY): on a machine "
-                          "without one, `ferkit video FILE --output annotated.mp4` draws the same labels")
+    if sys.platform.startswith("linux"):
+        _check_display(_qt_platforms(cv2.__file__))  # Qt would abort the whole process, with no error to catch
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
     except cv2.error as exc:
         raise FerkitError(f"could not open the demo window: {exc}") from None
+
+
+def _qt_platforms(cv2_file: str) -> set[str] | None:
+    """The Qt display plugins that OpenCV's pip wheel ships beside it (xcb, X11's, alone), or None
+    where this OpenCV brings no Qt of its own (a GTK build, a distribution's package)."""
+    folder = Path(cv2_file).parent / "qt" / "plugins" / "platforms"
+    return {plugin.name[4:].split(".")[0] for plugin in folder.glob("libq*.so")} if folder.is_dir() else None
+
+
+def _check_display(platforms: set[str] | None) -> None:
+    from ferkit.errors import FerkitError
+
+    video = "`ferkit video FILE --output annotated.mp4` draws the same labels"
+    asked = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0]
+    if platforms is not None and asked and asked not in platforms:
+        raise FerkitError(f"QT_QPA_PLATFORM={asked}, but OpenCV's window has only the {', '.join(sorted(platforms))} "
+                          f"display plugin: unset QT_QPA_PLATFORM (on Wayland, XWayland's DISPLAY serves), or {video}")
+    if platforms is not None and not asked and not os.environ.get("DISPLAY"):
+        wayland = " (on Wayland, XWayland provides one)" if os.environ.get("WAYLAND_DISPLAY") else ""
+        raise FerkitError(f"the demo window needs an X11 display (DISPLAY), and none is set{wayland}: OpenCV's "
+                          f"window draws through X11 only; on a machine without one, {video}")
+    if not any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))):
+        raise FerkitError(f"the demo window needs a display, and none is set (DISPLAY): on a machine without one, "
+                          f"{video}")
 
 
 def run(args: argparse.Namespace) -> int:
