@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
                    help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
                         "none = train on the labels alone)")
     g.add_argument("--teacher-weight", type=float, metavar="W",
-                   help="the teacher's share of each training target (default 0.5)")
+                   help="the teacher's share of each training target (default 0.5; above it, the training "
+                        "accuracy logged counts the mixed target's top class, not the label; validation's is the label's)")
     g.add_argument("--teacher-flip", type=_bool, metavar="on|off",
                    help="average the teacher's probabilities over each face and its mirror image (2x its time)")
     g.add_argument("--mirror-average", type=_bool, metavar="on|off",
