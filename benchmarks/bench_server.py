@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--side", type=int, help="send a PNG this many pixels a side instead of the 640x480 JPEG")
     parser.add_argument("--workers", type=int, default=2, help="the server's --workers")
     args = parser.parse_args()
+    if args.side is not None and args.side < 300:
+        parser.error(f"--side: at least 300 (the portrait's height), got {args.side}")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

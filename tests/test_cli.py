@@ -250,7 +250,23 @@ def test_info_describes_a_run_that_has_no_model_yet(tiny_run, tmp_path, capsys):
     assert described["training"]["epochs_so_far"] == 0 and described["epochs_trained"] is None
     (run / "history.csv").write_text(f"{header}\n{rows[0][:5]}")  # a row cut short by a kill mid-write
     assert main(["info", "--model", str(run)]) == 0
-    assert "training " not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "to train 30 epochs" in out and "no model yet; its history.csv is damaged" in out
+    (run / "history.csv").write_text("\n".join([header, *rows]) + "\n")
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 2}))  # its last epoch done, not saved
+    assert main(["info", "--model", str(run)]) == 0
+    assert "2 of 2 epochs so far" in (out := capsys.readouterr().out) and "only saves the model" in out
+
+
+def test_info_describes_a_finished_run_whose_model_was_packed_away(tiny_run, tmp_path, capsys):
+    """As scripts/half_weights.py leaves it: metrics.json and history, no model.keras."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("model*"))
+    assert main(["info", "--model", str(run)]) == 0
+    out = capsys.readouterr().out  # said "no model yet" beside the run's test accuracy
+    assert "no model yet" not in out and "to train" not in out and "accuracy" in out
 
 
 def test_info_says_when_a_resume_has_gone_past_the_model(tiny_run, tmp_path, capsys):
@@ -281,7 +297,9 @@ def test_a_folder_named_default_is_not_taken_for_the_bundled_model_in_silence(tm
     (tmp_path / "default").mkdir()  # `ferkit train --output default`, say
     with caplog.at_level("WARNING", logger="ferkit"):
         assert resolve_model("default").parent.parent.name == "assets"
-    assert "give ./default for that" in caplog.text
+        resolve_model("default")  # a command resolves its model more than once: said once
+    assert [r.getMessage() for r in caplog.records].count(
+        "the model is the bundled one, not the folder default here: give ./default for that") == 1
 
 
 def test_predict_with_a_keras_model_hides_tensorflows_start_up_lines(tiny_run, tmp_path):

@@ -525,3 +525,15 @@ def test_a_non_square_training_image_is_squared_as_at_inference(tmp_path):
     face = load_fer(tmp_path).images[0]
     assert (face[:, :11] == 0).all() and (face[:, 13:] == 255).all()
     np.testing.assert_array_equal(face, to_model_input([tall], 48)[0, :, :, 0])
+
+
+def test_a_long_thin_crop_is_squared_without_a_square_of_its_length():
+    """Squared at full size, a 40000x40 strip took a 40000x40000 array (1.6 GB) on its way to 48x48."""
+    import tracemalloc
+
+    strip = np.full((40, 40000), 200, np.uint8)
+    tracemalloc.start()
+    face = to_model_input([strip], 48)[0, :, :, 0]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6 and face.shape == (48, 48) and (face == 200).all()

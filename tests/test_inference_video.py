@@ -277,6 +277,13 @@ def test_the_demo_knows_which_displays_opencvs_own_qt_can_use(tmp_path, monkeypa
     monkeypatch.setenv("QT_QPA_PLATFORM", "wayland")
     with pytest.raises(FerkitError, match="has only the xcb display plugin"):
         demo._check_display({"xcb"})
+    monkeypatch.setenv("QT_QPA_PLATFORM", "wayland;xcb")  # Qt falls back to xcb, on DISPLAY
+    demo._check_display({"xcb"})
+    monkeypatch.delenv("DISPLAY")
+    for setting in ("wayland;xcb", "xcb"):
+        monkeypatch.setenv("QT_QPA_PLATFORM", setting)
+        with pytest.raises(FerkitError, match="needs an X11 display"):
+            demo._check_display({"xcb"})
 
 
 def _gui_cv2_env() -> dict | None:

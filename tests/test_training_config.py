@@ -167,3 +167,9 @@ def test_a_recipe_that_is_its_own_base_by_another_path_is_a_clear_error(tmp_path
     (tmp_path / "d" / "a.toml").write_text('base = "../d/a.toml"\n')  # was OSError: File name too long
     with pytest.raises(FerkitError, match="is its own base"):
         TrainConfig.from_recipe(str(tmp_path / "d" / "a.toml"))
+
+
+def test_a_derived_recipe_of_another_architecture_takes_its_own_options_alone(tmp_path):
+    (tmp_path / "c.toml").write_text('base = "default"\nmodel = "custom"\n[model_options]\ndropout = 0.3\n')
+    config = TrainConfig.from_recipe(str(tmp_path / "c.toml"))  # had fernet's blocks too, and failed to build
+    assert config.model == "custom" and config.model_options == {"dropout": 0.3}

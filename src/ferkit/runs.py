@@ -139,12 +139,13 @@ class RunDir:
 
     def progress(self, monitor: str) -> dict[str, Any]:
         """How far training has gone, from history.csv: for a run that has no model yet, or whose
-        resume has gone past the model it saved before. {} where history.csv is damaged."""
+        resume has gone past the model it saved before. `epochs_so_far` is None where history.csv is
+        damaged (cut mid-row by a kill, or edited)."""
         try:
-            epoch, value = self.best_epoch(monitor)
-        except (OSError, ValueError, TypeError, UnicodeDecodeError):  # cut mid-row by a kill, or edited
-            return {}
-        return {"epochs_so_far": self.history_rows() or 0, "best_epoch": epoch, "monitor": monitor, "best": value,
+            (epoch, value), done = self.best_epoch(monitor), self.history_rows() or 0
+        except (OSError, ValueError, TypeError, UnicodeDecodeError):
+            (epoch, value), done = (None, None), None
+        return {"epochs_so_far": done, "best_epoch": epoch, "monitor": monitor, "best": value,
                 "resumable": self.backup.exists()}
 
     def check_resumable(self) -> None:

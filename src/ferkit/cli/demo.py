@@ -56,11 +56,14 @@ def _check_display(platforms: set[str] | None) -> None:
     from ferkit.errors import FerkitError
 
     video = "`ferkit video FILE --output annotated.mp4` draws the same labels"
-    asked = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0]
-    if platforms is not None and asked and asked not in platforms:
-        raise FerkitError(f"QT_QPA_PLATFORM={asked}, but OpenCV's window has only the {', '.join(sorted(platforms))} "
-                          f"display plugin: unset QT_QPA_PLATFORM (on Wayland, XWayland's DISPLAY serves), or {video}")
-    if platforms is not None and not asked and not os.environ.get("DISPLAY"):
+    setting = os.environ.get("QT_QPA_PLATFORM", "")
+    asked = [entry.split(":")[0] for entry in setting.split(";") if entry]  # Qt tries each in turn
+    usable = [name for name in asked if platforms is None or name in platforms]
+    if platforms is not None and asked and not usable:
+        raise FerkitError(f"QT_QPA_PLATFORM={setting}, but OpenCV's window has only the "
+                          f"{', '.join(sorted(platforms))} display plugin: unset QT_QPA_PLATFORM (on Wayland, "
+                          f"XWayland's DISPLAY serves), or {video}")
+    if platforms is not None and (usable or ["xcb"])[0] == "xcb" and not os.environ.get("DISPLAY"):
         wayland = " (on Wayland, XWayland provides one)" if os.environ.get("WAYLAND_DISPLAY") else ""
         raise FerkitError(f"the demo window needs an X11 display (DISPLAY), and none is set{wayland}: OpenCV's "
                           f"window draws through X11 only; on a machine without one, {video}")

@@ -68,8 +68,12 @@ def _progress(training: dict, trained: int | None, config: dict, run: str) -> st
     """Where a run's training stands when its files say more than its model: no model yet, or a
     resume past it. Whether it is running now no file says, hence "unless"."""
     state = "no model yet" if trained is None else f"resumed after this model's epoch {trained}"
-    resume = (f"; `ferkit train --resume {run}` goes on from epoch {training['epochs_so_far'] + 1} unless it is "
-              "training now") if training["resumable"] else ""
+    done, epochs = training["epochs_so_far"], config.get("epochs")
+    if done is None:
+        return f"{state}; its history.csv is damaged, so how far it went is not known"
+    step = (f"goes on from epoch {done + 1}" if not isinstance(epochs, int) or done < epochs
+            else "only saves the model, all its epochs done")
+    resume = (f"; `ferkit train --resume {run}` {step} unless it is training now") if training["resumable"] else ""
     best = (f", best {training['monitor']} {training['best']:.4f} at epoch {training['best_epoch']}"
             if training["best_epoch"] is not None else "")
-    return f"{state}: {training['epochs_so_far']} of {config.get('epochs')} epochs so far{best}{resume}"
+    return f"{state}: {done} of {epochs} epochs so far{best}{resume}"

@@ -58,9 +58,9 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def squared(gray: np.ndarray) -> np.ndarray:
-    """A face crop made square as `crop_face` frames a detected face, so that one from another
-    detector (a taller box) is not stretched: the longer side kept, the shorter one widened about the
-    centre by repeating its edge pixels (benchmarks/bench_crop.py measures both)."""
+    """A face crop made square rather than stretched, as `crop_face` makes detected faces square
+    (it takes the pixels around the box; a crop has none, so its edge pixels are repeated): the
+    longer side kept, the shorter one widened about the centre (benchmarks/bench_crop.py)."""
     height, width = gray.shape[:2]
     if height == width:
         return gray
@@ -74,6 +74,10 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     interpolation when shrinking (no aliasing), linear when growing."""
     if gray.shape[:2] == (size, size):
         return gray
+    if max(gray.shape[:2]) > 4 * size:  # squared at full size, a 40000x600 strip took 1.6 GB
+        scale = 4 * size / max(gray.shape[:2])
+        gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
     gray = squared(gray)
     shrinking = gray.shape[0] > size or gray.shape[1] > size
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

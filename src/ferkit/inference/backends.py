@@ -6,6 +6,7 @@ and knows its class names and input size.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -74,8 +75,8 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     model-int8.onnx) when exported (faster, and no TensorFlow), else the directory itself for Keras."""
     if model is None or str(model) == DEFAULT_MODEL:
         if model is not None and Path(DEFAULT_MODEL).is_dir():  # `train --output default`, say
-            log.warning("the model is the bundled one, not the folder %s here: give ./%s for that",
-                        DEFAULT_MODEL, DEFAULT_MODEL)
+            _warn_once(f"the model is the bundled one, not the folder {DEFAULT_MODEL} here: give "
+                       f"./{DEFAULT_MODEL} for that")
         path = bundled_model_dir() / "model.onnx"
         if not path.is_file():
             raise FerkitError("the bundled default model is missing from this installation")
@@ -93,6 +94,12 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
         # Said here, before Keras is imported: an ONNX-only install would otherwise ask for Keras.
         raise FerkitError(f"unsupported model file {path}: give a run directory, a .keras or an .onnx file")
     return path
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """A model is resolved more than once a command (Keras' quiet import, then the load)."""
+    log.warning(message)
 
 
 class OnnxBackend:
@@ -200,8 +207,11 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
 
     A run directory not exported to ONNX is described from its config.json, without loading its
     Keras model: TensorFlow's seconds of start-up (and the train extra) for what a file says."""
-    unfinished = _run_without_model(model)
-    path = unfinished.path if unfinished else resolve_model(model)
+    bare = _run_without_model(model)
+    path = bare.path if bare else resolve_model(model)
+    # no model and no test metrics: training, or stopped before it saved (not a finished run whose
+    # model.keras was packed away, as scripts/half_weights.py does)
+    unfinished = bare is not None and not bare.metrics.is_file()
     recorded: dict = {}
     if path.is_dir():
         info, name = model_info(path), str(path)
@@ -212,7 +222,7 @@ def describe_model(model: str | os.PathLike | None = DEFAULT_MODEL) -> dict:
     trained = None if unfinished else epochs_trained(name, metrics)
     trained = trained if trained is not None else recorded.get("epochs_trained")
     progress = run.progress(info.config.get("checkpoint_on", "val_loss")) if run is not None else {}
-    ahead = unfinished is not None or (trained is not None and progress.get("epochs_so_far", 0) > trained)
+    ahead = unfinished or (trained is not None and (progress.get("epochs_so_far") or 0) > trained)
     return {"model": name, "classes": list(info.classes), "image_size": info.image_size, "config": info.config,
             "metrics": metrics or recorded.get("metrics", {}), "epochs_trained": trained,
             "training": progress if ahead else {}}

@@ -101,8 +101,9 @@ class EmotionRecognizer:
         array, PIL image; any size, gray or colour, BGR unless `rgb`): one forward pass for all.
 
         A list, or an N x H x W (x C) array: one image alone would be read row by row as N crops. A
-        crop that is not square is widened to one by repeating its edges, as `detect` frames faces,
-        not stretched: 6.4-12.5 points more accurate on tall crops (benchmarks/bench_crop.py)."""
+        crop that is not square is made square, as `detect` makes faces square, by repeating its edge
+        pixels (it has no pixels around it), not stretched: 6.4-12.5 points more accurate on tall
+        crops (benchmarks/bench_crop.py)."""
         if isinstance(crops, np.ndarray) and (crops.ndim == 2 or (crops.ndim == 3 and crops.shape[2] in (1, 3, 4))):
             raise FerkitError(f"classify takes a list of face crops, got one image of shape {crops.shape}: "
                               "pass [crop]")

@@ -53,9 +53,11 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         said = inherited.get("description", "")
         values["description"] = with_changes(f"{base}: {said}" if said else str(base), "here", values)
     # A table (`[model_options]`) changes the base's options it names and keeps the rest: `se_ratio`
-    # alone must not take the base's `blocks` away with it.
+    # alone must not take the base's `blocks` away with it. Not for another architecture, whose
+    # options are its own: the base's were another network's.
+    switched = "model" in values and values["model"] != inherited.get("model")
     values = {key: {**inherited[key], **value} if isinstance(value, dict) and isinstance(inherited.get(key), dict)
-              else value for key, value in values.items()}
+              and not switched else value for key, value in values.items()}
     return {**without_stale_fallback(inherited, values), "recipe": name, **values}
 
 

@@ -370,7 +370,7 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
                                         initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
-        # would delete what --resume needs (_fit deletes it once the run is complete).
+        # would delete what --resume needs (train() deletes it once the finished model is saved).
         keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
     ]
     if config.early_stopping:
