@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import os
 import struct
 import zipfile
@@ -196,3 +197,15 @@ def web_folder(tmp_path):
     yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
     server.shutdown()
     server.server_close()
+
+
+def jpeg_of_many_scans(scans: int, side: int = 300) -> bytes:
+    """A progressive JPEG with its last scan repeated `scans` times: a few KB that decoders take a
+    pass over the whole image for each scan of (the decompression bomb of progressive JPEG)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((side, side), 128, np.uint8)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * scans + data[end:]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import png_header_only, synthetic_faces, without_train_extra
+from conftest import jpeg_of_many_scans, png_header_only, synthetic_faces, without_train_extra
 from ferkit.errors import FerkitError
 from ferkit.inference import EmotionRecognizer, Face
 from ferkit.inference.backends import KerasBackend, OnnxBackend, load_backend
@@ -393,6 +393,15 @@ def test_a_stream_read_to_its_end_says_so(astronaut):
 def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
     with pytest.raises(FerkitError, match="larger than OpenCV decodes"):
         EmotionRecognizer(tiny_run).detect(png_header_only(40_000, 40_000))
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_minutes_of_decoding(tmp_path):
+    from ferkit.inference.images import MAX_JPEG_SCANS, load_image
+
+    assert load_image(jpeg_of_many_scans(MAX_JPEG_SCANS - 20)).shape == (300, 300, 3)  # a progressive photo reads
+    (tmp_path / "bomb.jpg").write_bytes(jpeg_of_many_scans(5000))  # 2,000 took 12 s at 3000x3000
+    with pytest.raises(FerkitError, match=r"bomb.jpg: a JPEG of 50\d\d scans, over the 100 ferkit decodes"):
+        load_image(tmp_path / "bomb.jpg")
 
 
 def test_bad_models(tmp_path):

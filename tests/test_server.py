@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import png_header_only  # noqa: E402
+from conftest import jpeg_of_many_scans, png_header_only  # noqa: E402
 from ferkit.server import create_app  # noqa: E402
 
 
@@ -156,6 +156,7 @@ def test_no_face_is_200_with_empty_list(client):
     ("json_not_an_image", 400, "not an image"),
     ("json_too_big", 413, "limit"),
     ("json_nested_too_deep", 400, 'a JSON body is {"image"'),  # json.loads' RecursionError
+    ("jpeg_of_many_scans", 400, "scans, over the 100 ferkit decodes"),  # 46 KB, seconds of decoding
 ])
 def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, case, status, message):
     headers = {"content-type": "image/jpeg"}
@@ -180,6 +181,8 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
     elif case == "two_files":  # answering for the first alone would look like the second had no face
         response = client.post("/v1/predict", files=[("file", ("a.jpg", group_jpeg, "image/jpeg")),
                                                      ("file", ("b.jpg", group_jpeg, "image/jpeg"))])
+    elif case == "jpeg_of_many_scans":
+        response = client.post("/v1/predict", content=jpeg_of_many_scans(2000), headers=headers)
     elif case == "json_nested_too_deep":
         response = client.post("/v1/predict", content=b"[" * 200_000, headers={"content-type": "application/json"})
     elif case.startswith("json"):

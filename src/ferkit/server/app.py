@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from ferkit import __version__
 from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
-from ferkit.inference.images import base64_image, decode_image, unreadable_because
+from ferkit.inference.images import base64_image, check_jpeg_scans, decode_image, unreadable_because
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
 from ferkit.server.middleware import CrashAsJSON, JSONErrorCORS
 
@@ -321,8 +321,13 @@ def _from_json(body: bytes) -> bytes:
 
 
 def _check_image(data: bytes) -> None:
-    """Refuse huge or truncated images before a full decode."""
+    """Refuse huge, truncated or crafted images before a full decode."""
     from PIL import Image
+
+    try:
+        check_jpeg_scans(data, "the image")  # before Pillow's decode below, which would take as long
+    except FerkitError as exc:
+        raise HTTPException(400, str(exc)) from None
 
     try:
         with Image.open(io.BytesIO(data)) as header:
