@@ -404,6 +404,14 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_minutes_of_decoding(tmp_path
         load_image(tmp_path / "bomb.jpg")
 
 
+def test_a_pfm_float_image_is_read_in_its_range(tmp_path, astronaut):
+    """OpenCV's IMREAD_COLOR cast its 0..1 floats to 0 and 1: a black image, no face found."""
+    from ferkit.inference.images import load_image
+
+    cv2.imwrite(str(tmp_path / "a.pfm"), astronaut.astype(np.float32) / 255)
+    np.testing.assert_array_equal(load_image(tmp_path / "a.pfm"), astronaut)
+
+
 def test_bad_models(tmp_path):
     import keras
 

@@ -207,9 +207,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         image = _upright_by_pil(data)
         if image is not None:
             return image
-    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input.
+    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input, but
+    # casts a PFM's 0..1 floats to 0 and 1 (a black image, no face): those go by their own depth.
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = None if data[:2] in (b"PF", b"Pf") else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
             image = _as_8_bit_bgr(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit

@@ -168,8 +168,9 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     video = VideoAnalysis(recognizer, source, every, smooth)
     fps, total = video.fps, video.frame_count
     writer, rows, started, count, interrupted, t = None, [], time.perf_counter(), 0, False, 0.0
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else str(source)  # a camera: its number
     try:
-        for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=Path(source).name):
+        for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=name):
             t, faces = frame.time, frame.faces
             if frame.analysed:
                 rows += [(frame.index, t, i, face) for i, face in enumerate(faces)] or [(frame.index, t, None, None)]
