@@ -74,7 +74,7 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     interpolation when shrinking (no aliasing), linear when growing."""
     if gray.shape[:2] == (size, size):
         return gray
-    if max(gray.shape[:2]) > 4 * size:  # squared at full size, a 40000x600 strip took 1.6 GB
+    if max(gray.shape[:2]) > 4 * size:  # squared at full size, a 40000x40 strip became 40000x40000 (1.6 GB)
         scale = 4 * size / max(gray.shape[:2])
         gray = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
