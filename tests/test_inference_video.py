@@ -324,6 +324,9 @@ class _Recorder:
     def write(self, frame):
         self.frames.append(int(frame[0, 0, 0]))
 
+    def release(self):
+        pass
+
 
 def test_a_variable_frame_rate_keeps_its_times_in_the_annotated_copy():
     """Frames at 0, 0.1, 0.4 and 0.42 s into a 10 fps writer: the late one is preceded by copies of
@@ -331,10 +334,45 @@ def test_a_variable_frame_rate_keeps_its_times_in_the_annotated_copy():
     from ferkit.inference.video import TimedWriter
 
     recorder = _Recorder()
-    writer = TimedWriter(recorder, fps=10)
+    writer = TimedWriter("v.mp4", 10, np.zeros((2, 2, 3), np.uint8), open_writer=lambda *_: recorder)
     for value, t in ((0, 0.0), (1, 0.1), (2, 0.4), (3, 0.42), (4, 0.5)):
         writer.write(np.full((2, 2, 3), value, np.uint8), t)
+    writer.release()
     assert recorder.frames == [0, 1, 1, 1, 2, 4]
+    assert writer.fps == 10  # its median interval, 0.1 s, is the header's rate
+
+
+def test_a_clip_with_a_pause_keeps_every_frame_of_its_moving_stretches():
+    """30 fps frames, 15 before and 15 after a 10 s pause: the header's rate (the frames over the
+    duration) is 2.9 fps, at which 25 of the 30 pictures were dropped. The first frames' rate is used."""
+    from ferkit.inference.video import TimedWriter
+
+    opened = []
+
+    def open_writer(path, fps, first):
+        opened.append((fps, _Recorder()))
+        return opened[-1][1]
+
+    stamps = [i / 30 for i in range(15)] + [10 + i / 30 for i in range(15)]
+    writer = TimedWriter("v.mp4", 30 / 10.5, np.zeros((2, 2, 3), np.uint8), open_writer=open_writer)
+    for value, t in enumerate(stamps):
+        writer.write(np.full((2, 2, 3), value, np.uint8), t)
+    writer.release()
+    fps, recorder = opened[-1]
+    assert fps == pytest.approx(30)
+    assert sorted(set(recorder.frames)) == list(range(30))  # every picture, the pause held on the 15th
+    assert len(recorder.frames) == round(stamps[-1] * 30) + 1
+
+
+def test_a_clip_shorter_than_the_probe_is_written_whole():
+    from ferkit.inference.video import TimedWriter
+
+    recorder = _Recorder()
+    writer = TimedWriter("v.mp4", 25, np.zeros((2, 2, 3), np.uint8), open_writer=lambda *_: recorder)
+    for value in range(3):
+        writer.write(np.full((2, 2, 3), value, np.uint8), value / 25)
+    writer.release()
+    assert recorder.frames == [0, 1, 2]
 
 
 class _FakeCapture:

@@ -301,3 +301,26 @@ def test_a_photo_picked_in_live_mode_stops_it_and_stays(server_url, group_photo,
         browser.close()
     assert status.startswith("3 face(s)") and button == "Start live webcam"
     assert width == group_photo[0].shape[1]
+
+
+# The first live frame's request never answered, as through a proxy that holds a dropped connection.
+HUNG_ONCE = """(() => { const fetch0 = window.fetch; let posts = 0;
+  window.fetch = (url, options) => {
+    if (options && options.method === "POST" && ++posts === 1)
+      return new Promise((_, reject) => options.signal.addEventListener("abort", () => reject(options.signal.reason)));
+    return fetch0(url, options); }; })();"""
+
+
+def test_a_live_frame_never_answered_is_given_up_and_frames_go_on(server_url):
+    """Live mode sends a frame only once the last is answered: one hung request froze it for good."""
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"], before=HUNG_ONCE)
+        page.click("#live")
+        page.wait_for_function("document.getElementById('error').textContent.startsWith('No answer')",
+                               timeout=30_000)
+        error = page.inner_text("#error")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        page.click("#live")
+        browser.close()
+    assert error == "No answer from the server in 10 s."

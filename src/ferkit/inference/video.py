@@ -175,7 +175,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
             if frame.analysed:
                 rows += [(frame.index, t, i, face) for i, face in enumerate(faces)] or [(frame.index, t, None, None)]
             if output and writer is None:
-                writer = TimedWriter(_open_writer(output, fps, frame.image), fps)
+                writer = TimedWriter(output, fps, frame.image)
             if writer is not None:
                 for face in faces:
                     draw_face(frame.image, face)
@@ -253,12 +253,44 @@ def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
 class TimedWriter:
     """An OpenCV writer, which has one frame rate, fed frames at their own times: a frame that
     comes late is preceded by copies of the last one, one that comes early (faster than the rate)
-    is left out. A constant frame rate's frames each fall in their own slot, written as they come."""
+    is left out. A constant frame rate's frames each fall in their own slot, written as they come.
 
-    def __init__(self, writer: cv2.VideoWriter, fps: float):
-        self.writer, self.fps, self.written, self.last = writer, fps, 0, None
+    The rate is the header's unless the first frames come markedly faster. A header's rate is the
+    frames over the duration, so a clip with a long pause (cut, or a phone's paused recording)
+    declares a fraction of the rate its moving stretches have, and at that rate most of their
+    frames were dropped (5 distinct pictures of 30 in a review's clip)."""
+
+    PROBE = 8  # frames held before the rate is settled: a median of their intervals, little memory
+    FASTEST = 120.0  # a derived rate above this (and the header's) is a timestamp glitch, not video
+
+    def __init__(self, path: str, fps: float, first: np.ndarray, open_writer=None):
+        self._open = open_writer or _open_writer
+        self.path, self.fps, self.written, self.last, self._held = path, fps, 0, None, []
+        self.writer = self._open(path, fps, first)  # now: a bad output name fails at the first frame
 
     def write(self, frame: np.ndarray, t: float) -> None:
+        if self._held is None:
+            self._put(frame, t)
+            return
+        self._held.append((frame, t))
+        if len(self._held) == self.PROBE:
+            self._settle()
+
+    def _settle(self) -> None:
+        held, self._held = self._held, None
+        gaps = np.diff([t for _, t in held])
+        gaps = gaps[gaps > 0]
+        seen = 1 / float(np.median(gaps)) if len(gaps) else 0.0
+        if seen > 1.5 * self.fps:  # markedly: a variable rate's median wanders by a tenth or more
+            header, self.fps = self.fps, min(seen, max(self.FASTEST, self.fps))
+            self.writer.release()
+            self.writer = self._open(self.path, self.fps, held[0][0])
+            log.info("%s: written at %.3g fps, the rate of its first frames; the header's %.3g is an average "
+                     "that counts its pauses", self.path, self.fps, header)
+        for frame, t in held:
+            self._put(frame, t)
+
+    def _put(self, frame: np.ndarray, t: float) -> None:
         slot = round(t * self.fps)
         while self.last is not None and self.written < slot:
             self.writer.write(self.last)
@@ -269,6 +301,8 @@ class TimedWriter:
         self.last = frame
 
     def release(self) -> None:
+        if self._held:  # a video shorter than the probe
+            self._settle()
         self.writer.release()
 
 
