@@ -406,7 +406,10 @@ def test_serve_on_all_ipv6_addresses_takes_ipv4_clients_too_where_the_system_doe
         sockets[0].close()
 
 
-def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
+@pytest.mark.parametrize("prefix", [[], ["--root-path", "emotions"]])
+def test_serve_on_port_0_prints_an_address_that_works(tiny_run, prefix):
+    """The port the system chose; with --root-path, the address under the prefix, which answers
+    here as it does through the proxy (it was a 404, and / served a page whose requests all were)."""
     import json
     import re
     import select
@@ -416,20 +419,30 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tiny_run):
     import urllib.request
 
     server = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", "0", "--model",
-                               str(tiny_run / "model.onnx")], stdout=subprocess.PIPE, text=True)
+                               str(tiny_run / "model.onnx"), *prefix], stdout=subprocess.PIPE, text=True)
     try:
         assert select.select([server.stdout], [], [], 60)[0], "serve printed nothing in 60 s"
         line = server.stdout.readline()
-        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line).group(1))
+        url = re.search(r"serving on (http://127\.0\.0\.1:\d+/\S*)", line).group(1)
+        assert url.endswith("/emotions/") == bool(prefix)
         deadline = time.time() + 60
         while True:  # the socket is bound before the line is printed, but served once uvicorn starts
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=5) as response:
+                with urllib.request.urlopen(url + "v1/health", timeout=5) as response:
                     assert json.load(response)["status"] == "ok"
                 break
             except OSError:
                 assert time.time() < deadline, "the server never answered"
                 time.sleep(0.2)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            page = response.read().decode()
+        base = re.search(r'<base href="([^"]*)">', page)
+        api = url.split("/", 3)[:3]  # where the page's relative requests go, from its <base> if it has one
+        with urllib.request.urlopen("/".join(api) + (base.group(1) if base else "/") + "v1/model", timeout=5) as response:
+            assert json.load(response)["classes"]
+        if prefix:  # and through a proxy that strips it, as before
+            with urllib.request.urlopen("/".join(api) + "/v1/model", timeout=5) as response:
+                assert json.load(response)["classes"]
     finally:
         server.terminate()
         server.wait(timeout=30)

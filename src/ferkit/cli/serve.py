@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
                      cors_origins=args.cors_origin, **options)
     host, port = sockets[0].getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
-    print(f"ferkit serving on http://{address}/  (API docs at /docs)", flush=True)
+    # With --root-path, the address under the prefix: it works here as well as through the proxy
+    print(f"ferkit serving on http://{address}{args.root_path}/  (API docs at {args.root_path}/docs)", flush=True)
     # Stopping (Ctrl-C, SIGTERM) waits 5 s at most for requests in progress: one stalled upload kept
     # it waiting up to two minutes, past the 10 s Docker and systemd give before they kill
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, root_path=args.root_path)

@@ -34,7 +34,7 @@ from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
 from ferkit.inference.images import base64_image, check_jpeg_scans, decode_image, unreadable_because
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
-from ferkit.server.middleware import CrashAsJSON, JSONErrorCORS
+from ferkit.server.middleware import CrashAsJSON, JSONErrorCORS, PrefixAnsweredToo
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -150,6 +150,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     if origins:  # the browser's preflight for a POST with a body is answered here, before any route
         app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(PrefixAnsweredToo)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
     async def _json_error(request: Request, exc: StarletteHTTPException):

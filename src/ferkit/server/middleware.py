@@ -50,3 +50,30 @@ class JSONErrorCORS(CORSMiddleware):
         why = ("the server lets only the web apps named with --cors-origin call it from a browser"
                if "origin" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
         return JSONResponse({"error": f"{said}: {why}"}, status_code=answer.status_code, headers=headers)
+
+
+class PrefixAnsweredToo:
+    """With --root-path /emotions a proxy strips the prefix before ferkit sees a request; one that
+    reaches ferkit with the prefix still on (the address `serve` prints, opened on its machine, or a
+    proxy that passes paths whole) is answered as the proxy's would be. It was a 404, and the page
+    served at / asked for /emotions/v1/..., so without the proxy nothing worked."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        root = scope.get("root_path", "").rstrip("/")
+        if root and scope["type"] in ("http", "websocket"):
+            # uvicorn puts root_path before the path it was asked for, other servers do not (ASGI
+            # allows both): a path under the prefix twice is one asked for with the prefix on
+            asked = _under(scope["path"], root)
+            if asked is not None and (again := _under(asked, root)) is not None:
+                scope = {**scope, "path": root + again}
+        await self.app(scope, receive, send)
+
+
+def _under(path: str, root: str) -> str | None:
+    """The path under `root` ("/" for root itself), or None where it is not under it."""
+    if path == root or path.startswith(root + "/"):
+        return path[len(root):] or "/"
+    return None
