@@ -86,26 +86,41 @@ def test_smoothing_settles_a_flickering_label_and_keeps_faces_apart():
         flicker = {"happy": 0.45, "sad": 0.55} if i % 2 else {"happy": 0.6, "sad": 0.4}  # happy on average
         faces = [Face((0, 0, 10, 10), scores=flicker, track=1),
                  Face((50, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=2)]
-        smoother.smooth(faces)
+        smoother.smooth(faces, kept={1, 2})
         labels.append(faces[0].label)
         assert faces[1].scores == {"happy": 1.0, "sad": 0.0}  # not mixed with the other face
         assert sum(faces[0].scores.values()) == pytest.approx(1)
     assert labels == ["happy"] * 8  # unsmoothed it would alternate
     unsmoothed = Face((0, 0, 10, 10), scores={"happy": 0.3, "sad": 0.7}, track=2)
-    ScoreSmoother(1).smooth([unsmoothed])
+    ScoreSmoother(1).smooth([unsmoothed], kept={2})
     assert unsmoothed.scores == {"happy": 0.3, "sad": 0.7}
 
 
-def test_a_number_that_comes_back_after_a_gap_starts_its_average_afresh():
-    """Whoever comes back under a number may be someone else: no scores carried across the gap."""
+def test_a_face_missed_for_a_frame_keeps_its_average_and_a_number_given_up_does_not():
+    """One missed frame in seven restarted the average, and the flicker --smooth removes came back.
+    A number the tracker gives up may come to someone else: nothing is carried past it."""
     from ferkit.inference.tracking import ScoreSmoother
 
     smoother = ScoreSmoother(5)
-    smoother.smooth([Face((0, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=1)])
-    smoother.smooth([])  # face 1 not found in this frame
+    smoother.smooth([Face((0, 0, 10, 10), scores={"happy": 1.0, "sad": 0.0}, track=1)], kept={1})
+    smoother.smooth([], kept={1})  # face 1 not found in this frame, its number kept
     back = Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)
-    smoother.smooth([back])
-    assert back.scores == {"happy": 0.0, "sad": 1.0}
+    smoother.smooth([back], kept={1})
+    assert back.scores == pytest.approx({"happy": 2 / 3, "sad": 1 / 3})
+    smoother.smooth([], kept=set())  # given up
+    again = Face((0, 0, 10, 10), scores={"happy": 0.0, "sad": 1.0}, track=1)
+    smoother.smooth([again], kept={1})
+    assert again.scores == {"happy": 0.0, "sad": 1.0}
+
+
+def test_a_face_of_another_size_nearby_is_not_the_one_missed():
+    """A 200 px face missed for a frame, a 40 px face 1.25 of its widths away: the small one took
+    its number, and the big one a new number when it came back."""
+    tracks = FaceTracks()
+    for _ in range(5):
+        assert _frame(tracks, (100, 100, 200, 200)) == [1]
+    assert _frame(tracks, (330, 120, 40, 40)) == [2]
+    assert _frame(tracks, (100, 100, 200, 200), (330, 120, 40, 40)) == [1, 2]
 
 
 @pytest.mark.parametrize("frames", [0, -2, 2.5, True])

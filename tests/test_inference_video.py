@@ -364,6 +364,35 @@ def test_a_clip_with_a_pause_keeps_every_frame_of_its_moving_stretches():
     assert len(recorder.frames) == round(stamps[-1] * 30) + 1
 
 
+def test_a_rate_seen_in_whole_milliseconds_is_one_the_codec_takes(tmp_path):
+    """Frames 15 ms apart: mp4v refused 66.667 fps, and the run ended at the 8th frame."""
+    from ferkit.inference.video import TimedWriter
+
+    out = tmp_path / "v.mp4"
+    writer = TimedWriter(str(out), 30, np.zeros((16, 16, 3), np.uint8))
+    for i in range(20):
+        writer.write(np.full((16, 16, 3), 10 * i, np.uint8), i * 0.015)
+    writer.release()
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(66.67, abs=0.01)
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    capture.release()
+
+
+def test_bunched_timestamps_keep_the_headers_rate():
+    """Frames stamped 1 ms apart are a glitch, not a 1000 fps video: written at 1000 fps, each frame
+    of the 25 fps clip would have been copied 40 times."""
+    from ferkit.inference.video import TimedWriter
+
+    opened = []
+    writer = TimedWriter("v.mp4", 25, np.zeros((2, 2, 3), np.uint8),
+                         open_writer=lambda path, fps, first: opened.append(fps) or _Recorder())
+    for value in range(10):
+        writer.write(np.full((2, 2, 3), value, np.uint8), value / 1000)
+    writer.release()
+    assert opened == [25]
+
+
 def test_a_clip_shorter_than_the_probe_is_written_whole():
     from ferkit.inference.video import TimedWriter
 
@@ -391,12 +420,25 @@ class _FakeCapture:
     ([1400, 1433, 1600, 1700], [0.0, 0.033, 0.2, 0.3]),  # a container's own times, from its first frame
     ([0, 0, 0, 0], [0.0, 0.1, 0.2, 0.3]),  # a source without timestamps (a camera): one period each
     ([-1, -1, 100, 50], [0.0, 0.1, 0.101, 0.201]),  # never backwards
+    # A repeated stamp is one gap on, the last between stamped frames: not the 0.1 s period of a
+    # header's rate that counts a pause (it stretched the frames after it tenfold)
+    ([0, 10, 20, 20, 25, 40], [0.0, 0.01, 0.02, 0.03, 0.04, 0.05]),
 ])
 def test_frame_times_come_from_the_container_where_it_has_them(stamps, times):
     from ferkit.inference.video import timed_frames
 
     got = [round(t, 3) for _, t, _ in timed_frames(_FakeCapture(stamps), fps=10)]
     assert got == times
+
+
+def test_a_camera_without_timestamps_is_timed_by_the_clock():
+    """macOS' camera backend stamps no frame: one frame period each put a camera read at a quarter
+    of its frame rate at a quarter of real time."""
+    from ferkit.inference.video import timed_frames
+
+    ticks = iter([100.0, 100.1, 100.25, 100.5, 100.5])  # when timing starts, then at each frame after the first
+    got = [round(t, 6) for _, t, _ in timed_frames(_FakeCapture([0] * 5), fps=30, clock=lambda: next(ticks))]
+    assert got == [0.0, 0.1, 0.25, 0.5, 0.500001]  # never the same time twice
 
 
 def test_a_video_name_opencv_would_crash_on_is_a_clear_error(tiny_run, tiny_video, tmp_path):

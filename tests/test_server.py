@@ -601,3 +601,46 @@ def test_the_server_classifies_the_largest_100_faces_unless_told_otherwise(tiny_
         client = TestClient(create_app(str(tiny_run / "model.onnx"), **options))
         return len(client.post("/v1/predict", content=grid, headers={"content-type": "image/png"}).json()["faces"])
     assert found() == 100 and found(max_faces=500) > 100
+
+
+def _status(app, path: str, root_path: str, prefixed: bool) -> int:
+    """The status of a GET of `path`, with scope["path"] as uvicorn gives it (root_path before it:
+    `prefixed`) or as other servers and Starlette's TestClient do."""
+    import anyio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": root_path + path if prefixed else path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": root_path, "headers": [(b"host", b"test")], "server": ("test", 80), "client": ("c", 1)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    return sent[0]["status"]
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_a_path_that_still_carries_the_root_path_is_answered(client, prefixed):
+    """Through a proxy that strips /emotions, and asked directly with it on, under both ASGI
+    conventions; a prefix named as ferkit's own /v1 is left alone, where it would be ambiguous."""
+    app = client.app
+    assert _status(app, "/v1/model", "/emotions", prefixed) == 200
+    assert _status(app, "/emotions/v1/model", "/emotions", prefixed) == 200
+    assert _status(app, "/emotions/", "/emotions", prefixed) == 200  # the page
+    assert _status(app, "/emotions2/v1/model", "/emotions", prefixed) == 404
+    if prefixed:  # (the other convention's /v1/model under /v1 is Starlette's own ambiguity: /model)
+        assert _status(app, "/v1/model", "/v1", prefixed) == 200
+
+
+def test_serve_refuses_a_root_path_named_as_its_own_paths(tiny_run, capsys, monkeypatch):
+    import uvicorn
+
+    from ferkit.cli import main
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("it served"))
+    assert main(["serve", "--port", "0", "--model", str(tiny_run / "model.onnx"), "--root-path", "/v1"]) == 2
+    assert "--root-path /v1 begins as one of ferkit's own paths" in capsys.readouterr().err

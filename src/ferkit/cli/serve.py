@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ferkit.server import create_app
+        from ferkit.server.middleware import clashes
     except ImportError as exc:
         raise FerkitError(f"the server needs its extra ({exc.name} is missing): pip install 'ferkit[serve]'") from None
     options = recognizer_options(args)
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     keras_imported_quietly(args.model)
     app = create_app(args.model, args.detector, args.max_upload_mb, args.workers,
                      cors_origins=args.cors_origin, **options)
+    if args.root_path and clashes(args.root_path, app.routes):
+        raise FerkitError(f"--root-path {args.root_path} begins as one of ferkit's own paths do (/v1/..., "
+                          "/docs): choose another prefix")
     host, port = sockets[0].getsockname()[:2]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets, as URLs write it
     # With --root-path, the address under the prefix: it works here as well as through the proxy

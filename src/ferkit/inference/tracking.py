@@ -4,7 +4,7 @@ scores averaged over time, so that a live label does not flicker."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from ferkit.errors import FerkitError, is_whole_number
@@ -61,7 +61,9 @@ class FaceTracks:
     A face is matched to where each earlier face should be by now, moving as it did (SORT's constant
     velocity, without its Kalman filter), first by box overlap (IoU), then, for faces that moved
     further than their size between the frames analysed (fast motion, `every` > 1), by the nearest
-    centre within `reach` face widths. Greedy, best first. A face missing from a few frames (a turned
+    centre within `reach` face widths, among faces of about its size (a face far smaller or larger
+    is someone else: a 40 px face 1.25 widths of a missed 200 px one away took its number). Greedy,
+    best first. A face missing from a few frames (a turned
     head the detector misses, a face passing behind another) keeps its number when it comes back
     within `patience` seconds, or within `MISSED` frames analysed where those are further apart;
     after that it is a new face. Counted in seconds, not frames, so that a frame rate or `every`
@@ -69,6 +71,7 @@ class FaceTracks:
     """
 
     MISSED = 2
+    SIZES = 2.0  # the most two widths of the same face differ by for a match by distance
 
     def __init__(self, min_iou: float = 0.2, reach: float = 1.5, patience: float = 1.0):
         self.min_iou, self.reach, self.patience = min_iou, reach, patience
@@ -82,7 +85,8 @@ class FaceTracks:
         overlaps = [(-iou(face.box, box), i, number) for i, face in enumerate(faces)
                     for number, box in expected.items() if iou(face.box, box) >= self.min_iou]
         near = [(self._distance(face.box, box), i, number) for i, face in enumerate(faces)
-                for number, box in expected.items() if self._distance(face.box, box) <= self.reach]
+                for number, box in expected.items()
+                if self._distance(face.box, box) <= self.reach and self._alike(face.box, box)]
         for _, i, number in sorted(overlaps) + sorted(near):
             if faces[i].track is None and self._tracks[number].step < self._step:
                 faces[i].track = number
@@ -94,6 +98,15 @@ class FaceTracks:
         self._tracks = {n: t for n, t in self._tracks.items()
                         if time - t.time <= self.patience or self._step - t.step <= self.MISSED}
 
+    @property
+    def numbers(self) -> set[int]:
+        """The numbers still kept for a face that may come back."""
+        return set(self._tracks)
+
+    @classmethod
+    def _alike(cls, a: Box, b: Box) -> bool:
+        return max(a[2], b[2]) <= cls.SIZES * max(min(a[2], b[2]), 1)
+
     @staticmethod
     def _distance(a: Box, b: Box) -> float:
         """Between the centres, in widths of the larger face."""
@@ -104,21 +117,23 @@ class FaceTracks:
 class ScoreSmoother:
     """Each face's scores as an exponential moving average over about `frames` analysed frames of
     its track (weight 2 / (frames + 1) for the newest, as pandas' `ewm(span=frames)`): a face
-    between two close emotions otherwise flips its label from frame to frame. 1 is off. A track
-    missing from the frame analysed just before starts afresh: the face that comes back under its
-    number may be someone else."""
+    between two close emotions otherwise flips its label from frame to frame. 1 is off. A face
+    missed for a frame or two keeps its average for as long as `FaceTracks` keeps its number (it
+    had started afresh after one missed frame, and a detector that misses one frame in seven
+    brought the flicker back); a number given up starts afresh."""
 
     def __init__(self, frames: int = 1):
         if not is_whole_number(frames, 1):
             raise FerkitError(f"smooth (--smooth) is a whole number of frames, at least 1 (off), got {frames!r}")
         self.weight = 2 / (frames + 1)
-        self._last: dict[int, dict[str, float]] = {}  # the tracks of the frame before, their averages
+        self._last: dict[int, dict[str, float]] = {}  # each kept track's average
 
-    def smooth(self, faces: Sequence[Face]) -> None:
-        """Replace the `scores` of one frame's tracked faces by their running averages."""
-        now = {}
+    def smooth(self, faces: Sequence[Face], kept: Collection[int]) -> None:
+        """Replace the `scores` of one frame's tracked faces by their running averages; `kept`: the
+        numbers of the faces that may still come back (`FaceTracks.numbers`)."""
+        now = {number: scores for number, scores in self._last.items() if number in kept}
         for face in faces:
-            last = self._last.get(face.track)
+            last = now.get(face.track)
             if last is not None:
                 face.scores = {name: self.weight * score + (1 - self.weight) * last[name]
                                for name, score in face.scores.items()}

@@ -8,7 +8,7 @@ import numbers
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
         capture.release()  # a camera OpenCV half-opened stays busy for the next program otherwise
         if isinstance(target, int):
             raise FerkitError(f"cannot open camera {target}: no camera with that number, or another program "
-                              "is using it (--source a video file or a stream URL also works)")
+                              "is using it (a video file or a stream URL also works)")
         raise FerkitError(f"cannot open video source {source!r}")
     return capture
 
@@ -68,15 +68,24 @@ def frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
         index += 1
 
 
-def timed_frames(capture: cv2.VideoCapture, fps: float) -> Iterator[tuple[int, float, np.ndarray]]:
+def timed_frames(capture: cv2.VideoCapture, fps: float,
+                 clock: Callable[[], float] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Frames with their time in seconds from the first: the container's timestamps, so that a
     phone's variable frame rate keeps its real times (index / fps put frame 16 of such a clip at
-    1.25 s instead of 0.53), or one frame period on where a source gives none (cameras, streams)."""
-    first, last = None, -1.0
+    1.25 s instead of 0.53). Where a source gives none, or the same again: the `clock` (a camera's,
+    whose frames come as fast as they are read: macOS' backend stamps none, and one frame period
+    each ran a 30 frames/s camera read at 8 frames/s at a quarter of real time), or else one step
+    on, the last gap between two stamped frames, at most a period of the header's rate (a pause's
+    gap, or that rate's own period, is too long)."""
+    first, last, step, stamped, started = None, -1.0, 1 / fps, False, clock() if clock else 0.0
     for index, frame in frames(capture):
         stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
         first = stamp if first is None else first
-        last = stamp - first if stamp - first > last else last + 1 / fps
+        if stamp - first > last:
+            step = min(stamp - first - last, 1 / fps) if stamped else step
+            last, stamped = stamp - first, True
+        else:
+            last, stamped = max(clock() - started, last + 1e-6) if clock else last + step, False
         yield index, last, frame
 
 
@@ -101,7 +110,7 @@ class FrameTracker:
         if fresh:
             self.faces = self.recognizer.detect(frame)
             self.tracks.assign(self.faces, time)
-            self._smoother.smooth(self.faces)
+            self._smoother.smooth(self.faces, self.tracks.numbers)
         return self.faces, fresh
 
 
@@ -137,7 +146,8 @@ class VideoAnalysis:
             raise FerkitError("a video's frames are read once: call rec.video(...) again to read them again")
         self._read = True
         try:
-            for index, t, image in timed_frames(self._capture, self.fps):
+            live = time.monotonic if self.frame_count is None else None  # a camera or stream
+            for index, t, image in timed_frames(self._capture, self.fps, live):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
         finally:
@@ -260,35 +270,48 @@ class TimedWriter:
     declares a fraction of the rate its moving stretches have, and at that rate most of their
     frames were dropped (5 distinct pictures of 30 in a review's clip)."""
 
-    PROBE = 8  # frames held before the rate is settled: a median of their intervals, little memory
-    FASTEST = 120.0  # a derived rate above this (and the header's) is a timestamp glitch, not video
+    PROBE = 8  # frames held before the rate is settled: a median of their intervals
+    PROBE_BYTES = 200 * 2**20  # but no more than this (3 at least): 8 frames of 8K video are 800 MB
+    FASTEST = 120.0  # a rate seen above this (and the header's) is taken for bunched timestamps
 
     def __init__(self, path: str, fps: float, first: np.ndarray, open_writer=None):
         self._open = open_writer or _open_writer
         self.path, self.fps, self.written, self.last, self._held = path, fps, 0, None, []
         self.writer = self._open(path, fps, first)  # now: a bad output name fails at the first frame
+        self._probe = min(self.PROBE, max(3, self.PROBE_BYTES // max(first.nbytes, 1)))
 
     def write(self, frame: np.ndarray, t: float) -> None:
         if self._held is None:
             self._put(frame, t)
             return
         self._held.append((frame, t))
-        if len(self._held) == self.PROBE:
+        if len(self._held) == self._probe:
             self._settle()
 
     def _settle(self) -> None:
         held, self._held = self._held, None
         gaps = np.diff([t for _, t in held])
         gaps = gaps[gaps > 0]
-        seen = 1 / float(np.median(gaps)) if len(gaps) else 0.0
-        if seen > 1.5 * self.fps:  # markedly: a variable rate's median wanders by a tenth or more
-            header, self.fps = self.fps, min(seen, max(self.FASTEST, self.fps))
-            self.writer.release()
-            self.writer = self._open(self.path, self.fps, held[0][0])
-            log.info("%s: written at %.3g fps, the rate of its first frames; the header's %.3g is an average "
-                     "that counts its pauses", self.path, self.fps, header)
+        # Two decimals: OpenCV makes the rate a fraction, and mp4v refuses 66.667 (1/0.015 s) but takes 66.67
+        seen = round(1 / float(np.median(gaps)), 2) if len(gaps) else 0.0
+        # markedly faster: a variable rate's median wanders by a tenth or more
+        if 1.5 * self.fps < seen <= max(self.FASTEST, self.fps):
+            self._reopen(seen, held[0][0])
         for frame, t in held:
             self._put(frame, t)
+
+    def _reopen(self, fps: float, first: np.ndarray) -> None:
+        self.writer.release()
+        try:
+            self.writer = self._open(self.path, fps, first)
+        except FerkitError:  # a rate this codec refuses: the header's, which opened, rather than nothing
+            self.writer = self._open(self.path, self.fps, first)
+            log.warning("%s: written at its header's %.3g fps, which drops frames where they come faster "
+                        "(%.4g fps, its frames' own rate, could not be written)", self.path, self.fps, fps)
+            return
+        log.info("%s: written at %.4g fps, the rate of its first frames; the header's %.3g is an average "
+                 "that counts its pauses", self.path, fps, self.fps)
+        self.fps = fps
 
     def _put(self, frame: np.ndarray, t: float) -> None:
         slot = round(t * self.fps)

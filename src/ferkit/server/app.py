@@ -150,7 +150,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     if origins:  # the browser's preflight for a POST with a body is answered here, before any route
         app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(PrefixAnsweredToo)
+    app.add_middleware(PrefixAnsweredToo, router=app.router)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
     async def _json_error(request: Request, exc: StarletteHTTPException):

@@ -56,20 +56,26 @@ class PrefixAnsweredToo:
     """With --root-path /emotions a proxy strips the prefix before ferkit sees a request; one that
     reaches ferkit with the prefix still on (the address `serve` prints, opened on its machine, or a
     proxy that passes paths whole) is answered as the proxy's would be. It was a 404, and the page
-    served at / asked for /emotions/v1/..., so without the proxy nothing worked."""
+    served at / asked for /emotions/v1/..., so without the proxy nothing worked. A prefix named as
+    one of ferkit's own paths (/v1) is left alone: /v1/model would be ambiguous."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, router):
+        self.app, self.router = app, router
 
     async def __call__(self, scope, receive, send):
         root = scope.get("root_path", "").rstrip("/")
-        if root and scope["type"] in ("http", "websocket"):
+        if root and scope["type"] in ("http", "websocket") and not clashes(root, self.router.routes):
             # uvicorn puts root_path before the path it was asked for, other servers do not (ASGI
             # allows both): a path under the prefix twice is one asked for with the prefix on
             asked = _under(scope["path"], root)
             if asked is not None and (again := _under(asked, root)) is not None:
                 scope = {**scope, "path": root + again}
         await self.app(scope, receive, send)
+
+
+def clashes(root: str, routes) -> bool:
+    """Whether a prefix begins as one of the app's own paths do (/v1, /docs)."""
+    return root.strip("/").split("/")[0] in {route.path.strip("/").split("/")[0] for route in routes}
 
 
 def _under(path: str, root: str) -> str | None:
