@@ -638,5 +638,9 @@ def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, t
     assert main(["export", str(run), "--output", str(other / "model.onnx")]) == 2
     assert f"{other} is another run's directory" in capsys.readouterr().err
     assert main(["export", str(run), "--output", str(run / "again.onnx")]) == 0  # its own folder: fine
+    shutil.copy(run / "model.keras", run / "older.keras")  # another network in the run's own folder
+    assert main(["export", str(run / "older.keras"), "--output", str(run / "model.onnx")]) == 2
+    assert f"{run} is the folder of a run whose model older.keras is not" in capsys.readouterr().err
+    assert main(["export", str(run / "model.keras"), "--output", str(run / "model.onnx")]) == 0
     # A name no run reads for its model: only a run's model.onnx and model-int8.onnx stand for it
     assert main(["export", str(run), "--output", str(other / "from-run.onnx")]) == 0

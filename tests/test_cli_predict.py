@@ -192,8 +192,8 @@ def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
     assert box == "0,0,48,48" and label in classes and 1 / len(classes) <= float(confidence) <= 1
 
 
-@pytest.mark.parametrize("threads, message", [("0", "1 to"), ("100000", "(4 x this machine's cores), got 100000"),
-                                              ("many", "(4 x this machine's cores), got 'many'")])
+@pytest.mark.parametrize("threads, message", [("0", "1 to"), ("100000", "(4 x the cores ferkit may use), got 100000"),
+                                              ("many", "(4 x the cores ferkit may use), got 'many'")])
 def test_threads_beyond_reason_are_refused(threads, message, capsys):
     """100,000 ONNX Runtime threads took minutes to start, at full CPU."""
     with pytest.raises(SystemExit) as exit_info:

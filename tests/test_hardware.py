@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
 from ferkit.hardware import cpu_flags
 
 CPUINFO = ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
@@ -22,3 +29,12 @@ def test_no_cpuinfo_or_no_flags_line_means_no_flags(tmp_path):
     assert cpu_flags(("avx2",), tmp_path / "absent") == []
     (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
     assert cpu_flags(("fp",), tmp_path / "arm") == []
+
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or not shutil.which("taskset"), reason="needs Linux' taskset")
+def test_the_cores_are_those_this_process_may_run_on():
+    """Under taskset or a container's cpuset the machine has more cores than ferkit may use."""
+    code = "from ferkit.hardware import usable_cores; print(usable_cores())"
+    one = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
+    assert one.stdout.strip() == "1"

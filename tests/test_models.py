@@ -338,6 +338,17 @@ def test_an_ensemble_of_bare_keras_files_loads(tmp_path):
     assert "a.keras (?, ? epochs) + b.keras" in info.config["description"]
 
 
+def test_a_bare_mirror_averaged_keras_file_says_so(tmp_path):
+    """Without a config.json it read as plain: --tta added the mirror view again (12 passes, not 10)."""
+    from ferkit.models.mirror import mirror_averaged
+    from ferkit.runs import load_keras_model
+
+    mirror_averaged(create_model("custom", image_size=48, num_classes=7)).save(tmp_path / "m.keras")
+    create_model("custom", image_size=48, num_classes=7).save(tmp_path / "plain.keras")
+    assert load_keras_model(tmp_path / "m.keras")[1].mirror_averaged
+    assert not load_keras_model(tmp_path / "plain.keras")[1].mirror_averaged
+
+
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):
     from ferkit.models.ensemble import ensemble_run
 
@@ -435,6 +446,25 @@ def test_onnx_average_of_an_int8_and_a_newer_opset_float_model(tiny_run, tmp_pat
     expected = (load_backend(tmp_path / "int8.onnx").predict(x) + load_backend(tiny_run).predict(x)) / 2
     np.testing.assert_allclose(load_backend(onnx_graph.save(model, tmp_path / "avg.onnx")).predict(x), expected,
                                atol=1e-5)
+
+
+def test_an_older_int8_exports_quantized_scores_are_made_float_again(tiny_run, tmp_path, monkeypatch):
+    """Exports before the fix (the bundled model) quantized the Softmax and the means after it:
+    scores in 8-bit steps whose rows did not sum to 1. Averaging takes those pairs off."""
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import export, onnx_graph
+
+    monkeypatch.setattr(export, "softmax_and_after", lambda graph: [])  # as exports were
+    old = export.export_onnx(tiny_run, tmp_path / "old.onnx", quantize="int8")
+    x = _faces()
+    scores = load_backend(old).predict(x)
+    assert np.abs(scores.sum(1) - 1).max() > 1e-4
+    fixed = onnx_graph.save(onnx_graph.float_scores(onnx_graph.load(old)), tmp_path / "fixed.onnx")
+    again = load_backend(fixed).predict(x)
+    np.testing.assert_allclose(again.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(again, scores, atol=0.01)  # the same network: only the rounding is gone
+    averaged = onnx_graph.averaged([onnx_graph.load(old)] * 2)
+    assert not any(node.op_type == "QuantizeLinear" and "Softmax" in node.input[0] for node in averaged.graph.node)
 
 
 def test_onnx_mirror_average_of_a_model_without_a_stored_config(tiny_run, tmp_path):

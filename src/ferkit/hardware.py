@@ -8,6 +8,7 @@ without /proc) none are reported, and each falls back to the choice that is righ
 from __future__ import annotations
 
 from collections.abc import Iterable
+import os
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -25,3 +26,12 @@ def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
     except OSError:
         return []
     return [flag for flag in wanted if flag in flags]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity (taskset, a container's cpuset), not the
+    machine's count, which started two busy ONNX Runtime threads on one allowed core."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -328,7 +328,7 @@ def load_keras_model(model_path: str | Path):
     except ModuleNotFoundError as exc:  # the Python API's users see the CLI's hint too
         raise ModuleNotFoundError(missing_package("keras"), name="keras") from exc
 
-    from ferkit.models import mirror  # noqa: F401  (registers the layer of mirror-averaged models)
+    from ferkit.models import mirror  # registers the layer of mirror-averaged models
 
     path = Path(model_path)
     if not path.exists():
@@ -351,7 +351,11 @@ def load_keras_model(model_path: str | Path):
                               f"({str(exc).splitlines()[0][:120]})") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
-    return model, model_info(model_path, model.output_shape[-1], model.input_shape[1])
+    info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
+    if not info.config and any(isinstance(layer, mirror.MirrorAverage) for layer in model.layers):
+        # a bare file says it itself: --tta would add the mirror view again, and export would not record it
+        info = ModelInfo(info.classes, info.image_size, {"mirror_average": True})
+    return model, info
 
 
 def _from_model_json(path: Path):

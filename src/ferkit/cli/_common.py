@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ferkit.choices import DETECTORS
 from ferkit.errors import FerkitError
+from ferkit.hardware import usable_cores
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def _number(kind: type, low: float, high: float, what: str, low_open: bool = Fal
 
 
 # 1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)
-_threads = _number(int, 1, 4 * (os.cpu_count() or 1), f"1 to {4 * (os.cpu_count() or 1)} (4 x this machine's cores)")
+_threads = _number(int, 1, 4 * usable_cores(), f"1 to {4 * usable_cores()} (4 x the cores ferkit may use)")
 _positive = _number(int, 1, float("inf"), "a whole number, at least 1")
 _fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 

@@ -45,13 +45,17 @@ def _refuse_another_run(model: Path, output: str | None) -> None:
     """A run directory reads its model.onnx before its own model.keras: an export written into
     another run's folder would be taken for that run's network by evaluate, predict and info."""
     from ferkit.errors import FerkitError
-    from ferkit.runs import RunDir
+    from ferkit.runs import RunDir, run_of
 
     if output is None:
         return
     target = RunDir(Path(output).parent)
-    source = model if model.is_dir() else model.parent
     ours = Path(output).name in (target.onnx_model.name, target.onnx_int8_model.name)  # the names a run reads
-    if ours and target.config.is_file() and target.path.resolve() != source.resolve():
-        raise FerkitError(f"{target.path} is another run's directory: {Path(output).name} there would be taken "
+    if not (ours and target.config.is_file()):
+        return
+    source = run_of(model)  # the run itself or its own model: not another .keras in its folder
+    if source is None or source.path.resolve() != target.path.resolve():
+        same_folder = (model if model.is_dir() else model.parent).resolve() == target.path.resolve()
+        whose = f"the folder of a run whose model {model.name} is not" if same_folder else "another run's directory"
+        raise FerkitError(f"{target.path} is {whose}: {Path(output).name} there would be taken "
                           "for that run's model; export somewhere else")

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ferkit.errors import FerkitError, is_whole_number
-from ferkit.hardware import cpu_flags
+from ferkit.hardware import cpu_flags, usable_cores
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, checked_metrics, epochs_trained,
                          load_keras_model, metrics_beside, model_info, run_of)
@@ -117,7 +117,7 @@ class OnnxBackend:
         except ImportError:
             raise FerkitError("ONNX models need onnxruntime: pip install onnxruntime") from None
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        options.intra_op_num_threads = threads or min(usable_cores(), 4)
         options.inter_op_num_threads = 1
         if not cpu_flags(VNNI_CPU_FLAGS):
             options.add_session_config_entry("session.x64quantprecision", "1")

@@ -157,8 +157,33 @@ def averaged(models: list, weights: list[float] | None = None):
     graph.node.append(_onnx().helper.make_node("Sum", parts, [PROBABILITIES]))
     _merge_opsets(out, models, opset)
     out.ir_version = max(m.ir_version for m in models)
+    out = float_scores(out)
     _onnx().checker.check_model(out)
     return with_config(out, _ensemble_config([read_config(m) for m in models], weights))
+
+
+def float_scores(model):
+    """`model` without the int8 quantize-dequantize pairs after its Softmax nodes: the scores and
+    their means in float, as `ferkit export --quantize int8` now leaves them. Those of older exports
+    (the bundled model's) came in 8-bit steps, rows summing to 0.987-1.006, with ties for the top."""
+    graph, tainted, stands_for, kept = model.graph, set(), {}, []
+    for node in graph.node:  # in topological order, as ONNX keeps them
+        node.input[:] = [stands_for.get(name, name) for name in node.input]
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] in tainted:
+            stands_for[node.output[0]] = node.input[0]  # the float scores it had rounded
+            continue
+        if node.op_type == "Softmax" or tainted.intersection(node.input):
+            tainted.update(node.output)
+        kept.append(node)
+    kept += [_onnx().helper.make_node("Identity", [stands_for[out.name]], [out.name])
+             for out in graph.output if out.name in stands_for]  # a single network: its output was a pair's
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]  # the pairs' scales and zero points
+    for init in unused:
+        graph.initializer.remove(init)
+    return model
 
 
 def _shares(count: int, weights: list[float] | None) -> list[float]:
