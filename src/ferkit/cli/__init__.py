@@ -34,8 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not ours
-    # nor OpenCV's warnings ("can't open camera by index", a TIFF's tags) before ferkit's own error
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # nor OpenCV's warnings ("can't open camera by index", a TIFF's tags) before ferkit's own error:
+    # for processes it starts, and for its own cv2, which `import ferkit` loaded before the variable
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        os.environ["OPENCV_LOG_LEVEL"] = "ERROR"
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     args = build_parser().parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):  # a file name that is not UTF-8 is printed escaped, not a crash
         sys.stdout.reconfigure(errors="backslashreplace")

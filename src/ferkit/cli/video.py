@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
             output_path(out, inputs=[args.input])
         summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
                                 progress=not args.quiet, smooth=args.smooth)
-    print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['seconds']:.1f} s "
-          f"({summary['fps']:.1f} frames/s)")
+    # faces followed, not detections: one person through 300 frames had read "300 faces"
+    print(f"{summary['frames']} frames, {len(summary['tracks'])} faces followed ({summary['faces']} detections) "
+          f"in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s)")
     _print_tracks(summary["tracks"])
     return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import numbers
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +14,9 @@ import cv2
 import numpy as np
 
 from ferkit.errors import FerkitError, is_whole_number
-from ferkit.inference.faces import FACE_COLUMNS, Face, face_cells
+from ferkit.inference.faces import Face
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
+from ferkit.inference.timeline import Timeline, check_plot_format
 from ferkit.inference.tracking import FaceTracks, ScoreSmoother
 
 log = logging.getLogger("ferkit")
@@ -166,24 +165,22 @@ class VideoAnalysis:
 def process_video(recognizer: EmotionRecognizer, source: str, output: str | None = None,
                   csv_path: str | None = None, every: int = 1, plot: str | None = None,
                   progress: bool = True, smooth: int = 1) -> dict:
-    """Annotate a video file; write the per-frame CSV and the emotion timeline. Returns a summary,
-    with each face's (`summarize_tracks`).
-
-    Every frame analysed has its rows, one per face or one empty row when it shows none, so that
-    "no face" is not mistaken for a frame skipped by `every`."""
+    """Annotate a video file; write the per-frame CSV (as it goes) and the emotion timeline.
+    Returns a summary, with each face's (`Timeline.summary`)."""
     from tqdm import tqdm
 
     if plot:
-        _check_plot_format(plot)  # now, not after the whole video
+        check_plot_format(plot)  # now, not after the whole video
     video = VideoAnalysis(recognizer, source, every, smooth)
     fps, total = video.fps, video.frame_count
-    writer, rows, started, count, interrupted, t = None, [], time.perf_counter(), 0, False, 0.0
+    timeline = Timeline(recognizer.classes, csv_path)
+    writer, started, count, interrupted, t = None, time.perf_counter(), 0, False, 0.0
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else str(source)  # a camera: its number
     try:
         for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=name):
             t, faces = frame.time, frame.faces
             if frame.analysed:
-                rows += [(frame.index, t, i, face) for i, face in enumerate(faces)] or [(frame.index, t, None, None)]
+                timeline.add(frame.index, t, faces)
             if output and writer is None:
                 writer = TimedWriter(output, fps, frame.image)
             if writer is not None:
@@ -195,6 +192,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         interrupted = True
     finally:
         video.close()
+        timeline.close()
         if writer is not None:
             writer.release()
     elapsed = time.perf_counter() - started
@@ -204,30 +202,10 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         # OpenCV opens some non-videos (an image, a text file) and then yields nothing
         raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
     _say_if_cut_short(source, count, t, (total or 0) / fps, fps, interrupted)
-    if csv_path:
-        write_frames_csv(Path(csv_path), rows, recognizer.classes)
     if plot:
-        plot_timeline(Path(plot), rows, recognizer.classes, t + 1 / fps)
+        timeline.plot(plot, t + 1 / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
-            "faces": sum(face is not None for *_, face in rows), "interrupted": interrupted,
-            "tracks": summarize_tracks(rows, recognizer.classes)}
-
-
-def summarize_tracks(rows, classes) -> list[dict]:
-    """Each face followed through the video, the longest seen first: in how many of the frames
-    analysed it was, how often each emotion was its label there, and its mean scores."""
-    analysed = len({index for index, *_ in rows})
-    by_track: dict[int | None, list[Face]] = {}
-    for *_, face in rows:
-        if face is not None:
-            by_track.setdefault(face.track, []).append(face)
-    summary = []
-    for track, faces in sorted(by_track.items(), key=lambda item: -len(item[1])):
-        labels = Counter(face.label for face in faces)
-        summary.append({"track": track, "frames": len(faces), "of_frames": analysed,
-                        "labels": {name: labels[name] / len(faces) for name in classes if labels[name]},
-                        "mean_scores": {name: float(np.mean([f.scores[name] for f in faces])) for name in classes}})
-    return summary
+            "faces": timeline.faces, "interrupted": interrupted, "tracks": timeline.summary()}
 
 
 def _say_if_cut_short(source: str, count: int, last: float, declared: float, fps: float,
@@ -327,66 +305,3 @@ class TimedWriter:
         if self._held:  # a video shorter than the probe
             self._settle()
         self.writer.release()
-
-
-def write_frames_csv(path: Path, rows, classes) -> None:
-    """The columns of `ferkit predict`'s CSV, frame and time instead of file, and `track`, the
-    face's number from frame to frame; a frame with no face has one row with empty face columns."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:  # any file name, on any OS
-        writer = csv.writer(handle)
-        writer.writerow(["frame", "time_s", "face", "track", *FACE_COLUMNS, *classes])
-        for index, t, i, face in rows:
-            cells = [""] * (2 + len(FACE_COLUMNS) + len(classes)) if face is None else [
-                i, face.track, *face_cells(face.to_dict(), classes)]
-            writer.writerow([index, f"{t:.3f}", *cells])
-
-
-def _check_plot_format(path: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    formats = FigureCanvasAgg.get_supported_filetypes()
-    if Path(path).suffix.lower().lstrip(".") not in formats:
-        raise FerkitError(f"cannot plot to {path}: name it .png (or {', '.join(sorted(set(formats) - {'png'}))})")
-
-
-MOST_PLOTTED = 4  # panels of faces; more would each be too small to read
-
-
-def plot_timeline(path: Path, rows, classes, duration: float) -> None:
-    """Each emotion's score over time, a panel for each face followed from frame to frame (those in
-    at least a twentieth of the frames analysed, the four seen longest at most), with a gap where
-    that face is not found rather than a line drawn across it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    times = sorted({t for _, t, _, _ in rows})
-    by_track: dict[int | None, dict[float, Face]] = {}
-    for _, t, _, face in rows:
-        if face is not None:
-            by_track.setdefault(face.track, {})[t] = face
-    longest = sorted(by_track, key=lambda track: -len(by_track[track]))
-    shown = [track for track in longest if len(by_track[track]) >= len(times) / 20][:MOST_PLOTTED] or longest[:1]
-    shown.sort(key=lambda track: -1 if track is None else track)
-    fig, axes = plt.subplots(max(len(shown), 1), 1, figsize=(9, 1.3 + 2.4 * max(len(shown), 1)), dpi=110,
-                             sharex=True, squeeze=False)
-    for ax, track in zip(axes[:, 0], shown or [None]):
-        seen = by_track.get(track, {})
-        for name in classes:
-            # a dot on each point: a face seen in one frame analysed between two without it has no line
-            ax.plot(times, [seen[t].scores[name] if t in seen else np.nan for t in times], label=name, linewidth=1.4,
-                    marker=".", markersize=3)
-        ax.set(ylabel="score", ylim=(0, 1), xlim=(0, max(duration, 1e-3)))
-        if len(shown) > 1:
-            ax.set_title(f"face #{track}: in {len(seen) / len(times):.0%} of the frames analysed", fontsize=9)
-        ax.grid(alpha=0.3)
-    left_out = f" ({len(shown)} of {len(by_track)} faces: those seen longest)" if len(by_track) > len(shown) else ""
-    fig.suptitle("Emotions over time" + ("" if by_track else " (no faces found)") + left_out, fontsize=11)
-    # Above the panels, where it hides no curve
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(classes), fontsize=8,
-               bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), frameon=False)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
-    fig.savefig(path)
-    plt.close(fig)

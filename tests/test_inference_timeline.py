@@ -1,0 +1,62 @@
+"""A video's faces over time (ferkit.inference.timeline): its CSV, summary and plot."""
+
+from __future__ import annotations
+
+import csv
+import tracemalloc
+
+import cv2
+import numpy as np
+
+from ferkit.inference.faces import Face
+from ferkit.inference.timeline import Timeline
+
+CLASSES = ("happy", "sad")
+
+
+def _face(track: int, happy: float) -> Face:
+    return Face((10 * track, 10, 50, 50), scores={"happy": happy, "sad": 1 - happy}, track=track)
+
+
+def test_a_face_in_one_frame_analysed_is_drawn_in_the_timeline(tmp_path):
+    """A point between two gaps (a one-frame video, a face found in every other frame) has no line
+    to draw: each point is marked, so the panel is not empty."""
+    pngs = []
+    for happy in (0.9, 0.1):
+        timeline = Timeline(CLASSES)
+        timeline.add(0, 0.0, [_face(1, happy)])
+        timeline.plot(tmp_path / f"{happy}.png", duration=0.04)
+        pngs.append(cv2.imread(str(tmp_path / f"{happy}.png")))
+    assert not np.array_equal(*pngs)  # the scores are drawn, so they show
+
+
+def test_the_csv_is_written_as_the_frames_come_and_the_summary_counts_each_face(tmp_path):
+    """A crash at frame 3 keeps frames 0-2 on disk; a frame without faces has its empty row."""
+    timeline = Timeline(CLASSES, tmp_path / "f.csv")
+    timeline.add(0, 0.0, [_face(1, 0.9), _face(2, 0.2)])
+    timeline.add(3, 0.1, [])
+    timeline.add(6, 0.2, [_face(1, 0.7)])
+    timeline._handle.flush()  # what a crash would leave once the buffer is out
+    rows = list(csv.reader(open(tmp_path / "f.csv", encoding="utf-8")))
+    timeline.close()
+    assert [row[:4] for row in rows[1:]] == [["0", "0.000", "0", "1"], ["0", "0.000", "1", "2"],
+                                             ["3", "0.100", "", ""], ["6", "0.200", "0", "1"]]
+    assert rows[0][-2:] == list(CLASSES) and timeline.faces == 3
+    first, second = timeline.summary()
+    assert (first["track"], first["frames"], first["of_frames"], first["labels"]) == (1, 2, 3, {"happy": 1.0})
+    assert abs(first["mean_scores"]["happy"] - 0.8) < 1e-6
+    assert (second["track"], second["labels"]) == (2, {"sad": 1.0})
+
+
+def test_a_long_video_costs_little_memory_per_face():
+    """Each face's row was kept as Python objects, about 1 KB: half a GB for two hours of three faces."""
+    timeline = Timeline(("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"))
+    scores = dict(zip(timeline.classes, np.full(7, 1 / 7)))
+    faces = [Face((10 * k, 10, 50, 50), scores=scores, track=k) for k in range(3)]
+    tracemalloc.start()
+    for i in range(20_000):
+        timeline.add(i, i / 30, faces)
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert used / (3 * 20_000) < 100  # bytes per face seen
+    assert timeline.summary()[0]["frames"] == 20_000
