@@ -259,6 +259,27 @@ def test_demo_without_a_display_it_can_use_says_so_instead_of_aborting(tiny_run,
     assert result.returncode == 2 and any(words in result.stderr for words in said), result.stderr
 
 
+def test_the_demo_plays_a_file_at_its_own_pace_and_a_camera_as_it_comes(monkeypatch):
+    """A file had played as fast as its frames were analysed: a 30 fps clip in a third of its time."""
+    import time
+
+    from ferkit.cli import demo
+    from ferkit.inference.video import VideoFrame
+
+    waits = []
+    monkeypatch.setattr(cv2, "imshow", lambda *a: None)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: waits.append(ms) or time.sleep(ms / 1000) or -1)
+    video = [VideoFrame(i, i * 0.1, np.zeros((8, 8, 3), np.uint8), [], True) for i in range(5)]
+    started = time.perf_counter()
+    assert demo._show(video, paced=True) == (5, False)
+    assert time.perf_counter() - started >= 0.4 - 0.01 and max(waits) > 50
+    waits.clear()
+    assert demo._show(video, paced=False) == (5, False)
+    assert waits == [1] * 5
+    assert demo._wait_ms(10.0, 0.5, 10.7) == 1  # a late frame does not wait
+
+
 def test_the_demo_knows_which_displays_opencvs_own_qt_can_use(tmp_path, monkeypatch):
     from ferkit.cli import demo
 

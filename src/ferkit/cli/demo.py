@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # bad options fail before the camera opens
         with recognizer(args).video(args.source, args.every, args.smooth) as video:
-            shown, quit = _show(video)
+            shown, quit = _show(video, paced=not _live(args.source))
     finally:
         cv2.destroyAllWindows()
     # OpenCV opens some sources that then give nothing (an empty file, a camera another program holds)
@@ -99,27 +99,36 @@ def _live(source: str) -> bool:
     return (source.isdigit() and not os.path.exists(source)) or source.startswith("/dev/") or "://" in source
 
 
-def _show(video) -> tuple[int, bool]:
+def _show(video, paced: bool) -> tuple[int, bool]:
     """Frames with faces and a smoothed frame rate drawn, until the video ends, q or Esc is pressed
-    or the window is closed: how many were shown, and whether the user quit."""
+    or the window is closed: how many were shown, and whether the user quit. A file is `paced`:
+    shown at its own times, where it had played as fast as its frames were analysed."""
     import cv2
 
     from ferkit.inference.recognizer import draw_face
 
-    last, fps, shown = time.perf_counter(), 0.0, 0
+    started = last = time.perf_counter()
+    fps, shown = 0.0, 0
     for frame in video:
         for face in frame.faces:
             draw_face(frame.image, face)
         now = time.perf_counter()
-        fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if frame.index else 0.0
+        if frame.index:  # the first interval itself, then a moving average: from 0 it took ~20 frames to settle
+            fps = 1 / max(now - last, 1e-6) if fps == 0 else 0.9 * fps + 0.1 / max(now - last, 1e-6)
         last = now
         cv2.putText(frame.image, f"{fps:.1f} fps", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
         cv2.imshow(WINDOW, frame.image)
         shown += 1
-        if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+        if cv2.waitKey(_wait_ms(started, frame.time, time.perf_counter()) if paced else 1) & 0xFF in QUIT_KEYS:
             return shown, True
         # Closed with its button: imshow would open it again, and a camera never runs out of frames.
         # -1 is "cannot tell" (OpenCV's GTK windows), not closed: there only the keys quit.
         if 0 <= cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1:
             return shown, True
     return shown, False
+
+
+def _wait_ms(started: float, frame_time: float, now: float) -> int:
+    """How long to keep a file's frame on screen: until its own time in the file has come (1 ms at
+    least, which is how OpenCV's window gets to draw and read keys). Late frames do not wait."""
+    return max(1, round((started + frame_time - now) * 1000))
