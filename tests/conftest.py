@@ -209,3 +209,13 @@ def jpeg_of_many_scans(scans: int, side: int = 300) -> bytes:
     data = buffer.getvalue()
     last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
     return data[:end] + data[last:end] * scans + data[end:]
+
+
+def softmax_reads_float(path) -> bool:
+    """Whether an ONNX model's Softmax nodes read float logits, not an int8 pair's rounded ones."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    by_output = {out: node for node in graph.node for out in node.output}
+    softmaxes = [node for node in graph.node if node.op_type == "Softmax"]
+    return bool(softmaxes) and all(by_output[node.input[0]].op_type != "DequantizeLinear" for node in softmaxes)

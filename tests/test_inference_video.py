@@ -443,13 +443,33 @@ class _FakeCapture:
     ([-1, -1, 100, 50], [0.0, 0.1, 0.101, 0.201]),  # never backwards
     # A repeated stamp is one gap on, the last between stamped frames: not the 0.1 s period of a
     # header's rate that counts a pause (it stretched the frames after it tenfold)
-    ([0, 10, 20, 20, 25, 40], [0.0, 0.01, 0.02, 0.03, 0.04, 0.05]),
+    # and the stamps are taken up again as soon as they pass the times: they had run a step ahead for good
+    ([0, 10, 20, 20, 25, 40], [0.0, 0.01, 0.02, 0.03, 0.030001, 0.04]),
 ])
 def test_frame_times_come_from_the_container_where_it_has_them(stamps, times):
     from ferkit.inference.video import timed_frames
 
-    got = [round(t, 3) for _, t, _ in timed_frames(_FakeCapture(stamps), fps=10)]
+    got = [round(t, 6) for _, t, _ in timed_frames(_FakeCapture(stamps), fps=10)]
     assert got == times
+
+
+def test_a_video_it_cannot_write_leaves_an_old_csv_as_it_was(tiny_run, tiny_video, tmp_path):
+    """The CSV, now written as frames come, was opened (emptied) before the video writer failed."""
+    old = tmp_path / "keep.csv"
+    old.write_text("the user's earlier results\n")
+    with pytest.raises(FerkitError, match="cannot write video"):
+        process_video(EmotionRecognizer(tiny_run), str(tiny_video), output=str(tmp_path / "no" / "such" / "v.mp4"),
+                      csv_path=str(old), progress=False)
+    assert old.read_text() == "the user's earlier results\n"
+
+
+@pytest.mark.parametrize("source, live", [(0, True), ("2", True), ("/dev/video0", True), ("rtsp://cam/1", True),
+                                          ("clip.webm", False)])
+def test_cameras_and_streams_are_live_and_files_are_not(source, live):
+    """A WebM without a frame count is a file still: timed by its stamps, not by how fast it is analysed."""
+    from ferkit.inference.video import is_live
+
+    assert is_live(source) is live
 
 
 def test_a_camera_without_timestamps_is_timed_by_the_clock():
@@ -457,7 +477,7 @@ def test_a_camera_without_timestamps_is_timed_by_the_clock():
     of its frame rate at a quarter of real time."""
     from ferkit.inference.video import timed_frames
 
-    ticks = iter([100.0, 100.1, 100.25, 100.5, 100.5])  # when timing starts, then at each frame after the first
+    ticks = iter([100.0, 100.1, 100.25, 100.5, 100.5])  # at the first frame (not before: a camera's warm-up), then each
     got = [round(t, 6) for _, t, _ in timed_frames(_FakeCapture([0] * 5), fps=30, clock=lambda: next(ticks))]
     assert got == [0.0, 0.1, 0.25, 0.5, 0.500001]  # never the same time twice
 

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from conftest import softmax_reads_float
 from ferkit.errors import FerkitError
 from ferkit.models import create_model, list_models
 
@@ -454,7 +455,7 @@ def test_an_older_int8_exports_quantized_scores_are_made_float_again(tiny_run, t
     from ferkit.inference.backends import load_backend
     from ferkit.models import export, onnx_graph
 
-    monkeypatch.setattr(export, "softmax_and_after", lambda graph: [])  # as exports were
+    monkeypatch.setattr(export, "float_head", lambda graph: [])  # as exports were
     old = export.export_onnx(tiny_run, tmp_path / "old.onnx", quantize="int8")
     x = _faces()
     scores = load_backend(old).predict(x)
@@ -463,8 +464,9 @@ def test_an_older_int8_exports_quantized_scores_are_made_float_again(tiny_run, t
     again = load_backend(fixed).predict(x)
     np.testing.assert_allclose(again.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(again, scores, atol=0.01)  # the same network: only the rounding is gone
-    averaged = onnx_graph.averaged([onnx_graph.load(old)] * 2)
-    assert not any(node.op_type == "QuantizeLinear" and "Softmax" in node.input[0] for node in averaged.graph.node)
+    onnx_graph.save(onnx_graph.averaged([onnx_graph.load(old)] * 2), tmp_path / "avg.onnx")
+    assert all(softmax_reads_float(path) for path in (fixed, tmp_path / "avg.onnx"))  # the logits too
+    assert not softmax_reads_float(old)
 
 
 def test_onnx_mirror_average_of_a_model_without_a_stored_config(tiny_run, tmp_path):

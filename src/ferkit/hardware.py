@@ -7,8 +7,8 @@ without /proc) none are reported, and each falls back to the choice that is righ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")

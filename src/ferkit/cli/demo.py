@@ -76,27 +76,22 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from ferkit.errors import FerkitError
+    from ferkit.inference.video import is_live
 
     _open_window()  # a headless OpenCV, the likeliest failure, is said before the slow model load
     try:
         # bad options fail before the camera opens
         with recognizer(args).video(args.source, args.every, args.smooth) as video:
-            shown, quit = _show(video, paced=not _live(args.source))
+            shown, quit = _show(video, paced=not is_live(args.source))
     finally:
         cv2.destroyAllWindows()
     # OpenCV opens some sources that then give nothing (an empty file, a camera another program holds)
     if not shown:
         raise FerkitError(f"no frame of {args.source} could be read: not a video, a corrupt one, or a camera "
                           "that sends nothing")
-    if not quit and _live(args.source):  # a camera or stream never ends by itself
+    if not quit and is_live(args.source):  # a camera or stream never ends by itself
         log.warning("%s stopped sending frames after %d (unplugged, or the stream ended)", args.source, shown)
     return 0
-
-
-def _live(source: str) -> bool:
-    """A camera (by number or device) or a stream, not a file: a file's end is no news, even one
-    whose header gives no frame count (a browser's WebM recording)."""
-    return (source.isdigit() and not os.path.exists(source)) or source.startswith("/dev/") or "://" in source
 
 
 def _show(video, paced: bool) -> tuple[int, bool]:
@@ -107,9 +102,11 @@ def _show(video, paced: bool) -> tuple[int, bool]:
 
     from ferkit.inference.recognizer import draw_face
 
-    started = last = time.perf_counter()
+    started = last = None  # at the first frame: not the model's warm-up, or the first seconds play unpaced
     fps, shown = 0.0, 0
     for frame in video:
+        started = started or time.perf_counter()
+        last = last or started
         for face in frame.faces:
             draw_face(frame.image, face)
         now = time.perf_counter()

@@ -30,7 +30,7 @@ class _Seen:
         self.labels[face.label] += 1
 
     def matrix(self, classes: tuple[str, ...]) -> np.ndarray:
-        return np.frombuffer(self.scores, np.float32).reshape(-1, len(classes))
+        return np.array(self.scores, np.float32).reshape(-1, len(classes))
 
 
 class Timeline:
@@ -68,6 +68,8 @@ class Timeline:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+            self._handle = self._rows = None
+            self.csv_path = None  # frames added after it are summarised, not written over it
 
     def summary(self) -> list[dict]:
         """Each face followed through the video, the longest seen first: in how many of the frames
@@ -89,7 +91,7 @@ class Timeline:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        times = np.frombuffer(self.times, np.float64)
+        times = np.array(self.times)  # a copy: a view would lock the array against later frames
         longest = sorted(self.tracks, key=lambda track: -len(self.tracks[track].times))
         shown = [t for t in longest if len(self.tracks[t].times) >= len(times) / 20][:MOST_PLOTTED] or longest[:1]
         shown.sort(key=lambda track: -1 if track is None else track)
@@ -121,7 +123,7 @@ class Timeline:
         curves = np.full((len(times), len(self.classes)), np.nan)
         seen = self.tracks.get(track)
         if seen is not None:
-            curves[np.searchsorted(times, np.frombuffer(seen.times, np.float64))] = seen.matrix(self.classes)
+            curves[np.searchsorted(times, np.array(seen.times))] = seen.matrix(self.classes)
         return curves
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
@@ -47,6 +48,15 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return capture
 
 
+def is_live(source: str | int) -> bool:
+    """A camera (by number or device) or a stream, not a file: one that has no end of its own and
+    times its frames as they come, even a file whose header gives no frame count (a browser's WebM)."""
+    if isinstance(source, numbers.Integral):
+        return True
+    source = str(source)
+    return (source.isdigit() and not Path(source).exists()) or source.startswith("/dev/") or "://" in source
+
+
 def check_opencv_name(path: str) -> None:
     """OpenCV's video reader and writer crash the process (a segfault) on a file name that is not
     UTF-8 (bytes of another encoding, which Python keeps as escapes): a clear error instead."""
@@ -75,17 +85,22 @@ def timed_frames(capture: cv2.VideoCapture, fps: float,
     whose frames come as fast as they are read: macOS' backend stamps none, and one frame period
     each ran a 30 frames/s camera read at 8 frames/s at a quarter of real time), or else one step
     on, the last gap between two stamped frames, at most a period of the header's rate (a pause's
-    gap, or that rate's own period, is too long)."""
-    first, last, step, stamped, started = None, -1.0, 1 / fps, False, clock() if clock else 0.0
+    gap, or that rate's own period, is too long). Times only ever grow, and go back to the
+    stamps as soon as these pass them."""
+    first = previous = started = None
+    last, step, stamped = 0.0, 1 / fps, False  # stamped: the frame before had a stamp of its own
     for index, frame in frames(capture):
         stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
-        first = stamp if first is None else first
-        if stamp - first > last:
-            step = min(stamp - first - last, 1 / fps) if stamped else step
-            last, stamped = stamp - first, True
+        if first is None:
+            first = previous = stamp
+            started, t, stamped = clock() if clock else 0.0, 0.0, True
+        elif stamp > previous:
+            step = min(stamp - previous, 1 / fps) if stamped else step  # not a gap of two frames
+            t, previous, stamped = max(stamp - first, last + 1e-6), stamp, True
         else:
-            last, stamped = max(clock() - started, last + 1e-6) if clock else last + step, False
-        yield index, last, frame
+            t, stamped = max(clock() - started, last + 1e-6) if clock else last + step, False
+        last = t
+        yield index, t, frame
 
 
 @dataclass
@@ -133,7 +148,8 @@ class VideoAnalysis:
     def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1,
                  smooth: int = 1):
         self.tracker = FrameTracker(recognizer, every, smooth)  # bad numbers fail before the source opens
-        self._capture = open_capture(os.fspath(source) if isinstance(source, os.PathLike) else source)
+        self.source = os.fspath(source) if isinstance(source, os.PathLike) else source
+        self._capture = open_capture(self.source)
         self._read = False
         fps, count = self._capture.get(cv2.CAP_PROP_FPS), self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
         # What OpenCV says when it does not know: 0, -1 (cameras) or NaN, and worse from some streams
@@ -145,7 +161,7 @@ class VideoAnalysis:
             raise FerkitError("a video's frames are read once: call rec.video(...) again to read them again")
         self._read = True
         try:
-            live = time.monotonic if self.frame_count is None else None  # a camera or stream
+            live = time.monotonic if is_live(self.source) else None
             for index, t, image in timed_frames(self._capture, self.fps, live):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
@@ -176,25 +192,24 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
     timeline = Timeline(recognizer.classes, csv_path)
     writer, started, count, interrupted, t = None, time.perf_counter(), 0, False, 0.0
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else str(source)  # a camera: its number
-    try:
-        for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=name):
-            t, faces = frame.time, frame.faces
-            if frame.analysed:
-                timeline.add(frame.index, t, faces)
-            if output and writer is None:
-                writer = TimedWriter(output, fps, frame.image)
-            if writer is not None:
-                for face in faces:
-                    draw_face(frame.image, face)
-                writer.write(frame.image, t)
-            count = frame.index + 1
-    except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
-        interrupted = True
-    finally:
-        video.close()
-        timeline.close()
-        if writer is not None:
-            writer.release()
+    with contextlib.ExitStack() as closing:  # each closed whatever another's closing raises
+        closing.callback(video.close)
+        closing.callback(timeline.close)
+        try:
+            for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=name):
+                t, faces = frame.time, frame.faces
+                if output and writer is None:  # first: a video it cannot write must not cost an old CSV
+                    writer = TimedWriter(output, fps, frame.image)
+                    closing.callback(writer.release)
+                if frame.analysed:
+                    timeline.add(frame.index, t, faces)
+                if writer is not None:
+                    for face in faces:
+                        draw_face(frame.image, face)
+                    writer.write(frame.image, t)
+                count = frame.index + 1
+        except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
+            interrupted = True
     elapsed = time.perf_counter() - started
     if count == 0:
         if interrupted:

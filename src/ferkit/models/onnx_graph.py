@@ -107,6 +107,7 @@ def mirror_averaged(model):
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # shapes inside changed (2N): let ONNX Runtime infer them again
+    out = float_scores(out)
     _onnx().checker.check_model(out)
     description = config.get("description") or config.get("recipe", "")
     return with_config(out, {**config, "mirror_average": True,
@@ -163,14 +164,22 @@ def averaged(models: list, weights: list[float] | None = None):
 
 
 def float_scores(model):
-    """`model` without the int8 quantize-dequantize pairs after its Softmax nodes: the scores and
-    their means in float, as `ferkit export --quantize int8` now leaves them. Those of older exports
-    (the bundled model's) came in 8-bit steps, rows summing to 0.987-1.006, with ties for the top."""
-    graph, tainted, stands_for, kept = model.graph, set(), {}, []
+    """`model` without the int8 quantize-dequantize pairs on its logits, its Softmax outputs and
+    the means after them: in float, as `ferkit export --quantize int8` now leaves them. Those of
+    older exports (the bundled model's) came in 8-bit steps, rows summing to 0.987-1.006."""
+    graph = model.graph
+    by_output = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    tainted = {_before_pair(by_output, node.input[0]) for node in graph.node if node.op_type == "Softmax"}
+    stands_for, kept, dropped = {}, [], set()
     for node in graph.node:  # in topological order, as ONNX keeps them
         node.input[:] = [stands_for.get(name, name) for name in node.input]
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] in tainted:
-            stands_for[node.output[0]] = node.input[0]  # the float scores it had rounded
+        if _in_pair(node, readers) and node.input[0] in tainted:
+            stands_for[node.output[0]] = node.input[0]  # the float tensor it had rounded
+            dropped.update(node.input[1:])  # its scale and zero point
             continue
         if node.op_type == "Softmax" or tainted.intersection(node.input):
             tainted.update(node.output)
@@ -180,10 +189,23 @@ def float_scores(model):
     del graph.node[:]
     graph.node.extend(kept)
     used = {name for node in kept for name in node.input}
-    unused = [init for init in graph.initializer if init.name not in used]  # the pairs' scales and zero points
-    for init in unused:
+    for init in [init for init in graph.initializer if init.name in dropped and init.name not in used]:
         graph.initializer.remove(init)
     return model
+
+
+def _in_pair(node, readers: dict) -> bool:
+    """A DequantizeLinear, or a QuantizeLinear read only by DequantizeLinear nodes (QDQ format, not
+    a quantized operator's input)."""
+    return node.op_type == "DequantizeLinear" or node.op_type == "QuantizeLinear" and all(
+        reader.op_type == "DequantizeLinear" for reader in readers.get(node.output[0], []))
+
+
+def _before_pair(by_output: dict, tensor: str) -> str:
+    """The float tensor a QuantizeLinear-DequantizeLinear pair had rounded into `tensor`, or `tensor`."""
+    dq = by_output.get(tensor)
+    q = by_output.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else tensor
 
 
 def _shares(count: int, weights: list[float] | None) -> list[float]:

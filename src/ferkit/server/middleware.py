@@ -60,11 +60,13 @@ class PrefixAnsweredToo:
     one of ferkit's own paths (/v1) is left alone: /v1/model would be ambiguous."""
 
     def __init__(self, app, router):
-        self.app, self.router = app, router
+        self.app, self.router, self._clash = app, router, {}
 
     async def __call__(self, scope, receive, send):
         root = scope.get("root_path", "").rstrip("/")
-        if root and scope["type"] in ("http", "websocket") and not clashes(root, self.router.routes):
+        if root and root not in self._clash:  # the routes are all added by the first request
+            self._clash[root] = clashes(root, self.router.routes)
+        if root and scope["type"] in ("http", "websocket") and not self._clash[root]:
             # uvicorn puts root_path before the path it was asked for, other servers do not (ASGI
             # allows both): a path under the prefix twice is one asked for with the prefix on
             asked = _under(scope["path"], root)
