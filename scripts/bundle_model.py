@@ -67,7 +67,8 @@ def from_graphs(members: list[str], weights: list[float] | None, mirror: bool, s
     files = [m if is_onnx(m) else export_onnx(m, stage / f"member{i}.onnx", quantize="int8", calibration=data)
              for i, m in enumerate(members)]
     models = [onnx_graph.load(f) for f in files]
-    model = onnx_graph.averaged(models, weights) if len(models) > 1 else models[0]
+    # one member too: an older int8 export's scores made float again, as averaging does
+    model = onnx_graph.averaged(models, weights) if len(models) > 1 else onnx_graph.float_scores(models[0])
     if mirror:
         model = onnx_graph.mirror_averaged(model)
     write_json(RunDir(stage).config, onnx_graph.read_config(model))

@@ -35,6 +35,18 @@ def test_the_bundle_script_refuses_a_member_that_is_no_run_in_one_line(tmp_path)
         _script("bundle_model").main([str(tmp_path / "nosuchrun")], None, False, None)
 
 
+def test_one_older_int8_member_is_bundled_with_float_scores(tiny_run, tmp_path, monkeypatch):
+    """The bundled model re-bundled alone skipped averaging, and so kept its 8-bit scores."""
+    from conftest import softmax_reads_float
+    from ferkit.models import export
+
+    monkeypatch.setattr(export, "float_head", lambda graph: [])  # as older exports quantized everything
+    old = export.export_onnx(tiny_run, tmp_path / "old.onnx", quantize="int8")
+    (tmp_path / "stage").mkdir()
+    bundled = _script("bundle_model").from_graphs([str(old)], None, False, tmp_path / "stage", None)
+    assert softmax_reads_float(bundled) and not softmax_reads_float(old)
+
+
 def test_half_weights_round_trip_and_keep_what_cannot_be_rebuilt(tiny_run, tmp_path):
     from ferkit.models import create_model
     from ferkit.models.ensemble import ensemble_run
