@@ -17,13 +17,16 @@ config's `data`) is not at hand or lacks the test part. `--table-only --data DAT
 table alone, for the bundled model as it is.
 
 The current bundled model, three long GPU runs chosen on their validation split
-(benchmarks/long/README.md), each face averaged with its mirror image, was made by:
+(benchmarks/long/README.md), each face averaged with its mirror image, and a CPU student, was made by:
 
     scripts/gpu_train.sh benchmarks/gpu/call{2,3,4}.jobs ...   (on a GPU, Keras on JAX)
     python scripts/select_ensemble.py .devdata/fer-train.zip RUN ... --max 5
     python scripts/bundle_model.py acc-deep-wd long-fernet-b128 long-fernet-e150 \
         --data ../shared/data/fer2013.zip
     python scripts/bundle_model.py src/ferkit/assets/default/model.onnx --mirror-average \
+        --data ../shared/data/fer2013.zip
+    # session 44: that file (3/4) and a 96-epoch CPU student of the default recipe (1/4)
+    python scripts/bundle_model.py OLD_BUNDLE.onnx STUDENT/model-int8.onnx --weights 3 1 \
         --data ../shared/data/fer2013.zip
 """
 
