@@ -1,6 +1,6 @@
 """Mirror averaging and ensembles of exported ONNX models, for when no Keras run is behind them.
 
-The bundled model is an int8 ONNX file whose three GPU-trained Keras networks were not kept, so
+The bundled model is an int8 ONNX file whose GPU-trained Keras networks were not kept, so
 what `ferkit.models.mirror` and `ferkit.models.ensemble` do to Keras models is done here to the
 graph itself: the file stays one model that ONNX Runtime runs in one session, with ferkit's
 metadata, and the quantized members are reused as they are rather than re-calibrated.
