@@ -455,7 +455,7 @@ def test_an_older_int8_exports_quantized_scores_are_made_float_again(tiny_run, t
     from ferkit.inference.backends import load_backend
     from ferkit.models import export, onnx_graph
 
-    monkeypatch.setattr(export, "float_head", lambda graph: [])  # as exports were
+    monkeypatch.setattr(export, "float_scores", lambda model: model)  # as exports were
     old = export.export_onnx(tiny_run, tmp_path / "old.onnx", quantize="int8")
     x = _faces()
     scores = load_backend(old).predict(x)

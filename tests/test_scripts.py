@@ -40,7 +40,7 @@ def test_one_older_int8_member_is_bundled_with_float_scores(tiny_run, tmp_path, 
     from conftest import softmax_reads_float
     from ferkit.models import export
 
-    monkeypatch.setattr(export, "float_head", lambda graph: [])  # as older exports quantized everything
+    monkeypatch.setattr(export, "float_scores", lambda model: model)  # as older exports quantized everything
     old = export.export_onnx(tiny_run, tmp_path / "old.onnx", quantize="int8")
     (tmp_path / "stage").mkdir()
     bundled = _script("bundle_model").from_graphs([str(old)], None, False, tmp_path / "stage", None)

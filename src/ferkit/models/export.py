@@ -17,6 +17,7 @@ import numpy as np
 
 from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
+from ferkit.models.onnx_graph import float_scores
 from ferkit.runs import ONNX_META, RunDir, epochs_trained, load_keras_model, metrics_beside, replacing
 
 CALIBRATION_FACES = 256
@@ -113,37 +114,9 @@ def _quantize_int8(path: Path, tmp: Path, faces: np.ndarray) -> Path:
     prepared, quantized = tmp / "prepared.onnx", tmp / "int8.onnx"
     quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)  # no sympy needed
     quantize_static(str(prepared), str(quantized), Faces(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    nodes_to_exclude=float_head(onnx.load(str(prepared)).graph))
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    # The logits, scores and their means in float: quantized, the scores came in 8-bit steps whose
+    # rows summed to 0.985-1.008 and tied exactly for the top class, to save a few thousand
+    # multiplications a face (the same repair as for older files, not a second one)
+    onnx.save(float_scores(onnx.load(str(quantized))), str(quantized))
     return quantized
-
-
-def float_head(graph) -> list[str]:
-    """The nodes kept in float: the dense layer that makes the logits, each Softmax, and all that
-    reads its output (a mirror's or an ensemble's mean). Quantized, the scores came in 8-bit steps
-    whose rows summed to 0.985-1.008 and tied exactly for the top class (18 of 3,589 PublicTest
-    faces, argmax then the first class), and 8-bit logits still tied 119 of 5,000 rows: to save
-    nothing, a few thousand multiplications a face."""
-    by_output = {out: node for node in graph.node for out in node.output}
-    names, tainted = set(), set()
-    for node in graph.node:  # ONNX keeps nodes in topological order
-        if node.op_type == "Softmax":
-            names.update(_logits_makers(by_output, node.input[0]))
-        if node.op_type == "Softmax" or tainted.intersection(node.input):
-            tainted.update(node.output)
-            names.add(node.name)
-    return sorted(name for name in names if name)  # an unnamed node cannot be named to the quantizer
-
-
-def _logits_makers(by_output: dict, tensor: str) -> list[str]:
-    """The nodes from the dense layer's MatMul or Gemm to `tensor` (its bias Add, a Reshape), or
-    none where the logits come from elsewhere: never the network behind them."""
-    chain, node = [], by_output.get(tensor)
-    while node is not None and len(chain) < 4:
-        chain.append(node.name)
-        if node.op_type in ("MatMul", "Gemm"):
-            return chain
-        if node.op_type not in ("Add", "Identity", "Reshape", "Flatten", "Squeeze"):
-            return []
-        node = by_output.get(node.input[0])
-    return []
