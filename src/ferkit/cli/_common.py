@@ -58,7 +58,8 @@ def _number(kind: type, low: float, high: float, what: str, low_open: bool = Fal
 
 
 # 1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)
-_threads = _number(int, 1, 4 * usable_cores(), f"1 to {4 * usable_cores()} (4 x the cores ferkit may use)")
+_most_threads = 4 * usable_cores()
+_threads = _number(int, 1, _most_threads, f"1 to {_most_threads} (4 x the cores ferkit may use)")
 _positive = _number(int, 1, float("inf"), "a whole number, at least 1")
 _fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 

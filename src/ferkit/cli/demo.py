@@ -102,11 +102,11 @@ def _show(video, paced: bool) -> tuple[int, bool]:
 
     from ferkit.inference.recognizer import draw_face
 
-    started = last = None  # at the first frame: not the model's warm-up, or the first seconds play unpaced
+    started = last = None
     fps, shown = 0.0, 0
     for frame in video:
-        started = started or time.perf_counter()
-        last = last or started
+        if started is None:  # at the first frame: not the model's warm-up, or the first seconds play unpaced
+            started = last = time.perf_counter()
         for face in frame.faces:
             draw_face(frame.image, face)
         now = time.perf_counter()
