@@ -321,6 +321,32 @@ def test_a_full_server_refuses_before_reading_and_a_stalled_upload_times_out(tin
     assert TestClient(app).get("/v1/health").json()["in_flight"] == 0
 
 
+@pytest.mark.parametrize("stage", ["upload", "inference"])
+def test_a_request_cut_off_by_the_server_stopping_is_a_503_to_retry(tiny_run, monkeypatch, stage):
+    """uvicorn cancels the requests still running 5 s after Ctrl-C: each was a plain-text 500 and a
+    traceback in the log, as if ferkit had a bug."""
+    import asyncio
+    import time
+
+    import ferkit.server.app as server_app
+
+    monkeypatch.setattr(server_app, "_infer", lambda *args: time.sleep(2) or {"faces": []})
+    app = create_app(str(tiny_run / "model.onnx"))
+    messages = [{"type": "http.request", "body": b"\xff\xd8 a photo", "more_body": stage == "upload"}]
+
+    async def receive():
+        return messages.pop() if messages else await asyncio.sleep(3600)
+
+    async def stopped_meanwhile():
+        request = asyncio.create_task(_post(app, receive))
+        await asyncio.sleep(0.3)  # the upload stalled, or its inference under way
+        request.cancel("Task cancelled, timeout graceful shutdown exceeded")  # as uvicorn does
+        return await asyncio.wait_for(request, 1)  # answered at once, not after the inference
+
+    status, headers = asyncio.run(stopped_meanwhile())
+    assert status == 503 and headers["retry-after"] == "1" and headers["content-type"] == "application/json"
+
+
 @pytest.mark.parametrize("options, message", [
     ({"workers": 0}, "at least one worker"),
     ({"workers": -1}, "at least one worker"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi.middleware.cors import CORSMiddleware
@@ -11,7 +12,11 @@ from fastapi.responses import JSONResponse
 class CrashAsJSON:
     """A bug's 500 in the API's own JSON shape, the traceback logged as uvicorn logs one. A middleware
     inside the CORS one, so that a web app on another site can read the answer too: Starlette's
-    handler for Exception answers from outside every middleware, without CORS headers."""
+    handler for Exception answers from outside every middleware, without CORS headers.
+
+    A request the server cuts off as it stops (uvicorn cancels those still running 5 s after Ctrl-C
+    or SIGTERM) is a 503 to retry elsewhere, not uvicorn's plain-text 500 and a traceback: nothing
+    went wrong, and a load balancer or client retries a 503 by itself."""
 
     def __init__(self, app):
         self.app = app
@@ -28,6 +33,13 @@ class CrashAsJSON:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            # The task's cancellation is taken here, at its top: the answer is all that is left to do
+            answer = JSONResponse({"error": "the server is stopping: retry shortly"}, status_code=503,
+                                  headers={"Retry-After": "1", "Connection": "close"})
+            await answer(scope, receive, send)
         except Exception as exc:
             if started:  # half an answer sent: nothing to do but let the server end the connection
                 raise
