@@ -77,16 +77,17 @@ def test_the_demo_says_when_its_source_gives_no_frame_or_a_camera_stops(monkeypa
 
     from ferkit.cli import demo
     from ferkit.errors import FerkitError
-    from ferkit.inference.video import VideoFrame
+    from ferkit.inference.video import VideoFrame, is_live
 
     class Source(list):
-        frame_count = None  # a camera
+        live = True
 
     class Recognizer:
         def __init__(self, frames):
             self.frames = frames
 
         def video(self, source, every, smooth):
+            self.frames.live = is_live(source, None)  # a camera, or a file without a frame count
             return contextlib.nullcontext(self.frames)
 
     image = np.zeros((48, 64, 3), np.uint8)

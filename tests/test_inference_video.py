@@ -463,13 +463,23 @@ def test_a_video_it_cannot_write_leaves_an_old_csv_as_it_was(tiny_run, tiny_vide
     assert old.read_text() == "the user's earlier results\n"
 
 
-@pytest.mark.parametrize("source, live", [(0, True), ("2", True), ("/dev/video0", True), ("rtsp://cam/1", True),
-                                          ("clip.webm", False)])
-def test_cameras_and_streams_are_live_and_files_are_not(source, live):
+@pytest.mark.parametrize("source, frame_count, live", [
+    (0, None, True), ("2", None, True), ("/dev/video0", None, True), ("rtsp://cam/1", None, True),
+    ("http://cam/video.mjpg", None, True), ("https://example.com/clip.mp4", 250, False), ("clip.webm", None, False)])
+def test_cameras_and_streams_are_live_and_files_are_not(source, frame_count, live):
     """A WebM without a frame count is a file still: timed by its stamps, not by how fast it is analysed."""
     from ferkit.inference.video import is_live
 
-    assert is_live(source) is live
+    assert is_live(source, frame_count) is live
+
+
+def test_a_video_file_on_a_web_server_is_a_file_not_a_stream(tiny_run, tiny_video, web_folder):
+    """Taken for a stream by its URL alone, it played in the demo as fast as it was analysed."""
+    url, folder = web_folder
+    assert tiny_video.parent == folder
+    with EmotionRecognizer(tiny_run).video(f"{url}/{tiny_video.name}") as video:
+        assert video.frame_count == 12 and not video.live
+        assert [frame.time for frame in video][:3] == pytest.approx([0.0, 0.1, 0.2])  # its own times
 
 
 def test_a_camera_without_timestamps_is_timed_by_the_clock():

@@ -48,13 +48,17 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     return capture
 
 
-def is_live(source: str | int) -> bool:
+def is_live(source: str | int, frame_count: int | None) -> bool:
     """A camera (by number or device) or a stream, not a file: one that has no end of its own and
-    times its frames as they come, even a file whose header gives no frame count (a browser's WebM)."""
+    times its frames as they come. A URL is a stream unless it gives a frame count, as a video file
+    on a web server does (it had played unpaced in the demo); a local file is never live, even one
+    whose header gives no frame count (a browser's WebM)."""
     if isinstance(source, numbers.Integral):
         return True
     source = str(source)
-    return (source.isdigit() and not Path(source).exists()) or source.startswith("/dev/") or "://" in source
+    if "://" in source:
+        return frame_count is None
+    return (source.isdigit() and not Path(source).exists()) or source.startswith("/dev/")
 
 
 def check_opencv_name(path: str) -> None:
@@ -155,13 +159,14 @@ class VideoAnalysis:
         # What OpenCV says when it does not know: 0, -1 (cameras) or NaN, and worse from some streams
         self.fps = fps if 0 < fps < 1000 else 25.0
         self.frame_count = int(count) if 0 < count < 2**31 else None  # None: a camera, a stream
+        self.live = is_live(self.source, self.frame_count)
 
     def __iter__(self) -> Iterator[VideoFrame]:
         if self._read:  # a camera or stream cannot go back; a file is opened anew by rec.video
             raise FerkitError("a video's frames are read once: call rec.video(...) again to read them again")
         self._read = True
         try:
-            live = time.monotonic if is_live(self.source) else None
+            live = time.monotonic if self.live else None
             for index, t, image in timed_frames(self._capture, self.fps, live):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
