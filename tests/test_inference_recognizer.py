@@ -404,6 +404,19 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_minutes_of_decoding(tmp_path
         load_image(tmp_path / "bomb.jpg")
 
 
+def test_a_motion_photo_is_read_whatever_its_video_holds(tmp_path, astronaut):
+    """Phones append the clip after the picture's end; its bytes hold FF DA now and then (126 in an
+    8 MB clip), which had been counted as scans and the photo refused as made to take minutes."""
+    from ferkit.inference.images import MAX_JPEG_SCANS, jpeg_scans, load_image
+
+    photo = cv2.imencode(".jpg", astronaut)[1].tobytes()
+    clip = b"".join(bytes([i % 251]) * 300 + b"\xff\xda" for i in range(2 * MAX_JPEG_SCANS))
+    (tmp_path / "motion.jpg").write_bytes(photo + b"MotionPhoto_Data" + clip)
+    assert load_image(tmp_path / "motion.jpg").shape == astronaut.shape
+    assert jpeg_scans(photo + clip) == 1
+    assert jpeg_scans(jpeg_of_many_scans(80)) == jpeg_of_many_scans(80).count(b"\xff\xda")  # a picture's own
+
+
 def test_a_pfm_float_image_is_read_in_its_range(tmp_path, astronaut):
     """OpenCV's IMREAD_COLOR cast its 0..1 floats to 0 and 1: a black image, no face found."""
     from ferkit.inference.images import load_image
