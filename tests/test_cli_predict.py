@@ -330,13 +330,50 @@ def test_an_output_folder_above_the_input_leaves_no_input_out(tmp_path, group_ph
     """`--save-annotated .` for `photos/`: the output folder holds the inputs, it is not inside them."""
     from ferkit.inference.images import find_images
 
+    from ferkit.inference.images import marked_as_copy
+
     photos = tmp_path / "photos"
     (photos / "annotated").mkdir(parents=True)
-    for name in ("photos/a.png", "photos/annotated/a_annotated.png"):
-        cv2.imwrite(str(tmp_path / name), group_photo[0])
+    cv2.imwrite(str(photos / "a.png"), group_photo[0])
+    (photos / "annotated" / "a_annotated.png").write_bytes(marked_as_copy(cv2.imencode(".png", group_photo[0])[1].tobytes()))
     assert [p.name for p in find_images([photos], leave_out=tmp_path)] == ["a.png", "a_annotated.png"]
     assert [p.name for p in find_images([photos], leave_out=photos / "annotated")] == ["a.png"]
     assert "left out the 1 image in" in caplog.text
+
+
+def test_an_output_folder_inside_the_input_keeps_the_users_own_photos(tiny_run, tmp_path, group_photo, capsys):
+    """`ferkit predict .. --save-annotated .` from trip/day1 had left day1's own photos out, as
+    if they were this command's copies, with exit 0 and no row in the CSV."""
+    from ferkit.cli import main
+
+    for name in ("day1/beach.jpg", "day2/hike.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), group_photo[0])
+    for _ in range(2):  # the second time, the first run's copies in day1 are left out, the photos not
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path), "--save-annotated", str(tmp_path / "day1"), "--model",
+                     str(tiny_run), "--json"]) == 0
+        read = [Path(r["file"]).relative_to(tmp_path).as_posix() for r in json.loads(capsys.readouterr().out)["results"]]
+        assert read == ["day1/beach.jpg", "day2/hike.jpg"]
+    assert sorted(p.name for p in (tmp_path / "day1").iterdir()) == ["beach.jpg", "beach_annotated.png", "hike_annotated.png"]
+
+
+def test_an_annotated_copy_never_replaces_a_file_ferkit_did_not_write(tiny_run, tmp_path, group_photo):
+    """The user's own out/x_annotated.png was overwritten; one of ferkit's earlier copies still is.
+    A.JPG and a.png get two copies, not one on macOS' and Windows' case-blind file systems."""
+    from ferkit.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for name in ("in/x.jpg", "in/A.JPG", "in/a.png", "out/x_annotated.png"):
+        cv2.imwrite(str(tmp_path / name), group_photo[0])
+    mine = (tmp_path / "out" / "x_annotated.png").read_bytes()
+    for _ in range(2):
+        assert main(["predict", str(tmp_path / "in"), "--save-annotated", str(tmp_path / "out"), "--model",
+                     str(tiny_run), "--json"]) == 0
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+            "A_annotated.png", "a_annotated-2.png", "x_annotated-2.png", "x_annotated.png"]
+    assert (tmp_path / "out" / "x_annotated.png").read_bytes() == mine
 
 
 def test_an_output_folder_given_as_an_input_too_is_not_read_back(tmp_path, group_photo, capsys):

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         csv_path = output_path(args.csv, inputs=images)
         rec = recognizer(args)
     # The inputs count as taken names: a copy must never overwrite an image being read.
-    taken = {path.resolve() for path in images if isinstance(path, Path)}
+    taken = {_name_key(path) for path in images if isinstance(path, Path)}
     # A bar where nothing else shows the progress (the lines on a terminal do), and only on a
     # terminal: in a log file its redraws are noise (tqdm's disable=None)
     lines = not (args.json or args.jsonl)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
 
 
-def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[Path]) -> dict:
+def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[str]) -> dict:
     """One image's result: its faces, its annotated copy, or what went wrong. Any failure is this
     image's alone (a file OpenCV cannot decode, one too big to work on): the rest of the folder goes
     on, and the results so far are kept."""
@@ -112,22 +112,30 @@ def _print_jsonl(args: argparse.Namespace, result: dict) -> None:
         print(json.dumps(result), flush=True)
 
 
-def _annotated_name(folder: Path, path: Path | str, taken: set[Path]) -> Path:
+def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
     """<stem>_annotated.png, numbered when that name is taken: by the copy of an input with the same
-    name (a/x.jpg, b/x.jpg), or by an input itself (x.jpg beside x_annotated.png, written back into
-    their own folder). A URL's stem is its path's last part's."""
+    name (a/x.jpg, b/x.jpg; A.JPG, a.png, one file on macOS' and Windows' file systems), by an input
+    itself (x.jpg beside x_annotated.png, written back into their own folder), or by a file there
+    that is not ferkit's copy (one of an earlier run is replaced). A URL's stem is its path's last part's."""
     from urllib.parse import unquote, urlsplit
+
+    from ferkit.inference.images import is_annotated_copy
 
     if isinstance(path, Path):
         stem = path.stem
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
     out, n = folder / f"{stem}_annotated.png", 1
-    while out.resolve() in taken:
+    while _name_key(out) in taken or (out.exists() and not is_annotated_copy(out)):
         n += 1
         out = folder / f"{stem}_annotated-{n}.png"
-    taken.add(out.resolve())
+    taken.add(_name_key(out))
     return out
+
+
+def _name_key(path: Path) -> str:
+    """A file's name as a case-insensitive file system tells files apart."""
+    return str(path.resolve()).casefold()
 
 
 def _write_png(path: Path, image) -> str:

@@ -296,7 +296,8 @@ def marked_as_copy(png: bytes) -> bytes:
         struct.pack(">I", zlib.crc32(chunk)) + png[_PNG_HEADER:]
 
 
-def _is_annotated_copy(path: Path) -> bool:
+def is_annotated_copy(path: Path) -> bool:
+    """Whether a file is one of ferkit's annotated copies (its mark), which a later run may replace."""
     try:
         with open(path, "rb") as f:
             return _COPY_MARK in f.read(_PNG_HEADER + 12 + len(_COPY_MARK))
@@ -308,11 +309,10 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
     """Files and http(s) URLs as given, and folders searched for image files (linked folders too),
     in a stable order.
 
-    What a folder holds besides images is counted and said, not passed over in silence; so are the
-    images under `leave_out`, a command's output folder (its copies of the last run are not new
-    inputs): all of them where it lies inside an input folder, and ferkit's annotated copies where
-    it is an input folder itself (`predict photos --save-annotated photos`, or a shell's `photos/*`
-    that lists the output folder too).
+    What a folder holds besides images is counted and said, not passed over in silence; so are
+    ferkit's annotated copies in `leave_out`, a command's output folder (its copies of the last run
+    are not new inputs), whether that folder is an input itself (`predict photos --save-annotated
+    photos`, or a shell's `photos/*` that lists it too) or lies inside one.
     """
     found: list[Path | str] = []
     for raw in paths:
@@ -321,7 +321,7 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
             continue
         path = Path(raw)
         if not path.is_dir():
-            if leave_out is not None and _outputs_among(path.parent, [path], leave_out.resolve()):
+            if leave_out is not None and _outputs_among([path], leave_out.resolve()):
                 log.warning("left out %s: this command's own copy, in its output folder", path)  # `photos/*`
             else:
                 found.append(path)
@@ -335,7 +335,7 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
         inside = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         _say_left_out(path, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES])
         if leave_out is not None:
-            ours = _outputs_among(path, inside, leave_out.resolve())
+            ours = _outputs_among(inside, leave_out.resolve())
             if ours:
                 log.warning("%s: left out the %d image%s in %s, this command's output", path, len(ours),
                             "s" * (len(ours) > 1), leave_out)
@@ -346,12 +346,11 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
     return found
 
 
-def _outputs_among(folder: Path, images: list[Path], output: Path) -> list[Path]:
-    """The images of `folder` that a command writing to `output` made. An output folder that holds
-    this one (`--save-annotated .`) holds the inputs too: there only the copies' mark tells."""
-    if folder.resolve() in output.parents:
-        return [p for p in images if output in p.resolve().parents]
-    return [p for p in images if p.resolve().parent == output and _is_annotated_copy(p)]
+def _outputs_among(images: list[Path], output: Path) -> list[Path]:
+    """The images that a command writing to `output` made: its marked copies there. The mark, not
+    the place, tells: an output folder inside an input folder may hold the user's own photos too
+    (`predict .. --save-annotated .` from a photo folder had left all of that folder's photos out)."""
+    return [p for p in images if p.resolve().parent == output and is_annotated_copy(p)]
 
 
 def _say_hidden(folder: Path, hidden: list[Path]) -> None:
