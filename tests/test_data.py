@@ -350,6 +350,20 @@ def test_official_split_validates_on_a_validation_folder_beside_a_test_part(tmp_
     assert "val = the validation folder, test = PrivateTest" in splits.description
 
 
+def test_a_face_is_in_the_part_its_folder_says_whatever_its_file_name(tmp_path):
+    """Training_ files moved into val/ were folded back into Training (and 10% of it carved out
+    instead), PublicTest_ ones moved into train/ became validation faces. Within test/, FER2013's
+    file names still tell PublicTest from PrivateTest; `testing/` is a test folder too."""
+    images, labels = synthetic_faces(("angry", "happy"), 10)
+    write_folder(tmp_path, images, labels, "train", prefix="Training")
+    write_folder(tmp_path, images[:4], labels[:4], "train", prefix="PublicTest")
+    write_folder(tmp_path, images[:6], labels[:6], "val", prefix="Training")
+    write_folder(tmp_path, images[:3], labels[:3], "test", prefix="PrivateTest")
+    write_folder(tmp_path, images[:5], labels[:5], "testing", prefix="PublicTest")
+    write_folder(tmp_path, images[:2], labels[:2], "holiday", prefix="PrivateTest")  # no part of its own
+    assert Counter(load_fer(tmp_path).usage) == {"train": 24, "val": 6, "private": 5, "public": 5}
+
+
 def test_official_split_tests_on_a_validation_folder_alone(tmp_path):
     """Kaggle's images/train + images/validation: the validation folder is the only held-out part,
     so it is the test set, and validation comes out of Training as for train/ + test/."""

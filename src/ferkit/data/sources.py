@@ -36,8 +36,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pb
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
 # "val": a held-out part the data's maker set aside (Kaggle's images/train + images/validation).
-USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "publictest": "public",
-                     "privatetest": "private", "val": "val", "valid": "val", "validation": "val"}
+USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "testing": "public",
+                     "publictest": "public", "privatetest": "private", "val": "val", "valid": "val",
+                     "validation": "val"}
 
 
 @dataclass
@@ -210,11 +211,16 @@ def is_os_metadata(parts: tuple[str, ...]) -> bool:
 
 
 def _usage_of(parts: tuple[str, ...]) -> str:
+    """A face's part of the data: its folder's where that names one, since a user who moved
+    Training_ files into val/ (or PublicTest_ ones into train/) meant them to be there; FER2013's
+    own file names where no folder says, and within a test/ folder, which may hold PublicTest_ and
+    PrivateTest_ faces both."""
     name = parts[-1].lower()
-    for prefix, usage in USAGE_FROM_FILENAME.items():
-        if name.startswith(prefix):
-            return usage
-    return USAGE_FROM_FOLDER.get(parts[-3].lower(), "") if len(parts) >= 3 else ""
+    by_name = next((usage for prefix, usage in USAGE_FROM_FILENAME.items() if name.startswith(prefix)), "")
+    by_folder = USAGE_FROM_FOLDER.get(parts[-3].lower(), "") if len(parts) >= 3 else ""
+    if by_folder == "public" and by_name in ("public", "private"):
+        return by_name
+    return by_folder or by_name
 
 
 def _load_csv(path: Path) -> FerDataset:

@@ -124,8 +124,10 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
     parts = {u: np.flatnonzero(data.usage == u) for u in ("train", *HELD_OUT)}
     if not has_usage(data):
         raise FerkitError(
-            f"{data.source} has no FER2013 usage information (Training and PublicTest/PrivateTest, "
-            "or train/ beside test/ or validation/ folders): use --split random"
+            f"{data.source} says of no face which part of FER2013 it is in (a CSV's Usage column, file "
+            "names Training_/PublicTest_/PrivateTest_, or folders train/ beside test/ or validation/): "
+            "name your folders so, or use --split random, which splits every face it loads at random "
+            "(the faces you meant for testing too)"
         )
     both_tests = len(parts["public"]) and len(parts["private"])
     if both_tests:  # FER2013's own protocol: a val/ folder beside it has no place in it
