@@ -178,6 +178,18 @@ def test_a_password_protected_zip_says_so(tmp_path, real_members):
         load_fer(path)
 
 
+def test_a_zip_python_cannot_decompress_says_so_not_damaged(tmp_path, real_members):
+    """Deflate64 (7-Zip's option) counted every file as "damaged in the zip": a good download sent
+    for again."""
+    path = _zip_of(tmp_path / "d64.zip", real_members[:2])
+    raw = bytearray(path.read_bytes())
+    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
+        raw[at + (8 if raw[at + 2] == 3 else 10)] = 9  # the compression method: Deflate64
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FerkitError, match="compressed with Deflate64, which Python's zipfile cannot read: extract it"):
+        load_fer(path)
+
+
 def test_a_zip_with_windows_backslashes_reads_like_one_with_slashes(tmp_path, real_members):
     path = tmp_path / "windows.zip"
     with zipfile.ZipFile(path, "w") as archive:
@@ -238,7 +250,16 @@ def test_zip_ignores_os_metadata(tmp_path, real_members):
         archive.writestr(name, data)
         archive.writestr("__MACOSX/" + name, b"junk")
         archive.writestr("train/.DS_Store", b"junk")
+        folder, _, file = name.rpartition("/")
+        archive.writestr(f"{folder}/._{file}", b"junk")  # macOS' companion
     assert len(load_fer(path)) == 1 and not load_fer(path).skipped
+
+
+def test_images_in_a_hidden_folder_are_counted_not_dropped_in_silence(tmp_path, real_members):
+    """A zip made of ~/.data/ had "no images found" and no word of the 2 it held."""
+    path = _zip_of(tmp_path / "hidden.zip", [(f".data/{name}", data) for name, data in real_members[:2]])
+    with pytest.raises(FerkitError, match=r"passed over: 2 hidden image \(a name or folder starting with '\.'\)"):
+        load_fer(path)
 
 
 def test_splits_do_not_depend_on_the_archive_order(tmp_path, synthetic_folder):

@@ -35,6 +35,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pb
 # Where a face came from in FER2013's protocol; "" when the source does not say.
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
+# What Python's zipfile decompresses (7-Zip can also write Deflate64 and PPMd, which it cannot)
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA,
+               getattr(zipfile, "ZIP_ZSTANDARD", zipfile.ZIP_STORED)}  # Zstandard from Python 3.14
+ZIP_METHOD_NAMES = {9: "Deflate64", 93: "Zstandard", 97: "WavPack", 98: "PPMd", 99: "AES encryption"}
 # "val": a held-out part the data's maker set aside (Kaggle's images/train + images/validation).
 USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "testing": "public",
                      "publictest": "public", "privatetest": "private", "val": "val", "valid": "val",
@@ -114,13 +118,18 @@ def _load_zip(path: Path) -> FerDataset:
         if locked:
             raise FerkitError(f"{path}: {locked} of its files are password-protected: unzip it with its password "
                               "and give the folder")
+        unreadable = sorted({m.compress_type for _, m in members} - ZIP_METHODS)
+        if unreadable:  # each file would be counted as damaged, and a good download sent for again
+            named = ", ".join(ZIP_METHOD_NAMES.get(method, f"method {method}") for method in unreadable)
+            raise FerkitError(f"{path} is compressed with {named}, which Python's zipfile cannot read: extract "
+                              "it with another tool (7-Zip, unzip) and give the folder")
         table = _the_table([name for name, _ in members], path)
         if table is not None:  # fer2013.csv zipped as it is: read inside the zip, like the folders of images
             try:
                 with archive.open(dict(members)[table]) as raw:
                     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
                     return _read_csv(text, f"{path}:{table}")
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:  # a bad checksum, cut off
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a bad checksum, cut off
                 raise FerkitError(f"{path}: its {table} is damaged ({exc}): download it again, or extract "
                                   "what is readable and give the .csv") from None
         entries = ((name, lambda m=member: _read_member(archive, m)) for name, member in members)
@@ -132,7 +141,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes | N
     counted like an unreadable image rather than ending the whole load with a traceback."""
     try:
         return archive.read(member)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError):
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
         return None
 
 
@@ -166,6 +175,10 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
     for relpath, read in sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts):
         parts = PurePosixPath(relpath).parts
         if is_os_metadata(parts):
+            # Not OS litter: a zip of ~/.data/, a notebook's .ipynb_checkpoints/. Counted, so that
+            # "no images found" says where they were
+            if PurePosixPath(relpath).suffix.lower() in IMAGE_SUFFIXES and not is_os_litter(parts):
+                skipped["hidden image (a name or folder starting with '.')"] += 1
             continue
         emotion = FOLDER_NAMES.get(parts[-2].lower(), "") if len(parts) >= 2 else ""
         if not emotion:
@@ -206,8 +219,14 @@ def _decode_gray(data: bytes) -> np.ndarray | None:
 
 
 def is_os_metadata(parts: tuple[str, ...]) -> bool:
-    """Files an OS or archiver leaves beside images (.DS_Store, macOS' ._photo.jpg, __MACOSX/), not data."""
+    """Hidden files and folders, and what an OS or archiver leaves beside images (.DS_Store, macOS'
+    ._photo.jpg, __MACOSX/): not read as data."""
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def is_os_litter(parts: tuple[str, ...]) -> bool:
+    """What an OS or archiver leaves beside images, never anyone's data: skipped without a word."""
+    return "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
 
 
 def _usage_of(parts: tuple[str, ...]) -> str:

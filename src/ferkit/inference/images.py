@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import to_bgr, to_uint8
-from ferkit.data.sources import IMAGE_SUFFIXES, is_os_metadata, walk_files
+from ferkit.data.sources import IMAGE_SUFFIXES, is_os_litter, is_os_metadata, walk_files
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -356,8 +356,7 @@ def _outputs_among(images: list[Path], output: Path) -> list[Path]:
 def _say_hidden(folder: Path, hidden: list[Path]) -> None:
     """Hidden images (a name or folder starting with a dot) are left out like .DS_Store, but said:
     a user's own .jpg there may be wanted. macOS' ._ companions and __MACOSX/ are not images."""
-    images = [p for p in hidden if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("._")
-              and "__MACOSX" not in p.relative_to(folder).parts]
+    images = [p for p in hidden if p.suffix.lower() in IMAGE_SUFFIXES and not is_os_litter(p.relative_to(folder).parts)]
     if images:
         log.warning("%s: left out %d hidden image%s (a name or folder starting with '.', e.g. %s): give "
                     "them by name to read them", folder, len(images), "s" * (len(images) > 1),
