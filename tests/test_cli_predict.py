@@ -341,6 +341,18 @@ def test_an_output_folder_above_the_input_leaves_no_input_out(tmp_path, group_ph
     assert "left out the 1 image in" in caplog.text
 
 
+def test_a_wildcard_no_shell_expanded_is_expanded(tmp_path, group_photo):
+    """Windows' shells pass `photos/*.png` as it is (so do quotes anywhere): it was one image not
+    found. A file whose own name has brackets is itself; a pattern matching nothing is kept, to be
+    said not found."""
+    from ferkit.inference.images import find_images
+
+    for name in ("a.png", "b.png", "c.txt", "x[1].png"):
+        cv2.imwrite(str(tmp_path / name), group_photo[0]) if name.endswith(".png") else (tmp_path / name).write_text("")
+    found = find_images([str(tmp_path / "*.png"), str(tmp_path / "x[1].png"), str(tmp_path / "*.gif")])
+    assert [Path(p).name for p in found] == ["a.png", "b.png", "x[1].png", "x[1].png", "*.gif"]
+
+
 def test_an_output_folder_inside_the_input_keeps_the_users_own_photos(tiny_run, tmp_path, group_photo, capsys):
     """`ferkit predict .. --save-annotated .` from trip/day1 had left day1's own photos out, as
     if they were this command's copies, with exit 0 and no row in the CSV."""

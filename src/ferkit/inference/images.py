@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 import os
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +317,7 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
     photos`, or a shell's `photos/*` that lists it too) or lies inside one.
     """
     found: list[Path | str] = []
-    for raw in paths:
+    for raw in _expanded(paths):
         if is_url(raw):  # kept as written: a Path would fold its // into one
             found.append(str(raw))
             continue
@@ -344,6 +346,20 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
             log.warning("no image files in %s (looked for %s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         found += sorted(inside)
     return found
+
+
+def _expanded(paths: list[str | Path]) -> Iterator[str | Path]:
+    """The paths, with the wildcards a shell left as they were expanded as a POSIX shell would
+    (Windows' cmd and PowerShell expand none, and none is expanded in quotes): `photos/*.jpg` had
+    been one image not found. A pattern that matches nothing stays, to be said not found."""
+    for raw in paths:
+        text = os.fspath(raw)
+        if not is_url(raw) and any(c in text for c in "*?[") and not os.path.lexists(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if matches:
+                yield from matches
+                continue
+        yield raw
 
 
 def _outputs_among(images: list[Path], output: Path) -> list[Path]:
