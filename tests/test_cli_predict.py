@@ -351,6 +351,9 @@ def test_a_wildcard_no_shell_expanded_is_expanded(tmp_path, group_photo):
         cv2.imwrite(str(tmp_path / name), group_photo[0]) if name.endswith(".png") else (tmp_path / name).write_text("")
     found = find_images([str(tmp_path / "*.png"), str(tmp_path / "x[1].png"), str(tmp_path / "*.gif")])
     assert [Path(p).name for p in found] == ["a.png", "b.png", "x[1].png", "x[1].png", "*.gif"]
+    (tmp_path / "[2023] trip").mkdir()  # brackets in a folder's name, as Windows users write them
+    cv2.imwrite(str(tmp_path / "[2023] trip" / "c.png"), group_photo[0])
+    assert [Path(p).name for p in find_images([str(tmp_path / "[2023] trip" / "*.png")])] == ["c.png"]
 
 
 def test_an_output_folder_inside_the_input_keeps_the_users_own_photos(tiny_run, tmp_path, group_photo, capsys):

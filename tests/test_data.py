@@ -188,6 +188,16 @@ def test_a_zip_python_cannot_decompress_says_so_not_damaged(tmp_path, real_membe
     path.write_bytes(bytes(raw))
     with pytest.raises(FerkitError, match="compressed with Deflate64, which Python's zipfile cannot read: extract it"):
         load_fer(path)
+    with zipfile.ZipFile(path, "w") as archive:  # a readme it cannot read is no reason to refuse the images
+        for name, data in real_members[:2]:
+            archive.writestr(name, data)
+        archive.writestr("README.txt", "about this copy")
+    raw = bytearray(path.read_bytes())
+    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
+        if raw[at + (30 if raw[at + 2] == 3 else 46):].startswith(b"README"):
+            raw[at + (8 if raw[at + 2] == 3 else 10)] = 98  # PPMd
+    path.write_bytes(bytes(raw))
+    assert len(load_fer(path)) == 2
 
 
 def test_a_zip_with_windows_backslashes_reads_like_one_with_slashes(tmp_path, real_members):
@@ -382,7 +392,9 @@ def test_a_face_is_in_the_part_its_folder_says_whatever_its_file_name(tmp_path):
     write_folder(tmp_path, images[:3], labels[:3], "test", prefix="PrivateTest")
     write_folder(tmp_path, images[:5], labels[:5], "testing", prefix="PublicTest")
     write_folder(tmp_path, images[:2], labels[:2], "holiday", prefix="PrivateTest")  # no part of its own
-    assert Counter(load_fer(tmp_path).usage) == {"train": 24, "val": 6, "private": 5, "public": 5}
+    write_folder(tmp_path, images[:7], labels[:7], "PrivateTest", prefix="PublicTest")  # the folders name them
+    write_folder(tmp_path, images[:9], labels[:9], "PublicTest", prefix="PrivateTest")
+    assert Counter(load_fer(tmp_path).usage) == {"train": 24, "val": 6, "private": 12, "public": 14}
 
 
 def test_official_split_tests_on_a_validation_folder_alone(tmp_path):

@@ -415,6 +415,9 @@ def test_a_motion_photo_is_read_whatever_its_video_holds(tmp_path, astronaut):
     assert load_image(tmp_path / "motion.jpg").shape == astronaut.shape
     assert jpeg_scans(photo + clip) == 1
     assert jpeg_scans(jpeg_of_many_scans(80)) == jpeg_of_many_scans(80).count(b"\xff\xda")  # a picture's own
+    bomb = jpeg_of_many_scans(500)
+    at = bomb.index(b"\xff\xda")
+    assert jpeg_scans(bomb[:at] + b"\x00" + bomb[at:]) == 506  # a stray byte, which decoders skip, hides none
 
 
 def test_a_pfm_float_image_is_read_in_its_range(tmp_path, astronaut):

@@ -142,25 +142,29 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
 
 
 def test_early_stopping_counts_on_from_the_history_on_resume(tmp_path):
-    """Five epochs, the best the second: with patience 3 a run resumed here stops after its next
-    worse epoch, as it would have uninterrupted. It started the count afresh: 3 epochs more."""
+    """The best epoch the second: with patience 3, a run resumed after epoch 4 stops after one more
+    worse epoch, and one resumed after epoch 3 after two, as uninterrupted runs would. The count
+    had started afresh: `patience` more epochs."""
     from ferkit.runs import RunDir
     from ferkit.training.trainer import _callbacks
 
-    run = RunDir(tmp_path)
-    run.history.write_text("epoch,val_loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate([1.0, 0.5, 0.7, 0.6, 0.8])))
-    (stopping,) = [c for c in _callbacks(TrainConfig(early_stopping=3), run, resume=True)
-                   if isinstance(c, keras.callbacks.EarlyStopping)]
-    stopping.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
-    stopping.on_train_begin()
-    assert (stopping.best, stopping.wait) == (0.5, 3)
-    stopping.on_epoch_end(5, {"val_loss": 0.55})
-    assert stopping.model.stop_training
-    fresh = RunDir(tmp_path / "fresh")  # no history: Keras' own start
-    (stopping,) = [c for c in _callbacks(TrainConfig(early_stopping=3), fresh, resume=False)
-                   if isinstance(c, keras.callbacks.EarlyStopping)]
-    stopping.on_train_begin()
-    assert (stopping.best, stopping.wait) == (None, 0)
+    def stopping_after(history, resume=True, worse=(0.55, 0.56, 0.57)):
+        run = RunDir(tmp_path)
+        run.history.write_text("epoch,val_loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(history)))
+        (stopping,) = [c for c in _callbacks(TrainConfig(early_stopping=3), run, resume=resume)
+                       if isinstance(c, keras.callbacks.EarlyStopping)]
+        stopping.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+        stopping.model.stop_training = False  # as fit sets it
+        stopping.on_train_begin()
+        for more, value in enumerate(worse, 1):
+            stopping.on_epoch_end(len(history) + more - 1, {"val_loss": value})
+            if stopping.model.stop_training:
+                return more
+        return None
+
+    assert stopping_after([1.0, 0.5, 0.7, 0.6]) == 1
+    assert stopping_after([1.0, 0.5, 0.7]) == 2
+    assert stopping_after([1.0, 0.5, 0.7], resume=False) is None  # a new run: its own count
 
 
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):

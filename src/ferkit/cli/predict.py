@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
     out, n = folder / f"{stem}_annotated.png", 1
-    while _name_key(out) in taken or (out.exists() and not is_annotated_copy(out)):
+    while _name_key(out) in taken or (os.path.lexists(out) and not is_annotated_copy(out)):
         n += 1
         out = folder / f"{stem}_annotated-{n}.png"
     taken.add(_name_key(out))

@@ -118,7 +118,8 @@ def _load_zip(path: Path) -> FerDataset:
         if locked:
             raise FerkitError(f"{path}: {locked} of its files are password-protected: unzip it with its password "
                               "and give the folder")
-        unreadable = sorted({m.compress_type for _, m in members} - ZIP_METHODS)
+        data_files = [m for name, m in members if name.lower().endswith((".csv", *IMAGE_SUFFIXES))]
+        unreadable = sorted({m.compress_type for m in data_files} - ZIP_METHODS)
         if unreadable:  # each file would be counted as damaged, and a good download sent for again
             named = ", ".join(ZIP_METHOD_NAMES.get(method, f"method {method}") for method in unreadable)
             raise FerkitError(f"{path} is compressed with {named}, which Python's zipfile cannot read: extract "
@@ -129,7 +130,7 @@ def _load_zip(path: Path) -> FerDataset:
                 with archive.open(dict(members)[table]) as raw:
                     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
                     return _read_csv(text, f"{path}:{table}")
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a bad checksum, cut off
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:  # a bad checksum, cut off
                 raise FerkitError(f"{path}: its {table} is damaged ({exc}): download it again, or extract "
                                   "what is readable and give the .csv") from None
         entries = ((name, lambda m=member: _read_member(archive, m)) for name, member in members)
@@ -141,7 +142,7 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes | N
     counted like an unreadable image rather than ending the whole load with a traceback."""
     try:
         return archive.read(member)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError):
         return None
 
 
@@ -236,10 +237,10 @@ def _usage_of(parts: tuple[str, ...]) -> str:
     PrivateTest_ faces both."""
     name = parts[-1].lower()
     by_name = next((usage for prefix, usage in USAGE_FROM_FILENAME.items() if name.startswith(prefix)), "")
-    by_folder = USAGE_FROM_FOLDER.get(parts[-3].lower(), "") if len(parts) >= 3 else ""
-    if by_folder == "public" and by_name in ("public", "private"):
+    folder = parts[-3].lower() if len(parts) >= 3 else ""
+    if folder in ("test", "testing") and by_name in ("public", "private"):
         return by_name
-    return by_folder or by_name
+    return USAGE_FROM_FOLDER.get(folder, "") or by_name
 
 
 def _load_csv(path: Path) -> FerDataset:

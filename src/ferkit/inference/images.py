@@ -201,8 +201,10 @@ def check_jpeg_scans(data: bytes, name: str) -> None:
                               "decodes (photos have at most about 10): made to take minutes to decode, or damaged")
 
 
-# The next marker in entropy-coded data: an FF byte not followed by a stuffed 00, a restart or a fill FF
+# The next marker: an FF byte followed by neither a stuffed 00, a restart (both inside entropy-coded
+# data) nor a fill FF. What lies between is skipped, stray bytes too, as libjpeg skips them.
 _MARKER = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+MAX_JPEG_SEGMENTS = 10_000  # photos have tens; past this the walk stops and the bytes are counted
 
 
 def jpeg_scans(data: bytes) -> int:
@@ -210,19 +212,17 @@ def jpeg_scans(data: bytes) -> int:
     end-of-image marker. Counting FF DA bytes in the whole file had refused phones' motion photos:
     the MP4 after the picture holds one in every 64 KB or so (126 in an 8 MB clip)."""
     scans, pos = 0, 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:  # anything else: damaged, which the decoder says
-        marker = data[pos + 1]
+    for _ in range(MAX_JPEG_SEGMENTS):
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return scans
+        marker, pos = data[found.start() + 1], found.start() + 2
         if marker == 0xD9:  # the end of the image
-            break
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill, restart, TEM: no length
-            pos += 1 if marker == 0xFF else 2
-            continue
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")  # a segment: its length, then the next
-        if marker == 0xDA:
-            scans += 1
-            found = _MARKER.search(data, pos)
-            pos = found.start() if found else len(data)
-    return scans
+            return scans
+        if marker != 0x01:  # TEM stands alone; every other segment says its length
+            pos += int.from_bytes(data[pos:pos + 2], "big")
+        scans += marker == 0xDA  # its entropy-coded data is skipped by the next search
+    return scans + data.count(b"\xff\xda", pos)
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -355,7 +355,8 @@ def _expanded(paths: list[str | Path]) -> Iterator[str | Path]:
     for raw in paths:
         text = os.fspath(raw)
         if not is_url(raw) and any(c in text for c in "*?[") and not os.path.lexists(text):
-            matches = sorted(glob.glob(text, recursive=True))
+            # Brackets that match nothing as a class are taken as they are: "[2023] trip/*.jpg"
+            matches = sorted(glob.glob(text)) or sorted(glob.glob(re.sub(r"([\[\]])", r"[\1]", text)))
             if matches:
                 yield from matches
                 continue

@@ -374,7 +374,7 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
         keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
     ]
     if config.early_stopping:
-        callbacks.append(_EarlyStopping(run, monitor=monitor, patience=config.early_stopping))
+        callbacks.append(_EarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))
     return callbacks
 
 
@@ -382,15 +382,15 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' own, counting the epochs without improvement from the run's history.csv: on --resume
     it started afresh, and a run one epoch from stopping trained `patience` more."""
 
-    def __init__(self, run: RunDir, **kwargs):
+    def __init__(self, resumed: RunDir | None, **kwargs):
         super().__init__(**kwargs)
-        self.run = run
+        self.resumed = resumed
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        epoch, value = self.run.best_epoch(self.monitor)
+        epoch, value = self.resumed.best_epoch(self.monitor) if self.resumed else (None, None)
         if epoch is not None:
-            self.best, self.wait = value, (self.run.history_rows() or epoch) - epoch
+            self.best, self.wait = value, (self.resumed.history_rows() or epoch) - epoch
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
