@@ -224,13 +224,14 @@ def test_a_folder_holding_fer2013_csv_reads_it_and_several_csvs_are_named(tmp_pa
     extracted.mkdir()
     (extracted / "fer2013.csv").write_text(f"emotion,pixels,Usage\n3,{pixels},Training\n")
     (extracted / "README").write_text("the dataset's readme")
+    cv2.imwrite(str(extracted / "preview.png"), np.zeros((48, 48), np.uint8))  # it had hidden the CSV
     assert [EMOTIONS[i] for i in load_fer(extracted).labels] == ["happy"]
     kaggle = tmp_path / "kaggle.zip"  # the competition's download: several tables, none of them images
     with zipfile.ZipFile(kaggle, "w") as archive:
         for name in ("train.csv", "test.csv", "icml_face_data.csv"):
             archive.writestr(name, f"emotion,pixels\n3,{pixels}\n")
         archive.writestr("fer2013.tar.gz", b"...")
-    with pytest.raises(FerkitError, match=r"holds 3 CSV files and no images \(icml_face_data.csv, test.csv, train.csv\)"):
+    with pytest.raises(FerkitError, match=r"holds 3 CSV files and no images in emotion folders \(icml_face_data.csv, test.csv, train.csv\)"):
         load_fer(kaggle)
 
 

@@ -156,15 +156,16 @@ def _read_file(path: Path) -> bytes | None:
 
 
 def _the_table(names: list[str], where: Path) -> str | None:
-    """The one FER2013 CSV of a folder or zip that holds no images, which is then read instead; several
-    CSVs without images (Kaggle's competition download) are named, since which one holds FER2013 is
-    the user's to say."""
+    """The one FER2013 CSV of a folder or zip that holds no images in emotion folders, which is then
+    read instead (an image beside it, a preview or a plot, had hidden it); several CSVs without such
+    images (Kaggle's competition download) are named, since which one holds FER2013 is the user's to say."""
     names = [name for name in names if not is_os_metadata(tuple(name.split("/")))]
-    if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES for name in names):
+    if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and _emotion_folder(PurePosixPath(name).parts)
+           for name in names):
         return None
     tables = sorted(name for name in names if name.lower().endswith(".csv"))
     if len(tables) > 1:
-        raise FerkitError(f"{where} holds {len(tables)} CSV files and no images ({', '.join(tables)}): give the one "
+        raise FerkitError(f"{where} holds {len(tables)} CSV files and no images in emotion folders ({', '.join(tables)}): give the one "
                           "with FER2013's emotion and pixels columns (extract it from a zip first)")
     return tables[0] if tables else None
 
@@ -181,7 +182,7 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
             if PurePosixPath(relpath).suffix.lower() in IMAGE_SUFFIXES and not is_os_litter(parts):
                 skipped["hidden image (a name or folder starting with '.')"] += 1
             continue
-        emotion = FOLDER_NAMES.get(parts[-2].lower(), "") if len(parts) >= 2 else ""
+        emotion = _emotion_folder(parts)
         if not emotion:
             skipped[f"file outside an emotion folder ({'/'.join(parts[:-1]) or '.'})"] += 1
             continue
@@ -206,6 +207,11 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
             f"folders named {', '.join(EMOTIONS)} (or {', '.join(sorted(set(FOLDER_NAMES) - set(EMOTIONS)))}){passed}"
         )
     return _dataset(images, labels, usage, source, skipped)
+
+
+def _emotion_folder(parts: tuple[str, ...]) -> str:
+    """The emotion a file's folder names, or ""."""
+    return FOLDER_NAMES.get(parts[-2].lower(), "") if len(parts) >= 2 else ""
 
 
 def _decode_gray(data: bytes) -> np.ndarray | None:
