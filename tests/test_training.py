@@ -167,6 +167,26 @@ def test_early_stopping_counts_on_from_the_history_on_resume(tmp_path):
     assert stopping_after([1.0, 0.5, 0.7], resume=False) is None  # a new run: its own count
 
 
+def test_a_run_resumes_though_the_weights_it_started_from_are_gone(tmp_path, caplog):
+    """Its backup holds every weight of a network trained end to end: the resume had been refused,
+    naming --weights, which --resume refuses. A frozen backbone still needs its file."""
+    import logging
+
+    from ferkit.runs import RunDir
+    from ferkit.training.trainer import _start_model
+
+    gone = str(tmp_path / "deleted.weights.h5")
+    config = TrainConfig.from_recipe("seed-custom", weights=gone)
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        assert _start_model(config, RunDir(tmp_path), bfloat16=False).count_params() > 0
+    assert "resuming without" in caplog.text
+    with pytest.raises(FerkitError, match="weights file not found"):  # a new run: the file is what it asks for
+        _start_model(config, None, bfloat16=False)
+    frozen = TrainConfig.from_recipe("seed-vgg19", weights=gone)
+    with pytest.raises(FerkitError, match="frozen backbone starts from .*deleted.weights.h5, which is gone"):
+        _start_model(frozen, RunDir(tmp_path), bfloat16=False)
+
+
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     train(synthetic_folder, recipe="seed-custom", output=run, **{**FAST, "epochs": 1})

@@ -23,6 +23,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models import create_model
+from ferkit.models._blocks import keras_weights_arg
 from ferkit.models.mirror import mirror_averaged
 from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, replacing, write_json
@@ -67,7 +68,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     precision.warn_if_onednn_missed()
-    model = build_model(config, config.weights, bfloat16)  # a typo here fails before the data loads
+    model = _start_model(config, run, bfloat16)  # a typo here fails before the data loads
     if config.has_fallback:  # and one in the fallback's, even on a machine that never trains it
         build_model(config.with_fallback(), "none", bfloat16)
     distill.check_teacher(config, run)
@@ -101,6 +102,22 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
     return TrainResult(run.path, metrics, interrupted, minutes)
+
+
+def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) -> keras.Model:
+    """The network with the weights it starts from. A resumed run's backup holds every weight of a
+    network trained end to end, so the file it started from may be gone (it had refused to resume,
+    naming --weights, which --resume refuses); a frozen backbone's are read from that file again."""
+    path = keras_weights_arg(config.weights)
+    if resumed is None or path in (None, "imagenet") or Path(path).is_file():
+        return build_model(config, config.weights, bfloat16)
+    model = build_model(config, "none", bfloat16)
+    if _use_features(model, config):
+        raise FerkitError(f"this run's frozen backbone starts from {config.weights}, which is gone: put it "
+                          "back to resume")
+    log.info("resuming without %s, the weights this run started from (gone): its backup holds them all",
+             config.weights)
+    return model
 
 
 def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tuple[TrainConfig, RunDir | None]:
