@@ -167,24 +167,43 @@ def test_early_stopping_counts_on_from_the_history_on_resume(tmp_path):
     assert stopping_after([1.0, 0.5, 0.7], resume=False) is None  # a new run: its own count
 
 
-def test_a_run_resumes_though_the_weights_it_started_from_are_gone(tmp_path, caplog):
+def test_a_run_resumes_though_the_weights_it_started_from_are_gone(tmp_path):
     """Its backup holds every weight of a network trained end to end: the resume had been refused,
     naming --weights, which --resume refuses. A frozen backbone still needs its file."""
-    import logging
-
     from ferkit.runs import RunDir
     from ferkit.training.trainer import _start_model
 
     gone = str(tmp_path / "deleted.weights.h5")
     config = TrainConfig.from_recipe("seed-custom", weights=gone)
-    with caplog.at_level(logging.INFO, logger="ferkit"):
-        assert _start_model(config, RunDir(tmp_path), bfloat16=False).count_params() > 0
-    assert "resuming without" in caplog.text
+    assert _start_model(config, RunDir(tmp_path), bfloat16=False).count_params() > 0
     with pytest.raises(FerkitError, match="weights file not found"):  # a new run: the file is what it asks for
         _start_model(config, None, bfloat16=False)
     frozen = TrainConfig.from_recipe("seed-vgg19", weights=gone)
     with pytest.raises(FerkitError, match="frozen backbone starts from .*deleted.weights.h5, which is gone"):
         _start_model(frozen, RunDir(tmp_path), bfloat16=False)
+
+
+def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
+    """Keras writes them in place: a second press there left a cut best.weights.h5 (the best
+    weights lost) or a cut backup (no resume). Elsewhere it still stops at once."""
+    import signal as signals
+
+    from ferkit.training.trainer import _StopOnCtrlC
+
+    ctrl_c = _StopOnCtrlC()
+    ctrl_c.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    ctrl_c._handle(signals.SIGINT, None)  # the first: stop after this batch
+    assert ctrl_c.requested and ctrl_c.model.stop_training
+    ctrl_c.saves_begin().on_epoch_end(0, {})  # the checkpoints are being written
+    ctrl_c._handle(signals.SIGINT, None)  # the second: no KeyboardInterrupt now
+    assert "once this epoch's checkpoints are written" in caplog.text
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c.on_epoch_end(0)  # written: now it stops
+    with pytest.raises(KeyboardInterrupt):  # outside the saves, at once
+        other = _StopOnCtrlC()
+        other.set_model(ctrl_c.model)
+        other._handle(signals.SIGINT, None)
+        other._handle(signals.SIGINT, None)
 
 
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):

@@ -162,6 +162,13 @@ def test_another_architecture_drops_the_recipes_model_options(model):
     assert TrainConfig.from_recipe("default", model="fernet").model_options == {"blocks": [0, 1, 2, 2]}  # restated
 
 
+def test_starting_from_a_weights_file_drops_the_recipes_fallback():
+    """The file fits the default's own network alone: on a CPU slow enough for the fallback, the run
+    failed to load it into the lighter one after minutes of data loading and the teacher's pass."""
+    assert not TrainConfig.from_recipe("default", weights="runs/earlier/model.keras").has_fallback
+    assert TrainConfig.from_recipe("default", weights="none").has_fallback  # the recipe's own value restated
+
+
 def test_a_recipe_that_is_its_own_base_by_another_path_is_a_clear_error(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.toml").write_text('base = "../d/a.toml"\n')  # was OSError: File name too long

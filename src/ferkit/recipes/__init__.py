@@ -68,13 +68,17 @@ def with_changes(description: str, where: str, changes: dict[str, Any]) -> str:
 
 def without_stale_fallback(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """A fallback lightens the network and shrinks the faces it came with: a recipe or flag that
-    changes those drops the fallback it would otherwise inherit. Another architecture drops the
+    changes those, or starts from a weights file (which fits the recipe's own network alone: the
+    fallback had failed to load it after the data and the teacher's pass), drops the fallback it
+    would otherwise inherit. Another architecture drops the
     recipe's model options too (the default's `blocks` are fernet's), unless it brings its own."""
     changed = {key for key, value in changes.items() if values.get(key) != value}  # not the same value restated
     stale = ({"fallback_model_options", "fallback_image_size"} if {"model", "model_options"} & changed
              else {"fallback_image_size"} if "image_size" in changed else set())
     if "model" in changed and "model_options" not in changes:
         stale.add("model_options")
+    if "weights" in changed and str(changes["weights"]).lower() not in ("", "none", "imagenet"):
+        stale |= {"fallback_model_options", "fallback_image_size"}  # a file's weights are this network's alone
     return {key: value for key, value in values.items() if key not in stale}
 
 

@@ -106,18 +106,19 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
 
 def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) -> keras.Model:
     """The network with the weights it starts from. A resumed run's backup holds every weight of a
-    network trained end to end, so the file it started from may be gone (it had refused to resume,
-    naming --weights, which --resume refuses); a frozen backbone's are read from that file again."""
-    path = keras_weights_arg(config.weights)
-    if resumed is None or path in (None, "imagenet") or Path(path).is_file():
+    network trained end to end, so the file it started from is not read again: gone or overwritten,
+    it had refused the resume, naming --weights, which --resume refuses. A frozen backbone's
+    weights are not in the backup: read from that file again."""
+    if resumed is None:
         return build_model(config, config.weights, bfloat16)
     model = build_model(config, "none", bfloat16)
-    if _use_features(model, config):
+    if not _use_features(model, config) or keras_weights_arg(config.weights) is None:
+        return model
+    path = keras_weights_arg(config.weights)
+    if path != "imagenet" and not Path(path).is_file():
         raise FerkitError(f"this run's frozen backbone starts from {config.weights}, which is gone: put it "
                           "back to resume")
-    log.info("resuming without %s, the weights this run started from (gone): its backup holds them all",
-             config.weights)
-    return model
+    return build_model(config, config.weights, bfloat16)
 
 
 def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tuple[TrainConfig, RunDir | None]:
@@ -296,7 +297,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             batches,
             validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
             shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
-            callbacks=_callbacks(config, run, resume) + callbacks + [ctrl_c, diverged],
+            callbacks=[ctrl_c.saves_begin(), *_callbacks(config, run, resume), *callbacks, ctrl_c, diverged],
         )
         interrupted = ctrl_c.requested
     except KeyboardInterrupt:
@@ -357,6 +358,18 @@ class _StopOnCtrlC(keras.callbacks.Callback):
         super().__init__()
         self.requested = False
         self._previous = None
+        self._saving = self._pending = False
+
+    def saves_begin(self) -> keras.callbacks.Callback:
+        """A callback to go first: from its epoch end to this one's, the checkpoints and the backup
+        are written, and a second Ctrl-C waits for them. Keras writes them in place, and an
+        impatient second press there had left a cut file: the best weights lost, or no resume."""
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(self, "_saving", True))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._saving = False
+        if self._pending:
+            raise KeyboardInterrupt
 
     def on_train_begin(self, logs=None):
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
@@ -372,6 +385,10 @@ class _StopOnCtrlC(keras.callbacks.Callback):
             self._previous = None
 
     def _handle(self, signum, frame):
+        if self.requested and self._saving:
+            self._pending = True
+            log.warning("Ctrl-C: stopping once this epoch's checkpoints are written")
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
