@@ -326,6 +326,31 @@ def test_a_live_frame_never_answered_is_given_up_and_frames_go_on(server_url):
     assert error == "The server did not answer within 10 s."
 
 
+# Every prediction answered 12 s after it was asked, as by a server slower than the first limit.
+SLOW = """(() => { const fetch0 = window.fetch;
+  window.fetch = (url, options) => {
+    if (!options || options.method !== "POST") return fetch0(url, options);
+    return new Promise((resolve, reject) => {
+      const later = setTimeout(() => fetch0(url, options).then(resolve, reject), 12000);
+      options.signal.addEventListener("abort", () => { clearTimeout(later); reject(options.signal.reason); }); }); };
+})();"""
+
+
+def test_live_mode_waits_longer_for_a_server_slower_than_its_first_limit(server_url):
+    """Every frame of a server slower than 10 s was given up, and none ever showed."""
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"], before=SLOW)
+        page.click("#live")
+        page.wait_for_function("document.getElementById('error').textContent.startsWith('The server did not')",
+                               timeout=30_000)  # the first frame, at 10 s; the next may take 20
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        error = page.inner_text("#error")
+        page.click("#live")
+        browser.close()
+    assert error == ""
+
+
 def test_stopping_live_while_a_frame_hangs_lets_a_restart_go_on_at_once(server_url):
     """The hung frame is aborted with live mode, says nothing, and holds up no frame of the restart."""
     with playwright.sync_playwright() as p:
