@@ -139,7 +139,7 @@ def test_every_train_flag_overrides_a_recipe_field():
     (["train", "{tmp}/missing.zip"], "data not found"),
     (["train", "{tmp}/empty.csv"], "empty"),
     (["train", "{tmp}/wrong.csv"], "missing column"),
-    (["train", "{tmp}"], "holds 2 CSV files and no images (empty.csv, wrong.csv)"),
+    (["train", "{tmp}"], "holds 2 CSV files and no images in emotion folders (empty.csv, wrong.csv)"),
     (["train", "{tmp}/wrong.csv", "--recipe", "nope"], "unknown recipe"),
     (["train", "{tmp}/wrong.csv", "--classes", "angry,contempt"], "unknown class"),
     (["train"], "give the training data"),
