@@ -279,7 +279,8 @@ def test_info_says_when_a_resume_has_gone_past_the_model(tiny_run, tmp_path, cap
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "epochs": 30}))
     header, *rows = (run / "history.csv").read_text().splitlines()
-    (run / "history.csv").write_text("\n".join([header, *rows, rows[-1]]) + "\n")  # a third epoch since
+    third = f"{len(rows)},{rows[-1].split(',', 1)[1]}"  # a third epoch since
+    (run / "history.csv").write_text("\n".join([header, *rows, third]) + "\n")
     assert main(["info", "--model", str(run)]) == 0
     out = capsys.readouterr().out
     assert ", 2 of 30 epochs, kept epoch" in out and "accuracy" in out

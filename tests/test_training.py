@@ -101,6 +101,24 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     assert second.metrics["epochs_trained"] == 4  # not the 2 the interrupted session's metrics.json said
 
 
+def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(synthetic_folder, tmp_path):
+    """The backup, written in place, was cut by the kill: nothing to resume. Now the one before is
+    kept, the epoch after it trains again, and its second row in history.csv counts once."""
+    from ferkit.runs import read_history
+
+    run = tmp_path / "run"
+    train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c_after(1)], **FAST)
+    backup = run / "checkpoints" / "backup"
+    weights = backup / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:2000])  # killed mid-write: epoch 2's row is in history.csv
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')  # written after the weights
+    second = train(resume=run, verbose=0)
+    assert not second.interrupted and second.metrics["epochs_trained"] == 4
+    with open(run / "history.csv", encoding="utf-8") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "1", "2", "3"]
+    assert read_history(run / "history.csv")["epoch"] == [0, 1, 2, 3]
+
+
 class _CtrlCAt(keras.callbacks.Callback):
     """Sends this process a real SIGINT after the first batch of `epoch`."""
 

@@ -119,13 +119,15 @@ class RunDir:
                 "resume: delete it, or give another --output")
 
     def history_rows(self) -> int | None:
-        """Epochs in history.csv so far: what training has done, a resume's included."""
+        """Epochs in history.csv so far: what training has done, a resume's included, an epoch
+        trained again after a kill counted once (`read_history`)."""
         if not self.history.is_file():
             return None
         try:
-            return max(0, len(self.history.read_text(encoding="utf-8").splitlines()) - 1)
+            lines = self.history.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             return None
+        return len({line.split(",", 1)[0] for line in lines[1:]})
 
     def best_epoch(self, monitor: str) -> tuple[int | None, float | None]:
         """The best epoch (from 1) by `monitor` in history.csv, and its value: the epoch whose weights
@@ -186,6 +188,10 @@ def read_history(path: Path) -> dict[str, list[float]]:
     """history.csv (Keras' CSVLogger) as columns of floats, a value per epoch."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+    if rows and "epoch" in rows[0]:
+        # A kill after an epoch's row but before its backup was whole: the resume trains that epoch
+        # again from the backup before it, and its second row is the one the run went on from
+        rows = list({row["epoch"]: row for row in rows}.values())
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
 
 

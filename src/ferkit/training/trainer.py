@@ -405,7 +405,9 @@ def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.cal
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
         # would delete what --resume needs (train() deletes it once the finished model is saved).
-        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False),
+        # The backup before the last is kept too: a kill while the last was written (the session's
+        # end, the OOM killer) had left a cut file and nothing to resume
+        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False, double_checkpoint=True),
     ]
     if config.early_stopping:
         callbacks.append(_EarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))
