@@ -311,19 +311,27 @@ HUNG_ONCE = """(() => { const fetch0 = window.fetch; let posts = 0;
     return fetch0(url, options); }; })();"""
 
 
-def test_a_live_frame_never_answered_is_given_up_and_frames_go_on(server_url):
-    """Live mode sends a frame only once the last is answered: one hung request froze it for good."""
+def _live_given_up_then_shown(server_url: str, stand_in: str) -> tuple[str, str]:
+    """Live mode with `stand_in` in place of the page's fetch: the error shown when a frame is first
+    given up, and the one left once a frame shows."""
     with playwright.sync_playwright() as p:
         browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
-                                                   "--use-fake-ui-for-media-stream"], before=HUNG_ONCE)
+                                                   "--use-fake-ui-for-media-stream"], before=stand_in)
         page.click("#live")
         page.wait_for_function("document.getElementById('error').textContent.startsWith('The server did not')",
                                timeout=30_000)
-        error = page.inner_text("#error")
+        given_up = page.inner_text("#error")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        shown = page.inner_text("#error")
         page.click("#live")
         browser.close()
-    assert error == "The server did not answer within 10 s."
+    return given_up, shown
+
+
+def test_a_live_frame_never_answered_is_given_up_and_frames_go_on(server_url):
+    """Live mode sends a frame only once the last is answered: one hung request froze it for good."""
+    given_up, shown = _live_given_up_then_shown(server_url, HUNG_ONCE)
+    assert given_up == "The server did not answer within 10 s." and shown == ""
 
 
 # Every prediction answered 12 s after it was asked, as by a server slower than the first limit.
@@ -338,17 +346,8 @@ SLOW = """(() => { const fetch0 = window.fetch;
 
 def test_live_mode_waits_longer_for_a_server_slower_than_its_first_limit(server_url):
     """Every frame of a server slower than 10 s was given up, and none ever showed."""
-    with playwright.sync_playwright() as p:
-        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
-                                                   "--use-fake-ui-for-media-stream"], before=SLOW)
-        page.click("#live")
-        page.wait_for_function("document.getElementById('error').textContent.startsWith('The server did not')",
-                               timeout=30_000)  # the first frame, at 10 s; the next may take 20
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
-        error = page.inner_text("#error")
-        page.click("#live")
-        browser.close()
-    assert error == ""
+    given_up, shown = _live_given_up_then_shown(server_url, SLOW)  # the first at 10 s; the next may take 20
+    assert given_up == "The server did not answer within 10 s." and shown == ""
 
 
 def test_stopping_live_while_a_frame_hangs_lets_a_restart_go_on_at_once(server_url):

@@ -111,10 +111,9 @@ def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) ->
     weights are not in the backup: read from that file again."""
     if resumed is None:
         return build_model(config, config.weights, bfloat16)
-    model = build_model(config, "none", bfloat16)
-    if not _use_features(model, config) or keras_weights_arg(config.weights) is None:
+    model, path = build_model(config, "none", bfloat16), keras_weights_arg(config.weights)
+    if path is None or not _use_features(model, config):
         return model
-    path = keras_weights_arg(config.weights)
     if path != "imagenet" and not Path(path).is_file():
         raise FerkitError(f"this run's frozen backbone starts from {config.weights}, which is gone: put it "
                           "back to resume")
