@@ -554,3 +554,21 @@ def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(os, "scandir", refusing)
     assert [p.name for p in walk_files(tmp_path)] == ["x.jpg"]
     assert "cannot list" in caplog.text and "locked (Permission denied): its files are left out" in caplog.text
+
+
+def test_predict_reads_a_data_url_and_names_it_briefly(tiny_run, group_photo, tmp_path, capsys):
+    """The Python API and the server take data URLs; on the command line one was a file not found
+    (a Path, which also folds base64's // into one)."""
+    import base64
+
+    encoded = base64.b64encode(cv2.imencode(".png", group_photo[0])[1].tobytes()).decode()
+    url = "data:image/png;base64," + encoded
+    table = tmp_path / "f.csv"
+    assert main(["predict", url, url, "--model", str(tiny_run), "--csv", str(table),
+                 "--save-annotated", str(tmp_path / "ann")]) == 0
+    name = f"data:image/png;base64,... ({len(url):,} characters)"
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * group_photo[1] and all(line.startswith(name + "\t") for line in lines)
+    with open(table, encoding="utf-8", newline="") as handle:
+        assert {row["file"] for row in csv.DictReader(handle)} == {name}
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["data-url_annotated-2.png", "data-url_annotated.png"]

@@ -52,6 +52,19 @@ def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):
     assert data.images.shape == (1, 48, 48)
 
 
+def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
+    """The same scaling as `to_uint8` at inference, not OpenCV's shift by 8: a 12-bit face had
+    trained as a nearly black one."""
+    images, _ = synthetic_faces(("happy",), 1)
+    face = images[0].astype(np.int64)
+    face[0, 0] = 255
+    for name, pixels in (("eight.png", face.astype(np.uint8)), ("twelve.png", (face * 4095 + 127) // 255)):
+        write_folder(tmp_path / name, [pixels.astype(np.uint16 if name == "twelve.png" else np.uint8)], ["happy"],
+                     split=None)
+    eight, twelve = load_fer(tmp_path / "eight.png").images[0], load_fer(tmp_path / "twelve.png").images[0]
+    assert np.abs(eight.astype(int) - twelve).max() <= 1 and twelve.mean() > 50
+
+
 def test_zip_read_directly(real_zip, real_members):
     data = load_fer(real_zip)
     assert len(data) == len(real_members)
@@ -539,6 +552,20 @@ def test_16_bit_values_in_wider_ints_are_scaled_like_uint16(dtype):
     np.testing.assert_array_equal(to_uint8(small.astype(dtype)), small.astype(np.uint8))
     dark = np.array([[0, 1, 2]], dtype)  # the 0..1 reading is for floats only
     np.testing.assert_array_equal(to_uint8(dark), dark.astype(np.uint8))
+
+
+@pytest.mark.parametrize("bits", [8, 10, 12, 16])
+def test_16_bit_images_are_scaled_by_the_bits_their_pixels_use(bits):
+    """A camera's 12-bit data in a 16-bit file (0..4095), or 8-bit values saved as 16-bit, had been
+    scaled as 0..65535: nearly black, or black, and no face found."""
+    from ferkit.data.preprocess import to_uint8
+
+    gray = np.random.default_rng(0).integers(0, 256, (30, 40))
+    gray[0, 0] = 255  # the brightest pixel, which tells the depth
+    top = (1 << bits) - 1
+    deep = (gray * top + 127) // 255  # what a camera of `bits` bits stores for the same scene
+    assert np.abs(to_uint8(deep.astype(np.uint16)).astype(int) - gray).max() <= 1
+    assert to_uint8(np.zeros((2, 2), np.uint16)).tolist() == [[0, 0], [0, 0]]
 
 
 def test_to_gray_rejects_odd_shapes():

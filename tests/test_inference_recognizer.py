@@ -143,6 +143,20 @@ def test_16_bit_and_exif_rotated_inputs_match_the_file_read_by_path(tiny_run, as
     assert len(by_path) == len(by_pil) == 1 and by_pil[0].box == by_path[0].box
 
 
+def test_a_12_bit_png_reads_like_its_8_bit_image(tiny_run, astronaut, tmp_path):
+    """OpenCV's IMREAD_COLOR shifts 16-bit pixels right by 8: 12-bit data (0..4095) came out at
+    0..15, black, and no face was found."""
+    from ferkit.inference.images import read_image_file
+
+    path = tmp_path / "camera.png"
+    assert cv2.imwrite(str(path), ((astronaut.astype(np.int64) * 4095 + 127) // 255).astype(np.uint16))
+    read = read_image_file(path)
+    assert read.dtype == np.uint8 and np.abs(read.astype(int) - astronaut).max() <= 1
+    rec = EmotionRecognizer(tiny_run)
+    found, expected = rec.detect(path), rec.detect(astronaut)
+    assert len(found) == len(expected) == 1 and found[0].box == expected[0].box
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_a_float_tiff_reads_like_its_8_bit_image(tmp_path, channels):
     """OpenCV's IMREAD_COLOR refuses 32-bit samples; the same file as a PIL image was read."""

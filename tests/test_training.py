@@ -164,12 +164,12 @@ def test_early_stopping_counts_on_from_the_history_on_resume(tmp_path):
     worse epoch, and one resumed after epoch 3 after two, as uninterrupted runs would. The count
     had started afresh: `patience` more epochs."""
     from ferkit.runs import RunDir
-    from ferkit.training.trainer import _callbacks
+    from ferkit.training.callbacks import run_callbacks
 
     def stopping_after(history, resume=True, worse=(0.55, 0.56, 0.57)):
         run = RunDir(tmp_path)
         run.history.write_text("epoch,val_loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(history)))
-        (stopping,) = [c for c in _callbacks(TrainConfig(early_stopping=3), run, resume=resume)
+        (stopping,) = [c for c in run_callbacks(TrainConfig(early_stopping=3), run, resume=resume)
                        if isinstance(c, keras.callbacks.EarlyStopping)]
         stopping.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
         stopping.model.stop_training = False  # as fit sets it
@@ -206,9 +206,9 @@ def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
     weights lost) or a cut backup (no resume). Elsewhere it still stops at once."""
     import signal as signals
 
-    from ferkit.training.trainer import _StopOnCtrlC
+    from ferkit.training.callbacks import StopOnCtrlC
 
-    ctrl_c = _StopOnCtrlC()
+    ctrl_c = StopOnCtrlC()
     ctrl_c.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
     ctrl_c._handle(signals.SIGINT, None)  # the first: stop after this batch
     assert ctrl_c.requested and ctrl_c.model.stop_training
@@ -218,7 +218,7 @@ def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
     with pytest.raises(KeyboardInterrupt):
         ctrl_c.on_epoch_end(0)  # written: now it stops
     with pytest.raises(KeyboardInterrupt):  # outside the saves, at once
-        other = _StopOnCtrlC()
+        other = StopOnCtrlC()
         other.set_model(ctrl_c.model)
         other._handle(signals.SIGINT, None)
         other._handle(signals.SIGINT, None)

@@ -50,18 +50,67 @@ def test_the_budget_replans_without_the_first_epochs_compile_time():
     assert float(schedule(20)) > 0
 
 
-def test_a_limit_that_ends_the_run_within_its_warm_up_says_so(caplog):
-    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=20, warmup_epochs=2), steps_per_epoch=10)
+def test_a_limit_that_ends_the_run_within_its_warm_up_shortens_the_warm_up(caplog):
+    config = TrainConfig(schedule="cosine", epochs=20, warmup_epochs=2, learning_rate=0.01)
+    _, schedule = techniques.optimizer(config, steps_per_epoch=10)
     limit = TimeBudget(2, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
-                        clock=_Clock(0, 50, 100))  # 50 s an epoch: 2 of 20 fit, both warm-up
-    with caplog.at_level(logging.WARNING, logger="ferkit"):
+                        clock=_Clock(0, 50, 100))  # 50 s an epoch: 2 of 20 fit, both in the warm-up
+    with caplog.at_level(logging.INFO, logger="ferkit"):
         assert _epochs_until_stop(limit) == 2
+    assert "the warm-up now ends at epoch 1" in caplog.text and "never annealed" not in caplog.text
+    # The second epoch anneals from the peak to 0 instead of climbing on: it had ended at the peak rate
+    assert float(schedule(5)) == pytest.approx(0.001 + 0.009 * 5 / 10)
+    assert float(schedule(10)) == pytest.approx(0.01)
+    assert float(schedule(15)) == pytest.approx(0.005)
+    assert float(schedule(20)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_limit_that_ends_the_run_in_its_first_warm_up_epoch_says_so(caplog):
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=20, warmup_epochs=2), steps_per_epoch=10)
+    limit = TimeBudget(1, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
+                        clock=_Clock(0, 40))  # a second 40-s epoch would end past 60 s
+    with caplog.at_level(logging.WARNING, logger="ferkit"):
+        assert _epochs_until_stop(limit) == 1
     assert "within its warm-up" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ferkit"):  # a third fits: annealed, nothing to say
         _epochs_until_stop(TimeBudget(3, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
                                       clock=_Clock(0, 50, 100, 150)))
     assert "warm-up" not in caplog.text
+
+
+def test_the_limit_keeps_time_for_the_work_after_the_last_epoch():
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
+    # 60 s, epochs of 10 s: six fit, but the test faces' pass and saving take 12 s after them
+    limit = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0, reserve=12,
+                        clock=_Clock(0, 10, 20, 30, 40, 50))
+    assert _epochs_until_stop(limit) == 4
+    assert schedule.get_config()["total_steps"] == 20
+
+
+def test_the_time_to_finish_is_two_timed_batches_and_saving():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    # The first batch takes 5 s (tracing), the next 1 s: 1,000 faces in batches of 256 take 5 + 3 x 1 s
+    readings = iter([0.0, 5.0, 10.0, 11.0])
+    seconds = budget.seconds_to_finish(model, np.zeros((1000, 4), "float32"), clock=lambda: next(readings))
+    assert seconds == 8.0 + budget.SAVING_SECONDS
+    assert budget.seconds_to_finish(model, np.zeros((0, 4), "float32")) == budget.SAVING_SECONDS
+
+
+def test_a_run_with_a_time_limit_times_its_test_pass_on_the_inference_model(synthetic_folder, tmp_path,
+                                                                              monkeypatch):
+    timed = []
+
+    def _timed(model, faces, **kwargs):
+        timed.append(([layer.name for layer in model.layers], model.dtype_policy.name, faces.shape))
+        return 0.0
+
+    monkeypatch.setattr(budget, "seconds_to_finish", _timed)
+    train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=30, mirror_average=True,
+          output=tmp_path / "run", **FAST)
+    (layers, policy, shape), = timed
+    # the float32 model that scores the test faces, their mirror images too, and the test faces
+    assert "mirror_average" in layers and policy == "float32" and shape[0] > 0 and shape[1:] == (48, 48, 1)
 
 
 def test_a_budget_that_fits_every_epoch_changes_nothing():

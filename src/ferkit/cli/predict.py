@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             result = _analyse(rec, args, path, annotated, taken)
             results.append(result)
             if lines and ("error" not in result or "annotated" in result):  # its faces, unless it failed before them
-                _print_lines(path, result["faces"])
+                _print_lines(result["file"], result["faces"])
             if "error" in result:
                 tqdm.write(f"ferkit: {result['error']}", file=sys.stderr)  # not glued to the bar
             _print_jsonl(args, result)
@@ -82,15 +82,16 @@ def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | 
 
     from ferkit.errors import FerkitError
     from ferkit.inference.faces import Face
-    from ferkit.inference.images import load_image
+    from ferkit.inference.images import load_image, source_name
 
+    name = source_name(path)
     try:
         image = load_image(path)  # a file, or a URL downloaded
         if args.no_detect:
             faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
         else:
             faces = rec.detect(image)
-        result = {"file": str(path), "faces": [f.to_dict() for f in faces]}
+        result = {"file": name, "faces": [f.to_dict() for f in faces]}
         if annotated:
             out = _annotated_name(annotated, path, taken)
             problem = _write_png(out, rec.annotate(image, faces))
@@ -98,10 +99,10 @@ def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | 
             if problem:  # e.g. a full disk: go on, say so
                 result["error"] = problem
     except FerkitError as exc:
-        return {"file": str(path), "error": str(exc), "faces": []}
+        return {"file": name, "error": str(exc), "faces": []}
     except (cv2.error, MemoryError) as exc:
         said = str(exc).strip().splitlines()[-1:] or ["no more said"]  # OpenCV's last line names the check
-        return {"file": str(path), "error": f"cannot analyse {path}: {type(exc).__name__}: {said[0][:200]}",
+        return {"file": name, "error": f"cannot analyse {name}: {type(exc).__name__}: {said[0][:200]}",
                 "faces": []}
     return result
 
@@ -117,13 +118,16 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
     """<stem>_annotated.png, numbered when that name is taken: by the copy of an input with the same
     name (a/x.jpg, b/x.jpg; A.JPG, a.png, one file on macOS' and Windows' file systems), by an input
     itself (x.jpg beside x_annotated.png, written back into their own folder), or by a file there
-    that is not ferkit's copy (one of an earlier run is replaced). A URL's stem is its path's last part's."""
+    that is not ferkit's copy (one of an earlier run is replaced). A URL's stem is its path's last
+    part's; a data URL's is data-url."""
     from urllib.parse import unquote, urlsplit
 
-    from ferkit.inference.images import is_annotated_copy
+    from ferkit.inference.images import is_annotated_copy, is_data_url
 
     if isinstance(path, Path):
         stem = path.stem
+    elif is_data_url(path):
+        stem = "data-url"
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
     out, n = folder / f"{stem}_annotated.png", 1
@@ -156,11 +160,11 @@ def _write_png(path: Path, image) -> str:
     return ""
 
 
-def _print_lines(path: Path, faces: list[dict]) -> None:
+def _print_lines(name: str, faces: list[dict]) -> None:
     if not faces:
-        print(f"{path}\tno face found")
+        print(f"{name}\tno face found")
     for face in faces:
-        print(f"{path}\t{','.join(map(str, face['box']))}\t{face['label']}\t{face['confidence']:.3f}")
+        print(f"{name}\t{','.join(map(str, face['box']))}\t{face['label']}\t{face['confidence']:.3f}")
 
 
 def _write_csv(path: Path, results: list[dict], classes) -> None:

@@ -16,8 +16,10 @@ FER_SIZE = 48  # FER2013's native face size
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint8 pixels from any numeric array. 16-bit images (0..65535: what OpenCV reads from 16-bit
-    PNG and TIFF files as uint16, and older Pillow as 32-bit ints) are scaled down. Floats with no
+    """uint8 pixels from any numeric array. 16-bit images (what OpenCV reads from 16-bit PNG and
+    TIFF files as uint16, and older Pillow as 32-bit ints) are scaled down by the bits their pixels
+    use: a camera's 10- or 12-bit data stored in 16 bits (0..4095), or 8-bit values saved as 16-bit,
+    came out nearly black at 0..65535, and the detector found no face. Floats with no
     value over 2 are the 0..1 range (skimage's and PIL-to-float convention) with the overshoot that
     cubic resizing or a highlight leaves, clipped: read as 0..255 such an image was all black and
     showed no face. Anything else is 0..255. The range is judged on finite values: one NaN pixel
@@ -25,7 +27,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
-        return (np.clip(image, 0, 65535) // 257).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
+        image = np.clip(image, 0, 65535).astype(np.uint32)
+        top = (1 << max(int(image.max()).bit_length(), 8)) - 1  # 4095 for 12-bit data, 65535 for 16
+        return (image * 255 // top).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
     unit = image.dtype == bool
     if np.issubdtype(image.dtype, np.floating):
         finite = image[np.isfinite(image)]

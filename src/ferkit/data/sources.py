@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.labels import CSV_CODES, EMOTIONS, FOLDER_NAMES
-from ferkit.data.preprocess import FER_SIZE, resize_square
+from ferkit.data.preprocess import FER_SIZE, resize_square, to_uint8
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -216,13 +216,15 @@ def _emotion_folder(parts: tuple[str, ...]) -> str:
 
 def _decode_gray(data: bytes) -> np.ndarray | None:
     """None where OpenCV cannot decode: it returns None for most bad bytes, but asserts on empty
-    ones (a 0-byte file from an interrupted copy) and on images over its pixel limit."""
+    ones (a 0-byte file from an interrupted copy) and on images over its pixel limit. Deeper images
+    are made 8-bit by `to_uint8`, as inference makes them, not by OpenCV's shift."""
     if not data:
         return None
     try:
-        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     except cv2.error:
         return None
+    return None if gray is None else to_uint8(gray)
 
 
 def is_os_metadata(parts: tuple[str, ...]) -> bool:

@@ -29,7 +29,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
 
     Numpy arrays are taken as BGR, OpenCV's order, unless `rgb=True`; PIL images are RGB.
     """
-    if isinstance(image, str) and image[:5].lower() == "data:":
+    if is_data_url(image):
         return decode_image(base64_image(image), "the data URL")
     if is_url(image):
         return decode_image(download(image), image)
@@ -82,6 +82,18 @@ MAX_DOWNLOAD_MB = 50  # a photo is a few MB; more is not an image worth waiting 
 
 def is_url(image: Any) -> bool:
     return isinstance(image, str) and image[:8].lower().startswith(("http://", "https://"))
+
+
+def is_data_url(image: Any) -> bool:
+    return isinstance(image, str) and image[:5].lower() == "data:"
+
+
+def source_name(source: Path | str) -> str:
+    """How results and messages name an input: a data URL by its type and length, not its text
+    (thousands of characters in every line, row and error)."""
+    if is_data_url(source):
+        return f"{source.split(',', 1)[0]},... ({len(source):,} characters)"
+    return str(source)
 
 
 def download(url: str, timeout: float = 30) -> bytes:
@@ -233,12 +245,14 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         image = _upright_by_pil(data)
         if image is not None:
             return image
-    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives 8-bit BGR for any input, but
-    # casts a PFM's 0..1 floats to 0 and 1 (a black image, no face): those go by their own depth.
+    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives BGR for any input; alone, it
+    # would also make 8 bits of any depth its own way: a PFM's 0..1 floats cast to 0 and 1, 16-bit
+    # pixels shifted right by 8 (12-bit data nearly black). Their own depth goes to `to_uint8`.
     try:
-        image = None if data[:2] in (b"PF", b"Pf") else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
         if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
-            image = _as_8_bit_bgr(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = _as_8_bit_bgr(image)
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
@@ -308,8 +322,8 @@ def is_annotated_copy(path: Path) -> bool:
 
 
 def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[Path | str]:
-    """Files and http(s) URLs as given, and folders searched for image files (linked folders too),
-    in a stable order.
+    """Files, http(s) URLs and data URLs as given, and folders searched for image files (linked
+    folders too), in a stable order.
 
     What a folder holds besides images is counted and said, not passed over in silence; so are
     ferkit's annotated copies in `leave_out`, a command's output folder (its copies of the last run
@@ -318,7 +332,7 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
     """
     found: list[Path | str] = []
     for raw in _expanded(paths):
-        if is_url(raw):  # kept as written: a Path would fold its // into one
+        if is_url(raw) or is_data_url(raw):  # kept as written: a Path would fold // (base64 has them) into one
             found.append(str(raw))
             continue
         path = Path(raw)
@@ -354,7 +368,7 @@ def _expanded(paths: list[str | Path]) -> Iterator[str | Path]:
     been one image not found. A pattern that matches nothing stays, to be said not found."""
     for raw in paths:
         text = os.fspath(raw)
-        if not is_url(raw) and any(c in text for c in "*?[") and not os.path.lexists(text):
+        if not is_url(raw) and not is_data_url(raw) and any(c in text for c in "*?[") and not os.path.lexists(text):
             # Brackets that match nothing as a class are taken as they are: "[2023] trip/*.jpg"
             matches = sorted(glob.glob(text)) or sorted(glob.glob(re.sub(r"([\[\]])", r"[\1]", text)))
             if matches:
@@ -389,12 +403,12 @@ def _say_left_out(folder: Path, others: list[Path]) -> None:
 
 
 def _as_8_bit_bgr(image: np.ndarray | None) -> np.ndarray | None:
-    """8-bit BGR from what IMREAD_UNCHANGED read (gray, BGR or BGRA, any depth), or None."""
+    """8-bit BGR from what imdecode read (gray, BGR or BGRA, any depth), or None."""
     if image is None or image.size == 0 or image.ndim not in (2, 3):
         return None
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         return None
-    image = to_uint8(np.nan_to_num(image))
+    image = to_uint8(image)  # NaN and infinities too, judging the range on the finite pixels
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image

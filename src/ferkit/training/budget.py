@@ -2,8 +2,9 @@
 
 Cutting a cosine run at a deadline keeps weights trained at a high learning rate; instead, after
 every epoch the run re-plans how many epochs fit (at the mean epoch time so far) and moves the end
-of the schedule there, so the rate reaches 0 in the last epoch that fits. Before the first epoch,
-a few timed steps say whether a recipe's lighter fallback network should train instead.
+of the schedule there, so the rate reaches 0 in the last epoch that fits, and what follows the
+last epoch (the test faces' pass, saving) still ends within the limit. Before the first epoch, a
+few timed steps say whether a recipe's lighter fallback network should train instead.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ class TimeBudget(keras.callbacks.Callback):
     `epochs` stays the most a run trains. The first epoch's time holds one-off tracing or
     compilation, so later epochs are timed without it once there are any; what came before the
     first epoch (loading the data, the teacher's pass) counts against the limit but is no epoch's.
+    `reserve` seconds are kept for the work after the last epoch (`seconds_to_finish`).
     """
 
     def __init__(self, minutes: float, epochs: int, steps_per_epoch: int, schedule: WarmupCosine | None,
-                 started: float, clock: Callable[[], float] = time.monotonic):
+                 started: float, clock: Callable[[], float] = time.monotonic, reserve: float = 0.0):
         super().__init__()
-        self.seconds, self.epochs, self.steps_per_epoch = minutes * 60, epochs, steps_per_epoch
-        self.schedule, self.started, self.clock = schedule, started, clock
+        self.seconds, self.epochs, self.steps_per_epoch = minutes * 60 - reserve, epochs, steps_per_epoch
+        self.schedule, self.started, self.clock, self.reserve = schedule, started, clock, reserve
         self.planned = epochs
         self._first: int | None = None  # the first epoch of this session (> 0 when resumed)
         self._first_end = self._began = 0.0
@@ -55,20 +57,54 @@ class TimeBudget(keras.callbacks.Callback):
         planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
         if planned != self.planned:
             log.info("time limit %g min: %d of %d epochs fit; the learning rate now ends at epoch %d",
-                     self.seconds / 60, planned, self.epochs, planned)
-            if self.schedule is not None and planned * self.steps_per_epoch <= self.schedule.warmup_steps:
-                log.warning("the time limit ends the run within its warm-up, so the learning rate is never "
-                            "annealed: give a longer --time-limit, or fewer --warmup-epochs")
+                     self.minutes, planned, self.epochs, planned)
+            self._say_warm_up(epoch, planned)
             self.planned = planned
             if self.schedule is not None:
                 self.schedule.set_total_steps(planned * self.steps_per_epoch)
         if epoch + 1 >= self.planned:
             self.model.stop_training = True
 
+    @property
+    def minutes(self) -> float:
+        """The limit as given, for the log: `seconds` is what is left of it for epochs."""
+        return (self.seconds + self.reserve) / 60
+
+    def _say_warm_up(self, epoch: int, planned: int) -> None:
+        """The warm-up ends an epoch before the planned end (WarmupCosine); only a run that stops now,
+        still warming up, is never annealed."""
+        warmup = self.schedule.warmup_steps if self.schedule is not None else 0
+        if planned == epoch + 1 and planned * self.steps_per_epoch <= warmup:
+            log.warning("the time limit ends the run within its warm-up, so the learning rate is never "
+                        "annealed: give a longer --time-limit, or fewer --warmup-epochs")
+        elif planned * self.steps_per_epoch <= warmup:
+            log.info("time limit: the warm-up now ends at epoch %d, so that epoch %d anneals the learning rate",
+                     planned - 1, planned)
+
     def _epochs_left(self, epoch: int, now: float) -> int:
         later = epoch - self._first  # epochs timed after the first one
         per_epoch = (now - self._first_end) / later if later else now - self._began
         return max(math.floor((self.started + self.seconds - now) / max(per_epoch, 1e-9)), 0)
+
+
+SAVING_SECONDS = 2.0  # the model, its weights and plots after the last epoch: 0.5 s measured here
+
+
+def seconds_to_finish(model: keras.Model, faces: np.ndarray, batch_size: int = 256,
+                      clock: Callable[[], float] = time.perf_counter) -> float:
+    """How long the work after the last epoch takes: `model` (the inference model, float32 and
+    mirror-averaged, several times slower than a validation pass) predicting the test `faces`, from
+    two timed batches, the first one's tracing counted once, and saving. The default's took 11 s
+    on a 2-core Xeon, past a limit that counted epochs only."""
+    if not len(faces):
+        return SAVING_SECONDS
+    times = []
+    for _ in range(2):
+        start = clock()
+        model.predict(faces[:batch_size], batch_size=batch_size, verbose=0)
+        times.append(clock() - start)
+    batches = math.ceil(len(faces) / batch_size)
+    return times[0] + times[1] * (batches - 1) + SAVING_SECONDS
 
 
 def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 6) -> float:

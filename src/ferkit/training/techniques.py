@@ -29,7 +29,7 @@ def optimizer(config: TrainConfig, steps_per_epoch: int, announce: bool = True):
     schedule = None
     if config.schedule == "cosine":
         schedule = WarmupCosine(config.learning_rate, warmup_epochs(config, announce) * steps_per_epoch,
-                                config.epochs * steps_per_epoch)
+                                config.epochs * steps_per_epoch, anneal_steps=steps_per_epoch)
     rate = schedule if schedule is not None else config.learning_rate
     if config.weight_decay > 0:
         opt = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
@@ -57,33 +57,37 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     Unlike CosineDecay, the run's length can change mid-run (a time limit shortens it so that the
     rate still anneals to 0): once `track`ed it is an optimizer variable, the only kind of state
-    that a compiled JAX training step reads afresh each epoch.
+    that a compiled JAX training step reads afresh each epoch. The warm-up ends `anneal_steps`
+    before the end at the latest, so that a run cut short by a time limit still anneals.
     """
 
-    def __init__(self, rate: float, warmup_steps: int, total_steps: int):
-        self.rate, self.warmup_steps = float(rate), int(warmup_steps)
-        self.total_steps = float(max(total_steps, warmup_steps + 1))
+    def __init__(self, rate: float, warmup_steps: int, total_steps: int, anneal_steps: int = 1):
+        self.rate, self.warmup_steps, self.anneal_steps = float(rate), int(warmup_steps), max(int(anneal_steps), 1)
+        self.total_steps = float(max(total_steps, 1))
 
     def track(self, opt: keras.optimizers.Optimizer) -> None:
         self.total_steps = opt.add_variable((), keras.initializers.Constant(self.total_steps), "float32",
                                             name="schedule_total_steps")
 
     def set_total_steps(self, steps: int) -> None:
-        self.total_steps.assign(float(max(steps, self.warmup_steps + 1)))
+        self.total_steps.assign(float(max(steps, 1)))
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        decay_steps = ops.cast(self.total_steps, "float32") - self.warmup_steps
-        done = ops.clip(step - self.warmup_steps, 0.0, decay_steps) / decay_steps
+        step, total = ops.cast(step, "float32"), ops.cast(self.total_steps, "float32")
+        warmup = ops.clip(total - self.anneal_steps, 0.0, float(self.warmup_steps))
+        decay_steps = ops.maximum(total - warmup, 1.0)
+        done = ops.clip(step - warmup, 0.0, decay_steps) / decay_steps
         cosine = self.rate * 0.5 * (1.0 + ops.cos(math.pi * done))
         if not self.warmup_steps:
             return cosine
         start = self.rate / 10
-        return ops.where(step < self.warmup_steps, start + (self.rate - start) * step / self.warmup_steps, cosine)
+        climbed = step / ops.maximum(warmup, 1.0)
+        return ops.where(step < warmup, start + (self.rate - start) * climbed, cosine)
 
     def get_config(self) -> dict:
         total = float(ops.convert_to_numpy(self.total_steps))
-        return {"rate": self.rate, "warmup_steps": self.warmup_steps, "total_steps": int(total)}
+        return {"rate": self.rate, "warmup_steps": self.warmup_steps, "total_steps": int(total),
+                "anneal_steps": self.anneal_steps}
 
 
 def loss_and_targets(config: TrainConfig, num_classes: int):

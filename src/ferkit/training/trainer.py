@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import signal
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, replacing, write_json
 from ferkit.training import budget, distill, precision, techniques
 from ferkit.training.batches import ShuffledBatches
+from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
 
@@ -257,7 +257,8 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     x = {name: to_model_input(getattr(splits, name).images, config.image_size)
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
-    interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, **fit_options)
+    reserve = _finishing_seconds(config, lambda: inference_model(config, model.get_weights()), x["test"])
+    interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights())
     return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
 
@@ -273,21 +274,32 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
              for name in parts}
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
-    interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, **fit_options)
+    faces = to_model_input(splits.test.images, config.image_size) if config.mirror_average else None
+    reserve = (_finishing_seconds(config, lambda: inference_model(config, model.get_weights()), faces)
+               if config.mirror_average else _finishing_seconds(config, lambda: head, feats["test"]))
+    interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
-        faces = to_model_input(splits.test.images, config.image_size)
         return model, model.predict(faces, batch_size=256, verbose=0), interrupted
     return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
 
 
+def _finishing_seconds(config: TrainConfig, predictor: Callable[[], keras.Model], test_inputs: np.ndarray) -> float:
+    """What a time limit keeps for after the last epoch, timed on the model that then scores the test
+    faces (0 without a limit)."""
+    return budget.seconds_to_finish(predictor(), test_inputs) if config.time_limit else 0.0
+
+
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
-         resume: bool, verbose: int, callbacks: list, started: float, teacher: np.ndarray | None) -> bool:
-    """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C."""
+         resume: bool, verbose: int, callbacks: list, started: float, teacher: np.ndarray | None,
+         reserve: float) -> bool:
+    """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C.
+    A time limit keeps `reserve` seconds for the test faces' pass and saving."""
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
-        callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started)]
-    ctrl_c, diverged = _StopOnCtrlC(), _StopOnNaN()
+        callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started,
+                                                   reserve=reserve)]
+    ctrl_c, diverged = StopOnCtrlC(), StopOnNaN()
     batches = ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
                               techniques.sample_weights(config, splits.train.labels),
                               batch_size=config.batch_size, seed=config.seed)
@@ -296,7 +308,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             batches,
             validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
             shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
-            callbacks=[ctrl_c.saves_begin(), *_callbacks(config, run, resume), *callbacks, ctrl_c, diverged],
+            callbacks=[ctrl_c.saves_begin(), *run_callbacks(config, run, resume), *callbacks, ctrl_c, diverged],
         )
         interrupted = ctrl_c.requested
     except KeyboardInterrupt:
@@ -315,23 +327,6 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     return interrupted
 
 
-class _StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """Keras' own stop at the first batch whose loss is not finite, remembering its epoch: every
-    step after it is NaN too, and a model of NaN weights labels every face with the first class, so
-    its scores would read like a poor model's instead of a diverged one's."""
-
-    epoch, current = 0, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch + 1
-
-    def on_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if not self.epoch and loss is not None and not np.isfinite(float(loss)):
-            self.epoch = self.current
-        super().on_batch_end(batch, logs)
-
-
 def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoch: int) -> None:
     """The best weights of the epochs before it, if they are numbers (the epoch that diverged can
     have been saved as the best when the checkpoint watches accuracy), or a clear error."""
@@ -343,89 +338,6 @@ def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoc
                           f"{config.learning_rate:g})")
     log.warning("the training loss became NaN in epoch %d: stopped there, keeping the best earlier epoch's "
                 "weights (a lower --learning-rate would train further)", epoch)
-
-
-class _StopOnCtrlC(keras.callbacks.Callback):
-    """The first Ctrl-C ends training after the current batch; a second one stops at once.
-
-    Ending through `stop_training` works on every backend, whereas a KeyboardInterrupt raised
-    inside JAX can be swallowed (jax-ml/jax#18246: training went on after SIGINT here). The cut
-    epoch is validated and checkpointed like a whole one, so `--resume` starts after it.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.requested = False
-        self._previous = None
-        self._saving = self._pending = False
-
-    def saves_begin(self) -> keras.callbacks.Callback:
-        """A callback to go first: from its epoch end to this one's, the checkpoints and the backup
-        are written, and a second Ctrl-C waits for them. Keras writes them in place, and an
-        impatient second press there had left a cut file: the best weights lost, or no resume."""
-        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(self, "_saving", True))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._saving = False
-        if self._pending:
-            raise KeyboardInterrupt
-
-    def on_train_begin(self, logs=None):
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def on_train_end(self, logs=None):
-        self.restore()
-
-    def restore(self) -> None:
-        """Give Ctrl-C back to its previous handler (also when training ended by an exception)."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _handle(self, signum, frame):
-        if self.requested and self._saving:
-            self._pending = True
-            log.warning("Ctrl-C: stopping once this epoch's checkpoints are written")
-            return
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.model.stop_training = True
-        log.warning("Ctrl-C: stopping after this batch (press it again to stop at once)")
-
-
-def _callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
-    monitor = config.checkpoint_on
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
-                                        save_weights_only=True,
-                                        initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
-        keras.callbacks.CSVLogger(run.history, append=resume),
-        # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
-        # would delete what --resume needs (train() deletes it once the finished model is saved).
-        # The backup before the last is kept too: a kill while the last was written (the session's
-        # end, the OOM killer) had left a cut file and nothing to resume
-        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False, double_checkpoint=True),
-    ]
-    if config.early_stopping:
-        callbacks.append(_EarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))
-    return callbacks
-
-
-class _EarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras' own, counting the epochs without improvement from the run's history.csv: on --resume
-    it started afresh, and a run one epoch from stopping trained `patience` more."""
-
-    def __init__(self, resumed: RunDir | None, **kwargs):
-        super().__init__(**kwargs)
-        self.resumed = resumed
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        epoch, value = self.resumed.best_epoch(self.monitor) if self.resumed else (None, None)
-        if epoch is not None:
-            self.best, self.wait = value, (self.resumed.history_rows() or epoch) - epoch
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:

@@ -1,0 +1,116 @@
+"""The callbacks every training run has: checkpoints, the backup `--resume` reads, history, early
+stopping that resumes its count, and clean stops on Ctrl-C and on a loss that is no number."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import keras
+import numpy as np
+
+from ferkit.runs import RunDir
+from ferkit.training.config import TrainConfig
+
+log = logging.getLogger("ferkit")
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' own stop at the first batch whose loss is not finite, remembering its epoch: every
+    step after it is NaN too, and a model of NaN weights labels every face with the first class, so
+    its scores would read like a poor model's instead of a diverged one's."""
+
+    epoch, current = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch + 1
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if not self.epoch and loss is not None and not np.isfinite(float(loss)):
+            self.epoch = self.current
+        super().on_batch_end(batch, logs)
+
+
+class StopOnCtrlC(keras.callbacks.Callback):
+    """The first Ctrl-C ends training after the current batch; a second one stops at once.
+
+    Ending through `stop_training` works on every backend, whereas a KeyboardInterrupt raised
+    inside JAX can be swallowed (jax-ml/jax#18246: training went on after SIGINT here). The cut
+    epoch is validated and checkpointed like a whole one, so `--resume` starts after it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+        self._saving = self._pending = False
+
+    def saves_begin(self) -> keras.callbacks.Callback:
+        """A callback to go first: from its epoch end to this one's, the checkpoints and the backup
+        are written, and a second Ctrl-C waits for them. Keras writes them in place, and an
+        impatient second press there had left a cut file: the best weights lost, or no resume."""
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(self, "_saving", True))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._saving = False
+        if self._pending:
+            raise KeyboardInterrupt
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self) -> None:
+        """Give Ctrl-C back to its previous handler (also when training ended by an exception)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested and self._saving:
+            self._pending = True
+            log.warning("Ctrl-C: stopping once this epoch's checkpoints are written")
+            return
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.model.stop_training = True
+        log.warning("Ctrl-C: stopping after this batch (press it again to stop at once)")
+
+
+def run_callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
+    monitor = config.checkpoint_on
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
+        keras.callbacks.CSVLogger(run.history, append=resume),
+        # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
+        # would delete what --resume needs (train() deletes it once the finished model is saved).
+        # The backup before the last is kept too: a kill while the last was written (the session's
+        # end, the OOM killer) had left a cut file and nothing to resume
+        keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False, double_checkpoint=True),
+    ]
+    if config.early_stopping:
+        callbacks.append(ResumedEarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))
+    return callbacks
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' own, counting the epochs without improvement from the run's history.csv: on --resume
+    it started afresh, and a run one epoch from stopping trained `patience` more."""
+
+    def __init__(self, resumed: RunDir | None, **kwargs):
+        super().__init__(**kwargs)
+        self.resumed = resumed
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        epoch, value = self.resumed.best_epoch(self.monitor) if self.resumed else (None, None)
+        if epoch is not None:
+            self.best, self.wait = value, (self.resumed.history_rows() or epoch) - epoch
