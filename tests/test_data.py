@@ -492,6 +492,15 @@ def test_bad_fractions(tmp_path, fractions, kind):
         make_splits(_dataset(tmp_path), kind, fractions)
 
 
+def test_the_official_split_needs_only_a_val_share(synthetic_folder):
+    """It uses no other share: `--fractions 0.9,0.1,0` had been refused as not three positive numbers."""
+    data = load_fer(synthetic_folder)
+    splits = make_splits(data, "official", (0.9, 0.1, 0.0))
+    assert splits.sizes() == make_splits(data, "official", (0.8, 0.1, 0.1)).sizes()
+    with pytest.raises(FerkitError, match="three positive numbers"):
+        make_splits(data, "random", (0.9, 0.1, 0.0))
+
+
 def test_select_classes_relabels_and_counts(tmp_path):
     data = _dataset(tmp_path)
     subset, left_out = select_classes(data, ("fear", "sad"))

@@ -85,7 +85,7 @@ def make_splits(
     fraction of Training does. A validation folder alone (`train/` + `validation/`, a layout shared
     on Kaggle) is the test set.
     """
-    check_fractions(fractions)
+    check_fractions(fractions, kind)
     if kind == "random":
         return _random(data, fractions, seed)
     if kind == "official":
@@ -93,10 +93,14 @@ def make_splits(
     raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLITS)}")
 
 
-def check_fractions(fractions: tuple[float, float, float]) -> None:
-    """All three, though the official split uses only val's: a 0 there cannot carve out a val part."""
-    if len(fractions) != 3 or not all(f > 0 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-6:  # NaN too
-        raise FerkitError(f"split fractions must be three positive numbers (train,val,test) that sum to 1, "
+def check_fractions(fractions: tuple[float, float, float], kind: str = "random") -> None:
+    """Three shares that sum to 1. The official split uses only val's (a 0 there cannot carve out a
+    val part): its train and test shares may be 0, as in 0.9,0.1,0, which had been refused."""
+    needed = fractions[1:2] if kind == "official" and len(fractions) == 3 else fractions
+    if (len(fractions) != 3 or not all(f >= 0 for f in fractions) or not all(f > 0 for f in needed)
+            or not abs(sum(fractions) - 1) <= 1e-6):  # NaN too
+        which = "a positive val share" if kind == "official" else "three positive numbers"
+        raise FerkitError(f"split fractions must be three numbers (train,val,test) that sum to 1, {which}, "
                           f"got {fractions}")
 
 

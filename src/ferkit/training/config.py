@@ -83,7 +83,7 @@ class TrainConfig:
             self.fractions = tuple(float(f) for f in self.fractions)
         except (TypeError, ValueError):
             raise FerkitError(f"fractions must be three numbers (train,val,test), got {self.fractions!r}") from None
-        check_fractions(self.fractions)  # here, not after minutes of loading data
+        check_fractions(self.fractions, self.split)  # here, not after minutes of loading data
         if isinstance(self.mixed_precision, (bool, np.bool_)):  # a run or recipe from before "auto"
             self.mixed_precision = "on" if self.mixed_precision else "off"
         self._check_types()
