@@ -53,16 +53,23 @@ def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):
 
 
 def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
-    """The same scaling as `to_uint8` at inference, not OpenCV's shift by 8: a 12-bit face had
-    trained as a nearly black one."""
+    """The same scaling as at inference, not OpenCV's shift by 8: a 12-bit face had trained as a
+    nearly black one. In colour too, where the brightest channel, not the gray, says the depth."""
+    from ferkit.data.preprocess import to_gray
+    from ferkit.inference.images import read_image_file
+
     images, _ = synthetic_faces(("happy",), 1)
     face = images[0].astype(np.int64)
     face[0, 0] = 255
-    for name, pixels in (("eight.png", face.astype(np.uint8)), ("twelve.png", (face * 4095 + 127) // 255)):
-        write_folder(tmp_path / name, [pixels.astype(np.uint16 if name == "twelve.png" else np.uint8)], ["happy"],
+    colour = np.stack([face // 4, face // 2, face], axis=-1)  # BGR, red the brightest channel
+    for name, pixels in (("eight", face.astype(np.uint8)), ("twelve", (face * 4095 + 127) // 255),
+                         ("colour", (colour * 4095 + 127) // 255)):
+        write_folder(tmp_path / name, [pixels.astype(np.uint8 if name == "eight" else np.uint16)], ["happy"],
                      split=None)
-    eight, twelve = load_fer(tmp_path / "eight.png").images[0], load_fer(tmp_path / "twelve.png").images[0]
-    assert np.abs(eight.astype(int) - twelve).max() <= 1 and twelve.mean() > 50
+    trained = {name: load_fer(tmp_path / name).images[0].astype(int) for name in ("eight", "twelve", "colour")}
+    assert np.abs(trained["eight"] - trained["twelve"]).max() <= 1 and trained["twelve"].mean() > 50
+    seen = to_gray(read_image_file(next((tmp_path / "colour").rglob("*.png"))))
+    np.testing.assert_array_equal(trained["colour"], seen)
 
 
 def test_zip_read_directly(real_zip, real_members):
@@ -499,6 +506,8 @@ def test_the_official_split_needs_only_a_val_share(synthetic_folder):
     assert splits.sizes() == make_splits(data, "official", (0.8, 0.1, 0.1)).sizes()
     with pytest.raises(FerkitError, match="three positive numbers"):
         make_splits(data, "random", (0.9, 0.1, 0.0))
+    with pytest.raises(FerkitError, match="leaves none to train on"):  # sklearn's traceback, before
+        make_splits(data, "official", (0.001, 0.999, 0.0))
 
 
 def test_select_classes_relabels_and_counts(tmp_path):
@@ -575,6 +584,12 @@ def test_16_bit_images_are_scaled_by_the_bits_their_pixels_use(bits):
     deep = (gray * top + 127) // 255  # what a camera of `bits` bits stores for the same scene
     assert np.abs(to_uint8(deep.astype(np.uint16)).astype(int) - gray).max() <= 1
     assert to_uint8(np.zeros((2, 2), np.uint16)).tolist() == [[0, 0], [0, 0]]
+
+
+def test_an_empty_16_bit_array_stays_empty():
+    from ferkit.data.preprocess import to_uint8
+
+    assert to_uint8(np.zeros((0, 5), np.uint16)).shape == (0, 5)
 
 
 def test_to_gray_rejects_odd_shapes():

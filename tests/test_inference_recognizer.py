@@ -157,6 +157,18 @@ def test_a_12_bit_png_reads_like_its_8_bit_image(tiny_run, astronaut, tmp_path):
     assert len(found) == len(expected) == 1 and found[0].box == expected[0].box
 
 
+def test_a_radiance_hdr_image_reads_as_opencv_makes_it_8_bit(tmp_path):
+    """Light, not 0..1: one highlight over 2 must not make the whole image read as 0..255, black."""
+    from ferkit.inference.images import read_image_file
+
+    pixels = np.full((20, 30, 3), 0.5, np.float32)
+    pixels[0, 0] = 5.0
+    path = tmp_path / "light.hdr"
+    assert cv2.imwrite(str(path), pixels)
+    np.testing.assert_array_equal(read_image_file(path), cv2.imread(str(path), cv2.IMREAD_COLOR))
+    assert read_image_file(path)[5, 5].tolist() == [128, 128, 128]
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_a_float_tiff_reads_like_its_8_bit_image(tmp_path, channels):
     """OpenCV's IMREAD_COLOR refuses 32-bit samples; the same file as a PIL image was read."""

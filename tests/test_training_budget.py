@@ -97,8 +97,13 @@ def test_the_time_to_finish_is_two_timed_batches_and_saving():
     assert budget.seconds_to_finish(model, np.zeros((0, 4), "float32")) == budget.SAVING_SECONDS
 
 
-def test_a_run_with_a_time_limit_times_its_test_pass_on_the_inference_model(synthetic_folder, tmp_path,
-                                                                              monkeypatch):
+@pytest.mark.parametrize("recipe, options, inputs", [
+    ("seed-custom", {"mirror_average": True}, (48, 48, 1)),
+    ("seed-vgg19", {"weights": "none", "image_size": 32, "mirror_average": True}, (32, 32, 1)),
+    ("seed-vgg19", {"weights": "none", "image_size": 32}, None),  # the head on the test faces' features
+])
+def test_a_run_with_a_time_limit_times_the_model_that_scores_its_test_faces(synthetic_folder, tmp_path,
+                                                                            monkeypatch, recipe, options, inputs):
     timed = []
 
     def _timed(model, faces, **kwargs):
@@ -106,11 +111,13 @@ def test_a_run_with_a_time_limit_times_its_test_pass_on_the_inference_model(synt
         return 0.0
 
     monkeypatch.setattr(budget, "seconds_to_finish", _timed)
-    train(synthetic_folder, recipe="seed-custom", epochs=1, time_limit=30, mirror_average=True,
-          output=tmp_path / "run", **FAST)
+    train(synthetic_folder, recipe=recipe, epochs=1, time_limit=30, output=tmp_path / "run", **{**FAST, **options})
     (layers, policy, shape), = timed
-    # the float32 model that scores the test faces, their mirror images too, and the test faces
-    assert "mirror_average" in layers and policy == "float32" and shape[0] > 0 and shape[1:] == (48, 48, 1)
+    assert shape[0] == 60  # the test faces
+    if inputs:  # the float32 model that scores the test faces, their mirror images too
+        assert "mirror_average" in layers and policy == "float32" and shape[1:] == inputs
+    else:
+        assert len(shape) == 2 and "mirror_average" not in layers
 
 
 def test_a_budget_that_fits_every_epoch_changes_nothing():

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
                        description="One line per face: file, box (x,y,w,h), label, confidence.")
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="image files, folders (searched recursively) and http(s) URLs")
+                   help="image files, folders (searched recursively), http(s) URLs and data: URLs")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     form.add_argument("--jsonl", action="store_true",

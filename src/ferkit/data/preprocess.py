@@ -26,6 +26,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     made the whole image read as 0..255, and black; NaN is then black, infinities the range's ends."""
     if image.dtype == np.uint8:
         return image
+    if image.size == 0:
+        return image.astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
         image = np.clip(image, 0, 65535).astype(np.uint32)
         top = (1 << max(int(image.max()).bit_length(), 8)) - 1  # 4095 for 12-bit data, 65535 for 16

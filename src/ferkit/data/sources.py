@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.labels import CSV_CODES, EMOTIONS, FOLDER_NAMES
-from ferkit.data.preprocess import FER_SIZE, resize_square, to_uint8
+from ferkit.data.preprocess import FER_SIZE, resize_square, to_bgr, to_gray
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -217,14 +217,34 @@ def _emotion_folder(parts: tuple[str, ...]) -> str:
 def _decode_gray(data: bytes) -> np.ndarray | None:
     """None where OpenCV cannot decode: it returns None for most bad bytes, but asserts on empty
     ones (a 0-byte file from an interrupted copy) and on images over its pixel limit. Deeper images
-    are made 8-bit by `to_uint8`, as inference makes them, not by OpenCV's shift."""
+    (16-bit, float) go the way inference reads them, `decode_bgr`, so that a face trains as it is
+    later seen: OpenCV's own shift by 8 made 12-bit data nearly black."""
     if not data:
         return None
     try:
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+        if gray is None or gray.dtype == np.uint8:  # 8-bit: one decode, straight to gray
+            return gray
+        bgr = decode_bgr(data)
     except cv2.error:
         return None
-    return None if gray is None else to_uint8(gray)
+    return None if bgr is None else to_gray(bgr)
+
+
+def decode_bgr(data: bytes) -> np.ndarray | None:
+    """8-bit BGR from an encoded image, or None where OpenCV cannot decode it (cv2.error over its
+    pixel limit). IMREAD_COLOR applies EXIF orientation (phone photos) and gives BGR for any input;
+    alone, it would also make 8 bits of any depth its own way: 16-bit pixels shifted right by 8
+    (12-bit data nearly black), a PFM's 0..1 floats cast to 0 and 1. Those go to `to_uint8`."""
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is not None and image.dtype.kind == "f" and data[:2] not in (b"PF", b"Pf"):
+        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # Radiance HDR: light, not 0..1; clipped at 1 as before
+    if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        return None
+    return to_bgr(image)  # NaN and infinities too, `to_uint8` judging the range on the finite pixels
 
 
 def is_os_metadata(parts: tuple[str, ...]) -> bool:

@@ -97,9 +97,9 @@ def check_fractions(fractions: tuple[float, float, float], kind: str = "random")
     """Three shares that sum to 1. The official split uses only val's (a 0 there cannot carve out a
     val part): its train and test shares may be 0, as in 0.9,0.1,0, which had been refused."""
     needed = fractions[1:2] if kind == "official" and len(fractions) == 3 else fractions
-    if (len(fractions) != 3 or not all(f >= 0 for f in fractions) or not all(f > 0 for f in needed)
+    if (len(fractions) != 3 or not all(f >= 0 for f in fractions) or not all(0 < f < 1 for f in needed)
             or not abs(sum(fractions) - 1) <= 1e-6):  # NaN too
-        which = "a positive val share" if kind == "official" else "three positive numbers"
+        which = "a val share between 0 and 1" if kind == "official" else "three positive numbers"
         raise FerkitError(f"split fractions must be three numbers (train,val,test) that sum to 1, {which}, "
                           f"got {fractions}")
 
@@ -179,6 +179,9 @@ def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int)
     present = np.bincount(labels[idx])
     present = present[present > 0]
     held_out = math.ceil(fraction * len(idx))
+    if held_out >= len(idx):  # sklearn's own error said less: a share of 99% of 50 faces is all of them
+        raise FerkitError(f"a held-out share of {fraction:.3g} of {len(idx)} faces leaves none to train on: "
+                          "give a smaller one (--fractions) or more faces")
     can_stratify = present.min() >= 2 and min(held_out, len(idx) - held_out) >= len(present)
     stratify = labels[idx] if can_stratify else None
     return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import to_bgr, to_uint8
-from ferkit.data.sources import IMAGE_SUFFIXES, is_os_litter, is_os_metadata, walk_files
+from ferkit.data.sources import IMAGE_SUFFIXES, decode_bgr, is_os_litter, is_os_metadata, walk_files
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -91,8 +91,9 @@ def is_data_url(image: Any) -> bool:
 def source_name(source: Path | str) -> str:
     """How results and messages name an input: a data URL by its type and length, not its text
     (thousands of characters in every line, row and error)."""
-    if is_data_url(source):
-        return f"{source.split(',', 1)[0]},... ({len(source):,} characters)"
+    if is_data_url(source):  # its header printable and tab-free: the lines are tab-separated
+        head = "".join(c for c in source.split(",", 1)[0][:80] if c.isprintable() and c != "\t")
+        return f"{head},... ({len(source):,} characters)"
     return str(source)
 
 
@@ -245,14 +246,8 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         image = _upright_by_pil(data)
         if image is not None:
             return image
-    # IMREAD_COLOR applies EXIF orientation (phone photos) and gives BGR for any input; alone, it
-    # would also make 8 bits of any depth its own way: a PFM's 0..1 floats cast to 0 and 1, 16-bit
-    # pixels shifted right by 8 (12-bit data nearly black). Their own depth goes to `to_uint8`.
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        image = _as_8_bit_bgr(image)
+        image = decode_bgr(data)
     except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
@@ -400,15 +395,3 @@ def _say_left_out(folder: Path, others: list[Path]) -> None:
         log.warning("%s: left out %d file%s not named as images (%s); ferkit reads %s", folder, len(others),
                     "s" * (len(others) > 1), ", ".join(kinds[:6]) + (", ..." if len(kinds) > 6 else ""),
                     " ".join(sorted(IMAGE_SUFFIXES)))
-
-
-def _as_8_bit_bgr(image: np.ndarray | None) -> np.ndarray | None:
-    """8-bit BGR from what imdecode read (gray, BGR or BGRA, any depth), or None."""
-    if image is None or image.size == 0 or image.ndim not in (2, 3):
-        return None
-    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
-        return None
-    image = to_uint8(image)  # NaN and infinities too, judging the range on the finite pixels
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image

@@ -58,7 +58,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     Unlike CosineDecay, the run's length can change mid-run (a time limit shortens it so that the
     rate still anneals to 0): once `track`ed it is an optimizer variable, the only kind of state
     that a compiled JAX training step reads afresh each epoch. The warm-up ends `anneal_steps`
-    before the end at the latest, so that a run cut short by a time limit still anneals.
+    before the end at the latest, so that a run cut short by a time limit still anneals. A plan that
+    grows again (the first epoch's time holds its tracing) lengthens it again, and the rate steps
+    back onto its ramp for a while: a dip, where a run ending in its warm-up was never annealed.
+    Keeping the shorter end would take a new optimizer variable, and Keras then skips every saved
+    one of a backup made before it (its step count too), restarting the schedule of a resumed run.
     """
 
     def __init__(self, rate: float, warmup_steps: int, total_steps: int, anneal_steps: int = 1):

@@ -257,7 +257,7 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     x = {name: to_model_input(getattr(splits, name).images, config.image_size)
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
-    reserve = _finishing_seconds(config, lambda: inference_model(config, model.get_weights()), x["test"])
+    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"]))
     interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights())
     return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
@@ -274,20 +274,21 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
              for name in parts}
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
-    faces = to_model_input(splits.test.images, config.image_size) if config.mirror_average else None
-    reserve = (_finishing_seconds(config, lambda: inference_model(config, model.get_weights()), faces)
-               if config.mirror_average else _finishing_seconds(config, lambda: head, feats["test"]))
+    reserve = _finishing_seconds(config, lambda: (
+        (inference_model(config, model.get_weights()), to_model_input(splits.test.images, config.image_size))
+        if config.mirror_average else (head, feats["test"])))
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
+        faces = to_model_input(splits.test.images, config.image_size)
         return model, model.predict(faces, batch_size=256, verbose=0), interrupted
     return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
 
 
-def _finishing_seconds(config: TrainConfig, predictor: Callable[[], keras.Model], test_inputs: np.ndarray) -> float:
+def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]]) -> float:
     """What a time limit keeps for after the last epoch, timed on the model that then scores the test
-    faces (0 without a limit)."""
-    return budget.seconds_to_finish(predictor(), test_inputs) if config.time_limit else 0.0
+    faces and its inputs, which `scorer` makes only under a limit (0 without one)."""
+    return budget.seconds_to_finish(*scorer()) if config.time_limit else 0.0
 
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
