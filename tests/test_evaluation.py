@@ -218,3 +218,42 @@ def test_plots_show_dollar_signs_as_written(tmp_path):
     plot_overlay({"my$_$recipe": tmp_path / "history.csv"}, tmp_path / "curves.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000 and (tmp_path / "curves.png").stat().st_size > 1000
     assert literal("d$x_$") == r"d\$x_\$"
+
+
+def test_evaluate_warns_when_a_copy_of_the_data_draws_another_random_split(tiny_run, tmp_path, caplog):
+    """One face fewer reshuffles a random split: its "test" faces were then mostly training faces,
+    and a copy in a folder of the same name had said nothing."""
+    import shutil
+
+    caplog.set_level("WARNING", logger="ferkit")
+    evaluate(tiny_run, tiny_run.parent / "data", split="test")
+    assert "does not split into the faces" not in caplog.text
+    copy = shutil.copytree(tiny_run.parent / "data", tmp_path / "data")  # the same folder name
+    next(copy.rglob("*.png")).unlink()
+    evaluate(tiny_run, copy, split="test")
+    assert "does not split into the faces the model's run had" in caplog.text
+
+
+def test_evaluate_of_a_bare_models_export_needs_split_all(tiny_run, tmp_path):
+    """An .onnx exported from a .keras file alone records no split: a KeyError traceback, before."""
+    from ferkit.models import create_model
+    from ferkit.models.export import export_onnx
+
+    # 7 outputs: a bare file's classes are then all of FER2013's
+    create_model("custom", image_size=48, num_classes=7, weights="none", filters=[8]).save(tmp_path / "plain.keras")
+    onnx_path = export_onnx(tmp_path / "plain.keras")
+    with pytest.raises(FerkitError, match="no training configuration to rebuild its test split: use --split all"):
+        evaluate(onnx_path, tiny_run.parent / "data")
+    assert evaluate(onnx_path, tiny_run.parent / "data", split="all")["skipped"]["other_classes"] == 0
+
+
+def test_evaluate_refuses_an_output_folder_it_cannot_make_before_predicting(tiny_run, tmp_path, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("ferkit.evaluation.evaluate")  # the package's `evaluate` is the function
+    (tmp_path / "afile").write_text("a file")
+    monkeypatch.setattr(module, "_predict", lambda *args: pytest.fail("predicted first"))
+    with pytest.raises(FerkitError, match="it is a file"):
+        evaluate(tiny_run, tiny_run.parent / "data", split="all", output=tmp_path / "afile")
+    with pytest.raises(FerkitError, match="afile is not a writable folder"):
+        evaluate(tiny_run, tiny_run.parent / "data", split="all", output=tmp_path / "afile" / "sub")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -406,6 +407,48 @@ def test_onnx_average_weights_its_members(tiny_run, tmp_path):
     flipped = lambda f: load_backend(f).predict(x[:, :, ::-1])
     mean = lambda a, b: 0.5 * (0.75 * a + 0.25 * b) + 0.5 * b
     np.testing.assert_allclose(scores, (mean(first, second) + mean(flipped(files[0]), flipped(other))) / 2, atol=1e-5)
+
+
+def test_an_average_of_bare_exports_loads(tmp_path):
+    """Exports of .keras files alone record no split or classes in their settings: the average had
+    written `"classes": null` there, and ferkit refused the file as damaged."""
+    from ferkit.data.labels import EMOTIONS
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    create_model("custom", image_size=48, num_classes=7, weights="none", filters=[8]).save(tmp_path / "bare.keras")
+    bare = onnx_graph.load(export_onnx(tmp_path / "bare.keras"))
+    backend = load_backend(onnx_graph.save(onnx_graph.averaged([bare, bare]), tmp_path / "avg.onnx"))
+    assert backend.info.classes == EMOTIONS and "classes" not in backend.info.config
+    np.testing.assert_allclose(backend.predict(_faces()), load_backend(tmp_path / "bare.onnx").predict(_faces()),
+                               atol=1e-6)
+
+
+def test_an_ensemble_cut_while_saving_leaves_no_model_read_with_guessed_classes(tiny_run, tmp_path, monkeypatch):
+    import keras
+
+    from ferkit.models.ensemble import ensemble_run
+
+    other = _copy_with_model(tiny_run, tmp_path / "other")
+    def cut(model, path, *args, **kwargs):  # Ctrl-C with the file half-written
+        Path(path).write_bytes(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", cut)
+    with pytest.raises(KeyboardInterrupt):
+        ensemble_run([tiny_run, other], tmp_path / "ens")
+    assert not list((tmp_path / "ens").glob("*.keras")) and (tmp_path / "ens" / "config.json").is_file()  # none, whole or cut
+
+
+def test_an_ensemble_of_bare_models_records_no_split_it_lacks(tmp_path):
+    from ferkit.models.ensemble import ensemble_run
+
+    for name in ("a", "b"):
+        create_model("custom", image_size=48, num_classes=7, weights="none", filters=[8]).save(tmp_path / f"{name}.keras")
+    run = ensemble_run([tmp_path / "a.keras", tmp_path / "b.keras"], tmp_path / "ens")
+    config = run.read_config()
+    assert "split" not in config and len(config["classes"]) == 7  # not "split": null
 
 
 def test_onnx_average_refuses_what_cannot_be_averaged(tiny_run, tmp_path):

@@ -98,15 +98,19 @@ class RunDir:
         so a folder holding any of those names is refused, before any work."""
         if self.holds_run():
             raise FerkitError(self._taken())
-        if self.path.exists() and not self.path.is_dir():
-            raise FerkitError(f"cannot write a run to {self.path}: it is a file")
+        self.check_writable("a run")
         clashing = sorted(path.name for path in self.files() if path.exists())
         if clashing:
             raise FerkitError(f"{self.path} already holds {', '.join(clashing)}, which the run would replace: "
                               "give a new folder as --output")
+
+    def check_writable(self, what: str) -> None:
+        """The folder is one, or can be made one, and written to: said before the work, not after it."""
+        if self.path.exists() and not self.path.is_dir():
+            raise FerkitError(f"cannot write {what} to {self.path}: it is a file")
         folder = next(p for p in (self.path, *self.path.parents) if p.exists())
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise FerkitError(f"cannot write a run to {self.path}: {folder} is not a writable folder")
+            raise FerkitError(f"cannot write {what} to {self.path}: {folder} is not a writable folder")
 
     def _taken(self) -> str:
         """What a run already here is, and so what to do: a run stopped before its first epoch ended

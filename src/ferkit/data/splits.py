@@ -36,6 +36,9 @@ class Splits:
     val: Split
     test: Split
     description: str  # says which protocol produced them, for the log and metrics.json
+    # The parts drawn at random from the faces training had too: another copy of the data (a face
+    # more or less) draws them anew, training faces among them
+    carved: tuple[str, ...] = ()
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -112,7 +115,7 @@ def _random(data: FerDataset, fractions, seed: int) -> Splits:
     pct = "/".join(f"{round(f * 100)}" for f in fractions)
     return Splits(
         _take(data, train), _take(data, val), _take(data, test),
-        f"random stratified {pct} train/val/test split of all {len(data)} images (seed {seed})",
+        f"random stratified {pct} train/val/test split of all {len(data)} images (seed {seed})", ("val", "test"),
     )
 
 
@@ -163,7 +166,7 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
     return Splits(
         _take(data, train), _take(data, val), _take(data, parts[test_usage]),
         f"official split: train/val = stratified {1 - val_fraction:.0%}/{val_fraction:.0%} of "
-        f"Training (seed {seed}), test = {test_name}{left}",
+        f"Training (seed {seed}), test = {test_name}{left}", ("val",),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
 from ferkit.inference.backends import Backend, load_backend, predict_scores, recorded_metrics
-from ferkit.runs import RunDir
+from ferkit.runs import RunDir, run_of
 
 log = logging.getLogger("ferkit")
 
@@ -53,6 +54,7 @@ def _check_output(run: RunDir, split: str) -> None:
     if run.holds_run():
         raise FerkitError(f"{run.path} holds a training run, whose metrics.json and confusion matrix are its "
                           f"own test results: give the evaluation another --output (e.g. {run.path / split})")
+    run.check_writable("an evaluation")  # a file there had raised FileExistsError after the whole prediction
     earlier = [path.name for path in (run.metrics, run.confusion_plot) if path.exists()]
     if earlier:
         raise FerkitError(f"{run.path} already holds an evaluation ({', '.join(earlier)}): give another --output, "
@@ -94,7 +96,7 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     if left_out:  # the classes the data has and the model lacks, not all it lacks
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out,
                     ", ".join(f"{name} ({n})" for name, n in others.items()))
-    images, labels, description = _split_faces(dataset, split, info.config, model, data)
+    images, labels, description = _split_faces(dataset, split, info.config, model, data, backend.name)
     _warn_if_another_protocol(recorded_metrics(backend).get("split"), description, split)
     batch = to_model_input(images, info.image_size)
     return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out)
@@ -123,23 +125,40 @@ def _check_split(split: str) -> None:
         raise FerkitError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
 
 
-def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data):
-    """The faces, labels and description of the split asked for, rebuilt as the training run made it."""
+def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: str):
+    """The faces, labels and description of the split asked for, rebuilt as the training run made it
+    (`path`: the model's file or run folder, where its recorded split is)."""
     if split == "all":
         return dataset.images, dataset.labels, f"all {len(dataset)} faces"
-    if not cfg:
+    if any(cfg.get(key) is None for key in ("split", "fractions", "seed")):  # a bare .keras file's export says none
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
     if cfg["split"] == "official" and not has_usage(dataset):
         raise FerkitError(f"{data} does not say which faces are FER2013's Training and test parts, so "
                           f"the model's {split} split cannot be rebuilt on it: use --split all to score every face")
-    trained_on = Path(cfg.get("data") or str(data)).absolute().name  # "." and "/abs/folder" alike
-    if cfg["split"] == "random" and trained_on != Path(str(data)).absolute().name:
-        log.warning("a random split is rebuilt from the order faces are read in: with data other than "
-                    "the training data (%s) its %s faces may include training faces", cfg["data"], split)
     if split == "val" and "members" in cfg:
         log.warning("an ensemble's members each held out their own validation faces; the %s part "
                     "rebuilt here may include faces they were trained on", split)
     splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
+    if not _same_faces(path, splits, cfg, split, data):
+        log.warning("this data does not split into the faces the model's run had (%s): its %s faces here may "
+                    "include faces it trained on; evaluate on the data it trained on, or use --split all",
+                    cfg.get("data"), split)
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"
     return part.images, part.labels, description
+
+
+def _same_faces(path: str, splits, cfg: dict[str, Any], split: str, data) -> bool:
+    """Whether the part rebuilt here holds no training faces: one drawn at random (`Splits.carved`)
+    must be the run's own draw (its recorded fingerprint), for one face missing from a copy of the
+    data reshuffles it, whatever the folder's name. A run without a fingerprint is judged by that name."""
+    if split not in splits.carved:  # FER2013's own test parts, a validation folder: never trained on
+        return True
+    run = run_of(path)
+    if run is not None and run.split_fingerprint.is_file():
+        try:
+            return json.loads(run.split_fingerprint.read_text(encoding="utf-8")) == splits.fingerprint()
+        except (OSError, ValueError):
+            return False
+    trained_on = Path(cfg.get("data") or str(data)).absolute().name  # "." and "/abs/folder" alike
+    return cfg["split"] != "random" or trained_on == Path(str(data)).absolute().name

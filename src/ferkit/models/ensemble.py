@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, member_summary, write_json
+from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, member_summary, replacing, write_json
 
 log = logging.getLogger("ferkit")
 
@@ -41,13 +41,12 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     # Each member is re-wrapped under its own name: nested models must be uniquely named.
     outputs = [keras.Model(m.inputs, m.outputs[0], name=f"member_{i}")(inputs) for i, (m, _) in enumerate(loaded)]
     model = keras.Model(inputs, keras.layers.Average(name="emotion")(outputs), name="ensemble")
-    model.save(run.keras_model)
     parts = [{"run": str(Path(m)), **member_summary(info.config, ("recipe", "model", "epochs", "mirror_average"))}
              for m, (_, info) in zip(members, loaded)]
     description = " + ".join(f"{p['recipe'] or Path(p['run']).name} ({p['model'] or '?'}, {p['epochs'] or '?'} "
                              "epochs)" for p in parts)  # a bare .keras file's run says none of these
     # classes and input size as the models have them: a bare .keras file has no config.json to copy them from
-    kept = {**{k: first.config.get(k) for k in SPLIT_PROTOCOL}, "classes": list(first.classes),
+    kept = {**{k: first.config[k] for k in SPLIT_PROTOCOL if k in first.config}, "classes": list(first.classes),
             "image_size": first.image_size}
     # Each member scores a face and its mirror image itself, so the ensemble does: TTA and a teacher's
     # flip must not do it again (as onnx_graph's ensembles say too).
@@ -55,6 +54,10 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     write_json(run.config, {"recipe": "ensemble", "model": "ensemble", **kept,
                             "description": f"probabilities averaged over {len(parts)} runs: {description}",
                             "mirror_average": mirrored, "members": parts})
+    # Last, and whole or not at all: a run with its model is a finished one (a Ctrl-C before leaves a
+    # folder that says it holds nothing, not a cut model.keras read with guessed classes)
+    with replacing(run.keras_model) as part:
+        model.save(part)
     return run
 
 

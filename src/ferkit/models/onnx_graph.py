@@ -223,7 +223,8 @@ def _ensemble_config(configs: list[dict], weights: list[float]) -> dict:
     members = [{**member_summary(c, ("recipe", "model", "epochs", "description", "mirror_average")),
                 "weight": round(w, 6)} for c, w in zip(configs, weights)]
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
-    return {**{k: configs[0].get(k) for k in SPLIT_PROTOCOL}, "recipe": "ensemble", "model": "ensemble",
+    # Only what the first member says: a bare export says no split, and "classes": null was damage
+    return {**{k: configs[0][k] for k in SPLIT_PROTOCOL if k in configs[0]}, "recipe": "ensemble", "model": "ensemble",
             "quantize": configs[0].get("quantize"),
             # Members that all average each face with its mirror image make one that does.
             "mirror_average": all(c.get("mirror_average") for c in configs),
