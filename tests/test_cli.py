@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import without_train_extra
+from conftest import synthetic_faces, without_train_extra, write_folder
 from ferkit.cli import COMMANDS, main
 
 
@@ -646,3 +646,16 @@ def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, t
     assert main(["export", str(run / "model.keras"), "--output", str(run / "model.onnx")]) == 0
     # A name no run reads for its model: only a run's model.onnx and model-int8.onnx stand for it
     assert main(["export", str(run), "--output", str(other / "from-run.onnx")]) == 0
+
+
+def test_int8_calibration_on_few_faces_says_so(tiny_run, tmp_path, caplog):
+    """Each activation's 8-bit range comes from the calibration faces: one face had quantized silently."""
+    images, labels = synthetic_faces(("sad",), 3)
+    few = write_folder(tmp_path / "few", images, labels, split=None)
+    caplog.set_level("WARNING", logger="ferkit")
+    assert main(["export", str(tiny_run), "--quantize", "int8", "--calibration", str(few), "--output",
+                 str(tmp_path / "m.onnx")]) == 0
+    assert "int8 calibration on only 3 faces" in caplog.text
+    caplog.clear()
+    assert main(["export", str(tiny_run), "--quantize", "int8", "--output", str(tmp_path / "n.onnx")]) == 0
+    assert "int8 calibration on only" not in caplog.text  # the run's own 160 training faces

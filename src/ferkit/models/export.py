@@ -9,6 +9,7 @@ points of PublicTest accuracy.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,7 +21,10 @@ from ferkit.errors import FerkitError
 from ferkit.models.onnx_graph import float_scores
 from ferkit.runs import ONNX_META, RunDir, epochs_trained, load_keras_model, metrics_beside, replacing
 
+log = logging.getLogger("ferkit")
+
 CALIBRATION_FACES = 256
+FEW_CALIBRATION_FACES = 100  # below this a face or two sets an activation's whole 8-bit range
 
 
 def export_onnx(model_path: str | Path, output: str | Path | None = None, quantize: str = "none",
@@ -94,6 +98,9 @@ def _calibration_faces(given: str | Path | None, info) -> np.ndarray:
     faces = load_fer(data)
     pool = np.flatnonzero(faces.usage == "train") if (faces.usage == "train").any() else np.arange(len(faces))
     pick = np.random.default_rng(0).choice(pool, min(CALIBRATION_FACES, len(pool)), replace=False)
+    if len(pick) < FEW_CALIBRATION_FACES:  # each activation's range is read off these faces alone
+        log.warning("int8 calibration on only %d face%s (%s): the 8-bit ranges may not fit other faces; "
+                    "give --calibration data of a few hundred", len(pick), "s" * (len(pick) != 1), data)
     return to_model_input(faces.images[pick], info.image_size)
 
 
