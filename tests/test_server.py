@@ -32,6 +32,7 @@ def test_page_health_model_and_schema(client):
     model = client.get("/v1/model").json()
     assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
     assert model["colours"]["angry"] == "#dc2828"  # annotate's BGR (40, 40, 220), as the page's hex
+    assert model["max_upload_mb"] == 1  # the page shrinks a photo over it before sending
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -543,6 +544,11 @@ def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
                                                  "access-control-request-method": "DELETE"})
     assert delete.status_code == 400 and delete.json()["error"].startswith("Disallowed CORS method: it allows GET")
     assert "--cors-origin" not in delete.json()["error"]  # the origin was named: its method is what is wrong
+    # A public web app calling ferkit on localhost or the LAN: Chrome's private-network preflight
+    private = app.options("/v1/predict", headers={"origin": "https://app.example.com",
+                                                  "access-control-request-method": "POST",
+                                                  "access-control-request-private-network": "true"})
+    assert private.status_code == 200 and private.headers["access-control-allow-private-network"] == "true"
 
 
 def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):

@@ -84,7 +84,7 @@ def _open_page(p, server_url: str, flags=(), before=None):
     if before:
         page.add_init_script(before)
     page.goto(server_url + "/")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Model:')")
+    page.wait_for_function("document.getElementById('model').textContent.startsWith('Model:')")
     return browser, page
 
 
@@ -183,9 +183,11 @@ def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_p
         page.set_input_files("#file", str(text))
         page.wait_for_function("document.getElementById('error').textContent !== ''", timeout=30_000)
         after = page.evaluate("[$('error').textContent, $('faces').innerHTML, view.style.display, $('status').textContent]")
+        model = page.inner_text("#model")
         browser.close()
     assert shown == [640, 480, "block"] and faces == 3
     assert after == ["not an image, or a corrupt one", "", "none", ""]
+    assert model.startswith("Model: 4 emotions")  # an error had wiped the model's line for good
 
 
 def test_webcam_on_an_insecure_page_says_why(server_url):
@@ -320,11 +322,13 @@ def _live_given_up_then_shown(server_url: str, stand_in: str) -> tuple[str, str]
         page.click("#live")
         page.wait_for_function("document.getElementById('error').textContent.startsWith('The server did not')",
                                timeout=30_000)
-        given_up = page.inner_text("#error")
+        given_up, stale = page.inner_text("#error"), page.evaluate("view.classList.contains('stale')")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
-        shown = page.inner_text("#error")
+        shown, fresh = page.inner_text("#error"), not page.evaluate("view.classList.contains('stale')")
         page.click("#live")
         browser.close()
+    # the last frame's boxes are dimmed beside the error, not shown as if current
+    assert stale and fresh
     return given_up, shown
 
 
@@ -365,3 +369,45 @@ def test_stopping_live_while_a_frame_hangs_lets_a_restart_go_on_at_once(server_u
         page.click("#live")
         browser.close()
     assert error == ""
+
+
+def test_a_photo_dropped_beside_the_box_is_analysed_not_opened(server_url, group_photo):
+    """The browser opened a file dropped outside the box in the page's place, leaving the page."""
+    import base64
+
+    jpeg = base64.b64encode(cv2.imencode(".jpg", group_photo[0])[1].tobytes()).decode()
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url)
+        kept = page.evaluate("""(b64) => {
+          const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0)), dt = new DataTransfer();
+          dt.items.add(new File([bytes], "group.jpg", {type: "image/jpeg"}));
+          return document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""", jpeg)
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        faces = page.locator(".face h3.label").count()
+        browser.close()
+    assert kept is False and faces == 3  # the browser's own handling (opening the file) prevented
+
+
+@pytest.fixture(scope="module")
+def small_limit_url(tiny_run):
+    from ferkit.server import create_app
+
+    yield from _serve(create_app(str(tiny_run / "model.onnx"), max_upload_mb=0.05))
+
+
+def test_a_photo_over_the_upload_limit_is_shrunk_before_sending(small_limit_url, group_photo, tmp_path):
+    """A phone's 48-megapixel photo (12-25 MB) was refused by the 10 MB limit, with no way round it."""
+    photo = tmp_path / "group.png"
+    cv2.imwrite(str(photo), group_photo[0])
+    assert photo.stat().st_size > 0.05 * 1024 * 1024
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, small_limit_url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        faces, status, error = page.locator(".face h3.label").count(), page.inner_text("#status"), page.inner_text("#error")
+        width = page.eval_on_selector("#view", "c => c.width")
+        browser.close()
+    assert error == "" and faces == 3 and "size, under the server's upload limit" in status
+    assert width == group_photo[0].shape[1]  # the photo itself shown, its boxes scaled back to it
+

@@ -79,6 +79,7 @@ class ModelDescription(BaseModel):
     macro_f1: float | None = Field(description="the mean of the per-class F1 scores, measured with it")
     evaluated_on: str | None = Field(description="the faces those were measured on")
     colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
+    max_upload_mb: float = Field(description="the largest image /v1/predict takes, in MB")
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -148,8 +149,11 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
     app.add_middleware(CrashAsJSON)  # added first: the innermost middleware
     if origins:  # the browser's preflight for a POST with a body is answered here, before any route
+        # Private network too: the usual caller is a public web app and ferkit on localhost or the LAN,
+        # which Chrome's private-network preflight asks about; refused, its page could not call ferkit
         app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
-                           allow_headers=["*"], expose_headers=["Retry-After"], max_age=600)
+                           allow_headers=["*"], expose_headers=["Retry-After"], max_age=600,
+                           allow_private_network=True)
     app.add_middleware(PrefixAnsweredToo, router=app.router)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
@@ -184,7 +188,8 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             accuracy=engine.metrics.get("accuracy"), macro_f1=engine.metrics.get("macro_f1"),
             evaluated_on=_text(engine.metrics.get("split")),
             colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS.get(name, UNKNOWN_COLOUR))
-                     for name in info.classes})
+                     for name in info.classes},
+            max_upload_mb=max_upload_mb)
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
