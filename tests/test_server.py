@@ -676,3 +676,12 @@ def test_serve_refuses_a_root_path_named_as_its_own_paths(tiny_run, capsys, monk
     monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("it served"))
     assert main(["serve", "--port", "0", "--model", str(tiny_run / "model.onnx"), "--root-path", "/v1"]) == 2
     assert "--root-path /v1 begins as one of ferkit's own paths" in capsys.readouterr().err
+
+
+def test_an_unknown_query_parameter_is_named_not_ignored(client, group_jpeg):
+    """`?annotate=true` (a typo) had answered JSON where a PNG was asked for."""
+    answer = client.post("/v1/predict?annotate=true", content=group_jpeg, headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 422 and answer.json()["error"].startswith("unknown query parameter annotate:")
+    assert client.post("/v1/predict?annotated=false", content=group_jpeg,
+                       headers={"content-type": "image/jpeg"}).status_code == 200
+

@@ -198,6 +198,10 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def predict(request: Request, annotated: bool = False):
         """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
         JSON faces, or the annotated image."""
+        unknown = sorted(set(request.query_params) - {"annotated"})
+        if unknown:  # a typo (?annotate=true) had answered JSON where a PNG was asked for, without a word
+            raise HTTPException(422, f"unknown query parameter {', '.join(unknown)}: /v1/predict takes "
+                                     "annotated=true|false")
         if engine.in_flight >= engine.max_in_flight:  # before reading the body: refused ones cost no memory
             raise HTTPException(503, "server busy: too many requests in flight, retry shortly",
                                 headers={"Retry-After": "1"})
