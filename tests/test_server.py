@@ -685,3 +685,13 @@ def test_an_unknown_query_parameter_is_named_not_ignored(client, group_jpeg):
     assert client.post("/v1/predict?annotated=false", content=group_jpeg,
                        headers={"content-type": "image/jpeg"}).status_code == 200
 
+
+def test_a_multipart_upload_cut_short_says_so(client, group_jpeg):
+    """A `file` part with no closing boundary had been told it lacked the field 'file'."""
+    boundary = "XyZ"
+    body = (f"--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+            "content-type: image/jpeg\r\n\r\n").encode() + group_jpeg[:5000]
+    answer = client.post("/v1/predict", content=body,
+                         headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 400 and "cut short" in answer.json()["error"]
+

@@ -319,6 +319,9 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
         if isinstance(upload, str):
             raise HTTPException(400, "the field 'file' is text, not a file: send the image as a file "
                                      "(curl -F file=@photo.jpg)")
+        if upload is None and b'name="file"' in body:  # the part began, and its closing boundary never came
+            raise HTTPException(400, "the multipart upload is cut short: its field 'file' never ends (a "
+                                     "dropped connection, or a client that sent too little)")
         if upload is None:
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
         return await upload.read()
