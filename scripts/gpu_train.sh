@@ -9,8 +9,10 @@
 # makes ferkit stop after the current batch, keep its best weights and write the run as interrupted
 # (resume it later); a run still there 30 s later (say, still compiling) gets TERM.
 # Then each finished run's model.keras becomes float16 weights (scripts/half_weights.py; `unpack`
-# rebuilds it here), and each run is packed, without its resume backup unless it was interrupted,
-# into PACKDIR/runs.tar.gz split in 15 MB parts (what a size-capped file transfer can carry).
+# rebuilds it here), and each run is packed, without its resume backups, into PACKDIR/runs.tar.gz
+# split in 15 MB parts (what a size-capped file transfer can carry). An interrupted run saves its
+# model.keras too, and its backups (3 x 35 MB, optimizer state and all) would overflow what a call
+# brings back: with PACK_BACKUPS=1 they are packed after everything else, for a later call to resume.
 set -um  # -m: job control, else background runs ignore the Ctrl-C sent at the deadline
 jobs_file=$1 data=$2 out=$3 seconds=$4 pack=$5
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
@@ -51,7 +53,8 @@ for log in *.log; do
     if [[ ! -e "$name/weights-f16.npz" ]]; then
         if [[ -e "$name/model.keras" ]]; then keep+=("$name/model.keras"); else late+=("$name/checkpoints/best.weights.h5"); fi
     fi
-    grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null && [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
+    [[ "${PACK_BACKUPS:-0}" == 1 ]] && grep -q '"interrupted": true' "$name/metrics.json" 2>/dev/null &&
+        [[ -d "$name/checkpoints" ]] && late+=("$name/checkpoints")
     echo "$name: $(grep -E '^Epoch [0-9]+/' "$log" | tail -1) $(tail -1 "$log")"
 done
 tar czf - "${keep[@]}" "${late[@]}" 2>/dev/null | split -b 15M - "$pack/runs.tar.gz.part-"
