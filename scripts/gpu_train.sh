@@ -49,6 +49,7 @@ keep=() late=()  # resume backups last: if the transfer cap cuts the archive, it
 for log in *.log; do
     name=${log%.log}
     keep+=("$log" "$name/config.json" "$name/history.csv")
+    [[ -e "$name/checkpoints/split.json" ]] && keep+=("$name/checkpoints/split.json")  # evaluate compares its parts
     for f in metrics.json weights-f16.npz; do [[ -e "$name/$f" ]] && keep+=("$name/$f"); done
     if [[ ! -e "$name/weights-f16.npz" ]]; then
         if [[ -e "$name/model.keras" ]]; then keep+=("$name/model.keras"); else late+=("$name/checkpoints/best.weights.h5"); fi

@@ -257,3 +257,20 @@ def test_evaluate_refuses_an_output_folder_it_cannot_make_before_predicting(tiny
         evaluate(tiny_run, tiny_run.parent / "data", split="all", output=tmp_path / "afile")
     with pytest.raises(FerkitError, match="afile is not a writable folder"):
         evaluate(tiny_run, tiny_run.parent / "data", split="all", output=tmp_path / "afile" / "sub")
+
+
+def test_evaluate_judges_the_part_it_rebuilds_not_the_whole_split(trained_run, tmp_path, caplog):
+    """The official split's val part is drawn from Training alone: a copy with a test face fewer
+    rebuilds the same val faces, and had been warned of as another split."""
+    import shutil
+
+    result, data = trained_run
+    copy = shutil.copytree(data, tmp_path / "data")
+    next((copy / "test").rglob("*.png")).unlink()
+    caplog.set_level("WARNING", logger="ferkit")
+    evaluate(result.run_dir, copy, split="val")
+    assert "does not split into the faces" not in caplog.text
+    next((copy / "train").rglob("*.png")).unlink()  # a Training face fewer: another val part
+    evaluate(result.run_dir, copy, split="val")
+    assert "does not split into the faces the model's run had" in caplog.text
+

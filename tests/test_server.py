@@ -32,7 +32,7 @@ def test_page_health_model_and_schema(client):
     model = client.get("/v1/model").json()
     assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
     assert model["colours"]["angry"] == "#dc2828"  # annotate's BGR (40, 40, 220), as the page's hex
-    assert model["max_upload_mb"] == 1  # the page shrinks a photo over it before sending
+    assert model["max_upload_mb"] == 1 and model["max_megapixels"] == 50  # the page shrinks a photo over either
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
@@ -549,6 +549,11 @@ def test_cors_lets_only_the_named_web_apps_call_the_api(tiny_run, group_jpeg):
                                                   "access-control-request-method": "POST",
                                                   "access-control-request-private-network": "true"})
     assert private.status_code == 200 and private.headers["access-control-allow-private-network"] == "true"
+    anyone = TestClient(create_app(str(tiny_run / "model.onnx"), cors_origins=["*"]))
+    private = anyone.options("/v1/predict", headers={"origin": "https://evil.example",
+                                                     "access-control-request-method": "POST",
+                                                     "access-control-request-private-network": "true"})
+    assert private.status_code == 400 and "not *" in private.json()["error"]  # not every site of the web
 
 
 def test_without_cors_origins_no_other_site_is_allowed(client, group_jpeg):
@@ -678,12 +683,15 @@ def test_serve_refuses_a_root_path_named_as_its_own_paths(tiny_run, capsys, monk
     assert "--root-path /v1 begins as one of ferkit's own paths" in capsys.readouterr().err
 
 
-def test_an_unknown_query_parameter_is_named_not_ignored(client, group_jpeg):
-    """`?annotate=true` (a typo) had answered JSON where a PNG was asked for."""
+def test_a_misspelt_annotated_is_named_not_ignored(client, group_jpeg):
+    """`?annotate=true` (a typo) had answered JSON where a PNG was asked for; a gateway's own
+    parameters are none of ferkit's and pass."""
     answer = client.post("/v1/predict?annotate=true", content=group_jpeg, headers={"content-type": "image/jpeg"})
-    assert answer.status_code == 422 and answer.json()["error"].startswith("unknown query parameter annotate:")
-    assert client.post("/v1/predict?annotated=false", content=group_jpeg,
-                       headers={"content-type": "image/jpeg"}).status_code == 200
+    assert answer.status_code == 422 and answer.json()["error"] == \
+        "unknown query parameter annotate: did you mean annotated=true?"
+    for query in ("annotated=false", "api_key=x&_=1712345678", "utm_source=x"):
+        assert client.post(f"/v1/predict?{query}", content=group_jpeg,
+                           headers={"content-type": "image/jpeg"}).status_code == 200, query
 
 
 def test_a_multipart_upload_cut_short_says_so(client, group_jpeg):
@@ -694,4 +702,6 @@ def test_a_multipart_upload_cut_short_says_so(client, group_jpeg):
     answer = client.post("/v1/predict", content=body,
                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert answer.status_code == 400 and "cut short" in answer.json()["error"]
+    other_field = client.post("/v1/predict", files={"image": ("file", group_jpeg, "image/jpeg")})  # named "file"
+    assert other_field.status_code == 400 and "needs an image in the field 'file'" in other_field.json()["error"]
 

@@ -473,6 +473,7 @@ def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synt
     (run / "checkpoints" / "split.json").write_text("{cut short")
     with pytest.raises(FerkitError, match="split.json is damaged: .* delete it to resume without the check"):
         train(moved, resume=run, verbose=0)
-    (run / "checkpoints" / "split.json").write_text(kept)
+    before_parts = {key: value for key, value in json.loads(kept).items() if key != "parts"}
+    (run / "checkpoints" / "split.json").write_text(json.dumps(before_parts))  # as ferkit wrote it before session 46
     assert not train(moved, resume=run, verbose=0).interrupted  # the same faces somewhere else
     assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # and found there from now on

@@ -181,7 +181,7 @@ class RunDir:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise FerkitError(f"{self.split_fingerprint} is damaged: the faces this run started with cannot be "
                               "checked; delete it to resume without the check") from None
-        if then != fingerprint:
+        if (then["sizes"], then.get("sha256")) != (fingerprint["sizes"], fingerprint["sha256"]):  # "parts" came later
             sizes = ["/".join(map(str, part["sizes"].values())) for part in (then, fingerprint)]
             raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "
                               f"{sizes[0]} then, {sizes[1]} now): a resumed run must train on the same faces; "

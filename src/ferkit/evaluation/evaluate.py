@@ -150,15 +150,20 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
 
 def _same_faces(path: str, splits, cfg: dict[str, Any], split: str, data) -> bool:
     """Whether the part rebuilt here holds no training faces: one drawn at random (`Splits.carved`)
-    must be the run's own draw (its recorded fingerprint), for one face missing from a copy of the
-    data reshuffles it, whatever the folder's name. A run without a fingerprint is judged by that name."""
+    must be the run's own draw (its recorded fingerprint: that part's digest, or the whole split's
+    in a run from before those), for one face missing from a copy of the data reshuffles it,
+    whatever the folder's name. A run without a fingerprint is judged by that name."""
     if split not in splits.carved:  # FER2013's own test parts, a validation folder: never trained on
         return True
     run = run_of(path)
     if run is not None and run.split_fingerprint.is_file():
+        now = splits.fingerprint()
         try:
-            return json.loads(run.split_fingerprint.read_text(encoding="utf-8")) == splits.fingerprint()
-        except (OSError, ValueError):
+            then = json.loads(run.split_fingerprint.read_text(encoding="utf-8"))
+            if "parts" in then:
+                return then["parts"][split] == now["parts"][split]
+            return (then["sizes"], then["sha256"]) == (now["sizes"], now["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
             return False
     trained_on = Path(cfg.get("data") or str(data)).absolute().name  # "." and "/abs/folder" alike
     return cfg["split"] != "random" or trained_on == Path(str(data)).absolute().name

@@ -8,9 +8,11 @@ before it is decoded, and each failure is a 4xx JSON error.
 
 from __future__ import annotations
 
+import difflib
 import html
 import io
 import math
+import re
 import threading
 import time
 from importlib import resources
@@ -80,6 +82,7 @@ class ModelDescription(BaseModel):
     evaluated_on: str | None = Field(description="the faces those were measured on")
     colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
     max_upload_mb: float = Field(description="the largest image /v1/predict takes, in MB")
+    max_megapixels: float = Field(description="the most pixels an image /v1/predict takes may have, in millions")
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -153,7 +156,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         # which Chrome's private-network preflight asks about; refused, its page could not call ferkit
         app.add_middleware(JSONErrorCORS, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600,
-                           allow_private_network=True)
+                           allow_private_network="*" not in origins)  # not every site of the web
     app.add_middleware(PrefixAnsweredToo, router=app.router)
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
@@ -189,7 +192,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             evaluated_on=_text(engine.metrics.get("split")),
             colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS.get(name, UNKNOWN_COLOUR))
                      for name in info.classes},
-            max_upload_mb=max_upload_mb)
+            max_upload_mb=max_upload_mb, max_megapixels=MAX_PIXELS / 1e6)
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
@@ -198,10 +201,11 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def predict(request: Request, annotated: bool = False):
         """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
         JSON faces, or the annotated image."""
-        unknown = sorted(set(request.query_params) - {"annotated"})
-        if unknown:  # a typo (?annotate=true) had answered JSON where a PNG was asked for, without a word
-            raise HTTPException(422, f"unknown query parameter {', '.join(unknown)}: /v1/predict takes "
-                                     "annotated=true|false")
+        typos = [name for name in request.query_params if name != "annotated"
+                 and difflib.get_close_matches(name.lower(), ["annotated"], cutoff=0.75)]
+        if typos:  # ?annotate=true had answered JSON where a PNG was asked for, without a word; other
+            # parameters (a gateway's api_key, tracking tags) are none of ferkit's, and pass
+            raise HTTPException(422, f"unknown query parameter {typos[0]}: did you mean annotated=true?")
         if engine.in_flight >= engine.max_in_flight:  # before reading the body: refused ones cost no memory
             raise HTTPException(503, "server busy: too many requests in flight, retry shortly",
                                 headers={"Retry-After": "1"})
@@ -305,6 +309,9 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     return data
 
 
+_FILE_PART = re.compile(rb'(?im)^content-disposition:[^\r\n]*;\s*name="?file"?\s*(;|\r?$)')
+
+
 async def _multipart_file(request: Request, body: bytes) -> bytes:
     """The one image in the form's field `file`. The form is closed on the way out: Starlette spools
     an upload over 1 MB to a temporary file, which would otherwise wait for the garbage collector."""
@@ -319,7 +326,7 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
         if isinstance(upload, str):
             raise HTTPException(400, "the field 'file' is text, not a file: send the image as a file "
                                      "(curl -F file=@photo.jpg)")
-        if upload is None and b'name="file"' in body:  # the part began, and its closing boundary never came
+        if upload is None and _FILE_PART.search(body):  # the part began, and its closing boundary never came
             raise HTTPException(400, "the multipart upload is cut short: its field 'file' never ends (a "
                                      "dropped connection, or a client that sent too little)")
         if upload is None:

@@ -60,7 +60,9 @@ class JSONErrorCORS(CORSMiddleware):
                    if key not in ("content-length", "content-type")}
         said = answer.body.decode()  # "Disallowed CORS origin, method, headers, private-network"
         why = ("the server lets only the web apps named with --cors-origin call it from a browser"
-               if "origin" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
+               if "origin" in said else
+               "only web apps named with --cors-origin (not *) may call the server on a private network"
+               if "private-network" in said else f"it allows {', '.join(sorted(self.allow_methods))} and any header")
         return JSONResponse({"error": f"{said}: {why}"}, status_code=answer.status_code, headers=headers)
 
 
