@@ -50,6 +50,21 @@ def test_the_budget_replans_without_the_first_epochs_compile_time():
     assert float(schedule(20)) > 0
 
 
+def test_the_first_epoch_is_timed_without_its_first_batchs_tracing():
+    """An XLA compilation of minutes in the first batch had planned too few epochs, then more."""
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=10)
+    # 60 s: the first batch ends at 20 s (tracing), the other nine steps and validation take 9 s
+    limit = TimeBudget(1, epochs=10, steps_per_epoch=10, schedule=schedule, started=0.0, clock=_Clock(0, 20, 29))
+    limit.set_model(keras.Sequential())
+    limit.on_train_begin()
+    limit.on_epoch_begin(0)
+    for batch in range(10):
+        limit.on_train_batch_end(batch)
+    limit.on_epoch_end(0)
+    assert limit.planned == 4  # 29 s + 3 x 10 s; timed whole (29 s), 2
+    assert schedule.get_config()["total_steps"] == 40
+
+
 def test_a_limit_that_ends_the_run_within_its_warm_up_shortens_the_warm_up(caplog):
     config = TrainConfig(schedule="cosine", epochs=20, warmup_epochs=2, learning_rate=0.01)
     _, schedule = techniques.optimizer(config, steps_per_epoch=10)

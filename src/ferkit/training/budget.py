@@ -26,8 +26,11 @@ class TimeBudget(keras.callbacks.Callback):
     """Stop after the last epoch that fits in `minutes` counted from `started` (a `clock()` reading).
 
     `epochs` stays the most a run trains. The first epoch's time holds one-off tracing or
-    compilation, so later epochs are timed without it once there are any; what came before the
-    first epoch (loading the data, the teacher's pass) counts against the limit but is no epoch's.
+    compilation, so later epochs are timed without it once there are any, and the first is timed
+    from the end of its first batch, which holds the tracing: timed whole, an XLA compilation of
+    minutes had planned a few epochs, then more, moving the schedule's end (and warm-up) back and
+    forth. What came before the first epoch (loading the data, the teacher's pass) counts against
+    the limit but is no epoch's.
     `reserve` seconds are kept for the work after the last epoch (`seconds_to_finish`).
     """
 
@@ -39,12 +42,17 @@ class TimeBudget(keras.callbacks.Callback):
         self.planned = epochs
         self._first: int | None = None  # the first epoch of this session (> 0 when resumed)
         self._first_end = self._began = 0.0
+        self._first_batch_end: float | None = None
 
     def on_train_begin(self, logs=None):
         """Plan the full length: a resumed run's schedule may end where the last session's limit put it."""
         self._began = self.clock()
         if self.schedule is not None:
             self.schedule.set_total_steps(self.epochs * self.steps_per_epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_batch_end is None:
+            self._first_batch_end = self.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first is None:
@@ -83,7 +91,12 @@ class TimeBudget(keras.callbacks.Callback):
 
     def _epochs_left(self, epoch: int, now: float) -> int:
         later = epoch - self._first  # epochs timed after the first one
-        per_epoch = (now - self._first_end) / later if later else now - self._began
+        if later:
+            per_epoch = (now - self._first_end) / later
+        elif self._first_batch_end is not None and self.steps_per_epoch > 1:  # its other batches and validation
+            per_epoch = (now - self._first_batch_end) * self.steps_per_epoch / (self.steps_per_epoch - 1)
+        else:
+            per_epoch = now - self._began
         return max(math.floor((self.started + self.seconds - now) / max(per_epoch, 1e-9)), 0)
 
 
