@@ -145,6 +145,22 @@ def test_compare_tabulates_the_finished_recipes_when_the_next_stops_outside_an_e
     assert (tmp_path / "cmp" / "val_curves.png").is_file()
 
 
+def test_ctrl_c_after_a_recipe_trained_says_its_run_is_kept(synthetic_folder, tmp_path, monkeypatch, caplog):
+    """Ctrl-C while its row was measured had said the recipe was stopped before it trained an epoch."""
+    from ferkit.training import compare as module
+
+    def measured(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_row", measured)
+    with pytest.raises(KeyboardInterrupt):
+        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "cmp", epochs=1, classes=CLASSES,
+                       split="official", verbose=0)
+    assert f"interrupted while seed-custom's row was measured (its run is in {tmp_path / 'cmp' / 'seed-custom'})" \
+        in caplog.text and "before seed-custom trained an epoch" not in caplog.text
+    assert (tmp_path / "cmp" / "seed-custom" / "model.keras").is_file()
+
+
 def test_compare_notes_a_default_distilled_on_a_random_split():
     from ferkit.training.compare import _check
 

@@ -41,11 +41,13 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
         raise FerkitError(f"data not found: {data}")
     configs, notes = _check(recipes, overrides, out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, trained = [], False
     try:
         for config in configs:
             log.info("=== %s ===", config.recipe)
+            trained = False
             result = train(data, config, output=out / config.recipe, verbose=verbose)
+            trained = True  # its row is measured next (the model loaded, its inference timed)
             rows.append(_row(config, result))
             if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
                 skipped = [c.recipe for c in configs[len(rows):]]
@@ -54,7 +56,9 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
                 break
     except BaseException as exc:  # Ctrl-C outside an epoch (loading, a teacher's pass), or a recipe that
         # failed: the recipes that finished keep their table
-        what = "interrupted before %s trained an epoch" if isinstance(exc, KeyboardInterrupt) else "%s failed"
+        what = ("%s failed" if not isinstance(exc, KeyboardInterrupt) else
+                f"interrupted while %s's row was measured (its run is in {out / config.recipe})" if trained
+                else "interrupted before %s trained an epoch")
         log.warning(f"{what}: the table holds the recipes before it", config.recipe)
         if rows:
             _write(out, rows, configs[0], notes)
