@@ -37,7 +37,7 @@ class TimeBudget(keras.callbacks.Callback):
     def __init__(self, minutes: float, epochs: int, steps_per_epoch: int, schedule: WarmupCosine | None,
                  started: float, clock: Callable[[], float] = time.monotonic, reserve: float = 0.0):
         super().__init__()
-        self.seconds, self.epochs, self.steps_per_epoch = minutes * 60 - reserve, epochs, steps_per_epoch
+        self.seconds, self.epochs, self.steps_per_epoch = minutes * 60, epochs, steps_per_epoch
         self.schedule, self.started, self.clock, self.reserve = schedule, started, clock, reserve
         self.planned = epochs
         self._first: int | None = None  # the first epoch of this session (> 0 when resumed)
@@ -65,18 +65,13 @@ class TimeBudget(keras.callbacks.Callback):
         planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
         if planned != self.planned:
             log.info("time limit %g min: %d of %d epochs fit; the learning rate now ends at epoch %d",
-                     self.minutes, planned, self.epochs, planned)
+                     self.seconds / 60, planned, self.epochs, planned)
             self._say_warm_up(epoch, planned)
             self.planned = planned
             if self.schedule is not None:
                 self.schedule.set_total_steps(planned * self.steps_per_epoch)
         if epoch + 1 >= self.planned:
             self.model.stop_training = True
-
-    @property
-    def minutes(self) -> float:
-        """The limit as given, for the log: `seconds` is what is left of it for epochs."""
-        return (self.seconds + self.reserve) / 60
 
     def _say_warm_up(self, epoch: int, planned: int) -> None:
         """The warm-up ends an epoch before the planned end (WarmupCosine); only a run that stops now,
@@ -97,7 +92,8 @@ class TimeBudget(keras.callbacks.Callback):
             per_epoch = (now - self._first_batch_end) * self.steps_per_epoch / (self.steps_per_epoch - 1)
         else:
             per_epoch = now - self._began
-        return max(math.floor((self.started + self.seconds - now) / max(per_epoch, 1e-9)), 0)
+        left = self.started + self.seconds - self.reserve - now  # the work after the last epoch kept out
+        return max(math.floor(left / max(per_epoch, 1e-9)), 0)
 
 
 SAVING_SECONDS = 2.0  # the model, its weights and plots after the last epoch: 0.5 s measured here

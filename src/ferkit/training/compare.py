@@ -41,7 +41,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
         raise FerkitError(f"data not found: {data}")
     configs, notes = _check(recipes, overrides, out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, trained = [], False
+    rows = []
     try:
         for config in configs:
             log.info("=== %s ===", config.recipe)
