@@ -72,6 +72,36 @@ def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
     np.testing.assert_array_equal(trained["colour"], seen)
 
 
+def test_a_colour_png_trains_as_inference_sees_it(tmp_path):
+    """OpenCV's grayscale decode (libpng's own conversion) rounded differently from the BGR decode
+    inference makes, by 1 on about half the pixels of a colour PNG."""
+    from ferkit.data.preprocess import to_gray
+    from ferkit.inference.images import read_image_file
+
+    rng = np.random.default_rng(3)
+    face = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    path = write_folder(tmp_path, [face], ["happy"], split=None)
+    trained = load_fer(path).images[0]
+    np.testing.assert_array_equal(trained, to_gray(read_image_file(next(path.rglob("*.png")))))
+
+
+def test_a_float_colour_tiff_trains_as_inference_reads_it(tmp_path):
+    """OpenCV's grayscale decode refuses 32-bit float colour TIFFs, which inference reads: they had
+    been counted as unreadable in training."""
+    from ferkit.data.preprocess import to_gray
+    from ferkit.inference.images import read_image_file
+
+    images, _ = synthetic_faces(("happy",), 1)
+    folder = tmp_path / "happy"
+    folder.mkdir()
+    colour = np.dstack([images[0]] * 3).astype(np.float32) / 255
+    assert cv2.imwrite(str(folder / "face.tiff"), colour)
+    data = load_fer(tmp_path)
+    assert len(data) == 1 and not data.skipped
+    np.testing.assert_array_equal(data.images[0], to_gray(read_image_file(folder / "face.tiff")))
+    assert np.abs(data.images[0].astype(int) - images[0]).max() <= 1
+
+
 def test_zip_read_directly(real_zip, real_members):
     data = load_fer(real_zip)
     assert len(data) == len(real_members)
@@ -218,6 +248,18 @@ def test_a_zip_python_cannot_decompress_says_so_not_damaged(tmp_path, real_membe
             raw[at + (8 if raw[at + 2] == 3 else 10)] = 98  # PPMd
     path.write_bytes(bytes(raw))
     assert len(load_fer(path)) == 2
+
+
+def test_a_zip_asking_for_a_newer_zip_version_is_a_clear_error(tmp_path, real_members):
+    """A damaged "version needed to extract" made Python's zipfile raise NotImplementedError: a
+    traceback instead of a word."""
+    path = _zip_of(tmp_path / "v64.zip", real_members[:2])
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"PK\x01\x02")
+    raw[at + 6:at + 8] = (64).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FerkitError, match="not a readable zip file: .*zip file version 6.4"):
+        load_fer(path)
 
 
 def test_a_zip_with_windows_backslashes_reads_like_one_with_slashes(tmp_path, real_members):
@@ -515,6 +557,10 @@ def test_select_classes_relabels_and_counts(tmp_path):
     subset, left_out = select_classes(data, ("fear", "sad"))
     assert left_out == 100 and len(subset) == 100
     assert set(subset.labels) == {0, 1}
+    # the subset's counts name its own classes (they had read its labels 0, 1 as angry, disgust)
+    assert subset.class_counts() == {"fear": 50, "sad": 50}
+    again, left_out = select_classes(subset, ("sad",))
+    assert left_out == 50 and again.class_counts() == {"sad": 50} and set(again.labels) == {0}
 
 
 def test_requested_class_without_images_is_an_error(tmp_path):

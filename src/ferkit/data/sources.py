@@ -47,20 +47,24 @@ USAGE_FROM_FOLDER = {"train": "train", "training": "train", "test": "public", "t
 
 @dataclass
 class FerDataset:
-    """Faces (uint8, N x 48 x 48), labels (index into EMOTIONS), usage, and what was skipped."""
+    """Faces (uint8, N x 48 x 48), labels (index into `classes`), usage, and what was skipped.
+
+    `classes` is all of EMOTIONS as read; a subset made for a run (`select_classes`) numbers its
+    labels in the run's classes and says so, so that its counts name the right emotions."""
 
     images: np.ndarray
     labels: np.ndarray
     usage: np.ndarray
     source: str
     skipped: Counter = field(default_factory=Counter)
+    classes: tuple[str, ...] = EMOTIONS
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(EMOTIONS))
-        return {name: int(n) for name, n in zip(EMOTIONS, counts) if n}
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts) if n}
 
 
 def load_fer(path: str | os.PathLike) -> FerDataset:
@@ -108,7 +112,7 @@ def walk_files(root: Path) -> Iterator[Path]:
 def _load_zip(path: Path) -> FerDataset:
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError) as exc:  # NotImplementedError: a damaged "version needed"
         raise FerkitError(f"not a readable zip file: {path} ({exc})") from None
     with archive:
         # Older Windows zippers (PowerShell 5's Compress-Archive) write folders with backslashes
@@ -216,15 +220,14 @@ def _emotion_folder(parts: tuple[str, ...]) -> str:
 
 def _decode_gray(data: bytes) -> np.ndarray | None:
     """None where OpenCV cannot decode: it returns None for most bad bytes, but asserts on empty
-    ones (a 0-byte file from an interrupted copy) and on images over its pixel limit. Deeper images
-    (16-bit, float) go the way inference reads them, `decode_bgr`, so that a face trains as it is
-    later seen: OpenCV's own shift by 8 made 12-bit data nearly black."""
+    ones (a 0-byte file from an interrupted copy) and on images over its pixel limit. Decoded the
+    way inference reads images, `decode_bgr` then gray, so that a face trains as it is later seen:
+    OpenCV's own grayscale decode rounds colour PNGs differently (by 1 on half their pixels), shifts
+    12-bit data by 8 (nearly black) and refuses float colour TIFFs. FER2013's faces come out the
+    same either way, in about the same time."""
     if not data:
         return None
     try:
-        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-        if gray is None or gray.dtype == np.uint8:  # 8-bit: one decode, straight to gray
-            return gray
         bgr = decode_bgr(data)
     except cv2.error:
         return None

@@ -12,7 +12,6 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ferkit.choices import SPLITS
-from ferkit.data.labels import EMOTIONS
 from ferkit.data.sources import FerDataset
 from ferkit.errors import FerkitError
 
@@ -66,14 +65,14 @@ def select_classes(data: FerDataset, classes: tuple[str, ...],
     empty = [c for c in classes if c not in data.class_counts()]
     if empty and require_all:
         raise FerkitError(f"no images of class(es) {', '.join(empty)} in {data.source}")
-    remap = np.full(len(EMOTIONS), -1)
+    remap = np.full(len(data.classes), -1)
     for new, name in enumerate(classes):
-        remap[EMOTIONS.index(name)] = new
+        if name in data.classes:
+            remap[data.classes.index(name)] = new
     new_labels = remap[data.labels]
     keep = new_labels >= 0
-    subset = FerDataset(
-        data.images[keep], new_labels[keep], data.usage[keep], data.source, data.skipped
-    )
+    subset = FerDataset(data.images[keep], new_labels[keep], data.usage[keep], data.source, data.skipped,
+                        tuple(classes))
     return subset, int((~keep).sum())
 
 
