@@ -435,6 +435,31 @@ def test_a_pipe_named_as_an_image_in_a_folder_is_not_waited_on(tmp_path, group_p
     assert [p.name for p in find_images([tmp_path])] == ["a.png", "gone.jpg"]
 
 
+def test_a_link_to_itself_is_one_unreadable_image_not_the_end_of_the_run(tiny_run, group_photo, tmp_path, capsys):
+    """Path.resolve() raises RuntimeError on a link loop (Python 3.11, 3.12): a traceback, and none
+    of the folder's images analysed."""
+    cv2.imwrite(str(tmp_path / "a.png"), group_photo[0])
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    out_csv = tmp_path / "out" / "faces.csv"
+    assert main(["predict", str(tmp_path), "--model", str(tiny_run), "--csv", str(out_csv),
+                 "--save-annotated", str(tmp_path / "out")]) == 1
+    rows = list(csv.DictReader(out_csv.open()))
+    assert {Path(r["file"]).name for r in rows} == {"a.png", "loop.jpg"}
+    assert sum(r["error"] == "" for r in rows) == group_photo[1]
+    assert main(["predict", str(tmp_path / "loop.jpg"), str(tmp_path / "a.png"), "--model", str(tiny_run)]) == 1
+    assert "a.png" in capsys.readouterr().out
+
+
+def test_a_csv_that_cannot_be_written_costs_no_json(tiny_run, group_photo, tmp_path, capsys):
+    """The CSV is written first; a full disk there had ended the run before the JSON was printed,
+    with an error naming no file."""
+    cv2.imwrite(str(tmp_path / "a.png"), group_photo[0])
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_run), "--json", "--csv", "/dev/full"]) == 2
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["results"][0]["faces"]) == group_photo[1]
+    assert "cannot write /dev/full: No space left on device" in err
+
+
 def test_hidden_images_in_a_folder_are_left_out_and_said(tmp_path, caplog):
     from ferkit.inference.images import find_images
 

@@ -60,3 +60,15 @@ def test_a_long_video_costs_little_memory_per_face():
     tracemalloc.stop()
     assert used / (3 * 20_000) < 100  # bytes per face seen
     assert timeline.summary()[0]["frames"] == 20_000
+
+
+def test_a_csv_that_cannot_be_written_is_named_in_the_error():
+    """A full disk ended `ferkit video` with "No space left on device" and no file named."""
+    import pytest
+
+    from ferkit.errors import FerkitError
+
+    timeline = Timeline(CLASSES, "/dev/full")
+    with pytest.raises(FerkitError, match="cannot write /dev/full: No space left on device"):
+        timeline.add(0, 0.0, [_face(1, 0.9)])
+    timeline.close()

@@ -400,6 +400,24 @@ def test_a_rate_seen_in_whole_milliseconds_is_one_the_codec_takes(tmp_path):
     capture.release()
 
 
+@pytest.mark.parametrize("fps", [66.667, 119.43123, 29.97002997])
+def test_a_headers_rate_the_codec_cannot_hold_exactly_is_rounded_not_refused(tmp_path, fps):
+    """A high-frame-rate phone's header averages to rates such as 66.667: mp4v refused them, and
+    `ferkit video --output` wrote nothing, blaming the folder. NTSC's 29.97... is kept as it is."""
+    from ferkit.inference.video import TimedWriter
+
+    out = tmp_path / "v.mp4"
+    writer = TimedWriter(str(out), fps, np.zeros((16, 16, 3), np.uint8))
+    for i in range(10):
+        writer.write(np.full((16, 16, 3), 10 * i, np.uint8), i / fps)
+    writer.release()
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(fps, abs=0.006)
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 10
+    capture.release()
+    assert writer.fps == (fps if fps < 65 else round(fps, 2))
+
+
 def test_bunched_timestamps_keep_the_headers_rate():
     """Frames stamped 1 ms apart are a glitch, not a 1000 fps video: written at 1000 fps, each frame
     of the 25 fps clip would have been copied 40 times."""

@@ -125,10 +125,12 @@ def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | P
     """A file (or folder) the command writes, checked and its folder made before the work starts:
     a typo in an output path must not cost the results of a long folder or video, nor overwrite
     one of the `inputs` being read."""
+    from ferkit.data.sources import real_path
+
     if name is None:
         return None
     path = Path(name)
-    if any(path.resolve() == Path(source).resolve() for source in inputs):
+    if any(real_path(path) == real_path(source) for source in inputs):
         raise FerkitError(f"{path} is one of the inputs: writing it would destroy what is being read")
     parent = path if folder else path.parent
     blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)

@@ -65,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if stopped:  # a reader that left (`| head`) ends the run as Ctrl-C does: the CSV holds the images done
         print(f"ferkit: {'interrupted' if stopped == 'interrupted' else 'the output was closed'}: the results "
               f"hold the first {len(results)} of {len(images)} images", file=sys.stderr)
-    if csv_path:  # first: a reader of the JSON that leaves early costs no CSV
-        _write_csv(csv_path, results, rec.classes)
-    if args.json and stopped != "pipe":
+    unwritten = _write_csv(csv_path, results, rec.classes) if csv_path else ""  # first: a reader leaving costs no CSV
+    if args.json and stopped != "pipe":  # and a CSV that cannot be written costs no JSON
         print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": bool(stopped)}, indent=2))
     if stopped == "pipe":
         raise BrokenPipeError  # the exit a reader that left expects (141)
+    if unwritten:
+        raise FerkitError(unwritten)
     return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
 
 
@@ -140,7 +141,9 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
 
 def _name_key(path: Path) -> str:
     """A file's name as a case-insensitive file system tells files apart."""
-    return str(path.resolve()).casefold()
+    from ferkit.data.sources import real_path
+
+    return str(real_path(path)).casefold()
 
 
 def _write_png(path: Path, image) -> str:
@@ -167,22 +170,30 @@ def _print_lines(name: str, faces: list[dict]) -> None:
         print(f"{name}\t{','.join(map(str, face['box']))}\t{face['label']}\t{face['confidence']:.3f}")
 
 
-def _write_csv(path: Path, results: list[dict], classes) -> None:
+def _write_csv(path: Path, results: list[dict], classes) -> str:
     """One row per face; a file with no face, or that could not be read, gets one row of its own
     (empty face columns, the reason in `error`), so the CSV accounts for every input. `annotated`
     names the file's annotated copy: img.bmp and img.webp cannot both be img_annotated.png.
 
     UTF-8 for any file name on any OS; a name that is not UTF-8 itself (bytes of another
-    encoding) is written with backslash escapes instead of ending the run."""
+    encoding) is written with backslash escapes instead of ending the run. Returns what went
+    wrong, or "": a disk that filled up during a long folder must not cost the JSON too."""
+    try:
+        with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+            _csv_rows(csv.writer(handle), results, classes)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return ""
+
+
+def _csv_rows(writer, results: list[dict], classes) -> None:
     from ferkit.inference.faces import FACE_COLUMNS, face_cells
 
-    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "face", *FACE_COLUMNS, *classes, "error", "annotated"])
-        for result in results:
-            error, copy = result.get("error", ""), result.get("annotated", "")
-            for i, face in enumerate(result["faces"]):
-                writer.writerow([result["file"], i, *face_cells(face, classes), error, copy])
-            if not result["faces"]:
-                empty = [""] * (1 + len(FACE_COLUMNS) + len(classes))
-                writer.writerow([result["file"], *empty, error or "no face found", copy])
+    writer.writerow(["file", "face", *FACE_COLUMNS, *classes, "error", "annotated"])
+    for result in results:
+        error, copy = result.get("error", ""), result.get("annotated", "")
+        for i, face in enumerate(result["faces"]):
+            writer.writerow([result["file"], i, *face_cells(face, classes), error, copy])
+        if not result["faces"]:
+            empty = [""] * (1 + len(FACE_COLUMNS) + len(classes))
+            writer.writerow([result["file"], *empty, error or "no face found", copy])

@@ -21,13 +21,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ferkit.data.sources import real_path
     from ferkit.errors import FerkitError
     from ferkit.inference.video import VIDEO_SUFFIXES, process_video
 
     files = [out for out in (args.output, args.csv, args.plot) if out]
     if not files:
         raise FerkitError("nothing to write: give --output, --csv and/or --plot")
-    if len({Path(out).resolve() for out in files}) < len(files):
+    if len({real_path(out) for out in files}) < len(files):
         raise FerkitError(f"--output, --csv and --plot each need a file of their own, got {', '.join(files)}")
     if args.output and Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:  # now, not after the first frame
         raise FerkitError(f"--output {args.output}: a video's name ends in {', '.join(VIDEO_SUFFIXES)}")

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import to_bgr, to_uint8
-from ferkit.data.sources import IMAGE_SUFFIXES, decode_bgr, is_os_litter, is_os_metadata, walk_files
+from ferkit.data.sources import IMAGE_SUFFIXES, decode_bgr, is_os_litter, is_os_metadata, real_path, walk_files
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
@@ -376,7 +376,7 @@ def _outputs_among(images: list[Path], output: Path) -> list[Path]:
     """The images that a command writing to `output` made: its marked copies there. The mark, not
     the place, tells: an output folder inside an input folder may hold the user's own photos too
     (`predict .. --save-annotated .` from a photo folder had left all of that folder's photos out)."""
-    return [p for p in images if p.resolve().parent == output and is_annotated_copy(p)]
+    return [p for p in images if real_path(p).parent == output and is_annotated_copy(p)]
 
 
 def _say_hidden(folder: Path, hidden: list[Path]) -> None:

@@ -5,6 +5,7 @@ for a two-hour film of three faces, a camera's grew without end, and a crash los
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from array import array
 from collections import Counter
@@ -55,6 +56,15 @@ class Timeline:
             self._write(index, t, faces)
 
     def _write(self, index: int, t: float, faces: list[Face]) -> None:
+        try:
+            self._write_rows(index, t, faces)
+        except OSError as exc:  # a full disk: said with the file's name, which the OSError lacks
+            path = self.csv_path
+            with contextlib.suppress(OSError):  # its unwritten rows again: the error is said once
+                self.close()
+            raise FerkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _write_rows(self, index: int, t: float, faces: list[Face]) -> None:
         if self._rows is None:  # at the first frame: a source with none leaves no empty CSV
             self._handle = open(self.csv_path, "w", newline="", encoding="utf-8")  # any name, on any OS
             self._rows = csv.writer(self._handle)
@@ -70,9 +80,9 @@ class Timeline:
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = self._rows = None
+            handle, self._handle, self._rows = self._handle, None, None
             self.csv_path = None  # frames added after it are summarised, not written over it
+            handle.close()
 
     def summary(self) -> list[dict]:
         """Each face followed through the video, the longest seen first: in how many of the frames

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import numbers
 import os
 import time
@@ -244,6 +245,15 @@ def _say_if_cut_short(source: str, count: int, last: float, declared: float, fps
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")  # the containers OpenCV writes mp4v video into
 
 
+def writable_rate(fps: float) -> float:
+    """The frame rate to write at: OpenCV gives the codec the rate to within 0.001 as ticks per
+    second over a power of ten, and mp4v takes at most 65535 ticks, so a rate over 65.535 with a
+    third decimal (66.667, the average a high-frame-rate phone's header gives) is refused. Rounded
+    to the decimals that fit; a rate that needs none is kept as it is."""
+    decimals = min(3, max(0, math.floor(math.log10(65535 / fps)))) if fps > 0 else 3
+    return round(fps, decimals) if decimals < 3 else fps
+
+
 def _open_writer(path: str, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     """An mp4 writer sized from the first decoded frame (capture properties can disagree with it)."""
     check_opencv_name(path)
@@ -274,6 +284,7 @@ class TimedWriter:
 
     def __init__(self, path: str, fps: float, first: np.ndarray, open_writer=None):
         self._open = open_writer or _open_writer
+        fps = writable_rate(fps)
         self.path, self.fps, self.written, self.last, self._held = path, fps, 0, None, []
         self.writer = self._open(path, fps, first)  # now: a bad output name fails at the first frame
         self._probe = min(self.PROBE, max(3, self.PROBE_BYTES // max(first.nbytes, 1)))
@@ -290,8 +301,7 @@ class TimedWriter:
         held, self._held = self._held, None
         gaps = np.diff([t for _, t in held])
         gaps = gaps[gaps > 0]
-        # Two decimals: OpenCV makes the rate a fraction, and mp4v refuses 66.667 (1/0.015 s) but takes 66.67
-        seen = round(1 / float(np.median(gaps)), 2) if len(gaps) else 0.0
+        seen = writable_rate(1 / float(np.median(gaps))) if len(gaps) else 0.0
         # markedly faster: a variable rate's median wanders by a tenth or more
         if 1.5 * self.fps < seen <= max(self.FASTEST, self.fps):
             self._reopen(seen, held[0][0])
