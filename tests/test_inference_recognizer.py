@@ -57,6 +57,14 @@ def test_max_faces_that_mean_nothing_are_refused(tiny_run, max_faces):
     assert EmotionRecognizer(tiny_run, max_faces=np.int64(2)).max_faces == 2  # numpy's integers are whole too
 
 
+@pytest.mark.parametrize("margin", [-0.2, float("nan"), float("inf"), "0.1", None])
+def test_margins_that_mean_nothing_are_refused(tiny_run, margin):
+    """A negative margin cropped each face to a pixel or two, every face given one label, no error."""
+    with pytest.raises(FerkitError, match="margin is the share of a face's box added on each side"):
+        EmotionRecognizer(tiny_run, margin=margin)
+    assert EmotionRecognizer(tiny_run, margin=0).margin == 0
+
+
 def test_an_option_the_detector_does_not_take_is_named(tiny_run):
     with pytest.raises(FerkitError, match="the haar detector has no option score_threshold; it takes scale_factor"):
         EmotionRecognizer(tiny_run, "haar", score_threshold=0.5)

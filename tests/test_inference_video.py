@@ -418,6 +418,40 @@ def test_a_headers_rate_the_codec_cannot_hold_exactly_is_rounded_not_refused(tmp
     assert writer.fps == (fps if fps < 65 else round(fps, 2))
 
 
+def test_a_rate_the_source_did_not_give_is_the_frames_own():
+    """A header with no rate (0) made the writer 25 fps, and a 30 fps source lost a frame in six:
+    only a rate 1.5 times faster replaced it. A header's own 25 stays where 30 fps frames come."""
+    from ferkit.inference.video import TimedWriter
+
+    for guessed, expected in ((True, 30), (False, 25)):
+        opened = []
+        writer = TimedWriter("v.mp4", 25, np.zeros((2, 2, 3), np.uint8), guessed=guessed,
+                             open_writer=lambda path, fps, first: opened.append(fps) or _Recorder())
+        for value in range(30):
+            writer.write(np.full((2, 2, 3), value, np.uint8), value / 30)
+        writer.release()
+        assert writer.fps == expected and opened[-1] == expected
+
+
+def test_frames_of_another_size_are_resized_to_the_first(tmp_path):
+    """A stream that changes resolution: OpenCV's writer drops frames of another size without a word,
+    and the copy froze at the change."""
+    from ferkit.inference.video import TimedWriter
+
+    out = tmp_path / "v.mp4"
+    writer = TimedWriter(str(out), 10, np.zeros((32, 48, 3), np.uint8))
+    for i in range(10):
+        side = (32, 48) if i < 5 else (64, 96)
+        writer.write(np.full((*side, 3), 20 * i, np.uint8), i / 10)
+    writer.release()
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 10 and frames[-1].shape == (32, 48, 3) and abs(int(frames[-1].mean()) - 180) <= 4
+
+
 def test_bunched_timestamps_keep_the_headers_rate():
     """Frames stamped 1 ms apart are a glitch, not a 1000 fps video: written at 1000 fps, each frame
     of the 25 fps clip would have been copied 40 times."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ class EmotionRecognizer:
         `score_threshold`, `min_size`, ...)."""
         if max_faces is not None and not is_whole_number(max_faces, 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
+        if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):  # negative: 1-pixel crops
+            raise FerkitError(f"margin is the share of a face's box added on each side, 0 or more, got {margin!r}")
         if detector_options and not isinstance(detector, str):
             raise FerkitError(f"detector options ({', '.join(sorted(detector_options))}) are for a detector ferkit "
                               "creates by name: give them to the detector you pass instead")

@@ -158,7 +158,8 @@ class VideoAnalysis:
         self._read = False
         fps, count = self._capture.get(cv2.CAP_PROP_FPS), self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
         # What OpenCV says when it does not know: 0, -1 (cameras) or NaN, and worse from some streams
-        self.fps = fps if 0 < fps < 1000 else 25.0
+        self.rate_known = bool(0 < fps < 1000)
+        self.fps = fps if self.rate_known else 25.0
         self.frame_count = int(count) if 0 < count < 2**31 else None  # None: a camera, a stream
         self.live = is_live(self.source, self.frame_count)
 
@@ -205,7 +206,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
             for frame in tqdm(video, total=total, unit="frame", disable=None if progress else True, desc=name):
                 t, faces = frame.time, frame.faces
                 if output and writer is None:  # first: a video it cannot write must not cost an old CSV
-                    writer = TimedWriter(output, fps, frame.image)
+                    writer = TimedWriter(output, fps, frame.image, guessed=not video.rate_known)
                     closing.callback(writer.release)
                 if frame.analysed:
                     timeline.add(frame.index, t, faces)
@@ -222,7 +223,7 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
             raise KeyboardInterrupt
         # OpenCV opens some non-videos (an image, a text file) and then yields nothing
         raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
-    _say_if_cut_short(source, count, t, (total or 0) / fps, fps, interrupted)
+    _say_if_cut_short(source, count, t, (total or 0) / fps if video.rate_known else 0, fps, interrupted)
     if plot:
         timeline.plot(plot, t + 1 / fps)
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
@@ -276,14 +277,16 @@ class TimedWriter:
     The rate is the header's unless the first frames come markedly faster. A header's rate is the
     frames over the duration, so a clip with a long pause (cut, or a phone's paused recording)
     declares a fraction of the rate its moving stretches have, and at that rate most of their
-    frames were dropped (5 distinct pictures of 30 in a review's clip)."""
+    frames were dropped (5 distinct pictures of 30 in a review's clip). A rate the header did not
+    give (`guessed`: 25) is always replaced by the first frames' own. Frames of another size than
+    the first (a stream that changes resolution) are resized to it: the writer drops them silently."""
 
     PROBE = 8  # frames held before the rate is settled: a median of their intervals
     PROBE_BYTES = 200 * 2**20  # but no more than this (3 at least): 8 frames of 8K video are 800 MB
     FASTEST = 120.0  # a rate seen above this (and the header's) is taken for bunched timestamps
 
-    def __init__(self, path: str, fps: float, first: np.ndarray, open_writer=None):
-        self._open = open_writer or _open_writer
+    def __init__(self, path: str, fps: float, first: np.ndarray, open_writer=None, guessed: bool = False):
+        self._open, self.guessed, self.size = open_writer or _open_writer, guessed, (first.shape[1], first.shape[0])
         fps = writable_rate(fps)
         self.path, self.fps, self.written, self.last, self._held = path, fps, 0, None, []
         self.writer = self._open(path, fps, first)  # now: a bad output name fails at the first frame
@@ -303,7 +306,8 @@ class TimedWriter:
         gaps = gaps[gaps > 0]
         seen = writable_rate(1 / float(np.median(gaps))) if len(gaps) else 0.0
         # markedly faster: a variable rate's median wanders by a tenth or more
-        if 1.5 * self.fps < seen <= max(self.FASTEST, self.fps):
+        better = 1.5 * self.fps < seen or (self.guessed and seen > 0 and abs(seen - self.fps) > 0.01)
+        if better and seen <= max(self.FASTEST, self.fps):
             self._reopen(seen, held[0][0])
         for frame, t in held:
             self._put(frame, t)
@@ -317,11 +321,14 @@ class TimedWriter:
             log.warning("%s: written at its header's %.3g fps, which drops frames where they come faster "
                         "(%.4g fps, its frames' own rate, could not be written)", self.path, self.fps, fps)
             return
-        log.info("%s: written at %.4g fps, the rate of its first frames; the header's %.3g is an average "
-                 "that counts its pauses", self.path, fps, self.fps)
+        log.info("%s: written at %.4g fps, the rate of its first frames; %s", self.path, fps,
+                 "the source gave none" if self.guessed else
+                 f"the header's {self.fps:.3g} is an average that counts its pauses")
         self.fps = fps
 
     def _put(self, frame: np.ndarray, t: float) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         slot = round(t * self.fps)
         while self.last is not None and self.written < slot:
             self.writer.write(self.last)
