@@ -63,6 +63,20 @@ def test_a_table_made_for_another_model_is_not_used(teacher, caplog):
     assert "made for another model" in caplog.text
 
 
+@pytest.mark.parametrize("cut", [10, 0.5, "no model"])
+def test_a_damaged_table_is_passed_over_with_a_warning(teacher, caplog, cut):
+    """A table cut short (an interrupted copy) or missing its model's hash ended training with a
+    traceback from numpy: the teacher can answer instead."""
+    path = teacher_table.write(teacher, faces(3), np.full((3, 4), 0.25, np.float32))
+    if cut == "no model":
+        np.savez_compressed(path, keys=np.zeros(1, np.uint64), probs=np.zeros((1, 4), np.float16))
+    else:
+        raw = path.read_bytes()
+        path.write_bytes(raw[:cut if isinstance(cut, int) else int(len(raw) * cut)])
+    assert teacher_table.lookup(teacher, faces(3)) is None
+    assert "cannot be read" in caplog.text and "the teacher is asked instead" in caplog.text
+
+
 def test_no_table_for_a_flipping_teacher_whose_table_holds_plain_answers(teacher, monkeypatch):
     asked = faces(3)
     teacher_table.write(teacher, asked, np.full((3, 4), 0.25, np.float32))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,15 @@ def lookup(model_file: Path, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     path = table_path(model_file)
     if model_file.suffix.lower() != ".onnx" or not path.is_file():
         return None
-    with np.load(path) as table:
-        if str(table["model"]) != model_digest(model_file):
-            log.warning("%s was made for another model than %s: not used", path, model_file)
-            return None
-        keys, probs = table["keys"], table["probs"]
+    try:
+        with np.load(path) as table:
+            if str(table["model"]) != model_digest(model_file):
+                log.warning("%s was made for another model than %s: not used", path, model_file)
+                return None
+            keys, probs = table["keys"], table["probs"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a cut copy: the teacher answers
+        log.warning("%s cannot be read (%s): not used, the teacher is asked instead", path, exc)
+        return None
     if not len(keys):
         return None
     wanted = face_keys(faces)
