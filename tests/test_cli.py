@@ -162,9 +162,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 @pytest.mark.parametrize("error, message", [
-    (ImportError("No module named 'fastapi'", name="fastapi"), "pip install 'ferkit[serve]'"),
-    (ImportError("No module named 'onnxruntime'", name="onnxruntime"), "pip install 'ferkit[train]'"),
+    (ModuleNotFoundError("No module named 'fastapi'", name="fastapi"), "pip install 'ferkit[serve]'"),
+    (ModuleNotFoundError("No module named 'sklearn'", name="sklearn"), "pip install 'ferkit[train]'"),
+    (ModuleNotFoundError("No module named 'numpy'", name="numpy"), "(a broken install?): pip install numpy"),
     (ImportError("cannot load the backend"), "import failed: cannot load the backend"),
+    # a name missing from a module that is there (a version mismatch) is not a package to install
+    (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), "import failed: cannot import name 'x'"),
+    (ModuleNotFoundError("No module named 'ferkit.gone'", name="ferkit.gone"), "import failed: No module named"),
 ])
 def test_import_errors_say_what_to_install_or_what_failed(monkeypatch, capsys, error, message):
     def fail(args):

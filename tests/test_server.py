@@ -694,6 +694,16 @@ def test_a_misspelt_annotated_is_named_not_ignored(client, group_jpeg):
                            headers={"content-type": "image/jpeg"}).status_code == 200, query
 
 
+def test_annotated_alone_asks_for_the_image(client, group_jpeg):
+    """`?annotated` with no value, as a flag is written, had been a 422; a value that is no yes or
+    no still is."""
+    for query, kind in (("annotated", "image/png"), ("annotated=", "image/png"), ("annotated=0", "application/json")):
+        answer = client.post(f"/v1/predict?{query}", content=group_jpeg, headers={"content-type": "image/jpeg"})
+        assert answer.status_code == 200 and answer.headers["content-type"] == kind, query
+    maybe = client.post("/v1/predict?annotated=maybe", content=group_jpeg, headers={"content-type": "image/jpeg"})
+    assert maybe.status_code == 422 and "annotated" in maybe.json()["error"]
+
+
 def test_a_multipart_upload_cut_short_says_so(client, group_jpeg):
     """A `file` part with no closing boundary had been told it lacked the field 'file'."""
     boundary = "XyZ"

@@ -101,9 +101,11 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     assert second.metrics["epochs_trained"] == 4  # not the 2 the interrupted session's metrics.json said
 
 
-def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(synthetic_folder, tmp_path):
+@pytest.mark.parametrize("row_cut", [False, True])
+def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(synthetic_folder, tmp_path, row_cut):
     """The backup, written in place, was cut by the kill: nothing to resume. Now the one before is
-    kept, the epoch after it trains again, and its second row in history.csv counts once."""
+    kept, the epoch after it trains again, and its second row in history.csv counts once. A kill
+    while that row was written (`row_cut`, before the backup) had ended the resume in a traceback."""
     from ferkit.runs import read_history
 
     run = tmp_path / "run"
@@ -112,11 +114,17 @@ def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(s
     weights = backup / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[:2000])  # killed mid-write: epoch 2's row is in history.csv
     (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')  # written after the weights
+    history = run / "history.csv"
+    if row_cut:
+        raw = history.read_bytes()
+        last = raw.rstrip().rfind(b"\n") + 1
+        history.write_bytes(raw[:last + (len(raw) - last) // 2])  # epoch 2's row cut half way
     second = train(resume=run, verbose=0)
     assert not second.interrupted and second.metrics["epochs_trained"] == 4
-    with open(run / "history.csv", encoding="utf-8") as handle:
-        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "1", "2", "3"]
-    assert read_history(run / "history.csv")["epoch"] == [0, 1, 2, 3]
+    with open(history, encoding="utf-8") as handle:
+        rows = [r["epoch"] for r in csv.DictReader(handle)]
+    assert rows == (["0", "1", "2", "3"] if row_cut else ["0", "1", "1", "2", "3"])
+    assert read_history(history)["epoch"] == [0, 1, 2, 3]
 
 
 class _CtrlCAt(keras.callbacks.Callback):
@@ -279,6 +287,10 @@ def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic
 
     monkeypatch.chdir(synthetic_folder.parent)
     config, _ = trainer._resolve(synthetic_folder.name, None, None, None, {"recipe": "seed-custom"})
+    assert config.data == str(synthetic_folder.absolute())
+    given = TrainConfig.from_recipe("seed-custom")  # a config's own data field (Python API, a recipe's `data`)
+    given.data = synthetic_folder.name
+    config, _ = trainer._resolve(None, given, None, None, {})
     assert config.data == str(synthetic_folder.absolute())
 
 

@@ -50,6 +50,14 @@ def test_the_budget_replans_without_the_first_epochs_compile_time():
     assert float(schedule(20)) > 0
 
 
+def test_a_constant_rate_is_not_said_to_end(caplog):
+    """The seed recipes' constant rate had been told "the learning rate now ends at epoch N"."""
+    limit = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=None, started=0.0, clock=_Clock(0, 15, 25, 35, 45, 55))
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        assert _epochs_until_stop(limit) == 5
+    assert "5 of 10 epochs fit" in caplog.text and "learning rate" not in caplog.text
+
+
 def test_the_first_epoch_is_timed_without_its_first_batchs_tracing():
     """An XLA compilation of minutes in the first batch had planned too few epochs, then more."""
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=10)
@@ -308,7 +316,7 @@ def test_a_resumed_run_keeps_the_network_it_started_with(synthetic_folder, tmp_p
 def test_a_typo_in_the_fallback_fails_before_the_data_is_read(tmp_path):
     from ferkit.errors import FerkitError
 
-    with pytest.raises(FerkitError, match="no option 'depth'"):
+    with pytest.raises(FerkitError, match=r"fallback network \(\[fallback_model_options\].*no option 'depth'"):
         train(tmp_path / "absent.zip", recipe="seed-custom", fallback_model_options={"depth": 3})
 
 

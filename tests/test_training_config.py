@@ -22,6 +22,8 @@ def test_recipes_ship_and_resolve():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"recipe": "nope"}, "unknown recipe"),
+    ({"recipe": "../recipes/seed-custom"}, "unknown recipe"),  # a path without .toml: its run went to ./recipes
+    ({"recipe": "./default"}, "unknown recipe"),
     ({"epochs": 0}, "epochs"),
     ({"class_weight": "heavy"}, "class_weight"),
     ({"split": "rnadom"}, "split must be one of random, official"),
@@ -113,6 +115,12 @@ def test_the_description_says_what_a_run_or_a_derived_recipe_changed(tmp_path):
         f"seed-custom: {stock.rstrip('.')}. Changed here: augment = True."
     (tmp_path / "told.toml").write_text('base = "seed-custom"\ndescription = "mine"\naugment = true\n')
     assert TrainConfig.from_recipe(str(tmp_path / "told.toml")).description == "mine"
+    # the values as the run has them, and the fallback a change dropped (the words still describe it)
+    assert TrainConfig.from_recipe("seed-custom", classes="happy,sad,angry").description.endswith(
+        "Changed for this run: classes = ('angry', 'happy', 'sad').")
+    assert TrainConfig.from_recipe("default", model="custom").description.endswith(
+        "Changed for this run: model = 'custom', model_options = {}, fallback_model_options = {}, "
+        "fallback_image_size = 0.")
 
 
 def test_recipe_with_a_base_changes_only_its_own_fields(tmp_path):

@@ -14,7 +14,16 @@ def is_whole_number(value: object, least: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
 
 
+# ferkit's own requirements, by the module's name: missing, the install is broken, and no extra helps
+CORE_PACKAGES = {"numpy": "numpy", "cv2": "opencv-python-headless", "onnxruntime": "onnxruntime",
+                 "matplotlib": "matplotlib", "tqdm": "tqdm"}
+SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "multipart", "PIL", "idna")
+
+
 def missing_package(name: str) -> str:
     """The extra that installs a missing package, said the same way by the CLI and the Python API."""
-    extra = "serve" if name in ("fastapi", "uvicorn", "multipart", "PIL") else "train"
+    top = name.split(".")[0]
+    if top in CORE_PACKAGES:
+        return f"this needs {top}, which is not installed (a broken install?): pip install {CORE_PACKAGES[top]}"
+    extra = "serve" if top in SERVE_MODULES else "train"
     return f"this needs {name}, which is not installed: pip install 'ferkit[{extra}]'"

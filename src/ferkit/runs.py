@@ -133,6 +133,27 @@ class RunDir:
             return None
         return len({line.split(",", 1)[0] for line in lines[1:]})
 
+    def repair_history(self) -> None:
+        """history.csv without a row a kill cut short, ending in a line break, before a resume
+        appends to it: a cut row had ended the resume in a traceback, and the next epoch's row
+        would have been glued onto it. The epoch it was for is trained again from the backup."""
+        if not self.history.is_file():
+            return
+        text = self.history.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if not lines:
+            return
+        width = len(lines[0].split(","))
+        rows = lines[1:] if text.endswith("\n") else lines[1:-1]  # a last line with no line break was cut
+        whole = [lines[0], *(line for line in rows if _is_whole_row(line, width))]
+        if whole != lines or not text.endswith("\n"):
+            if len(whole) < len(lines):
+                log.warning("%s: left out %d row(s) cut short (a kill while it was written)", self.history,
+                            len(lines) - len(whole))
+            end = "\r\n" if "\r\n" in text else "\n"  # Keras' CSVLogger writes csv's \r\n
+            with replacing(self.history) as part:
+                part.write_bytes(end.join([*whole, ""]).encode("utf-8"))
+
     def best_epoch(self, monitor: str) -> tuple[int | None, float | None]:
         """The best epoch (from 1) by `monitor` in history.csv, and its value: the epoch whose weights
         the checkpoint kept, and, before a resume, the value a new checkpoint has to beat."""
@@ -197,6 +218,15 @@ def read_history(path: Path) -> dict[str, list[float]]:
         # again from the backup before it, and its second row is the one the run went on from
         rows = list({row["epoch"]: row for row in rows}.values())
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def _is_whole_row(line: str, width: int) -> bool:
+    cells = line.split(",")
+    try:
+        [float(cell) for cell in cells]
+    except ValueError:
+        return False
+    return len(cells) == width
 
 
 def checked_config(config: Any, where: str | Path) -> dict[str, Any]:

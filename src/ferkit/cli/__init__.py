@@ -101,5 +101,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _missing_package(exc: ImportError) -> str:
-    """Name the extra to install; an ImportError without a module name is not a missing package."""
-    return f"import failed: {exc}" if exc.name is None else missing_package(exc.name)
+    """Name the extra to install where a package is missing: not for a name missing from a module
+    that is there (a version mismatch, a broken install), nor for a module of ferkit's own."""
+    missing = isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != "ferkit"
+    return missing_package(exc.name) if missing else f"import failed: {exc}"

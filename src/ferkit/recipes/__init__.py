@@ -37,7 +37,7 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
             raise FerkitError(f"recipe {recipe} is not a UTF-8 text file (TOML)") from None
     else:
         shipped = resources.files("ferkit.recipes") / f"{recipe}.toml"
-        if not shipped.is_file():
+        if recipe not in list_recipes():  # a name only: "../recipes/seed-custom" had put its run in ./recipes
             file = f" (the file {recipe}.toml? name it with its .toml)" if Path(f"{recipe}.toml").is_file() else ""
             raise FerkitError(f"unknown recipe {recipe!r}{file}; choose from {', '.join(list_recipes())}")
         text, name = shipped.read_text(encoding="utf-8"), recipe

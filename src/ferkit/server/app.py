@@ -18,7 +18,7 @@ import time
 from importlib import resources
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -27,7 +27,7 @@ import idna  # anyio's own dependency
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -137,6 +137,10 @@ class Engine:
         return self._local.recognizer
 
 
+# `?annotated` alone asks for the image, as a flag does on a command line (it had been a 422)
+Flag = Annotated[bool, BeforeValidator(lambda value: True if value == "" else value)]
+
+
 def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: float = 10,
                workers: int = 2, queue: int = 16, cors_origins: Sequence[str] = (), **options: Any) -> FastAPI:
     """The app serving `model`; `options` are EmotionRecognizer's (threads, tta, align, min_size, ...).
@@ -198,7 +202,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.post("/v1/predict", openapi_extra=UPLOAD_BODY, responses=PREDICT_RESPONSES)
-    async def predict(request: Request, annotated: bool = False):
+    async def predict(request: Request, annotated: Flag = False):
         """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
         JSON faces, or the annotated image."""
         typos = [name for name in request.query_params if name != "annotated"

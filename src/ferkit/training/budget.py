@@ -64,8 +64,8 @@ class TimeBudget(keras.callbacks.Callback):
             self._first_end = now
         planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
         if planned != self.planned:
-            log.info("time limit %g min: %d of %d epochs fit; the learning rate now ends at epoch %d",
-                     self.seconds / 60, planned, self.epochs, planned)
+            log.info("time limit %g min: %d of %d epochs fit%s", self.seconds / 60, planned, self.epochs,
+                     f"; the learning rate now ends at epoch {planned}" if self.schedule is not None else "")
             self._say_warm_up(epoch, planned)
             self.planned = planned
             if self.schedule is not None:

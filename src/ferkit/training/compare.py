@@ -22,7 +22,7 @@ from ferkit.runs import RunDir, default_path, load_keras_model, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.config import TrainConfig
-from ferkit.training.trainer import build_model, describe_fallback, train
+from ferkit.training.trainer import build_model, check_fallback, describe_fallback, train
 
 log = logging.getLogger("ferkit")
 PROTOCOL = ("classes", "split", "fractions", "seed")  # what every compared recipe must share
@@ -99,8 +99,7 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
         # built, so that bad option values fail too, with its weights: a download that cannot be made
         # (offline, for ImageNet) must fail here, not after the recipes before it have trained
         build_model(config, config.weights, mixed_precision=False)
-        if config.has_fallback:
-            build_model(config.with_fallback(), "none", mixed_precision=False)
+        check_fallback(config, mixed_precision=False)
         distill.check_teacher(config, None)
     notes = [f"{config.recipe}: {distill.TEACHER_SAW_TEST}" for config in configs if distill.teacher_saw_test(config)]
     for note in notes:

@@ -169,13 +169,16 @@ class TrainConfig:
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
         """The recipe's values, then every override that is not None."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        values = without_stale_fallback(load_recipe(recipe), given)
-        config = cls.from_dict({**values, **given})
+        recipe_values = load_recipe(recipe)
+        config = cls.from_dict({**without_stale_fallback(recipe_values, given), **given})
         try:
-            stock = cls.from_dict(values)
+            stock = cls.from_dict(recipe_values)
         except FerkitError:  # a flag mended a field the recipe got wrong
             stock = None
-        changed = {k: v for k, v in given.items() if stock is None or getattr(stock, k) != getattr(config, k)}
+        # as the run has them (classes in order), with a fallback or options the changes dropped
+        implied = [] if stock is None else ["model_options", "fallback_model_options", "fallback_image_size"]
+        keys = [*given, *(k for k in implied if k not in given)]
+        changed = {k: getattr(config, k) for k in keys if stock is None or getattr(stock, k) != getattr(config, k)}
         if changed:  # the recipe's own words no longer describe the run alone (`ferkit info` prints them)
             config.description = with_changes(config.description, "for this run", changed)
         return config

@@ -69,8 +69,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     precision.warn_if_onednn_missed()
     model = _start_model(config, run, bfloat16)  # a typo here fails before the data loads
-    if config.has_fallback:  # and one in the fallback's, even on a machine that never trains it
-        build_model(config.with_fallback(), "none", bfloat16)
+    check_fallback(config, bfloat16)  # and one in the fallback's, even on a machine that never trains it
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     if run is not None:
@@ -104,6 +103,17 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     return TrainResult(run.path, metrics, interrupted, minutes)
 
 
+def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
+    """Builds the recipe's fallback network, if it has one, so that a bad option there fails now,
+    named as the fallback's: it had read as an error in `[model_options]`, which was right."""
+    if config.has_fallback:
+        try:
+            build_model(config.with_fallback(), "none", mixed_precision)
+        except FerkitError as exc:
+            raise FerkitError(f"the recipe's fallback network ([fallback_model_options], fallback_image_size): "
+                              f"{exc}") from None
+
+
 def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) -> keras.Model:
     """The network with the weights it starts from. A resumed run's backup holds every weight of a
     network trained end to end, so the file it started from is not read again: gone or overwritten,
@@ -131,6 +141,7 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
+        run.repair_history()
         resumed = TrainConfig.from_dict(values)
         if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
@@ -144,8 +155,10 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         raise FerkitError("give a config or a recipe, not both")
     elif given:  # a config with a few fields changed
         config = TrainConfig.from_dict({**without_stale_fallback(config.to_dict(), given), **given})
-    if data is not None:  # absolute: --resume reads it back from whatever folder it is run in
-        config.data = str(Path(data).absolute()) if Path(data).exists() else str(data)
+    if data is not None:
+        config.data = str(data)
+    if config.data and Path(config.data).exists():  # absolute: --resume reads it back from any folder
+        config.data = str(Path(config.data).absolute())
     for name in ("weights", "teacher"):  # files, not names (imagenet, none, default): absolute for the same reason
         value = getattr(config, name)
         if value and value.lower() not in ("imagenet", "none", "default") and Path(value).exists():
