@@ -125,11 +125,12 @@ def main(members: list[str], weights: list[float] | None, mirror: bool, data: st
             onnx = from_graphs(members, weights, mirror, stage.path, data)
         else:
             onnx = from_runs(members, stage.path, data)
-        metrics = evaluate(onnx, data or stage.read_config()["data"], split="test", output=test.path)
+        data = data or stage.read_config()["data"]  # now: publish() leaves config.json only the data's name
+        metrics = evaluate(onnx, data, split="test", output=test.path)
         write_json(stage.metrics, {**json.loads(test.metrics.read_text(encoding="utf-8")), "model": "default"})
         shutil.copy2(test.confusion_plot, stage.confusion_plot)
         publish(stage)
-        table = write_table(stage.onnx_model, data or stage.read_config()["data"])
+        table = write_table(stage.onnx_model, data)
         TARGET.mkdir(parents=True, exist_ok=True)
         for path in (stage.onnx_model, stage.config, stage.metrics, stage.confusion_plot, table):
             shutil.copy2(path, TARGET / path.name)

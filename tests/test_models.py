@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +350,43 @@ def test_a_bare_mirror_averaged_keras_file_says_so(tmp_path):
     create_model("custom", image_size=48, num_classes=7).save(tmp_path / "plain.keras")
     assert load_keras_model(tmp_path / "m.keras")[1].mirror_averaged
     assert not load_keras_model(tmp_path / "plain.keras")[1].mirror_averaged
+    # an ensemble's copy: its members' layers are inside them (read as plain, --tta flipped it again)
+    from ferkit.models.ensemble import ensemble_run
+
+    mirror_averaged(create_model("custom", image_size=48, num_classes=7)).save(tmp_path / "m2.keras")
+    for name, members in (("both", ["m.keras", "m2.keras"]), ("one", ["m.keras", "plain.keras"])):
+        run = ensemble_run([tmp_path / m for m in members], tmp_path / name)
+        shutil.copy2(run.keras_model, tmp_path / f"{name}.keras")
+        assert load_keras_model(tmp_path / f"{name}.keras")[1].mirror_averaged == (name == "both")
+
+
+@pytest.mark.parametrize("shape", ["feature map", "two inputs", "colour"])
+def test_a_keras_model_that_is_no_face_classifier_is_a_clear_error(tmp_path, shape):
+    """A (batch, 48, 48, 7) output passed for 7 classes and failed inside scikit-learn; a second
+    input's whole shape became the face size."""
+    import keras
+
+    from ferkit.runs import load_keras_model
+
+    face = keras.Input((48, 48, 3 if shape == "colour" else 1))
+    if shape == "feature map":
+        model = keras.Model(face, keras.layers.Conv2D(7, 3, padding="same")(face))
+    elif shape == "two inputs":
+        extra = keras.Input((3,))
+        joined = keras.layers.Concatenate()([keras.layers.Flatten()(face), extra])
+        model = keras.Model([face, extra], keras.layers.Dense(7, activation="softmax")(joined))
+    else:
+        model = keras.Model(face, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(face)))
+    model.save(tmp_path / "odd.keras")
+    with pytest.raises(FerkitError, match="is no face classifier ferkit can run"):
+        load_keras_model(tmp_path / "odd.keras")
+
+
+def test_a_damaged_weights_file_is_a_clear_error(tmp_path):
+    for name in ("junk.weights.h5", "junk.keras"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        with pytest.raises(FerkitError, match=f"cannot read weights from .*{name}: damaged"):
+            create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / name))
 
 
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):

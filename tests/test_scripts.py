@@ -35,6 +35,16 @@ def test_the_bundle_script_refuses_a_member_that_is_no_run_in_one_line(tmp_path)
         _script("bundle_model").main([str(tmp_path / "nosuchrun")], None, False, None)
 
 
+def test_the_bundle_script_tests_on_and_tabulates_the_members_own_data(tiny_run, tmp_path, monkeypatch):
+    """Without --data, the teacher's table was read from the data's bare name that publish() leaves
+    in config.json: a traceback after minutes of export and evaluation, nothing installed."""
+    bundle = _script("bundle_model")
+    monkeypatch.setattr(bundle, "TARGET", tmp_path / "assets")
+    monkeypatch.chdir(tmp_path)  # not where the data is
+    bundle.main([str(tiny_run)], None, False, None)
+    assert {p.name for p in (tmp_path / "assets").iterdir()} >= {"model.onnx", "config.json", "teacher-targets.npz"}
+
+
 def test_one_older_int8_member_is_bundled_with_float_scores(tiny_run, tmp_path, monkeypatch):
     """The bundled model re-bundled alone skipped averaging, and so kept its 8-bit scores."""
     from conftest import softmax_reads_float

@@ -391,11 +391,27 @@ def load_keras_model(model_path: str | Path):
                               f"({str(exc).splitlines()[0][:120]})") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
-    info = model_info(model_path, model.output_shape[-1], model.input_shape[1])
-    if not info.config and any(isinstance(layer, mirror.MirrorAverage) for layer in model.layers):
+    info = model_info(model_path, *_classifier_shape(model, path))
+    if not info.config and mirror.averages_mirrors(model):
         # a bare file says it itself: --tta would add the mirror view again, and export would not record it
         info = ModelInfo(info.classes, info.image_size, {"mirror_average": True})
     return model, info
+
+
+def _classifier_shape(model, path: Path) -> tuple[int, int]:
+    """(classes, face size) of a face classifier: one input of square gray faces, one output of
+    class scores. Another Keras model (a feature map's output, a second input) had passed as one,
+    and failed later inside scikit-learn or the export with a traceback."""
+    try:
+        given, answer = model.input_shape, model.output_shape
+    except (AttributeError, ValueError):  # never built
+        given = answer = None
+    if not (isinstance(given, tuple) and len(given) == 4 and given[1] and given[1] == given[2] and given[3] == 1
+            and isinstance(answer, tuple) and len(answer) == 2 and answer[1]):
+        raise FerkitError(f"{path} is no face classifier ferkit can run: it needs one input of square gray faces, "
+                          f"(batch, size, size, 1), and one output of class scores, (batch, classes); it has "
+                          f"{given} -> {answer}")
+    return answer[1], given[1]
 
 
 def _from_model_json(path: Path):

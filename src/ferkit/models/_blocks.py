@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import zipfile
 
 import keras
 from keras import layers
@@ -45,6 +46,9 @@ def load_local_weights(model: keras.Model, weights: str) -> keras.Model:
 def _load_weights(model: keras.Model, path: str) -> None:
     try:
         model.load_weights(path)
+    except (OSError, zipfile.BadZipFile) as exc:  # h5py's "file signature not found", a cut .keras
+        raise FerkitError(f"cannot read weights from {path}: damaged, or not a Keras weights file "
+                          f"({str(exc).splitlines()[0][:120]})") from None
     except ValueError:  # a mirror-averaged run's file (the default's) holds the network inside its wrapper
         from ferkit.models.mirror import mirror_averaged
 

@@ -38,6 +38,15 @@ class MirrorAverage(layers.Layer):
         return cls(keras.saving.deserialize_keras_object(config.pop("model")), **config)
 
 
+def averages_mirrors(model: keras.Model) -> bool:
+    """Whether `model` averages each face with its mirror image itself: through a MirrorAverage, or
+    as an ensemble all of whose members do (their layers are inside the members)."""
+    if any(isinstance(layer, MirrorAverage) for layer in model.layers):
+        return True
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return bool(members) and all(averages_mirrors(member) for member in members)
+
+
 def mirror_averaged(model: keras.Model) -> keras.Model:
     """`model` (weights shared, not copied) wrapped so that it averages each face with its mirror image."""
     inputs = keras.Input(model.input_shape[1:], name="face")
