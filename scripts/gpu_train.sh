@@ -18,7 +18,7 @@ jobs_file=$1 data=$2 out=$3 seconds=$4 pack=$5
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 mkdir -p "$out" "$pack"
 pids=()
-while read -r name flags; do
+while read -r name flags || [[ -n "${name:-}" ]]; do  # a last job with no line break ends the file: read it too
     [[ -z "$name" || "$name" == \#* ]] && continue
     if [[ -d "$out/$name" ]]; then args=(--resume "$out/$name"); else args=("$data" --output "$out/$name" $flags); fi
     python3 -c "from ferkit.cli import main; main()" train "${args[@]}" >>"$out/$name.log" 2>&1 &

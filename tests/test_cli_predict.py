@@ -450,6 +450,17 @@ def test_a_link_to_itself_is_one_unreadable_image_not_the_end_of_the_run(tiny_ru
     assert "a.png" in capsys.readouterr().out
 
 
+def test_an_annotated_copy_never_takes_the_csvs_name(tiny_run, group_photo, tmp_path):
+    """The CSV, written last, had replaced the copy of the same name, and named itself as the copy."""
+    cv2.imwrite(str(tmp_path / "photo.jpg"), group_photo[0])
+    out = tmp_path / "ann"
+    assert main(["predict", str(tmp_path / "photo.jpg"), "--model", str(tiny_run), "--save-annotated", str(out),
+                 "--csv", str(out / "photo_annotated.png")]) == 0
+    rows = list(csv.DictReader((out / "photo_annotated.png").open()))
+    assert {Path(r["annotated"]).name for r in rows} == {"photo_annotated-2.png"}
+    assert cv2.imread(str(out / "photo_annotated-2.png")).shape == group_photo[0].shape
+
+
 def test_a_csv_that_cannot_be_written_costs_no_json(tiny_run, group_photo, tmp_path, capsys):
     """The CSV is written first; a full disk there had ended the run before the JSON was printed,
     with an error naming no file."""

@@ -273,4 +273,11 @@ def test_evaluate_judges_the_part_it_rebuilds_not_the_whole_split(trained_run, t
     next((copy / "train").rglob("*.png")).unlink()  # a Training face fewer: another val part
     evaluate(result.run_dir, copy, split="val")
     assert "does not split into the faces the model's run had" in caplog.text
+    caplog.clear()  # without split.json (an older run, an .onnx copy) the data's name judges its val part
+    run = shutil.copytree(result.run_dir, tmp_path / "run")
+    (run / "checkpoints" / "split.json").unlink()
+    evaluate(run, data, split="val")
+    assert "does not split into the faces" not in caplog.text
+    evaluate(run, shutil.copytree(data, tmp_path / "other-copy"), split="val")
+    assert "does not split into the faces the model's run had" in caplog.text
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 
@@ -68,6 +69,20 @@ def test_margins_that_mean_nothing_are_refused(tiny_run, margin):
 def test_an_option_the_detector_does_not_take_is_named(tiny_run):
     with pytest.raises(FerkitError, match="the haar detector has no option score_threshold; it takes scale_factor"):
         EmotionRecognizer(tiny_run, "haar", score_threshold=0.5)
+
+
+@pytest.mark.parametrize("detector, option, value, message", [
+    ("yunet", "score_threshold", 2, "score_threshold is a number above 0, at most 1, got 2"),  # had found no face
+    ("yunet", "score_threshold", -1, "score_threshold is a number above 0"),  # had raised cv2.error in detect
+    ("yunet", "nms_threshold", "0.3", "nms_threshold is a number"),
+    ("yunet", "min_size", 0, "min_size is a whole number, at least 1, got 0"),
+    ("yunet", "max_side", 12.5, "max_side is a whole number"),
+    ("haar", "scale_factor", 1.0, "scale_factor is a number above 1, got 1.0"),
+    ("haar", "min_neighbors", -1, "min_neighbors is a whole number, at least 0"),
+])
+def test_detector_options_out_of_range_are_refused_in_python_too(tiny_run, detector, option, value, message):
+    with pytest.raises(FerkitError, match=re.escape(message)):
+        EmotionRecognizer(tiny_run, detector, **{option: value})
 
 
 def test_options_for_what_ferkit_loads_are_refused_with_what_it_was_given_loaded(tiny_run):

@@ -447,6 +447,18 @@ def test_onnx_average_weights_its_members(tiny_run, tmp_path):
     np.testing.assert_allclose(scores, (mean(first, second) + mean(flipped(files[0]), flipped(other))) / 2, atol=1e-5)
 
 
+def test_an_average_says_the_quantization_of_all_its_members(tiny_run, tmp_path):
+    """The first member's alone had been recorded: an int8 member after a float one went unsaid."""
+    from ferkit.models import onnx_graph
+    from ferkit.models.export import export_onnx
+
+    plain = onnx_graph.load(tiny_run / "model.onnx")
+    small = onnx_graph.load(export_onnx(tiny_run, tmp_path / "int8.onnx", quantize="int8"))
+    said = lambda *models: onnx_graph.read_config(onnx_graph.averaged(list(models))).get("quantize")
+    assert (said(plain, plain), said(small, small), said(plain, small), said(small, plain)) == \
+        ("none", "int8", "int8 in part", "int8 in part")
+
+
 def test_an_average_of_bare_exports_loads(tmp_path):
     """Exports of .keras files alone record no split or classes in their settings: the average had
     written `"classes": null` there, and ferkit refused the file as damaged."""

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"training    {_progress(info['training'], info['epochs_trained'], config, info['model'])}")
     if config.get("description"):
         print(f"recipe      {config['description']}")
-    if config.get("quantize") == "int8":
-        print("weights     int8 (quantized for speed)")
+    if config.get("quantize") in ("int8", "int8 in part"):
+        print(f"weights     {config['quantize']} (quantized for speed)")
     if metrics:
         # Training's metrics.json measured the float Keras model (`ferkit evaluate`'s name theirs,
         # as the bundled model's do): an int8 export of the run may score a little differently.

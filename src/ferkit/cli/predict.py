@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
             raise FerkitError(f"no images found in {', '.join(args.paths)}")
         csv_path = output_path(args.csv, inputs=images)
         rec = recognizer(args)
-    # The inputs count as taken names: a copy must never overwrite an image being read.
-    taken = {_name_key(path) for path in images if isinstance(path, Path)}
+    # The inputs count as taken names: a copy must never overwrite an image being read, nor the CSV
+    taken = {_name_key(path) for path in [*images, csv_path] if isinstance(path, Path)}
     # A bar where nothing else shows the progress (the lines on a terminal do), and only on a
     # terminal: in a log file its redraws are noise (tqdm's disable=None)
     lines = not (args.json or args.jsonl)

@@ -8,6 +8,7 @@ times faster on fewer pixels), and the boxes are mapped back.
 from __future__ import annotations
 
 import inspect
+import numbers
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +19,7 @@ import numpy as np
 
 from ferkit.choices import DETECTORS
 from ferkit.data.preprocess import to_bgr, to_gray
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, is_whole_number
 
 YUNET_MODEL = "face_detection_yunet_2026may.onnx"
 
@@ -117,6 +118,10 @@ class YuNetDetector:
     def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.3, min_size: int = 12,
                  max_side: int = 640, second_pass: bool = False, second_side: int = 1920,
                  model_path: str | None = None):
+        for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
+            _check_option(name, value, above=0, most=1)
+        for name, value in (("min_size", min_size), ("max_side", max_side), ("second_side", second_side)):
+            _check_option(name, value, whole=1)
         path = model_path or str(resources.files("ferkit.assets") / YUNET_MODEL)
         self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), score_threshold, nms_threshold, 5000)
         self.min_size, self.max_side = min_size, max_side
@@ -166,6 +171,10 @@ class HaarDetector:
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30,
                  max_side: int = 640):
+        _check_option("scale_factor", scale_factor, above=1)
+        _check_option("min_neighbors", min_neighbors, whole=0)
+        _check_option("min_size", min_size, whole=1)
+        _check_option("max_side", max_side, whole=1)
         data = getattr(cv2, "data", None)
         if not hasattr(cv2, "CascadeClassifier") or data is None:
             raise FerkitError(
@@ -189,6 +198,19 @@ class HaarDetector:
 
 
 _DETECTOR_TYPES = {"yunet": YuNetDetector, "haar": HaarDetector}  # one per name in DETECTORS
+
+
+def _check_option(name: str, value: object, above: float | None = None, most: float | None = None,
+                  whole: int | None = None) -> None:
+    """A detector option given in Python, checked as the CLI's flags are: OpenCV took a
+    score_threshold of 2 and found no face, and raised from deep inside detection for -1."""
+    if whole is not None:
+        if not is_whole_number(value, whole):
+            raise FerkitError(f"{name} is a whole number, at least {whole}, got {value!r}")
+    elif (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > above
+          or (most is not None and not value <= most)):
+        raise FerkitError(f"{name} is a number above {above:g}{f', at most {most:g}' if most is not None else ''}, "
+                          f"got {value!r}")
 
 
 def create_detector(name: str = "yunet", **options) -> Detector:

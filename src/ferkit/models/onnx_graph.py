@@ -225,11 +225,18 @@ def _ensemble_config(configs: list[dict], weights: list[float]) -> dict:
     description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
     # Only what the first member says: a bare export says no split, and "classes": null was damage
     return {**{k: configs[0][k] for k in SPLIT_PROTOCOL if k in configs[0]}, "recipe": "ensemble", "model": "ensemble",
-            "quantize": configs[0].get("quantize"),
+            "quantize": _quantized(configs),
             # Members that all average each face with its mirror image make one that does.
             "mirror_average": all(c.get("mirror_average") for c in configs),
             "description": f"weighted mean of {len(configs)} models' probabilities: {description}",
             "members": members}
+
+
+def _quantized(configs: list[dict]) -> str | None:
+    """The members' quantization, said of all of them: the first's alone had called a float
+    member int8, or an int8 one float."""
+    kinds = {c.get("quantize") for c in configs}
+    return kinds.pop() if len(kinds) == 1 else "int8 in part" if kinds & {"int8", "int8 in part"} else None
 
 
 def _add_member(graph, model, prefix: str, weight: float) -> str:
