@@ -38,7 +38,13 @@ for _ in {1..30}; do  # up to 30 s to finish the batch and save, then TERM; its 
     ((alive)) || break
     sleep 1
 done
-for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p"; done
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for _ in {1..15}; do  # TERM acts once Python has control again: a run stuck in native code (an XLA
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done  # compilation) is killed
+    ((alive)) || break
+    sleep 1
+done
+for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done  # then packing still has time
 
 finished=(); for d in "$out"/*/model.keras; do [[ -e "$d" ]] && finished+=("${d%/model.keras}"); done
 # On the CPU: loading the models for that needs no GPU start-up

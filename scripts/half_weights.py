@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.runs import RunDir, load_keras_model
+from ferkit.runs import RunDir, load_keras_model, replacing
 
 HALF = "weights-f16.npz"
 
@@ -36,7 +36,9 @@ def pack(run: RunDir) -> None:
     rebuilt = rebuild(run, weights)
     if not np.allclose(rebuilt(faces, training=False), model(faces, training=False), atol=1e-2):
         raise ValueError("the network rebuilt from its config.json answers otherwise: model.keras kept")
-    np.savez(run.path / HALF, *weights)
+    with replacing(run.path / HALF) as part:  # whole or not at all: a call cut off mid-write keeps model.keras
+        with open(part, "wb") as handle:
+            np.savez(handle, *weights)
     run.keras_model.unlink()
     print(f"{run.path}: {len(weights)} arrays -> {HALF}")
 

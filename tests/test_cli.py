@@ -137,7 +137,7 @@ def test_every_train_flag_overrides_a_recipe_field():
 
 @pytest.mark.parametrize("args, message", [
     (["train", "{tmp}/missing.zip"], "data not found"),
-    (["train", "{tmp}/empty.csv"], "empty"),
+    (["train", "{tmp}/empty.csv"], "data file is empty: "),
     (["train", "{tmp}/wrong.csv"], "missing column"),
     (["train", "{tmp}"], "holds 2 CSV files and no images in emotion folders (empty.csv, wrong.csv)"),
     (["train", "{tmp}/wrong.csv", "--recipe", "nope"], "unknown recipe"),
@@ -150,6 +150,7 @@ def test_every_train_flag_overrides_a_recipe_field():
     (["evaluate", "{tmp}/nope", "{tmp}/wrong.csv"], "model not found"),
     # said before the model loads: the model named does not exist, and is never looked for
     (["predict", "{tmp}", "--model", "{tmp}/nope.onnx"], "no images found in"),
+    (["video", "{tmp}/clip.mp4", "--model", "{tmp}/nope.onnx"], "nothing to write: give --output, --csv and/or --plot"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "empty.csv").write_bytes(b"")

@@ -192,6 +192,16 @@ def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
     assert box == "0,0,48,48" and label in classes and 1 / len(classes) <= float(confidence) <= 1
 
 
+@pytest.mark.parametrize("flags", [["--detector", "haar"], ["--max-faces", "1"], ["--min-face", "20"], ["--tiny-faces"],
+                                   ["--min-detection-score", "0.5"]])
+def test_detector_flags_beside_no_detect_are_refused(tiny_run, tmp_path, capsys, flags):
+    """They were accepted and ignored: --no-detect finds no face to filter."""
+    crop = tmp_path / "face.png"
+    cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))
+    assert main(["predict", str(crop), "--no-detect", "--model", str(tiny_run), *flags]) == 2
+    assert f"--no-detect classifies each image whole: {flags[0]}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("threads, message", [("0", "1 to"), ("100000", "(4 x the cores ferkit may use), got 100000"),
                                               ("many", "(4 x the cores ferkit may use), got 'many'")])
 def test_threads_beyond_reason_are_refused(threads, message, capsys):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import zipfile
 from collections import Counter
 
@@ -21,9 +22,12 @@ def test_parse_classes_canonical_order_and_case():
     assert parse_classes(None) == EMOTIONS
 
 
-@pytest.mark.parametrize("spec", ["angry,contempt", "happy", "happy,happy", ""])
-def test_parse_classes_rejects_bad_specs(spec):
-    with pytest.raises(FerkitError):
+@pytest.mark.parametrize("spec, message", [("angry,contempt", "unknown class name(s) contempt; choose from angry"),
+                                           ("happy", "choose at least two distinct classes"),
+                                           ("happy,happy", "choose at least two distinct classes"),
+                                           ("", "choose at least two distinct classes")])
+def test_parse_classes_rejects_bad_specs(spec, message):
+    with pytest.raises(FerkitError, match=re.escape(message)):
         parse_classes(spec)
 
 
@@ -367,8 +371,10 @@ def test_a_semicolon_csv_shows_its_header(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),
-    ("empty", "empty"),
+    ("empty", "data file is empty: "),
     ("no_columns", "missing column"),
+    ("no_usable_rows", r"no usable rows in .*\(1 bad emotion code"),
+    ("header_only", "it has no data rows"),
     ("no_emotion_folders", "no images found"),
     ("bad_zip", "not a readable zip"),
     ("unknown_type", "unsupported data"),
@@ -381,6 +387,10 @@ def test_bad_sources_give_one_line_errors(tmp_path, case, message):
     elif case == "no_columns":
         path = tmp_path / "wrong.csv"
         path.write_text("label,image\n1,2\n")
+    elif case in ("no_usable_rows", "header_only"):
+        path = tmp_path / "rows.csv"
+        path.write_text("emotion,pixels,Usage\n" + ("9," + " ".join(["1"] * 2304) + ",Training\n"
+                                                   if case == "no_usable_rows" else ""))
     elif case == "no_emotion_folders":
         (path / "cats").mkdir(parents=True)
         cv2.imwrite(str(path / "cats" / "a.png"), np.zeros((48, 48), np.uint8))

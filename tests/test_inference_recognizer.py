@@ -382,11 +382,11 @@ def test_an_image_at_a_url_is_downloaded(tiny_run, astronaut, web_folder, monkey
     monkeypatch.setattr(images, "MAX_DOWNLOAD_MB", 0.001)
     with pytest.raises(FerkitError, match="over 0.001 MB"):
         rec.detect(f"{base}/a%20b.jpg")
-    with socket.socket() as closed:  # a port nothing listens on
+    with socket.socket() as closed:  # a port nothing listens on, held so that nothing else takes it
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/a.jpg: .*refused"):
-        rec.detect(f"http://127.0.0.1:{port}/a.jpg")
+        with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/a.jpg: .*refused"):
+            rec.detect(f"http://127.0.0.1:{port}/a.jpg")
 
 
 def test_urls_as_people_write_them_and_what_servers_send_wrong(tiny_run, astronaut, web_folder):
@@ -415,6 +415,47 @@ def test_urls_as_people_write_them_and_what_servers_send_wrong(tiny_run, astrona
         threading.Thread(target=answer, daemon=True).start()
         with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/x.png: "):
             rec.detect(f"http://127.0.0.1:{port}/x.png")
+
+
+@pytest.mark.parametrize("reply, message", [
+    (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n" + bytes(3000), "over 0.001 MB"),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n" + bytes(10),
+     "the connection ended after 10 of 1,000 bytes"),
+])
+def test_a_download_past_the_limit_or_cut_short_is_said(tiny_run, monkeypatch, reply, message):
+    """Without a Content-Length the limit holds while reading; a body shorter than its declared length
+    is not taken for a damaged image."""
+    from ferkit.inference import images
+
+    monkeypatch.setattr(images, "MAX_DOWNLOAD_MB", 0.001)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer():
+            connection, _ = server.accept()
+            connection.recv(4096)
+            connection.sendall(reply)
+            connection.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        with pytest.raises(FerkitError, match=message):
+            EmotionRecognizer(tiny_run).detect(f"http://127.0.0.1:{port}/x.jpg")
+
+
+def test_an_async_upload_is_named_and_its_read_closed(tiny_run, recwarn):
+    """Starlette's UploadFile reads asynchronously: its coroutine is closed, never left unawaited."""
+    import gc
+
+    class Upload:
+        async def read(self):
+            return b""
+
+    with pytest.raises(FerkitError, match="reads asynchronously: pass `await upload.read\\(\\)`"):
+        EmotionRecognizer(tiny_run).detect(Upload())
+    gc.collect()
+    assert not [w for w in recwarn if "was never awaited" in str(w.message)]
 
 
 def test_a_file_opened_as_text_is_a_clear_error(tiny_run, tmp_path):

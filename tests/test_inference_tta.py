@@ -29,15 +29,18 @@ def test_predict_tta_is_one_call_and_averages(mirror_averaged):
     """All views in one call; a model that averages mirror images itself is not sent the mirror view."""
     calls = []
 
-    def predict(x):
+    def predict(x):  # the left half's brightness against the right's: a mirror view answers otherwise
         calls.append(len(x))
-        return np.stack([x.mean(axis=(1, 2, 3)), 255 - x.mean(axis=(1, 2, 3))], axis=1)
+        left = x[:, :, : x.shape[2] // 2].mean(axis=(1, 2, 3))
+        return np.stack([left, 255 - left], axis=1)
 
     batch = np.random.default_rng(1).uniform(0, 255, (5, 48, 48, 1)).astype(np.float32)
     probs = predict_tta(predict, batch, mirror_averaged)
     kept = [view for name, view in zip(VIEWS, views(batch)) if not (mirror_averaged and name == "flip")]
     assert calls == [5 * len(kept)] and len(kept) == len(VIEWS) - mirror_averaged and probs.shape == (5, 2)
     np.testing.assert_allclose(probs, np.mean([predict(v) for v in kept], axis=0), rtol=1e-6)
+    identity_dropped = [view for name, view in zip(VIEWS, views(batch)) if name != VIEWS[0]]
+    assert not np.allclose(probs, np.mean([predict(v) for v in identity_dropped], axis=0), rtol=1e-6)
     assert predict_tta(predict, batch[:0], mirror_averaged).shape == (0, 2)
 
 

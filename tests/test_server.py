@@ -146,7 +146,8 @@ def test_no_face_is_200_with_empty_list(client):
     ("truncated_jpeg", 400, "truncated"),
     ("chunked_too_big", 413, "limit"),
     ("too_big", 413, "limit"),
-    ("huge_dimensions", 413, "pixels"),
+    ("huge_dimensions", 413, "image has too many pixels (limit 50 megapixels)"),  # Pillow's bomb limit
+    ("over_the_pixel_limit", 413, "image is 8000x8000 pixels; the limit is 50 megapixels"),  # ferkit's own
     ("wrong_type", 415, "content type"),
     ("no_file_field", 400, "field 'file'"),
     ("text_file_field", 400, "is text, not a file"),
@@ -171,9 +172,9 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
         noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
         big = cv2.imencode(".png", noise)[1].tobytes()  # ~2.4 MB, over the 1 MB cap
         response = client.post("/v1/predict", files={"file": ("big.png", big, "image/png")})
-    elif case == "huge_dimensions":
-        response = client.post("/v1/predict", content=png_header_only(20000, 20000),
-                               headers={"content-type": "image/png"})
+    elif case in ("huge_dimensions", "over_the_pixel_limit"):
+        side = 20000 if case == "huge_dimensions" else 8000
+        response = client.post("/v1/predict", content=png_header_only(side, side), headers={"content-type": "image/png"})
     elif case == "chunked_too_big":  # no Content-Length: the cap must hold while streaming
         chunks = (bytes(256 * 1024) for _ in range(8))
         response = client.post("/v1/predict", content=chunks, headers=headers)
@@ -583,6 +584,13 @@ def test_a_cors_origin_no_browser_would_send_is_refused(tiny_run, origin):
 
     with pytest.raises(FerkitError, match="CORS origin is scheme://host"):
         create_app(str(tiny_run / "model.onnx"), cors_origins=[origin])
+
+
+def test_a_cors_origin_whose_host_is_no_domain_name_is_refused(tiny_run):
+    from ferkit.errors import FerkitError
+
+    with pytest.raises(FerkitError, match="a CORS origin's host must be a valid domain name; got 'https://exa\u2603mple.com'"):
+        create_app(str(tiny_run / "model.onnx"), cors_origins=["https://exa\u2603mple.com"])
 
 
 def test_serve_behind_a_proxy_path_and_for_other_sites(tiny_run, monkeypatch):

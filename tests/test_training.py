@@ -294,6 +294,11 @@ def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic
     assert config.data == str(synthetic_folder.absolute())
 
 
+def test_a_run_without_data_says_so_before_anything_else():
+    with pytest.raises(FerkitError, match="no training data given"):
+        train(recipe="seed-custom")
+
+
 def test_a_run_records_its_weights_and_teacher_files_absolute(synthetic_folder, tmp_path, monkeypatch):
     """A resume from another folder rebuilt the network from `r_a/model.weights.h5` and failed."""
     from ferkit.training import trainer

@@ -214,7 +214,7 @@ def test_a_schedule_shortened_mid_fit_reaches_the_compiled_step(backend):
 def test_time_limit_must_not_be_negative():
     from ferkit.errors import FerkitError
 
-    with pytest.raises(FerkitError, match="time_limit"):
+    with pytest.raises(FerkitError, match=r"time_limit must be minutes >= 0 \(0: no limit\), got -1"):
         TrainConfig(time_limit=-1)
 
 

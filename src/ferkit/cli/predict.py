@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.errors import FerkitError
     from ferkit.inference.images import find_images
 
+    _check_no_detect(args)
     with outputs() as output_path:
         annotated = output_path(args.save_annotated, folder=True)
         images = find_images(args.paths, leave_out=annotated)
@@ -73,6 +74,19 @@ def run(args: argparse.Namespace) -> int:
     if unwritten:
         raise FerkitError(unwritten)
     return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
+
+
+def _check_no_detect(args: argparse.Namespace) -> None:
+    """--no-detect classifies each image whole: a detector flag beside it would be ignored without
+    a word, so it is refused, as flags for another detector are."""
+    from ferkit.errors import FerkitError
+
+    given = [flag for flag, value in (("--detector haar", args.detector != "yunet"), ("--min-face", args.min_face),
+                                      ("--max-faces", args.max_faces), ("--tiny-faces", args.tiny_faces),
+                                      ("--min-detection-score", args.min_detection_score)) if value]
+    if args.no_detect and given:
+        raise FerkitError(f"--no-detect classifies each image whole: {', '.join(given)} would find faces, "
+                          "which it does not")
 
 
 def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[str]) -> dict:
