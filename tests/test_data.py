@@ -230,6 +230,16 @@ def test_a_password_protected_zip_says_so(tmp_path, real_members):
     path.write_bytes(bytes(raw))
     with pytest.raises(FerkitError, match="2 of its files are password-protected: unzip it with its password"):
         load_fer(path)
+    with zipfile.ZipFile(path, "w") as archive:  # only a readme locked: the faces are read
+        for name, data in real_members[:2]:
+            archive.writestr(name, data)
+        archive.writestr("README.txt", "about this copy")
+    raw = bytearray(path.read_bytes())
+    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
+        if raw[at + (30 if raw[at + 2] == 3 else 46):].startswith(b"README"):
+            raw[at + (6 if raw[at + 2] == 3 else 8)] |= 0x1
+    path.write_bytes(bytes(raw))
+    assert len(load_fer(path)) == 2
 
 
 def test_a_zip_python_cannot_decompress_says_so_not_damaged(tmp_path, real_members):

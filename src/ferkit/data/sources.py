@@ -128,11 +128,11 @@ def _load_zip(path: Path) -> FerDataset:
         # Older Windows zippers (PowerShell 5's Compress-Archive) write folders with backslashes
         members = [(m.filename.replace("\\", "/"), m) for m in archive.infolist()]
         members = [(name, m) for name, m in members if not name.endswith("/")]
-        locked = sum(m.flag_bits & 0x1 for _, m in members)
+        data_files = [m for name, m in members if name.lower().endswith((".csv", *IMAGE_SUFFIXES))]
+        locked = sum(m.flag_bits & 0x1 for m in data_files)  # a locked readme is no reason to refuse the faces
         if locked:
             raise FerkitError(f"{path}: {locked} of its files are password-protected: unzip it with its password "
                               "and give the folder")
-        data_files = [m for name, m in members if name.lower().endswith((".csv", *IMAGE_SUFFIXES))]
         unreadable = sorted({m.compress_type for m in data_files} - ZIP_METHODS)
         if unreadable:  # each file would be counted as damaged, and a good download sent for again
             named = ", ".join(ZIP_METHOD_NAMES.get(method, f"method {method}") for method in unreadable)
