@@ -32,6 +32,7 @@ def test_macro_f1_leaves_out_classes_the_data_lacks():
     assert "  c         no faces scored" in format_metrics(m).splitlines()  # not an F1 of 0.000
     m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 2, 1]], ["a", "b", "c"])
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)  # a wrong "c" still costs "a" its recall
+    assert "  c         no faces scored; 1 of other classes labelled c" in format_metrics(m).splitlines()
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A short human summary: headline numbers, then one line per class."""
     lines = [f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"]
-    for name, m in metrics["per_class"].items():
-        lines.append(f"  {name:<9} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-                     f"f1 {m['f1']:.3f}  n={m['support']}" if m["support"] else f"  {name:<9} no faces scored")
+    for i, (name, m) in enumerate(metrics["per_class"].items()):
+        if m["support"]:
+            lines.append(f"  {name:<9} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                         f"f1 {m['f1']:.3f}  n={m['support']}")
+            continue
+        # none to score, but faces of other classes given this label are mistakes to show
+        wrong = sum(row[i] for row in metrics["confusion_matrix"])
+        lines.append(f"  {name:<9} no faces scored" + (f"; {wrong} of other classes labelled {name}" if wrong else ""))
     return "\n".join(lines)
