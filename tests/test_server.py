@@ -158,6 +158,7 @@ def test_no_face_is_200_with_empty_list(client):
     ("json_not_an_image", 400, "not an image"),
     ("json_too_big", 413, "limit"),
     ("json_nested_too_deep", 400, 'a JSON body is {"image"'),  # json.loads' RecursionError
+    ("json_of_many_objects", 400, 'a JSON body is {"image"'),  # refused unparsed: 24x its size as objects
     ("jpeg_of_many_scans", 400, "scans, over the 100 ferkit decodes"),  # 46 KB, seconds of decoding
 ])
 def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, case, status, message):
@@ -187,6 +188,9 @@ def test_bad_input_is_a_clear_4xx_and_the_server_stays_up(client, group_jpeg, ca
         response = client.post("/v1/predict", content=jpeg_of_many_scans(2000), headers=headers)
     elif case == "json_nested_too_deep":
         response = client.post("/v1/predict", content=b"[" * 200_000, headers={"content-type": "application/json"})
+    elif case == "json_of_many_objects":
+        response = client.post("/v1/predict", content=b"[" + b"{}," * 300_000 + b"{}]",
+                               headers={"content-type": "application/json"})
     elif case.startswith("json"):
         noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
         body = {"json_not_object": [1, 2], "json_no_image": {"img": "x"}, "json_bad_base64": {"image": "@@@"},

@@ -422,3 +422,37 @@ def test_a_photo_over_the_upload_limit_is_shrunk_before_sending(small_limit_url,
     assert len(drawn) == len(expected) == 3
     for box, own in zip(sorted(drawn), expected):  # within a few pixels of the 2560-px photo's
         assert max(abs(a - b) for a, b in zip(box, own)) <= 12, (box, own)
+
+
+def test_a_webcam_that_stops_ends_live_mode_and_says_so(server_url):
+    """Unplugged or taken by another app, its track ends: the last frame had been sent on and on,
+    under a status saying live."""
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"])
+        page.click("#live")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('live:')", timeout=30_000)
+        page.evaluate("document.getElementById('cam').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+        button, error = page.inner_text("#live"), page.inner_text("#error")
+        browser.close()
+    assert button == "Start live webcam" and "The webcam stopped sending video" in error
+
+
+def test_a_photo_over_16_megapixels_is_drawn_on_a_canvas_of_16(server_url, tmp_path):
+    """iOS Safari leaves a canvas over 16.7 megapixels blank: a 20-megapixel photo showed nothing."""
+    import numpy as np
+
+    photo = tmp_path / "big.jpg"
+    image = np.full((4000, 5000, 3), 128, np.uint8)
+    image[:, 2500:] = 30  # its right half dark: drawn scaled, not cropped
+    cv2.imwrite(str(photo), image)
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#noface", timeout=30_000)
+        width, height, left, right = page.eval_on_selector("#view", """c => {
+          const at = (x, y) => c.getContext("2d").getImageData(x, y, 1, 1).data[0];
+          return [c.width, c.height, at(c.width / 4, c.height / 2), at(3 * c.width / 4, c.height / 2)]; }""")
+        browser.close()
+    assert width * height <= 16_000_000 and abs(width / height - 1.25) < 0.01 and width > 4000
+    assert abs(left - 128) < 8 and abs(right - 30) < 8

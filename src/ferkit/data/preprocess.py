@@ -29,9 +29,12 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if image.size == 0:
         return image.astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer) and (image.dtype == np.uint16 or image.max() > 255):
-        image = np.clip(image, 0, 65535).astype(np.uint32)
+        image = image if image.dtype == np.uint16 else np.clip(image, 0, 65535).astype(np.uint16)
         top = (1 << max(int(image.max()).bit_length(), 8)) - 1  # 4095 for 12-bit data, 65535 for 16
-        return (image * 255 // top).astype(np.uint8)  # 65535 -> 255, rounding down like a shift
+        # 65535 -> 255, rounding down like a shift; through a table, which allocates the 8-bit result
+        # alone: the 32-bit arithmetic took four copies, 2 GB for a 50-megapixel 16-bit photo
+        table = np.minimum(np.arange(65536, dtype=np.uint32) * 255 // top, 255).astype(np.uint8)
+        return table[image]
     unit = image.dtype == bool
     if np.issubdtype(image.dtype, np.floating):
         finite = image[np.isfinite(image)]

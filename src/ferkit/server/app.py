@@ -342,6 +342,10 @@ def _from_json(body: bytes) -> bytes:
     """The image of a JSON body {"image": "<base64>"}, or a data URL as a browser's FileReader gives it."""
     import json
 
+    # Base64 and data URLs hold no brackets: a body of millions of [] or {} (some 24 times its size as
+    # Python objects, parsed holding the GIL) is refused before it is parsed
+    if body.count(b"[") + body.count(b"{") > 64:
+        raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}')
     try:
         image = json.loads(body).get("image")
     except (ValueError, AttributeError, RecursionError):  # RecursionError: [[[[... nested too deep
