@@ -360,7 +360,7 @@ def test_a_bare_mirror_averaged_keras_file_says_so(tmp_path):
         assert load_keras_model(tmp_path / f"{name}.keras")[1].mirror_averaged == (name == "both")
 
 
-@pytest.mark.parametrize("shape", ["feature map", "two inputs", "colour"])
+@pytest.mark.parametrize("shape", ["feature map", "two inputs"])  # colour input: the export's test below
 def test_a_keras_model_that_is_no_face_classifier_is_a_clear_error(tmp_path, shape):
     """A (batch, 48, 48, 7) output passed for 7 classes and failed inside scikit-learn; a second
     input's whole shape became the face size."""
@@ -368,15 +368,13 @@ def test_a_keras_model_that_is_no_face_classifier_is_a_clear_error(tmp_path, sha
 
     from ferkit.runs import load_keras_model
 
-    face = keras.Input((48, 48, 3 if shape == "colour" else 1))
+    face = keras.Input((48, 48, 1))
     if shape == "feature map":
         model = keras.Model(face, keras.layers.Conv2D(7, 3, padding="same")(face))
-    elif shape == "two inputs":
+    else:
         extra = keras.Input((3,))
         joined = keras.layers.Concatenate()([keras.layers.Flatten()(face), extra])
         model = keras.Model([face, extra], keras.layers.Dense(7, activation="softmax")(joined))
-    else:
-        model = keras.Model(face, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(face)))
     model.save(tmp_path / "odd.keras")
     with pytest.raises(FerkitError, match="is no face classifier ferkit can run"):
         load_keras_model(tmp_path / "odd.keras")
@@ -630,5 +628,5 @@ def test_exporting_another_tools_colour_network_is_one_line(tmp_path):
 
     net = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(), keras.layers.Dense(7)])
     net.save(tmp_path / "rgb.keras")
-    with pytest.raises(FerkitError, match=r"does not take ferkit's faces \(48x48 gray, one channel\) but \(48, 48, 3\)"):
+    with pytest.raises(FerkitError, match=r"no face classifier ferkit can run: .* it has \(None, 48, 48, 3\) -> "):
         export_onnx(tmp_path / "rgb.keras")

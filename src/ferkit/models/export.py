@@ -46,11 +46,7 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     out = Path(output) if output else _default_output(Path(model_path), quantize)
     # Read first: data moved or deleted since training is said before the conversion's work.
     faces = _calibration_faces(calibration, info) if quantize == "int8" else None
-    try:  # Keras exports called models only
-        model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))
-    except ValueError:  # another tool's network: colour input, say
-        raise FerkitError(f"{model_path} does not take ferkit's faces ({info.image_size}x{info.image_size} gray, one "
-                          f"channel) but {tuple(model.input_shape[1:])}: train it with ferkit") from None
+    model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))  # Keras exports called models only
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():  # Keras' own tf2onnx code probes np.object: not for ferkit's users
