@@ -220,25 +220,12 @@ def test_an_unreadable_file_in_a_data_folder_is_counted_not_fatal(tmp_path):
 
 
 def test_a_password_protected_zip_says_so(tmp_path, real_members):
-    path = tmp_path / "locked.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in real_members[:2]:
-            archive.writestr(name, data)
-    raw = bytearray(path.read_bytes())
-    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
-        raw[at + (6 if raw[at + 2] == 3 else 8)] |= 0x1  # the "encrypted" flag, as zip -P sets it
-    path.write_bytes(bytes(raw))
+    path = _zip_of(tmp_path / "locked.zip", real_members[:2])
+    _edit_headers(path, "flags", lambda flags: flags | 0x1)  # the "encrypted" flag, as zip -P sets it
     with pytest.raises(FerkitError, match="2 of its files are password-protected: unzip it with its password"):
         load_fer(path)
-    with zipfile.ZipFile(path, "w") as archive:  # only a readme locked: the faces are read
-        for name, data in real_members[:2]:
-            archive.writestr(name, data)
-        archive.writestr("README.txt", "about this copy")
-    raw = bytearray(path.read_bytes())
-    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
-        if raw[at + (30 if raw[at + 2] == 3 else 46):].startswith(b"README"):
-            raw[at + (6 if raw[at + 2] == 3 else 8)] |= 0x1
-    path.write_bytes(bytes(raw))
+    _zip_of(path, [*real_members[:2], ("README.txt", b"about this copy")])  # only a readme locked: read
+    _edit_headers(path, "flags", lambda flags: flags | 0x1, named=b"README")
     assert len(load_fer(path)) == 2
 
 
@@ -246,21 +233,12 @@ def test_a_zip_python_cannot_decompress_says_so_not_damaged(tmp_path, real_membe
     """Deflate64 (7-Zip's option) counted every file as "damaged in the zip": a good download sent
     for again."""
     path = _zip_of(tmp_path / "d64.zip", real_members[:2])
-    raw = bytearray(path.read_bytes())
-    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
-        raw[at + (8 if raw[at + 2] == 3 else 10)] = 9  # the compression method: Deflate64
-    path.write_bytes(bytes(raw))
+    _edit_headers(path, "method", lambda method: 9)  # Deflate64
     with pytest.raises(FerkitError, match="compressed with Deflate64, which Python's zipfile cannot read: extract it"):
         load_fer(path)
-    with zipfile.ZipFile(path, "w") as archive:  # a readme it cannot read is no reason to refuse the images
-        for name, data in real_members[:2]:
-            archive.writestr(name, data)
-        archive.writestr("README.txt", "about this copy")
-    raw = bytearray(path.read_bytes())
-    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
-        if raw[at + (30 if raw[at + 2] == 3 else 46):].startswith(b"README"):
-            raw[at + (8 if raw[at + 2] == 3 else 10)] = 98  # PPMd
-    path.write_bytes(bytes(raw))
+    # a readme it cannot read is no reason to refuse the images
+    _zip_of(path, [*real_members[:2], ("README.txt", b"about this copy")])
+    _edit_headers(path, "method", lambda method: 98, named=b"README")  # PPMd
     assert len(load_fer(path)) == 2
 
 
@@ -292,6 +270,21 @@ def _zip_of(path, members):
         for name, data in members:
             archive.writestr(name, data)
     return path
+
+
+HEADER_FIELDS = {"flags": (6, 8), "method": (8, 10)}  # a field's offset in a local and a central header
+
+
+def _edit_headers(path, field, edit, named=b""):
+    """`edit` applied to `field` of every local and central header in the zip at `path` (of the
+    members whose name starts with `named`): the flags and methods zipfile does not write."""
+    raw = bytearray(path.read_bytes())
+    local, central = HEADER_FIELDS[field]
+    for at in (i for i in range(len(raw) - 4) if raw[i:i + 4] in (b"PK\x03\x04", b"PK\x01\x02")):
+        is_central = raw[at + 2] == 1
+        if raw[at + (46 if is_central else 30):].startswith(named):
+            raw[at + (central if is_central else local)] = edit(raw[at + (central if is_central else local)])
+    path.write_bytes(bytes(raw))
 
 
 def test_a_folder_holding_fer2013_csv_reads_it_and_several_csvs_are_named(tmp_path):

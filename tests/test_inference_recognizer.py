@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import socket
@@ -401,20 +402,26 @@ def test_urls_as_people_write_them_and_what_servers_send_wrong(tiny_run, astrona
     with pytest.raises(FerkitError, match=r"cannot download http://\[::1/x.png: .*IPv6") as error:
         rec.detect("http://[::1/x.png")
     assert "\n" not in str(error.value)
-    with socket.socket() as server:  # a server that speaks no HTTP
+    with _one_reply(b"SSH-2.0-OpenSSH_9.6\r\n") as port:  # a server that speaks no HTTP
+        with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/x.png: "):
+            rec.detect(f"http://127.0.0.1:{port}/x.png")
+
+
+@contextlib.contextmanager
+def _one_reply(reply: bytes):
+    """A loopback server that answers one connection with `reply` and closes it; yields its port."""
+    with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        port = server.getsockname()[1]
 
         def answer():
             connection, _ = server.accept()
-            connection.recv(1024)
-            connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            connection.recv(4096)
+            connection.sendall(reply)
             connection.close()
 
         threading.Thread(target=answer, daemon=True).start()
-        with pytest.raises(FerkitError, match=f"cannot download http://127.0.0.1:{port}/x.png: "):
-            rec.detect(f"http://127.0.0.1:{port}/x.png")
+        yield server.getsockname()[1]
 
 
 @pytest.mark.parametrize("reply, message", [
@@ -428,20 +435,8 @@ def test_a_download_past_the_limit_or_cut_short_is_said(tiny_run, monkeypatch, r
     from ferkit.inference import images
 
     monkeypatch.setattr(images, "MAX_DOWNLOAD_MB", 0.001)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        port = server.getsockname()[1]
-
-        def answer():
-            connection, _ = server.accept()
-            connection.recv(4096)
-            connection.sendall(reply)
-            connection.close()
-
-        threading.Thread(target=answer, daemon=True).start()
-        with pytest.raises(FerkitError, match=message):
-            EmotionRecognizer(tiny_run).detect(f"http://127.0.0.1:{port}/x.jpg")
+    with _one_reply(reply) as port, pytest.raises(FerkitError, match=message):
+        EmotionRecognizer(tiny_run).detect(f"http://127.0.0.1:{port}/x.jpg")
 
 
 def test_an_async_upload_is_named_and_its_read_closed(tiny_run, recwarn):
