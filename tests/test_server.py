@@ -735,3 +735,57 @@ def test_a_multipart_upload_cut_short_says_so(client, group_jpeg):
     other_field = client.post("/v1/predict", files={"image": ("file", group_jpeg, "image/jpeg")})  # named "file"
     assert other_field.status_code == 400 and "needs an image in the field 'file'" in other_field.json()["error"]
 
+
+
+def test_an_annotated_answer_keeps_its_place_until_it_is_sent(tiny_run, group_jpeg, monkeypatch):
+    """A client that never read its annotated PNG (some 100 MB for a 50-megapixel photo) had its
+    place in flight given to the next request, its answer left in memory, without bound. Now the
+    place is kept until the answer is sent, or for UPLOAD_SECONDS at most."""
+    import socket
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    from ferkit.server import app as server_app
+
+    monkeypatch.setattr(server_app, "UPLOAD_SECONDS", 3)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(str(tiny_run / "model.onnx"), workers=1, queue=0),
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+
+    def status_of_another() -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", data=group_jpeg,
+                                         headers={"content-type": "image/jpeg"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    photo = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()  # a PNG of ~12 MB back
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        with socket.socket() as reader:  # one that reads the status line of its answer, then nothing
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.settimeout(60)
+            reader.connect(("127.0.0.1", port))
+            reader.sendall(b"POST /v1/predict?annotated=true HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                           + f"Content-Length: {len(photo)}\r\n\r\n".encode() + photo)
+            assert reader.recv(12) == b"HTTP/1.1 200"  # being sent: the work is done
+            assert status_of_another() == 503  # its place still held
+            deadline = time.time() + 20  # given up UPLOAD_SECONDS (3 s here) after sending began
+            while (status := status_of_another()) == 503 and time.time() < deadline:
+                time.sleep(0.2)
+            assert status == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -36,7 +36,7 @@ from ferkit.errors import FerkitError
 from ferkit.inference.backends import DEFAULT_MODEL, load_backend, recorded_metrics
 from ferkit.inference.images import base64_image, check_jpeg_scans, decode_image, unreadable_because
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
-from ferkit.server.middleware import CrashAsJSON, JSONErrorCORS, PrefixAnsweredToo
+from ferkit.server.middleware import CrashAsJSON, HeldUntilSent, JSONErrorCORS, PrefixAnsweredToo
 
 MAX_PIXELS = 50_000_000  # a 20000x20000 upload is refused from its header, never decoded
 IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -131,6 +131,10 @@ class Engine:
         self.threads = anyio.CapacityLimiter(workers)  # as many threads, so never waited on
         self.max_in_flight, self.in_flight = workers + queue, 0
 
+    def release(self) -> None:
+        """A request's place among those in flight, given up."""
+        self.in_flight -= 1
+
     def recognizer(self) -> EmotionRecognizer:
         if not hasattr(self._local, "recognizer"):
             self._local.recognizer = EmotionRecognizer(self.backend, self.detector_name, **self.options)
@@ -214,6 +218,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             raise HTTPException(503, "server busy: too many requests in flight, retry shortly",
                                 headers={"Retry-After": "1"})
         engine.in_flight += 1
+        answer = None
         try:
             try:
                 data = await _read_upload(request, max_bytes)
@@ -224,9 +229,13 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                 # and would keep the clients still there waiting
                 if await request.is_disconnected():
                     return Response(status_code=499)  # as nginx logs it: the client closed the request
-                return await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.threads)
+                answer = await anyio.to_thread.run_sync(_infer, engine, data, annotated, limiter=engine.threads)
+                if annotated:  # up to some 100 MB: its place is given up once it is sent
+                    answer = HeldUntilSent(answer, "image/png", engine.release, UPLOAD_SECONDS)
+                return answer
         finally:
-            engine.in_flight -= 1
+            if not isinstance(answer, HeldUntilSent):
+                engine.release()
 
     return app
 
@@ -399,6 +408,8 @@ def _infer(engine: Engine, data: bytes, annotated: bool):
     faces = rec.detect(image)
     if annotated:
         ok, png = cv2.imencode(".png", rec.annotate(image, faces))
-        return Response(png.tobytes(), media_type="image/png")
+        if not ok:
+            raise HTTPException(500, "the annotated image could not be encoded")
+        return png.tobytes()
     return {"faces": [f.to_dict() for f in faces], "model": engine.name,
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -1,12 +1,15 @@
-"""The API's middleware: its errors in its own JSON shape, whichever layer answers."""
+"""The API's middleware: its errors in its own JSON shape, whichever layer answers; and a large
+answer that keeps its request's place until it is sent."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+import anyio
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 
 class CrashAsJSON:
@@ -99,3 +102,27 @@ def _under(path: str, root: str) -> str | None:
     if path == root or path.startswith(root + "/"):
         return path[len(root):] or "/"
     return None
+
+
+class HeldUntilSent(Response):
+    """An answer too large to let go of early (an annotated image: a PNG of up to some 100 MB for a
+    50-megapixel photo) keeps its request's place among those in flight until it is sent, or for
+    `seconds` at most. Given up when the handler returned, each answer a client did not read had
+    stayed in memory while the next request took its place, without bound."""
+
+    def __init__(self, content: bytes, media_type: str, release: Callable[[], None], seconds: float):
+        super().__init__(content, media_type=media_type)
+        self.release, self.seconds = release, seconds
+
+    CHUNK = 256 * 1024  # sent in parts: uvicorn waits for a slow reader only between its writes
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            with anyio.move_on_after(self.seconds):  # a client that reads nothing: its connection ends
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                body = memoryview(self.body)
+                for at in range(0, max(len(body), 1), self.CHUNK):
+                    await send({"type": "http.response.body", "body": bytes(body[at:at + self.CHUNK]),
+                                "more_body": at + self.CHUNK < len(body)})
+        finally:
+            self.release()
