@@ -193,7 +193,7 @@ def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--detector", "haar"], ["--max-faces", "1"], ["--min-face", "20"], ["--tiny-faces"],
-                                   ["--min-detection-score", "0.5"]])
+                                   ["--min-detection-score", "0.5"], ["--no-align"]])
 def test_detector_flags_beside_no_detect_are_refused(tiny_run, tmp_path, capsys, flags):
     """They were accepted and ignored: --no-detect finds no face to filter."""
     crop = tmp_path / "face.png"
@@ -471,14 +471,41 @@ def test_an_annotated_copy_never_takes_the_csvs_name(tiny_run, group_photo, tmp_
     assert cv2.imread(str(out / "photo_annotated-2.png")).shape == group_photo[0].shape
 
 
-def test_a_csv_that_cannot_be_written_costs_no_json(tiny_run, group_photo, tmp_path, capsys):
+def _disk_full(path):
+    """open() standing in for a full disk at `path` (what /dev/full does on Linux, as root)."""
+    import builtins
+    import errno
+    import os
+
+    def opened(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+        return builtins.open(file, *args, **kwargs)
+
+    return opened
+
+
+def test_a_csv_that_cannot_be_written_costs_no_json(tiny_run, group_photo, tmp_path, capsys, monkeypatch):
     """The CSV is written first; a full disk there had ended the run before the JSON was printed,
-    with an error naming no file."""
+    with an error naming no file; and a reader that left (`| head`) hid the error altogether."""
+    import os
+    import sys
+
+    from ferkit.cli import predict
+
     cv2.imwrite(str(tmp_path / "a.png"), group_photo[0])
-    assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_run), "--json", "--csv", "/dev/full"]) == 2
+    table = tmp_path / "faces.csv"
+    monkeypatch.setattr(predict, "open", _disk_full(table), raising=False)
+    assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_run), "--json", "--csv", str(table)]) == 2
     out, err = capsys.readouterr()
     assert len(json.loads(out)["results"][0]["faces"]) == group_photo[1]
-    assert "cannot write /dev/full: No space left on device" in err
+    assert f"cannot write {table}: {os.strerror(28)}" in err
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone
+    with os.fdopen(write, "w", buffering=1) as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert main(["predict", str(tmp_path / "a.png"), "--model", str(tiny_run), "--csv", str(table)]) == 141
+    assert f"cannot write {table}: {os.strerror(28)}" in capsys.readouterr().err
 
 
 def test_hidden_images_in_a_folder_are_left_out_and_said(tmp_path, caplog):

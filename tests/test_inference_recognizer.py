@@ -76,7 +76,7 @@ def test_an_option_the_detector_does_not_take_is_named(tiny_run):
     ("yunet", "score_threshold", 2, "score_threshold is a number above 0, at most 1, got 2"),  # had found no face
     ("yunet", "score_threshold", -1, "score_threshold is a number above 0"),  # had raised cv2.error in detect
     ("yunet", "nms_threshold", "0.3", "nms_threshold is a number"),
-    ("yunet", "min_size", 0, "min_size is a whole number, at least 1, got 0"),
+    ("yunet", "min_size", -1, "min_size is a whole number, at least 0, got -1"),
     ("yunet", "max_side", 12.5, "max_side is a whole number"),
     ("haar", "scale_factor", 1.0, "scale_factor is a number above 1, got 1.0"),
     ("haar", "min_neighbors", -1, "min_neighbors is a whole number, at least 0"),

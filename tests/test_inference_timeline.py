@@ -62,13 +62,24 @@ def test_a_long_video_costs_little_memory_per_face():
     assert timeline.summary()[0]["frames"] == 20_000
 
 
-def test_a_csv_that_cannot_be_written_is_named_in_the_error():
+def test_a_csv_that_cannot_be_written_is_named_in_the_error(tmp_path, monkeypatch):
     """A full disk ended `ferkit video` with "No space left on device" and no file named."""
+    import errno
+    import os
+
     import pytest
 
     from ferkit.errors import FerkitError
+    from ferkit.inference import timeline as module
 
-    timeline = Timeline(CLASSES, "/dev/full")
-    with pytest.raises(FerkitError, match="cannot write /dev/full: No space left on device"):
+    class Full:  # a file whose rows cannot reach the disk
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        flush = close = lambda self: None
+
+    monkeypatch.setattr(module, "open", lambda *args, **kwargs: Full(), raising=False)
+    timeline = Timeline(CLASSES, tmp_path / "frames.csv")
+    with pytest.raises(FerkitError, match=f"cannot write {tmp_path / 'frames.csv'}: {os.strerror(errno.ENOSPC)}"):
         timeline.add(0, 0.0, [_face(1, 0.9)])
     timeline.close()

@@ -125,6 +125,8 @@ def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(s
         rows = [r["epoch"] for r in csv.DictReader(handle)]
     assert rows == (["0", "1", "2", "3"] if row_cut else ["0", "1", "1", "2", "3"])
     assert read_history(history)["epoch"] == [0, 1, 2, 3]
+    lines = history.read_bytes().split(b"\n")[:-1]
+    assert all(line.endswith(b"\r") for line in lines)  # CSVLogger's line ends, kept by the repair
 
 
 class _CtrlCAt(keras.callbacks.Callback):

@@ -63,13 +63,20 @@ def test_a_table_made_for_another_model_is_not_used(teacher, caplog):
     assert "made for another model" in caplog.text
 
 
-@pytest.mark.parametrize("cut", [10, 0.5, "no model"])
+@pytest.mark.parametrize("cut", [10, 0.5, "no model", "flipped"])
 def test_a_damaged_table_is_passed_over_with_a_warning(teacher, caplog, cut):
     """A table cut short (an interrupted copy) or missing its model's hash ended training with a
     traceback from numpy: the teacher can answer instead."""
     path = teacher_table.write(teacher, faces(3), np.full((3, 4), 0.25, np.float32))
     if cut == "no model":
         np.savez_compressed(path, keys=np.zeros(1, np.uint64), probs=np.zeros((1, 4), np.float16))
+    elif cut == "flipped":  # whole, but bytes inside a compressed member damaged: zlib's own error
+        np.savez_compressed(path, keys=np.arange(5000, dtype=np.uint64), probs=np.zeros((5000, 4), np.float16),
+                            model=np.array(teacher_table.model_digest(teacher)))
+        raw = bytearray(path.read_bytes())
+        at = raw.find(b"keys.npy") + 60  # into its deflate stream: "invalid bit length repeat"
+        raw[at:at + 64] = b"\xff" * 64
+        path.write_bytes(bytes(raw))
     else:
         raw = path.read_bytes()
         path.write_bytes(raw[:cut if isinstance(cut, int) else int(len(raw) * cut)])

@@ -139,7 +139,7 @@ class RunDir:
         would have been glued onto it. The epoch it was for is trained again from the backup."""
         if not self.history.is_file():
             return
-        text = self.history.read_text(encoding="utf-8", errors="replace")
+        text = self.history.read_bytes().decode("utf-8", errors="replace")  # its own line ends, \r\n kept
         lines = text.splitlines()
         if not lines:
             return
@@ -223,7 +223,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
 def _is_whole_row(line: str, width: int) -> bool:
     cells = line.split(",")
     try:
-        [float(cell) for cell in cells]
+        [float(cell) for cell in cells if cell != "NA"]  # NA: CSVLogger's word for a value not logged
     except ValueError:
         return False
     return len(cells) == width

@@ -69,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
     unwritten = _write_csv(csv_path, results, rec.classes) if csv_path else ""  # first: a reader leaving costs no CSV
     if args.json and stopped != "pipe":  # and a CSV that cannot be written costs no JSON
         print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": bool(stopped)}, indent=2))
+    if unwritten:  # said whatever the exit: a reader that left (| head) must not hide a lost CSV
+        print(f"ferkit: error: {unwritten}", file=sys.stderr)
     if stopped == "pipe":
         raise BrokenPipeError  # the exit a reader that left expects (141)
-    if unwritten:
-        raise FerkitError(unwritten)
-    return 130 if stopped else 1 if any("error" in r for r in results) else 0  # 130: the shell's code for Ctrl-C
+    # 130: the shell's code for Ctrl-C
+    return 130 if stopped else 2 if unwritten else 1 if any("error" in r for r in results) else 0
 
 
 def _check_no_detect(args: argparse.Namespace) -> None:
@@ -83,10 +84,11 @@ def _check_no_detect(args: argparse.Namespace) -> None:
 
     given = [flag for flag, value in (("--detector haar", args.detector != "yunet"), ("--min-face", args.min_face),
                                       ("--max-faces", args.max_faces), ("--tiny-faces", args.tiny_faces),
-                                      ("--min-detection-score", args.min_detection_score)) if value]
+                                      ("--min-detection-score", args.min_detection_score),
+                                      ("--no-align", not args.align)) if value]
     if args.no_detect and given:
-        raise FerkitError(f"--no-detect classifies each image whole: {', '.join(given)} would find faces, "
-                          "which it does not")
+        raise FerkitError(f"--no-detect classifies each image whole: {', '.join(given)} act on the faces a "
+                          "detector finds, and it finds none")
 
 
 def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[str]) -> dict:

@@ -111,8 +111,8 @@ def walk_files(root: Path) -> Iterator[Path]:
 
 def real_path(path: str | os.PathLike) -> Path:
     """`path` with its links resolved, or only made absolute where they loop: Python 3.11 and 3.12
-    raise RuntimeError for a link to itself (3.13 an OSError), which must come out as one unreadable
-    file among the rest, not as a traceback that ends a folder's run."""
+    raise RuntimeError for a link to itself (an OSError is caught too), which must come out as one
+    unreadable file among the rest, not as a traceback that ends a folder's run."""
     try:
         return Path(path).resolve()
     except (OSError, RuntimeError):

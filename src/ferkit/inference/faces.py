@@ -120,7 +120,8 @@ class YuNetDetector:
                  model_path: str | None = None):
         for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
             _check_option(name, value, above=0, most=1)
-        for name, value in (("min_size", min_size), ("max_side", max_side), ("second_side", second_side)):
+        _check_option("min_size", min_size, whole=0)  # 0: no smallest face
+        for name, value in (("max_side", max_side), ("second_side", second_side)):
             _check_option(name, value, whole=1)
         path = model_path or str(resources.files("ferkit.assets") / YUNET_MODEL)
         self._net = cv2.FaceDetectorYN.create(path, "", (320, 320), score_threshold, nms_threshold, 5000)
@@ -173,7 +174,7 @@ class HaarDetector:
                  max_side: int = 640):
         _check_option("scale_factor", scale_factor, above=1)
         _check_option("min_neighbors", min_neighbors, whole=0)
-        _check_option("min_size", min_size, whole=1)
+        _check_option("min_size", min_size, whole=0)
         _check_option("max_side", max_side, whole=1)
         data = getattr(cv2, "data", None)
         if not hasattr(cv2, "CascadeClassifier") or data is None:

@@ -318,8 +318,9 @@ class TimedWriter:
             self.writer = self._open(self.path, fps, first)
         except FerkitError:  # a rate this codec refuses: the header's, which opened, rather than nothing
             self.writer = self._open(self.path, self.fps, first)
-            log.warning("%s: written at its header's %.3g fps, which drops frames where they come faster "
-                        "(%.4g fps, its frames' own rate, could not be written)", self.path, self.fps, fps)
+            log.warning("%s: written at %.3g fps (%s), which drops frames where they come faster (%.4g fps, its "
+                        "frames' own rate, could not be written)", self.path, self.fps,
+                        "a guess: the source gave none" if self.guessed else "its header's", fps)
             return
         log.info("%s: written at %.4g fps, the rate of its first frames; %s", self.path, fps,
                  "the source gave none" if self.guessed else

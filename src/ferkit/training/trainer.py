@@ -105,7 +105,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
 
 def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
     """Builds the recipe's fallback network, if it has one, so that a bad option there fails now,
-    named as the fallback's: it had read as an error in `[model_options]`, which was right."""
+    named as the fallback's: it had read as an error in `[model_options]`, which was not at fault."""
     if config.has_fallback:
         try:
             build_model(config.with_fallback(), "none", mixed_precision)
