@@ -1,6 +1,7 @@
 """The one exception type the CLI turns into a one-line message instead of a traceback, and the
 checks many of those messages share."""
 
+import math
 import numbers
 
 
@@ -12,6 +13,12 @@ def is_whole_number(value: object, least: int) -> bool:
     """An int (numpy's too, not a bool) of at least `least`: what counts of faces, frames, threads
     and pixels must be, whether a user typed them or a program passed them."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
+
+
+def is_real_number(value: object) -> bool:
+    """A finite int or float (numpy's too, not a bool): what a share, a threshold or a margin must be,
+    before its range is checked."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 # ferkit's own requirements, by the module's name: missing, the install is broken, and no extra helps

@@ -8,7 +8,6 @@ times faster on fewer pixels), and the boxes are mapped back.
 from __future__ import annotations
 
 import inspect
-import numbers
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +18,7 @@ import numpy as np
 
 from ferkit.choices import DETECTORS
 from ferkit.data.preprocess import to_bgr, to_gray
-from ferkit.errors import FerkitError, is_whole_number
+from ferkit.errors import FerkitError, is_real_number, is_whole_number
 
 YUNET_MODEL = "face_detection_yunet_2026may.onnx"
 
@@ -208,8 +207,7 @@ def _check_option(name: str, value: object, above: float | None = None, most: fl
     if whole is not None:
         if not is_whole_number(value, whole):
             raise FerkitError(f"{name} is a whole number, at least {whole}, got {value!r}")
-    elif (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > above
-          or (most is not None and not value <= most)):
+    elif not (is_real_number(value) and value > above and (most is None or value <= most)):
         raise FerkitError(f"{name} is a number above {above:g}{f', at most {most:g}' if most is not None else ''}, "
                           f"got {value!r}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,7 +10,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
-from ferkit.errors import FerkitError, is_whole_number
+from ferkit.errors import FerkitError, is_real_number, is_whole_number
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
 from ferkit.inference.images import load_image
@@ -47,7 +46,7 @@ class EmotionRecognizer:
         `score_threshold`, `min_size`, ...)."""
         if max_faces is not None and not is_whole_number(max_faces, 1):
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
-        if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):  # negative: 1-pixel crops
+        if not (is_real_number(margin) and margin >= 0):  # negative: 1-pixel crops
             raise FerkitError(f"margin is the share of a face's box added on each side, 0 or more, got {margin!r}")
         if detector_options and not isinstance(detector, str):
             raise FerkitError(f"detector options ({', '.join(sorted(detector_options))}) are for a detector ferkit "
