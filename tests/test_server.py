@@ -291,9 +291,9 @@ def test_a_full_server_refuses_before_reading_and_a_stalled_upload_times_out(tin
     """Bodies are read only by requests in flight, so slow or stalled uploads cannot pile up in memory."""
     import anyio
 
-    import ferkit.server.app as server_app
+    from ferkit.server import uploads
 
-    monkeypatch.setattr(server_app, "UPLOAD_SECONDS", 0.5)
+    monkeypatch.setattr(uploads, "UPLOAD_SECONDS", 0.5)
     app = create_app(str(tiny_run / "model.onnx"), workers=1, queue=0)
     read_by_second = []
 
@@ -749,9 +749,9 @@ def test_an_annotated_answer_keeps_its_place_until_it_is_sent(tiny_run, group_jp
 
     import uvicorn
 
-    from ferkit.server import app as server_app
+    from ferkit.server import uploads
 
-    monkeypatch.setattr(server_app, "UPLOAD_SECONDS", 3)
+    monkeypatch.setattr(uploads, "UPLOAD_SECONDS", 3)
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(str(tiny_run / "model.onnx"), workers=1, queue=0),
