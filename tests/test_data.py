@@ -712,3 +712,28 @@ def test_a_long_thin_crop_is_squared_without_a_square_of_its_length():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 20e6 and face.shape == (48, 48) and (face == 200).all()
+
+
+def test_decoding_a_corrupt_file_says_nothing_of_opencvs_own(capfd):
+    """ferkit says a file is unreadable in one line; OpenCV's own `[ERROR] imdecode_ ...` lines came
+    before it. Its log level is back as it was afterwards, also after threads decoded at once."""
+    import threading
+
+    from ferkit.data.sources import decode_bgr
+
+    corrupt_gif = b"GIF89a" + bytes([16, 0, 16, 0, 0x80, 0, 0]) + bytes(40)
+    cut_png = b"\x89PNG\r\n\x1a\n" + bytes(30)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)
+    try:
+        threads = [threading.Thread(target=lambda: [decode_bgr(corrupt_gif) for _ in range(50)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        assert decode_bgr(cut_png) is None
+        for thread in threads:
+            thread.join()
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_WARNING
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    err = capfd.readouterr().err
+    assert "imdecode" not in err and "readHeader" not in err and "ERROR" not in err, err
