@@ -63,7 +63,8 @@ class EmotionRecognizer:
         """Find every face in `image` (path, http(s) or data URL, bytes, file object, array, PIL
         image), left to right, and classify them in one batch. `boxes` (x, y, width, height each)
         skips detection: faces found by another detector, cropped with the same margin as ferkit's
-        own, all of them (`max_faces` limits what the detector finds), in the order given."""
+        own, all of them (`max_faces` limits what the detector finds), in the order given, and
+        upright as given (`align` levels the eyes by YuNet's landmarks, which a box has not)."""
         array = load_image(image, rgb)
         faces = given_faces(boxes, array.shape) if boxes is not None else self.detector.detect(array)
         if self.max_faces is not None and boxes is None and len(faces) > self.max_faces:
