@@ -7,7 +7,8 @@
 # A small CNN leaves most of a big GPU idle, so the runs share it. A run whose directory already
 # exists under OUTDIR is resumed (--resume). At SECONDS every run still going gets Ctrl-C, which
 # makes ferkit stop after the current batch, keep its best weights and write the run as interrupted
-# (resume it later); a run still there 30 s later (say, still compiling) gets TERM.
+# (resume it later); a run still there 30 s later (say, still compiling) gets TERM, and KILL 15 s
+# after that (INT_GRACE and TERM_GRACE, in seconds, change those waits).
 # Then each finished run's model.keras becomes float16 weights (scripts/half_weights.py; `unpack`
 # rebuilds it here), and each run is packed, without its resume backups, into PACKDIR/runs.tar.gz
 # split in 15 MB parts (what a size-capped file transfer can carry). An interrupted run saves its
@@ -33,13 +34,13 @@ while ((SECONDS < deadline)) && kill -0 "${pids[@]}" 2>/dev/null; do
     sleep 5
 done
 for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
-for _ in {1..30}; do  # up to 30 s to finish the batch and save, then TERM; its best-weights file is packed
+for ((i = 0; i < ${INT_GRACE:-30}; i++)); do  # up to 30 s to finish the batch and save, then TERM; its best-weights file is packed
     alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     ((alive)) || break
     sleep 1
 done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-for _ in {1..15}; do  # TERM acts once Python has control again: a run stuck in native code (an XLA
+for ((i = 0; i < ${TERM_GRACE:-15}; i++)); do  # TERM acts once Python has control again: a run stuck in native code (an XLA
     alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done  # compilation) is killed
     ((alive)) || break
     sleep 1

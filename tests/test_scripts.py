@@ -103,3 +103,66 @@ def test_the_gpu_machines_faces_travel_deflated_and_come_back_as_they_were(tmp_p
     assert all((tmp_path / "fer" / name).read_bytes() == data for name, data in members.items())
     with zipfile.ZipFile(tmp_path / "fer.npz") as packed:  # an .npz is a zip of .npy files
         assert {info.compress_type for info in packed.infolist()} == {zipfile.ZIP_DEFLATED}
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# python3 for gpu_train.sh: `-c CODE train ARGS` is a stand-in run that behaves as its name says
+[[ "$1" == *half_weights.py ]] && { echo "no Keras models here" >&2; exit 1; }
+shift 3
+out=""
+while (($#)); do case $1 in --output|--resume) out=$2; shift;; esac; shift; done
+mkdir -p "$out/checkpoints"
+echo '{}' > "$out/config.json"; printf 'epoch,loss\r\n0,1.0\r\n' > "$out/history.csv"
+echo state > "$out/checkpoints/backup.bin"
+echo "Epoch 1/3"
+case ${out##*/} in
+  quick) echo '{"interrupted": false}' > "$out/metrics.json"; echo model > "$out/model.keras";;
+  stopped) trap 'echo "{\"interrupted\": true}" > "$out/metrics.json"; echo model > "$out/model.keras"; exit 130' INT
+      while :; do sleep 0.1; done;;
+  stuck) trap '' INT TERM; while :; do sleep 0.1; done;;
+esac
+"""
+
+
+def _gpu_train(tmp_path, jobs: str, **env: str) -> tuple[str, set[str]]:
+    """gpu_train.sh over a stand-in python3, 1 s to train: what it printed and what it packed."""
+    import os
+    import subprocess
+    import tarfile
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    (tmp_path / "jobs").write_text(jobs)
+    shutil.rmtree(tmp_path / "pack", ignore_errors=True)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "INT_GRACE": "2",
+           "TERM_GRACE": "2", **env}
+    done = subprocess.run(["bash", str(SCRIPTS / "gpu_train.sh"), str(tmp_path / "jobs"), "fer.zip",
+                           str(tmp_path / "runs"), "1", str(tmp_path / "pack")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    archive = b"".join(part.read_bytes() for part in sorted((tmp_path / "pack").glob("runs.tar.gz.part-*")))
+    (tmp_path / "runs.tar.gz").write_bytes(archive)
+    with tarfile.open(tmp_path / "runs.tar.gz") as packed:
+        return done.stdout, set(packed.getnames())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None, reason="needs bash and tar")
+def test_the_gpu_script_runs_every_job_stops_the_stuck_and_packs_each_run(tmp_path):
+    """The device call's one chance: a job on a last line with no line break is run, a run that
+    ignores Ctrl-C and TERM is killed so that packing still happens within the call, and each run
+    comes back without its resume backups, unless asked for an interrupted run's to resume later."""
+    jobs = "# name flags\n\nquick --epochs 3\nstuck\nstopped --epochs 3"  # no line break at the end
+    printed, packed = _gpu_train(tmp_path, jobs)
+    for name in ("quick", "stuck", "stopped"):
+        assert f"started {name}:" in printed
+        assert {f"{name}.log", f"{name}/config.json", f"{name}/history.csv"} <= packed
+    assert "started quick: fer.zip --output" in printed and "--epochs 3" in printed
+    assert {"quick/model.keras", "quick/metrics.json", "stopped/model.keras"} <= packed  # no f16 weights: as is
+    assert not any("backup" in name for name in packed)
+
+    printed, packed = _gpu_train(tmp_path, jobs, PACK_BACKUPS="1")  # the same folder again: resumed
+    assert f"started quick: --resume {tmp_path / 'runs' / 'quick'}" in printed
+    assert "stopped/checkpoints/backup.bin" in packed  # interrupted: its backups for the next call
+    assert "quick/checkpoints/backup.bin" not in packed and "stuck/checkpoints/backup.bin" not in packed
