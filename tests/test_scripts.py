@@ -126,7 +126,9 @@ esac
 
 def _gpu_train(tmp_path, jobs: str, **env: str) -> tuple[str, set[str]]:
     """gpu_train.sh over a stand-in python3, 1 s to train: what it printed and what it packed."""
+    import contextlib
     import os
+    import signal
     import subprocess
     import tarfile
 
@@ -138,9 +140,15 @@ def _gpu_train(tmp_path, jobs: str, **env: str) -> tuple[str, set[str]]:
     shutil.rmtree(tmp_path / "pack", ignore_errors=True)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "INT_GRACE": "2",
            "TERM_GRACE": "2", **env}
-    done = subprocess.run(["bash", str(SCRIPTS / "gpu_train.sh"), str(tmp_path / "jobs"), "fer.zip",
-                           str(tmp_path / "runs"), "1", str(tmp_path / "pack")],
-                          env=env, capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(["bash", str(SCRIPTS / "gpu_train.sh"), str(tmp_path / "jobs"), "fer.zip",
+                               str(tmp_path / "runs"), "1", str(tmp_path / "pack")],
+                              env=env, capture_output=True, text=True, timeout=60)
+    finally:  # a script that left a stand-in run behind (each is its own process group) leaves no orphan
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if str(bin_dir).encode() in cmdline.read_bytes():
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
     assert done.returncode == 0, done.stderr
     archive = b"".join(part.read_bytes() for part in sorted((tmp_path / "pack").glob("runs.tar.gz.part-*")))
     (tmp_path / "runs.tar.gz").write_bytes(archive)
