@@ -576,3 +576,55 @@ def test_opencvs_warnings_stay_out_of_a_missing_cameras_error(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2
     assert "cannot open camera 99" in done.stderr and "WARN" not in done.stderr
+
+
+class _DroppingCamera:
+    """A camera of `count` frames whose reads number `drop` fail (a dropped frame), then none once out."""
+
+    def __init__(self, count, drop=()):
+        self.count, self.drop, self.reads = count, set(drop), 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        self.reads += 1
+        if self.reads - 1 in self.drop or self.reads - len(self.drop) > self.count:
+            return False, None
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def get(self, prop):
+        return 0.0  # no rate, count or timestamps, as a webcam
+
+    def release(self):
+        pass
+
+
+@pytest.mark.parametrize("source, live", [(0, True), ("rtsp://cam/1", True), ("clip.mp4", False)])
+def test_a_dropped_frame_does_not_end_a_camera(monkeypatch, source, live):
+    """One failed read ended the demo (and `ferkit video 0`) with "stopped sending frames
+    (unplugged, or the stream ended)": webcams and streams drop a frame now and then. A file ends
+    at its first unreadable frame, and a camera that sends nothing more still ends."""
+    import time
+
+    from ferkit.cli import demo
+    from ferkit.inference import video as video_module
+    from ferkit.inference.faces import Face
+    from ferkit.inference.video import VideoAnalysis
+
+    class Recognizer:
+        classes = ("happy", "sad")
+
+        def detect(self, frame):
+            return [Face((1, 1, 4, 4), scores={"happy": 0.9, "sad": 0.1})]
+
+    monkeypatch.setattr(video_module, "open_capture", lambda source: _DroppingCamera(20, drop=(3, 10, 11)))
+    monkeypatch.setattr(cv2, "imshow", lambda *a: None)
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    started = time.perf_counter()
+    with VideoAnalysis(Recognizer(), source) as video:
+        assert video.live is live
+        shown, quit = demo._show(video, paced=not live)
+    assert (shown, quit) == ((20, False) if live else (3, False))
+    assert time.perf_counter() - started < 5  # the camera's end is not waited on for long

@@ -72,18 +72,26 @@ def check_opencv_name(path: str) -> None:
                           f"{path.encode('utf-8', 'backslashreplace').decode()}") from None
 
 
-def frames(capture: cv2.VideoCapture) -> Iterator[tuple[int, np.ndarray]]:
-    index = 0
+def frames(capture: cv2.VideoCapture, patience: float = 0.0) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames read, until reads have failed for `patience` seconds (a file: its first failed
+    read). A webcam or stream drops a frame now and then, and that had ended the demo and `ferkit
+    video 0`. Seconds, not a count of tries: a stream's failed read can itself take its timeout."""
+    index, failing_since = 0, None
     while True:
         ok, frame = capture.read()
         if not ok:
-            return
+            failing_since = time.monotonic() if failing_since is None else failing_since
+            if time.monotonic() - failing_since >= patience:
+                return
+            time.sleep(0.01)
+            continue
+        failing_since = None
         yield index, frame
         index += 1
 
 
-def timed_frames(capture: cv2.VideoCapture, fps: float,
-                 clock: Callable[[], float] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+def timed_frames(capture: cv2.VideoCapture, fps: float, clock: Callable[[], float] | None = None,
+                 patience: float = 0.0) -> Iterator[tuple[int, float, np.ndarray]]:
     """Frames with their time in seconds from the first: the container's timestamps, so that a
     phone's variable frame rate keeps its real times (index / fps put frame 16 of such a clip at
     1.25 s instead of 0.53). Where a source gives none, or the same again: the `clock` (a camera's,
@@ -94,7 +102,7 @@ def timed_frames(capture: cv2.VideoCapture, fps: float,
     stamps as soon as these pass them."""
     first = previous = started = None
     last, step, stamped = 0.0, 1 / fps, False  # stamped: the frame before had a stamp of its own
-    for index, frame in frames(capture):
+    for index, frame in frames(capture, patience):
         stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
         if first is None:
             first = previous = stamp
@@ -148,7 +156,10 @@ class VideoAnalysis:
     """A video file, camera or stream, frame by frame with its faces (see `EmotionRecognizer.video`).
 
     Opened at once, so a bad source fails here; the capture is released when the frames run out,
-    the loop is left early, or the `with` block ends."""
+    the loop is left early, or the `with` block ends. A live source ends once its reads have failed
+    for `DROPPED_SECONDS`, not at its first failure: a webcam drops a frame now and then."""
+
+    DROPPED_SECONDS = 0.5
 
     def __init__(self, recognizer: EmotionRecognizer, source: str | int | os.PathLike, every: int = 1,
                  smooth: int = 1):
@@ -168,8 +179,8 @@ class VideoAnalysis:
             raise FerkitError("a video's frames are read once: call rec.video(...) again to read them again")
         self._read = True
         try:
-            live = time.monotonic if self.live else None
-            for index, t, image in timed_frames(self._capture, self.fps, live):
+            clock, patience = (time.monotonic, self.DROPPED_SECONDS) if self.live else (None, 0.0)
+            for index, t, image in timed_frames(self._capture, self.fps, clock, patience):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
         finally:
