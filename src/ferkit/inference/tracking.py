@@ -61,17 +61,21 @@ class FaceTracks:
     A face is matched to where each earlier face should be by now, moving as it did (SORT's constant
     velocity, without its Kalman filter), first by box overlap (IoU), then, for faces that moved
     further than their size between the frames analysed (fast motion, `every` > 1), by the nearest
-    centre within `reach` face widths, among faces of about its size (a face far smaller or larger
-    is someone else: a 40 px face 1.25 widths of a missed 200 px one away took its number). Greedy,
-    best first. A face missing from a few frames (a turned
-    head the detector misses, a face passing behind another) keeps its number when it comes back
-    within `patience` seconds, or within `MISSED` frames analysed where those are further apart;
+    centre within `reach` face widths and `SPEED` widths a second since it was last seen, among
+    faces of about its size (a face far smaller or larger is someone else: a 40 px face 1.25 widths
+    of a missed 200 px one away took its number). Greedy, best first. A face missing from a few
+    frames (a turned head the detector misses, a face passing behind another) keeps its number when
+    it comes back within `patience` seconds, or within `MISSED` frames analysed where those are further apart;
     after that it is a new face. Counted in seconds, not frames, so that a frame rate or `every`
     does not change it: 10 frames were a third of a second at 30 frames/s, and 10 s at `every` 30.
     """
 
     MISSED = 2
     SIZES = 2.0  # the most two widths of the same face differ by for a match by distance
+    # How fast a face is taken to stray from where it should be, at most, in its widths a second
+    # (about 1.5 m/s): `reach` is for frames analysed far apart. A face missed for one frame at 30
+    # frames/s had lost its number to someone 1.25 widths away (37 widths a second) who came in then.
+    SPEED = 10.0
 
     def __init__(self, min_iou: float = 0.2, reach: float = 1.5, patience: float = 1.0):
         self.min_iou, self.reach, self.patience = min_iou, reach, patience
@@ -84,9 +88,10 @@ class FaceTracks:
         expected = {number: track.predicted(time) for number, track in self._tracks.items()}
         overlaps = [(-iou(face.box, box), i, number) for i, face in enumerate(faces)
                     for number, box in expected.items() if iou(face.box, box) >= self.min_iou]
+        reach = {number: min(self.reach, self.SPEED * (time - track.time)) for number, track in self._tracks.items()}
         near = [(self._distance(face.box, box), i, number) for i, face in enumerate(faces)
                 for number, box in expected.items()
-                if self._distance(face.box, box) <= self.reach and self._alike(face.box, box)]
+                if self._distance(face.box, box) <= reach[number] and self._alike(face.box, box)]
         for _, i, number in sorted(overlaps) + sorted(near):
             if faces[i].track is None and self._tracks[number].step < self._step:
                 faces[i].track = number
