@@ -305,6 +305,25 @@ def test_a_photo_picked_in_live_mode_stops_it_and_stays(server_url, group_photo,
     assert width == group_photo[0].shape[1]
 
 
+
+def test_a_photo_picked_while_the_camera_is_asked_for_stays_and_the_camera_is_let_go(server_url, group_photo,
+                                                                                    tmp_path):
+    """The photo had been shown, then drawn over by the live frames once the camera was allowed."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser, page = _open_page(p, server_url, ["--use-fake-device-for-media-stream",
+                                                   "--use-fake-ui-for-media-stream"], before=SLOW_CAMERA)
+        page.click("#live")  # the camera comes 500 ms later
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('3 face(s)')",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)  # the camera's answer, and four live frames' time after it
+        status, button = page.inner_text("#status"), page.inner_text("#live")
+        let_go = page.evaluate("!cam.srcObject || cam.srcObject.getTracks().every(t => t.readyState === 'ended')")
+        browser.close()
+    assert status.startswith("3 face(s)") and button == "Start live webcam" and let_go
+
 # The first live frame's request never answered, as through a proxy that holds a dropped connection.
 HUNG_ONCE = """(() => { const fetch0 = window.fetch; let posts = 0;
   window.fetch = (url, options) => {
