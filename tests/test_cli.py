@@ -166,6 +166,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     (ModuleNotFoundError("No module named 'fastapi'", name="fastapi"), "pip install 'ferkit[serve]'"),
     (ModuleNotFoundError("No module named 'sklearn'", name="sklearn"), "pip install 'ferkit[train]'"),
     (ModuleNotFoundError("No module named 'numpy'", name="numpy"), "(a broken install?): pip install numpy"),
+    # KERAS_BACKEND=jax without jax: the train extra brings TensorFlow, which would not help
+    (ModuleNotFoundError("No module named 'jax'", name="jax"), "Keras is set to its jax backend"),
+    (ModuleNotFoundError("No module named 'torch'", name="torch"), "pip install torch, or set KERAS_BACKEND"),
     (ImportError("cannot load the backend"), "import failed: cannot load the backend"),
     # a name missing from a module that is there (a version mismatch) is not a package to install
     (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), "import failed: cannot import name 'x'"),

@@ -40,3 +40,22 @@ def test_the_cores_are_those_this_process_may_run_on():
     one = subprocess.run(["taskset", "-c", core, sys.executable, "-c", code], capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     assert one.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "200000 100000\n"}, 2),                                   # v2, --cpus 2
+    ({"cpu.max": "150000 100000\n"}, 2),                                   # --cpus 1.5: the next whole core
+    ({"cpu.max": "max 100000\n"}, 16),                                     # v2, no quota
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1, --cpus 1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 16),     # v1, no quota
+    ({}, 16),                                                              # no cgroup files (macOS)
+])
+def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch, files, expected):
+    from ferkit import hardware
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(hardware, "CGROUP", tmp_path, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert hardware.usable_cores() == expected

@@ -106,3 +106,30 @@ def test_training_says_when_tensorflow_came_first_without_onednn(first):
     assert warned == (first == "tensorflow" and not onednn)
     if first == "ferkit" and platform.machine().lower() in ("x86_64", "amd64"):
         assert onednn
+
+
+def test_auto_leaves_bfloat16_off_where_tensorflow_runs_without_onednn(tmp_path):
+    """TF_ENABLE_ONEDNN_OPTS=0 (a user's own value wins, README): TensorFlow's own kernels emulate
+    bfloat16, 10-19x slower per step than float32 on an AMX Xeon, whatever the CPU flags say."""
+    pytest.importorskip("tensorflow")
+    (tmp_path / "cpuinfo").write_text(AMX)
+    code = ("import ferkit, pathlib; from ferkit import hardware; from ferkit.training import precision; "
+            f"hardware.CPUINFO = pathlib.Path({str(tmp_path / 'cpuinfo')!r}); "
+            "precision.accelerator = lambda: ''; "
+            "from tensorflow.python.util._pywrap_util_port import IsMklEnabled; "
+            "print(IsMklEnabled(), precision.use_bfloat16('auto'))")
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["False", "False"]  # oneDNN off, so bfloat16 off
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((7, 0), False), ((8, 0), True),
+                                                  ((9, 0), True), (None, True)])
+def test_auto_needs_a_gpu_with_native_bfloat16(monkeypatch, capability, expected):
+    """A T4 (7.5) or V100 (7.0) has no bfloat16 arithmetic; Ampere (8.0) and later do; unknown
+    (ROCm, a TPU) stays on, as before."""
+    from ferkit.training import precision
+
+    monkeypatch.setattr(precision, "accelerator", lambda: "gpu:0")
+    monkeypatch.setattr(precision, "gpu_compute_capability", lambda: capability, raising=False)
+    assert precision.use_bfloat16("auto") is expected

@@ -7,11 +7,13 @@ without /proc) none are reported, and each falls back to the choice that is righ
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+CGROUP = Path("/sys/fs/cgroup")  # inside a container, its own cgroup
 
 
 def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
@@ -30,8 +32,29 @@ def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
 
 def usable_cores() -> int:
     """The cores this process may run on: its affinity (taskset, a container's cpuset), not the
-    machine's count, which started two busy ONNX Runtime threads on one allowed core."""
+    machine's count, which started two busy ONNX Runtime threads on one allowed core; and no more
+    than a cgroup's CPU quota allows (docker --cpus 2, a Kubernetes CPU limit), which leaves the
+    affinity at all of the host's cores."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cores = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def cpu_quota(cgroup: Path | None = None) -> float | None:
+    """The CPUs a cgroup's CFS quota allows, or None without one: cgroup v2's cpu.max ("max 100000"
+    or "200000 100000"), else v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us."""
+    root = cgroup or CGROUP
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
