@@ -123,10 +123,58 @@ def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(s
     assert not second.interrupted and second.metrics["epochs_trained"] == 4
     with open(history, encoding="utf-8") as handle:
         rows = [r["epoch"] for r in csv.DictReader(handle)]
-    assert rows == (["0", "1", "2", "3"] if row_cut else ["0", "1", "1", "2", "3"])
+    assert rows == ["0", "1", "2", "3"]  # epoch 2's first row left out with the backup it had no part in
     assert read_history(history)["epoch"] == [0, 1, 2, 3]
     lines = history.read_bytes().split(b"\n")[:-1]
     assert all(line.endswith(b"\r") for line in lines)  # CSVLogger's line ends, kept by the repair
+
+
+class _Killed(BaseException):
+    """A SIGKILL: nothing after it runs, no Python clean-up of ferkit's is to be counted on."""
+
+
+@pytest.mark.parametrize("where", [keras.callbacks.CSVLogger, keras.callbacks.BackupAndRestore,
+                                   keras.callbacks.ModelCheckpoint])
+def test_a_kill_at_an_epochs_end_resumes_to_the_model_its_history_names(synthetic_folder, tmp_path, monkeypatch,
+                                                                         where):
+    """Killed right after the checkpoint callbacks' `where` wrote its file for epoch 2, the best so far;
+    the resumed session's epoch 2 then does worse, and so does epoch 3. The best weights had been written first: a kill
+    before the backup kept them, though the resume trained epoch 2 again, so the model kept was
+    none that history.csv and metrics.json name (and a second row of epoch 2 set the best_epoch)."""
+    import ferkit.training.callbacks as callbacks
+    import ferkit.training.trainer as trainer
+
+    session, weights = [1], {}
+
+    class Record(keras.callbacks.Callback):  # first of all: what each epoch ended with, and its value
+        def on_epoch_end(self, epoch, logs=None):
+            if session[0] == 2 and epoch >= 2:
+                logs["val_loss"], logs["val_accuracy"] = 99.0, 0.0  # the epoch trained again does worse, and on
+            else:
+                logs["val_loss"], logs["val_accuracy"] = 1.0 - epoch / 10, 0.5  # epoch 2 the best so far
+            weights[epoch] = self.model.get_weights()
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if session[0] == 1 and epoch == 2:
+                raise _Killed
+
+    def with_kill(config, run, resume):
+        found = callbacks.run_callbacks(config, run, resume)
+        after = next(i for i, c in enumerate(found) if isinstance(c, where)) + 1
+        return [Record(), *found[:after], Kill(), *found[after:]]
+
+    monkeypatch.setattr(trainer, "run_callbacks", with_kill)
+    run = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train(synthetic_folder, recipe="seed-custom", output=run, **FAST)
+    session[0] = 2
+    result = train(resume=run, verbose=0)
+    with open(run / "history.csv", encoding="utf-8") as handle:
+        assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+    best = result.metrics["best_epoch"]
+    kept = keras.models.load_model(run / "model.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(kept, weights[best - 1], strict=True))
 
 
 class _CtrlCAt(keras.callbacks.Callback):
@@ -355,6 +403,34 @@ def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
         train(synthetic_folder, config, recipe="default", output=tmp_path / "other")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("seed", -1, "seed must be 0 to 4294967295, got -1"),  # had been numpy's ValueError
+    ("epochs", np.int64(0), "epochs must be a positive integer"),
+    ("label_smoothing", 2.0, "label_smoothing must be 0 to 0.99"),
+])
+def test_a_config_changed_after_it_was_made_is_checked_again(synthetic_folder, tmp_path, field, value, message):
+    config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
+    setattr(config, field, value)
+    with pytest.raises(FerkitError, match=message):
+        train(synthetic_folder, config, output=tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_changed_after_it_was_made_trains_as_one_made_so(synthetic_folder, tmp_path):
+    """Its fields as construction makes them: numpy's numbers had failed config.json's writing after
+    the data loaded (leaving a run directory to delete), classes as a string had read as letters,
+    and a list of them had kept the order given, not the one every run of those classes shares."""
+    config = TrainConfig.from_recipe("seed-custom", **{k: v for k, v in FAST.items() if k != "verbose"})
+    config.epochs, config.learning_rate = np.int64(1), np.float32(0.003)
+    config.classes = ["surprise", "angry", "sad", "happy"]
+    result = train(synthetic_folder, config, output=tmp_path / "run", verbose=0)
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["classes"] == result.metrics["classes"] == CLASSES.split(",")
+    assert config.data == ""  # the caller's config is not changed under it
+    config.classes = "angry,happy"
+    assert train(synthetic_folder, config, output=tmp_path / "two", verbose=0).metrics["classes"] == ["angry", "happy"]
+
+
 def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     result = train(synthetic_folder, recipe="default", output=tmp_path / "run", erasing=0.3,
                    **{**FAST, "epochs": 2})
@@ -454,6 +530,47 @@ def test_a_run_whose_loss_becomes_nan_is_an_error_not_a_score(synthetic_folder, 
                                           r"--learning-rate \(this run's: 1e\+30\)"):
         train(synthetic_folder, recipe="seed-custom", classes="angry,happy,sad,surprise", split="official",
               epochs=2, learning_rate=1e30, output=tmp_path / "run", verbose=0)
+
+
+def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, caplog):
+    """A NaN network labels every face with the first class: where that class is most of the
+    validation faces, its val_accuracy beat a finite but poor first epoch, the checkpoint kept the
+    NaN weights, and the run ended in "no earlier epoch is worth keeping", with a backup of NaN
+    weights for --resume. The loss is made NaN in epoch 2 (as a too-high learning rate would)."""
+    from conftest import synthetic_faces, write_folder
+
+    images, labels = [], []
+    for name, count in (("angry", 150), ("happy", 45), ("sad", 45)):
+        more = synthetic_faces((name,), count, seed=len(name))
+        images, labels = images + more[0], labels + more[1]
+    write_folder(tmp_path / "syn", images, labels, "train", "Training")
+    data = write_folder(tmp_path / "syn", *synthetic_faces(("angry", "happy", "sad"), 10, seed=1), "test", "PublicTest")
+
+    class Diverge(keras.callbacks.Callback):
+        epoch = 0
+
+        def last(self):
+            return [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dense)][-1]
+
+        def on_train_begin(self, logs=None):  # epoch 1 never says angry: finite, and below angry's share
+            self.last().bias.assign(np.array([-8.0, 4.0, 4.0], "float32"))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 0:
+                self.last().kernel.assign(np.full(self.last().kernel.shape, np.nan, "float32"))
+
+    caplog.set_level("WARNING", logger="ferkit")
+    result = train(data, recipe="seed-custom", classes="angry,happy,sad", split="official", epochs=3,
+                   batch_size=32, learning_rate=1e-6, checkpoint_on="val_accuracy", output=tmp_path / "run",
+                   verbose=0, callbacks=[Diverge()])
+    assert "loss became NaN in epoch 2: stopped there, keeping the best earlier epoch's" in caplog.text
+    assert result.metrics["best_epoch"] == 1 and result.metrics["epochs_trained"] == 2
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert not (result.run_dir / "checkpoints" / "backup").exists()  # finished: nothing to resume
 
 
 def test_the_log_names_the_classes_left_out(synthetic_folder, tmp_path, caplog):

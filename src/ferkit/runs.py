@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import zipfile
 from collections.abc import Iterator
@@ -133,10 +134,38 @@ class RunDir:
             return None
         return len({line.split(",", 1)[0] for line in lines[1:]})
 
-    def repair_history(self) -> None:
+    def resumed_from(self) -> tuple[int, Path] | None:
+        """Where Keras' BackupAndRestore resumes: the first epoch (from 0) it trains, and the weights it
+        loads, those of the epoch before (the backup before the last where a kill cut the last)."""
+        import h5py  # Keras' own dependency: only a resume asks
+
+        latest, metadata = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
+        for weights, epoch in ((latest, metadata), (Path(f"{latest}.bkp"), Path(f"{metadata}.bkp"))):
+            try:
+                h5py.File(weights, "r").close()
+            except OSError:  # cut by a kill, as Keras finds it
+                continue
+            try:
+                return int(json.loads(epoch.read_text(encoding="utf-8"))["epoch"]), weights
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        return None
+
+    def best_from_backup(self, monitor: str, weights: Path) -> None:
+        """A kill after an epoch's backup but before, or while, its best weights were written: that
+        epoch is history.csv's last and best, and the backup's `weights` are its own."""
+        epoch, _ = self.best_epoch(monitor)
+        if epoch is not None and epoch == self.history_rows():
+            with replacing(self.best_weights) as part:
+                shutil.copyfile(weights, part)
+
+    def repair_history(self, first_retrained: int | None = None) -> None:
         """history.csv without a row a kill cut short, ending in a line break, before a resume
         appends to it: a cut row had ended the resume in a traceback, and the next epoch's row
-        would have been glued onto it. The epoch it was for is trained again from the backup."""
+        would have been glued onto it. The epoch it was for is trained again from the backup.
+        Whole rows of epochs from `first_retrained` on, which the backup predates, go too: kept,
+        they stood beside the rows the resume writes for the same epochs, and the best of them had
+        set the value the checkpoint must beat though no weights of it were kept."""
         if not self.history.is_file():
             return
         text = self.history.read_bytes().decode("utf-8", errors="replace")  # its own line ends, \r\n kept
@@ -145,11 +174,12 @@ class RunDir:
             return
         width = len(lines[0].split(","))
         rows = lines[1:] if text.endswith("\n") else lines[1:-1]  # a last line with no line break was cut
-        whole = [lines[0], *(line for line in rows if _is_whole_row(line, width))]
+        whole = [lines[0], *(line for line in rows if _is_whole_row(line, width)
+                             and (first_retrained is None or float(line.split(",", 1)[0]) < first_retrained))]
         if whole != lines or not text.endswith("\n"):
             if len(whole) < len(lines):
-                log.warning("%s: left out %d row(s) cut short (a kill while it was written)", self.history,
-                            len(lines) - len(whole))
+                log.warning("%s: left out %d row(s) cut short or ahead of the backup (a kill while they were "
+                            "written)", self.history, len(lines) - len(whole))
             end = "\r\n" if "\r\n" in text else "\n"  # Keras' CSVLogger writes csv's \r\n
             with replacing(self.history) as part:
                 part.write_bytes(end.join([*whole, ""]).encode("utf-8"))

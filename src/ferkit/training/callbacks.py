@@ -32,6 +32,13 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             self.epoch = self.current
         super().on_batch_end(batch, logs)
 
+    def on_epoch_end(self, epoch, logs=None):
+        """The epoch that diverged scores no number, for the callbacks after this one (it goes first):
+        its NaN network's val_accuracy, the first class's share, had beaten the earlier epochs', and
+        the checkpoint had kept NaN weights in place of the best finite ones."""
+        if self.epoch == epoch + 1 and logs is not None:
+            logs.update((key, float("nan")) for key in logs)
+
 
 class StopOnCtrlC(keras.callbacks.Callback):
     """The first Ctrl-C ends training after the current batch; a second one stops at once.
@@ -86,15 +93,18 @@ class StopOnCtrlC(keras.callbacks.Callback):
 def run_callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
     monitor = config.checkpoint_on
     callbacks = [
-        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
-                                        save_weights_only=True,
-                                        initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
         # would delete what --resume needs (train() deletes it once the finished model is saved).
         # The backup before the last is kept too: a kill while the last was written (the session's
         # end, the OOM killer) had left a cut file and nothing to resume
         keras.callbacks.BackupAndRestore(run.backup, delete_checkpoint=False, double_checkpoint=True),
+        # After the backup, so that the best weights are never of an epoch a resume trains again: written
+        # first, a kill before the backup had kept weights that history.csv had no row for
+        # (RunDir.repair_history); a kill between the two is mended from the backup (RunDir.best_from_backup)
+        keras.callbacks.ModelCheckpoint(run.best_weights, monitor=monitor, save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=run.best_epoch(monitor)[1] if resume else None),
     ]
     if config.early_stopping:
         callbacks.append(ResumedEarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))

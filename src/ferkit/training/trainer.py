@@ -141,8 +141,11 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
-        run.repair_history()
+        backup = run.resumed_from()
+        run.repair_history(backup and backup[0])
         resumed = TrainConfig.from_dict(values)
+        if backup:
+            run.best_from_backup(resumed.checkpoint_on, backup[1])
         if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
         elif resumed.data and not Path(resumed.data).exists():
@@ -153,7 +156,8 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         config = TrainConfig.from_recipe(given.pop("recipe", DEFAULT_RECIPE), **given)
     elif "recipe" in given:
         raise FerkitError("give a config or a recipe, not both")
-    elif given:  # a config with a few fields changed
+    else:  # a copy, with a few fields changed, checked again: a field set after the config was made
+        # (numpy's numbers, classes as a string) had failed after the data loaded, or trained unchecked
         config = TrainConfig.from_dict({**without_stale_fallback(config.to_dict(), given), **given})
     if data is not None:
         config.data = str(data)
@@ -322,7 +326,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
             batches,
             validation_data=(x_val, targets(splits.val.labels)), validation_batch_size=config.batch_size,
             shuffle=False, epochs=config.epochs, verbose=verbose,  # the batches shuffle themselves
-            callbacks=[ctrl_c.saves_begin(), *run_callbacks(config, run, resume), *callbacks, ctrl_c, diverged],
+            callbacks=[diverged, ctrl_c.saves_begin(), *run_callbacks(config, run, resume), *callbacks, ctrl_c],
         )
         interrupted = ctrl_c.requested
     except KeyboardInterrupt:
