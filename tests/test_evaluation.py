@@ -280,3 +280,17 @@ def test_evaluate_judges_the_part_it_rebuilds_not_the_whole_split(trained_run, t
     evaluate(run, shutil.copytree(data, tmp_path / "other-copy"), split="val")
     assert "does not split into the faces the model's run had" in caplog.text
 
+
+def test_a_comparisons_legend_names_a_recipe_whose_name_starts_with_an_underscore(tmp_path, monkeypatch):
+    """A recipe file `_noaug.toml` is the run `_noaug`: its curves were drawn but left out of the legend."""
+    from ferkit.evaluation import plots
+
+    for name in ("_noaug", "base"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
+                                                     "0,0.3,1.2,0.4,1.1\n1,0.5,1.0,0.6,0.9\n")
+    legends, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (
+        legends.extend([t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes), save(fig, path)))
+    plots.plot_overlay({name: tmp_path / name / "history.csv" for name in ("_noaug", "base")}, tmp_path / "c.png")
+    assert legends == [["_noaug", "base"], ["_noaug", "base"]]

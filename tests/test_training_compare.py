@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ctrl_c_after
+from conftest import ctrl_c_after, synthetic_faces, write_folder
 from ferkit.errors import FerkitError
 
 CLASSES = "angry,happy,sad,surprise"
@@ -223,3 +223,77 @@ def test_compare_offline_says_before_training_that_imagenet_weights_cannot_be_ha
     with pytest.raises(FerkitError, match="could not download the ImageNet weights of VGG19 .*--weights none"):
         compare(synthetic_folder, ["seed-custom", "seed-vgg19"], tmp_path / "cmp", epochs=1, classes=CLASSES)
     assert not (tmp_path / "cmp").exists()
+
+
+def test_the_finished_recipes_table_is_on_disk_while_the_next_trains(synthetic_folder, tmp_path, monkeypatch):
+    """A kill while a later recipe trains (the OOM killer, kill -9, a machine shut down) runs no
+    handler: the rows of the recipes before it must already be written, since a rerun into the same
+    --output is refused for the runs they left."""
+    from ferkit.training import compare as module
+
+    real, seen = module.train, []
+
+    def second_looks(*args, **kwargs):
+        if kwargs["output"].name == "default":  # what a kill here would leave on disk
+            table = tmp_path / "cmp" / "compare.csv"
+            if table.is_file():
+                with open(table, encoding="utf-8") as handle:
+                    seen.append([(r["recipe"], r["interrupted"]) for r in csv.DictReader(handle)])
+            else:
+                seen.append(None)
+            raise FerkitError("stand-in for the kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "train", second_looks)
+    with pytest.raises(FerkitError, match="stand-in"):
+        module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES,
+                       split="official", verbose=0)
+    assert seen == [[("seed-custom", "False")]]
+    assert (tmp_path / "cmp" / "compare.md").is_file() and (tmp_path / "cmp" / "val_curves.png").is_file()
+
+
+def test_ctrl_c_while_a_trained_recipe_is_saved_does_not_say_it_trained_no_epoch(synthetic_folder, tmp_path,
+                                                                                 monkeypatch, caplog):
+    """After fit, training's own Ctrl-C handler is gone: Ctrl-C while the model is saved or the test faces
+    scored leaves a run with every epoch trained and a backup to resume, not one stopped before an epoch."""
+    from ferkit.training import compare as module, trainer
+
+    def saving(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save", saving)
+    with pytest.raises(KeyboardInterrupt):
+        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "cmp", epochs=1, classes=CLASSES,
+                       split="official", verbose=0)
+    assert "before seed-custom trained an epoch" not in caplog.text
+    assert f"interrupted after seed-custom trained, before its run was finished (`ferkit train --resume " \
+           f"{tmp_path / 'cmp' / 'seed-custom'}` finishes it)" in caplog.text
+    assert (tmp_path / "cmp" / "seed-custom" / "checkpoints" / "backup").is_dir()
+
+
+def test_ctrl_c_while_a_row_is_measured_is_said_for_an_output_with_a_percent_sign(synthetic_folder, tmp_path,
+                                                                                 monkeypatch, caplog):
+    """The folder's name had gone into the log's format string: '%' in it lost the warning to a traceback."""
+    from ferkit.training import compare as module
+
+    def measured(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "_row", measured)
+    with pytest.raises(KeyboardInterrupt):
+        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "lr 50%", epochs=1, classes=CLASSES,
+                       split="official", verbose=0)
+    assert f"interrupted while seed-custom's row was measured (its run is in {tmp_path / 'lr 50%' / 'seed-custom'})" \
+        in caplog.text
+
+
+def test_a_first_recipe_that_fails_on_the_data_leaves_no_empty_comparison_folder(tmp_path, capsys):
+    """--split official on a folder that names no FER2013 parts fails in the first recipe's data loading."""
+    from ferkit.cli import main
+
+    images, labels = synthetic_faces(tuple(CLASSES.split(",")), 5)
+    flat = write_folder(tmp_path / "flat", images, labels, split=None)
+    assert main(["compare", str(flat), "--recipes", "seed-custom", "--epochs", "1", "--classes", CLASSES,
+                 "--split", "official", "--output", str(tmp_path / "out" / "cmp")]) == 2
+    assert "says of no face which part of FER2013 it is in" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -53,7 +53,9 @@ def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
     if high - low < 1:  # one epoch: whole-number ticks around it, not 0.95 ... 1.05 (two span 0.95 ... 2.05)
         ax.set_xlim(round((low + high) / 2) - 1, round((low + high) / 2) + 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    lines = ax.get_lines()
+    if lines:  # named explicitly: matplotlib leaves a label starting with "_" (a recipe `_noaug.toml`) out of its own
+        ax.legend(lines, [line.get_label() for line in lines])
 
 
 def _save(fig, path: Path) -> None:

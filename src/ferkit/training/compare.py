@@ -40,6 +40,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     if not Path(data).exists():  # before its output folder is made, which would stay behind empty
         raise FerkitError(f"data not found: {data}")
     configs, notes = _check(recipes, overrides, out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the deepest first
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
@@ -49,21 +50,29 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
             result = train(data, config, output=out / config.recipe, verbose=verbose)
             trained = True  # its row is measured next (the model loaded, its inference timed)
             rows.append(_row(config, result))
+            _write(out, rows, configs[0], notes)  # now: a kill in a later recipe (OOM, kill -9) keeps these rows
             if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
                 skipped = [c.recipe for c in configs[len(rows):]]
                 log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
                             f"; not trained: {', '.join(skipped)}" if skipped else "")
                 break
     except BaseException as exc:  # Ctrl-C outside an epoch (loading, a teacher's pass), or a recipe that
-        # failed: the recipes that finished keep their table
-        what = ("%s failed" if not isinstance(exc, KeyboardInterrupt) else
-                f"interrupted while %s's row was measured (its run is in {out / config.recipe})" if trained
-                else "interrupted before %s trained an epoch")
-        log.warning(f"{what}: the table holds the recipes before it", config.recipe)
-        if rows:
-            _write(out, rows, configs[0], notes)
+        # failed: the recipes that finished have their table already
+        run = RunDir(out / config.recipe)
+        what = ("%(recipe)s failed" if not isinstance(exc, KeyboardInterrupt) else
+                "interrupted while %(recipe)s's row was measured (its run is in %(run)s)" if trained
+                # after its epochs (its model being saved, its test faces scored): not "before an epoch"
+                else "interrupted after %(recipe)s trained, before its run was finished (`ferkit train --resume "
+                     "%(run)s` finishes it)" if run.history_rows()
+                else "interrupted before %(recipe)s trained an epoch")
+        # the names as arguments, not in the format: a '%' in a folder's name had lost the message to a traceback
+        log.warning(what + ": the table holds the recipes before it", {"recipe": config.recipe, "run": run.path})
+        for folder in made:  # the first recipe failed before its run began: no empty folder left behind
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
         raise
-    _write(out, rows, configs[0], notes)
     return rows
 
 
