@@ -169,6 +169,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     # KERAS_BACKEND=jax without jax: the train extra brings TensorFlow, which would not help
     (ModuleNotFoundError("No module named 'jax'", name="jax"), "Keras is set to its jax backend"),
     (ModuleNotFoundError("No module named 'torch'", name="torch"), "pip install torch, or set KERAS_BACKEND"),
+    (ModuleNotFoundError("No module named 'jaxlib'", name="jaxlib"), "its jax backend (KERAS_BACKEND"),
     (ImportError("cannot load the backend"), "import failed: cannot load the backend"),
     # a name missing from a module that is there (a version mismatch) is not a package to install
     (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), "import failed: cannot import name 'x'"),

@@ -56,6 +56,6 @@ def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch, files, e
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    monkeypatch.setattr(hardware, "CGROUP", tmp_path, raising=False)
+    monkeypatch.setattr(hardware, "CGROUP", tmp_path)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert hardware.usable_cores() == expected

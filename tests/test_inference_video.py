@@ -628,3 +628,28 @@ def test_a_dropped_frame_does_not_end_a_camera(monkeypatch, source, live):
         shown, quit = demo._show(video, paced=not live)
     assert (shown, quit) == ((20, False) if live else (3, False))
     assert time.perf_counter() - started < 5  # the camera's end is not waited on for long
+
+
+def test_a_streams_slow_failed_read_counts_towards_its_patience(monkeypatch):
+    """A read that fails after waiting (a stream's timeout) is time the source sent nothing: the
+    clock had started after it, so such a stream ended a whole read later than said."""
+    from ferkit.inference import video as video_module
+
+    now = [0.0]
+
+    class Clock:
+        monotonic = staticmethod(lambda: now[0])
+        sleep = staticmethod(lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+    class SlowFailing:
+        reads = 0
+
+        def read(self):
+            self.reads += 1
+            now[0] += 0.3  # each read waits 0.3 s, then fails
+            return False, None
+
+    monkeypatch.setattr(video_module, "time", Clock)
+    capture = SlowFailing()
+    assert list(video_module.frames(capture, patience=0.5)) == []
+    assert capture.reads == 2  # failing since 0 s: given up at 0.61 s, not after a third read at 0.92

@@ -177,6 +177,48 @@ def test_a_kill_at_an_epochs_end_resumes_to_the_model_its_history_names(syntheti
     assert all(np.array_equal(a, b) for a, b in zip(kept, weights[best - 1], strict=True))
 
 
+
+def _h5(path, value: float) -> None:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        handle["w"] = np.full(3, value)
+
+
+def test_the_best_weights_come_from_the_backup_only_where_the_checkpoint_missed_its_epoch(tmp_path):
+    """The last epoch is the best: best weights written after its backup are its own and stay (a
+    kill between the backup's weights and its record would otherwise put the next epoch's in); an
+    older or cut best file is replaced by the backup's. No whole backup at all: epoch 0 again."""
+    import h5py
+
+    from ferkit.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.backup.mkdir(parents=True)
+    run.history.write_text("epoch,val_loss\n0,1.0\n1,0.5\n", encoding="utf-8")
+    assert run.resumed_from() == (0, None)  # a kill before the first backup was whole
+    _h5(run.backup / "latest.weights.h5", 1.0)
+    (run.backup / "training_metadata.json").write_text('{"epoch": 2}')
+    assert run.resumed_from() == (2, run.backup / "latest.weights.h5")
+    backup = run.backup / "latest.weights.h5"
+
+    def best_after(state: str) -> float:
+        run.best_weights.unlink(missing_ok=True)
+        if state == "cut":
+            run.best_weights.write_bytes(b"\x89HDF\r\n\x1a\n")
+        else:
+            _h5(run.best_weights, 2.0)
+            stamp = backup.stat().st_mtime + (10 if state == "newer" else -10)
+            os.utime(run.best_weights, (stamp, stamp))
+        run.best_from_backup("val_loss", backup)
+        with h5py.File(run.best_weights, "r") as handle:
+            return float(handle["w"][0])
+
+    assert best_after("newer") == 2.0 and best_after("older") == 1.0 and best_after("cut") == 1.0
+    run.history.write_text("epoch,val_loss\n0,0.4\n1,0.5\n", encoding="utf-8")  # the last is not the best
+    assert best_after("older") == 2.0
+
 class _CtrlCAt(keras.callbacks.Callback):
     """Sends this process a real SIGINT after the first batch of `epoch`."""
 
@@ -532,11 +574,13 @@ def test_a_run_whose_loss_becomes_nan_is_an_error_not_a_score(synthetic_folder, 
               epochs=2, learning_rate=1e30, output=tmp_path / "run", verbose=0)
 
 
-def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, caplog):
+@pytest.mark.parametrize("last_step", [False, True])
+def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, caplog, last_step):
     """A NaN network labels every face with the first class: where that class is most of the
     validation faces, its val_accuracy beat a finite but poor first epoch, the checkpoint kept the
     NaN weights, and the run ended in "no earlier epoch is worth keeping", with a backup of NaN
-    weights for --resume. The loss is made NaN in epoch 2 (as a too-high learning rate would)."""
+    weights for --resume. The weights are made NaN in epoch 2 (as a too-high learning rate would),
+    at its first step, or by its last, whose loss was computed before: a finite training loss."""
     from conftest import synthetic_faces, write_folder
 
     images, labels = [], []
@@ -559,7 +603,11 @@ def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, ca
             self.epoch = epoch
 
         def on_train_batch_begin(self, batch, logs=None):
-            if self.epoch == 1 and batch == 0:
+            if self.epoch == 1 and batch == 0 and not last_step:
+                self.last().kernel.assign(np.full(self.last().kernel.shape, np.nan, "float32"))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == self.params["steps"] - 1 and last_step:
                 self.last().kernel.assign(np.full(self.last().kernel.shape, np.nan, "float32"))
 
     caplog.set_level("WARNING", logger="ferkit")

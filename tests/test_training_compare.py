@@ -297,3 +297,19 @@ def test_a_first_recipe_that_fails_on_the_data_leaves_no_empty_comparison_folder
                  "--split", "official", "--output", str(tmp_path / "out" / "cmp")]) == 2
     assert "says of no face which part of FER2013 it is in" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_table_that_cannot_be_written_is_said_so_not_blamed_on_the_recipe(synthetic_folder, tmp_path,
+                                                                           monkeypatch, caplog):
+    """The table is written after each recipe: a full disk there had been reported as the recipe's failure."""
+    from ferkit.training import compare as module
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "_write", full)
+    with pytest.raises(OSError, match="No space"):
+        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "cmp", epochs=1, classes=CLASSES,
+                       split="official", verbose=0)
+    assert "the table could not be written after seed-custom" in caplog.text
+    assert "seed-custom failed" not in caplog.text

@@ -25,7 +25,8 @@ def is_real_number(value: object) -> bool:
 CORE_PACKAGES = {"numpy": "numpy", "cv2": "opencv-python-headless", "onnxruntime": "onnxruntime",
                  "matplotlib": "matplotlib", "tqdm": "tqdm"}
 # Keras backends other than TensorFlow, asked for by KERAS_BACKEND (or keras.json): no extra of ferkit's has them
-KERAS_BACKENDS = {"jax": "pip install jax, or jax[cuda12] for a GPU", "torch": "pip install torch"}
+_JAX = ("jax", "pip install jax, or jax[cuda12] for a GPU")
+KERAS_BACKENDS = {"jax": _JAX, "jaxlib": _JAX, "torch": ("torch", "pip install torch")}  # module: backend, install
 SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "multipart", "PIL", "idna")
 
 
@@ -35,7 +36,8 @@ def missing_package(name: str) -> str:
     if top in CORE_PACKAGES:
         return f"this needs {top}, which is not installed (a broken install?): pip install {CORE_PACKAGES[top]}"
     if top in KERAS_BACKENDS:  # KERAS_BACKEND named it: the train extra brings TensorFlow, not this
-        return (f"this needs {top}, which is not installed: Keras is set to its {top} backend (KERAS_BACKEND, "
-                f"or ~/.keras/keras.json); {KERAS_BACKENDS[top]}, or set KERAS_BACKEND=tensorflow")
+        backend, install = KERAS_BACKENDS[top]
+        return (f"this needs {top}, which is not installed: Keras is set to its {backend} backend (KERAS_BACKEND, "
+                f"or ~/.keras/keras.json); {install}, or set KERAS_BACKEND=tensorflow")
     extra = "serve" if top in SERVE_MODULES else "train"
     return f"this needs {name}, which is not installed: pip install 'ferkit[{extra}]'"

@@ -134,30 +134,33 @@ class RunDir:
             return None
         return len({line.split(",", 1)[0] for line in lines[1:]})
 
-    def resumed_from(self) -> tuple[int, Path] | None:
+    def resumed_from(self) -> tuple[int, Path | None] | None:
         """Where Keras' BackupAndRestore resumes: the first epoch (from 0) it trains, and the weights it
-        loads, those of the epoch before (the backup before the last where a kill cut the last)."""
-        import h5py  # Keras' own dependency: only a resume asks
-
+        loads, those of the epoch before (the backup before the last where a kill cut the last);
+        epoch 0 and no weights where a kill cut the first backup before any was whole; None where
+        its record of the epoch cannot be read (Keras fails on it too)."""
         latest, metadata = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
         for weights, epoch in ((latest, metadata), (Path(f"{latest}.bkp"), Path(f"{metadata}.bkp"))):
-            try:
-                h5py.File(weights, "r").close()
-            except OSError:  # cut by a kill, as Keras finds it
+            if not _opens(weights):  # cut by a kill, as Keras finds it
                 continue
             try:
                 return int(json.loads(epoch.read_text(encoding="utf-8"))["epoch"]), weights
             except (OSError, ValueError, KeyError, TypeError):
                 return None
-        return None
+        return 0, None
 
     def best_from_backup(self, monitor: str, weights: Path) -> None:
         """A kill after an epoch's backup but before, or while, its best weights were written: that
-        epoch is history.csv's last and best, and the backup's `weights` are its own."""
+        epoch is history.csv's last and best, and the backup's `weights` are its own. A best file
+        written after the backup, and whole, is that epoch's already and stays."""
         epoch, _ = self.best_epoch(monitor)
-        if epoch is not None and epoch == self.history_rows():
-            with replacing(self.best_weights) as part:
-                shutil.copyfile(weights, part)
+        best = self.best_weights
+        if epoch is None or epoch != self.history_rows():
+            return
+        if best.is_file() and best.stat().st_mtime >= weights.stat().st_mtime and _opens(best):
+            return
+        with replacing(best) as part:
+            shutil.copyfile(weights, part)
 
     def repair_history(self, first_retrained: int | None = None) -> None:
         """history.csv without a row a kill cut short, ending in a line break, before a resume
@@ -248,6 +251,17 @@ def read_history(path: Path) -> dict[str, list[float]]:
         # again from the backup before it, and its second row is the one the run went on from
         rows = list({row["epoch"]: row for row in rows}.values())
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def _opens(weights: Path) -> bool:
+    """An HDF5 weights file that is whole enough to open: a kill while Keras wrote it cuts it."""
+    import h5py  # Keras' own dependency: only a resume asks
+
+    try:
+        h5py.File(weights, "r").close()
+    except OSError:
+        return False
+    return True
 
 
 def _is_whole_row(line: str, width: int) -> bool:

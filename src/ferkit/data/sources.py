@@ -266,7 +266,8 @@ class _OpenCVQuiet:
     """OpenCV's own log silenced while it decodes: a corrupt file printed two `[ERROR]` lines of
     OpenCV's internals before ferkit's one-line message about it (and the server's log, one per bad
     upload). Counted, so that threads decoding at once (the server's workers) restore the level
-    only when the last of them is done."""
+    only when the last of them is done. The level is the process's: another thread's OpenCV
+    messages (a camera's, YuNet's) are silenced while a decode runs too, a price for a clean log."""
 
     def __init__(self) -> None:
         self._lock, self._users, self._level = threading.Lock(), 0, 0

@@ -78,9 +78,10 @@ def frames(capture: cv2.VideoCapture, patience: float = 0.0) -> Iterator[tuple[i
     video 0`. Seconds, not a count of tries: a stream's failed read can itself take its timeout."""
     index, failing_since = 0, None
     while True:
+        asked = time.monotonic()
         ok, frame = capture.read()
         if not ok:
-            failing_since = time.monotonic() if failing_since is None else failing_since
+            failing_since = asked if failing_since is None else failing_since  # the failed read's own wait too
             if time.monotonic() - failing_since >= patience:
                 return
             time.sleep(0.01)

@@ -36,7 +36,7 @@ from ferkit.inference.images import decode_image
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
 from ferkit.server import uploads
 from ferkit.server.middleware import CrashAsJSON, HeldUntilSent, JSONErrorCORS, PrefixAnsweredToo
-from ferkit.server.uploads import MAX_PIXELS, check_image, read_upload
+from ferkit.server.uploads import check_image, read_upload
 
 
 class FaceResult(BaseModel):
@@ -196,7 +196,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             evaluated_on=_text(engine.metrics.get("split")),
             colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS.get(name, UNKNOWN_COLOUR))
                      for name in info.classes},
-            max_upload_mb=max_upload_mb, max_megapixels=MAX_PIXELS / 1e6)
+            max_upload_mb=max_upload_mb, max_megapixels=uploads.MAX_PIXELS / 1e6)
 
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)

@@ -35,8 +35,14 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
     def on_epoch_end(self, epoch, logs=None):
         """The epoch that diverged scores no number, for the callbacks after this one (it goes first):
         its NaN network's val_accuracy, the first class's share, had beaten the earlier epochs', and
-        the checkpoint had kept NaN weights in place of the best finite ones."""
-        if self.epoch == epoch + 1 and logs is not None:
+        the checkpoint had kept NaN weights in place of the best finite ones. An epoch whose last
+        step made the weights NaN logged a finite training loss (computed before that step), but
+        its validation loss is not finite: diverged too."""
+        logs = logs if logs is not None else {}
+        if not self.epoch and not all(np.isfinite(float(logs.get(key, 0.0))) for key in ("loss", "val_loss")):
+            self.epoch = epoch + 1
+            self.model.stop_training = True
+        if self.epoch == epoch + 1:
             logs.update((key, float("nan")) for key in logs)
 
 
@@ -55,7 +61,7 @@ class StopOnCtrlC(keras.callbacks.Callback):
         self._saving = self._pending = False
 
     def saves_begin(self) -> keras.callbacks.Callback:
-        """A callback to go first: from its epoch end to this one's, the checkpoints and the backup
+        """A callback to go before the checkpoints: from its epoch end to this one's, they and the backup
         are written, and a second Ctrl-C waits for them. Keras writes them in place, and an
         impatient second press there had left a cut file: the best weights lost, or no resume."""
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(self, "_saving", True))

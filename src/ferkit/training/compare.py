@@ -46,11 +46,12 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     try:
         for config in configs:
             log.info("=== %s ===", config.recipe)
-            trained = False
+            stage = "training"
             result = train(data, config, output=out / config.recipe, verbose=verbose)
-            trained = True  # its row is measured next (the model loaded, its inference timed)
+            stage = "measuring"  # its row: the model loaded, its inference timed
             rows.append(_row(config, result))
-            _write(out, rows, configs[0], notes)  # now: a kill in a later recipe (OOM, kill -9) keeps these rows
+            stage = "tabulating"  # now: a kill in a later recipe (OOM, kill -9) keeps these rows
+            _write(out, rows, configs[0], notes)
             if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
                 skipped = [c.recipe for c in configs[len(rows):]]
                 log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
@@ -59,14 +60,16 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     except BaseException as exc:  # Ctrl-C outside an epoch (loading, a teacher's pass), or a recipe that
         # failed: the recipes that finished have their table already
         run = RunDir(out / config.recipe)
-        what = ("%(recipe)s failed" if not isinstance(exc, KeyboardInterrupt) else
-                "interrupted while %(recipe)s's row was measured (its run is in %(run)s)" if trained
+        what = ("the table could not be written after %(recipe)s" if stage == "tabulating" else
+                "%(recipe)s failed" if not isinstance(exc, KeyboardInterrupt) else
+                "interrupted while %(recipe)s's row was measured (its run is in %(run)s)" if stage == "measuring"
                 # after its epochs (its model being saved, its test faces scored): not "before an epoch"
                 else "interrupted after %(recipe)s trained, before its run was finished (`ferkit train --resume "
                      "%(run)s` finishes it)" if run.history_rows()
                 else "interrupted before %(recipe)s trained an epoch")
         # the names as arguments, not in the format: a '%' in a folder's name had lost the message to a traceback
-        log.warning(what + ": the table holds the recipes before it", {"recipe": config.recipe, "run": run.path})
+        log.warning(what + ("" if stage == "tabulating" else ": the table holds the recipes before it"),
+                    {"recipe": config.recipe, "run": run.path})
         for folder in made:  # the first recipe failed before its run began: no empty folder left behind
             try:
                 folder.rmdir()  # only if empty

@@ -142,9 +142,9 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
         backup = run.resumed_from()
-        run.repair_history(backup and backup[0])
+        run.repair_history(backup[0] if backup else None)
         resumed = TrainConfig.from_dict(values)
-        if backup:
+        if backup and backup[1]:
             run.best_from_backup(resumed.checkpoint_on, backup[1])
         if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
@@ -346,8 +346,8 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
 
 
 def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoch: int) -> None:
-    """The best weights of the epochs before it, if they are numbers (the epoch that diverged can
-    have been saved as the best when the checkpoint watches accuracy), or a clear error."""
+    """The best weights of the epochs before it, or a clear error where no epoch before it was
+    kept (StopOnNaN scores the diverged epoch NaN, so the checkpoint never keeps it)."""
     finite = run.best_weights.is_file() and all(np.isfinite(keras.ops.convert_to_numpy(w)).all()
                                                 for w in trainer.weights)
     if not finite:
