@@ -145,8 +145,10 @@ def test_compare_tabulates_the_finished_recipes_when_the_next_stops_outside_an_e
     assert (tmp_path / "cmp" / "val_curves.png").is_file()
 
 
-def test_ctrl_c_after_a_recipe_trained_says_its_run_is_kept(synthetic_folder, tmp_path, monkeypatch, caplog):
-    """Ctrl-C while its row was measured had said the recipe was stopped before it trained an epoch."""
+@pytest.mark.parametrize("folder", ["cmp", "lr 50%"])
+def test_ctrl_c_after_a_recipe_trained_says_its_run_is_kept(synthetic_folder, tmp_path, monkeypatch, caplog, folder):
+    """Ctrl-C while its row was measured had said the recipe was stopped before it trained an epoch;
+    and the folder's name had gone into the log's format string: a '%' lost the warning to a traceback."""
     from ferkit.training import compare as module
 
     def measured(*args, **kwargs):
@@ -154,11 +156,11 @@ def test_ctrl_c_after_a_recipe_trained_says_its_run_is_kept(synthetic_folder, tm
 
     monkeypatch.setattr(module, "_row", measured)
     with pytest.raises(KeyboardInterrupt):
-        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "cmp", epochs=1, classes=CLASSES,
+        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / folder, epochs=1, classes=CLASSES,
                        split="official", verbose=0)
-    assert f"interrupted while seed-custom's row was measured (its run is in {tmp_path / 'cmp' / 'seed-custom'})" \
+    assert f"interrupted while seed-custom's row was measured (its run is in {tmp_path / folder / 'seed-custom'})" \
         in caplog.text and "before seed-custom trained an epoch" not in caplog.text
-    assert (tmp_path / "cmp" / "seed-custom" / "model.keras").is_file()
+    assert (tmp_path / folder / "seed-custom" / "model.keras").is_file()
 
 
 def test_compare_notes_a_default_distilled_on_a_random_split():
@@ -269,22 +271,6 @@ def test_ctrl_c_while_a_trained_recipe_is_saved_does_not_say_it_trained_no_epoch
     assert f"interrupted after seed-custom trained, before its run was finished (`ferkit train --resume " \
            f"{tmp_path / 'cmp' / 'seed-custom'}` finishes it)" in caplog.text
     assert (tmp_path / "cmp" / "seed-custom" / "checkpoints" / "backup").is_dir()
-
-
-def test_ctrl_c_while_a_row_is_measured_is_said_for_an_output_with_a_percent_sign(synthetic_folder, tmp_path,
-                                                                                 monkeypatch, caplog):
-    """The folder's name had gone into the log's format string: '%' in it lost the warning to a traceback."""
-    from ferkit.training import compare as module
-
-    def measured(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(module, "_row", measured)
-    with pytest.raises(KeyboardInterrupt):
-        module.compare(synthetic_folder, ["seed-custom"], output=tmp_path / "lr 50%", epochs=1, classes=CLASSES,
-                       split="official", verbose=0)
-    assert f"interrupted while seed-custom's row was measured (its run is in {tmp_path / 'lr 50%' / 'seed-custom'})" \
-        in caplog.text
 
 
 def test_a_first_recipe_that_fails_on_the_data_leaves_no_empty_comparison_folder(tmp_path, capsys):
