@@ -43,18 +43,17 @@ def usable_cores() -> int:
     return max(1, min(cores, math.ceil(quota))) if quota else cores
 
 
-def cpu_quota(cgroup: Path | None = None) -> float | None:
+def cpu_quota() -> float | None:
     """The CPUs a cgroup's CFS quota allows, or None without one: cgroup v2's cpu.max ("max 100000"
     or "200000 100000"), else v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us."""
-    root = cgroup or CGROUP
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
+        quota, period = (CGROUP / "cpu.max").read_text(encoding="utf-8").split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError, ZeroDivisionError):
         pass
     try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        quota = int((CGROUP / "cpu" / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
+        period = int((CGROUP / "cpu" / "cpu.cfs_period_us").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return quota / period if quota > 0 and period > 0 else None
