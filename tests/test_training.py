@@ -197,11 +197,11 @@ def test_the_best_weights_come_from_the_backup_only_where_the_checkpoint_missed_
     run = RunDir(tmp_path / "run")
     run.backup.mkdir(parents=True)
     run.history.write_text("epoch,val_loss\n0,1.0\n1,0.5\n", encoding="utf-8")
-    assert run.resumed_from() == (0, None)  # a kill before the first backup was whole
-    _h5(run.backup / "latest.weights.h5", 1.0)
-    (run.backup / "training_metadata.json").write_text('{"epoch": 2}')
-    assert run.resumed_from() == (2, run.backup / "latest.weights.h5")
+    assert run.resume_point() == (0, None)  # a kill before the first backup was whole
     backup = run.backup / "latest.weights.h5"
+    _h5(backup, 1.0)
+    (run.backup / "training_metadata.json").write_text('{"epoch": 2}')
+    assert run.resume_point() == (2, backup)
 
     def best_after(state: str) -> float:
         run.best_weights.unlink(missing_ok=True)
@@ -218,6 +218,34 @@ def test_the_best_weights_come_from_the_backup_only_where_the_checkpoint_missed_
     assert best_after("newer") == 2.0 and best_after("older") == 1.0 and best_after("cut") == 1.0
     run.history.write_text("epoch,val_loss\n0,0.4\n1,0.5\n", encoding="utf-8")  # the last is not the best
     assert best_after("older") == 2.0
+
+
+@pytest.mark.parametrize("cut", ["record", "weights"])
+def test_a_backup_cut_by_a_kill_gives_way_to_the_one_before(tmp_path, cut):
+    """Keras writes the record of the epoch just after the weights, and reads it back unchecked: a
+    kill between the two (met here in a loop of random kill -9s) had ended every --resume in a
+    JSONDecodeError. The backup before takes the latest's place, as Keras does itself for cut
+    weights; both cut, the run cannot be resumed, said in one line."""
+    import h5py
+
+    from ferkit.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    latest, record = run.backup / "latest.weights.h5", run.backup / "training_metadata.json"
+    _h5(latest, 8.0)
+    record.write_text("" if cut == "record" else '{"epoch": 8, "batch": 0}')
+    if cut == "weights":
+        latest.write_bytes(latest.read_bytes()[:100])
+    _h5(run.backup / "latest.weights.h5.bkp", 7.0)
+    (run.backup / "training_metadata.json.bkp").write_text('{"epoch": 7, "batch": 0}')
+    assert run.resume_point() == (7, latest)
+    with h5py.File(latest, "r") as handle:
+        assert float(handle["w"][0]) == 7.0
+    assert json.loads(record.read_text())["epoch"] == 7
+    (run.backup / "latest.weights.h5.bkp").write_bytes(b"")
+    latest.write_bytes(b"")
+    with pytest.raises(FerkitError, match="both of its backups were cut"):
+        run.resume_point()
 
 class _CtrlCAt(keras.callbacks.Callback):
     """Sends this process a real SIGINT after the first batch of `epoch`."""

@@ -134,19 +134,26 @@ class RunDir:
             return None
         return len({line.split(",", 1)[0] for line in lines[1:]})
 
-    def resumed_from(self) -> tuple[int, Path | None] | None:
+    def resume_point(self) -> tuple[int, Path | None]:
         """Where Keras' BackupAndRestore resumes: the first epoch (from 0) it trains, and the weights it
-        loads, those of the epoch before (the backup before the last where a kill cut the last);
-        epoch 0 and no weights where a kill cut the first backup before any was whole; None where
-        its record of the epoch cannot be read (Keras fails on it too)."""
-        latest, metadata = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
-        for weights, epoch in ((latest, metadata), (Path(f"{latest}.bkp"), Path(f"{metadata}.bkp"))):
-            if not _opens(weights):  # cut by a kill, as Keras finds it
+        loads, those of the epoch before; epoch 0 and no weights where no backup was ever whole. A
+        latest backup that a kill cut, its weights or the record of its epoch that Keras writes just
+        after them, is replaced by the one before: Keras does so itself for cut weights only, and a
+        cut record had ended every later --resume in a JSONDecodeError."""
+        latest, record = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
+        before, before_record = Path(f"{latest}.bkp"), Path(f"{record}.bkp")
+        for weights, said in ((latest, record), (before, before_record)):
+            epoch = _recorded_epoch(said) if _opens(weights) else None
+            if epoch is None:
                 continue
-            try:
-                return int(json.loads(epoch.read_text(encoding="utf-8"))["epoch"]), weights
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
+            if weights == before:  # put back as the latest, which is what Keras loads
+                for source, target in ((before, latest), (before_record, record)):
+                    with replacing(target) as part:
+                        shutil.copyfile(source, part)
+            return epoch, latest
+        if latest.exists() or before.exists():
+            raise FerkitError(f"{self.path} cannot be resumed: both of its backups were cut by a kill while they "
+                              "were written; train it again")
         return 0, None
 
     def best_from_backup(self, monitor: str, weights: Path) -> None:
@@ -162,7 +169,7 @@ class RunDir:
         with replacing(best) as part:
             shutil.copyfile(weights, part)
 
-    def repair_history(self, first_retrained: int | None = None) -> None:
+    def repair_history(self, first_retrained: int) -> None:
         """history.csv without a row a kill cut short, ending in a line break, before a resume
         appends to it: a cut row had ended the resume in a traceback, and the next epoch's row
         would have been glued onto it. The epoch it was for is trained again from the backup.
@@ -178,7 +185,7 @@ class RunDir:
         width = len(lines[0].split(","))
         rows = lines[1:] if text.endswith("\n") else lines[1:-1]  # a last line with no line break was cut
         whole = [lines[0], *(line for line in rows if _is_whole_row(line, width)
-                             and (first_retrained is None or float(line.split(",", 1)[0]) < first_retrained))]
+                             and float(line.split(",", 1)[0]) < first_retrained)]
         if whole != lines or not text.endswith("\n"):
             if len(whole) < len(lines):
                 log.warning("%s: left out %d row(s) cut short or ahead of the backup (a kill while they were "
@@ -251,6 +258,15 @@ def read_history(path: Path) -> dict[str, list[float]]:
         # again from the backup before it, and its second row is the one the run went on from
         rows = list({row["epoch"]: row for row in rows}.values())
     return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def _recorded_epoch(record: Path) -> int | None:
+    """The epoch BackupAndRestore's record says it resumes at, or None where it is missing or cut."""
+    try:
+        epoch = json.loads(record.read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return epoch if isinstance(epoch, int) and epoch >= 0 else None
 
 
 def _opens(weights: Path) -> bool:

@@ -141,11 +141,11 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
-        backup = run.resumed_from()
-        run.repair_history(backup[0] if backup else None)
+        first_epoch, weights = run.resume_point()
+        run.repair_history(first_epoch)
         resumed = TrainConfig.from_dict(values)
-        if backup and backup[1]:
-            run.best_from_backup(resumed.checkpoint_on, backup[1])
+        if weights:
+            run.best_from_backup(resumed.checkpoint_on, weights)
         if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
         elif resumed.data and not Path(resumed.data).exists():
