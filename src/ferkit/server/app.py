@@ -36,7 +36,6 @@ from ferkit.inference.images import decode_image
 from ferkit.inference.recognizer import COLOURS, UNKNOWN_COLOUR, EmotionRecognizer
 from ferkit.server import uploads
 from ferkit.server.middleware import CrashAsJSON, HeldUntilSent, JSONErrorCORS, PrefixAnsweredToo
-from ferkit.server.uploads import check_image, read_upload
 
 
 class FaceResult(BaseModel):
@@ -217,7 +216,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         answer = None
         try:
             try:
-                data = await read_upload(request, max_bytes)
+                data = await uploads.read_upload(request, max_bytes)
             except ClientDisconnect:  # a closed tab, a phone gone out of range: no one to answer, no bug
                 return Response(status_code=499)
             async with engine.limiter:
@@ -280,7 +279,7 @@ def _where(error: dict) -> str:
 
 def _infer(engine: Engine, data: bytes, annotated: bool):
     started = time.perf_counter()
-    check_image(data)
+    uploads.check_image(data)
     try:
         image = decode_image(data, "upload")
     except FerkitError as exc:
