@@ -65,13 +65,16 @@ def add_parser(sub) -> None:
                    help="average the teacher's probabilities over each face and its mirror image (2x its time)")
     g.add_argument("--mirror-average", type=_bool, metavar="on|off",
                    help="the saved model averages each face with its mirror image (2x inference time)")
+    g.add_argument("--precise-bn", type=_bool, metavar="on|off",
+                   help="recompute BatchNorm statistics on un-augmented training faces after training")
     p.set_defaults(run=run)
 
 
 OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
              "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
              "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
-             "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average")
+             "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average",
+             "precise_bn")
 
 
 def run(args: argparse.Namespace) -> int:

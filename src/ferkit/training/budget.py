@@ -17,6 +17,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from ferkit.training import batchnorm
 from ferkit.training.techniques import WarmupCosine
 
 log = logging.getLogger("ferkit")
@@ -114,6 +115,18 @@ def seconds_to_finish(model: keras.Model, faces: np.ndarray, batch_size: int = 2
         times.append(clock() - start)
     batches = math.ceil(len(faces) / batch_size)
     return times[0] + times[1] * (batches - 1) + SAVING_SECONDS
+
+
+def seconds_to_recompute(model: keras.Model, batches: list[np.ndarray],
+                         clock: Callable[[], float] = time.perf_counter) -> float:
+    """How long recomputing `model`'s BatchNorm statistics over `batches` takes (precise BN), from
+    its first two. It changes them: give it a throwaway model."""
+    times = []
+    for batch in batches[:2]:
+        start = clock()
+        batchnorm.recompute(model, [batch])
+        times.append(clock() - start)
+    return times[0] + times[-1] * (len(batches) - 1) if times else 0.0
 
 
 def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 6) -> float:

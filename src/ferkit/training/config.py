@@ -74,6 +74,9 @@ class TrainConfig:
     # The saved model scores each face and its mirror image and averages the two (twice the inference
     # work; ferkit.models.mirror). Training is unchanged.
     mirror_average: bool = False
+    # The saved model's BatchNorm statistics recomputed on un-augmented training faces once training
+    # ends, in place of training's moving averages (ferkit.training.batchnorm).
+    precise_bn: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.classes, (int, float)):

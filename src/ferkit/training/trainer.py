@@ -26,7 +26,7 @@ from ferkit.models._blocks import keras_weights_arg
 from ferkit.models.mirror import mirror_averaged
 from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, replacing, write_json
-from ferkit.training import budget, distill, precision, techniques
+from ferkit.training import batchnorm, budget, distill, precision, techniques
 from ferkit.training.batches import ShuffledBatches
 from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
@@ -248,13 +248,25 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
 
-def inference_model(config: TrainConfig, weights: list[np.ndarray]) -> keras.Model:
+def inference_model(config: TrainConfig, weights: list[np.ndarray], bn_faces: np.ndarray | None = None,
+                    ) -> keras.Model:
     """`weights` in a fresh float32 model as a run saves it: no bfloat16 ops and no optimizer
     (resuming is the backup's job; a saved optimizer only warns on loading), mirror-averaged when
-    the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone."""
+    the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone.
+    With `bn_faces` (and `precise_bn`) its BatchNorm statistics are recomputed on them first."""
     plain = build_model(config, "none", mixed_precision=False)
     plain.set_weights(weights)
+    if config.precise_bn and bn_faces is not None:
+        _recompute_batchnorm(plain, bn_faces, config.seed)
     return mirror_averaged(plain) if config.mirror_average else plain
+
+
+def _recompute_batchnorm(model: keras.Model, faces: np.ndarray, seed: int) -> None:
+    t0 = time.time()
+    batches = batchnorm.batches_of(faces, seed)
+    layers = batchnorm.recompute(model, batches)
+    log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s (precise BN)",
+             layers, "s" * (layers != 1), sum(map(len, batches)), time.time() - t0)
 
 
 def _use_features(model: keras.Model, config: TrainConfig) -> bool:
@@ -274,9 +286,10 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     x = {name: to_model_input(getattr(splits, name).images, config.image_size)
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
-    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"]))
+    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"]),
+                                 bn_faces=x["train"])
     interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
-    model = inference_model(config, model.get_weights())
+    model = inference_model(config, model.get_weights(), bn_faces=x["train"])
     return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
 
 
@@ -295,6 +308,8 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
         (inference_model(config, model.get_weights()), to_model_input(splits.test.images, config.image_size))
         if config.mirror_average else (head, feats["test"])))
     interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve, **fit_options)
+    if config.precise_bn:  # the backbone's are frozen: only the head's, on the features it trained on
+        _recompute_batchnorm(head, feats["train"], config.seed)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
         faces = to_model_input(splits.test.images, config.image_size)
@@ -302,10 +317,18 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
 
 
-def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]]) -> float:
+def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]],
+                       bn_faces: np.ndarray | None = None) -> float:
     """What a time limit keeps for after the last epoch, timed on the model that then scores the test
-    faces and its inputs, which `scorer` makes only under a limit (0 without one)."""
-    return budget.seconds_to_finish(*scorer()) if config.time_limit else 0.0
+    faces and its inputs, which `scorer` makes only under a limit (0 without one), and on a
+    throwaway network recomputing its BatchNorm statistics on `bn_faces` (precise BN)."""
+    if not config.time_limit:
+        return 0.0
+    seconds = budget.seconds_to_finish(*scorer())
+    if config.precise_bn and bn_faces is not None:
+        seconds += budget.seconds_to_recompute(build_model(config, "none", mixed_precision=False),
+                                               batchnorm.batches_of(bn_faces, config.seed))
+    return seconds
 
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
