@@ -82,6 +82,35 @@ def test_a_mirror_averaged_run_saves_and_tests_the_averaging_model(synthetic_fol
     assert evaluate(result.run_dir, synthetic_folder)["confusion_matrix"] == result.metrics["confusion_matrix"]
 
 
+@pytest.mark.parametrize("precise_bn", [True, False])
+def test_precise_bn_saves_statistics_recomputed_on_the_clean_training_faces(synthetic_folder, tmp_path, caplog,
+                                                                            precise_bn):
+    """Training mode normalises by each batch's own statistics, so recomputing them on the same
+    batches gives the saved ones again only where the run saved those, not training's averages."""
+    from ferkit.data.sources import load_fer
+    from ferkit.data.splits import make_splits, select_classes
+    from ferkit.training import batchnorm
+
+    caplog.set_level("INFO", logger="ferkit")
+    result = train(synthetic_folder, recipe="seed-custom", augment=True, precise_bn=precise_bn,
+                   output=tmp_path / "run", **{**FAST, "epochs": 2})
+    data, _ = select_classes(load_fer(synthetic_folder), CLASSES.split(","))
+    faces = to_model_input(make_splits(data, "official", (0.8, 0.1, 0.1), seed=0).train.images, 48)
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    saved = [norm.moving_variance.numpy().copy() for norm in batchnorm.trainable_batchnorms(model)]
+    assert batchnorm.recompute(model, batchnorm.batches_of(faces, seed=0)) == 4  # one a block
+    again = [norm.moving_variance.numpy() for norm in batchnorm.trainable_batchnorms(model)]
+    assert all(np.allclose(a, b, rtol=1e-3) for a, b in zip(saved, again)) == precise_bn
+    assert ("recomputed the statistics of 4 BatchNorm layers on 216 training faces" in caplog.text) == precise_bn
+
+
+def test_precise_bn_on_a_frozen_backbone_recomputes_its_head_on_the_features(synthetic_folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="ferkit")
+    train(synthetic_folder, recipe="seed-vgg19", weights="none", image_size=32, precise_bn=True,
+          output=tmp_path / "run", **{**FAST, "epochs": 1})
+    assert "recomputed the statistics of 1 BatchNorm layer on 216 training faces" in caplog.text
+
+
 def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     first = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c_after(1)], **FAST)

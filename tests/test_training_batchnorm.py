@@ -1,0 +1,90 @@
+"""Precise BN: BatchNorm statistics recomputed as the exact average over clean batches."""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from ferkit.training import batchnorm, budget
+
+
+def _normalizer(features: int = 3) -> tuple[keras.Model, keras.layers.BatchNormalization]:
+    inputs = keras.Input((features,))
+    norm = keras.layers.BatchNormalization()
+    return keras.Model(inputs, keras.layers.Dense(2)(norm(inputs))), norm
+
+
+def test_the_statistics_become_the_average_of_the_batches_own():
+    model, norm = _normalizer()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(5.0 + i, 2.0 + i, (64, 3)).astype("float32") for i in range(3)]
+    assert batchnorm.recompute(model, batches) == 1
+    np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
+    assert norm.momentum == 0.99  # saved with the model: put back
+
+
+def test_it_depends_on_the_weights_alone_not_on_the_statistics_before():
+    """Training mode normalises each batch by its own statistics: recomputing twice gives the same."""
+    model, norm = _normalizer()
+    batches = [np.random.default_rng(i).normal(3, 1, (32, 3)).astype("float32") for i in range(2)]
+    batchnorm.recompute(model, batches)
+    first = norm.moving_mean.numpy().copy()
+    norm.moving_mean.assign(np.full(3, 100.0, "float32"))
+    batchnorm.recompute(model, batches)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), first, rtol=1e-6)
+
+
+def test_frozen_layers_keep_theirs_and_nested_models_are_searched():
+    inner, inner_norm = _normalizer()
+    frozen = keras.layers.BatchNormalization()
+    frozen.trainable = False
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, inner(frozen(inputs)))
+    assert batchnorm.trainable_batchnorms(model) == [inner_norm]
+    batchnorm.recompute(model, [np.full((8, 3), 7.0, "float32") + np.arange(8)[:, None]])
+    np.testing.assert_array_equal(frozen.moving_mean.numpy(), np.zeros(3))
+    assert not np.allclose(inner_norm.moving_mean.numpy(), 0)
+
+
+def test_a_batch_the_model_refuses_leaves_its_momentum_as_it_was():
+    model, norm = _normalizer()
+    with pytest.raises(ValueError):
+        batchnorm.recompute(model, [np.zeros((4, 5), "float32")])
+    assert norm.momentum == 0.99
+
+
+def test_no_batches_change_nothing():
+    model, norm = _normalizer()
+    assert batchnorm.recompute(model, []) == 0
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), np.zeros(3))
+
+
+@pytest.mark.parametrize("count, limit, sizes", [
+    (1000, 10_240, [256, 256, 256]),  # a short last batch would count as much as a whole one: left out
+    (1000, 600, [256, 256]),
+    (100, 10_240, [100]),  # fewer than a batch: all of them
+    (0, 10_240, []),
+])
+def test_batches_are_whole_and_drawn_at_random(count, limit, sizes):
+    faces = np.arange(count, dtype="float32")[:, None]
+    batches = batchnorm.batches_of(faces, seed=1, limit=limit)
+    assert [len(b) for b in batches] == sizes
+    drawn = np.concatenate(batches).ravel() if batches else np.array([])
+    assert len(set(drawn)) == len(drawn)  # no face twice
+    if count > 256:
+        assert not np.array_equal(drawn, np.sort(drawn))  # shuffled, the same way for the same seed
+        assert np.array_equal(drawn, np.concatenate(batchnorm.batches_of(faces, seed=1, limit=limit)).ravel())
+
+
+def test_its_time_is_the_first_batch_then_the_second_for_each_after(monkeypatch):
+    calls = []
+    monkeypatch.setattr(batchnorm, "recompute", lambda model, batches: calls.append(len(batches)))
+    ticks = itertools.count()
+    clock = lambda: [0, 3, 10, 11][next(ticks)]  # noqa: E731  the first batch 3 s, the second 1 s
+    assert budget.seconds_to_recompute(None, [np.zeros(1)] * 5, clock=clock) == 3 + 1 * 4
+    assert calls == [1, 1]
+    assert budget.seconds_to_recompute(None, []) == 0.0
