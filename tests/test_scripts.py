@@ -174,3 +174,27 @@ def test_the_gpu_script_runs_every_job_stops_the_stuck_and_packs_each_run(tmp_pa
     assert f"started quick: --resume {tmp_path / 'runs' / 'quick'}" in printed
     assert "stopped/checkpoints/backup.bin" in packed  # interrupted: its backups for the next call
     assert "quick/checkpoints/backup.bin" not in packed and "stuck/checkpoints/backup.bin" not in packed
+
+
+def test_the_precise_bn_benchmark_scores_a_run_and_its_recomputed_copy(tiny_run, tmp_path, monkeypatch, capsys):
+    """A run saved without precise BN, and a copy of it whose statistics are recomputed: the copy's
+    statistics are the ones the trainer would have saved, on the run's own training faces."""
+    import sys
+
+    import keras
+
+    from ferkit.training import batchnorm
+
+    spec = importlib.util.spec_from_file_location(
+        "precise_bn", SCRIPTS.parent / "benchmarks" / "ablations" / "precise_bn.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["precise_bn.py", str(tiny_run.parent / "data"), str(tiny_run),
+                                      "--keep", str(tmp_path)])
+    script.main()
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert [row.split(" | ")[:2] for row in table[2:]] == [[f"| {tiny_run.name}", split] for split in ("val", "test")]
+    saved, copy = (keras.models.load_model(path / "model.keras") for path in (tiny_run, tmp_path / "run-precise-bn"))
+    assert RunDir(tmp_path / "run-precise-bn").read_config()["precise_bn"]
+    means = [[norm.moving_mean.numpy() for norm in batchnorm.trainable_batchnorms(m)] for m in (saved, copy)]
+    assert len(means[0]) == 4 and not any(np.allclose(a, b) for a, b in zip(*means))

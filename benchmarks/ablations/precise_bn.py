@@ -1,0 +1,76 @@
+"""What recomputing BatchNorm statistics after training (precise BN) adds to trained runs.
+
+    python benchmarks/ablations/precise_bn.py DATA RUN [RUN ...] [--faces N] [--keep DIR]
+
+For each run: accuracy and macro-F1 on its validation and test splits of the model it saved, and
+of a copy whose statistics ferkit.training.batchnorm recomputed on the run's own training faces
+(split again as the run split them), as `precise_bn = true` does when training ends. A run that
+trained with precise BN gives the same figures twice. Validation is what the choice is made on;
+the test split is printed beside it. Not a test: it only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from ferkit.data.preprocess import to_model_input  # noqa: E402
+from ferkit.data.sources import load_fer  # noqa: E402
+from ferkit.data.splits import make_splits, select_classes  # noqa: E402
+from ferkit.evaluation.evaluate import predict_split  # noqa: E402
+from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
+from ferkit.models.mirror import MirrorAverage  # noqa: E402
+from ferkit.runs import RunDir, load_keras_model, write_json  # noqa: E402
+from ferkit.training import batchnorm  # noqa: E402
+from ferkit.training.config import TrainConfig  # noqa: E402
+
+
+def recomputed_copy(run: Path, data: str, folder: Path, faces: int) -> Path:
+    """A run directory in `folder` holding `run`'s model with its BatchNorm statistics recomputed."""
+    config = TrainConfig.from_dict(RunDir(run).read_config())
+    dataset, _ = select_classes(load_fer(data), config.classes)
+    train = make_splits(dataset, config.split, config.fractions, config.seed).train
+    model, _ = load_keras_model(run)
+    network = (model.get_layer("mirror_average").inner  # the statistics live in the network it wraps
+               if any(isinstance(layer, MirrorAverage) for layer in model.layers) else model)
+    batchnorm.recompute(network, batchnorm.batches_of(to_model_input(train.images, config.image_size),
+                                                      config.seed, limit=faces))
+    copy = RunDir(folder / f"{run.name}-precise-bn")
+    copy.path.mkdir()
+    write_json(copy.config, {**config.to_dict(), "precise_bn": True})
+    model.save(copy.keras_model)
+    return copy.path
+
+
+def scores(model: Path, data: str, split: str) -> str:
+    probs, labels = predict_split(model, data, split)
+    metrics = classification_metrics(labels, probs, RunDir(model).read_config()["classes"])
+    return f"{metrics['accuracy']:.4f} ({metrics['macro_f1']:.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--faces", type=int, default=batchnorm.FACES,
+                        help=f"training faces the statistics are averaged over (default {batchnorm.FACES})")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write the recomputed copy of each run here and keep it (for `ferkit evaluate`)")
+    args = parser.parse_args()
+    print("| run | split | saved: accuracy (macro-F1) | precise BN |\n|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for run in args.runs:
+            copy = recomputed_copy(run, args.data, folder, args.faces)
+            for split in ("val", "test"):
+                print(f"| {run.name} | {split} | {scores(run, args.data, split)} | "
+                      f"{scores(copy, args.data, split)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
