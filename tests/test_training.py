@@ -105,10 +105,22 @@ def test_precise_bn_saves_statistics_recomputed_on_the_clean_training_faces(synt
 
 
 def test_precise_bn_on_a_frozen_backbone_recomputes_its_head_on_the_features(synthetic_folder, tmp_path, caplog):
+    """216 faces make one batch: the head's saved statistics are exactly its features' mean."""
+    from ferkit.data.sources import load_fer
+    from ferkit.data.splits import make_splits, select_classes
+    from ferkit.training import batchnorm
+
     caplog.set_level("INFO", logger="ferkit")
-    train(synthetic_folder, recipe="seed-vgg19", weights="none", image_size=32, precise_bn=True,
-          output=tmp_path / "run", **{**FAST, "epochs": 1})
+    result = train(synthetic_folder, recipe="seed-vgg19", weights="none", image_size=32, precise_bn=True,
+                   output=tmp_path / "run", **{**FAST, "epochs": 1})
+    assert "computed frozen vgg19 features" in caplog.text  # the cached features' path, not end to end
     assert "recomputed the statistics of 1 BatchNorm layer on 216 training faces" in caplog.text
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    data, _ = select_classes(load_fer(synthetic_folder), CLASSES.split(","))
+    faces = to_model_input(make_splits(data, "official", (0.8, 0.1, 0.1), seed=0).train.images, 32)
+    features = model.get_layer("backbone").predict(faces, verbose=0).reshape(len(faces), -1)
+    (norm,) = batchnorm.trainable_batchnorms(model)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), features.mean(0), rtol=1e-3, atol=1e-4)
 
 
 def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):

@@ -50,6 +50,27 @@ def test_frozen_layers_keep_theirs_and_nested_models_are_searched():
     assert not np.allclose(inner_norm.moving_mean.numpy(), 0)
 
 
+def test_a_network_inside_a_mirror_average_is_reached():
+    from ferkit.models import create_model
+    from ferkit.models.mirror import mirror_averaged
+
+    network = create_model("fernet", image_size=32, num_classes=3)
+    found = batchnorm.trainable_batchnorms(mirror_averaged(network))
+    assert len(found) == 12 and set(map(id, found)) == set(map(id, batchnorm.trainable_batchnorms(network)))
+    # 12: the stem's, two in each of the four blocks, three in the projections (32 -> 64 -> 128 -> 256)
+
+
+def test_a_network_without_trainable_batchnorm_is_not_run():
+    """A frozen backbone's 40 batches through it would change nothing."""
+    calls = []
+    frozen, _ = _normalizer()
+    frozen.trainable = False
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: calls.append(1) or x)(frozen(inputs)))
+    calls.clear()
+    assert batchnorm.recompute(model, [np.ones((4, 3), "float32")]) == 0 and calls == []
+
+
 def test_a_batch_the_model_refuses_leaves_its_momentum_as_it_was():
     model, norm = _normalizer()
     with pytest.raises(ValueError):

@@ -4,7 +4,8 @@ Keras keeps each BatchNormalization layer's inference statistics as a moving ave
 0.99: about the last 100 steps) of the batches it trained on. Those batches were augmented
 (flipped, shifted, rotated, zoomed), computed in bfloat16, and drawn while the weights still
 moved, so the averages describe neither the network that is kept nor the faces it will see. An
-exact average over un-augmented training faces, in float32, through the final weights (Wu &
+exact average over un-augmented training faces, in float32 (a frozen backbone's head: over the
+features it trained on, as they were computed), through the final weights (Wu &
 Johnson, "Rethinking 'Batch' in BatchNorm", 2021, call it precise BN) made the saved model of
 three default-recipe runs 0.9-1.3 points more accurate on their validation faces
 (benchmarks/ablations/README.md, "BatchNorm statistics recomputed after training"). On small
@@ -18,6 +19,8 @@ BatchNorm after a dropout layer, where that would skew the statistics.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -26,14 +29,10 @@ BATCH = 256
 
 
 def trainable_batchnorms(model: keras.Layer) -> list[keras.layers.BatchNormalization]:
-    """Every trainable BatchNormalization in `model`, nested models' included."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found += [layer] if layer.trainable else []
-        else:
-            found += trainable_batchnorms(layer)
-    return found
+    """Every trainable BatchNormalization in `model` at any depth: in nested models, and in layers
+    that hold a model (MirrorAverage's), which a walk over `.layers` does not reach."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
 def batches_of(faces: np.ndarray, seed: int, limit: int = FACES, batch_size: int = BATCH) -> list[np.ndarray]:
@@ -50,13 +49,26 @@ def recompute(model: keras.Model, batches: list[np.ndarray]) -> int:
     over `batches` (each batch's mean and variance, as training computes them). Returns how many
     layers changed. The layers' momentum is put back, as it is saved with the model."""
     layers = trainable_batchnorms(model)
+    if not layers or not batches:  # no passes for nothing (a frozen backbone trained end to end)
+        return 0
     momenta = [layer.momentum for layer in layers]
     try:
-        for count, batch in enumerate(batches, start=1):
-            for layer in layers:  # moving = (count - 1)/count old + 1/count new: a running mean
-                layer.momentum = (count - 1) / count
-            model(batch, training=True)
+        with _no_gradients():
+            for count, batch in enumerate(batches, start=1):
+                for layer in layers:  # moving = (count - 1)/count old + 1/count new: a running mean
+                    layer.momentum = (count - 1) / count
+                model(batch, training=True)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
-    return len(layers) if batches else 0
+    return len(layers)
+
+
+def _no_gradients() -> contextlib.AbstractContextManager:
+    """PyTorch records a call on weights that need gradients for a backward pass, holding every
+    activation of it; TensorFlow and JAX record nothing outside a training step."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()

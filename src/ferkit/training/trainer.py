@@ -262,10 +262,13 @@ def inference_model(config: TrainConfig, weights: list[np.ndarray], bn_faces: np
 
 
 def _recompute_batchnorm(model: keras.Model, faces: np.ndarray, seed: int) -> None:
-    t0 = time.time()
-    batches = batchnorm.batches_of(faces, seed)
+    if not batchnorm.trainable_batchnorms(model):
+        log.info("precise BN: this network has no trainable BatchNorm layer, nothing to recompute")
+        return
+    t0, batches = time.time(), batchnorm.batches_of(faces, seed)
+    log.info("recomputing BatchNorm statistics on %d training faces (precise BN)...", sum(map(len, batches)))
     layers = batchnorm.recompute(model, batches)
-    log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s (precise BN)",
+    log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s",
              layers, "s" * (layers != 1), sum(map(len, batches)), time.time() - t0)
 
 
