@@ -600,6 +600,7 @@ def test_trains_on_another_backend_without_tensorflow(synthetic_folder, tmp_path
                            "--mixed-precision", "on", "--output", str(run)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "recomputed the statistics of 14 BatchNorm layers" in done.stderr  # precise BN, on that backend
     assert json.loads((run / "config.json").read_text())["recipe"] == "default"
     model = keras.models.load_model(run / "model.keras")  # made on JAX, loaded on this backend
     assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 4)
