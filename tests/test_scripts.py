@@ -185,8 +185,9 @@ def test_the_precise_bn_benchmark_scores_a_run_and_its_recomputed_copy(tiny_run,
 
     from ferkit.training import batchnorm
 
-    spec = importlib.util.spec_from_file_location(
-        "precise_bn", SCRIPTS.parent / "benchmarks" / "ablations" / "precise_bn.py")
+    ablations = SCRIPTS.parent / "benchmarks" / "ablations"
+    monkeypatch.syspath_prepend(str(ablations))  # as `python benchmarks/ablations/precise_bn.py` has it
+    spec = importlib.util.spec_from_file_location("precise_bn", ablations / "precise_bn.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.setattr(sys, "argv", ["precise_bn.py", str(tiny_run.parent / "data"), str(tiny_run),

@@ -11,32 +11,24 @@ only prints.
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from run_copies import arguments, copies_folder, network, save_copy  # noqa: E402
+
 from ferkit.evaluation.evaluate import predict_split  # noqa: E402
-from ferkit.models.mirror import MirrorAverage, mirror_averaged  # noqa: E402
-from ferkit.runs import RunDir, load_keras_model, write_json  # noqa: E402
+from ferkit.models.mirror import mirror_averaged  # noqa: E402
+from ferkit.runs import load_keras_model  # noqa: E402
 
 
 def copies(run: Path, folder: Path) -> tuple[Path, Path]:
     """Two run directories in `folder` with `run`'s configuration: its network alone, and mirror-averaged."""
-    model, _ = load_keras_model(run)
-    if any(isinstance(layer, MirrorAverage) for layer in model.layers):  # trained with mirror_average
-        model = model.get_layer("mirror_average").inner
-    paths = []
-    for kind, saved in (("alone", model), ("mirrored", mirror_averaged(model))):
-        copy = RunDir(folder / f"{run.name}-{kind}")
-        copy.path.mkdir()
-        # The config says which it is: `--tta` leaves out the mirrored view for a mirror-averaged model.
-        write_json(copy.config, {**RunDir(run).read_config(), "mirror_average": kind == "mirrored"})
-        saved.save(copy.keras_model)
-        paths.append(copy.path)
-    return paths[0], paths[1]
+    model = network(load_keras_model(run)[0])
+    # The config says which it is: `--tta` leaves out the mirrored view for a mirror-averaged model.
+    return (save_copy(run, folder / f"{run.name}-alone", model, mirror_average=False),
+            save_copy(run, folder / f"{run.name}-mirrored", mirror_averaged(model), mirror_average=True))
 
 
 def accuracy(model: Path, data: str, split: str, tta: bool = False) -> float:
@@ -45,16 +37,9 @@ def accuracy(model: Path, data: str, split: str, tta: bool = False) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="write the two copies of each run here and keep them (for `ferkit evaluate`)")
-    args = parser.parse_args()
+    args = arguments(__doc__, "the two copies of each run").parse_args()
     print("| run | split | network alone | mirror-averaged | `--tta` (6 views) |\n|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with copies_folder(args.keep) as folder:
         for run in args.runs:
             alone, mirrored = copies(run, folder)
             for split in ("val", "test"):

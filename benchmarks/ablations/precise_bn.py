@@ -11,20 +11,19 @@ the test split is printed beside it. Not a test: it only prints.
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from run_copies import arguments, copies_folder, network, save_copy  # noqa: E402
 
 from ferkit.data.preprocess import to_model_input  # noqa: E402
 from ferkit.data.sources import load_fer  # noqa: E402
 from ferkit.data.splits import make_splits, select_classes  # noqa: E402
 from ferkit.evaluation.evaluate import predict_split  # noqa: E402
 from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
-from ferkit.models.mirror import MirrorAverage  # noqa: E402
-from ferkit.runs import RunDir, load_keras_model, write_json  # noqa: E402
+from ferkit.runs import RunDir, load_keras_model  # noqa: E402
 from ferkit.training import batchnorm  # noqa: E402
 from ferkit.training.config import TrainConfig  # noqa: E402
 
@@ -35,15 +34,9 @@ def recomputed_copy(run: Path, data: str, folder: Path, faces: int) -> Path:
     dataset, _ = select_classes(load_fer(data), config.classes)
     train = make_splits(dataset, config.split, config.fractions, config.seed).train
     model, _ = load_keras_model(run)
-    network = (model.get_layer("mirror_average").inner  # the statistics live in the network it wraps
-               if any(isinstance(layer, MirrorAverage) for layer in model.layers) else model)
-    batchnorm.recompute(network, batchnorm.batches_of(to_model_input(train.images, config.image_size),
-                                                      config.seed, limit=faces))
-    copy = RunDir(folder / f"{run.name}-precise-bn")
-    copy.path.mkdir()
-    write_json(copy.config, {**config.to_dict(), "precise_bn": True})
-    model.save(copy.keras_model)
-    return copy.path
+    batchnorm.recompute(network(model), batchnorm.batches_of(to_model_input(train.images, config.image_size),
+                                                             config.seed, limit=faces))
+    return save_copy(run, folder / f"{run.name}-precise-bn", model, precise_bn=True)
 
 
 def scores(model: Path, data: str, split: str) -> str:
@@ -53,18 +46,12 @@ def scores(model: Path, data: str, split: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser = arguments(__doc__, "the recomputed copy of each run")
     parser.add_argument("--faces", type=int, default=batchnorm.FACES,
                         help=f"training faces the statistics are averaged over (default {batchnorm.FACES})")
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="write the recomputed copy of each run here and keep it (for `ferkit evaluate`)")
     args = parser.parse_args()
     print("| run | split | saved: accuracy (macro-F1) | precise BN |\n|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with copies_folder(args.keep) as folder:
         for run in args.runs:
             copy = recomputed_copy(run, args.data, folder, args.faces)
             for split in ("val", "test"):
