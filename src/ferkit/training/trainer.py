@@ -248,8 +248,8 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
 
-def inference_model(config: TrainConfig, weights: list[np.ndarray], bn_faces: np.ndarray | None = None,
-                    ) -> keras.Model:
+def inference_model(config: TrainConfig, weights: list[np.ndarray],
+                    bn_faces: np.ndarray | None = None) -> keras.Model:
     """`weights` in a fresh float32 model as a run saves it: no bfloat16 ops and no optimizer
     (resuming is the backup's job; a saved optimizer only warns on loading), mirror-averaged when
     the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone.
