@@ -5,7 +5,9 @@
 For each run: accuracy and macro-F1 on its validation and test splits of the model it saved, and
 of a copy whose statistics ferkit.training.batchnorm recomputed on the run's own training faces
 (split again as the run split them), as `precise_bn = true` does when training ends. A run that
-trained with precise BN gives the same figures twice. Validation is what the choice is made on;
+trained with precise BN gives the same figures twice. (For a frozen backbone's head trained on
+cached features the trainer recomputes on those, computed in the run's precision; this script runs
+the float32 model.) Validation is what the choice is made on;
 the test split is printed beside it. Not a test: it only prints.
 """
 

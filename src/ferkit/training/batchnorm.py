@@ -10,7 +10,7 @@ Johnson, "Rethinking 'Batch' in BatchNorm", 2021, call it precise BN) made the s
 three default-recipe runs 0.9-1.3 points more accurate on their validation faces
 (benchmarks/ablations/README.md, "BatchNorm statistics recomputed after training"). On small
 data the averages lag far more: a run on 1,000 real faces (14 epochs of 15 steps) scored 0.34 on
-its test faces with them and 0.45 with precise BN.
+its 160 test faces with them and 0.45 with precise BN.
 
 Only trainable layers change: a frozen backbone's statistics stay the ones it was trained with.
 The pass runs the network in training mode, so dropout is on; ferkit's models have no
@@ -24,7 +24,7 @@ import contextlib
 import keras
 import numpy as np
 
-FACES = 10_240  # 2,560 came within 0.15 points of all 25,838 (two runs); 40 batches took 23 s on 2 cores
+FACES = 10_240  # 2,560 scored 0.1 points less on validation (two runs); 40 batches took 23 s on 2 cores
 BATCH = 256
 
 
@@ -49,7 +49,7 @@ def recompute(model: keras.Model, batches: list[np.ndarray]) -> int:
     over `batches` (each batch's mean and variance, as training computes them). Returns how many
     layers changed. The layers' momentum is put back, as it is saved with the model."""
     layers = trainable_batchnorms(model)
-    if not layers or not batches:  # no passes for nothing (a frozen backbone trained end to end)
+    if not layers or not batches:  # no passes for nothing (no BatchNorm, or all of it frozen)
         return 0
     momenta = [layer.momentum for layer in layers]
     try:
