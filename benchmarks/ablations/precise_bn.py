@@ -7,8 +7,8 @@ of a copy whose statistics ferkit.training.batchnorm recomputed on the run's own
 (split again as the run split them), as `precise_bn = true` does when training ends. A run that
 trained with precise BN gives the same figures twice. (For a frozen backbone's head trained on
 cached features the trainer recomputes on those, computed in the run's precision; this script runs
-the float32 model.) Validation is what the choice is made on;
-the test split is printed beside it. Not a test: it only prints.
+the float32 model.) Validation is what the choice is made on; the test split is printed beside
+it. Not a test: it only prints.
 """
 
 from __future__ import annotations
