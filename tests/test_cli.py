@@ -230,6 +230,9 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
     (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True, "best_epoch": 1}))
     assert main(["info", "--model", str(run)]) == 0
     assert f", 1 of {epochs} epochs (interrupted), kept epoch 1 (best val_loss) on " in capsys.readouterr().out
+    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": False, "best_epoch": 1}))
+    assert main(["info", "--model", str(run)]) == 0  # finished short, with no time limit to say "at most"
+    assert f", 1 of {epochs} epochs, kept epoch 1" in capsys.readouterr().out
     assert main(["info", "--model", str(tiny_run)]) == 0
     # which epoch training kept, by the checkpoint's own measure over history.csv
     kept = metrics["best_epoch"]
@@ -363,11 +366,14 @@ def test_info_on_an_onnx_file_copied_out_of_its_run_still_says_how_it_was_traine
     run = shutil.copytree(tiny_run, tmp_path / "run")
     metrics = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({**metrics, "epochs_trained": 1}))  # as a time limit cuts
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "time_limit": 30}))  # ... a run that has one
     copy = shutil.copy(export_onnx(run, quantize="int8", calibration=json.loads((run / "config.json").read_text())["data"]),
                        tmp_path / "copy.onnx")
     assert main(["info", "--model", str(copy)]) == 0
     out = capsys.readouterr().out
-    assert f", 1 of {json.loads((run / 'config.json').read_text())['epochs']} epochs" in out
+    # finished short of its epochs, not interrupted: they are the most it trains
+    assert f", 1 of at most {json.loads((run / 'config.json').read_text())['epochs']} epochs, kept" in out
     assert f"test        accuracy {metrics['accuracy']:.4f}" in out and "the float model before int8" in out
     assert "weights     int8" in out
     # An ensemble or mirror-averaged copy is another model: its members' scores are not its own

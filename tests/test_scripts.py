@@ -22,6 +22,15 @@ def _script(name: str):
     return module
 
 
+def _ablation_script(name: str, monkeypatch):
+    ablations = SCRIPTS.parent / "benchmarks" / "ablations"
+    monkeypatch.syspath_prepend(str(ablations))  # as `python benchmarks/ablations/NAME.py` has it
+    spec = importlib.util.spec_from_file_location(name, ablations / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_bundle_names_teacher_and_weights_files_without_this_machines_paths():
     shareable = _script("bundle_model").shareable
     config = {"data": "/home/me/fer.zip", "teacher": "/home/me/runs/t", "weights": "/home/me/w.weights.h5",
@@ -185,11 +194,7 @@ def test_the_precise_bn_benchmark_copies_a_run_with_the_statistics_the_trainer_w
 
     from ferkit.training import batchnorm, train
 
-    ablations = SCRIPTS.parent / "benchmarks" / "ablations"
-    monkeypatch.syspath_prepend(str(ablations))  # as `python benchmarks/ablations/precise_bn.py` has it
-    spec = importlib.util.spec_from_file_location("precise_bn", ablations / "precise_bn.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _ablation_script("precise_bn", monkeypatch)
     monkeypatch.setattr(sys, "argv", ["precise_bn.py", str(tiny_run.parent / "data"), str(tiny_run),
                                       "--keep", str(tmp_path)])
     script.main()
@@ -205,3 +210,45 @@ def test_the_precise_bn_benchmark_copies_a_run_with_the_statistics_the_trainer_w
     assert len(variances[0]) == 4 and not any(np.allclose(a, b) for a, b in zip(variances[0], variances[1]))
     for a, b in zip(variances[1], variances[2]):
         np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_the_tail_average_benchmark_keeps_each_epochs_network_and_scores_it_as_the_run_saved_it(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    """The kept epoch's file, rebuilt by the script with its statistics recomputed, is the model the
+    run saved; every average is scored, and a K past the run's epochs left out."""
+    import sys
+
+    import keras
+
+    script = _ablation_script("tail_average", monkeypatch)
+    data, run, epochs = tiny_run.parent / "data", tmp_path / "run", tmp_path / "epochs"
+    script.train_keeping_epochs(data, run, epochs, recipe="seed-custom", classes="angry,happy,sad,surprise",
+                                epochs=3, learning_rate=0.003, augment=True, precise_bn=True, verbose=0)
+    kept = script.read_epochs(epochs)
+    assert len(kept) == 3
+    best = RunDir(run).best_epoch("val_loss")[0]
+    saved = keras.models.load_model(run / "model.keras").get_weights()
+    config, splits = script.run_splits(run, str(data))
+    rebuilt = script.saved_as(config, kept[best - 1], splits).get_weights()
+    assert len(saved) == len(rebuilt) == len(kept[best - 1])
+    for saved_weight, weight in zip(saved, rebuilt):  # the statistics too, recomputed alike
+        np.testing.assert_allclose(saved_weight, weight, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(sys, "argv", ["tail_average.py", str(data), str(run), str(epochs), "--last", "1,3,9",
+                                      "--decay", "0.5"])
+    script.main()
+    rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["| last 1", "| last 3", "| decay 0.5"]  # 9 epochs are more than it trained
+    monkeypatch.setattr(sys, "argv", ["tail_average.py", str(data), str(tmp_path / "new"), str(epochs)])
+    with pytest.raises(SystemExit):  # a new run into a folder of another's epochs
+        script.main()
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_the_tail_averages_are_the_mean_of_the_last_epochs_and_an_exponential_average(monkeypatch):
+    averages = _ablation_script("tail_average", monkeypatch).averages
+    epochs = [[np.full(2, value, "float32"), np.full((1, 1), -value, "float32")] for value in (1.0, 2.0, 4.0)]
+    variants = averages(epochs, last=[1, 2, 4], decays=[0.5])
+    assert list(variants) == ["last 1", "last 2", "decay 0.5"]
+    np.testing.assert_array_equal(variants["last 1"][0], [4, 4])
+    np.testing.assert_array_equal(variants["last 2"][1], [[-3]])
+    np.testing.assert_allclose(variants["decay 0.5"][0], [0.25 * 1 + 0.25 * 2 + 0.5 * 4] * 2)

@@ -251,6 +251,21 @@ def test_a_slow_machine_trains_the_recipes_lighter_network(synthetic_folder, tmp
     assert ("training the recipe's lighter" in caplog.text) is bool(trained)
 
 
+@pytest.mark.parametrize("fallback_below, fits, fallback", [(2, 2, False), (2, 1, True), (20, 6, False),
+                                                           (20, 5, True)])
+def test_the_fallback_trains_where_fewer_epochs_fit_than_the_recipe_names(
+        synthetic_folder, tmp_path, monkeypatch, fallback_below, fits, fallback):
+    """Of 10 epochs, the fallback trains where fewer than the recipe's `fallback_below` fit, and where
+    that is over 60% of them (6), only where fewer than 6 fit (no number named: 60%, the test
+    below)."""
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args, **kwargs: 1.0)  # nothing to time
+    monkeypatch.setattr(budget, "epochs_that_fit", lambda *args, **kwargs: fits)
+    run = train(synthetic_folder, recipe="seed-custom", epochs=10, time_limit=30, fallback_below=fallback_below,
+                fallback_model_options={"filters": [8, 16]}, output=tmp_path / "run",
+                callbacks=[ctrl_c_after(0)], **FAST).run_dir  # the choice is made: one epoch is enough
+    assert (json.loads((run / "config.json").read_text())["model_options"] == {"filters": [8, 16]}) == fallback
+
+
 def _never(*args, **kwargs):
     raise AssertionError("timed a step")
 

@@ -56,6 +56,8 @@ def test_recipes_ship_and_resolve():
     ({"model_options": 3}, "model_options must be a table of options"),
     ({"fallback_model_options": [0, 1, 1, 1]}, "fallback_model_options must be a table of options"),
     ({"fallback_image_size": -8}, "fallback_image_size must be >= 0"),
+    ({"fallback_below": -1}, "fallback_below must be >= 0, got -1"),
+    ({"fallback_below": 1.5}, "fallback_below must be a whole number"),
     ({"fallback_image_size": 24}, "model fernet needs fallback_image_size >= 32, got 24"),
     ({"fallback_image_size": 64}, r"fallback_image_size \(64\) is larger than image_size \(48\)"),
     ({"learning_rate": float("inf")}, "learning_rate must be a finite number"),
@@ -79,6 +81,18 @@ def test_a_malformed_recipe_file_is_a_clear_error(tmp_path, text, message):
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(FerkitError, match=message):
         TrainConfig.from_recipe(str(path))
+
+
+@pytest.mark.parametrize("overrides, fewest", [
+    ({}, 14),  # the default's 40 epochs at most, its own network where 14 fit
+    ({"epochs": 10}, 6),  # a flag's fewer epochs: 60% of them, as before the recipe named 14
+    ({"epochs": 22}, 22 * 0.6),  # as the default was until session 50
+    ({"recipe": "seed-custom", "epochs": 22}, 22 * 0.6),  # no number named: 60% of the epochs
+    ({"recipe": "seed-custom", "epochs": 22, "fallback_below": 5}, 5),
+])
+def test_the_fallback_trains_below_the_recipes_number_of_epochs_or_60_percent_of_them_if_fewer(overrides, fewest):
+    config = TrainConfig.from_recipe(overrides.pop("recipe", "default"), **overrides)
+    assert config.fallback_epochs == pytest.approx(fewest)
 
 
 def test_a_recipe_file_may_be_a_path(tmp_path):

@@ -18,25 +18,20 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from run_copies import arguments, copies_folder, network, save_copy  # noqa: E402
+from run_copies import arguments, copies_folder, network, run_splits, save_copy  # noqa: E402
 
 from ferkit.data.preprocess import to_model_input  # noqa: E402
-from ferkit.data.sources import load_fer  # noqa: E402
-from ferkit.data.splits import make_splits, select_classes  # noqa: E402
 from ferkit.evaluation.evaluate import predict_split  # noqa: E402
 from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
 from ferkit.runs import RunDir, load_keras_model  # noqa: E402
 from ferkit.training import batchnorm  # noqa: E402
-from ferkit.training.config import TrainConfig  # noqa: E402
 
 
 def recomputed_copy(run: Path, data: str, folder: Path, faces: int) -> Path:
     """A run directory in `folder` holding `run`'s model with its BatchNorm statistics recomputed."""
-    config = TrainConfig.from_dict(RunDir(run).read_config())
-    dataset, _ = select_classes(load_fer(data), config.classes)
-    train = make_splits(dataset, config.split, config.fractions, config.seed).train
+    config, splits = run_splits(run, data)
     model, _ = load_keras_model(run)
-    batchnorm.recompute(network(model), batchnorm.batches_of(to_model_input(train.images, config.image_size),
+    batchnorm.recompute(network(model), batchnorm.batches_of(to_model_input(splits.train.images, config.image_size),
                                                              config.seed, limit=faces))
     return save_copy(run, folder / f"{run.name}-precise-bn", model, precise_bn=True)
 

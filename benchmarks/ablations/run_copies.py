@@ -12,8 +12,11 @@ from typing import Any
 
 import keras
 
+from ferkit.data.sources import load_fer
+from ferkit.data.splits import Splits, make_splits, select_classes
 from ferkit.models.mirror import MirrorAverage
 from ferkit.runs import RunDir, write_json
+from ferkit.training.config import TrainConfig
 
 
 def arguments(doc: str, kept: str) -> argparse.ArgumentParser:
@@ -49,3 +52,10 @@ def save_copy(run: Path, path: Path, model: keras.Model, **changes: Any) -> Path
     write_json(copy.config, {**RunDir(run).read_config(), **changes})
     model.save(copy.keras_model)
     return copy.path
+
+
+def run_splits(run: Path, data: str) -> tuple[TrainConfig, Splits]:
+    """`run`'s configuration and its faces, split again as the run split them."""
+    config = TrainConfig.from_dict(RunDir(run).read_config())
+    dataset, _ = select_classes(load_fer(data), config.classes)
+    return config, make_splits(dataset, config.split, config.fractions, config.seed)

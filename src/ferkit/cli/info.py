@@ -35,11 +35,16 @@ def run(args: argparse.Namespace) -> int:
         inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config.get("recipe") or config.get("model"):  # an export of a bare .keras file knows neither
-        done = info["epochs_trained"]
-        epochs = f"{done} of {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
+        done, cut = info["epochs_trained"], " (interrupted)" if metrics.get("interrupted") else ""
+        # A finished run short of `epochs` stopped where its time limit (or early stopping) said:
+        # the default's "33 of 40" had read like a cut-short run. Metrics that do not say it
+        # finished uninterrupted (older ones) claim nothing.
+        stops = config.get("time_limit") or config.get("early_stopping")
+        finished = metrics.get("interrupted") is False and not info["training"]
+        of = "of at most" if stops and finished else "of"
+        epochs = f"{done} {of} {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")
         epochs = epochs if done is not None or not info["training"] else f"to train {epochs}"
-        cut = " (interrupted)" if metrics.get("interrupted") else ""
         best = metrics.get("best_epoch")
         kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "

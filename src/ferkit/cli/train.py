@@ -30,9 +30,10 @@ def add_parser(sub) -> None:
     g.add_argument("--split", choices=SPLITS)
     g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--epochs", type=int,
-                   help="the most epochs to train (the default recipe also stops within its 57-minute "
-                        "time limit, and trains a lighter network where fewer than 60%% of them would fit: "
-                        "add --time-limit 0 to lift both)")
+                   help="the most epochs to train (the default recipe trains as many of its 40 as fit its "
+                        "57-minute time limit, and a lighter network where fewer than 14 would (60%% of "
+                        "--epochs where that is fewer): add "
+                        "--time-limit 0 to train exactly --epochs of its own network)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--image-size", type=int)
@@ -43,7 +44,8 @@ def add_parser(sub) -> None:
     g.add_argument("--time-limit", type=float, metavar="MIN",
                    help="end within MIN minutes, data loading included: fewer epochs than --epochs if "
                         "those do not fit, with the cosine schedule ending in the last that does, and the "
-                        "recipe's lighter fallback network if fewer than 60%% would (0 = none)")
+                        "recipe's lighter fallback network if fewer than its fallback_below would, or "
+                        "60%% of them where that is fewer or it names none (0 = none)")
     g.add_argument("--checkpoint-on", choices=CHECKPOINT_ON,
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
     g.add_argument("--augment", type=_bool, metavar="on|off")

@@ -23,6 +23,12 @@ from ferkit.recipes import load_recipe, with_changes, without_stale_fallback
 
 DEFAULT_RECIPE = "default"
 
+# A recipe's fallback network trains when its own would fit fewer than this share of its epochs,
+# unless it names a number (`fallback_below`). On a 2-core AMX Xeon 12 epochs of the default's own
+# network did as well on validation as all 22 of its fallback, and 20 did 2.6 points better
+# (benchmarks/ablations/README.md, "The fallback's threshold"); 0.75 had sent 16 to the fallback.
+FALLBACK_BELOW = 0.6
+
 
 @dataclass
 class TrainConfig:
@@ -45,11 +51,13 @@ class TrainConfig:
     # when fewer fit, the cosine schedule is shortened to end in the last epoch that does.
     time_limit: float = 0.0
     # With a time limit: options that replace some of `model_options` when a few training steps,
-    # timed before the first epoch, say that fewer than 60% of `epochs` would fit (a
-    # lighter network for slow CPUs; ferkit.training.trainer), and the smaller faces it then trains
-    # on (0: image_size). Neither set: the network is always the same.
+    # timed before the first epoch, say that fewer than `fallback_below` epochs would fit, or 60% of
+    # `epochs` where that is fewer (0: 60% of `epochs`) (a lighter network for slow CPUs;
+    # ferkit.training.trainer), and the smaller faces it then trains on (0: image_size). Neither
+    # set: the network is always the same.
     fallback_model_options: dict[str, Any] = field(default_factory=dict)
     fallback_image_size: int = 0
+    fallback_below: int = 0
     # The epoch kept: lowest val_loss (the seed's) or highest val_accuracy. With label smoothing and a
     # long cosine schedule, val_loss bottoms out early while accuracy still climbs to the last epoch.
     checkpoint_on: str = "val_loss"
@@ -94,6 +102,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise FerkitError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name, low, high in (("early_stopping", 0, None), ("fallback_image_size", 0, None),
+                                ("fallback_below", 0, None),
                                 ("warmup_epochs", 0, None), ("weight_decay", 0, None),
                                 ("label_smoothing", 0, 0.99), ("erasing", 0, 1),
                                 ("seed", 0, 2**32 - 1)):  # NumPy's range for a seed
@@ -152,6 +161,16 @@ class TrainConfig:
     def has_fallback(self) -> bool:
         fallback = self.with_fallback()
         return (fallback.model_options, fallback.image_size) != (self.model_options, self.image_size)
+
+    @property
+    def fallback_epochs(self) -> float:
+        """The fewest epochs of its own network that a recipe trains rather than its fallback:
+        `fallback_below`, or 60% of its epochs where that is fewer. The fallback pays only by training
+        more epochs than the own network fits, and it never trains more than `epochs`: with `--epochs
+        10` the default's own network trains wherever 6 fit, as before `fallback_below` (capped at
+        `epochs` instead, 9 of 10 fitting had sent it to a fallback that gains one epoch)."""
+        share = FALLBACK_BELOW * self.epochs
+        return min(self.fallback_below, share) if self.fallback_below else share
 
     def with_fallback(self) -> TrainConfig:
         """This configuration training its fallback network (`fallback_model_options` in force, on

@@ -34,12 +34,6 @@ from ferkit.training.features import frozen_backbone
 
 log = logging.getLogger("ferkit")
 
-# A recipe's fallback network trains when its own would fit fewer than this share of its epochs:
-# 14 of the default's 22 train its own. On a 2-core AMX Xeon 12 epochs of the default's own network
-# did as well on validation as all 22 of its fallback, and 20 did 2.6 points better
-# (benchmarks/ablations/README.md, "The fallback's threshold"); 0.75 had sent 16 to the fallback.
-FALLBACK_BELOW = 0.6
-
 
 @dataclass
 class TrainResult:
@@ -215,7 +209,7 @@ def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> ker
 def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,
                      bfloat16: bool) -> tuple[TrainConfig, keras.Model]:
     """The recipe's network, or its fallback when a few timed steps say that the time limit would
-    cut it to fewer than 60% of its epochs: on a slow CPU more epochs of a lighter
+    cut it to fewer than `config.fallback_epochs` epochs: on a slow CPU more epochs of a lighter
     network learned more (benchmarks/ablations/README.md, "TensorFlow's oneDNN kernels, and a
     lighter network"). The probe runs after the teacher's pass, so what is left of the limit is known."""
     lighter = config.with_fallback()
@@ -231,7 +225,7 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
                                    splits.train.labels[batch])
     fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
     mine = f"{config.model} {json.dumps(config.model_options)}"
-    if fit >= FALLBACK_BELOW * config.epochs:
+    if fit >= config.fallback_epochs:
         log.info("time limit %g min: %s of %s fit (%.2f s/step)", config.time_limit,
                  f"about {fit} of {config.epochs} epochs" if fit < config.epochs
                  else f"all {config.epochs} epoch{'s' * (config.epochs != 1)}",
