@@ -645,13 +645,14 @@ def test_a_run_whose_loss_becomes_nan_is_an_error_not_a_score(synthetic_folder, 
 
 
 @pytest.mark.parametrize("last_step", [False, True])
-def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, caplog, last_step):
+def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, caplog, capsys, last_step):
     """A NaN network labels every face with the first class: where that class is most of the
     validation faces, its val_accuracy beat a finite but poor first epoch, the checkpoint kept the
     NaN weights, and the run ended in "no earlier epoch is worth keeping", with a backup of NaN
     weights for --resume. The weights are made NaN in epoch 2 (as a too-high learning rate would),
     at its first step, or by its last, whose loss was computed before: a finite training loss."""
     from conftest import synthetic_faces, write_folder
+    from ferkit.cli import main
 
     images, labels = [], []
     for name, count in (("angry", 150), ("happy", 45), ("sad", 45)):
@@ -686,6 +687,9 @@ def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, ca
                    verbose=0, callbacks=[Diverge()])
     assert "loss became NaN in epoch 2: stopped there, keeping the best earlier epoch's" in caplog.text
     assert result.metrics["best_epoch"] == 1 and result.metrics["epochs_trained"] == 2
+    assert json.loads((result.run_dir / "metrics.json").read_text())["diverged"] == 2
+    assert main(["info", "--model", str(result.run_dir)]) == 0  # not "2 of at most 3": no limit ended it
+    assert ", 2 of 3 epochs (diverged in epoch 2), kept epoch 1" in capsys.readouterr().out
     model = keras.models.load_model(result.run_dir / "model.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert not (result.run_dir / "checkpoints" / "backup").exists()  # finished: nothing to resume

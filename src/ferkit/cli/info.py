@@ -35,12 +35,14 @@ def run(args: argparse.Namespace) -> int:
         inner = f" ({networks} networks: some are ensembles themselves)" if networks != count else ""
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config.get("recipe") or config.get("model"):  # an export of a bare .keras file knows neither
-        done, cut = info["epochs_trained"], " (interrupted)" if metrics.get("interrupted") else ""
-        # A finished run short of `epochs` stopped where its time limit (or early stopping) said:
-        # the default's "33 of 40" had read like a cut-short run. Metrics that do not say it
+        done = info["epochs_trained"]
+        cut = " (interrupted)" if metrics.get("interrupted") else \
+            f" (diverged in epoch {metrics['diverged']})" if metrics.get("diverged") else ""
+        # A finished run short of `epochs` otherwise stopped where its time limit (or early stopping)
+        # said: the default's "32 of 40" had read like a cut-short run. Metrics that do not say it
         # finished uninterrupted (older ones) claim nothing.
         stops = config.get("time_limit") or config.get("early_stopping")
-        finished = metrics.get("interrupted") is False and not info["training"]
+        finished = not cut and metrics.get("interrupted") is False and not info["training"]
         of = "of at most" if stops and finished else "of"
         epochs = f"{done} {of} {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")

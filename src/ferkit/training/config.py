@@ -24,8 +24,9 @@ from ferkit.recipes import load_recipe, with_changes, without_stale_fallback
 DEFAULT_RECIPE = "default"
 
 # A recipe's fallback network trains when its own would fit fewer than this share of its epochs,
-# unless it names a number (`fallback_below`). On a 2-core AMX Xeon 12 epochs of the default's own
-# network did as well on validation as all 22 of its fallback, and 20 did 2.6 points better
+# or fewer than the number it names (`fallback_below`) where that is smaller. On a 2-core AMX
+# Xeon 12 epochs of the default's own network did as well on validation as all 22 of its fallback,
+# and 20 did 2.6 points better
 # (benchmarks/ablations/README.md, "The fallback's threshold"); 0.75 had sent 16 to the fallback.
 FALLBACK_BELOW = 0.6
 

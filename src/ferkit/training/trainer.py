@@ -81,13 +81,13 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
                    "started": started, "teacher": teacher}
-    model, probs, interrupted = fit(model, splits, config, run, fit_options)
+    model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
 
     metrics = classification_metrics(splits.test.labels, probs, config.classes)
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                    interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
-                   epochs_trained=run.history_rows())
+                   epochs_trained=run.history_rows(), diverged=diverged)
     _save(model, run, metrics)
     if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
         shutil.rmtree(run.backup, ignore_errors=True)
@@ -285,9 +285,9 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
     reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"]),
                                  bn_faces=x["train"])
-    interrupted = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
+    interrupted, diverged = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights(), bn_faces=x["train"])
-    return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted
+    return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted, diverged
 
 
 def _fit_on_features(model, splits: Splits, config, run, fit_options):
@@ -304,14 +304,15 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     reserve = _finishing_seconds(config, lambda: (
         (inference_model(config, model.get_weights()), to_model_input(splits.test.images, config.image_size))
         if config.mirror_average else (head, feats["test"])))
-    interrupted = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve, **fit_options)
+    interrupted, diverged = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve,
+                                 **fit_options)
     if config.precise_bn:  # the backbone's are frozen: only the head's, on the features it trained on
         _recompute_batchnorm(head, feats["train"], config.seed)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
         faces = to_model_input(splits.test.images, config.image_size)
-        return model, model.predict(faces, batch_size=256, verbose=0), interrupted
-    return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted
+        return model, model.predict(faces, batch_size=256, verbose=0), interrupted, diverged
+    return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted, diverged
 
 
 def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]],
@@ -330,8 +331,9 @@ def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Mod
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
          resume: bool, verbose: int, callbacks: list, started: float, teacher: np.ndarray | None,
-         reserve: float) -> bool:
-    """model.fit with the checkpoint/backup callbacks; restores the best weights. True if Ctrl-C.
+         reserve: float) -> tuple[bool, int]:
+    """model.fit with the checkpoint/backup callbacks; restores the best weights. Whether Ctrl-C
+    stopped it, and the epoch whose loss became NaN (0: none).
     A time limit keeps `reserve` seconds for the test faces' pass and saving."""
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
@@ -362,7 +364,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         trainer.load_weights(run.best_weights)
     if diverged.epoch:
         _keep_after_nan(trainer, run, config, diverged.epoch)
-    return interrupted
+    return interrupted, diverged.epoch
 
 
 def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoch: int) -> None:
