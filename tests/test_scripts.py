@@ -220,6 +220,8 @@ def test_the_tail_average_benchmark_keeps_each_epochs_network_and_scores_it_as_t
 
     import keras
 
+    from ferkit.data.preprocess import to_model_input
+
     script = _ablation_script("tail_average", monkeypatch)
     data, run, epochs = tiny_run.parent / "data", tmp_path / "run", tmp_path / "epochs"
     script.train_keeping_epochs(data, run, epochs, recipe="seed-custom", classes="angry,happy,sad,surprise",
@@ -229,7 +231,8 @@ def test_the_tail_average_benchmark_keeps_each_epochs_network_and_scores_it_as_t
     best = RunDir(run).best_epoch("val_loss")[0]
     saved = keras.models.load_model(run / "model.keras").get_weights()
     config, splits = script.run_splits(run, str(data))
-    rebuilt = script.saved_as(config, kept[best - 1], splits).get_weights()
+    rebuilt = script.saved_as(config, kept[best - 1], to_model_input(splits.train.images, config.image_size))
+    rebuilt = rebuilt.get_weights()
     assert len(saved) == len(rebuilt) == len(kept[best - 1])
     for saved_weight, weight in zip(saved, rebuilt):  # the statistics too, recomputed alike
         np.testing.assert_allclose(saved_weight, weight, rtol=1e-4, atol=1e-6)

@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 from run_copies import run_splits  # noqa: E402
 
 from ferkit.data.preprocess import to_model_input  # noqa: E402
-from ferkit.data.splits import Splits  # noqa: E402
 from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
 from ferkit.runs import RunDir  # noqa: E402
 from ferkit.training import train  # noqa: E402
@@ -80,18 +79,19 @@ def averages(weights: list[Weights], last: list[int], decays: list[float]) -> di
     return variants
 
 
-def saved_as(config: TrainConfig, weights: Weights, splits: Splits) -> keras.Model:
-    """`weights` as a run of `config` saves them, its BatchNorm statistics recomputed (precise BN)."""
-    config = dataclasses.replace(config, precise_bn=True)
-    return inference_model(config, weights, bn_faces=to_model_input(splits.train.images, config.image_size))
+def saved_as(config: TrainConfig, weights: Weights, train_faces: np.ndarray) -> keras.Model:
+    """`weights` as a run of `config` saves them, their BatchNorm statistics recomputed on the run's
+    `train_faces` (model input) as precise BN does."""
+    return inference_model(dataclasses.replace(config, precise_bn=True), weights, bn_faces=train_faces)
 
 
 def score(data: str, run: Path, variants: dict[str, Weights], split: str) -> None:
     config, splits = run_splits(run, data)
+    train_faces = to_model_input(splits.train.images, config.image_size)
     faces, labels = to_model_input(getattr(splits, split).images, config.image_size), getattr(splits, split).labels
     print(f"| {run.name}: weights | {split} accuracy | macro-F1 |\n|---|---|---|")
     for name, weights in variants.items():
-        probs = saved_as(config, weights, splits).predict(faces, batch_size=256, verbose=0)
+        probs = saved_as(config, weights, train_faces).predict(faces, batch_size=256, verbose=0)
         metrics = classification_metrics(labels, probs, config.classes)
         print(f"| {name} | {metrics['accuracy']:.4f} | {metrics['macro_f1']:.3f} |", flush=True)
 
