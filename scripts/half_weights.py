@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.runs import RunDir, load_keras_model, replacing
+from ferkit.models.loading import load_keras_model
+from ferkit.runs import RunDir, replacing
 
 HALF = "weights-f16.npz"
 

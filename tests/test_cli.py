@@ -186,6 +186,22 @@ def test_import_errors_say_what_to_install_or_what_failed(monkeypatch, capsys, e
     assert message in err and "None" not in err
 
 
+def test_the_python_api_names_the_extra_as_the_cli_does(tmp_path, monkeypatch):
+    """A lazy import (ferkit.train, the Keras backend) that lacks a package names its extra; an error
+    that names no module is Python's own, unchanged."""
+    from ferkit.errors import import_naming_extra
+
+    (tmp_path / "lacks_fastapi_probe.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'fastapi'\", name='fastapi')\n", encoding="utf-8")
+    (tmp_path / "unnamed_failure_probe.py").write_text("raise ModuleNotFoundError('boom')\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match=r"^ferkit\.serve: this needs fastapi, .*pip install 'ferkit\[serve\]'$"):
+        import_naming_extra("lacks_fastapi_probe", "ferkit.serve: ")
+    with pytest.raises(ModuleNotFoundError, match="^boom$"):
+        import_naming_extra("unnamed_failure_probe")
+    assert import_naming_extra("json").dumps([1]) == "[1]"
+
+
 def test_train_and_evaluate_from_the_console_script(synthetic_folder, tmp_path):
     """The installed `ferkit` command end to end, as a user runs it."""
     run = tmp_path / "run"

@@ -214,7 +214,7 @@ def test_ensemble_averages_its_members_and_exports(tiny_run, tmp_path):
     from ferkit.inference.backends import load_backend
     from ferkit.models.ensemble import ensemble_run
     from ferkit.models.export import export_onnx
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     other = _copy_with_model(tiny_run, tmp_path / "other")
     run = ensemble_run([tiny_run, other], tmp_path / "ens")
@@ -330,7 +330,7 @@ def test_an_ensemble_of_bare_keras_files_loads(tmp_path):
     """Its config.json said "classes": null, and loading it was an error."""
     from ferkit.data import EMOTIONS
     from ferkit.models.ensemble import ensemble_run
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     (tmp_path / "bare").mkdir()
     for name in ("a", "b"):
@@ -344,7 +344,7 @@ def test_an_ensemble_of_bare_keras_files_loads(tmp_path):
 def test_a_bare_mirror_averaged_keras_file_says_so(tmp_path):
     """Without a config.json it read as plain: --tta added the mirror view again (12 passes, not 10)."""
     from ferkit.models.mirror import mirror_averaged
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     mirror_averaged(create_model("custom", image_size=48, num_classes=7)).save(tmp_path / "m.keras")
     create_model("custom", image_size=48, num_classes=7).save(tmp_path / "plain.keras")
@@ -366,7 +366,7 @@ def test_a_keras_model_that_is_no_face_classifier_is_a_clear_error(tmp_path, sha
     input's whole shape became the face size."""
     import keras
 
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     face = keras.Input((48, 48, 1))
     if shape == "feature map":

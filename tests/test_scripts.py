@@ -69,7 +69,7 @@ def test_one_older_int8_member_is_bundled_with_float_scores(tiny_run, tmp_path, 
 def test_half_weights_round_trip_and_keep_what_cannot_be_rebuilt(tiny_run, tmp_path):
     from ferkit.models import create_model
     from ferkit.models.ensemble import ensemble_run
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     half = _script("half_weights")
     run = RunDir(tmp_path / "run")

@@ -70,7 +70,7 @@ def test_frozen_backbone_trains_on_cached_features(synthetic_folder, tmp_path, c
 def test_a_mirror_averaged_run_saves_and_tests_the_averaging_model(synthetic_folder, tmp_path, recipe, options):
     """End to end and on a frozen backbone's cached features, whose test faces need the whole model."""
     from ferkit.evaluation import evaluate
-    from ferkit.runs import load_keras_model
+    from ferkit.models.loading import load_keras_model
 
     result = train(synthetic_folder, recipe=recipe, mirror_average=True, output=tmp_path / "run",
                    **{**FAST, "epochs": 2, **options})

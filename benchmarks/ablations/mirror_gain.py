@@ -20,7 +20,7 @@ from run_copies import arguments, copies_folder, network, save_copy  # noqa: E40
 
 from ferkit.evaluation.evaluate import predict_split  # noqa: E402
 from ferkit.models.mirror import mirror_averaged  # noqa: E402
-from ferkit.runs import load_keras_model  # noqa: E402
+from ferkit.models.loading import load_keras_model  # noqa: E402
 
 
 def copies(run: Path, folder: Path) -> tuple[Path, Path]:

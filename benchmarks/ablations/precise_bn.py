@@ -23,7 +23,8 @@ from run_copies import arguments, copies_folder, network, run_splits, save_copy 
 from ferkit.data.preprocess import to_model_input  # noqa: E402
 from ferkit.evaluation.evaluate import predict_split  # noqa: E402
 from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
-from ferkit.runs import RunDir, load_keras_model  # noqa: E402
+from ferkit.models.loading import load_keras_model  # noqa: E402
+from ferkit.runs import RunDir  # noqa: E402
 from ferkit.training import batchnorm  # noqa: E402
 
 

@@ -23,7 +23,7 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 _TENSORFLOW_FIRST = "tensorflow" in sys.modules
 
 from ferkit.data.labels import EMOTIONS  # noqa: E402
-from ferkit.errors import FerkitError, missing_package  # noqa: E402
+from ferkit.errors import FerkitError, import_naming_extra  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -50,13 +50,5 @@ _LAZY = {"train": "ferkit.training", "evaluate": "ferkit.evaluation",
 
 def __getattr__(name: str):
     if name in _LAZY:
-        from importlib import import_module
-
-        try:
-            module = import_module(_LAZY[name])
-        except ModuleNotFoundError as exc:  # an extra not installed: say which, as the CLI does
-            if exc.name is None:
-                raise
-            raise ModuleNotFoundError(f"ferkit.{name}: {missing_package(exc.name)}", name=exc.name) from exc
-        return getattr(module, name)
+        return getattr(import_naming_extra(_LAZY[name], f"ferkit.{name}: "), name)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

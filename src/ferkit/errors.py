@@ -3,6 +3,8 @@ checks many of those messages share."""
 
 import math
 import numbers
+from importlib import import_module
+from types import ModuleType
 
 
 class FerkitError(Exception):
@@ -41,3 +43,14 @@ def missing_package(name: str) -> str:
                 f"or ~/.keras/keras.json); {install}, or set KERAS_BACKEND=tensorflow")
     extra = "serve" if top in SERVE_MODULES else "train"
     return f"this needs {name}, which is not installed: pip install 'ferkit[{extra}]'"
+
+
+def import_naming_extra(module: str, what: str = "") -> ModuleType:
+    """`module`, imported where the Python API first needs an extra: a package it lacks is named with
+    the extra that installs it, as the CLI names it, not as Python's bare "No module named"."""
+    try:
+        return import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None:
+            raise
+        raise ModuleNotFoundError(f"{what}{missing_package(exc.name)}", name=exc.name) from exc

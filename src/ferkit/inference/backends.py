@@ -16,11 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ferkit.errors import FerkitError, is_whole_number
+from ferkit.errors import FerkitError, import_naming_extra, is_whole_number
 from ferkit.hardware import cpu_flags, usable_cores
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, checked_metrics, epochs_trained,
-                         load_keras_model, metrics_beside, model_info, run_of)
+                         metrics_beside, model_info, run_of)
 
 log = logging.getLogger("ferkit")
 
@@ -158,7 +158,8 @@ class KerasBackend:
     recorded: dict = {}  # what an .onnx file carries of its run; a Keras model's run is beside it
 
     def __init__(self, path: Path):
-        self._model, self.info = load_keras_model(path)
+        loading = import_naming_extra("ferkit.models.loading")  # deferred: inference with ONNX needs no Keras
+        self._model, self.info = loading.load_keras_model(path)
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

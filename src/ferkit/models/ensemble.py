@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from ferkit.errors import FerkitError
-from ferkit.runs import SPLIT_PROTOCOL, RunDir, load_keras_model, member_summary, replacing, write_json
+from ferkit.models.loading import load_keras_model
+from ferkit.runs import SPLIT_PROTOCOL, RunDir, member_summary, replacing, write_json
 
 log = logging.getLogger("ferkit")
 

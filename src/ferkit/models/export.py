@@ -18,8 +18,9 @@ import numpy as np
 
 from ferkit.choices import QUANTIZE
 from ferkit.errors import FerkitError
+from ferkit.models.loading import load_keras_model
 from ferkit.models.onnx_graph import float_scores
-from ferkit.runs import ONNX_META, RunDir, epochs_trained, load_keras_model, metrics_beside, replacing
+from ferkit.runs import ONNX_META, RunDir, epochs_trained, metrics_beside, replacing
 
 log = logging.getLogger("ferkit")
 

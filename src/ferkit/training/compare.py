@@ -18,7 +18,8 @@ import numpy as np
 from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.models import check_model
-from ferkit.runs import RunDir, default_path, load_keras_model, read_history
+from ferkit.models.loading import load_keras_model
+from ferkit.runs import RunDir, default_path, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.config import TrainConfig
