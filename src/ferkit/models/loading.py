@@ -16,7 +16,7 @@ from ferkit.models import mirror  # registers the layer of mirror-averaged model
 from ferkit.runs import ModelInfo, RunDir, model_info
 
 
-def load_keras_model(model_path: str | Path):
+def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
     """Load a run directory's model.keras (or a .keras / model.json file) with its ModelInfo."""
     path = Path(model_path)
     if not path.exists():
@@ -62,7 +62,7 @@ def _classifier_shape(model, path: Path) -> tuple[int, int]:
     return answer[1], given[1]
 
 
-def _from_model_json(path: Path):
+def _from_model_json(path: Path) -> keras.Model:
     """The original project's pair, model.json + model.weights.h5 beside it; any other .json (a run's
     config.json, say) is a clear error, not Keras' traceback."""
     weights = path.with_name("model.weights.h5")
