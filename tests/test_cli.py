@@ -249,6 +249,14 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
     (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": False, "best_epoch": 1}))
     assert main(["info", "--model", str(run)]) == 0  # finished short, with no time limit to say "at most"
     assert f", 1 of {epochs} epochs, kept epoch 1" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "time_limit": 30}))
+    assert main(["info", "--model", str(run)]) == 0  # a limit ended it: its epochs are the most it trains
+    assert f", 1 of at most {epochs} epochs, kept epoch 1" in capsys.readouterr().out
+    assert metrics.pop("diverged") == 0
+    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": False, "best_epoch": 1}))
+    assert main(["info", "--model", str(run)]) == 0  # metrics from before `diverged`: a NaN may have ended it
+    assert f", 1 of {epochs} epochs, kept epoch 1" in capsys.readouterr().out
     assert main(["info", "--model", str(tiny_run)]) == 0
     # which epoch training kept, by the checkpoint's own measure over history.csv
     kept = metrics["best_epoch"]

@@ -341,6 +341,18 @@ def test_an_ensemble_of_bare_keras_files_loads(tmp_path):
     assert "a.keras (?, ? epochs) + b.keras" in info.config["description"]
 
 
+def test_the_old_home_of_load_keras_model_still_loads_and_says_where_it_moved(tiny_run):
+    """The README named ferkit.runs.load_keras_model until session 51; ferkit.runs itself stays Keras-free."""
+    from ferkit import runs
+    from ferkit.models.loading import load_keras_model
+
+    with pytest.warns(DeprecationWarning, match="now ferkit.models.loading.load_keras_model"):
+        old = runs.load_keras_model
+    assert old is load_keras_model and old(tiny_run)[1].classes == runs.model_info(tiny_run).classes
+    with pytest.raises(AttributeError, match="no attribute 'load_model'"):
+        runs.load_model
+
+
 def test_a_bare_mirror_averaged_keras_file_says_so(tmp_path):
     """Without a config.json it read as plain: --tta added the mirror view again (12 passes, not 10)."""
     from ferkit.models.mirror import mirror_averaged

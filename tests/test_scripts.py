@@ -245,6 +245,9 @@ def test_the_tail_average_benchmark_keeps_each_epochs_network_and_scores_it_as_t
     with pytest.raises(SystemExit):  # a new run into a folder of another's epochs
         script.main()
     assert "is not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="trains the head of a frozen backbone"):  # before any training
+        script.train_keeping_epochs(data, tmp_path / "frozen", tmp_path / "frozen-epochs", recipe="seed-mobilenetv2")
+    assert not (tmp_path / "frozen").exists() and not (tmp_path / "frozen-epochs").exists()
 
 
 def test_the_tail_averages_are_the_mean_of_the_last_epochs_and_an_exponential_average(monkeypatch):

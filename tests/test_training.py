@@ -688,6 +688,8 @@ def test_a_diverged_epoch_is_never_kept_as_the_best_by_val_accuracy(tmp_path, ca
     assert "loss became NaN in epoch 2: stopped there, keeping the best earlier epoch's" in caplog.text
     assert result.metrics["best_epoch"] == 1 and result.metrics["epochs_trained"] == 2
     assert json.loads((result.run_dir / "metrics.json").read_text())["diverged"] == 2
+    config = json.loads((result.run_dir / "config.json").read_text())
+    (result.run_dir / "config.json").write_text(json.dumps({**config, "time_limit": 30}))  # one could have
     assert main(["info", "--model", str(result.run_dir)]) == 0  # not "2 of at most 3": no limit ended it
     assert ", 2 of 3 epochs (diverged in epoch 2), kept epoch 1" in capsys.readouterr().out
     model = keras.models.load_model(result.run_dir / "model.keras")

@@ -37,7 +37,8 @@ from ferkit.evaluation.metrics import classification_metrics  # noqa: E402
 from ferkit.runs import RunDir  # noqa: E402
 from ferkit.training import train  # noqa: E402
 from ferkit.training.config import TrainConfig  # noqa: E402
-from ferkit.training.trainer import inference_model  # noqa: E402
+from ferkit.training.features import frozen_backbone  # noqa: E402
+from ferkit.training.trainer import build_model, inference_model  # noqa: E402
 
 Weights = list[np.ndarray]
 
@@ -55,9 +56,16 @@ class KeepEpochs(keras.callbacks.Callback):
         np.savez(self.folder / f"epoch{epoch:03d}.npz", *self.model.get_weights())
 
 
-def train_keeping_epochs(data: str | Path, run: Path, folder: Path, **recipe) -> Path:
-    """`train(data, **recipe)` into `run`, each epoch's network weights kept in `folder`."""
-    return train(data, output=run, callbacks=[KeepEpochs(folder)], **recipe).run_dir
+def train_keeping_epochs(data: str | Path, run: Path, folder: Path, recipe: str | None = None, **overrides) -> Path:
+    """`train(data, recipe, **overrides)` into `run`, each epoch's network weights kept in `folder`. A
+    frozen backbone's recipe is refused first: its training fits the head alone, so the epochs kept
+    would be the head's, which no average puts back into the whole network."""
+    fields = {name: value for name, value in overrides.items() if value is not None and name != "verbose"}
+    config = TrainConfig.from_recipe(recipe or "default", **fields)
+    if frozen_backbone(build_model(config, "none", mixed_precision=False)) is not None:
+        raise SystemExit(f"{config.recipe} trains the head of a frozen backbone: its epochs' weights are the "
+                         "head's alone; give a recipe that trains its whole network")
+    return train(data, output=run, callbacks=[KeepEpochs(folder)], recipe=recipe, **overrides).run_dir
 
 
 def read_epochs(folder: Path) -> list[Weights]:

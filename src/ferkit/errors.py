@@ -47,10 +47,11 @@ def missing_package(name: str) -> str:
 
 def import_naming_extra(module: str, what: str = "") -> ModuleType:
     """`module`, imported where the Python API first needs an extra: a package it lacks is named with
-    the extra that installs it, as the CLI names it, not as Python's bare "No module named"."""
+    the extra that installs it, as the CLI names it, not as Python's bare "No module named". A module
+    of ferkit's own missing is a broken install, which no extra mends: Python's error stays."""
     try:
         return import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name is None:
+        if exc.name is None or exc.name.split(".")[0] == "ferkit":
             raise
         raise ModuleNotFoundError(f"{what}{missing_package(exc.name)}", name=exc.name) from exc

@@ -418,3 +418,18 @@ def model_info(model_path: str | Path, num_outputs: int | None = None,
     if num_outputs in by_size and image_size:
         return ModelInfo(by_size[num_outputs], image_size, {})
     raise FerkitError(f"cannot tell the classes of {path}: give its run directory (with config.json)")
+
+
+def __getattr__(name: str) -> Any:
+    """`ferkit.runs.load_keras_model`, where the README had users load a run's model until it moved to
+    ferkit.models.loading: old code still works, told where it lives now. Only on that call: this
+    module stays Keras-free."""
+    if name == "load_keras_model":
+        import warnings
+
+        from ferkit.models.loading import load_keras_model
+
+        warnings.warn("ferkit.runs.load_keras_model is now ferkit.models.loading.load_keras_model",
+                      DeprecationWarning, stacklevel=2)
+        return load_keras_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
             f" (diverged in epoch {metrics['diverged']})" if metrics.get("diverged") else ""
         # A finished run short of `epochs` otherwise stopped where its time limit (or early stopping)
         # said: the default's "32 of 40" had read like a cut-short run. Metrics that do not say it
-        # finished uninterrupted (older ones) claim nothing.
+        # neither stopped nor diverged (older ones: `diverged` came after `interrupted`) claim nothing.
         stops = config.get("time_limit") or config.get("early_stopping")
-        finished = not cut and metrics.get("interrupted") is False and not info["training"]
+        finished = not cut and metrics.get("interrupted") is False and "diverged" in metrics and not info["training"]
         of = "of at most" if stops and finished else "of"
         epochs = f"{done} {of} {config.get('epochs')}" if done is not None and done != config.get("epochs") else \
             config.get("epochs")
