@@ -188,7 +188,7 @@ def test_import_errors_say_what_to_install_or_what_failed(monkeypatch, capsys, e
 
 def test_the_python_api_names_the_extra_as_the_cli_does(tmp_path, monkeypatch):
     """A lazy import (ferkit.train, the Keras backend) that lacks a package names its extra; an error
-    that names no module is Python's own, unchanged."""
+    that names no module, or one of ferkit's own, is Python's own, unchanged."""
     from ferkit.errors import import_naming_extra
 
     (tmp_path / "lacks_fastapi_probe.py").write_text(
@@ -199,6 +199,10 @@ def test_the_python_api_names_the_extra_as_the_cli_does(tmp_path, monkeypatch):
         import_naming_extra("lacks_fastapi_probe", "ferkit.serve: ")
     with pytest.raises(ModuleNotFoundError, match="^boom$"):
         import_naming_extra("unnamed_failure_probe")
+    (tmp_path / "lacks_own_module_probe.py").write_text(  # a broken install: no extra brings ferkit's own modules
+        "raise ModuleNotFoundError(\"No module named 'ferkit.gone'\", name='ferkit.gone')\n", encoding="utf-8")
+    with pytest.raises(ModuleNotFoundError, match="^No module named 'ferkit.gone'$"):
+        import_naming_extra("lacks_own_module_probe", "ferkit.train: ")
     assert import_naming_extra("json").dumps([1]) == "[1]"
 
 
