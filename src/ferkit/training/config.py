@@ -26,8 +26,9 @@ DEFAULT_RECIPE = "default"
 # A recipe's fallback network trains when its own would fit fewer than this share of its epochs,
 # or fewer than the number it names (`fallback_below`) where that is smaller. On a 2-core AMX
 # Xeon 12 epochs of the default's own network did as well on validation as all 22 of its fallback,
-# and 20 did 2.6 points better
-# (benchmarks/ablations/README.md, "The fallback's threshold"); 0.75 had sent 16 to the fallback.
+# and 20 did 2.6 points better (benchmarks/ablations/README.md, "The fallback's threshold"); 0.75
+# had sent 16 to the fallback. Its 14 epochs beat the 26 the fallback trains in their time by 1.6
+# points (session 51, "The fallback's threshold now that the fallback fills the hour too").
 FALLBACK_BELOW = 0.6
 
 

@@ -334,7 +334,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
          reserve: float) -> tuple[bool, int]:
     """model.fit with the checkpoint/backup callbacks; restores the best weights. Whether Ctrl-C
     stopped it, and the epoch whose loss became NaN (0: none).
-    A time limit keeps `reserve` seconds for the test faces' pass and saving."""
+    A time limit keeps `reserve` seconds for the test faces' pass, precise BN and saving."""
     targets, steps, schedule = _compile(trainer, config, len(x_train))
     if config.time_limit:
         callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started,
