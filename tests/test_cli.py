@@ -262,6 +262,13 @@ def test_info_says_how_many_epochs_a_cut_short_run_trained(tiny_run, tmp_path, c
     (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": False, "best_epoch": 1}))
     assert main(["info", "--model", str(run)]) == 0  # metrics from before `diverged`: a NaN may have ended it
     assert f", 1 of {epochs} epochs, kept epoch 1" in capsys.readouterr().out
+    (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": True, "diverged": 1, "best_epoch": 1}))
+    assert main(["info", "--model", str(run)]) == 0  # Ctrl-C in the epoch that became NaN: both said
+    assert f", 1 of {epochs} epochs (interrupted, diverged in epoch 1), kept" in capsys.readouterr().out
+    for edited in ("1", 1.0, True):  # a hand-edited file names no epoch ferkit can vouch for
+        (run / "metrics.json").write_text(json.dumps({**metrics, "interrupted": False, "diverged": edited}))
+        assert main(["info", "--model", str(run)]) == 0
+        assert f", 1 of {epochs} epochs (diverged), kept" in capsys.readouterr().out
     assert main(["info", "--model", str(tiny_run)]) == 0
     # which epoch training kept, by the checkpoint's own measure over history.csv
     kept = metrics["best_epoch"]

@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained     ensemble of {count} models{inner} on {config.get('data') or '?'}")
     elif config.get("recipe") or config.get("model"):  # an export of a bare .keras file knows neither
         done = info["epochs_trained"]
-        cut = " (interrupted)" if metrics.get("interrupted") else \
-            f" (diverged in epoch {metrics['diverged']})" if metrics.get("diverged") else ""
+        cut = _how_it_ended(metrics)
         # A finished run short of `epochs` otherwise stopped where its time limit (or early stopping)
         # said: the default's "32 of 40" had read like a cut-short run. Metrics that do not say it
         # neither stopped nor diverged (older ones: `diverged` came after `interrupted`) claim nothing.
@@ -69,6 +68,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}" if m["support"]
                   else f"  {name:<9} no faces scored")
     return 0
+
+
+def _how_it_ended(metrics: dict) -> str:
+    """Both marks where both happened (Ctrl-C in the epoch whose loss became NaN): one had hidden the other."""
+    marks = ["interrupted"] if metrics.get("interrupted") else []
+    diverged = metrics.get("diverged")
+    if isinstance(diverged, int) and not isinstance(diverged, bool) and diverged > 0:
+        marks.append(f"diverged in epoch {diverged}")
+    elif diverged:  # a hand-edited file: say it without inventing an epoch
+        marks.append("diverged")
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 def _progress(training: dict, trained: int | None, config: dict, run: str) -> str:
