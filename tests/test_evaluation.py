@@ -289,8 +289,14 @@ def test_a_comparisons_legend_names_a_recipe_whose_name_starts_with_an_underscor
         (tmp_path / name).mkdir()
         (tmp_path / name / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n"
                                                      "0,0.3,1.2,0.4,1.1\n1,0.5,1.0,0.6,0.9\n")
-    legends, save = [], plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (
-        legends.extend([t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes), save(fig, path)))
+    legends, panel_legends, save = [], [], plots._save
+
+    def seen(fig, path, **kw):
+        legends.extend([t.get_text() for t in legend.get_texts()] for legend in fig.legends)
+        panel_legends.extend(ax.get_legend() for ax in fig.axes)
+        save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "_save", seen)
     plots.plot_overlay({name: tmp_path / name / "history.csv" for name in ("_noaug", "base")}, tmp_path / "c.png")
-    assert legends == [["_noaug", "base"], ["_noaug", "base"]]
+    assert legends == [["_noaug", "base"]]
+    assert panel_legends == [None, None]  # one legend, below both panels: inside one it covered the curves

@@ -28,16 +28,23 @@ def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: 
 
 
 def plot_overlay(histories: dict[str, Path], path: Path) -> None:
-    """Validation accuracy and loss per epoch of several runs (history.csv files), one line each."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    """Validation accuracy and loss per epoch of several runs (history.csv files), one line each.
+    One legend below both panels: inside a panel it covered the early epochs, where the curves
+    of every recipe rise and no corner is empty."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
     for name, history_path in histories.items():
         history = read_history(history_path)
         epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
         for ax, key in zip(axes, ("val_accuracy", "val_loss")):
             ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=literal(name))
     for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
-        _epoch_axis(ax, title)
-    _save(fig, path)
+        _epoch_axis(ax, title, legend=False)
+    lines = axes[0].get_lines()
+    rows = -(-len(lines) // 4)
+    if lines:  # named explicitly, as in _epoch_axis
+        fig.legend(lines, [line.get_label() for line in lines], loc="lower center", ncol=min(len(lines), 4),
+                   frameon=False)
+    _save(fig, path, bottom=0.07 * rows)
 
 
 def literal(text: str) -> str:
@@ -46,7 +53,7 @@ def literal(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
+def _epoch_axis(ax, title: str, ylabel: str | None = None, legend: bool = True) -> None:
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     low, high = ax.get_xlim()
@@ -54,12 +61,12 @@ def _epoch_axis(ax, title: str, ylabel: str | None = None) -> None:
         ax.set_xlim(round((low + high) / 2) - 1, round((low + high) / 2) + 1)
     ax.grid(alpha=0.3)
     lines = ax.get_lines()
-    if lines:  # named explicitly: matplotlib leaves a label starting with "_" (a recipe `_noaug.toml`) out of its own
+    if legend and lines:  # named explicitly: matplotlib leaves a label starting with "_" (a recipe `_noaug.toml`) out of its own
         ax.legend(lines, [line.get_label() for line in lines])
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> None:
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
