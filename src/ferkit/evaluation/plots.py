@@ -40,11 +40,9 @@ def plot_overlay(histories: dict[str, Path], path: Path) -> None:
     for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
         _epoch_axis(ax, title, legend=False)
     lines = axes[0].get_lines()
-    rows = -(-len(lines) // 4)
-    if lines:  # named explicitly, as in _epoch_axis
-        fig.legend(lines, [line.get_label() for line in lines], loc="lower center", ncol=min(len(lines), 4),
-                   frameon=False)
-    _save(fig, path, bottom=0.07 * rows)
+    columns = max(1, min(len(lines), 4))
+    _legend(fig, lines, loc="lower center", ncol=columns, frameon=False)
+    _save(fig, path, bottom=0.07 * -(-len(lines) // columns))  # room for the legend's rows
 
 
 def literal(text: str) -> str:
@@ -60,9 +58,15 @@ def _epoch_axis(ax, title: str, ylabel: str | None = None, legend: bool = True) 
     if high - low < 1:  # one epoch: whole-number ticks around it, not 0.95 ... 1.05 (two span 0.95 ... 2.05)
         ax.set_xlim(round((low + high) / 2) - 1, round((low + high) / 2) + 1)
     ax.grid(alpha=0.3)
-    lines = ax.get_lines()
-    if legend and lines:  # named explicitly: matplotlib leaves a label starting with "_" (a recipe `_noaug.toml`) out of its own
-        ax.legend(lines, [line.get_label() for line in lines])
+    if legend:
+        _legend(ax, ax.get_lines())
+
+
+def _legend(where, lines, **options) -> None:
+    """Lines named explicitly: matplotlib leaves a label starting with "_" (a recipe `_noaug.toml`)
+    out of a legend it gathers itself."""
+    if lines:
+        where.legend(lines, [line.get_label() for line in lines], **options)
 
 
 def _save(fig, path: Path, bottom: float = 0.0) -> None:
