@@ -125,7 +125,7 @@ def test_every_train_flag_overrides_a_recipe_field():
 
     assert set(OVERRIDES) <= {f.name for f in dataclasses.fields(TrainConfig)}
     args = build_parser().parse_args(["train", "data.zip", "--teacher-flip", "on", "--augment", "off",
-                                      "--mirror-average", "off", "--precise-bn", "off"])
+                                      "--mirror-average", "off", "--precise-bn", "off", "--drop-repeats", "off"])
     # a flag left out of OVERRIDES would be parsed and then silently ignored
     assert set(vars(args)) - set(OVERRIDES) == {"command", "quiet", "run", "data", "recipe", "list_recipes",
                                                  "resume", "output"}
@@ -134,6 +134,7 @@ def test_every_train_flag_overrides_a_recipe_field():
     assert config.teacher_flip and not config.augment and config.teacher_weight == 0.5
     assert not config.mirror_average and TrainConfig.from_recipe("default").mirror_average
     assert not config.precise_bn and TrainConfig.from_recipe("default").precise_bn
+    assert not config.drop_repeats and TrainConfig.from_recipe("default").drop_repeats
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,7 +11,8 @@ import pytest
 from conftest import synthetic_faces, write_folder
 from ferkit.data import EMOTIONS, load_fer, parse_classes
 from ferkit.data.preprocess import to_gray, to_model_input
-from ferkit.data.splits import make_splits, select_classes
+from ferkit.data.sources import FerDataset
+from ferkit.data.splits import face_keys, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
 
 
@@ -425,6 +426,62 @@ def test_random_split_is_stratified_and_seeded(tmp_path):
     assert np.array_equal(a.test.images, b.test.images)
     assert not np.array_equal(a.test.images, c.test.images)
     assert "random" in a.description
+
+
+def _with_repeats(usage: str = "train") -> FerDataset:
+    """200 faces of 4 classes, then a copy of each of the first 60 (same label): FER2013's Training
+    part holds 1,273 such groups."""
+    images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), 50)
+    names = ("angry", "fear", "happy", "sad")
+    images, labels = np.array(images), np.array([names.index(n) for n in labels])
+    order = np.random.default_rng(0).permutation(len(labels))  # copies of every class, not of angry alone
+    images, labels = images[order], labels[order]
+    images, labels = np.concatenate([images, images[:60]]), np.concatenate([labels, labels[:60]])
+    return FerDataset(images, labels, np.array([usage] * len(labels)), "syn", classes=names)
+
+
+def test_drop_repeats_leaves_out_the_held_out_faces_that_repeat_a_training_face():
+    data = _with_repeats()
+    kept = make_splits(data, "random", (0.6, 0.2, 0.2), seed=1)
+    dropped = make_splits(data, "random", (0.6, 0.2, 0.2), seed=1, drop_repeats=True)
+    seen = {name: repeats_training(getattr(kept, name), kept.train) for name in ("val", "test")}
+    assert seen["val"].sum() and seen["test"].sum()  # the split as drawn tests faces it trained on
+    assert np.array_equal(dropped.train.images, kept.train.images)  # training is the same draw
+    for name in ("val", "test"):
+        part, before = getattr(dropped, name), getattr(kept, name)
+        assert not repeats_training(part, dropped.train).any()
+        assert np.array_equal(part.images, before.images[~seen[name]])  # the rest, in their order
+        assert np.array_equal(part.labels, before.labels[~seen[name]])
+    assert dropped.description.endswith(f"left out as repeats of training faces: {seen['val'].sum()} validation, "
+                                        f"{seen['test'].sum()} test faces")
+    assert "repeats" not in kept.description
+
+
+def test_drop_repeats_keeps_fer2013s_own_test_part_whole():
+    """PublicTest is the benchmark as published: only the validation faces carved out of Training go."""
+    train = _with_repeats()
+    public = FerDataset(train.images[:40], train.labels[:40], np.array(["public"] * 40), "syn",
+                        classes=train.classes)
+    data = FerDataset(np.concatenate([train.images, public.images]), np.concatenate([train.labels, public.labels]),
+                      np.concatenate([train.usage, public.usage]), "syn", classes=train.classes)
+    splits = make_splits(data, "official", (0.8, 0.2, 0.0), seed=0, drop_repeats=True)
+    assert len(splits.test) == 40 and repeats_training(splits.test, splits.train).any()
+    assert not repeats_training(splits.val, splits.train).any()
+    assert "validation faces" in splits.description and "test faces" not in splits.description
+
+
+def test_drop_repeats_changes_nothing_where_no_face_repeats(tmp_path):
+    data = _dataset(tmp_path)
+    a = make_splits(data, "random", (0.8, 0.1, 0.1), seed=3)
+    b = make_splits(data, "random", (0.8, 0.1, 0.1), seed=3, drop_repeats=True)
+    assert a.fingerprint() == b.fingerprint() and a.description == b.description
+
+
+def test_face_keys_tell_faces_apart_by_every_pixel():
+    faces = np.zeros((3, 48, 48), np.uint8)
+    faces[1, 47, 47] = 1
+    keys = face_keys(faces)
+    assert keys.dtype == np.uint64 and keys[0] != keys[1] and keys[0] == keys[2]
 
 
 def test_official_split_uses_usage(synthetic_folder):

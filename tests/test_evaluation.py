@@ -26,6 +26,20 @@ def test_metrics_on_known_predictions():
     assert "accuracy 0.6000" in format_metrics(m)
 
 
+def test_metrics_score_the_faces_that_repeat_no_training_face_apart():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 0, 1, 0, 2, 1]]
+    repeats = np.array([True, True, False, False, True, False])  # the memorised ones all right
+    m = classification_metrics(y_true, probs, ["a", "b", "c"], repeats=repeats)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["unseen"] == {"faces": 3, "repeats": 3, "accuracy": pytest.approx(1 / 3),
+                           "macro_f1": pytest.approx((0.5 + 0) / 2)}  # b: P=R=.5; c: none right; a: no faces
+    assert "; on the 3 that repeat no training face (3 do): accuracy 0.3333" in format_metrics(m).splitlines()[0]
+    for none_or_all in (None, np.zeros(6, bool), np.ones(6, bool)):  # then it would say nothing new
+        m = classification_metrics(y_true, probs, ["a", "b", "c"], repeats=none_or_all)
+        assert "unseen" not in m and "repeat" not in format_metrics(m)
+
+
 def test_macro_f1_leaves_out_classes_the_data_lacks():
     m = classification_metrics(np.array([0, 0, 1]), np.eye(3)[[0, 0, 1]], ["a", "b", "c"])
     assert m["per_class"]["c"]["support"] == 0 and m["macro_f1"] == pytest.approx(1.0)
@@ -300,3 +314,36 @@ def test_a_comparisons_legend_names_a_recipe_whose_name_starts_with_an_underscor
     plots.plot_overlay({name: tmp_path / name / "history.csv" for name in ("_noaug", "base")}, tmp_path / "c.png")
     assert legends == [["_noaug", "base"]]
     assert panel_legends == [None, None]  # one legend, below both panels: inside one it covered the curves
+
+
+def test_a_run_scores_the_test_faces_it_never_trained_on_apart_and_validates_on_none_it_did(tmp_path, capsys):
+    """Training faces copied into train/ (FER2013 repeats 2,805 of its own) and into test/ (266 of
+    PublicTest's repeat one): validation leaves its repeats out, the test part keeps them whole and
+    says how the model did on the rest, in training's metrics.json, `evaluate` and `ferkit info`."""
+    from ferkit.cli import main
+    from ferkit.data import load_fer
+    from ferkit.data.splits import face_keys, make_splits, repeats_training, select_classes
+
+    classes = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(classes, 40)
+    write_folder(tmp_path / "data", images + images[:60], labels + labels[:60], "train", "Training")
+    test_images, test_labels = synthetic_faces(classes, 10, seed=1)
+    write_folder(tmp_path / "data", test_images + images[::20], test_labels + labels[::20], "test", "PublicTest")
+    result = train(tmp_path / "data", recipe="seed-custom", classes=",".join(classes), split="official",
+                   epochs=1, learning_rate=0.003, output=tmp_path / "run", verbose=0)
+    unseen = result.metrics["unseen"]
+    splits = make_splits(select_classes(load_fer(tmp_path / "data"), classes)[0], "official", (0.8, 0.1, 0.1),
+                         seed=0, drop_repeats=True)
+    repeats = repeats_training(splits.test, splits.train).sum()
+    assert (unseen["faces"], unseen["repeats"]) == (48 - repeats, repeats) and 5 <= repeats <= 8
+    assert "left out as repeats of training faces:" in result.metrics["split"]
+    val_sizes = result.metrics["split_sizes"]["val"]
+    assert val_sizes < 22  # a tenth of the 220 faces, less the repeats
+    again = evaluate(result.run_dir, tmp_path / "data", split="test")
+    assert again["unseen"] == pytest.approx(unseen)
+    val = evaluate(result.run_dir, tmp_path / "data", split="val")
+    assert "unseen" not in val and sum(m["support"] for m in val["per_class"].values()) == val_sizes
+    train_keys = set(face_keys(np.array(images)).tolist())
+    assert len(set(face_keys(load_fer(tmp_path / "data").images).tolist()) - train_keys) == 40  # data as meant
+    assert main(["info", "--model", str(result.run_dir)]) == 0
+    assert f"  unseen    accuracy {unseen['accuracy']:.4f}" in capsys.readouterr().out

@@ -20,6 +20,17 @@ def test_recipes_ship_and_resolve():
     assert load_recipe("seed-custom")["learning_rate"] == 0.001
 
 
+def test_the_shipped_recipes_drop_repeats_and_a_run_from_before_rebuilds_its_split():
+    """A config.json without the field (every run before session 53) holds out as it was trained:
+    its resume's check of the faces and `evaluate --split val` rebuild the split it had."""
+    assert all(TrainConfig.from_recipe(name).drop_repeats for name in list_recipes())
+    before = {k: v for k, v in TrainConfig.from_recipe("default").to_dict().items() if k != "drop_repeats"}
+    assert not TrainConfig.from_dict(before).drop_repeats
+    assert not TrainConfig().drop_repeats
+    with pytest.raises(FerkitError, match="drop_repeats must be true or false, got 'yes'"):
+        TrainConfig.from_recipe("default", drop_repeats="yes")
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"recipe": "nope"}, "unknown recipe"),
     ({"recipe": "../recipes/seed-custom"}, "unknown recipe"),  # a path without .toml: its run went to ./recipes

@@ -41,7 +41,7 @@ log = logging.getLogger("ferkit")
 ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config",
              "recorded": "ferkit.recorded"}  # recorded: the run's test metrics and epochs trained
 # What an ensemble keeps of its first member's config, so that evaluation rebuilds that member's splits.
-SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed")
+SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed", "drop_repeats")
 
 
 def member_summary(config: dict, keys: tuple[str, ...]) -> dict:

@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         f1 = f", macro-F1 {metrics['macro_f1']:.4f}" if "macro_f1" in metrics else ""
         print(f"test        accuracy {metrics['accuracy']:.4f}{f1} "
               f"({metrics.get('split', 'test split')}{of})")
+        unseen = metrics.get("unseen")
+        if isinstance(unseen, dict):  # since session 53: the faces of the test part no training face repeats
+            print(f"  unseen    accuracy {unseen['accuracy']:.4f}, macro-F1 {unseen['macro_f1']:.4f} on the "
+                  f"{unseen['faces']} faces that repeat no training face ({unseen['repeats']} do)")
         for name, m in metrics.get("per_class", {}).items():
             print(f"  {name:<9} f1 {m['f1']:.3f}  recall {m['recall']:.3f}  n={m['support']}" if m["support"]
                   else f"  {name:<9} no faces scored")

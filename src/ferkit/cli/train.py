@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
     g.add_argument("--split", choices=SPLITS)
     g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
+    g.add_argument("--drop-repeats", type=_bool, metavar="on|off",
+                   help="leave out of the faces carved out to validate (and test, with --split random) those "
+                        "that repeat a training face pixel for pixel (the shipped recipes: on)")
     g.add_argument("--epochs", type=int,
                    help="the most epochs to train (the default recipe trains as many of its 40 as fit its "
                         "57-minute time limit, and a lighter network where fewer than 14 would (60%% of "
@@ -72,7 +75,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-OVERRIDES = ("model", "classes", "split", "fractions", "epochs", "batch_size", "learning_rate",
+OVERRIDES = ("model", "classes", "split", "fractions", "drop_repeats", "epochs", "batch_size", "learning_rate",
              "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
              "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
              "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average",
@@ -92,13 +95,14 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import native_stderr_hidden
 
     with native_stderr_hidden():
+        from ferkit.evaluation.metrics import unseen_words
         from ferkit.training import train
 
     # With --resume any other flag is an error, said by train() itself (the Python API's rule too).
     overrides = {k: getattr(args, k) for k in OVERRIDES}
     result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume, **overrides)
-    print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}  "
-          f"run directory {result.run_dir}")
+    print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}"
+          f"{unseen_words(result.metrics)}  run directory {result.run_dir}")
     # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
     # must not go on with a cut-short model.
     return 130 if result.interrupted else 0

@@ -81,6 +81,7 @@ def make_splits(
     kind: str = "random",
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    drop_repeats: bool = False,
 ) -> Splits:
     """Split `data` (already reduced to the run's classes) into train/val/test.
 
@@ -90,13 +91,21 @@ def make_splits(
     `test/` download) is the test set, and a validation folder beside it validates, or else the val
     fraction of Training does. A validation folder alone (`train/` + `validation/`, a layout shared
     on Kaggle) is the test set.
+
+    `drop_repeats` leaves out of the parts carved at random (`Splits.carved`) every face that repeats
+    a training face pixel for pixel: FER2013's Training part holds 1,273 groups of identical faces,
+    and 214 of the default's 2,871 validation faces were such repeats, scored 89% against 69% for the
+    rest, which chose the kept epoch by the network's memory. FER2013's own test parts stay whole: they
+    are the benchmark as published (`ferkit.evaluation` reports their repeats apart).
     """
     check_fractions(fractions, kind)
     if kind == "random":
-        return _random(data, fractions, seed)
-    if kind == "official":
-        return _official(data, fractions[1], seed)
-    raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLITS)}")
+        splits = _random(data, fractions, seed)
+    elif kind == "official":
+        splits = _official(data, fractions[1], seed)
+    else:
+        raise FerkitError(f"unknown split {kind!r}; choose from {', '.join(SPLITS)}")
+    return _without_repeats(splits) if drop_repeats else splits
 
 
 def check_fractions(fractions: tuple[float, float, float], kind: str = "random") -> None:
@@ -191,6 +200,32 @@ def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int)
     can_stratify = present.min() >= 2 and min(held_out, len(idx) - held_out) >= len(present)
     stratify = labels[idx] if can_stratify else None
     return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def face_keys(faces: np.ndarray) -> np.ndarray:
+    """64 bits of BLAKE2b over each face's pixels: a face that is not in a table of FER2013's 27,473
+    distinct Training faces matches one that is by chance once in about 7 * 10^14 faces."""
+    faces = np.ascontiguousarray(faces, dtype=np.uint8)
+    return np.array([int.from_bytes(hashlib.blake2b(face.tobytes(), digest_size=8).digest(), "little")
+                     for face in faces], dtype=np.uint64)
+
+
+def repeats_training(part: Split, train: Split) -> np.ndarray:
+    """Which of `part`'s faces repeat one of `train`'s pixel for pixel."""
+    return np.isin(face_keys(part.images), face_keys(train.images))
+
+
+def _without_repeats(splits: Splits) -> Splits:
+    dropped = {}
+    for name in splits.carved:
+        part = getattr(splits, name)
+        keep = ~repeats_training(part, splits.train)
+        setattr(splits, name, Split(part.images[keep], part.labels[keep]))
+        dropped[name] = int((~keep).sum())
+    said = ", ".join(f"{n} {'validation' if name == 'val' else 'test'}" for name, n in dropped.items() if n)
+    if said:
+        splits.description += f"; left out as repeats of training faces: {said} faces"
+    return splits
 
 
 def _take(data: FerDataset, idx: np.ndarray) -> Split:

@@ -13,7 +13,7 @@ import numpy as np
 from ferkit.choices import EVAL_SPLITS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import has_usage, make_splits, select_classes
+from ferkit.data.splits import has_usage, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
@@ -37,7 +37,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
     if output is not None:
         _check_output(RunDir(Path(output)), split)
     probs, faces = _predict(model, data, split, tta)
-    metrics = classification_metrics(faces.labels, probs, faces.classes)
+    metrics = classification_metrics(faces.labels, probs, faces.classes, repeats=faces.repeats)
     metrics.update(split=faces.description, model=str(model), data=str(data), tta=tta,
                    skipped={"unreadable_or_bad": dict(faces.skipped), "other_classes": faces.left_out})
     log.info("%s: %s", faces.description, format_metrics(metrics))
@@ -76,6 +76,7 @@ class SplitFaces(NamedTuple):
     description: str  # which split of which protocol
     skipped: Counter  # unreadable or bad faces in the data
     left_out: int  # faces of classes the model does not know
+    repeats: np.ndarray | None = None  # which faces repeat a face of the run's training part (None: no such part)
 
 
 def load_split(backend: Backend, model: str | Path, data: str | Path, split: str = "val") -> SplitFaces:
@@ -96,10 +97,10 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     if left_out:  # the classes the data has and the model lacks, not all it lacks
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out,
                     ", ".join(f"{name} ({n})" for name, n in others.items()))
-    images, labels, description = _split_faces(dataset, split, info.config, model, data, backend.name)
+    images, labels, description, repeats = _split_faces(dataset, split, info.config, model, data, backend.name)
     _warn_if_another_protocol(recorded_metrics(backend).get("split"), description, split)
     batch = to_model_input(images, info.image_size)
-    return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out)
+    return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out, repeats)
 
 
 def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces]:
@@ -127,9 +128,10 @@ def _check_split(split: str) -> None:
 
 def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: str):
     """The faces, labels and description of the split asked for, rebuilt as the training run made it
-    (`path`: the model's file or run folder, where its recorded split is)."""
+    (`path`: the model's file or run folder, where its recorded split is), and which of them repeat
+    a face of the training part rebuilt with it."""
     if split == "all":
-        return dataset.images, dataset.labels, f"all {len(dataset)} faces"
+        return dataset.images, dataset.labels, f"all {len(dataset)} faces", None
     if any(cfg.get(key) is None for key in ("split", "fractions", "seed")):  # a bare .keras file's export says none
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
     if cfg["split"] == "official" and not has_usage(dataset):
@@ -138,14 +140,14 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
     if split == "val" and "members" in cfg:
         log.warning("an ensemble's members each held out their own validation faces; the %s part "
                     "rebuilt here may include faces they were trained on", split)
-    splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
+    splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"], bool(cfg.get("drop_repeats")))
     if not _same_faces(path, splits, cfg, split, data):
         log.warning("this data does not split into the faces the model's run had (%s): its %s faces here may "
                     "include faces it trained on; evaluate on the data it trained on, or use --split all",
                     cfg.get("data"), split)
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"
-    return part.images, part.labels, description
+    return part.images, part.labels, description, repeats_training(part, splits.train)
 
 
 def _same_faces(path: str, splits, cfg: dict[str, Any], split: str, data) -> bool:

@@ -66,7 +66,8 @@ def _test_faces(config: dict) -> tuple:
     """What decides a run's test faces: the official split's test part is FER2013's, whatever the seed."""
     if config.get("split") == "official":
         return ("official",)
-    return config.get("split"), tuple(config.get("fractions") or ()), config.get("seed")
+    return (config.get("split"), tuple(config.get("fractions") or ()), config.get("seed"),
+            bool(config.get("drop_repeats")))
 
 
 def select_members(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[tuple[str, float]]:

@@ -26,7 +26,7 @@ from ferkit.training.config import TrainConfig
 from ferkit.training.trainer import build_model, check_fallback, describe_fallback, train
 
 log = logging.getLogger("ferkit")
-PROTOCOL = ("classes", "split", "fractions", "seed")  # what every compared recipe must share
+PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats")  # what every compared recipe must share
 MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a comparison writes beside its runs
 
 
@@ -34,7 +34,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.
 
-    The data protocol (classes, split, fractions, seed) is the first recipe's unless overridden,
+    The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's unless overridden,
     and is applied to all of them, so that every model is tested on the same faces.
     """
     out = Path(output) if output else default_path("compare")
@@ -140,6 +140,7 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
             "interrupted": result.interrupted,
             "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "unseen_accuracy": m["unseen"]["accuracy"] if "unseen" in m else None,
             **{f"f1_{name}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
                for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
@@ -152,17 +153,24 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
         writer.writeheader()
         writer.writerows(rows)
     f1_cols = [k for k in rows[0] if k.startswith("f1_")]
-    header = ["recipe", "model", "params", "epochs", "accuracy", "macro-F1", *[c[3:] for c in f1_cols],
+    header = ["recipe", "model", "params", "epochs", "accuracy", "unseen", "macro-F1", *[c[3:] for c in f1_cols],
               "train min", "ms/face (Keras, batch 64)"]
-    lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}.", "",
+    repeats = "; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats else ""
+    lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}{repeats}. "
+             "unseen: the accuracy on the test faces that repeat no training face (–: none repeats one).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
                  r["model"] + (" (fallback)" if r["fallback"] else ""), f"{r['params']:,}",
-                 str(r["epochs"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", *["–" if r[c] is None else f"{r[c]:.3f}" for c in f1_cols], f"{r['train_min']:.1f}",
+                 str(r["epochs"]), f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
+                 *[_cell(r[c], 3) for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "
                        "have fitted its time limit here" for r in rows if r["fallback"])]
     lines += ["", *notes] if notes else []
     (out / MARKDOWN).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"

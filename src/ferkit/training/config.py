@@ -42,6 +42,10 @@ class TrainConfig:
     classes: tuple[str, ...] = EMOTIONS
     split: str = "random"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # Faces drawn at random to validate (and test, in the random split) that repeat a training face
+    # pixel for pixel left out of them (ferkit.data.splits.make_splits). Off here so that a run from
+    # before the field rebuilds the split it trained on; the shipped recipes switch it on.
+    drop_repeats: bool = False
     image_size: int = 48
     weights: str = "none"
     epochs: int = 30

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.data.splits import face_keys
+
 log = logging.getLogger("ferkit")
 
 TABLE_NAME = "teacher-targets.npz"
@@ -26,14 +28,6 @@ TABLE_NAME = "teacher-targets.npz"
 
 def table_path(model_file: Path) -> Path:
     return model_file.with_name(TABLE_NAME)
-
-
-def face_keys(faces: np.ndarray) -> np.ndarray:
-    """64 bits of BLAKE2b over each face's pixels: a face that is not in a table of FER2013's 27,473
-    distinct Training faces matches one that is by chance once in about 7 * 10^14 faces."""
-    faces = np.ascontiguousarray(faces, dtype=np.uint8)
-    return np.array([int.from_bytes(hashlib.blake2b(face.tobytes(), digest_size=8).digest(), "little")
-                     for face in faces], dtype=np.uint64)
 
 
 def model_digest(model_file: Path) -> str:

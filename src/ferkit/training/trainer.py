@@ -17,7 +17,7 @@ import numpy as np
 
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import Splits, make_splits, select_classes
+from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
@@ -83,7 +83,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                    "started": started, "teacher": teacher}
     model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
 
-    metrics = classification_metrics(splits.test.labels, probs, config.classes)
+    metrics = classification_metrics(splits.test.labels, probs, config.classes,
+                                     repeats=repeats_training(splits.test, splits.train))
     metrics.update(split=splits.description, split_sizes=splits.sizes(),
                    skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                    interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
@@ -176,7 +177,7 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     data, left_out = select_classes(data, config.classes)
     if left_out:
         log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
-    splits = make_splits(data, config.split, config.fractions, config.seed)
+    splits = make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats)
     log.info("%s: %s", splits.description, splits.sizes())
     untrained = [name for index, name in enumerate(config.classes) if not (splits.train.labels == index).any()]
     if untrained:  # e.g. a train/ folder without it, its faces all under test/
