@@ -159,6 +159,26 @@ def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_ru
     assert "may include faces they were trained on" in caplog.text
 
 
+def test_an_ensembles_unseen_test_faces_repeat_no_face_its_members_may_have_trained_on(trained_run, tmp_path):
+    """Each member held out a validation part of its own, so a test face repeating one of the
+    validation faces rebuilt here is no unseen face either."""
+    import shutil
+
+    from ferkit.data import load_fer
+    from ferkit.data.splits import make_splits, select_classes
+    from ferkit.inference.backends import load_backend
+
+    _, shared = trained_run
+    data = shutil.copytree(shared, tmp_path / "data")
+    cfg = load_backend("default").info.config
+    names = ("angry", "happy", "sad", "surprise")
+    splits = make_splits(select_classes(load_fer(data), names)[0], cfg["split"], tuple(cfg["fractions"]), cfg["seed"])
+    for part, n in ((splits.val, 3), (splits.train, 2)):  # copies of 3 validation and 2 training faces
+        write_folder(data, list(part.images[:n]), [names[i] for i in part.labels[:n]], "test", f"PublicTest_{n}")
+    metrics = evaluate("default", data, split="test")
+    assert (metrics["unseen"]["faces"], metrics["unseen"]["repeats"]) == (60, 5)
+
+
 def test_evaluate_warns_when_faces_it_trained_on_may_be_scored(trained_run, tmp_path, caplog):
     """A run trained where the data had PrivateTest (its val PublicTest) rebuilt on data without it:
     its "val" is then part of Training. The other way round its faces are unseen: nothing said."""

@@ -13,7 +13,7 @@ import numpy as np
 from ferkit.choices import EVAL_SPLITS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import has_usage, make_splits, repeats_training, select_classes
+from ferkit.data.splits import Split, has_usage, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
@@ -147,7 +147,16 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
                     cfg.get("data"), split)
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"
-    return part.images, part.labels, description, repeats_training(part, splits.train)
+    return part.images, part.labels, description, repeats_training(part, _seen(splits, cfg, split))
+
+
+def _seen(splits, cfg: dict[str, Any], split: str) -> Split:
+    """The faces the model may have learnt: its run's training part, or for an ensemble's test part
+    its validation part too, each member having held out a validation part of its own."""
+    if split != "test" or "members" not in cfg:
+        return splits.train
+    return Split(np.concatenate([splits.train.images, splits.val.images]),
+                 np.concatenate([splits.train.labels, splits.val.labels]))
 
 
 def _same_faces(path: str, splits, cfg: dict[str, Any], split: str, data) -> bool:
