@@ -34,8 +34,8 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.
 
-    The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's unless overridden,
-    and is applied to all of them, so that every model is tested on the same faces.
+    The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's
+    unless overridden, and is applied to all of them, so that every model is tested on the same faces.
     """
     out = Path(output) if output else default_path("compare")
     if not Path(data).exists():  # before its output folder is made, which would stay behind empty
@@ -155,7 +155,8 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     f1_cols = [k for k in rows[0] if k.startswith("f1_")]
     header = ["recipe", "model", "params", "epochs", "accuracy", "unseen", "macro-F1", *[c[3:] for c in f1_cols],
               "train min", "ms/face (Keras, batch 64)"]
-    repeats = "; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats else ""
+    repeats = ("; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats
+               else "")
     lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}{repeats}. "
              "unseen: the accuracy on the test faces that repeat no training face (–: none repeats one).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
