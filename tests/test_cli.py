@@ -445,7 +445,9 @@ def test_damaged_onnx_metadata_is_one_line(tiny_run, tmp_path, capsys, key, valu
 
 
 @pytest.mark.parametrize("recorded", ['{"metrics": {"accuracy": "high"}}', '{"metrics": [1]}', "[1]",
-                                      '{"metrics": {"accuracy": 0.5, "per_class": [1, 2]}, "epochs_trained": "ten"}'])
+                                      '{"metrics": {"accuracy": 0.5, "per_class": [1, 2]}, "epochs_trained": "ten"}',
+                                      '{"metrics": {"accuracy": 0.5, "unseen": {"accuracy": 0.4}}}',
+                                      '{"metrics": {"accuracy": 0.5, "unseen": [0.4]}}'])
 def test_recorded_scores_in_an_onnx_file_that_cannot_be_read_are_passed_over(tiny_run, tmp_path, capsys, recorded):
     from ferkit.models import onnx_graph
 
@@ -454,6 +456,7 @@ def test_recorded_scores_in_an_onnx_file_that_cannot_be_read_are_passed_over(tin
     assert main(["info", "--model", str(onnx_graph.save(model, tmp_path / "m.onnx"))]) == 0
     out = capsys.readouterr().out
     assert ("accuracy 0.5000" in out) == ("0.5" in recorded) and "ten" not in out and "n=" not in out
+    assert "unseen" not in out
 
 
 @pytest.mark.parametrize("change, message", [({"classes": "angry"}, "not a list of names"),

@@ -430,7 +430,7 @@ def test_random_split_is_stratified_and_seeded(tmp_path):
 
 def _with_repeats(usage: str = "train") -> FerDataset:
     """200 faces of 4 classes, then a copy of each of the first 60 (same label): FER2013's Training
-    part holds 1,273 such groups."""
+    part holds 1,035 groups of identical faces."""
     images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), 50)
     names = ("angry", "fear", "happy", "sad")
     images, labels = np.array(images), np.array([names.index(n) for n in labels])
@@ -468,6 +468,15 @@ def test_drop_repeats_keeps_fer2013s_own_test_part_whole():
     assert len(splits.test) == 40 and repeats_training(splits.test, splits.train).any()
     assert not repeats_training(splits.val, splits.train).any()
     assert "validation faces" in splits.description and "test faces" not in splits.description
+
+
+def test_drop_repeats_that_would_leave_nothing_to_validate_on_says_so():
+    images = np.repeat(np.arange(4, dtype=np.uint8), 48 * 48 * 5).reshape(20, 48, 48)  # 4 faces, 5 copies each
+    data = FerDataset(images, np.arange(20) % 2, np.array(["train"] * 20), "copies", classes=("angry", "happy"))
+    with pytest.raises(FerkitError, match="every one of the 4 faces drawn to validate on repeats a training face: "
+                                          ".*--drop-repeats off"):
+        make_splits(data, "random", (0.6, 0.2, 0.2), seed=0, drop_repeats=True)
+    assert len(make_splits(data, "random", (0.6, 0.2, 0.2), seed=0).val) == 4
 
 
 def test_drop_repeats_changes_nothing_where_no_face_repeats(tmp_path):

@@ -337,7 +337,7 @@ def test_a_comparisons_legend_names_a_recipe_whose_name_starts_with_an_underscor
 
 
 def test_a_run_scores_the_test_faces_it_never_trained_on_apart_and_validates_on_none_it_did(tmp_path, capsys):
-    """Training faces copied into train/ (FER2013 repeats 2,805 of its own) and into test/ (266 of
+    """Training faces copied into train/ (FER2013 repeats 1,236 of its own) and into test/ (266 of
     PublicTest's repeat one): validation leaves its repeats out, the test part keeps them whole and
     says how the model did on the rest, in training's metrics.json, `evaluate` and `ferkit info`."""
     from ferkit.cli import main

@@ -22,7 +22,7 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
     rows = compare(synthetic_folder, ["seed-custom", str(ablation)], tmp_path / "cmp", epochs=1,
                    classes=CLASSES, split="official", verbose=0)
     assert [r["recipe"] for r in rows] == ["seed-custom", "default-noaug"]
-    table = (tmp_path / "cmp" / "compare.md").read_text()
+    table = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
     assert table.startswith("Test split: official, classes angry, happy, sad, surprise, seed 0; faces drawn at random "
                             "to hold out that repeat a training face left out. unseen: ")
     assert "| seed-custom | custom |" in table and "| default-noaug | fernet |" in table
@@ -206,7 +206,7 @@ def test_a_class_without_test_faces_has_no_f1_in_the_table(tmp_path):
            "accuracy": 0.5, "unseen_accuracy": None, "macro_f1": 0.5, "f1_angry": 0.5, "f1_disgust": None,
            "train_min": 1.0, "ms_per_face": 0.1, "epochs": 1}
     write_table(tmp_path, [row], TrainConfig.from_recipe("seed-custom"))
-    assert "| 0.5000 | – | 0.5000 | 0.500 | – |" in (tmp_path / "compare.md").read_text()
+    assert "| 0.5000 | – | 0.5000 | 0.500 | – |" in (tmp_path / "compare.md").read_text(encoding="utf-8")
     with open(tmp_path / "compare.csv", encoding="utf-8") as handle:
         assert next(csv.DictReader(handle))["f1_disgust"] == ""
 

@@ -58,4 +58,4 @@ def run_splits(run: Path, data: str) -> tuple[TrainConfig, Splits]:
     """`run`'s configuration and its faces, split again as the run split them."""
     config = TrainConfig.from_dict(RunDir(run).read_config())
     dataset, _ = select_classes(load_fer(data), config.classes)
-    return config, make_splits(dataset, config.split, config.fractions, config.seed)
+    return config, make_splits(dataset, config.split, config.fractions, config.seed, config.drop_repeats)

@@ -152,8 +152,9 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
 
 def _seen(splits, cfg: dict[str, Any], split: str) -> Split:
     """The faces the model may have learnt: its run's training part, or for an ensemble's test part
-    its validation part too, each member having held out a validation part of its own."""
-    if split != "test" or "members" not in cfg:
+    its validation part too where that was drawn at random, each member having drawn its own (not
+    FER2013's PublicTest or a validation folder, which every member held out)."""
+    if split != "test" or "members" not in cfg or "val" not in splits.carved:
         return splits.train
     return Split(np.concatenate([splits.train.images, splits.val.images]),
                  np.concatenate([splits.train.labels, splits.val.labels]))

@@ -158,7 +158,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     repeats = ("; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats
                else "")
     lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}{repeats}. "
-             "unseen: the accuracy on the test faces that repeat no training face (–: none repeats one).", "",
+             "unseen: the accuracy on the test faces that repeat no training face (–: none or all do).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
