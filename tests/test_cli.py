@@ -336,9 +336,9 @@ def test_info_says_when_a_resume_has_gone_past_the_model(tiny_run, tmp_path, cap
     assert ", 2 of 30 epochs, kept epoch" in out and "accuracy" in out
     assert "training    resumed after this model's epoch 2: 3 of 30 epochs so far, best val_loss " in out
     assert main(["info", "--model", str(tiny_run)]) == 0  # finished: nothing more to say
-    assert "training " not in capsys.readouterr().out
+    assert "\ntraining " not in capsys.readouterr().out
     assert main(["info"]) == 0  # an ensemble has no history of its own: said "no model yet: 0 of None epochs"
-    assert "training " not in capsys.readouterr().out
+    assert "\ntraining " not in capsys.readouterr().out
 
 
 def test_a_folder_named_default_is_not_taken_for_the_bundled_model_in_silence(tmp_path, monkeypatch, caplog):
