@@ -179,6 +179,23 @@ def test_an_ensembles_unseen_test_faces_repeat_no_face_its_members_may_have_trai
     assert (metrics["unseen"]["faces"], metrics["unseen"]["repeats"]) == (60, 5)
 
 
+def test_an_ensembles_validation_folder_is_no_face_its_members_trained_on(trained_run, tmp_path):
+    """A validation folder beside the test part validates every member alike: a test face repeating
+    one of its faces is unseen, one repeating a Training face is not."""
+    import shutil
+
+    _, shared = trained_run
+    data = shutil.copytree(shared, tmp_path / "data")
+    names = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(names, 3, seed=7)
+    write_folder(data, images, labels, "validation", "Validation")
+    train_images, train_labels = synthetic_faces(names, 60)  # the module's train/ faces
+    write_folder(data, images[:4] + train_images[:2], labels[:4] + train_labels[:2], "test", "PublicTest_copy")
+    metrics = evaluate("default", data, split="test")
+    assert "val = the validation folder" in metrics["split"]
+    assert (metrics["unseen"]["faces"], metrics["unseen"]["repeats"]) == (64, 2)
+
+
 def test_evaluate_warns_when_faces_it_trained_on_may_be_scored(trained_run, tmp_path, caplog):
     """A run trained where the data had PrivateTest (its val PublicTest) rebuilt on data without it:
     its "val" is then part of Training. The other way round its faces are unseen: nothing said."""

@@ -122,6 +122,25 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
             ("seed-custom", "True", "1")]
 
 
+@pytest.mark.parametrize("flag, given", [([], {}), (["--drop-repeats", "off"], {"drop_repeats": False}),
+                                         (["--drop-repeats", "on"], {"drop_repeats": True})])
+def test_compare_passes_drop_repeats_on_only_when_given(synthetic_folder, monkeypatch, capsys, flag, given):
+    """The sections of benchmarks/ablations/README.md before session 53 validated with repeats:
+    `--drop-repeats off` compares as they did."""
+    from ferkit.cli import main
+    from ferkit.training import compare as module
+
+    seen = {}
+
+    def fake(data, recipes, output, **overrides):
+        seen.update(overrides)
+        return [{"recipe": "seed-custom", "accuracy": 0.5, "macro_f1": 0.5, "train_min": 1.0, "interrupted": False}]
+
+    monkeypatch.setattr(module, "compare", fake)
+    assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom", "--epochs", "1", *flag]) == 0
+    assert seen == {"epochs": 1, **given}
+
+
 @pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (FerkitError("out of disk space"), 2)])
 def test_compare_tabulates_the_finished_recipes_when_the_next_stops_outside_an_epoch(synthetic_folder, tmp_path,
                                                                                     monkeypatch, stop, code):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import SPLITS
+from ferkit.cli.train import on_off
 
 
 def add_parser(sub) -> None:
@@ -16,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--classes", help="override the shared classes (default: the first recipe's)")
     p.add_argument("--split", choices=SPLITS, help="override the shared split")
+    p.add_argument("--drop-repeats", type=on_off, metavar="on|off",
+                   help="override the shared drop_repeats (held-out faces drawn at random that repeat a training "
+                        "face left out; on in the shipped recipes)")
     p.add_argument("--weights", help="imagenet, none or a path, for the recipes that start from pretrained "
                                      "weights (the transfer models)")
     p.add_argument("--output", metavar="DIR", help="default runs/compare-<timestamp>")
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         from ferkit.training.compare import compare
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
-    overrides = {"epochs": args.epochs, "classes": args.classes, "split": args.split, "weights": args.weights}
+    overrides = {"epochs": args.epochs, "classes": args.classes, "split": args.split,
+                 "drop_repeats": args.drop_repeats, "weights": args.weights}
     rows = compare(args.data, recipes, args.output, **{k: v for k, v in overrides.items() if v is not None})
     for row in rows:
         print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "

@@ -7,7 +7,7 @@ import argparse
 from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
 
 
-def _bool(text: str) -> bool:
+def on_off(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
     g.add_argument("--split", choices=SPLITS)
     g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
-    g.add_argument("--drop-repeats", type=_bool, metavar="on|off",
+    g.add_argument("--drop-repeats", type=on_off, metavar="on|off",
                    help="leave out of the faces carved out to validate (and test, with --split random) those "
                         "that repeat a training face pixel for pixel (the shipped recipes: on)")
     g.add_argument("--epochs", type=int,
@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
                         "60%% of them where that is fewer or it names none (0 = none)")
     g.add_argument("--checkpoint-on", choices=CHECKPOINT_ON,
                    help="keep the epoch with the lowest val_loss or the highest val_accuracy")
-    g.add_argument("--augment", type=_bool, metavar="on|off")
+    g.add_argument("--augment", type=on_off, metavar="on|off")
     g.add_argument("--erasing", type=float, metavar="STRENGTH", help="random erasing (0 = off)")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--class-weight", choices=CLASS_WEIGHTS)
@@ -66,11 +66,11 @@ def add_parser(sub) -> None:
     g.add_argument("--teacher-weight", type=float, metavar="W",
                    help="the teacher's share of each training target (default 0.5; above it, the training "
                         "accuracy logged counts the mixed target's top class, not the label; validation's is the label's)")
-    g.add_argument("--teacher-flip", type=_bool, metavar="on|off",
+    g.add_argument("--teacher-flip", type=on_off, metavar="on|off",
                    help="average the teacher's probabilities over each face and its mirror image (2x its time)")
-    g.add_argument("--mirror-average", type=_bool, metavar="on|off",
+    g.add_argument("--mirror-average", type=on_off, metavar="on|off",
                    help="the saved model averages each face with its mirror image (2x inference time)")
-    g.add_argument("--precise-bn", type=_bool, metavar="on|off",
+    g.add_argument("--precise-bn", type=on_off, metavar="on|off",
                    help="recompute BatchNorm statistics on un-augmented training faces after training")
     p.set_defaults(run=run)
 

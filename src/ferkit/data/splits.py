@@ -95,7 +95,7 @@ def make_splits(
     `drop_repeats` leaves out of the parts carved at random (`Splits.carved`) every face that repeats
     a training face pixel for pixel: FER2013's Training part holds 1,035 groups of identical faces,
     and 214 of the default's 2,871 validation faces were such repeats, scored 89% against 69% for the
-    rest, which chose the kept epoch by the network's memory. FER2013's own test parts stay whole: they
+    rest: the network's memory had a say in which epoch was kept. FER2013's own test parts stay whole: they
     are the benchmark as published (`ferkit.evaluation` reports their repeats apart).
     """
     check_fractions(fractions, kind)
