@@ -31,6 +31,7 @@ def test_page_health_model_and_schema(client):
     assert client.get("/v1/health").json()["status"] == "ok"
     model = client.get("/v1/model").json()
     assert model["classes"] == ["angry", "happy", "sad", "surprise"] and model["accuracy"] is not None
+    assert model["unseen_accuracy"] is None  # no test face of the tiny run repeats a training face
     assert model["colours"]["angry"] == "#dc2828"  # annotate's BGR (40, 40, 220), as the page's hex
     assert model["max_upload_mb"] == 1 and model["max_megapixels"] == 50  # the page shrinks a photo over either
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
@@ -636,6 +637,16 @@ def test_model_answers_with_odd_words_in_a_hand_edited_metrics_file(tiny_run, tm
     (run / "metrics.json").write_text(json.dumps({**metrics, "split": 3}))
     answer = TestClient(create_app(str(run / "model.onnx"))).get("/v1/model")
     assert answer.status_code == 200 and answer.json()["evaluated_on"] == "3"
+
+
+def test_model_says_the_accuracy_on_faces_the_model_never_trained_on(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    unseen = {"faces": 30, "repeats": 2, "accuracy": 0.625, "macro_f1": 0.6}
+    (run / "metrics.json").write_text(json.dumps({**metrics, "unseen": unseen}), encoding="utf-8")
+    assert TestClient(create_app(str(run))).get("/v1/model").json()["unseen_accuracy"] == 0.625
+    assert TestClient(create_app("default")).get("/v1/model").json()["unseen_accuracy"] == pytest.approx(0.6818, abs=1e-4)
 
 
 def test_the_server_classifies_the_largest_100_faces_unless_told_otherwise(tiny_run, astronaut):

@@ -75,6 +75,8 @@ class ModelDescription(BaseModel):
     accuracy: float | None = Field(description="accuracy measured when it was trained or bundled")
     macro_f1: float | None = Field(description="the mean of the per-class F1 scores, measured with it")
     evaluated_on: str | None = Field(description="the faces those were measured on")
+    unseen_accuracy: float | None = Field(description="accuracy on those of them that repeat no face the model "
+                                                      "trained on, where some do (FER2013's PublicTest: 280 of 3,589)")
     colours: dict[str, str] = Field(description="each emotion's colour in annotated images, #rrggbb")
     max_upload_mb: float = Field(description="the largest image /v1/predict takes, in MB")
     max_megapixels: float = Field(description="the most pixels an image /v1/predict takes may have, in millions")
@@ -193,6 +195,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
             detector=engine.detector_name, version=__version__, recipe=_text(info.config.get("recipe")),
             accuracy=engine.metrics.get("accuracy"), macro_f1=engine.metrics.get("macro_f1"),
             evaluated_on=_text(engine.metrics.get("split")),
+            unseen_accuracy=engine.metrics.get("unseen", {}).get("accuracy"),
             colours={name: "#{2:02x}{1:02x}{0:02x}".format(*COLOURS.get(name, UNKNOWN_COLOUR))
                      for name in info.classes},
             max_upload_mb=max_upload_mb, max_megapixels=uploads.MAX_PIXELS / 1e6)
