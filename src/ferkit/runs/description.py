@@ -1,6 +1,7 @@
-"""What a trained model says about itself, read from its run directory (or an .onnx file's metadata):
-its classes and input size, its test metrics, how long it trained, and what an ensemble keeps of
-its members. Inference reads it without Keras or TensorFlow."""
+"""What a trained model says about itself, read from its run directory: its classes and input size,
+its test metrics, how long it trained, what an ensemble keeps of its members, and the metadata keys
+under which an exported .onnx file carries the same (read by ferkit.inference.backends). Inference
+reads it without Keras or TensorFlow."""
 
 from __future__ import annotations
 

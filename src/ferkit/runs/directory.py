@@ -1,5 +1,6 @@
 """The run directory itself: where each of its files lives, how a run is created, resumed and
-repaired after a kill, and the whole-or-nothing writes every run file goes through."""
+repaired after a kill, its config.json read and checked, and the whole-or-nothing writes
+(`replacing`) that ferkit's own files go through (Keras writes its history and checkpoints itself)."""
 
 from __future__ import annotations
 
