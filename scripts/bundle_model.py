@@ -25,7 +25,7 @@ The current bundled model, three long GPU runs chosen on their validation split
         --data ../shared/data/fer2013.zip
     python scripts/bundle_model.py src/ferkit/assets/default/model.onnx --mirror-average \
         --data ../shared/data/fer2013.zip
-    # session 44: that file (3/4) and a 96-epoch CPU student of the default recipe (1/4)
+    # session 44: that file (3/4) and a 96-epoch CPU student (1/4), benchmarks/long/default-no-fallback.toml
     python scripts/bundle_model.py OLD_BUNDLE.onnx STUDENT/model-int8.onnx --weights 3 1 \
         --data ../shared/data/fer2013.zip
 """
