@@ -688,11 +688,12 @@ def test_an_onnx_in_another_runs_folder_is_not_described_by_that_run(tiny_run, t
 
     model = onnx_graph.load(tiny_run / "model.onnx")  # without the scores its run recorded in it
     onnx_graph.save(onnx_graph.with_config(model, onnx_graph.read_config(model)), other / "stranger.onnx")
-    assert main(["info", "--model", str(other / "stranger.onnx")]) == 0
-    out = capsys.readouterr().out
-    assert "macro-F1" not in out and "of 2 epochs" not in out
-    assert main(["info", "--model", str(other / "model.onnx")]) == 0
-    assert "macro-F1" in capsys.readouterr().out  # the run's own export is still the run's
+    assert main(["info", "--model", str(other / "stranger.onnx"), "--json"]) == 0
+    stranger = json.loads(capsys.readouterr().out)
+    assert (stranger["metrics"], stranger["epochs_trained"], stranger["training"]) == ({}, None, {})
+    assert main(["info", "--model", str(other / "model.onnx"), "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)  # the run's own export is still the run's
+    assert "macro_f1" in own["metrics"] and own["epochs_trained"] == 2
     assert main(["export", str(run), "--output", str(other / "model.onnx")]) == 2
     assert f"{other} is another run's directory" in capsys.readouterr().err
     assert main(["export", str(run), "--output", str(run / "again.onnx")]) == 0  # its own folder: fine

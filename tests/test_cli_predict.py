@@ -184,12 +184,16 @@ def test_annotated_copies_never_overwrite_an_input(tiny_run, group_photo, tmp_pa
 
 
 def test_predict_no_detect_classifies_whole_crops(tiny_run, tmp_path, capsys):
+    """The crop as it is, no detector: its box the whole image, its scores the model's for it."""
+    from ferkit.inference import EmotionRecognizer
+
     crop = tmp_path / "face.png"
     cv2.imwrite(str(crop), np.full((48, 48), 120, np.uint8))
     assert main(["predict", str(crop), "--no-detect", "--model", str(tiny_run)]) == 0
     _, box, label, confidence = capsys.readouterr().out.strip().split("\t")
-    classes = json.loads((tiny_run / "config.json").read_text())["classes"]
-    assert box == "0,0,48,48" and label in classes and 1 / len(classes) <= float(confidence) <= 1
+    scores = EmotionRecognizer(tiny_run).classify([np.full((48, 48), 120, np.uint8)])[0]  # the whole crop's
+    assert box == "0,0,48,48" and label == max(scores, key=scores.get)
+    assert float(confidence) == pytest.approx(scores[label], abs=1e-3)
 
 
 @pytest.mark.parametrize("flags", [["--detector", "haar"], ["--max-faces", "1"], ["--min-face", "20"], ["--tiny-faces"],

@@ -66,7 +66,9 @@ def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
     images, _ = synthetic_faces(("happy",), 1)
     face = images[0].astype(np.int64)
     face[0, 0] = 255
-    colour = np.stack([face // 4, face // 2, face], axis=-1)  # BGR, red the brightest channel
+    # BGR, red the brightest channel: the gray peaks at 39% of it, under 2,048 at 12 bits, so the
+    # gray's own depth (11 bits) would read it twice as bright
+    colour = np.stack([face // 8, face // 8, face], axis=-1)
     for name, pixels in (("eight", face.astype(np.uint8)), ("twelve", (face * 4095 + 127) // 255),
                          ("colour", (colour * 4095 + 127) // 255)):
         write_folder(tmp_path / name, [pixels.astype(np.uint8 if name == "eight" else np.uint16)], ["happy"],
@@ -75,6 +77,7 @@ def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
     assert np.abs(trained["eight"] - trained["twelve"]).max() <= 1 and trained["twelve"].mean() > 50
     seen = to_gray(read_image_file(next((tmp_path / "colour").rglob("*.png"))))
     np.testing.assert_array_equal(trained["colour"], seen)
+    assert np.abs(trained["colour"] - to_gray(colour.astype(np.uint8)).astype(int)).max() <= 1
 
 
 def test_a_colour_png_trains_as_inference_sees_it(tmp_path):

@@ -55,9 +55,10 @@ def test_how_long_a_missing_face_keeps_its_number_is_time_not_frames(fps, every)
 
 def test_two_faces_never_share_a_number():
     """Two detections over one face of the last frame: the better overlap keeps the number."""
-    tracks = FaceTracks()
-    assert _frame(tracks, (100, 100, 100, 100)) == [1]
-    assert _frame(tracks, (90, 100, 100, 100), (150, 100, 100, 100)) == [1, 2]
+    for order in (1, -1):  # whichever comes first in the frame
+        tracks = FaceTracks()
+        assert _frame(tracks, (100, 100, 100, 100)) == [1]
+        assert _frame(tracks, *[(90, 100, 100, 100), (150, 100, 100, 100)][::order]) == [1, 2][::order]
 
 
 def test_faces_that_cross_keep_their_numbers():
@@ -126,12 +127,13 @@ def test_a_face_missed_for_a_frame_keeps_its_average_and_a_number_given_up_does_
 
 def test_a_face_of_another_size_nearby_is_not_the_one_missed():
     """A 200 px face missed for a frame, a 40 px face 1.25 of its widths away: the small one took
-    its number, and the big one a new number when it came back."""
+    its number, and the big one a new number when it came back. Frames 0.1 s apart (`every` 3), so
+    that the small face is within reach by distance (0.81 widths of 1.0): only its size tells it apart."""
     tracks = FaceTracks()
     for _ in range(5):
-        assert _frame(tracks, (100, 100, 200, 200)) == [1]
-    assert _frame(tracks, (330, 120, 40, 40)) == [2]
-    assert _frame(tracks, (100, 100, 200, 200), (330, 120, 40, 40)) == [1, 2]
+        assert _frame(tracks, (100, 100, 200, 200), dt=0.1) == [1]
+    assert _frame(tracks, (330, 120, 40, 40), dt=0.1) == [2]
+    assert _frame(tracks, (100, 100, 200, 200), (330, 120, 40, 40), dt=0.1) == [1, 2]
 
 
 @pytest.mark.parametrize("frames", [0, -2, 2.5, True])

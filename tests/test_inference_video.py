@@ -172,9 +172,10 @@ def test_a_video_too_narrow_to_write_says_why(tiny_run, tmp_path):
         process_video(EmotionRecognizer(tiny_run), str(path), str(tmp_path / "out.mp4"), progress=False)
 
 
-def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video, tmp_path, capsys):
+def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video, tmp_path, capsys, monkeypatch):
     from ferkit.cli import main
 
+    monkeypatch.setattr("ferkit.inference.video.open_capture", lambda *args: pytest.fail("the video was opened first"))
     size = tiny_video.stat().st_size
     for flag, target, message in (("--output", tiny_video, "is one of the inputs"),
                                   ("--csv", tiny_video / "f.csv", "is a file, not a folder"),

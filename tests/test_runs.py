@@ -76,6 +76,12 @@ def test_a_backup_cut_by_a_kill_gives_way_to_the_one_before(tmp_path, cut):
 
 
 def test_a_folder_of_other_names_takes_a_run(tmp_path):
+    """Only a run's own file names clash: a folder holding a user's other files takes a new run,
+    and keeps them."""
     for name in (".gitkeep", "notes.txt"):
         (tmp_path / name).write_text("mine")
-    RunDir(tmp_path).check_free()  # nothing of a run's to replace: no error
+    run = RunDir.create(tmp_path, "seed-custom")
+    assert run.path == tmp_path and (tmp_path / "checkpoints").is_dir()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(FerkitError, match="already holds a run"):  # its checkpoints/ make it a run's now
+        RunDir.create(tmp_path, "seed-custom")
