@@ -207,8 +207,9 @@ def test_the_precise_bn_benchmark_copies_a_run_with_the_statistics_the_trainer_w
                             for path in (tiny_run, tmp_path / "run-precise-bn", trained))
     variances = [[norm.moving_variance.numpy() for norm in batchnorm.trainable_batchnorms(model)]
                  for model in (saved, copy, with_it)]
-    assert len(variances[0]) == 4 and not any(np.allclose(a, b) for a, b in zip(variances[0], variances[1]))
-    for a, b in zip(variances[1], variances[2]):
+    assert [len(v) for v in variances] == [4, 4, 4]
+    assert not any(np.allclose(a, b) for a, b in zip(variances[0], variances[1], strict=True))
+    for a, b in zip(variances[1], variances[2], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4)
 
 

@@ -41,13 +41,15 @@ def _epochs_until_stop(limit: TimeBudget) -> int:
 
 def test_the_budget_replans_without_the_first_epochs_compile_time():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
-    # Started at 0 with 60 s; training begins at once, the first epoch ends at 15 s (compilation
-    # included), the rest take 10 s.
+    # Started at 0 with 60 s; training begins at once, the first epoch ends at 30 s (compilation
+    # included), the rest take 10 s: 30 + 3 x 10 s fit. Timed with the first epoch (20, then 16.7 s
+    # an epoch), 3 would be planned.
     limit = TimeBudget(1, epochs=10, steps_per_epoch=5, schedule=schedule, started=0.0,
-                        clock=_Clock(0, 15, 25, 35, 45, 55))
-    assert _epochs_until_stop(limit) == 5  # 15 s + 4 x 10 s fit in 60 s; a sixth would end at 65 s
-    assert float(schedule(25)) == pytest.approx(0.0, abs=1e-9)  # annealed at the end of epoch 5
-    assert float(schedule(20)) > 0
+                        clock=_Clock(0, 30, 40, 50, 60))
+    assert _epochs_until_stop(limit) == 4
+    assert schedule.get_config()["total_steps"] == 20
+    assert float(schedule(20)) == pytest.approx(0.0, abs=1e-9)  # annealed at the end of epoch 4
+    assert float(schedule(15)) > 0
 
 
 def test_a_constant_rate_is_not_said_to_end(caplog):
