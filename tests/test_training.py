@@ -224,12 +224,13 @@ class _CtrlCAt(keras.callbacks.Callback):
 
     def __init__(self, epoch):
         super().__init__()
-        self.epoch, self.current = epoch, -1
+        self.epoch, self.current, self.batches = epoch, -1, {}  # batches ended in each epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.current = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        self.batches[self.current] = self.batches.get(self.current, 0) + 1
         if self.current == self.epoch and batch == 0:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -245,9 +246,11 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
     run = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN, not Python's handler, in a background job
     held = _held_batches()  # other tests' batches, which they may still hold
-    result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[_CtrlCAt(1)],
+    ctrl_c = _CtrlCAt(1)
+    result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c],
                    **{**FAST, "batch_size": 8})  # more batches than Keras queues ahead (10)
     assert result.interrupted and (run / "model.keras").is_file()
+    assert ctrl_c.batches[0] > 10 and ctrl_c.batches[1] == 1  # stopped after the batch, not the epoch
     assert _held_batches() <= held  # else each interrupted run in a notebook keeps its faces
     with open(run / "history.csv", encoding="utf-8") as handle:
         assert [r["epoch"] for r in csv.DictReader(handle)] == ["0", "1"]  # the cut epoch is the last
@@ -529,11 +532,24 @@ def test_trains_on_another_backend_without_tensorflow(synthetic_folder, tmp_path
     assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 4)
 
 
-def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog):
+def test_distillation_trains_end_to_end_with_class_weights(synthetic_folder, tmp_path, tiny_run, caplog,
+                                                           monkeypatch):
+    """The teacher's soft targets and the class weights both reach the batches trained on."""
+    from ferkit.training import trainer
+
+    for path in sorted((synthetic_folder / "train" / "surprise").iterdir())[:40]:  # surprise the rare class
+        path.unlink()
+    given = []
+    monkeypatch.setattr(trainer, "ShuffledBatches", lambda x, y, weights, **kw: given.append((y, weights)) or
+                        ShuffledBatches(x, y, weights, **kw))
     caplog.set_level("INFO", logger="ferkit")
     result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", teacher=str(tiny_run),
                    class_weight="sqrt", **{**FAST, "epochs": 1})
     assert "soft targets for" in caplog.text
+    (targets, weights), = given
+    labels = targets.argmax(axis=1)  # the label keeps more than half of each target (teacher_weight 0.5)
+    assert not np.isin(targets, (0.0, 1.0)).all()  # soft, not one-hot
+    assert weights[labels == 3].min() > weights[labels != 3].max()  # surprise weighs more
     assert json.loads((result.run_dir / "config.json").read_text())["teacher"] == str(tiny_run)
     with pytest.raises(FerkitError, match="model not found"):
         train(synthetic_folder, recipe="seed-custom", output=tmp_path / "bad", teacher=str(tmp_path / "nope"),

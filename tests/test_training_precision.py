@@ -106,6 +106,12 @@ def test_training_says_when_tensorflow_came_first_without_onednn(first):
     assert warned == (first == "tensorflow" and not onednn)
     if first == "ferkit" and platform.machine().lower() in ("x86_64", "amd64"):
         assert onednn
+    # Where oneDNN is off whatever the order (an AVX2-only CPU), the order alone decides
+    forced = code.replace("precision.warn_if_onednn_missed()",
+                          "precision.onednn_off = lambda: True; precision.warn_if_onednn_missed()")
+    done = subprocess.run([sys.executable, "-c", forced], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          capture_output=True, text=True, check=True)
+    assert ("imported before ferkit" in done.stderr) == (first == "tensorflow")
 
 
 def test_auto_leaves_bfloat16_off_where_tensorflow_runs_without_onednn(tmp_path):
