@@ -57,6 +57,15 @@ def _number(kind: type, low: float, high: float, what: str, low_open: bool = Fal
     return parse
 
 
+def on_off(text: str) -> bool:
+    """An argparse type for the recipe switches train and compare override (`--augment on`)."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
 # 1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)
 _most_threads = 4 * usable_cores()
 _threads = _number(int, 1, _most_threads, f"1 to {_most_threads} (4 x the cores ferkit may use)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import SPLITS
-from ferkit.cli.train import on_off
+from ferkit.cli._common import on_off
 
 
 def add_parser(sub) -> None:

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
-
-
-def on_off(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+from ferkit.cli._common import on_off
 
 
 def add_parser(sub) -> None:
