@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ferkit.hardware import cpu_flags
+from ferkit.hardware import cpu_flags, cpu_vendor
 
 CPUINFO = ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
            "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
@@ -29,6 +29,16 @@ def test_no_cpuinfo_or_no_flags_line_means_no_flags(tmp_path):
     assert cpu_flags(("avx2",), tmp_path / "absent") == []
     (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
     assert cpu_flags(("fp",), tmp_path / "arm") == []
+
+
+def test_the_vendor_and_flags_are_the_first_cores(tmp_path):
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n\n"
+                                      "processor\t: 1\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx512f\n")
+    assert cpu_vendor(tmp_path / "cpuinfo") == "GenuineIntel"
+    assert cpu_flags(("avx2", "avx512f"), tmp_path / "cpuinfo") == ["avx2"]
+    assert cpu_vendor(tmp_path / "absent") == ""
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert cpu_vendor(tmp_path / "arm") == ""
 
 
 

@@ -17,6 +17,8 @@ from ferkit.training import TrainConfig, precision, train
 
 AMX = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 fma avx avx2\n"
+INTEL_BF16 = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_fp16\n"
+AMD_BF16 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
 
 
 @pytest.mark.parametrize("cpuinfo, flags", [(AMX, ["amx_bf16", "avx512_bf16"]), (AVX2, [])])
@@ -29,15 +31,20 @@ def test_no_cpuinfo_means_no_native_bfloat16(tmp_path):
     assert precision.cpu_bfloat16_flags(tmp_path / "absent") == []
 
 
-@pytest.mark.parametrize("cpuinfo, device, expected", [
-    (AMX, "", True), (AVX2, "", False), (AVX2, "gpu:0", True)])
-def test_auto_follows_the_hardware_and_says_so(tmp_path, monkeypatch, caplog, cpuinfo, device, expected):
+@pytest.mark.parametrize("cpuinfo, device, expected, why", [
+    (AMX, "", True, "has amx_bf16, avx512_bf16"), (AVX2, "", False, "has neither"),
+    (AVX2, "gpu:0", True, "gpu:0"),
+    (INTEL_BF16, "", False, "Intel CPU has avx512_bf16 but not amx_bf16"),  # slower there than float32
+    (AMD_BF16, "", True, "has avx512_bf16"),
+    (AMX.replace("flags", "vendor_id\t: GenuineIntel\nflags"), "", True, "has amx_bf16, avx512_bf16")])
+def test_auto_follows_the_hardware_and_says_so(tmp_path, monkeypatch, caplog, cpuinfo, device, expected, why):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
     monkeypatch.setattr(precision, "accelerator", lambda: device)
+    monkeypatch.setattr(precision, "onednn_off", lambda: False)  # as ferkit asks on x86-64
     with caplog.at_level(logging.INFO, logger="ferkit"):
         assert precision.use_bfloat16("auto") is expected
-    assert f"bfloat16 compute: {'on' if expected else 'off'}" in caplog.text
+    assert f"bfloat16 compute: {'on' if expected else 'off'}" in caplog.text and why in caplog.text
     assert precision.use_bfloat16("on") is True and precision.use_bfloat16("off") is False  # as told
 
 

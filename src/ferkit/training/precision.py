@@ -4,8 +4,10 @@ bfloat16 halves the memory traffic of every activation, so where a GPU or an AMX
 CPU does the arithmetic it trains faster (fernet: 190 against 155 faces/s on the 2-core CPU the
 default was tuned on). Where the CPU lacks those instructions every bfloat16 op is emulated through
 float32 conversions: on an AVX2-only 2-core AMD EPYC an epoch of the default took 1,002 s in
-bfloat16 against 393-465 s in float32, and its time limit planned 3 epochs instead of 7. Hence
-"auto", the default recipe's choice.
+bfloat16 against 393-465 s in float32, and its time limit planned 3 epochs instead of 7. And an
+Intel CPU with AVX-512 BF16 but no AMX listed (a 2-core Xeon of family 6, model 207, under a
+hypervisor) trained the default's network at 122 faces/s in bfloat16 against 214 in float32.
+Hence "auto", the default recipe's choice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from ferkit.hardware import cpu_flags
+from ferkit.hardware import cpu_flags, cpu_vendor
 
 log = logging.getLogger("ferkit")
 
@@ -41,6 +43,10 @@ def use_bfloat16(setting: str) -> bool:
         log.info("bfloat16 compute: off (this CPU has %s, but TensorFlow's oneDNN kernels are off, and its "
                  "own emulate bfloat16: float32 is faster here; TF_ENABLE_ONEDNN_OPTS=1 turns them on)",
                  ", ".join(flags))
+        return False
+    if flags and bfloat16_slower_on_intel(flags):
+        log.info("bfloat16 compute: off (this Intel CPU has %s but not amx_bf16: bfloat16 is no faster "
+                 "there, and its conversions make it slower: float32 is faster here)", ", ".join(flags))
         return False
     if flags:
         log.info("bfloat16 compute: on (this CPU has %s)", ", ".join(flags))
@@ -102,6 +108,17 @@ def onednn_off() -> bool:
 def cpu_bfloat16_flags(cpuinfo: Path | None = None) -> list[str]:
     """The native-bfloat16 flags this CPU reports; none where /proc/cpuinfo is absent (not Linux)."""
     return cpu_flags(BFLOAT16_CPU_FLAGS, cpuinfo)
+
+
+def bfloat16_slower_on_intel(flags: list[str], cpuinfo: Path | None = None) -> bool:
+    """AVX-512 BF16 without AMX on an Intel CPU: oneDNN's convolutions there took 1.8 times as long in
+    bfloat16 as in float32, forward and backward, and the default's network trained 1.75 times
+    faster in float32 (benchmarks/ablations/README.md, "An Intel Xeon without AMX"). Presumably
+    Intel's bfloat16 dot product does no more multiply-adds per cycle than its float32 FMAs, and
+    the conversions come on top. AMD's Zen 4, the other CPU measured with AVX-512 BF16 and no AMX,
+    fitted all 22 epochs the default then had in bfloat16 (sessions 23-24) and keeps it: it was not
+    timed in float32."""
+    return "amx_bf16" not in flags and cpu_vendor(cpuinfo) == "GenuineIntel"
 
 
 def warn_if_onednn_missed() -> None:
