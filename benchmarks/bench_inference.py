@@ -153,7 +153,8 @@ def main() -> None:
     else:
         print(backend_rows("fer package (Keras)", peer, faces))
     if len(onnx.info.classes) == 7:
-        print(f"\n7-class accuracy on all {len(labels)} PublicTest faces: ferkit {accuracy(onnx.predict, faces, labels):.4f}"
+        print(f"\n7-class accuracy on all {len(labels)} PublicTest faces: "
+              f"ferkit {accuracy(onnx.predict, faces, labels):.4f}"
               + (f", fer package {accuracy(peer.predict, faces, labels):.4f}" if peer else ""))
 
     with tempfile.TemporaryDirectory() as tmp:

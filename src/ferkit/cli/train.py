@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
                         "none = train on the labels alone)")
     g.add_argument("--teacher-weight", type=float, metavar="W",
                    help="the teacher's share of each training target (default 0.5; above it, the training "
-                        "accuracy logged counts the mixed target's top class, not the label; validation's is the label's)")
+                        "accuracy logged counts the mixed target's top class, not the label; validation's is "
+                        "the label's)")
     g.add_argument("--teacher-flip", type=on_off, metavar="on|off",
                    help="average the teacher's probabilities over each face and its mirror image (2x its time)")
     g.add_argument("--mirror-average", type=on_off, metavar="on|off",

@@ -180,8 +180,9 @@ def _the_table(names: list[str], where: Path) -> str | None:
         return None
     tables = sorted(name for name in names if name.lower().endswith(".csv"))
     if len(tables) > 1:
-        raise FerkitError(f"{where} holds {len(tables)} CSV files and no images in emotion folders ({', '.join(tables)}): give the one "
-                          "with FER2013's emotion and pixels columns (extract it from a zip first)")
+        raise FerkitError(f"{where} holds {len(tables)} CSV files and no images in emotion folders "
+                          f"({', '.join(tables)}): give the one with FER2013's emotion and pixels columns "
+                          "(extract it from a zip first)")
     return tables[0] if tables else None
 
 
@@ -257,7 +258,8 @@ def decode_bgr(data: bytes) -> np.ndarray | None:
             image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # Radiance HDR: light, not 0..1; clipped at 1 as before
         if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
             image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+    if (image is None or image.size == 0 or image.ndim not in (2, 3)
+            or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))):
         return None
     return to_bgr(image)  # NaN and infinities too, `to_uint8` judging the range on the finite pixels
 

@@ -3,9 +3,10 @@
 An emotion has no handedness, yet a network trained on randomly flipped faces still scores a face
 and its mirror image differently, and their average is the better guess: 0.35-1.29 points more
 accurate on the validation faces of each of seven runs of the default recipe or a variant of it
-(benchmarks/ablations/README.md, "Each face averaged with its mirror image"). Built into the saved model rather than left to `--tta`
-so that everything that loads it (evaluation, the recognizer, the server, the ONNX file in someone
-else's app) gets the same scores. The price is twice the inference work, done as one batch of 2N.
+(benchmarks/ablations/README.md, "Each face averaged with its mirror image"). Built into the saved
+model rather than left to `--tta` so that everything that loads it (evaluation, the recognizer,
+the server, the ONNX file in someone else's app) gets the same scores. The price is twice the
+inference work, done as one batch of 2N.
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ PREDICT_RESPONSES = {
 
 # Each face found is classified (by four networks in the bundled model, five times over with --tta),
 # and YuNet finds up to 5,000: a 745 KB upload of 480 small faces took 3.4 s of a worker here (the
-# three-network bundle of session 43), 0.84 s with the largest 100 alone, which are classified unless `--max-faces` says otherwise.
+# three-network bundle of session 43), 0.84 s with the largest 100 alone, which are classified
+# unless `--max-faces` says otherwise.
 SERVER_MAX_FACES = 100
 
 

@@ -58,7 +58,7 @@ def lookup(model_file: Path, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]
                 log.warning("%s was made for another model than %s: not used", path, model_file)
                 return None
             keys, probs = table["keys"], table["probs"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a cut copy: the teacher answers
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a cut copy
         log.warning("%s cannot be read (%s): not used, the teacher is asked instead", path, exc)
         return None
     if not len(keys):

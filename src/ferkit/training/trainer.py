@@ -237,8 +237,8 @@ def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, st
              describe_fallback(config, lighter.model_options, lighter.image_size))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
     # Said in the run's own description too (info, compare), not only in this log
-    said = f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}: " \
-        "its own network would not have fitted the time limit."
+    said = (f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}"
+            ": its own network would not have fitted the time limit.")
     lighter = TrainConfig.from_dict({**lighter.to_dict(), "description": f"{lighter.description} {said}".strip()})
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
