@@ -41,6 +41,13 @@ def test_the_vendor_and_flags_are_the_first_cores(tmp_path):
     assert cpu_vendor(tmp_path / "arm") == ""
 
 
+def test_only_the_first_core_is_read_after_a_leading_blank_line(tmp_path):
+    """The kernel writes the file as it is read: the other cores' fields are not asked for."""
+    (tmp_path / "cpuinfo").write_text("\nprocessor\t: 0\nflags\t\t: fpu avx2\n\n"
+                                      "processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx512f\n")
+    assert cpu_flags(("avx2",), tmp_path / "cpuinfo") == ["avx2"]
+    assert cpu_vendor(tmp_path / "cpuinfo") == ""
+
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or not shutil.which("taskset"), reason="needs Linux' taskset")
 def test_the_cores_are_those_this_process_may_run_on():

@@ -470,7 +470,7 @@ def test_a_config_changed_after_it_was_made_trains_as_one_made_so(synthetic_fold
 
 def test_techniques_train_end_to_end(synthetic_folder, tmp_path):
     result = train(synthetic_folder, recipe="default", output=tmp_path / "run", erasing=0.3,
-                   mixed_precision="on", **{**FAST, "epochs": 2})  # "on": bfloat16 on any CPU, as `auto` is here
+                   mixed_precision="on", **{**FAST, "epochs": 2})  # "on": bfloat16 on any CPU
     model = keras.models.load_model(result.run_dir / "model.keras").get_layer("mirror_average").inner
     # Saved without the augmentation wrapper and in float32 despite bfloat16 training.
     assert "augmentation" not in [layer.name for layer in model.layers]

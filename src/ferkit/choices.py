@@ -11,4 +11,4 @@ QUANTIZE = ("none", "int8")  # ONNX export (ferkit.models.export)
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 SCHEDULES = ("constant", "cosine")
 CHECKPOINT_ON = ("val_loss", "val_accuracy")
-MIXED_PRECISION = ("auto", "on", "off")  # bfloat16 compute; auto: where the hardware has it
+MIXED_PRECISION = ("auto", "on", "off")  # bfloat16 compute; auto: where the hardware has it, and faster

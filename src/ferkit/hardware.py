@@ -24,7 +24,8 @@ def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
 
 def cpu_vendor(cpuinfo: Path | None = None) -> str:
     """"GenuineIntel", "AuthenticAMD", ...; "" where not known. The same instructions can cost
-    differently on each: AVX-512 BF16 trains faster than float32 on one and slower on the other."""
+    differently on each: AVX-512 BF16 trained slower than float32 on an Intel Xeon, and AMD's Zen 4
+    was not timed in float32 (ferkit.training.precision)."""
     return _first_core(cpuinfo).get("vendor_id", "")
 
 

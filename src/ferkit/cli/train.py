@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--weight-decay", type=float, help="> 0 uses AdamW")
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION,
-                   help="bfloat16 training compute (auto: where the GPU or CPU has it natively)")
+                   help="bfloat16 training compute (auto: where the GPU or CPU has it natively and "
+                        "faster)")
     g.add_argument("--teacher", metavar="MODEL",
                    help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
                         "none = train on the labels alone)")

@@ -77,7 +77,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # > 0 switches Adam to AdamW
     # bfloat16 compute while training ("on", "off", or "auto": where the GPU or CPU computes it
-    # natively; ferkit.training.precision); the saved model is float32 either way.
+    # natively and faster; ferkit.training.precision); the saved model is float32 either way.
     mixed_precision: str = "off"
     # Knowledge distillation (ferkit.training.distill): "default" (the bundled model), a run
     # directory or an .onnx file whose probabilities make up `teacher_weight` of each training

@@ -1,12 +1,13 @@
-"""Whether to train in bfloat16: only where the hardware computes it natively.
+"""Whether to train in bfloat16: only where the hardware computes it natively, and faster.
 
-bfloat16 halves the memory traffic of every activation, so where a GPU or an AMX / AVX-512 BF16
-CPU does the arithmetic it trains faster (fernet: 190 against 155 faces/s on the 2-core CPU the
-default was tuned on). Where the CPU lacks those instructions every bfloat16 op is emulated through
+bfloat16 halves the memory traffic of every activation, so where a GPU or an AMX CPU does the
+arithmetic it trains faster (fernet: 190 against 155 faces/s on the 2-core CPU the default was
+tuned on). Where the CPU lacks those instructions every bfloat16 op is emulated through
 float32 conversions: on an AVX2-only 2-core AMD EPYC an epoch of the default took 1,002 s in
 bfloat16 against 393-465 s in float32, and its time limit planned 3 epochs instead of 7. And an
 Intel CPU with AVX-512 BF16 but no AMX listed (a 2-core Xeon of family 6, model 207, under a
-hypervisor) trained the default's network at 122 faces/s in bfloat16 against 214 in float32.
+hypervisor) trained the default's network at 122 faces/s in bfloat16 against 214 in float32
+(`benchmarks/bench_training.py`).
 Hence "auto", the default recipe's choice.
 """
 
