@@ -236,6 +236,12 @@ def test_a_step_is_timed_on_a_compiled_trainer_after_its_tracing(monkeypatch):
     monkeypatch.setattr(budget.time, "perf_counter", lambda: float(next(readings)))
     assert budget.seconds_per_step(model, x, x[:, :2], steps=6) == 3.5
     assert not np.array_equal(before, model.get_weights()[0])  # it really trained
+    # By default sixteen timed steps: a slow patch of four 100-s steps first leaves the median at 1 s
+    # (six would have read 100), and no 19th step is timed.
+    readings = iter([0, 9] * 2 + [0, 100] * 4 + [0, 1] * 12 + [-1])
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: float(next(readings)))
+    assert budget.seconds_per_step(model, x, x[:, :2]) == 1.0
+    assert next(readings) == -1
 
 
 @pytest.mark.parametrize("step_seconds, trained", [(1000.0, {"filters": [8, 16]}), (1e-6, {})])

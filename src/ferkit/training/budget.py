@@ -129,9 +129,12 @@ def seconds_to_recompute(model: keras.Model, batches: list[np.ndarray],
     return times[0] + times[-1] * (len(batches) - 1) if times else 0.0
 
 
-def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 6) -> float:
+def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 16) -> float:
     """A compiled `trainer`'s median time for a step on the batch `x`, `y`, after two untimed
-    steps that trace it. It trains: give it a throwaway copy."""
+    steps that trace it. It trains: give it a throwaway copy.
+    Sixteen steps, not six: a 2-core cloud CPU's speed wanders by seconds, and six (2-3 s of the
+    default's) caught a slow patch, 0.48 s a step where the run's epochs then took 0.34-0.45
+    (session 55); seven readings of each on one model varied by 2.1 times for six, 1.6 for sixteen."""
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()
