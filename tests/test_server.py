@@ -648,6 +648,10 @@ def test_model_says_the_accuracy_on_faces_the_model_never_trained_on(tiny_run, t
     assert TestClient(create_app(str(run))).get("/v1/model").json()["unseen_accuracy"] == 0.625
     bundled = TestClient(create_app("default")).get("/v1/model").json()
     assert bundled["unseen_accuracy"] == pytest.approx(0.6818, abs=1e-4)  # its metrics.json, session 53
+    # A null in a hand-edited file is no figure, not a 500 on every /v1/model
+    (run / "metrics.json").write_text(json.dumps({**metrics, "unseen": None}), encoding="utf-8")
+    answer = TestClient(create_app(str(run))).get("/v1/model")
+    assert answer.status_code == 200 and answer.json()["unseen_accuracy"] is None
 
 
 def test_the_server_classifies_the_largest_100_faces_unless_told_otherwise(tiny_run, astronaut):

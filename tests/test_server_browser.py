@@ -190,6 +190,28 @@ def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_p
     assert model.startswith("Model: 4 emotions")  # an error had wiped the model's line for good
 
 
+def test_a_model_information_error_is_said_and_photos_are_still_labelled(server_url, group_photo, tmp_path):
+    """The page took an error's JSON (a 503 while the server stops, a 500) for the model's: it said the
+    server was not reachable, and every photo after it failed to draw, its colours undefined."""
+    photo = tmp_path / "group.jpg"
+    cv2.imwrite(str(photo), group_photo[0])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.route("**/v1/model", lambda route: route.fulfill(status=503, content_type="application/json",
+                                                             body='{"error": "the server is stopping"}'))
+        page.goto(server_url + "/")
+        page.wait_for_function("!document.getElementById('model').textContent.startsWith('Loading')")
+        model = page.inner_text("#model")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".face h3.label", timeout=30_000)
+        labels = page.locator(".face h3.label").count()
+        error = page.inner_text("#error")
+        browser.close()
+    assert model == "Model information unavailable (HTTP 503)."
+    assert labels == 3 and error == ""
+
+
 def test_webcam_on_an_insecure_page_says_why(server_url):
     """Browsers give no navigator.mediaDevices to plain-HTTP pages from another machine."""
     with playwright.sync_playwright() as p:

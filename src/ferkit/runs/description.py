@@ -64,8 +64,8 @@ def checked_metrics(metrics: Any) -> dict:
         return {}
     if not _per_class_ok(metrics.get("per_class", {})):  # hand-edited, or another tool's
         metrics = {key: value for key, value in metrics.items() if key != "per_class"}
-    unseen = metrics.get("unseen")
-    if unseen is not None and not (isinstance(unseen, dict) and all(
+    unseen = metrics.get("unseen")  # null too: readers take it for a dict where the key is there
+    if "unseen" in metrics and not (isinstance(unseen, dict) and all(
             isinstance(unseen.get(key), (int, float)) for key in ("faces", "repeats", "accuracy", "macro_f1"))):
         metrics = {key: value for key, value in metrics.items() if key != "unseen"}
     return metrics
