@@ -126,16 +126,18 @@ def test_csv_codes_map_to_names(real_csv, real_zip):
     assert sorted(from_csv.images.sum(axis=(1, 2)).tolist()) == sorted(from_zip.images.sum(axis=(1, 2)).tolist())
 
 
-def test_a_zipped_fer2013_csv_reads_like_the_csv(real_csv, tmp_path):
-    """fer2013.csv zipped as it is (with macOS' metadata beside it): was 'no images found'."""
+@pytest.mark.parametrize("name", ["fer2013/fer2013.csv", "./fer2013.csv"])
+def test_a_zipped_fer2013_csv_reads_like_the_csv(real_csv, tmp_path, name):
+    """fer2013.csv zipped as it is (with macOS' metadata beside it): was 'no images found'. So was one
+    named ./fer2013.csv, as `tar -a -cf data.zip .` names it: its "." read as a hidden folder."""
     zipped = tmp_path / "fer2013.zip"
     with zipfile.ZipFile(zipped, "w") as archive:
-        archive.write(real_csv, "fer2013/fer2013.csv")
+        archive.writestr(name, real_csv.read_bytes())  # `write` would drop the "./"
         archive.writestr("__MACOSX/fer2013/._fer2013.csv", b"\x00\x05\x16\x07")
     plain, inside = load_fer(real_csv), load_fer(zipped)
     assert inside.class_counts() == plain.class_counts() and list(inside.usage) == list(plain.usage)
     assert np.array_equal(inside.images, plain.images)
-    assert inside.source == f"{zipped}:fer2013/fer2013.csv"
+    assert inside.source == f"{zipped}:{name}"
 
 
 def test_csv_sad_and_neutral_codes(tmp_path):
@@ -385,6 +387,8 @@ def test_a_semicolon_csv_shows_its_header(tmp_path):
     ("no_emotion_folders", "no images found"),
     ("bad_zip", "not a readable zip"),
     ("unknown_type", "unsupported data"),
+    ("tar_gz", r"unsupported data .*fer2013\.tar\.gz: .* \(extract this archive first\)"),
+    ("zip_in_zip", r"no images found .*\(passed over: 1 archive inside \(give it to ferkit itself, or extract it\)\)"),
 ])
 def test_bad_sources_give_one_line_errors(tmp_path, case, message):
     path = tmp_path / "data"
@@ -407,6 +411,13 @@ def test_bad_sources_give_one_line_errors(tmp_path, case, message):
     elif case == "unknown_type":
         path = tmp_path / "data.txt"
         path.write_text("hello")
+    elif case == "tar_gz":  # Kaggle's download
+        path = tmp_path / "fer2013.tar.gz"
+        path.write_bytes(b"\x1f\x8b not really")
+    elif case == "zip_in_zip":  # had read as "1 file outside an emotion folder (.)"
+        path = tmp_path / "outer.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("fer2013.zip", b"PK\x05\x06" + bytes(18))
     with pytest.raises(FerkitError, match=message) as info:
         load_fer(path)
     assert "\n" not in str(info.value)

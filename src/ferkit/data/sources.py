@@ -33,6 +33,8 @@ log = logging.getLogger("ferkit")
 # What OpenCV's imdecode reads (the decoders sniff the content; the suffix only picks files in folders).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".pnm",
                   ".tif", ".tiff", ".webp", ".avif", ".jp2"}
+# Archives ferkit does not open inside others: Kaggle's fer2013.tar.gz, a zip of the zip
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
 # Where a face came from in FER2013's protocol; "" when the source does not say.
 USAGE_FROM_CSV = {"training": "train", "publictest": "public", "privatetest": "private"}
 USAGE_FROM_FILENAME = {"training_": "train", "publictest_": "public", "privatetest_": "private"}
@@ -86,7 +88,8 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
     elif path.suffix.lower() == ".csv":
         return _load_csv(path)
     else:
-        raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder")
+        extract = " (extract this archive first)" if path.name.lower().endswith(ARCHIVE_SUFFIXES) else ""
+        raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder{extract}")
     return _decode_entries(entries, str(path), "unreadable file (a broken link, no permission)")
 
 
@@ -174,7 +177,7 @@ def _the_table(names: list[str], where: Path) -> str | None:
     """The one FER2013 CSV of a folder or zip that holds no images in emotion folders, which is then
     read instead (an image beside it, a preview or a plot, had hidden it); several CSVs without such
     images (Kaggle's competition download) are named, since which one holds FER2013 is the user's to say."""
-    names = [name for name in names if not is_os_metadata(tuple(name.split("/")))]
+    names = [name for name in names if not is_os_metadata(PurePosixPath(name).parts)]  # "./" is no hidden folder
     if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and _emotion_folder(PurePosixPath(name).parts)
            for name in names):
         return None
@@ -197,6 +200,9 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
             # "no images found" says where they were
             if PurePosixPath(relpath).suffix.lower() in IMAGE_SUFFIXES and not is_os_litter(parts):
                 skipped["hidden image (a name or folder starting with '.')"] += 1
+            continue
+        if relpath.lower().endswith(ARCHIVE_SUFFIXES):  # said as such, not as a file outside an emotion folder
+            skipped["archive inside (give it to ferkit itself, or extract it)"] += 1
             continue
         emotion = _emotion_folder(parts)
         if not emotion:
