@@ -357,6 +357,7 @@ def test_a_request_cut_off_by_the_server_stopping_is_a_503_to_retry(tiny_run, mo
     ({"max_upload_mb": 0}, "upload limit must be a positive number"),
     ({"max_upload_mb": float("inf")}, "upload limit must be a positive number"),
     ({"max_upload_mb": float("nan")}, "upload limit must be a positive number"),
+    ({"max_upload_mb": 1e303}, r"up to 1048576 \(1 TiB\), got 1e\+303"),
 ])
 def test_settings_that_could_never_serve_are_refused(tiny_run, options, message):
     from ferkit.errors import FerkitError

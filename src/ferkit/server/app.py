@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import html
-import math
 import threading
 import time
 from importlib import resources
@@ -139,6 +138,8 @@ class Engine:
         return self._local.recognizer
 
 
+MOST_UPLOAD_MB = 1024 * 1024  # an upload is read into memory: more than any server has
+
 # `?annotated` alone asks for the image, as a flag does on a command line (it had been a 422)
 Flag = Annotated[bool, BeforeValidator(lambda value: True if value == "" else value)]
 
@@ -149,8 +150,9 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
 
     `cors_origins`: the web apps (`https://app.example.com`, or `*` for any) whose pages may call the
     API from the browser; browsers block such calls from other sites unless the server allows them."""
-    if not 0 < max_upload_mb < math.inf:
-        raise FerkitError(f"the upload limit must be a positive number of MB, got {max_upload_mb}")
+    if not 0 < max_upload_mb <= MOST_UPLOAD_MB:  # 1e303 MB overflowed to a traceback once the model had loaded
+        raise FerkitError(f"the upload limit must be a positive number of MB up to {MOST_UPLOAD_MB} (1 TiB), "
+                          f"got {max_upload_mb}")
     origins = [_check_origin(origin) for origin in cors_origins]
     engine = Engine(model, detector, workers, queue, options)
     max_bytes = int(max_upload_mb * 1024 * 1024)
