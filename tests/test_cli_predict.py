@@ -171,6 +171,18 @@ def test_annotated_copies_of_same_named_photos_do_not_overwrite(tiny_run, group_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x_annotated-2.png", "x_annotated.png"]
 
 
+def test_an_annotated_copy_of_a_long_name_is_cut_to_fit_a_file_name(tmp_path):
+    """A photo named with 245 bytes is legal, its copy's 259 were not: the copy was never written."""
+    from ferkit.cli.predict import _annotated_name
+
+    taken = set()
+    copies = [_annotated_name(tmp_path, tmp_path / f"{stem}.png", taken) for stem in ("a" * 245, "a" * 246, "é" * 125)]
+    for copy in copies:
+        copy.write_bytes(b"")  # the file system takes each
+    assert [copy.name for copy in copies] == [
+        "a" * 235 + "_annotated.png", "a" * 235 + "_annotated-2.png", "é" * 117 + "_annotated.png"]
+
+
 def test_annotated_copies_never_overwrite_an_input(tiny_run, group_photo, tmp_path):
     """Copies written into the folder being read: x.jpg's copy must not replace x_annotated.png."""
     cv2.imwrite(str(tmp_path / "x.jpg"), group_photo[0])

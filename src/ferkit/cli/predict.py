@@ -147,12 +147,25 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
         stem = "data-url"
     else:  # what a URL's %-escapes decode to may be no part of a file name (%00)
         stem = "".join(c for c in Path(unquote(urlsplit(path).path)).stem if c.isprintable()) or "download"
+    stem = _within_a_name(stem)
     out, n = folder / f"{stem}_annotated.png", 1
     while _name_key(out) in taken or (os.path.lexists(out) and not is_annotated_copy(out)):
         n += 1
         out = folder / f"{stem}_annotated-{n}.png"
     taken.add(_name_key(out))
     return out
+
+
+NAME_BYTES = 255  # the longest file name of most file systems
+
+
+def _within_a_name(stem: str) -> str:
+    """`stem` cut by whole characters so that its numbered copy's name fits in a file name: a photo
+    named with 245 bytes was read, and its copy then could not be written."""
+    most = NAME_BYTES - len("_annotated-99999.png")
+    while len(os.fsencode(stem)) > most:
+        stem = stem[:-1]
+    return stem
 
 
 def _name_key(path: Path) -> str:
