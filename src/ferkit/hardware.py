@@ -47,6 +47,12 @@ def _first_core(cpuinfo: Path | None) -> dict[str, str]:
     return fields
 
 
+def most_threads() -> int:
+    """The most ONNX Runtime threads ferkit asks for, 4 x the usable cores: more only slow it (100,000
+    threads took minutes to start)."""
+    return 4 * usable_cores()
+
+
 def usable_cores() -> int:
     """The cores this process may run on: its affinity (taskset, a container's cpuset), not the
     machine's count, which started two busy ONNX Runtime threads on one allowed core; and no more

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ferkit.choices import DETECTORS
 from ferkit.errors import FerkitError
-from ferkit.hardware import usable_cores
+from ferkit.hardware import most_threads
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +66,7 @@ def on_off(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
 
 
-# 1 to 4 x the CPU's cores: more only slows ONNX Runtime (100,000 threads took minutes to start)
-_most_threads = 4 * usable_cores()
-_threads = _number(int, 1, _most_threads, f"1 to {_most_threads} (4 x the cores ferkit may use)")
+_threads = _number(int, 1, most_threads(), f"1 to {most_threads()} (4 x the cores ferkit may use)")
 _positive = _number(int, 1, float("inf"), "a whole number, at least 1")
 _fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 
