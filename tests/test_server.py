@@ -516,6 +516,24 @@ def test_an_image_pillow_fails_on_with_another_error_is_a_400(client, group_jpeg
     assert response.status_code == 400 and "not an image, or a corrupt one" in response.json()["error"]
 
 
+@pytest.mark.parametrize("suffix", [".pfm", ".hdr"])
+def test_images_only_opencv_reads_are_answered_as_predict_answers_them(tiny_run, group_photo, suffix):
+    """PFM and Radiance HDR, which Pillow cannot open: the server had called them "not an image"; a
+    header claiming too many pixels is still refused before any decode."""
+    from ferkit import EmotionRecognizer
+
+    client = TestClient(create_app(str(tiny_run / "model.onnx"), max_upload_mb=10))  # a PFM of it: 3.7 MB
+    image = cv2.imencode(suffix, group_photo[0].astype(np.float32) / 255)[1].tobytes()
+    response = client.post("/v1/predict", content=image, headers={"content-type": "application/octet-stream"})
+    expected = EmotionRecognizer(tiny_run / "model.onnx").detect(image)
+    assert response.status_code == 200 and len(expected) == 3
+    assert [face["box"] for face in response.json()["faces"]] == [list(face.box) for face in expected]
+    huge = {".pfm": b"PF\n20000 20000\n-1\n", ".hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 20000 +X 9000\n"}
+    response = client.post("/v1/predict", content=huge[suffix] + bytes(64))
+    size = "9000x20000" if suffix == ".hdr" else "20000x20000"
+    assert response.status_code == 413 and f"image is {size} pixels" in response.json()["error"]
+
+
 def test_a_heic_upload_says_what_it_is(client):
     """An iPhone photo from a desktop browser: "not an image" left the user guessing."""
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)

@@ -103,6 +103,21 @@ def _from_json(body: bytes) -> bytes:
         raise HTTPException(400, str(exc)) from None
 
 
+_PFM = re.compile(rb"\AP[Ff]\s+(\d+)\s+(\d+)\s")
+_HDR = re.compile(rb"\A#\?(?:RADIANCE|RGBE)\n(?:[^\n]*\n)*?\n[-+]([XY]) (\d+) [-+][XY] (\d+)\n")
+
+
+def opencv_only_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header of an image OpenCV decodes and Pillow cannot (PFM, Radiance
+    HDR): `ferkit predict` and training read them, and the server had answered "not an image"."""
+    if match := _PFM.match(data[:64]):
+        return int(match[1]), int(match[2])
+    if match := _HDR.match(data[:64 * 1024]):
+        first, second = int(match[2]), int(match[3])
+        return (second, first) if match[1] == b"Y" else (first, second)  # -Y H +X W: rows first
+    return None
+
+
 def check_image(data: bytes) -> None:
     """Refuse huge, truncated or crafted images before a full decode."""
     from PIL import Image
@@ -119,7 +134,10 @@ def check_image(data: bytes) -> None:
     except Image.DecompressionBombError:
         raise HTTPException(413, f"image has too many pixels (limit {MAX_PIXELS // 1_000_000} megapixels)") from None
     except Exception:  # Pillow's format plugins raise more than OSError (a corrupt AVIF: RuntimeError)
-        raise HTTPException(400, unreadable_because(data)) from None  # a HEIC photo, a video: said
+        size = opencv_only_size(data)
+        if size is None:
+            raise HTTPException(400, unreadable_because(data)) from None  # a HEIC photo, a video: said
+        (width, height), kind = size, "OpenCV's"
     if width * height > MAX_PIXELS:
         raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
     if kind == "JPEG":  # OpenCV decodes a truncated JPEG without error (grey bottom); Pillow says so
