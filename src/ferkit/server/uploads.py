@@ -137,7 +137,7 @@ def check_image(data: bytes) -> None:
         size = opencv_only_size(data)
         if size is None:
             raise HTTPException(400, unreadable_because(data)) from None  # a HEIC photo, a video: said
-        (width, height), kind = size, "OpenCV's"
+        (width, height), kind = size, None  # PFM or HDR: not a JPEG to check below
     if width * height > MAX_PIXELS:
         raise HTTPException(413, f"image is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
     if kind == "JPEG":  # OpenCV decodes a truncated JPEG without error (grey bottom); Pillow says so

@@ -134,7 +134,8 @@ def seconds_per_step(trainer: keras.Model, x: np.ndarray, y: np.ndarray, steps: 
     steps that trace it. It trains: give it a throwaway copy.
     Sixteen steps, not six: a 2-core cloud CPU's speed wanders by seconds, and six (2-3 s of the
     default's) caught a slow patch, 0.48 s a step where the run's epochs then took 0.34-0.45
-    (session 55); seven readings of each on one model varied by 2.1 times for six, 1.6 for sixteen."""
+    (session 55); seven readings of each on one model, other work beside them, varied by 2.1 times
+    for six and 1.6 for sixteen (session 56)."""
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()
