@@ -532,6 +532,9 @@ def test_images_only_opencv_reads_are_answered_as_predict_answers_them(tiny_run,
     response = client.post("/v1/predict", content=huge[suffix] + bytes(64))
     size = "9000x20000" if suffix == ".hdr" else "20000x20000"
     assert response.status_code == 413 and f"image is {size} pixels" in response.json()["error"]
+    crafted = {".pfm": b"PF\n" + b"9" * 5000 + b" 1\n-1\n", ".hdr": b"#?RADIANCE\n\n-Y " + b"9" * 5000 + b" +X 1\n"}
+    response = client.post("/v1/predict", content=crafted[suffix] + bytes(64))  # int() refuses 4,301 digits
+    assert response.status_code == 400 and "not an image" in response.json()["error"]
 
 
 def test_a_heic_upload_says_what_it_is(client):

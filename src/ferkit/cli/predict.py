@@ -163,6 +163,7 @@ def _within_a_name(stem: str) -> str:
     """`stem` cut by whole characters so that its numbered copy's name fits in a file name: a photo
     named with 245 bytes was read, and its copy then could not be written."""
     most = NAME_BYTES - len("_annotated-99999.png")
+    stem = stem[:most]  # a character is a byte at least
     while len(os.fsencode(stem)) > most:
         stem = stem[:-1]
     return stem

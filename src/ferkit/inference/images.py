@@ -47,7 +47,7 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise FerkitError(f"not an image array: shape {array.shape}{_shape_hint(array.shape)}")
     if array.dtype.kind not in "biuf":  # complex lost its imaginary part in silence; objects, strings a TypeError
-        raise FerkitError(f"not an image array: its values are {array.dtype}, not numbers (uint8, uint16, float)")
+        raise FerkitError(f"not an image array: its values are {array.dtype}, not real numbers (uint8, uint16, float)")
     array = to_uint8(array)
     if rgb and array.ndim == 3 and array.shape[2] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)

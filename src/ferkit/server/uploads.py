@@ -103,13 +103,14 @@ def _from_json(body: bytes) -> bytes:
         raise HTTPException(400, str(exc)) from None
 
 
-_PFM = re.compile(rb"\AP[Ff]\s+(\d+)\s+(\d+)\s")
-_HDR = re.compile(rb"\A#\?(?:RADIANCE|RGBE)\n(?:[^\n]*\n)*?\n[-+]([XY]) (\d+) [-+][XY] (\d+)\n")
+# At most 9 digits a side: int() refuses over 4,300, which a crafted header had made a 500
+_PFM = re.compile(rb"\AP[Ff]\s+(\d{1,9})\s+(\d{1,9})\s")
+_HDR = re.compile(rb"\A#\?(?:RADIANCE|RGBE)\n(?:[^\n]*\n)*?\n[-+]([XY]) (\d{1,9}) [-+][XY] (\d{1,9})\n")
 
 
 def opencv_only_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header of an image OpenCV decodes and Pillow cannot (PFM, Radiance
-    HDR): `ferkit predict` and training read them, and the server had answered "not an image"."""
+    """Width and height from the header of an image OpenCV decodes and Pillow cannot (colour PFM,
+    Radiance HDR): `ferkit predict` and training read them, and the server had answered "not an image"."""
     if match := _PFM.match(data[:64]):
         return int(match[1]), int(match[2])
     if match := _HDR.match(data[:64 * 1024]):
