@@ -66,7 +66,8 @@ def on_off(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
 
 
-_threads = _number(int, 1, most_threads(), f"1 to {most_threads()} (4 x the cores ferkit may use)")
+_most_threads = most_threads()
+_threads = _number(int, 1, _most_threads, f"1 to {_most_threads} (4 x the cores ferkit may use)")
 _positive = _number(int, 1, float("inf"), "a whole number, at least 1")
 _fraction = _number(float, 0, 1, "a number above 0, at most 1", low_open=True)  # 0 would let every box through
 
