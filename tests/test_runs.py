@@ -51,6 +51,16 @@ def test_the_best_weights_come_from_the_backup_only_where_the_checkpoint_missed_
     assert best_after("older") == 2.0
 
 
+def test_values_keras_did_not_log_are_no_epochs_best_and_a_row_without_its_epoch_is_left_out(tmp_path):
+    """CSVLogger writes NA for a value it did not log: a resume read it as a number, a traceback."""
+    run = RunDir(tmp_path / "run")
+    run.history.parent.mkdir(parents=True)
+    run.history.write_text("epoch,loss,val_loss\r\n0,1.0,NA\r\n1,0.9,0.8\r\nNA,0.7,0.6\r\n", encoding="utf-8")
+    run.repair_history(first_retrained=5)  # the row of no epoch cannot be placed: left out
+    assert run.history.read_text(encoding="utf-8").splitlines()[1:] == ["0,1.0,NA", "1,0.9,0.8"]
+    assert run.best_epoch("val_loss") == (2, 0.8) and run.best_epoch("loss") == (2, 0.9)
+
+
 @pytest.mark.parametrize("cut", ["record", "weights"])
 def test_a_backup_cut_by_a_kill_gives_way_to_the_one_before(tmp_path, cut):
     """Keras writes the record of the epoch just after the weights, and reads it back unchecked: a

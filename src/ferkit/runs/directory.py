@@ -223,7 +223,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
         # A kill after an epoch's row but before its backup was whole: the resume trains that epoch
         # again from the backup before it, and its second row is the one the run went on from
         rows = list({row["epoch"]: row for row in rows}.values())
-    return {key: [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+    # NA: CSVLogger's word for a value it did not log, which is no epoch's best
+    return {key: [math.nan if r[key] == "NA" else float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
 
 
 def _recorded_epoch(record: Path) -> int | None:
@@ -249,6 +250,7 @@ def _opens(weights: Path) -> bool:
 def _is_whole_row(line: str, width: int) -> bool:
     cells = line.split(",")
     try:
+        float(cells[0])  # the epoch, always logged
         [float(cell) for cell in cells if cell != "NA"]  # NA: CSVLogger's word for a value not logged
     except ValueError:
         return False
