@@ -75,13 +75,20 @@ def test_a_mirror_averaging_teacher_is_not_asked_about_the_mirror_images_again(t
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
-def test_kept_targets_that_do_not_fit_the_faces_are_asked_again_and_replaced(tiny_run, tmp_path, caplog):
+@pytest.mark.parametrize("kept", ["other_faces", "junk", "pickled"])
+def test_kept_targets_that_do_not_fit_the_faces_are_asked_again_and_replaced(tiny_run, tmp_path, caplog, kept):
+    """Targets of other faces, and a damaged file, which had ended the resume in numpy's traceback."""
     from ferkit.runs import RunDir
     from ferkit.training import distill
 
     run = RunDir(tmp_path / "run")
     run.teacher_targets.parent.mkdir(parents=True)
-    np.save(run.teacher_targets, np.full((3, 2), 0.5, "float32"))  # from other faces
+    if kept == "other_faces":
+        np.save(run.teacher_targets, np.full((3, 2), 0.5, "float32"))
+    elif kept == "junk":
+        run.teacher_targets.write_bytes(b"junk")
+    else:  # loading one would run its code: refused by numpy
+        np.save(run.teacher_targets, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
     probs = distill.resumed_or_new(TrainConfig(classes="happy,sad", teacher=str(tiny_run)), faces, run)
     assert probs.shape == (5, 2) and "asking the teacher again" in caplog.text

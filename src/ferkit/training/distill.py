@@ -32,11 +32,15 @@ def resumed_or_new(config: TrainConfig, faces: np.ndarray, run: RunDir | None) -
     teacher run directory deleted, since the run started), so the first pass is kept in the run.
     """
     if config.teacher and _kept(run):
-        probs = np.load(run.teacher_targets)
-        if probs.shape == (len(faces), len(config.classes)):
+        try:
+            probs = np.load(run.teacher_targets)
+        except (OSError, ValueError, EOFError):  # damaged on disk: not worth the run
+            probs = None
+        if probs is not None and probs.shape == (len(faces), len(config.classes)):
             log.info("teacher targets: kept from the run's start (%s)", run.teacher_targets)
             return probs
-        log.warning("%s does not match the training faces: asking the teacher again", run.teacher_targets)
+        log.warning("%s does not match the training faces or cannot be read: asking the teacher again",
+                    run.teacher_targets)
     return teacher_probabilities(config, faces)
 
 
