@@ -397,6 +397,10 @@ def test_a_damaged_weights_file_is_a_clear_error(tmp_path):
         (tmp_path / name).write_bytes(b"x" * 100)
         with pytest.raises(FerkitError, match=f"cannot read weights from .*{name}: damaged"):
             create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / name))
+    # A transfer model too: h5py's own message, naming no file, had been the error
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    with pytest.raises(FerkitError, match="cannot read weights from .*junk.h5: damaged"):
+        create_model("mobilenetv2", image_size=48, num_classes=7, weights=str(tmp_path / "junk.h5"))
 
 
 def test_ensemble_refuses_members_that_cannot_be_averaged(tiny_run, tmp_path):

@@ -662,6 +662,11 @@ def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synt
     with pytest.raises(FerkitError, match=f"the data {run} trained on, {synthetic_folder}, is not there any more: "
                                           "give it where it is now"):
         train(resume=run, verbose=0)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": ""}))  # "" had read the current folder
+    with pytest.raises(FerkitError, match=f"{run}'s config.json names no data: give it"):
+        train(resume=run, verbose=0)
+    (run / "config.json").write_text(json.dumps(config))
     changed = shutil.copytree(moved, tmp_path / "changed")
     images, labels = synthetic_faces(("happy",), 10, seed=5)
     write_folder(changed, images, labels, "train", "Training_extra")  # ten faces more: another split

@@ -67,7 +67,7 @@ def _transfer(name: str, base_fn, image_size: int, weights: str, scale_layer, po
         with warnings.catch_warnings():  # Keras' line per layer of a file it then refuses
             warnings.simplefilter("ignore" if local else "default")
             backbone = _backbone(base_fn, image_size, weights, scale_layer, pool, freeze)
-    except ValueError:
+    except (ValueError, OSError):  # OSError: h5py on a file that is no HDF5 at all
         if not local:
             raise
         backbone = _backbone(base_fn, image_size, "none", scale_layer, pool, freeze, warn=False)

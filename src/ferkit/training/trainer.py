@@ -143,7 +143,10 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
             run.best_from_backup(resumed.checkpoint_on, weights)
         if data is not None:  # the same faces somewhere else: RunDir.check_same_faces makes sure
             resumed.data = str(Path(data).absolute())
-        elif resumed.data and not Path(resumed.data).exists():
+        elif not resumed.data:  # "" would read the current folder as the data
+            raise FerkitError(f"{run.path}'s config.json names no data: give it "
+                              f"(ferkit train DATA --resume {run.path})")
+        elif not Path(resumed.data).exists():
             raise FerkitError(f"the data {run.path} trained on, {resumed.data}, is not there any more: give it "
                               f"where it is now (ferkit train DATA --resume {run.path})")
         return resumed, run
