@@ -85,6 +85,8 @@ def test_bad_configuration(overrides, message):
 
 @pytest.mark.parametrize("text, message", [
     ("base = 1\n", "base must be a recipe name or a .toml path"),
+    ('base = ""\n', "base must be a recipe name or a .toml path, got ''"),  # had trained the bare defaults
+    ('recipe = "../../elsewhere"\n', r"'recipe' is not a field \(a recipe is named by its file, 'mine'\)"),
     (b"description = '\xff\xfe'\n", "not a UTF-8 text file"),
 ])
 def test_a_malformed_recipe_file_is_a_clear_error(tmp_path, text, message):

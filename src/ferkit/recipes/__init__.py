@@ -46,8 +46,11 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise FerkitError(f"recipe {recipe} is not valid TOML: {exc}") from None
     base = values.pop("base", None)
-    if base is not None and not isinstance(base, str):
+    if base is not None and not (isinstance(base, str) and base):  # "" had been no base at all
         raise FerkitError(f"recipe {recipe}: base must be a recipe name or a .toml path, got {base!r}")
+    if "recipe" in values:  # it names the run's folder: "../../x" had put it outside runs/
+        raise FerkitError(f"recipe {recipe}: 'recipe' is not a field (a recipe is named by its file, {name!r}): "
+                          "remove it")
     inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
     if inherited and values and "description" not in values:  # the base's words describe the base
         said = inherited.get("description", "")
