@@ -184,10 +184,11 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
     """`threads`: ONNX Runtime's for an .onnx model (default: the CPU's cores, at most 4). A Keras
     model runs on TensorFlow's own threads, so it is told, not silently dropped."""
-    most = most_threads()
-    if threads is not None and not (is_whole_number(threads, 1) and threads <= most):
-        raise FerkitError(f"threads is a whole number, at least 1 and at most {most} (4 x the cores "
-                          f"ferkit may use), got {threads!r}")
+    if threads is not None:  # the bound read only where there is a number to check
+        most = most_threads()
+        if not (is_whole_number(threads, 1) and threads <= most):
+            raise FerkitError(f"threads is a whole number, at least 1 and at most {most} (4 x the cores "
+                              f"ferkit may use), got {threads!r}")
     path = resolve_model(model)
     if path.suffix.lower() == ".onnx":
         return OnnxBackend(path, int(threads) if threads is not None else None)
