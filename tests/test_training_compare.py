@@ -36,7 +36,9 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
 
 @pytest.mark.parametrize("recipes, files, message", [
     (["seed-custom", "default", "sedd-vgg19"], {}, "unknown recipe 'sedd-vgg19'"),
-    (["default", "seed-custom", "default"], {}, "would share a run directory"),
+    (["default", "seed-custom", "default"], {}, "recipe default is given 2 times: give each once"),
+    (["a/x.toml", "b/x.toml"], {"a/x.toml": 'base = "default"\n', "b/x.toml": 'base = "seed-custom"\n'},
+     r"recipes a/x.toml and b/x.toml have the same name, x: their runs would share .*cmp/x; rename"),
     ([], {}, "no recipes to compare"),
     (["seed-custom", "deep.toml"], {"deep.toml": 'base = "default"\n[model_options]\nblokcs = [1, 1, 1, 1]\n'},
      "has no option 'blokcs'"),
@@ -54,6 +56,7 @@ def test_compare_checks_every_recipe_before_training_any(synthetic_folder, tmp_p
 
     monkeypatch.chdir(tmp_path)  # the recipe files' paths are relative
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     with pytest.raises(FerkitError, match=message):
         compare(synthetic_folder, recipes, tmp_path / "cmp", epochs=1, classes=CLASSES)

@@ -96,8 +96,7 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
     shared = {key: getattr(first, key) for key in PROTOCOL}  # parsed: classes as names, not the flag's string
     configs = [_config(recipe, {**overrides, **shared}) for recipe in recipes]
     names = [config.recipe for config in configs]  # a .toml path's stem
-    if len(set(names)) < len(names):
-        raise FerkitError(f"recipes {', '.join(names)} would share a run directory: give each once")
+    _check_names(recipes, names, out)
     taken = [str(out / name) for name in names if RunDir(out / name).holds_run()]
     if taken:
         raise FerkitError(f"{', '.join(taken)} already {'holds a run' if len(taken) == 1 else 'hold runs'}: "
@@ -118,6 +117,18 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
     for note in notes:
         log.warning(note)
     return configs, notes
+
+
+def _check_names(recipes: list[str], names: list[str], out: Path) -> None:
+    """Each recipe's run is out/<its name>, a .toml file's stem: two files of one name in different
+    folders are two recipes that cannot both be written, not one given twice."""
+    for name in dict.fromkeys(names):
+        given = [recipe for recipe, named in zip(recipes, names) if named == name]
+        if len(set(given)) > 1:
+            raise FerkitError(f"recipes {' and '.join(dict.fromkeys(given))} have the same name, {name}: their "
+                              f"runs would share {out / name}; rename all but one")
+        if len(given) > 1:
+            raise FerkitError(f"recipe {given[0]} is given {len(given)} times: give each once")
 
 
 def _config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
