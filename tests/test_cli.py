@@ -43,6 +43,22 @@ def test_frame_options_under_one_are_refused_before_anything_loads(command, flag
     assert exit_info.value.code == 2 and "at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, named", [
+    (["train", ""], "data"), (["train", "data.zip", "--output", ""], "--output"),
+    (["train", "--resume", " "], "--resume"), (["train", "data.zip", "--teacher", ""], "--teacher"),
+    (["compare", "data.zip", "--output", ""], "--output"), (["evaluate", "default", ""], "data"),
+    (["evaluate", "", "data.zip"], "model"), (["export", "run", "--calibration", ""], "--calibration"),
+    (["predict", "a.jpg", ""], "PATH"), (["predict", "a.jpg", "--save-annotated", ""], "--save-annotated"),
+    (["predict", "a.jpg", "--model", ""], "--model"), (["video", "clip.mp4", "--plot", ""], "--plot"),
+    (["demo", "--source", ""], "--source"), (["info", "--model", ""], "--model"),
+])
+def test_an_empty_path_or_name_is_refused_before_anything_loads(args, named, capsys):
+    """An unset shell variable ("$DATA") had read as the current folder, or an empty --output as none."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and f"argument {named}: an empty name" in capsys.readouterr().err
+
+
 def test_the_demo_quits_on_q_esc_or_its_window_closed(monkeypatch):
     """A camera never runs out of frames: each way out ends the loop, and nothing else does."""
     import cv2

@@ -350,13 +350,21 @@ def test_an_existing_run_is_refused_before_the_data_loads(synthetic_folder, tmp_
     ("user files", "already holds model.onnx, which the run would replace"),
     ("a file", "it is a file"),
     ("under a file", "is not a writable folder"),
+    ("runs a file", r"cannot write a run to runs/seed-custom-\d{8}-\d{6}: runs is not a writable folder"),
+    ("empty", r"the output folder's name is empty: give a folder, or none for runs/seed-custom-<timestamp>"),
 ])
 def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synthetic_folder, tmp_path,
                                                                             monkeypatch, kind, message):
     from ferkit.training import trainer
 
     mine = tmp_path / "mymodels"
-    if kind == "user files":
+    monkeypatch.chdir(tmp_path)
+    if kind == "runs a file":  # the default output, runs/<recipe>-<timestamp>: checked as early as a given one
+        (tmp_path / "runs").write_text("a file")
+        mine = None
+    elif kind == "empty":  # it had been checked as the current folder, then written to runs/
+        mine = ""
+    elif kind == "user files":
         mine.mkdir()
         (mine / "model.onnx").write_bytes(b"the user's own model")
     else:
@@ -367,6 +375,7 @@ def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synt
         train(synthetic_folder, recipe="seed-custom", output=mine, **FAST)
     if kind == "user files":
         assert (mine / "model.onnx").read_bytes() == b"the user's own model"
+    assert (tmp_path / "runs").is_file() if kind == "runs a file" else not (tmp_path / "runs").exists()
 
 
 def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):

@@ -74,6 +74,18 @@ def test_compare_checks_a_teachers_classes_before_training_any(synthetic_folder,
                        epochs=1, classes="angry,fear,happy")
 
 
+def test_compare_refuses_an_empty_output_name(synthetic_folder, tmp_path, monkeypatch):
+    """"" had been read as no --output: the comparison went to runs/ unasked."""
+    from ferkit.training import compare as module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: pytest.fail("trained before checking"))
+    with pytest.raises(FerkitError, match="the output folder's name is empty: give a folder, or none for "
+                                          "runs/compare-<timestamp>"):
+        module.compare(synthetic_folder, ["seed-custom"], "", epochs=1, classes=CLASSES)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_compare_refuses_a_later_recipes_folder_of_user_files_before_training_any(synthetic_folder, tmp_path,
                                                                                   monkeypatch):
     from ferkit.training import compare as module

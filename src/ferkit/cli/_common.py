@@ -14,7 +14,7 @@ from ferkit.hardware import most_threads
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default",
+    parser.add_argument("--model", default="default", type=nonempty,
                         help="default (the bundled model), a run directory, a .keras or an .onnx file")
     parser.add_argument("--threads", type=_threads,
                         help="ONNX Runtime threads (default: CPU cores, at most 4); .keras models use TensorFlow's own")
@@ -64,6 +64,14 @@ def on_off(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def nonempty(text: str) -> str:
+    """An argparse type for a path or a name: an empty one (an unset shell variable) is refused, not
+    read as the current folder, nor as no --output at all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name")
+    return text
 
 
 _most_threads = most_threads()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import SPLITS
-from ferkit.cli._common import on_off
+from ferkit.cli._common import nonempty, on_off
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="train several recipes on the same split, side by side",
                        description="Writes compare.md, compare.csv and val_curves.png.")
-    p.add_argument("data", help="fer2013.csv, an image folder or a .zip")
+    p.add_argument("data", type=nonempty, help="fer2013.csv, an image folder or a .zip")
     p.add_argument("--recipes", default="seed-custom,seed-mobilenetv2,seed-vgg19,default",
                    help="comma-separated recipe names (default: the three seeds and default)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
@@ -20,9 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-repeats", type=on_off, metavar="on|off",
                    help="override the shared drop_repeats (held-out faces drawn at random that repeat a training "
                         "face left out; on in the shipped recipes)")
-    p.add_argument("--weights", help="imagenet, none or a path, for the recipes that start from pretrained "
-                                     "weights (the transfer models)")
-    p.add_argument("--output", metavar="DIR", help="default runs/compare-<timestamp>")
+    p.add_argument("--weights", type=nonempty,
+                   help="imagenet, none or a path, for the recipes that start from pretrained "
+                        "weights (the transfer models)")
+    p.add_argument("--output", type=nonempty, metavar="DIR", help="default runs/compare-<timestamp>")
     p.set_defaults(run=run)
 
 

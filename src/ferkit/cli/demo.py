@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ferkit.cli._common import add_frame_options, add_model_options, recognizer
+from ferkit.cli._common import add_frame_options, add_model_options, nonempty, recognizer
 
 log = logging.getLogger("ferkit")
 
@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="live webcam (or video file) window with emotions drawn",
                        description=f"Needs OpenCV's GUI build ({GUI_FIX}) and a display. Press q or Esc, "
                                    "or close the window, to quit.")
-    p.add_argument("--source", default="0", help="camera index, video file, device or stream URL (default 0)")
+    p.add_argument("--source", type=nonempty, default="0",
+                   help="camera index, video file, device or stream URL (default 0)")
     add_frame_options(p)
     add_model_options(p)
     p.set_defaults(run=run)

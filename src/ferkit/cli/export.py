@@ -6,17 +6,20 @@ import argparse
 from pathlib import Path
 
 from ferkit.choices import QUANTIZE
+from ferkit.cli._common import nonempty
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained model to ONNX")
-    p.add_argument("model", help="a run directory or a .keras file")
-    p.add_argument("--output", metavar="FILE", help="default: model.onnx (model-int8.onnx) in the run directory; "
-                                                    "NAME.onnx (NAME-int8.onnx) beside another NAME.keras")
+    p.add_argument("model", type=nonempty, help="a run directory or a .keras file")
+    p.add_argument("--output", type=nonempty, metavar="FILE",
+                   help="default: model.onnx (model-int8.onnx) in the run directory; NAME.onnx (NAME-int8.onnx) "
+                        "beside another NAME.keras")
     p.add_argument("--quantize", choices=QUANTIZE, default="none",
                    help="int8: static quantization, ~2.5x faster on CPUs, calibrated on 256 faces of the run's data "
                         "(FER2013's Training part where it says which)")
-    p.add_argument("--calibration", metavar="DATA", help="faces for int8 calibration (default: the run's data)")
+    p.add_argument("--calibration", type=nonempty, metavar="DATA",
+                   help="faces for int8 calibration (default: the run's data)")
     p.set_defaults(run=run)
 
 

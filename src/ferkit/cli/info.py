@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from ferkit.cli._common import nonempty
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a model (default: the bundled one)")
-    p.add_argument("--model", default="default", help="default, a run directory, .keras or .onnx")
+    p.add_argument("--model", type=nonempty, default="default", help="default, a run directory, .keras or .onnx")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.set_defaults(run=run)
 

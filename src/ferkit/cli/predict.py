@@ -9,20 +9,21 @@ import os
 import sys
 from pathlib import Path
 
-from ferkit.cli._common import add_model_options, outputs, recognizer
+from ferkit.cli._common import add_model_options, nonempty, outputs, recognizer
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="faces and emotions in images (files or folders)",
                        description="One line per face: file, box (x,y,w,h), label, confidence.")
-    p.add_argument("paths", nargs="+", metavar="PATH",
+    p.add_argument("paths", type=nonempty, nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively), http(s) URLs and data: URLs")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     form.add_argument("--jsonl", action="store_true",
                       help="print one JSON object per image as it is done (JSON Lines), for pipes and big folders")
-    p.add_argument("--csv", metavar="FILE", help="also write one row per face to FILE")
-    p.add_argument("--save-annotated", metavar="DIR", help="write a copy of each image with labels drawn")
+    p.add_argument("--csv", type=nonempty, metavar="FILE", help="also write one row per face to FILE")
+    p.add_argument("--save-annotated", type=nonempty, metavar="DIR",
+                   help="write a copy of each image with labels drawn")
     p.add_argument("--no-detect", action="store_true",
                    help="each image is already one face crop (like FER2013's 48x48): classify it whole")
     add_model_options(p)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
-from ferkit.cli._common import on_off
+from ferkit.cli._common import nonempty, on_off
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model on FER2013 (CSV, folder or zip)",
                        description="Train a model. Every flag overrides one field of the recipe.")
-    p.add_argument("data", nargs="?", help="fer2013.csv, an image folder or a .zip (with --resume: only if the "
-                   "run's data has moved)")
-    p.add_argument("--recipe", help="named recipe (see --list-recipes) or a .toml file; default: default")
+    p.add_argument("data", nargs="?", type=nonempty,
+                   help="fer2013.csv, an image folder or a .zip (with --resume: only if the run's data has moved)")
+    p.add_argument("--recipe", type=nonempty,
+                   help="named recipe (see --list-recipes) or a .toml file; default: default")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
-    p.add_argument("--output", metavar="DIR", help="run directory (default runs/<recipe>-<timestamp>)")
+    p.add_argument("--resume", type=nonempty, metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument("--output", type=nonempty, metavar="DIR", help="run directory (default runs/<recipe>-<timestamp>)")
     g = p.add_argument_group("recipe overrides")
-    g.add_argument("--model", help="architecture from the model registry")
+    g.add_argument("--model", type=nonempty, help="architecture from the model registry")
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
     g.add_argument("--split", choices=SPLITS)
     g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
@@ -33,8 +34,9 @@ def add_parser(sub) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float)
     g.add_argument("--image-size", type=int)
-    g.add_argument("--weights", help="imagenet (transfer models), none, or a local file: a run's model.keras or "
-                                     "model.weights.h5 of the same network, or Keras' own backbone weights")
+    g.add_argument("--weights", type=nonempty,
+                   help="imagenet (transfer models), none, or a local file: a run's model.keras or "
+                        "model.weights.h5 of the same network, or Keras' own backbone weights")
     g.add_argument("--seed", type=int)
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="epochs without improvement")
     g.add_argument("--time-limit", type=float, metavar="MIN",
@@ -54,7 +56,7 @@ def add_parser(sub) -> None:
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION,
                    help="bfloat16 training compute (auto: where the GPU or CPU has it natively and "
                         "faster)")
-    g.add_argument("--teacher", metavar="MODEL",
+    g.add_argument("--teacher", type=nonempty, metavar="MODEL",
                    help="distil from MODEL (default = the bundled model, a run directory or .onnx file; "
                         "none = train on the labels alone)")
     g.add_argument("--teacher-weight", type=float, metavar="W",

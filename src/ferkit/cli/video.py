@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ferkit.cli._common import add_frame_options, add_model_options, outputs, recognizer
+from ferkit.cli._common import add_frame_options, add_model_options, nonempty, outputs, recognizer
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("video", help="faces and emotions through a video file, stream or camera",
                        description="Writes any of: an annotated video, a per-frame CSV, a timeline plot.")
-    p.add_argument("input", help="a video file, a stream's URL, or a camera's number or device (0, /dev/video2)")
-    p.add_argument("--output", metavar="FILE", help="annotated copy (.mp4, .avi, .mkv or .mov)")
-    p.add_argument("--csv", metavar="FILE", help="frame, time, face, box, label and every class score")
-    p.add_argument("--plot", metavar="FILE", help="emotion scores over time (.png)")
+    p.add_argument("input", type=nonempty,
+                   help="a video file, a stream's URL, or a camera's number or device (0, /dev/video2)")
+    p.add_argument("--output", type=nonempty, metavar="FILE", help="annotated copy (.mp4, .avi, .mkv or .mov)")
+    p.add_argument("--csv", type=nonempty, metavar="FILE", help="frame, time, face, box, label and every class score")
+    p.add_argument("--plot", type=nonempty, metavar="FILE", help="emotion scores over time (.png)")
     add_frame_options(p)
     add_model_options(p)
     p.set_defaults(run=run)

@@ -46,7 +46,7 @@ class RunDir:
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:
         """`output` itself, or runs/<recipe>-<timestamp>/ when none is given; never an existing run,
         whose checkpoints would otherwise leak into the new one."""
-        run = cls(Path(output) if output else default_path(recipe))
+        run = cls(output_folder(output, recipe))
         run.check_free()
         (run.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         return run
@@ -274,6 +274,16 @@ def checked_config(config: Any, where: str | Path) -> dict[str, Any]:
 def default_path(name: str) -> Path:
     """Where a run (or a comparison) goes without --output: runs/<name>-<timestamp>."""
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def output_folder(output: str | Path | None, name: str) -> Path:
+    """`output`, or default_path(name) when none is given. An empty name is refused: one check had
+    read it as the current folder and the run then wrote to runs/ as if none were given."""
+    if output is None:
+        return default_path(name)
+    if not str(output).strip():
+        raise FerkitError(f"the output folder's name is empty: give a folder, or none for runs/{name}-<timestamp>")
+    return Path(output)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

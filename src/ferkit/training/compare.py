@@ -19,7 +19,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.models import check_model
 from ferkit.models.loading import load_keras_model
-from ferkit.runs import RunDir, default_path, read_history
+from ferkit.runs import RunDir, output_folder, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.config import TrainConfig
@@ -37,7 +37,7 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
     The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's
     unless overridden, and is applied to all of them, so that every model is tested on the same faces.
     """
-    out = Path(output) if output else default_path("compare")
+    out = output_folder(output, "compare")
     if not Path(data).exists():  # before its output folder is made, which would stay behind empty
         raise FerkitError(f"data not found: {data}")
     configs, notes = _check(recipes, overrides, out)

@@ -25,7 +25,7 @@ from ferkit.models import create_model
 from ferkit.models._blocks import keras_weights_arg
 from ferkit.models.mirror import mirror_averaged
 from ferkit.recipes import without_stale_fallback
-from ferkit.runs import RunDir, replacing, write_json
+from ferkit.runs import RunDir, output_folder, replacing, write_json
 from ferkit.training import batchnorm, budget, distill, precision, techniques
 from ferkit.training.batches import ShuffledBatches
 from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
@@ -57,8 +57,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     """
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, output, overrides)
-    if run is None and output is not None:  # now, not after minutes of loading and the teacher's pass
-        RunDir(Path(output)).check_free()
+    if run is None:  # now, not after minutes of loading and the teacher's pass (runs/ too, where none is given)
+        RunDir(output_folder(output, config.recipe)).check_free()
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     precision.warn_if_onednn_missed()
