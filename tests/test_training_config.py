@@ -222,3 +222,22 @@ def test_a_derived_recipe_of_another_architecture_takes_its_own_options_alone(tm
     (tmp_path / "c.toml").write_text('base = "default"\nmodel = "custom"\n[model_options]\ndropout = 0.3\n')
     config = TrainConfig.from_recipe(str(tmp_path / "c.toml"))  # had fernet's blocks too, and failed to build
     assert config.model == "custom" and config.model_options == {"dropout": 0.3}
+
+
+@pytest.mark.parametrize("recipe, overrides, unread", [
+    ("seed-custom", {"warmup_epochs": 3}, ["warmup_epochs = 3 is not used: the constant schedule has no warm-up"]),
+    ("default", {"teacher": "none", "teacher_weight": 0.3, "teacher_flip": True},
+     ["teacher_weight = 0.3 is not used: there is no teacher", "teacher_flip = True is not used: there is no teacher"]),
+    ("seed-custom", {"teacher_weight": 0.3}, ["teacher_weight = 0.3 is not used: there is no teacher"]),
+    ("seed-custom", {"warmup_epochs": 3, "schedule": "cosine"}, []),  # each read where it is
+    ("seed-custom", {"warmup_epochs": 0, "teacher_flip": False}, []),  # nothing to use
+    ("default", {"teacher_weight": 0.3, "teacher_flip": True}, []),
+])
+def test_a_given_field_the_run_never_reads_is_said(recipe, overrides, unread, caplog):
+    """Quietly ignored, a flag reads as tried: `--warmup-epochs 5` with a constant rate trained as without it."""
+    with caplog.at_level("WARNING", logger="ferkit"):
+        TrainConfig.from_recipe(recipe, **overrides)
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == len(unread)
+    for message, words in zip(said, unread):
+        assert message.startswith(f"{recipe}: {words}")
