@@ -57,6 +57,23 @@ def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):
     assert data.images.shape == (1, 48, 48)
 
 
+def test_model_input_larger_than_the_free_memory_is_refused_before_it_is_made(monkeypatch):
+    """Linux grants what it has not got: 28,709 faces at --image-size 1000 had ended in an out-of-memory
+    traceback or the OOM killer. Small batches (a video's faces) never read the free memory."""
+    from ferkit.data import preprocess
+
+    faces = np.zeros((3, 48, 48), np.uint8)
+    monkeypatch.setattr(preprocess, "free_memory", lambda: 2 ** 29)
+    with pytest.raises(FerkitError, match=r"3 faces of 8000x8000 px take 0.9 GiB as the model's input, more than "
+                                          r"the 0.5 GiB of memory free: use fewer or smaller faces"):
+        to_model_input(faces, 8000)  # 3 x 8000^2 x 5 bytes: 0.96e9
+    assert to_model_input(faces, 5000).shape == (3, 5000, 5000, 1)  # 0.375e9 bytes, checked (> 2^28): fits
+    monkeypatch.setattr(preprocess, "free_memory", lambda: pytest.fail("read for a small batch"))
+    assert to_model_input(faces, 96).shape == (3, 96, 96, 1)
+    monkeypatch.setattr(preprocess, "free_memory", lambda: None)  # unknown (macOS): not refused
+    assert to_model_input(faces[:1], 8000).shape == (1, 8000, 8000, 1)
+
+
 def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):
     """The same scaling as at inference, not OpenCV's shift by 8: a 12-bit face had trained as a
     nearly black one. In colour too, where the brightest channel, not the gray, says the depth."""

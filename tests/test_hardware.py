@@ -76,3 +76,22 @@ def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch, files, e
     monkeypatch.setattr(hardware, "CGROUP", tmp_path)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert hardware.usable_cores() == expected
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"meminfo": "MemTotal: 8000 kB\nMemAvailable:    4000 kB\n"}, 4000 * 1024),
+    ({"meminfo": "MemAvailable: 4000 kB\n", "memory.max": "1048576\n", "memory.current": "24576\n"}, 2 ** 20 - 24576),
+    ({"meminfo": "MemAvailable: 4 kB\n", "memory.max": "1048576\n", "memory.current": "0\n"}, 4096),  # the least
+    ({"meminfo": "MemAvailable: 4000 kB\n", "memory.max": "max\n"}, 4000 * 1024),       # a cgroup with no limit
+    ({"memory.max": "1048576\n", "memory.current": "2000000\n"}, 0),                       # over it, no meminfo
+    ({"meminfo": "MemTotal: 8000 kB\n"}, None),                                            # kernels before 3.14
+    ({}, None),                                                                            # macOS, Windows
+])
+def test_free_memory_is_the_least_of_the_kernels_and_a_cgroups(tmp_path, monkeypatch, files, expected):
+    from ferkit import hardware
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(hardware, "CGROUP", tmp_path)
+    monkeypatch.setattr(hardware, "MEMINFO", tmp_path / "meminfo")
+    assert hardware.free_memory() == expected

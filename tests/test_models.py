@@ -286,6 +286,31 @@ def test_option_values_a_network_cannot_take_are_one_line_errors(name, options, 
     assert create_model(name, image_size=np.int64(48), num_classes=7).output_shape == (None, 7)  # numpy's ints too
 
 
+class ResourceExhaustedError(Exception):  # TensorFlow's name for it, as its out-of-memory error is named
+    pass
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(), ResourceExhaustedError("OOM when allocating tensor with shape[3,3,100000,100000]"),
+    RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 360000000000 bytes."),  # JAX's
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),  # PyTorch's
+])
+def test_a_network_too_large_for_memory_is_a_one_line_error(error, monkeypatch):
+    """`widths = [32, 64, 128, 100000]` had ended in TensorFlow's traceback; other failures still raise."""
+    from ferkit.models import _registry
+
+    def builder(image_size, num_classes, weights, widths):
+        raise error
+
+    monkeypatch.setitem(_registry._BUILDERS, "fernet", builder)
+    with pytest.raises(FerkitError, match=r"model 'fernet' with the options \{'widths': \[1\]\} on 48-px faces "
+                                          "does not fit in memory: give it fewer or narrower layers"):
+        create_model("fernet", image_size=48, num_classes=7, widths=[1])
+    error = RuntimeError("a bug")  # not memory: left to raise as it is
+    with pytest.raises(RuntimeError, match="a bug"):
+        create_model("fernet", image_size=48, num_classes=7, widths=[1])
+
+
 def test_a_keras_file_beside_another_models_config_is_refused_not_fed_wrong(tiny_run, tmp_path):
     import shutil
 

@@ -77,6 +77,8 @@ def test_the_shipped_recipes_drop_repeats_and_a_run_from_before_rebuilds_its_spl
     ({"classes": [1, 2]}, "classes must be names"),
     ({"seed": -1}, "seed must be 0 to 4294967295"),  # was NumPy's traceback, after the data had loaded
     ({"seed": 2**32}, "seed must be 0 to 4294967295"),
+    ({"image_size": 100000}, r"image_size must be at most 1024 px a side \(FER2013's faces are 48\), got 100000"),
+    ({"fallback_image_size": 2000}, "^fallback_image_size must be at most 1024"),  # was an OOM traceback
 ])
 def test_bad_configuration(overrides, message):
     with pytest.raises(FerkitError, match=message):

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+MEMINFO = Path("/proc/meminfo")
 CGROUP = Path("/sys/fs/cgroup")  # inside a container, its own cgroup
 
 
@@ -80,3 +81,24 @@ def cpu_quota() -> float | None:
     except (OSError, ValueError):
         return None
     return quota / period if quota > 0 and period > 0 else None
+
+
+def free_memory() -> int | None:
+    """Bytes that can still be taken: the kernel's MemAvailable, or what a cgroup's memory.max
+    leaves where that is less (docker --memory); None where neither can be read (macOS, Windows).
+    Linux grants more than it has and kills the process that touches it: said before, not after."""
+    free = None
+    try:
+        for line in MEMINFO.read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = (CGROUP / "memory.max").read_text(encoding="utf-8").strip()
+        if limit != "max":
+            left = max(0, int(limit) - int((CGROUP / "memory.current").read_text(encoding="utf-8")))
+            free = left if free is None else min(free, left)
+    except (OSError, ValueError):
+        pass
+    return free

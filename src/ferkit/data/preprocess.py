@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ferkit.errors import FerkitError
+from ferkit.hardware import free_memory
+
 FER_SIZE = 48  # FER2013's native face size
 
 
@@ -98,8 +101,21 @@ def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
     (N, size, size, 1) float32 batch."""
     if len(faces) == 0:
         return np.zeros((0, size, size, 1), np.float32)
+    _check_memory(len(faces), size)
     batch = np.stack([resize_square(to_gray(np.asarray(f)), size) for f in faces])
     return batch.astype(np.float32)[..., None]
+
+
+def _check_memory(count: int, size: int) -> None:
+    """Many faces at a large size (a training set at --image-size 1000) are refused in one line, not
+    left to a MemoryError or the kernel's OOM killer minutes later. Reading the free memory costs a
+    file read, so small batches (a video's faces) are not checked."""
+    need = count * size * size * 5  # the uint8 faces stacked, then their float32 copy
+    free = free_memory() if need > 2 ** 28 else None
+    if free is not None and need > free:
+        raise FerkitError(f"{count} faces of {size}x{size} px take {need / 2 ** 30:.1f} GiB as the model's input, "
+                          f"more than the {free / 2 ** 30:.1f} GiB of memory free: use fewer or smaller faces "
+                          "(a smaller image_size)")
 
 
 def eye_angle(landmarks: np.ndarray) -> float:

@@ -45,6 +45,19 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FerkitError(f"model {name!r} cannot be built with the options {kwargs or '(its defaults)'}: "
                           f"{said}") from None
+    except Exception as exc:
+        if not out_of_memory(exc):
+            raise
+        raise FerkitError(f"model {name!r} with the options {kwargs or '(its defaults)'} on {image_size}-px faces "
+                          "does not fit in memory: give it fewer or narrower layers") from None
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Each backend says it its own way (TensorFlow's ResourceExhaustedError, JAX's RESOURCE_EXHAUSTED,
+    PyTorch's OutOfMemoryError or "can't allocate memory"); none is imported to ask."""
+    said = str(exc)[:500]
+    return (isinstance(exc, MemoryError) or type(exc).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
+            or "RESOURCE_EXHAUSTED" in said or "can't allocate memory" in said)
 
 
 def check_model(name: str, weights: str = "none", **kwargs) -> None:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # had sent 16 to the fallback. Its 14 epochs beat the 26 the fallback trains in their time by 1.6
 # points (session 51, "The fallback's threshold now that the fallback fills the hour too").
 FALLBACK_BELOW = 0.6
+MOST_IMAGE_SIZE = 1024  # FER2013's Training part as float32 input: 112 GiB. Larger is never meant
 
 
 @dataclass
@@ -120,6 +121,9 @@ class TrainConfig:
         for name in ("image_size", "fallback_image_size"):  # a fallback_image_size of 0 is the recipe's own
             if 0 < getattr(self, name) < 32 and self.model != "custom":  # custom's own check: its depth varies
                 raise FerkitError(f"model {self.model} needs {name} >= 32, got {getattr(self, name)}")
+            if getattr(self, name) > MOST_IMAGE_SIZE:  # now, not as an out-of-memory traceback once the data loads
+                raise FerkitError(f"{name} must be at most {MOST_IMAGE_SIZE} px a side (FER2013's faces are 48), "
+                                  f"got {getattr(self, name)}")
         choices = {"split": SPLITS, "class_weight": CLASS_WEIGHTS, "schedule": SCHEDULES,
                    "checkpoint_on": CHECKPOINT_ON, "mixed_precision": MIXED_PRECISION}
         for name, allowed in choices.items():
