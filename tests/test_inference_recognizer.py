@@ -5,6 +5,7 @@ import io
 import re
 import socket
 import threading
+import zipfile
 
 import cv2
 import numpy as np
@@ -535,6 +536,21 @@ def test_bad_models(tmp_path):
         (tmp_path / name).write_bytes(b"PK\x03\x04 cut short" if name.startswith("t") else b"not a zip")
         with pytest.raises(FerkitError, match="cannot load Keras model"):
             EmotionRecognizer(tmp_path / name)
+    with zipfile.ZipFile(tmp_path / "noconf.keras", "w") as archive:  # a zip, but no Keras model in it
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(FerkitError, match=r"cannot load Keras model .*noconf.keras: not a .keras file, or damaged"):
+        EmotionRecognizer(tmp_path / "noconf.keras")  # had been Keras' KeyError traceback
+
+    class Scale(keras.layers.Layer):  # another project's layer, which this process cannot find by name
+        def call(self, x):
+            return x * 2
+
+    inputs = keras.Input((48, 48, 1))
+    foreign = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.Flatten()(Scale()(inputs))))
+    foreign.save(tmp_path / "foreign.keras")
+    with pytest.raises(FerkitError, match=r"foreign.keras: it holds a layer or function this Keras cannot rebuild "
+                                          r"\(another project's own code\?\) \(Could not locate class 'Scale'"):
+        EmotionRecognizer(tmp_path / "foreign.keras")  # had been Keras' TypeError traceback
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(FerkitError, match="unsupported model file"):
         EmotionRecognizer(tmp_path / "weights.h5")

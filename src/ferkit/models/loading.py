@@ -6,6 +6,7 @@ ONNX Runtime needs that, never this.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -34,9 +35,13 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
     elif path.suffix == ".keras":
         try:
             model = keras.models.load_model(path, compile=False)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # truncated, or not a .keras zip
+        except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:  # truncated, not a .keras zip, no config
             raise FerkitError(f"cannot load Keras model {path}: not a .keras file, or damaged "
-                              f"({str(exc).splitlines()[0][:120]})") from None
+                              f"({_first_line(exc)})") from None
+        except TypeError as exc:  # another project's own layer, named deep in Keras' long message
+            missing = re.search(r"Could not locate (class|function) '[^']*'", str(exc))
+            raise FerkitError(f"cannot load Keras model {path}: it holds a layer or function this Keras cannot "
+                              f"rebuild (another project's own code?){f' ({missing[0]})' if missing else ''}") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
     info = model_info(model_path, *_classifier_shape(model, path))
@@ -44,6 +49,10 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
         # a bare file says it itself: --tta would add the mirror view again, and export would not record it
         info = ModelInfo(info.classes, info.image_size, {"mirror_average": True})
     return model, info
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
 def _classifier_shape(model, path: Path) -> tuple[int, int]:
