@@ -83,3 +83,24 @@ def test_a_csv_that_cannot_be_written_is_named_in_the_error(tmp_path, monkeypatc
     with pytest.raises(FerkitError, match=f"cannot write {tmp_path / 'frames.csv'}: {os.strerror(errno.ENOSPC)}"):
         timeline.add(0, 0.0, [_face(1, 0.9)])
     timeline.close()
+
+
+def test_a_plot_format_that_needs_a_missing_program_is_refused_up_front_and_a_failed_save_is_one_line(
+        tmp_path, monkeypatch):
+    """pgf needs LaTeX: it was accepted, then failed in a traceback after the whole video."""
+    import pytest
+
+    from ferkit.errors import FerkitError
+    from ferkit.inference import timeline as module
+
+    monkeypatch.setattr(module.shutil, "which", lambda program: None)
+    with pytest.raises(FerkitError, match=r"cannot plot to x.pgf: name it .png \(or .*eps.*\)"):
+        module.check_plot_format("x.pgf")
+    assert "pgf" not in str(pytest.raises(FerkitError, module.check_plot_format, "x.txt").value)
+    module.check_plot_format("x.svg")
+    monkeypatch.setattr(module.shutil, "which", lambda program: f"/usr/bin/{program}")  # with LaTeX: allowed
+    module.check_plot_format("x.pgf")
+    timeline = Timeline(CLASSES)
+    timeline.add(0, 0.0, [_face(1, 0.9)])
+    with pytest.raises(FerkitError, match="cannot write the plot .*x.png: .*No such file or directory"):
+        timeline.plot(tmp_path / "gone" / "x.png", duration=0.04)  # its folder removed while the video ran

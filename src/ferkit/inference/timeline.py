@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import shutil
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -128,8 +129,12 @@ class Timeline:
                    bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()), frameon=False)
         axes[-1, 0].set_xlabel("time (s)")
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
-        fig.savefig(path)
-        plt.close(fig)
+        try:
+            fig.savefig(path)
+        except (OSError, RuntimeError) as exc:  # a full disk; a format's own program failing
+            raise FerkitError(f"cannot write the plot {path}: {(str(exc).strip().splitlines() or ['?'])[0]}") from None
+        finally:
+            plt.close(fig)
 
     def _curves(self, track, times: np.ndarray) -> np.ndarray:
         """A face's scores at every frame analysed, NaN where it was not found."""
@@ -141,8 +146,13 @@ class Timeline:
 
 
 def check_plot_format(path: str) -> None:
+    """Matplotlib's formats; pgf only where the LaTeX program that matplotlib runs to write it is
+    installed: without it, the plot had failed after the whole video."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    formats = FigureCanvasAgg.get_supported_filetypes()
+    formats = set(FigureCanvasAgg.get_supported_filetypes())
+    if not shutil.which(matplotlib.rcParams["pgf.texsystem"]):
+        formats.discard("pgf")
     if Path(path).suffix.lower().lstrip(".") not in formats:
         raise FerkitError(f"cannot plot to {path}: name it .png (or {', '.join(sorted(set(formats) - {'png'}))})")
