@@ -732,3 +732,15 @@ def test_int8_calibration_on_few_faces_says_so(tiny_run, tmp_path, caplog):
     caplog.clear()
     assert main(["export", str(tiny_run), "--quantize", "int8", "--output", str(tmp_path / "n.onnx")]) == 0
     assert "int8 calibration on only" not in caplog.text  # the run's own 160 training faces
+
+
+@pytest.mark.parametrize("csv_written, said", [(True, "(the CSV has them all)"), (False, "(--csv writes them all)")])
+def test_the_video_summary_names_the_csv_only_where_one_was_written(csv_written, said, capsys):
+    """"the CSV has them all" had been printed with no --csv given."""
+    from ferkit.cli.video import _print_tracks
+
+    tracks = [{"track": k, "frames": 10 - k, "of_frames": 10, "labels": {"happy": 1.0}} for k in range(6)]
+    _print_tracks(tracks, csv_written)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5 and out[0] == "  face #0: in 10 of 10 frames analysed; happy 100%"
+    assert out[-1] == f"  and 2 more faces {said}"

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -524,6 +525,19 @@ def test_cameras_and_streams_are_live_and_files_are_not(source, frame_count, liv
     from ferkit.inference.video import is_live
 
     assert is_live(source, frame_count) is live
+
+
+def test_a_video_file_under_dev_is_a_file_not_a_camera(tmp_path):
+    """/dev/shm is a RAM disk: a clip there had been taken for a camera by its path alone."""
+    import tempfile
+
+    from ferkit.inference.video import is_live
+
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm here")
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", suffix=".mp4") as clip:
+        assert is_live(clip.name, 20) is False and is_live(clip.name, None) is False
+    assert is_live("/dev/null", None) is True  # a device, as a camera's /dev/video0 is
 
 
 def test_a_video_file_on_a_web_server_is_a_file_not_a_stream(tiny_run, tiny_video, web_folder):

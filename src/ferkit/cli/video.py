@@ -41,11 +41,11 @@ def run(args: argparse.Namespace) -> int:
     # faces followed, not detections: one person through 300 frames had read "300 faces"
     print(f"{summary['frames']} frames, {len(summary['tracks'])} faces followed ({summary['faces']} detections) "
           f"in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s)")
-    _print_tracks(summary["tracks"])
+    _print_tracks(summary["tracks"], args.csv is not None)
     return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C
 
 
-def _print_tracks(tracks: list[dict], most: int = 4) -> None:
+def _print_tracks(tracks: list[dict], csv_written: bool, most: int = 4) -> None:
     """The faces seen longest, each with the emotions it showed most: the video at a glance."""
     for track in tracks[:most]:
         shown = sorted(track["labels"].items(), key=lambda item: -item[1])[:3]
@@ -53,4 +53,4 @@ def _print_tracks(tracks: list[dict], most: int = 4) -> None:
               + ", ".join(f"{name} {share:.0%}" for name, share in shown))
     if len(tracks) > most:
         more = len(tracks) - most
-        print(f"  and {more} more face{'s' * (more > 1)} (the CSV has them all)")
+        print(f"  and {more} more face{'s' * (more > 1)} ({'the CSV has' if csv_written else '--csv writes'} them all)")

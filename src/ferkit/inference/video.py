@@ -59,7 +59,9 @@ def is_live(source: str | int, frame_count: int | None) -> bool:
     source = str(source)
     if "://" in source:
         return frame_count is None
-    return (source.isdigit() and not Path(source).exists()) or source.startswith("/dev/")
+    # a regular file under /dev (a video on the /dev/shm RAM disk) is a file: it had played unpaced in the demo
+    return (source.isdigit() and not Path(source).exists()) or (source.startswith("/dev/")
+                                                                 and not Path(source).is_file())
 
 
 def check_opencv_name(path: str) -> None:
