@@ -378,6 +378,22 @@ def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synt
     assert (tmp_path / "runs").is_file() if kind == "runs a file" else not (tmp_path / "runs").exists()
 
 
+def test_faces_larger_than_the_free_memory_are_refused_before_the_run_folder_is_made(synthetic_folder, tmp_path,
+                                                                                   monkeypatch):
+    """Refused once the split is known, before the teacher's pass, the probe and the run's folder (a
+    retry into the same --output had then been refused as a run stopped before its first epoch)."""
+    from ferkit.data import preprocess
+    from ferkit.training import distill
+
+    monkeypatch.setattr(preprocess, "free_memory", lambda: 2 ** 30)
+    monkeypatch.setattr(distill, "resumed_or_new", lambda *args: pytest.fail("the teacher's pass came first"))
+    with pytest.raises(FerkitError, match=r"^300 faces of 1024x1024 px take 1.5 GiB as the model's input, more than "
+                                          r"the 1.0 GiB of memory free"):
+        train(synthetic_folder, recipe="default", teacher="none", image_size=1024, output=tmp_path / "run",
+              classes=CLASSES, split="official", verbose=0)  # fernet: its size costs nothing until it trains
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):
     from ferkit.training import trainer
 

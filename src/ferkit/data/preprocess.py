@@ -101,12 +101,12 @@ def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
     (N, size, size, 1) float32 batch."""
     if len(faces) == 0:
         return np.zeros((0, size, size, 1), np.float32)
-    _check_memory(len(faces), size)
+    check_fits_memory(len(faces), size)
     batch = np.stack([resize_square(to_gray(np.asarray(f)), size) for f in faces])
     return batch.astype(np.float32)[..., None]
 
 
-def _check_memory(count: int, size: int) -> None:
+def check_fits_memory(count: int, size: int) -> None:
     """Many faces at a large size (a training set at --image-size 1000) are refused in one line, not
     left to a MemoryError or the kernel's OOM killer minutes later. Reading the free memory costs a
     file read, so small batches (a video's faces) are not checked."""

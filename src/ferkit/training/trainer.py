@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ferkit.data.preprocess import to_model_input
+from ferkit.data.preprocess import check_fits_memory, to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
 from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
@@ -182,6 +182,7 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
         log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
     splits = make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats)
     log.info("%s: %s", splits.description, splits.sizes())
+    check_fits_memory(sum(splits.sizes().values()), config.image_size)  # all three parts are held at once
     untrained = [name for index, name in enumerate(config.classes) if not (splits.train.labels == index).any()]
     if untrained:  # e.g. a train/ folder without it, its faces all under test/
         raise FerkitError(f"no training faces of {', '.join(untrained)} ({splits.description}): the model could "
