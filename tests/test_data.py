@@ -62,16 +62,18 @@ def test_model_input_larger_than_the_free_memory_is_refused_before_it_is_made(mo
     traceback or the OOM killer. Small batches (a video's faces) never read the free memory."""
     from ferkit.data import preprocess
 
-    faces = np.zeros((3, 48, 48), np.uint8)
     monkeypatch.setattr(preprocess, "free_memory", lambda: 2 ** 29)
-    with pytest.raises(FerkitError, match=r"3 faces of 8000x8000 px take 0.9 GiB as the model's input, more than "
-                                          r"the 0.5 GiB of memory free: use fewer or smaller faces"):
-        to_model_input(faces, 8000)  # 3 x 8000^2 x 5 bytes: 0.96e9
-    assert to_model_input(faces, 5000).shape == (3, 5000, 5000, 1)  # 0.375e9 bytes, checked (> 2^28): fits
+    with pytest.raises(FerkitError, match=r"^3 faces of 8000x8000 px take 0.9 GiB as the model's input, more than "
+                                          r"the 0.5 GiB of memory free$"):
+        to_model_input(np.zeros((3, 48, 48), np.uint8), 8000)  # 3 x 8000^2 x 5 bytes: 0.96e9, never made
+    with pytest.raises(FerkitError, match="free: do this$"):
+        preprocess.check_fits_memory(3, 8000, ": do this")
+    preprocess.check_fits_memory(3, 5000)  # 0.375e9 bytes, checked (> 2^28): fits
     monkeypatch.setattr(preprocess, "free_memory", lambda: pytest.fail("read for a small batch"))
-    assert to_model_input(faces, 96).shape == (3, 96, 96, 1)
+    assert to_model_input(np.zeros((3, 48, 48), np.uint8), 96).shape == (3, 96, 96, 1)
+    preprocess.check_fits_memory(2, 5000)  # 0.25e9 bytes
     monkeypatch.setattr(preprocess, "free_memory", lambda: None)  # unknown (macOS): not refused
-    assert to_model_input(faces[:1], 8000).shape == (1, 8000, 8000, 1)
+    preprocess.check_fits_memory(3, 8000)
 
 
 def test_a_16_bit_face_trains_as_inference_sees_it(tmp_path):

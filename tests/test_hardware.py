@@ -84,6 +84,9 @@ def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch, files, e
     ({"meminfo": "MemAvailable: 4 kB\n", "memory.max": "1048576\n", "memory.current": "0\n"}, 4096),  # the least
     ({"meminfo": "MemAvailable: 4000 kB\n", "memory.max": "max\n"}, 4000 * 1024),       # a cgroup with no limit
     ({"memory.max": "1048576\n", "memory.current": "2000000\n"}, 0),                       # over it, no meminfo
+    ({"memory.max": "1048576\n", "memory.current": "1000000\n",
+      "memory.stat": "anon 200000\nfile 800000\ninactive_file 700000\n"}, 1048576 - 300000),  # its cache dropped
+    ({"memory.max": "1048576\n", "memory.current": "1000000\n", "memory.stat": "garbled\n"}, 48576),
     ({"meminfo": "MemTotal: 8000 kB\n"}, None),                                            # kernels before 3.14
     ({}, None),                                                                            # macOS, Windows
 ])

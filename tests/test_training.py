@@ -381,17 +381,25 @@ def test_a_folder_of_other_files_or_a_file_is_refused_before_the_data_loads(synt
 def test_faces_larger_than_the_free_memory_are_refused_before_the_run_folder_is_made(synthetic_folder, tmp_path,
                                                                                    monkeypatch):
     """Refused once the split is known, before the teacher's pass, the probe and the run's folder (a
-    retry into the same --output had then been refused as a run stopped before its first epoch)."""
+    retry into the same --output had then been refused as a run stopped before its first epoch). The
+    216 training, 24 validation and 60 test faces are held at once, except a frozen backbone's: it
+    turns one part at a time into features, so the largest part alone must fit."""
     from ferkit.data import preprocess
     from ferkit.training import distill
 
-    monkeypatch.setattr(preprocess, "free_memory", lambda: 2 ** 30)
-    monkeypatch.setattr(distill, "resumed_or_new", lambda *args: pytest.fail("the teacher's pass came first"))
-    with pytest.raises(FerkitError, match=r"^300 faces of 1024x1024 px take 1.5 GiB as the model's input, more than "
-                                          r"the 1.0 GiB of memory free"):
-        train(synthetic_folder, recipe="default", teacher="none", image_size=1024, output=tmp_path / "run",
-              classes=CLASSES, split="official", verbose=0)  # fernet: its size costs nothing until it trains
+    class Reached(Exception):
+        pass
+
+    monkeypatch.setattr(preprocess, "free_memory", lambda: int(0.3 * 2 ** 30))
+    monkeypatch.setattr(distill, "resumed_or_new", lambda *args: (_ for _ in ()).throw(Reached()))
+    with pytest.raises(FerkitError, match=r"^300 faces of 512x512 px take 0.4 GiB as the model's input, more than "
+                                          r"the 0.3 GiB of memory free: train on smaller faces \(--image-size\)$"):
+        train(synthetic_folder, recipe="default", teacher="none", image_size=512, output=tmp_path / "run",
+              classes=CLASSES, split="official", verbose=0)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(Reached):  # 216 faces at 512 px: 0.26 GiB
+        train(synthetic_folder, recipe="seed-mobilenetv2", weights="none", image_size=512, output=tmp_path / "run",
+              classes=CLASSES, split="official", verbose=0)
 
 
 def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):

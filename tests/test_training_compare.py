@@ -74,6 +74,22 @@ def test_compare_checks_a_teachers_classes_before_training_any(synthetic_folder,
                        epochs=1, classes="angry,fear,happy")
 
 
+def test_compare_warns_once_per_recipe_of_a_field_it_never_reads(synthetic_folder, tmp_path, monkeypatch, caplog):
+    """The first recipe's configuration was made twice (once for the shared protocol): two warnings."""
+    from ferkit.training import compare as module
+
+    class Trained(Exception):
+        pass
+
+    monkeypatch.setattr(module, "train", lambda *args, **kwargs: (_ for _ in ()).throw(Trained()))
+    with caplog.at_level("WARNING", logger="ferkit"), pytest.raises(Trained):
+        module.compare(synthetic_folder, ["seed-custom", "default"], tmp_path / "cmp", epochs=1, classes=CLASSES,
+                       warmup_epochs=3)
+    said = [record.getMessage() for record in caplog.records if "is not used" in record.getMessage()]
+    assert said == ["seed-custom: warmup_epochs = 3 is not used: the constant schedule has no warm-up "
+                    "(--schedule cosine has)"]  # the default's cosine schedule reads it
+
+
 def test_compare_refuses_an_empty_output_name(synthetic_folder, tmp_path, monkeypatch):
     """"" had been read as no --output: the comparison went to runs/ unasked."""
     from ferkit.training import compare as module

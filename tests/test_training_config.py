@@ -237,9 +237,14 @@ def test_a_derived_recipe_of_another_architecture_takes_its_own_options_alone(tm
 ])
 def test_a_given_field_the_run_never_reads_is_said(recipe, overrides, unread, caplog):
     """Quietly ignored, a flag reads as tried: `--warmup-epochs 5` with a constant rate trained as without it."""
+    from ferkit.training import trainer
+
     with caplog.at_level("WARNING", logger="ferkit"):
-        TrainConfig.from_recipe(recipe, **overrides)
-    said = [record.getMessage() for record in caplog.records]
+        trainer._resolve("data.zip", None, None, None, {"recipe": recipe, **overrides})
+        assert len(caplog.records) == len(unread)  # as a config changed by the same fields (the Python API):
+        trainer._resolve("data.zip", TrainConfig.from_recipe(recipe), None, None, overrides)
+    said = [record.getMessage() for record in caplog.records][:len(unread)]
+    assert [record.getMessage() for record in caplog.records][len(unread):] == said
     assert len(said) == len(unread)
     for message, words in zip(said, unread):
         assert message.startswith(f"{recipe}: {words}")

@@ -97,8 +97,20 @@ def free_memory() -> int | None:
     try:
         limit = (CGROUP / "memory.max").read_text(encoding="utf-8").strip()
         if limit != "max":
-            left = max(0, int(limit) - int((CGROUP / "memory.current").read_text(encoding="utf-8")))
+            left = max(0, int(limit) - _cgroup_in_use())
             free = left if free is None else min(free, left)
     except (OSError, ValueError):
         pass
     return free
+
+
+def _cgroup_in_use() -> int:
+    """A cgroup's memory in use less the file cache the kernel drops first (`inactive_file`, as docker
+    and the kubelet count it): a container that has read a large dataset sits near its limit in cache."""
+    used = int((CGROUP / "memory.current").read_text(encoding="utf-8"))
+    try:
+        stat = dict(line.split()[:2] for line in (CGROUP / "memory.stat").read_text(encoding="utf-8").splitlines()
+                    if line.strip())
+        return max(0, used - int(stat.get("inactive_file", 0)))
+    except (OSError, ValueError):
+        return used

@@ -106,16 +106,15 @@ def to_model_input(faces: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nd
     return batch.astype(np.float32)[..., None]
 
 
-def check_fits_memory(count: int, size: int) -> None:
+def check_fits_memory(count: int, size: int, advice: str = "") -> None:
     """Many faces at a large size (a training set at --image-size 1000) are refused in one line, not
     left to a MemoryError or the kernel's OOM killer minutes later. Reading the free memory costs a
-    file read, so small batches (a video's faces) are not checked."""
+    file read, so small batches (a video's faces) are not checked. `advice`: what the caller can do."""
     need = count * size * size * 5  # the uint8 faces stacked, then their float32 copy
     free = free_memory() if need > 2 ** 28 else None
     if free is not None and need > free:
         raise FerkitError(f"{count} faces of {size}x{size} px take {need / 2 ** 30:.1f} GiB as the model's input, "
-                          f"more than the {free / 2 ** 30:.1f} GiB of memory free: use fewer or smaller faces "
-                          "(a smaller image_size)")
+                          f"more than the {free / 2 ** 30:.1f} GiB of memory free{advice}")
 
 
 def eye_angle(landmarks: np.ndarray) -> float:

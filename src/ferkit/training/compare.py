@@ -95,6 +95,8 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
     first = _config(recipes[0], overrides)
     shared = {key: getattr(first, key) for key in PROTOCOL}  # parsed: classes as names, not the flag's string
     configs = [_config(recipe, {**overrides, **shared}) for recipe in recipes]
+    for config in configs:  # once each, with the fields the user gave
+        config.warn_unread(overrides)
     names = [config.recipe for config in configs]  # a .toml path's stem
     _check_names(recipes, names, out)
     taken = [str(out / name) for name in names if RunDir(out / name).holds_run()]

@@ -215,16 +215,16 @@ class TrainConfig:
         changed = {k: getattr(config, k) for k in keys if stock is None or getattr(stock, k) != getattr(config, k)}
         if changed:  # the recipe's own words no longer describe the run alone (`ferkit info` prints them)
             config.description = with_changes(config.description, "for this run", changed)
-        for name, why in config.unread(given):
-            log.warning("%s: %s = %r is not used: %s", config.recipe, name, given[name], why)
         return config
 
-    def unread(self, given: dict[str, Any]) -> list[tuple[str, str]]:
-        """The `given` fields that this configuration never reads, and why: a flag that changes
+    def warn_unread(self, given: dict[str, Any]) -> None:
+        """Warns of each of the `given` fields that this configuration never reads: a flag that changes
         nothing must say so, not let a user believe it was tried."""
         no_teacher = "there is no teacher (--teacher none)"
         reasons = {"warmup_epochs": (self.schedule == "constant" and self.warmup_epochs > 0,
                                      "the constant schedule has no warm-up (--schedule cosine has)"),
                    "teacher_weight": (not self.teacher, no_teacher),
                    "teacher_flip": (not self.teacher and self.teacher_flip, no_teacher)}
-        return [(name, why) for name, (unread, why) in reasons.items() if name in given and unread]
+        for name, (unread, why) in reasons.items():
+            if name in given and unread:
+                log.warning("%s: %s = %r is not used: %s", self.recipe, name, given[name], why)

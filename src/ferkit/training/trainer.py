@@ -66,6 +66,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     check_fallback(config, bfloat16)  # and one in the fallback's, even on a machine that never trains it
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
+    sizes = splits.sizes().values()  # the three parts are held at once; a frozen backbone's one at a time
+    check_fits_memory(max(sizes) if _use_features(model, config) else sum(sizes), config.image_size,
+                      ": train on smaller faces (--image-size)")
     if run is not None:
         run.check_same_faces(splits.fingerprint(), moved=data is not None)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
@@ -157,6 +160,7 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
     else:  # a copy, with a few fields changed, checked again: a field set after the config was made
         # (numpy's numbers, classes as a string) had failed after the data loaded, or trained unchecked
         config = TrainConfig.from_dict({**without_stale_fallback(config.to_dict(), given), **given})
+    config.warn_unread(given)
     if data is not None:
         config.data = str(data)
     if config.data and Path(config.data).exists():  # absolute: --resume reads it back from any folder
@@ -182,7 +186,6 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
         log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
     splits = make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats)
     log.info("%s: %s", splits.description, splits.sizes())
-    check_fits_memory(sum(splits.sizes().values()), config.image_size)  # all three parts are held at once
     untrained = [name for index, name in enumerate(config.classes) if not (splits.train.labels == index).any()]
     if untrained:  # e.g. a train/ folder without it, its faces all under test/
         raise FerkitError(f"no training faces of {', '.join(untrained)} ({splits.description}): the model could "
