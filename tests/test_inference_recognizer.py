@@ -549,7 +549,8 @@ def test_bad_models(tmp_path):
     foreign = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.Flatten()(Scale()(inputs))))
     foreign.save(tmp_path / "foreign.keras")
     with pytest.raises(FerkitError, match=r"foreign.keras: it holds a layer or function this Keras cannot rebuild "
-                                          r"\(another project's own code\?\) \(Could not locate class 'Scale'"):
+                                          r"\(another project's own code, or another Keras version\?\) "
+                                          r"\(Could not locate class 'Scale'"):
         EmotionRecognizer(tmp_path / "foreign.keras")  # had been Keras' TypeError traceback
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(FerkitError, match="unsupported model file"):

@@ -418,10 +418,16 @@ def test_a_keras_model_that_is_no_face_classifier_is_a_clear_error(tmp_path, sha
 
 
 def test_a_damaged_weights_file_is_a_clear_error(tmp_path):
+    import zipfile
+
     for name in ("junk.weights.h5", "junk.keras"):
         (tmp_path / name).write_bytes(b"x" * 100)
         with pytest.raises(FerkitError, match=f"cannot read weights from .*{name}: damaged"):
             create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / name))
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:  # a zip, no model.weights.h5: Keras' KeyError
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(FerkitError, match="cannot read weights from .*empty.keras: damaged"):
+        create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / "empty.keras"))
     # A transfer model too: h5py's own message, naming no file, had been the error
     (tmp_path / "junk.h5").write_bytes(b"junk")
     with pytest.raises(FerkitError, match="cannot read weights from .*junk.h5: damaged"):

@@ -11,6 +11,12 @@ class FerkitError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+def first_line(exc: BaseException, most: int | None = 120) -> str:
+    """The first line of another library's message, for a one-line error (its type's name where it
+    says nothing): Keras' and matplotlib's run to many lines."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:most]
+
+
 def is_whole_number(value: object, least: int) -> bool:
     """An int (numpy's too, not a bool) of at least `least`: what counts of faces, frames, threads
     and pixels must be, whether a user typed them or a program passed them."""

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ferkit.errors import FerkitError, import_naming_extra, is_whole_number
+from ferkit.errors import FerkitError, first_line, import_naming_extra, is_whole_number
 from ferkit.hardware import cpu_flags, most_threads, usable_cores
 from ferkit.inference.tta import predict_tta
 from ferkit.runs import (ONNX_META, ModelInfo, RunDir, checked_config, checked_metrics, epochs_trained,
@@ -124,7 +124,7 @@ class OnnxBackend:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise FerkitError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+            raise FerkitError(f"cannot load ONNX model {path}: {first_line(exc, None)}") from None
         self.info, self.recorded = _described(path, self._session.get_modelmeta().custom_metadata_map)
         self._input = self._session.get_inputs()[0].name
         self.name = str(path)

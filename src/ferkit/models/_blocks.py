@@ -8,7 +8,7 @@ import zipfile
 import keras
 from keras import layers
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, first_line
 
 
 def face_input(image_size: int) -> keras.KerasTensor:
@@ -46,9 +46,10 @@ def load_local_weights(model: keras.Model, weights: str) -> keras.Model:
 def _load_weights(model: keras.Model, path: str) -> None:
     try:
         model.load_weights(path)
-    except (OSError, zipfile.BadZipFile) as exc:  # h5py's "file signature not found", a cut .keras
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:  # h5py's "file signature not found", a cut .keras,
+        # a zip named .keras without model.weights.h5
         raise FerkitError(f"cannot read weights from {path}: damaged, or not a Keras weights file "
-                          f"({str(exc).splitlines()[0][:120]})") from None
+                          f"({first_line(exc)})") from None
     except ValueError:  # a mirror-averaged run's file (the default's) holds the network inside its wrapper
         from ferkit.models.mirror import mirror_averaged
 

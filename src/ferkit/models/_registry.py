@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError, is_whole_number
+from ferkit.errors import FerkitError, first_line, is_whole_number
 from ferkit.models._blocks import keras_weights_arg
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
@@ -42,9 +42,8 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
     try:
         return _BUILDERS[name](image_size=image_size, num_classes=num_classes, weights=weights, **kwargs)
     except (ValueError, TypeError, IndexError) as exc:  # an option's value the network cannot take
-        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FerkitError(f"model {name!r} cannot be built with the options {kwargs or '(its defaults)'}: "
-                          f"{said}") from None
+                          f"{first_line(exc, None)}") from None
     except Exception as exc:
         if not out_of_memory(exc):
             raise

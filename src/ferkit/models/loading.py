@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, first_line
 from ferkit.models import mirror  # registers the layer of mirror-averaged models
 from ferkit.runs import ModelInfo, RunDir, model_info
 
@@ -37,11 +37,12 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
             model = keras.models.load_model(path, compile=False)
         except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:  # truncated, not a .keras zip, no config
             raise FerkitError(f"cannot load Keras model {path}: not a .keras file, or damaged "
-                              f"({_first_line(exc)})") from None
-        except TypeError as exc:  # another project's own layer, named deep in Keras' long message
+                              f"({first_line(exc)})") from None
+        except TypeError as exc:  # another project's own layer (named deep in Keras' long message), another Keras
             missing = re.search(r"Could not locate (class|function) '[^']*'", str(exc))
             raise FerkitError(f"cannot load Keras model {path}: it holds a layer or function this Keras cannot "
-                              f"rebuild (another project's own code?){f' ({missing[0]})' if missing else ''}") from None
+                              f"rebuild (another project's own code, or another Keras version?) "
+                              f"({missing[0] if missing else first_line(exc)})") from None
     else:
         raise FerkitError(f"unsupported model file {path}: give a run directory or a .keras file")
     info = model_info(model_path, *_classifier_shape(model, path))
@@ -49,10 +50,6 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
         # a bare file says it itself: --tta would add the mirror view again, and export would not record it
         info = ModelInfo(info.classes, info.image_size, {"mirror_average": True})
     return model, info
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
 
 
 def _classifier_shape(model, path: Path) -> tuple[int, int]:
@@ -86,5 +83,5 @@ def _from_model_json(path: Path) -> keras.Model:
     try:
         model.load_weights(weights)
     except (ValueError, OSError) as exc:
-        raise FerkitError(f"cannot load {weights} into {path}'s model: {str(exc).splitlines()[0][:120]}") from None
+        raise FerkitError(f"cannot load {weights} into {path}'s model: {first_line(exc)}") from None
     return model
