@@ -94,7 +94,8 @@ def test_a_plot_format_that_needs_a_missing_program_is_refused_up_front_and_a_fa
     from ferkit.inference import timeline as module
 
     monkeypatch.setattr(module.shutil, "which", lambda program: None)
-    with pytest.raises(FerkitError, match=r"cannot plot to x.pgf: name it .png \(or .*eps.*\)"):
+    with pytest.raises(FerkitError, match=r"^cannot plot to x.pgf: matplotlib writes pgf with xelatex, which is not "
+                                          r"installed$"):
         module.check_plot_format("x.pgf")
     assert "pgf" not in str(pytest.raises(FerkitError, module.check_plot_format, "x.txt").value)
     module.check_plot_format("x.svg")
@@ -104,3 +105,11 @@ def test_a_plot_format_that_needs_a_missing_program_is_refused_up_front_and_a_fa
     timeline.add(0, 0.0, [_face(1, 0.9)])
     with pytest.raises(FerkitError, match="cannot write the plot .*x.png: .*No such file or directory"):
         timeline.plot(tmp_path / "gone" / "x.png", duration=0.04)  # its folder removed while the video ran
+
+    class LatexError(Exception):  # matplotlib's, for a LaTeX that lacks the pgf package: no OSError
+        pass
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", lambda *args, **kwargs: (_ for _ in ()).throw(
+        LatexError("LaTeX errored (probably missing font or error in preamble) while processing the following input")))
+    with pytest.raises(FerkitError, match=r"cannot write the plot .*x.pgf: LaTeX errored \(probably missing font"):
+        timeline.plot(tmp_path / "x.pgf", duration=0.04)

@@ -190,6 +190,23 @@ def test_video_outputs_are_checked_before_the_video_is_read(tiny_run, tiny_video
     assert tiny_video.stat().st_size == size and not (tmp_path / "same.mp4").exists()
 
 
+def test_a_plot_that_cannot_be_saved_says_the_other_outputs_are_written(tiny_run, tiny_video, tmp_path,
+                                                                      monkeypatch):
+    """The plot is written last: its failure (a full disk, LaTeX) had read as if the whole video were lost."""
+    from ferkit.inference.timeline import Timeline
+
+    def full_disk(self, path, duration):
+        raise FerkitError(f"cannot write the plot {path}: No space left on device")
+
+    monkeypatch.setattr(Timeline, "plot", full_disk)
+    csv_path, plot = tmp_path / "faces.csv", tmp_path / "timeline.png"
+    with pytest.raises(FerkitError, match=r"cannot write the plot .*timeline.png: No space left on device "
+                                          r"\(.*faces.csv written\)$"):
+        process_video(EmotionRecognizer(tiny_run), str(tiny_video), csv_path=str(csv_path), plot=str(plot),
+                      progress=False)
+    assert len(csv_path.read_text().splitlines()) > 1
+
+
 def test_a_video_output_opencv_cannot_write_is_refused_before_the_model_loads(tiny_run, tiny_video, tmp_path,
                                                                                capsys):
     from ferkit.cli import main

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, first_line
 from ferkit.inference.faces import FACE_COLUMNS, Face, face_cells
 
 MOST_PLOTTED = 4  # panels of faces; more would each be too small to read
@@ -131,8 +131,8 @@ class Timeline:
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
         try:
             fig.savefig(path)
-        except (OSError, RuntimeError) as exc:  # a full disk; a format's own program failing
-            raise FerkitError(f"cannot write the plot {path}: {(str(exc).strip().splitlines() or ['?'])[0]}") from None
+        except Exception as exc:  # a full disk; LaTeX failing on pgf (its LatexError is no OSError): it only writes
+            raise FerkitError(f"cannot write the plot {path}: {first_line(exc)}") from None
         finally:
             plt.close(fig)
 
@@ -151,8 +151,10 @@ def check_plot_format(path: str) -> None:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    formats = set(FigureCanvasAgg.get_supported_filetypes())
-    if not shutil.which(matplotlib.rcParams["pgf.texsystem"]):
+    formats, latex = set(FigureCanvasAgg.get_supported_filetypes()), matplotlib.rcParams["pgf.texsystem"]
+    if not shutil.which(latex):
         formats.discard("pgf")
+        if Path(path).suffix.lower() == ".pgf":
+            raise FerkitError(f"cannot plot to {path}: matplotlib writes pgf with {latex}, which is not installed")
     if Path(path).suffix.lower().lstrip(".") not in formats:
         raise FerkitError(f"cannot plot to {path}: name it .png (or {', '.join(sorted(set(formats) - {'png'}))})")

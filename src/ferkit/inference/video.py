@@ -239,7 +239,11 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
     _say_if_cut_short(source, count, t, (total or 0) / fps if video.rate_known else 0, fps, interrupted)
     if plot:
-        timeline.plot(plot, t + 1 / fps)
+        try:
+            timeline.plot(plot, t + 1 / fps)
+        except FerkitError as exc:  # the last output: the others are whole, and said so
+            written = " and ".join(str(path) for path in (output, csv_path) if path)
+            raise FerkitError(f"{exc} ({written} written)" if written else str(exc)) from None
     return {"frames": count, "seconds": elapsed, "fps": count / elapsed if elapsed else 0.0,
             "faces": timeline.faces, "interrupted": interrupted, "tracks": timeline.summary()}
 
