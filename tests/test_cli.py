@@ -50,7 +50,7 @@ def test_frame_options_under_one_are_refused_before_anything_loads(command, flag
     (["evaluate", "", "data.zip"], "model"), (["export", "run", "--calibration", ""], "--calibration"),
     (["predict", "a.jpg", ""], "PATH"), (["predict", "a.jpg", "--save-annotated", ""], "--save-annotated"),
     (["predict", "a.jpg", "--model", ""], "--model"), (["video", "clip.mp4", "--plot", ""], "--plot"),
-    (["demo", "--source", ""], "--source"), (["info", "--model", ""], "--model"),
+    (["demo", "--source", ""], "--source"), (["info", "--model", ""], "--model"), (["serve", "--host", ""], "--host"),
 ])
 def test_an_empty_path_or_name_is_refused_before_anything_loads(args, named, capsys):
     """An unset shell variable ("$DATA") had read as the current folder, or an empty --output as none."""

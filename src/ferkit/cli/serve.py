@@ -6,7 +6,7 @@ import argparse
 import logging
 import socket
 
-from ferkit.cli._common import add_model_options, keras_imported_quietly, recognizer_options
+from ferkit.cli._common import add_model_options, keras_imported_quietly, nonempty, recognizer_options
 
 log = logging.getLogger("ferkit")
 
@@ -14,7 +14,7 @@ log = logging.getLogger("ferkit")
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="REST API and web page (upload a photo or use the webcam)",
                        description="POST /v1/predict, GET /v1/health, GET /v1/model, the page at /, docs at /docs.")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", type=nonempty)
     p.add_argument("--port", type=_port, default=8000)
     add_model_options(p)  # the same faces and scores as `ferkit predict` with the same flags
     p.add_argument("--max-upload-mb", type=float, default=10,
