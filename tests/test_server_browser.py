@@ -190,7 +190,14 @@ def test_a_photo_the_browser_cannot_show_and_then_a_bad_file(server_url, group_p
     assert model.startswith("Model: 4 emotions")  # an error had wiped the model's line for good
 
 
-def test_a_model_information_error_is_said_and_photos_are_still_labelled(server_url, group_photo, tmp_path):
+@pytest.mark.parametrize("status, body, said", [
+    (503, '{"error": "the server is stopping"}', "Model information unavailable (HTTP 503)."),
+    (200, '{"error": "no model here"}', "Model information unreadable."),  # had read "Server not reachable."
+    (200, "<html>a proxy's page</html>", "Model information unreadable."),
+    (None, None, "Server not reachable."),  # the connection itself failed
+])
+def test_a_model_information_error_is_said_and_photos_are_still_labelled(server_url, group_photo, tmp_path, status,
+                                                                        body, said):
     """The page took an error's JSON (a 503 while the server stops, a 500) for the model's: it said the
     server was not reachable, and every photo after it failed to draw, its colours undefined."""
     photo = tmp_path / "group.jpg"
@@ -198,8 +205,8 @@ def test_a_model_information_error_is_said_and_photos_are_still_labelled(server_
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page()
-        page.route("**/v1/model", lambda route: route.fulfill(status=503, content_type="application/json",
-                                                             body='{"error": "the server is stopping"}'))
+        page.route("**/v1/model", lambda route: route.abort() if status is None else
+                   route.fulfill(status=status, content_type="application/json", body=body))
         page.goto(server_url + "/")
         page.wait_for_function("!document.getElementById('model').textContent.startsWith('Loading')")
         model = page.inner_text("#model")
@@ -208,7 +215,7 @@ def test_a_model_information_error_is_said_and_photos_are_still_labelled(server_
         labels = page.locator(".face h3.label").count()
         error = page.inner_text("#error")
         browser.close()
-    assert model == "Model information unavailable (HTTP 503)."
+    assert model == said
     assert labels == 3 and error == ""
 
 
