@@ -6,7 +6,7 @@
 A lent GPU machine sends back at most 64 MB per call, and five 2.8M-parameter networks in float32
 come close to it: scripts/gpu_train.sh packs each finished run this way before archiving it, and
 `unpack` rebuilds the network from the run's config.json as training saves it
-(ferkit.training.trainer.inference_model), with the weights back in float32. float16 keeps 11
+(ferkit.training.networks.inference_model), with the weights back in float32. float16 keeps 11
 bits of mantissa: each weight moves by at most 1 part in 2,048 (by at most 3e-8 below 6e-5, where
 float16 has fewer bits), well under what int8 quantization of the bundled model then moves it
 by. A run whose weights do not fit float16 (over 65,504) is left as it was, and so is one that
@@ -47,7 +47,7 @@ def pack(run: RunDir) -> None:
 def rebuild(run: RunDir, weights: list[np.ndarray]):
     """The run's network from its config.json, as training saves it, holding `weights` in float32."""
     from ferkit.training.config import TrainConfig
-    from ferkit.training.trainer import inference_model
+    from ferkit.training.networks import inference_model
 
     return inference_model(TrainConfig.from_dict(run.read_config()),
                            [w.astype(np.float32) if w.dtype == np.float16 else w for w in weights])

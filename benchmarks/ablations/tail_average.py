@@ -12,7 +12,7 @@ not re-plan the run (the default's 40 epochs on a CPU: timings, of which the sav
 scores each average on RUN's split (validation by default) as precise BN saves it: the uniform mean of
 the last K epochs' weights (stochastic weight averaging over the cosine schedule's tail) and, per
 --decay D, an exponential average (each epoch's end weighing 1 - D), their statistics recomputed on
-the training faces (`ferkit.training.trainer.inference_model`). An average's moving statistics
+the training faces (`ferkit.training.networks.inference_model`). An average's moving statistics
 describe none of the networks averaged, so they are always recomputed; "last 1" is the last
 epoch's weights, the run's saved model where it kept its last epoch and recomputed them too.
 Not a test: it only prints.
@@ -38,7 +38,7 @@ from ferkit.runs import RunDir  # noqa: E402
 from ferkit.training import train  # noqa: E402
 from ferkit.training.config import TrainConfig  # noqa: E402
 from ferkit.training.features import frozen_backbone  # noqa: E402
-from ferkit.training.trainer import build_model, inference_model  # noqa: E402
+from ferkit.training.networks import build_model, inference_model  # noqa: E402
 
 Weights = list[np.ndarray]
 

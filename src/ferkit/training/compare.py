@@ -23,7 +23,8 @@ from ferkit.runs import RunDir, output_folder, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.config import TrainConfig
-from ferkit.training.trainer import build_model, check_fallback, describe_fallback, train
+from ferkit.training.networks import build_model, check_fallback, describe_fallback
+from ferkit.training.trainer import train
 
 log = logging.getLogger("ferkit")
 PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats")  # what every compared recipe must share

@@ -62,7 +62,7 @@ class TrainConfig:
     # With a time limit: options that replace some of `model_options` when a few training steps,
     # timed before the first epoch, say that fewer than `fallback_below` epochs would fit, or 60% of
     # `epochs` where that is fewer (0: 60% of `epochs`) (a lighter network for slow CPUs;
-    # ferkit.training.trainer), and the smaller faces it then trains on (0: image_size). Neither
+    # ferkit.training.networks), and the smaller faces it then trains on (0: image_size). Neither
     # set: the network is always the same.
     fallback_model_options: dict[str, Any] = field(default_factory=dict)
     fallback_image_size: int = 0

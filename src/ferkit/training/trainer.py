@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -21,9 +20,7 @@ from ferkit.data.splits import Splits, make_splits, repeats_training, select_cla
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_history_plots, write_metrics
-from ferkit.models import create_model
 from ferkit.models._blocks import keras_weights_arg
-from ferkit.models.mirror import mirror_averaged
 from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, output_folder, replacing, write_json
 from ferkit.training import batchnorm, budget, distill, precision, techniques
@@ -31,6 +28,8 @@ from ferkit.training.batches import ShuffledBatches
 from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
+from ferkit.training.networks import (build_model, check_fallback, inference_model, lighter_if_slow,
+                                      recompute_batchnorm, uses_features)
 
 log = logging.getLogger("ferkit")
 
@@ -67,13 +66,13 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
     sizes = splits.sizes().values()  # the three parts are held at once; a frozen backbone's one at a time
-    check_fits_memory(max(sizes) if _use_features(model, config) else sum(sizes), config.image_size,
+    check_fits_memory(max(sizes) if uses_features(model, config) else sum(sizes), config.image_size,
                       ": train on smaller faces (--image-size)")
     if run is not None:
         run.check_same_faces(splits.fingerprint(), moved=data is not None)
     teacher = distill.resumed_or_new(config, splits.train.images, run)
     if run is None:  # a resumed run keeps the network it started with
-        config, model = _lighter_if_slow(config, model, splits, started, bfloat16)
+        config, model = lighter_if_slow(config, model, splits, started, bfloat16)
         run = RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
         write_json(run.split_fingerprint, splits.fingerprint())  # what a resume checks
     distill.keep(run, teacher)
@@ -81,7 +80,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     log.info("run directory: %s", run.path)
 
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
-    fit = _fit_on_features if _use_features(model, config) else _fit_end_to_end
+    fit = _fit_on_features if uses_features(model, config) else _fit_end_to_end
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
                    "started": started, "teacher": teacher}
     model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
@@ -101,17 +100,6 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     return TrainResult(run.path, metrics, interrupted, minutes)
 
 
-def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
-    """Builds the recipe's fallback network, if it has one, so that a bad option there fails now,
-    named as the fallback's: it had read as an error in `[model_options]`, which was not at fault."""
-    if config.has_fallback:
-        try:
-            build_model(config.with_fallback(), "none", mixed_precision)
-        except FerkitError as exc:
-            raise FerkitError(f"the recipe's fallback network ([fallback_model_options], fallback_image_size): "
-                              f"{exc}") from None
-
-
 def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) -> keras.Model:
     """The network with the weights it starts from. A resumed run's backup holds every weight of a
     network trained end to end, so the file it started from is not read again: gone or overwritten,
@@ -120,7 +108,7 @@ def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) ->
     if resumed is None:
         return build_model(config, config.weights, bfloat16)
     model, path = build_model(config, "none", bfloat16), keras_weights_arg(config.weights)
-    if path is None or not _use_features(model, config):
+    if path is None or not uses_features(model, config):
         return model
     if path != "imagenet" and not Path(path).is_file():
         raise FerkitError(f"this run's frozen backbone starts from {config.weights}, which is gone: put it "
@@ -193,92 +181,6 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     return splits, data.skipped, left_out
 
 
-def describe_fallback(config: TrainConfig, options: dict[str, Any], image_size: int) -> str:
-    """A network trained instead of `config`'s, in words ("" if it is the same one)."""
-    words = [json.dumps(options)] if _as_json(options) != _as_json(config.model_options) else []
-    words += [f"on {image_size}-px faces"] if image_size != config.image_size else []
-    return " ".join(words)
-
-
-def _as_json(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True)  # tuples and lists alike
-
-
-def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
-    """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision)."""
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
-    try:
-        return create_model(config.model, image_size=config.image_size, num_classes=len(config.classes),
-                            weights=weights, **config.model_options)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
-def _lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,
-                     bfloat16: bool) -> tuple[TrainConfig, keras.Model]:
-    """The recipe's network, or its fallback when a few timed steps say that the time limit would
-    cut it to fewer than `config.fallback_epochs` epochs: on a slow CPU more epochs of a lighter
-    network learned more (benchmarks/ablations/README.md, "TensorFlow's oneDNN kernels, and a
-    lighter network"). The probe runs after the teacher's pass, so what is left of the limit is known."""
-    lighter = config.with_fallback()
-    if (not config.time_limit or not config.has_fallback
-            or _use_features(model, config)):  # a frozen backbone trains its head alone: nothing to time
-        return config, model
-    probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
-    steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
-    probe.compile(optimizer=techniques.optimizer(config, steps, announce=False)[0],
-                  loss="sparse_categorical_crossentropy")
-    batch = slice(0, config.batch_size)
-    step = budget.seconds_per_step(probe, to_model_input(splits.train.images[batch], config.image_size),
-                                   splits.train.labels[batch])
-    fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
-    mine = f"{config.model} {json.dumps(config.model_options)}"
-    if fit >= config.fallback_epochs:
-        log.info("time limit %g min: %s of %s fit (%.2f s/step)", config.time_limit,
-                 f"about {fit} of {config.epochs} epochs" if fit < config.epochs
-                 else f"all {config.epochs} epoch{'s' * (config.epochs != 1)}",
-                 mine, step)
-        return config, model
-    log.info("time limit %g min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
-             "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
-             describe_fallback(config, lighter.model_options, lighter.image_size))
-    keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
-    # Said in the run's own description too (info, compare), not only in this log
-    said = (f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}"
-            ": its own network would not have fitted the time limit.")
-    lighter = TrainConfig.from_dict({**lighter.to_dict(), "description": f"{lighter.description} {said}".strip()})
-    return lighter, build_model(lighter, lighter.weights, bfloat16)
-
-
-def inference_model(config: TrainConfig, weights: list[np.ndarray],
-                    bn_faces: np.ndarray | None = None) -> keras.Model:
-    """`weights` in a fresh float32 model as a run saves it: no bfloat16 ops and no optimizer
-    (resuming is the backup's job; a saved optimizer only warns on loading), mirror-averaged when
-    the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone.
-    With `bn_faces` (and `precise_bn`) its BatchNorm statistics are recomputed on them first."""
-    plain = build_model(config, "none", mixed_precision=False)
-    plain.set_weights(weights)
-    if config.precise_bn and bn_faces is not None:
-        _recompute_batchnorm(plain, bn_faces, config.seed)
-    return mirror_averaged(plain) if config.mirror_average else plain
-
-
-def _recompute_batchnorm(model: keras.Model, faces: np.ndarray, seed: int) -> None:
-    if not batchnorm.trainable_batchnorms(model):
-        log.info("precise BN: this network has no trainable BatchNorm layer, nothing to recompute")
-        return
-    t0, batches = time.time(), batchnorm.batches_of(faces, seed)
-    log.info("recomputing BatchNorm statistics on %d training faces (precise BN)...", sum(map(len, batches)))
-    layers = batchnorm.recompute(model, batches)
-    log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s",
-             layers, "s" * (layers != 1), sum(map(len, batches)), time.time() - t0)
-
-
-def _use_features(model: keras.Model, config: TrainConfig) -> bool:
-    return (config.precompute_features and not config.augment and config.erasing == 0
-            and frozen_backbone(model) is not None)
-
-
 def _compile(model: keras.Model, config: TrainConfig, num_train: int):
     loss, targets = techniques.loss_and_targets(config, len(config.classes))
     steps = techniques.steps_per_epoch(num_train, config.batch_size)
@@ -315,7 +217,7 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     interrupted, diverged = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve,
                                  **fit_options)
     if config.precise_bn:  # the backbone's are frozen: only the head's, on the features it trained on
-        _recompute_batchnorm(head, feats["train"], config.seed)
+        recompute_batchnorm(head, feats["train"], config.seed)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
         faces = to_model_input(splits.test.images, config.image_size)

@@ -1,0 +1,121 @@
+"""Which network a run trains and which it saves: the recipe's own, its lighter fallback where the
+time limit would cut the own one short, and the float32 model a run keeps (mirror-averaged, its
+BatchNorm statistics recomputed). The trainer, compare and scripts/half_weights.py build them here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from ferkit.data.preprocess import to_model_input
+from ferkit.data.splits import Splits
+from ferkit.errors import FerkitError
+from ferkit.models import create_model
+from ferkit.models.mirror import mirror_averaged
+from ferkit.training import batchnorm, budget, techniques
+from ferkit.training.config import TrainConfig
+from ferkit.training.features import frozen_backbone
+
+log = logging.getLogger("ferkit")
+
+
+def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
+    """Builds the recipe's fallback network, if it has one, so that a bad option there fails now,
+    named as the fallback's: it had read as an error in `[model_options]`, which was not at fault."""
+    if config.has_fallback:
+        try:
+            build_model(config.with_fallback(), "none", mixed_precision)
+        except FerkitError as exc:
+            raise FerkitError(f"the recipe's fallback network ([fallback_model_options], fallback_image_size): "
+                              f"{exc}") from None
+
+
+def describe_fallback(config: TrainConfig, options: dict[str, Any], image_size: int) -> str:
+    """A network trained instead of `config`'s, in words ("" if it is the same one)."""
+    words = [json.dumps(options)] if _as_json(options) != _as_json(config.model_options) else []
+    words += [f"on {image_size}-px faces"] if image_size != config.image_size else []
+    return " ".join(words)
+
+
+def _as_json(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)  # tuples and lists alike
+
+
+def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
+    """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
+    try:
+        return create_model(config.model, image_size=config.image_size, num_classes=len(config.classes),
+                            weights=weights, **config.model_options)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,
+                     bfloat16: bool) -> tuple[TrainConfig, keras.Model]:
+    """The recipe's network, or its fallback when a few timed steps say that the time limit would
+    cut it to fewer than `config.fallback_epochs` epochs: on a slow CPU more epochs of a lighter
+    network learned more (benchmarks/ablations/README.md, "TensorFlow's oneDNN kernels, and a
+    lighter network"). The probe runs after the teacher's pass, so what is left of the limit is known."""
+    lighter = config.with_fallback()
+    if (not config.time_limit or not config.has_fallback
+            or uses_features(model, config)):  # a frozen backbone trains its head alone: nothing to time
+        return config, model
+    probe = techniques.with_augmentation(build_model(config, "none", bfloat16), techniques.augmentation(config))
+    steps = techniques.steps_per_epoch(len(splits.train.labels), config.batch_size)
+    probe.compile(optimizer=techniques.optimizer(config, steps, announce=False)[0],
+                  loss="sparse_categorical_crossentropy")
+    batch = slice(0, config.batch_size)
+    step = budget.seconds_per_step(probe, to_model_input(splits.train.images[batch], config.image_size),
+                                   splits.train.labels[batch])
+    fit = budget.epochs_that_fit(step, steps, config.time_limit, started)
+    mine = f"{config.model} {json.dumps(config.model_options)}"
+    if fit >= config.fallback_epochs:
+        log.info("time limit %g min: %s of %s fit (%.2f s/step)", config.time_limit,
+                 f"about {fit} of {config.epochs} epochs" if fit < config.epochs
+                 else f"all {config.epochs} epoch{'s' * (config.epochs != 1)}",
+                 mine, step)
+        return config, model
+    log.info("time limit %g min: only about %d of %d epochs of %s fit (%.2f s/step): training the "
+             "recipe's lighter fallback %s instead", config.time_limit, fit, config.epochs, mine, step,
+             describe_fallback(config, lighter.model_options, lighter.image_size))
+    keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
+    # Said in the run's own description too (info, compare), not only in this log
+    said = (f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}"
+            ": its own network would not have fitted the time limit.")
+    lighter = TrainConfig.from_dict({**lighter.to_dict(), "description": f"{lighter.description} {said}".strip()})
+    return lighter, build_model(lighter, lighter.weights, bfloat16)
+
+
+def inference_model(config: TrainConfig, weights: list[np.ndarray],
+                    bn_faces: np.ndarray | None = None) -> keras.Model:
+    """`weights` in a fresh float32 model as a run saves it: no bfloat16 ops and no optimizer
+    (resuming is the backup's job; a saved optimizer only warns on loading), mirror-averaged when
+    the recipe says so. Also how scripts/half_weights.py rebuilds a run from its weights alone.
+    With `bn_faces` (and `precise_bn`) its BatchNorm statistics are recomputed on them first."""
+    plain = build_model(config, "none", mixed_precision=False)
+    plain.set_weights(weights)
+    if config.precise_bn and bn_faces is not None:
+        recompute_batchnorm(plain, bn_faces, config.seed)
+    return mirror_averaged(plain) if config.mirror_average else plain
+
+
+def recompute_batchnorm(model: keras.Model, faces: np.ndarray, seed: int) -> None:
+    if not batchnorm.trainable_batchnorms(model):
+        log.info("precise BN: this network has no trainable BatchNorm layer, nothing to recompute")
+        return
+    t0, batches = time.time(), batchnorm.batches_of(faces, seed)
+    log.info("recomputing BatchNorm statistics on %d training faces (precise BN)...", sum(map(len, batches)))
+    layers = batchnorm.recompute(model, batches)
+    log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s",
+             layers, "s" * (layers != 1), sum(map(len, batches)), time.time() - t0)
+
+
+def uses_features(model: keras.Model, config: TrainConfig) -> bool:
+    return (config.precompute_features and not config.augment and config.erasing == 0
+            and frozen_backbone(model) is not None)
