@@ -629,20 +629,6 @@ def test_custom_refuses_a_face_its_poolings_would_shrink_to_nothing():
     assert create_model("custom", image_size=8, num_classes=7, filters=(16, 32)).output_shape == (None, 7)
 
 
-@pytest.mark.parametrize("name", ["vgg19", "mobilenetv2"])
-def test_a_frozen_backbone_without_weights_is_warned_once(name, caplog, monkeypatch):
-    """--weights none on a seed transfer recipe left the random backbone frozen, in silence."""
-    from ferkit.models import transfer
-
-    monkeypatch.setattr(transfer, "_warned", set())
-    caplog.set_level("WARNING", logger="ferkit")
-    create_model(name, image_size=48, num_classes=6, weights="none", freeze=False)
-    assert "random features" not in caplog.text  # trained whole: nothing to say
-    for _ in range(2):
-        create_model(name, image_size=48, num_classes=6, weights="none")
-    assert caplog.text.count("a frozen backbone without pretrained weights keeps its random features") == 1
-
-
 def test_an_export_that_fails_mid_write_keeps_the_earlier_file(tiny_run, tmp_path, monkeypatch):
     """A full disk mid-save left a cut-short model.onnx that every later load of the run failed on."""
     import shutil

@@ -402,6 +402,33 @@ def test_faces_larger_than_the_free_memory_are_refused_before_the_run_folder_is_
               classes=CLASSES, split="official", verbose=0)
 
 
+def test_a_random_frozen_backbone_is_warned_of_once_a_run_and_a_pretrained_one_never(synthetic_folder, tmp_path,
+                                                                                     caplog, monkeypatch):
+    """The builder had warned of every network built without weights, and a run rebuilds its own so
+    (the saved model): every ImageNet run of seed-vgg19 ended by calling its backbone random. A
+    notebook's own Keras precision policy is kept too (train had left float32)."""
+    import keras
+
+    said = "a frozen backbone without pretrained weights keeps its random features"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with caplog.at_level("WARNING", logger="ferkit"):
+            first = train(synthetic_folder, recipe="seed-mobilenetv2", weights="none", image_size=32,
+                          output=tmp_path / "random", **FAST)
+        assert caplog.text.count(said) == 1
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    caplog.clear()
+    from ferkit.models import transfer
+
+    monkeypatch.setattr(transfer, "_warned", set(), raising=False)  # a fresh process, as each CLI run is
+    with caplog.at_level("WARNING", logger="ferkit"):  # a run's own weights, as ImageNet's would be: pretrained
+        train(synthetic_folder, recipe="seed-mobilenetv2", weights=str(first.run_dir / "model.keras"), image_size=32,
+              output=tmp_path / "pretrained", **FAST)
+    assert said not in caplog.text
+
+
 def test_a_run_records_its_data_absolute_so_resume_works_from_anywhere(synthetic_folder, monkeypatch):
     from ferkit.training import trainer
 

@@ -6,7 +6,6 @@ backbone's features once and fit only the head (see ferkit.training.features).
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import keras
@@ -16,14 +15,12 @@ from ferkit.errors import FerkitError
 from ferkit.models._blocks import classifier, compose, face_input, keras_weights_arg, load_local_weights
 from ferkit.models._registry import register_model
 
-log = logging.getLogger("ferkit")
-_warned: set[str] = set()  # once a process: compare builds each recipe twice (its check, then training)
 
 # keras.applications.vgg19.preprocess_input ("caffe" mode) on a gray face repeated in 3 channels.
 VGG_BGR_MEAN = [103.939, 116.779, 123.68]
 
 
-def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool, warn: bool = True):
+def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, freeze: bool):
     inputs = face_input(image_size)
     rgb = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     try:
@@ -36,11 +33,6 @@ def _backbone(base_fn, image_size: int, weights: str, scale_layer, pool: bool, f
                           "machine once (Keras keeps them in ~/.keras/models), or give --weights none or a "
                           "local weights file") from None
     base.trainable = not freeze
-    if warn and freeze and keras_weights_arg(weights) is None and base_fn.__name__ not in _warned:
-        _warned.add(base_fn.__name__)
-        log.warning("%s: a frozen backbone without pretrained weights keeps its random features, and only "
-                    "the head learns from them; give it ImageNet weights, or train it whole (freeze = false "
-                    "under [model_options] in a recipe file)", base_fn.__name__)
     x = base(scale_layer(rgb), training=False if freeze else None)
     x = layers.GlobalAveragePooling2D()(x) if pool else layers.Flatten()(x)
     return keras.Model(inputs, x, name="backbone")
@@ -70,7 +62,7 @@ def _transfer(name: str, base_fn, image_size: int, weights: str, scale_layer, po
     except (ValueError, OSError):  # OSError: h5py on a file that is no HDF5 at all
         if not local:
             raise
-        backbone = _backbone(base_fn, image_size, "none", scale_layer, pool, freeze, warn=False)
+        backbone = _backbone(base_fn, image_size, "none", scale_layer, pool, freeze)
         return load_local_weights(compose(backbone, head(backbone.output_shape[1:]), name), weights)
     return compose(backbone, head(backbone.output_shape[1:]), name)
 

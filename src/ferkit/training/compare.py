@@ -23,7 +23,7 @@ from ferkit.runs import RunDir, output_folder, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.config import TrainConfig
-from ferkit.training.networks import build_model, check_fallback, describe_fallback
+from ferkit.training.networks import build_model, check_fallback, describe_fallback, keeps_precision_policy
 from ferkit.training.trainer import train
 
 log = logging.getLogger("ferkit")
@@ -31,6 +31,7 @@ PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats")  # what eve
 MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a comparison writes beside its runs
 
 
+@keeps_precision_policy
 def compare(data: str | Path, recipes: list[str], output: str | Path | None = None,
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.

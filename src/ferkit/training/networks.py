@@ -4,10 +4,12 @@ BatchNorm statistics recomputed). The trainer, compare and scripts/half_weights.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -16,12 +18,14 @@ from ferkit.data.preprocess import to_model_input
 from ferkit.data.splits import Splits
 from ferkit.errors import FerkitError
 from ferkit.models import create_model
+from ferkit.models._blocks import keras_weights_arg
 from ferkit.models.mirror import mirror_averaged
 from ferkit.training import batchnorm, budget, techniques
 from ferkit.training.config import TrainConfig
 from ferkit.training.features import frozen_backbone
 
 log = logging.getLogger("ferkit")
+T = TypeVar("T")
 
 
 def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
@@ -46,14 +50,38 @@ def _as_json(options: dict[str, Any]) -> str:
     return json.dumps(options, sort_keys=True)  # tuples and lists alike
 
 
+def warn_if_random_frozen(config: TrainConfig, model: keras.Model) -> None:
+    """Said once a run, of the run's own weights: the builder had said it of every network built
+    without weights, and a run rebuilds its network so (the saved model, a resume, the time limit's
+    timings), so every ImageNet run of a seed transfer recipe ended by calling its backbone random."""
+    if keras_weights_arg(config.weights) is None and frozen_backbone(model) is not None:
+        log.warning("%s: a frozen backbone without pretrained weights keeps its random features, and only the "
+                    "head learns from them; give it ImageNet weights, or train it whole (freeze = false under "
+                    "[model_options] in a recipe file)", config.model)
+
+
 def build_model(config: TrainConfig, weights: str, mixed_precision: bool) -> keras.Model:
-    """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision)."""
+    """The recipe's model; under bfloat16 mixed precision when asked (ferkit.training.precision), and
+    float32 after, for the layers a run adds (augmentation, the mirror average)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     try:
         return create_model(config.model, image_size=config.image_size, num_classes=len(config.classes),
                             weights=weights, **config.model_options)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def keeps_precision_policy(work: Callable[..., T]) -> Callable[..., T]:
+    """`work` (train, compare) in float32 as build_model leaves it, and the caller's own Keras policy
+    (a notebook's mixed_float16) put back after: it had been left at float32."""
+    @functools.wraps(work)
+    def kept(*args, **kwargs):
+        policy = keras.mixed_precision.global_policy()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+    return kept
 
 
 def lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, started: float,

@@ -28,8 +28,8 @@ from ferkit.training.batches import ShuffledBatches
 from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig
 from ferkit.training.features import frozen_backbone
-from ferkit.training.networks import (build_model, check_fallback, inference_model, lighter_if_slow,
-                                      recompute_batchnorm, uses_features)
+from ferkit.training.networks import (build_model, check_fallback, inference_model, keeps_precision_policy,
+                                      lighter_if_slow, recompute_batchnorm, uses_features, warn_if_random_frozen)
 
 log = logging.getLogger("ferkit")
 
@@ -42,6 +42,7 @@ class TrainResult:
     minutes: float
 
 
+@keeps_precision_policy
 def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
           output: str | Path | None = None, resume: str | Path | None = None,
           verbose: int | None = None, callbacks: list[keras.callbacks.Callback] | None = None,
@@ -62,6 +63,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     precision.warn_if_onednn_missed()
     model = _start_model(config, run, bfloat16)  # a typo here fails before the data loads
+    warn_if_random_frozen(config, model)
     check_fallback(config, bfloat16)  # and one in the fallback's, even on a machine that never trains it
     distill.check_teacher(config, run)
     splits, skipped, left_out = _prepare_data(config)
