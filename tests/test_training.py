@@ -142,6 +142,23 @@ def test_ctrl_c_keeps_best_and_resume_continues(synthetic_folder, tmp_path):
     assert second.metrics["epochs_trained"] == 4  # not the 2 the interrupted session's metrics.json said
 
 
+def test_ctrl_c_before_the_first_epoch_ends_is_an_interruption_with_nothing_to_resume(synthetic_folder, tmp_path,
+                                                                                      caplog):
+    """It had said "keeping the best weights so far (resume with --resume RUN)", then failed with an
+    error (exit code 2) where --resume finds nothing."""
+    import keras
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    with caplog.at_level("WARNING", logger="ferkit"), pytest.raises(KeyboardInterrupt):
+        train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", callbacks=[CtrlC()], **FAST)
+    said = "interrupted before the first epoch finished: nothing was kept, and there is nothing to resume"
+    assert said in caplog.text
+    assert "--resume" not in caplog.text
+
+
 @pytest.mark.parametrize("row_cut", [False, True])
 def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(synthetic_folder, tmp_path, row_cut):
     """The backup, written in place, was cut by the kill: nothing to resume. Now the one before is

@@ -268,9 +268,13 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     finally:
         ctrl_c.restore()
         batches.release()
+    nothing = not run.best_weights.is_file() and not diverged.epoch
+    if interrupted and nothing:  # a Ctrl-C still, exit code 130: not an error, and --resume would find nothing
+        log.warning("interrupted before the first epoch finished: nothing was kept, and there is nothing to resume")
+        raise KeyboardInterrupt
     if interrupted:
         log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
-    if not run.best_weights.is_file() and not diverged.epoch:
+    if nothing:
         raise FerkitError("training stopped before its first epoch finished: nothing to keep")
     if run.best_weights.is_file():
         trainer.load_weights(run.best_weights)
