@@ -104,6 +104,20 @@ def test_a_limit_that_ends_the_run_in_its_first_warm_up_epoch_says_so(caplog):
     assert "warm-up" not in caplog.text
 
 
+def test_a_limit_that_stops_the_run_at_once_says_its_rate_was_not_annealed(caplog):
+    """With no warm-up left, a plan cut to the epoch just trained had been told "the learning rate now
+    ends at epoch 2", after that epoch had trained on the longer schedule, and nothing was said."""
+    _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=20), steps_per_epoch=10)
+    limit = TimeBudget(1.5, epochs=20, steps_per_epoch=10, schedule=schedule, started=0.0,
+                        clock=_Clock(0, 20, 70))  # a 20-s epoch plans 4, then one of 50 s leaves none
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        assert _epochs_until_stop(limit) == 2
+    assert "4 of 20 epochs fit; the learning rate now ends at epoch 4" in caplog.text
+    assert "2 of 20 epochs fit\n" in caplog.text + "\n" and "now ends at epoch 2" not in caplog.text
+    assert ("the time limit ends the run after epoch 2, whose learning rate followed the schedule planned for 4: it "
+            "was not annealed to the end; give a longer --time-limit") in caplog.text
+
+
 def test_the_limit_keeps_time_for_the_work_after_the_last_epoch():
     _, schedule = techniques.optimizer(TrainConfig(schedule="cosine", epochs=10), steps_per_epoch=5)
     # 60 s, epochs of 10 s: six fit, but the test faces' pass and saving take 12 s after them

@@ -65,22 +65,30 @@ class TimeBudget(keras.callbacks.Callback):
             self._first_end = now
         planned = min(self.epochs, epoch + 1 + self._epochs_left(epoch, now))
         if planned != self.planned:
+            now_ends = self.schedule is not None and planned > epoch + 1  # else the epoch it stops after is done
             log.info("time limit %g min: %d of %d epochs fit%s", self.seconds / 60, planned, self.epochs,
-                     f"; the learning rate now ends at epoch {planned}" if self.schedule is not None else "")
-            self._say_warm_up(epoch, planned)
+                     f"; the learning rate now ends at epoch {planned}" if now_ends else "")
+            self._say_schedule(epoch, planned)
             self.planned = planned
             if self.schedule is not None:
                 self.schedule.set_total_steps(planned * self.steps_per_epoch)
         if epoch + 1 >= self.planned:
             self.model.stop_training = True
 
-    def _say_warm_up(self, epoch: int, planned: int) -> None:
-        """The warm-up ends an epoch before the planned end (WarmupCosine); only a run that stops now,
-        still warming up, is never annealed."""
-        warmup = self.schedule.warmup_steps if self.schedule is not None else 0
+    def _say_schedule(self, epoch: int, planned: int) -> None:
+        """The warm-up ends an epoch before the planned end (WarmupCosine). A run that the limit stops
+        now trained its last epoch on the longer schedule planned before it, so its learning rate never
+        came down to the schedule's end: said, warming up or not (it had been said "now ends" there)."""
+        if self.schedule is None:
+            return
+        warmup = self.schedule.warmup_steps
         if planned == epoch + 1 and planned * self.steps_per_epoch <= warmup:
             log.warning("the time limit ends the run within its warm-up, so the learning rate is never "
                         "annealed: give a longer --time-limit, or fewer --warmup-epochs")
+        elif planned == epoch + 1:
+            log.warning("the time limit ends the run after epoch %d, whose learning rate followed the schedule "
+                        "planned for %d: it was not annealed to the end; give a longer --time-limit",
+                        planned, self.planned)
         elif planned * self.steps_per_epoch <= warmup:
             log.info("time limit: the warm-up now ends at epoch %d, so that epoch %d anneals the learning rate",
                      planned - 1, planned)
