@@ -93,7 +93,11 @@ def test_no_batches_change_nothing():
 def test_batches_are_whole_and_drawn_at_random(count, limit, sizes):
     faces = np.arange(count, dtype="float32")[:, None]
     batches = batchnorm.batches_of(faces, seed=1, limit=limit)
-    assert [len(b) for b in batches] == sizes
+    assert [len(b) for b in batches] == sizes and batches.count == sum(sizes) and len(batches) == len(sizes)
+    if sizes:  # copied out when asked for, by index or slice, from either end
+        assert np.array_equal(batches[-1], batches[len(sizes) - 1]) and len(batches[:2]) == min(2, len(sizes))
+    with pytest.raises(IndexError):
+        batches[len(sizes)]
     drawn = np.concatenate(batches).ravel() if batches else np.array([])
     assert len(set(drawn)) == len(drawn)  # no face twice
     if count > 256:
@@ -109,3 +113,21 @@ def test_its_time_is_the_first_batch_then_the_second_for_each_after(monkeypatch)
     assert budget.seconds_to_recompute(None, [np.zeros(1)] * 5, clock=clock) == 3 + 1 * 4
     assert calls == [1, 1]
     assert budget.seconds_to_recompute(None, []) == 0.0
+
+
+def test_the_batches_are_copied_out_one_at_a_time():
+    """All 40 had been copied at once (90 MiB at 48 px beside the training set); the time limit's
+    estimate uses two of them."""
+    import tracemalloc
+
+    faces = np.zeros((2560, 48, 48), np.float32)  # 23.6 MB
+    tracemalloc.start()
+    try:
+        batches = batchnorm.batches_of(faces, seed=0)
+        made = tracemalloc.get_traced_memory()[1]
+        first_two = batches[:2]
+        after = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert made < 1_000_000 and after < 6_000_000  # the order alone; then two batches of 2.4 MB
+    assert len(first_two) == 2 and len(batches) == 10

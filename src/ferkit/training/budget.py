@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -125,7 +125,7 @@ def seconds_to_finish(model: keras.Model, faces: np.ndarray, batch_size: int = 2
     return times[0] + times[1] * (batches - 1) + SAVING_SECONDS
 
 
-def seconds_to_recompute(model: keras.Model, batches: list[np.ndarray],
+def seconds_to_recompute(model: keras.Model, batches: Sequence[np.ndarray],
                          clock: Callable[[], float] = time.perf_counter) -> float:
     """How long recomputing `model`'s BatchNorm statistics over `batches` takes (precise BN), from
     its first two. It changes them: give it a throwaway model."""

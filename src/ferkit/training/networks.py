@@ -138,10 +138,10 @@ def recompute_batchnorm(model: keras.Model, faces: np.ndarray, seed: int) -> Non
         log.info("precise BN: this network has no trainable BatchNorm layer, nothing to recompute")
         return
     t0, batches = time.time(), batchnorm.batches_of(faces, seed)
-    log.info("recomputing BatchNorm statistics on %d training faces (precise BN)...", sum(map(len, batches)))
+    log.info("recomputing BatchNorm statistics on %d training faces (precise BN)...", batches.count)
     layers = batchnorm.recompute(model, batches)
     log.info("recomputed the statistics of %d BatchNorm layer%s on %d training faces in %.1f s",
-             layers, "s" * (layers != 1), sum(map(len, batches)), time.time() - t0)
+             layers, "s" * (layers != 1), batches.count, time.time() - t0)
 
 
 def uses_features(model: keras.Model, config: TrainConfig) -> bool:
