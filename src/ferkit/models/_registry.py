@@ -45,13 +45,13 @@ def create_model(name: str, *, image_size: int, num_classes: int, weights: str =
         raise FerkitError(f"model {name!r} cannot be built with the options {kwargs or '(its defaults)'}: "
                           f"{first_line(exc, None)}") from None
     except Exception as exc:
-        if not out_of_memory(exc):
+        if not _out_of_memory(exc):
             raise
         raise FerkitError(f"model {name!r} with the options {kwargs or '(its defaults)'} on {image_size}-px faces "
                           "does not fit in memory: give it fewer or narrower layers") from None
 
 
-def out_of_memory(exc: BaseException) -> bool:
+def _out_of_memory(exc: BaseException) -> bool:
     """Each backend says it its own way (TensorFlow's ResourceExhaustedError, JAX's RESOURCE_EXHAUSTED,
     PyTorch's OutOfMemoryError or "can't allocate memory"); none is imported to ask."""
     said = str(exc)[:500]

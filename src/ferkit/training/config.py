@@ -23,7 +23,7 @@ from ferkit.errors import FerkitError
 from ferkit.recipes import load_recipe, with_changes, without_stale_fallback
 
 DEFAULT_RECIPE = "default"
-log = logging.getLogger(__name__)
+log = logging.getLogger("ferkit")
 
 # A recipe's fallback network trains when its own would fit fewer than this share of its epochs,
 # or fewer than the number it names (`fallback_below`) where that is smaller. On a 2-core AMX
