@@ -74,6 +74,7 @@ def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch, files, e
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(hardware, "CGROUP", tmp_path)
+    monkeypatch.setattr(hardware, "SELF_CGROUP", tmp_path / "no-such-file")  # its own cgroup is the root
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert hardware.usable_cores() == expected
 
@@ -96,5 +97,46 @@ def test_free_memory_is_the_least_of_the_kernels_and_a_cgroups(tmp_path, monkeyp
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     monkeypatch.setattr(hardware, "CGROUP", tmp_path)
+    monkeypatch.setattr(hardware, "SELF_CGROUP", tmp_path / "no-such-file")
     monkeypatch.setattr(hardware, "MEMINFO", tmp_path / "meminfo")
     assert hardware.free_memory() == expected
+
+
+# Where the process sits in each hierarchy (/proc/self/cgroup), and the limit files of that tree.
+_V1_HOST = "9:cpu,cpuacct:/jobs/a\n4:memory:/jobs/a\n0::/\n"  # v1 below the root, as on a host: CI's machine
+_V2_SLICE = "0::/slice/app\n"
+_V1_UNLIMITED = str(9223372036854771712)
+
+
+@pytest.mark.parametrize("own, files, memory, cores", [
+    (_V1_HOST, {"memory/jobs/a/memory.limit_in_bytes": "1048576", "memory/jobs/a/memory.usage_in_bytes": "24576",
+                "memory/memory.limit_in_bytes": _V1_UNLIMITED, "memory/memory.usage_in_bytes": "9999999",
+                "cpu/jobs/a/cpu.cfs_quota_us": "100000", "cpu/jobs/a/cpu.cfs_period_us": "100000"},
+     2 ** 20 - 24576, 1),                                                    # v1 limits on its own cgroup
+    (_V1_HOST, {"memory/jobs/memory.limit_in_bytes": "1048576", "memory/jobs/memory.usage_in_bytes": "1000000",
+                "memory/jobs/memory.stat": "cache 900000\ntotal_inactive_file 700000\n",
+                "memory/jobs/a/memory.limit_in_bytes": _V1_UNLIMITED, "memory/jobs/a/memory.usage_in_bytes": "1",
+                "cpu/jobs/cpu.cfs_quota_us": "300000", "cpu/jobs/cpu.cfs_period_us": "100000"},
+     1048576 - 300000, 3),                                                   # v1 limits on a parent
+    (_V1_HOST, {"memory/jobs/a/memory.limit_in_bytes": _V1_UNLIMITED, "memory/jobs/a/memory.usage_in_bytes": "1"},
+     4000 * 1024, 16),                                                       # v1 with no limit: MemAvailable
+    (_V2_SLICE, {"slice/memory.max": "1048576", "slice/memory.current": "24576", "slice/app/memory.max": "max",
+                 "slice/cpu.max": "400000 100000", "slice/app/cpu.max": "200000 100000"},
+     2 ** 20 - 24576, 2),                                                    # v2: the least of own and parents
+    ("0::/../elsewhere\n", {"memory.max": "1048576", "memory.current": "0",
+                            "../elsewhere/memory.max": "1", "../elsewhere/memory.current": "0"},
+     2 ** 20, 16),                                                           # a place outside the view: the root
+])
+def test_cgroup_limits_are_read_where_this_process_sits_and_above(tmp_path, monkeypatch, own, files, memory, cores):
+    from ferkit import hardware
+
+    root = tmp_path / "cgroup"
+    for name, text in {"../self-cgroup": own, "../meminfo": "MemAvailable: 4000 kB\n", **files}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    monkeypatch.setattr(hardware, "CGROUP", root)
+    monkeypatch.setattr(hardware, "SELF_CGROUP", tmp_path / "self-cgroup")
+    monkeypatch.setattr(hardware, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert hardware.free_memory() == memory
+    assert hardware.usable_cores() == cores

@@ -14,7 +14,8 @@ from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
-CGROUP = Path("/sys/fs/cgroup")  # inside a container, its own cgroup
+CGROUP = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 def cpu_flags(wanted: Iterable[str], cpuinfo: Path | None = None) -> list[str]:
@@ -68,25 +69,31 @@ def usable_cores() -> int:
 
 
 def cpu_quota() -> float | None:
-    """The CPUs a cgroup's CFS quota allows, or None without one: cgroup v2's cpu.max ("max 100000"
-    or "200000 100000"), else v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us."""
-    try:
-        quota, period = (CGROUP / "cpu.max").read_text(encoding="utf-8").split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError, ZeroDivisionError):
-        pass
-    try:
-        quota = int((CGROUP / "cpu" / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
-        period = int((CGROUP / "cpu" / "cpu.cfs_period_us").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return quota / period if quota > 0 and period > 0 else None
+    """The fewest CPUs a cgroup's CFS quota allows, or None without one: cgroup v2's cpu.max ("max 100000"
+    or "200000 100000"), or v1's cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us."""
+    quotas = []
+    for folder in _cgroup_folders("cpu"):
+        try:
+            quota, period = (folder / "cpu.max").read_text(encoding="utf-8").split()[:2]
+            if quota != "max":
+                quotas.append(int(quota) / int(period))
+            continue
+        except (OSError, ValueError, ZeroDivisionError):
+            pass
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
+            period = int((folder / "cpu.cfs_period_us").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if quota > 0 and period > 0:
+            quotas.append(quota / period)
+    return min(quotas, default=None)
 
 
 def free_memory() -> int | None:
-    """Bytes that can still be taken: the kernel's MemAvailable, or what a cgroup's memory.max
-    leaves where that is less (docker --memory); None where neither can be read (macOS, Windows).
-    Linux grants more than it has and kills the process that touches it: said before, not after."""
+    """Bytes that can still be taken: the kernel's MemAvailable, or what a cgroup's limit leaves where
+    that is less (docker --memory); None where neither can be read (macOS, Windows). Linux grants
+    more than it has and kills the process that touches it: said before, not after."""
     free = None
     try:
         for line in MEMINFO.read_text(encoding="utf-8").splitlines():
@@ -94,23 +101,60 @@ def free_memory() -> int | None:
                 free = int(line.split()[1]) * 1024  # kB
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        limit = (CGROUP / "memory.max").read_text(encoding="utf-8").strip()
-        if limit != "max":
-            left = max(0, int(limit) - _cgroup_in_use())
+    for folder in _cgroup_folders("memory"):
+        left = _cgroup_memory_left(folder)
+        if left is not None:
             free = left if free is None else min(free, left)
-    except (OSError, ValueError):
-        pass
     return free
 
 
-def _cgroup_in_use() -> int:
-    """A cgroup's memory in use less the file cache the kernel drops first (`inactive_file`, as docker
-    and the kubelet count it): a container that has read a large dataset sits near its limit in cache."""
-    used = int((CGROUP / "memory.current").read_text(encoding="utf-8"))
+# Each cgroup version's names for a memory limit, the memory in use, and the droppable cache in memory.stat.
+# v1 writes "no limit" as a number near 2**63, which leaves MemAvailable the lesser.
+_MEMORY_FILES = (("memory.max", "memory.current", "inactive_file"),                       # v2
+                 ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))  # v1
+
+
+def _cgroup_memory_left(folder: Path) -> int | None:
+    """What one cgroup's memory limit leaves: its use less the file cache the kernel drops first
+    (inactive_file, as docker and the kubelet count it), since a container that has read a large
+    dataset sits near its limit in cache. None where the folder sets no limit."""
+    for limit_file, used_file, cache in _MEMORY_FILES:
+        try:
+            limit = (folder / limit_file).read_text(encoding="utf-8").strip()
+            if limit == "max":
+                return None
+            limit, used = int(limit), int((folder / used_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        try:
+            stat = dict(line.split()[:2] for line in (folder / "memory.stat").read_text(encoding="utf-8").splitlines()
+                        if line.strip())
+            used = max(0, used - int(stat.get(cache, 0)))
+        except (OSError, ValueError):
+            pass
+        return max(0, limit - used)
+    return None
+
+
+def _cgroup_folders(controller: str) -> list[Path]:
+    """Where the limits that bind this process's `controller` ("cpu", "memory") are written: its own
+    cgroup, then each parent up to the root, since a limit on a parent (a systemd slice, a pod) binds
+    too. v2 keeps all controllers in one tree at CGROUP, v1 one per controller at CGROUP/<controller>;
+    /proc/self/cgroup names the process's place in each. Inside a container's cgroup namespace that
+    place reads "/", the root; elsewhere it is a path below it (memory:/process_api/... on our CI)."""
+    places = {"": "/", controller: "/"}
     try:
-        stat = dict(line.split()[:2] for line in (CGROUP / "memory.stat").read_text(encoding="utf-8").splitlines()
-                    if line.strip())
-        return max(0, used - int(stat.get("inactive_file", 0)))
+        for line in SELF_CGROUP.read_text(encoding="utf-8").splitlines():
+            _, names, place = line.split(":", 2)
+            for name in names.split(","):
+                if name in places:
+                    places[name] = place
     except (OSError, ValueError):
-        return used
+        pass
+    folders = []
+    for root, place in ((CGROUP, places[""]), (CGROUP / controller, places[controller])):
+        parts = [part for part in place.split("/") if part]
+        if ".." in parts:  # a place outside this namespace's view: only the root can be read
+            parts = []
+        folders += [root.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+    return folders
