@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -81,6 +82,19 @@ def test_evaluate_never_writes_over_a_training_runs_own_results(trained_run):
     with pytest.raises(FerkitError, match="holds a training run"):
         evaluate(result.run_dir, data, split="val", output=result.run_dir)
     assert {name: (result.run_dir / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.onnx", "model-int8.onnx", "model.json"])
+def test_evaluate_never_writes_beside_a_model_that_would_read_it_as_its_own(trained_run, tmp_path, name):
+    """A model file named as a run's own reads the metrics.json beside it as its test results: an
+    evaluation there on any split (all faces, training ones among them) was shipped in its export."""
+    import shutil
+
+    result, data = trained_run
+    shutil.copy(result.run_dir / "model.keras", tmp_path / name)
+    with pytest.raises(FerkitError, match=f"holds {re.escape(name)}, whose test results"):
+        evaluate(result.run_dir, data, split="all", output=tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_evaluate_val_rebuilds_the_validation_split(trained_run):

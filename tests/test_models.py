@@ -520,6 +520,58 @@ def test_an_average_of_bare_exports_loads(tmp_path):
                                atol=1e-6)
 
 
+def _normalizing_model(path: Path):
+    """VGG19's preprocessing in small: a Normalization given its mean and variance, then a head."""
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    scaled = keras.layers.Normalization(mean=[0.4], variance=[0.09])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(scaled)))
+    model.save(path)
+    return model
+
+
+def test_a_normalization_given_its_constants_exports_to_a_file_that_runs(tmp_path):
+    """Its mean and variance had become two more inputs of the ONNX file, which ONNX Runtime then
+    demanded with every face: every seed-vgg19 run's export failed in whatever read it next."""
+    from ferkit.inference.backends import load_backend
+    from ferkit.models.export import export_onnx
+
+    model = _normalizing_model(tmp_path / "norm.keras")
+    backend = load_backend(export_onnx(tmp_path / "norm.keras"))
+    np.testing.assert_allclose(backend.predict(_faces()), np.asarray(model(_faces())), atol=1e-6)
+
+
+@pytest.mark.parametrize("defect, message", [("inputs", "takes 3 inputs"), ("numbers", "scores faces differently")])
+def test_a_conversion_that_takes_other_inputs_or_scores_otherwise_is_not_written(tmp_path, monkeypatch, defect,
+                                                                                 message):
+    import onnxruntime
+
+    from ferkit.models import export
+
+    _normalizing_model(tmp_path / "norm.keras")
+    if defect == "inputs":  # the conversion as it was before its constants were put in the graph
+        monkeypatch.setattr(export, "_constants_in_graph", lambda model: None)
+    else:
+        run = onnxruntime.InferenceSession.run
+        monkeypatch.setattr(onnxruntime.InferenceSession, "run", lambda self, *a, **k: [run(self, *a, **k)[0] * 0.5])
+    with pytest.raises(FerkitError, match=message):
+        export.export_onnx(tmp_path / "norm.keras")
+    assert not (tmp_path / "norm.onnx").exists()
+
+
+def test_an_onnx_file_exported_before_that_fix_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    """Such a file loaded, and every prediction then ended in ONNX Runtime's traceback."""
+    from ferkit.inference.backends import load_backend
+    from ferkit.models import export
+
+    _normalizing_model(tmp_path / "norm.keras")
+    monkeypatch.setattr(export, "_constants_in_graph", lambda model: None)
+    monkeypatch.setattr(export, "_check_converted", lambda *args: None)
+    with pytest.raises(FerkitError, match=r"takes 3 inputs .*: export it again \(ferkit export RUN\)"):
+        load_backend(export.export_onnx(tmp_path / "norm.keras"))
+
+
 def test_an_ensemble_cut_while_saving_leaves_no_model_read_with_guessed_classes(tiny_run, tmp_path, monkeypatch):
     import keras
 

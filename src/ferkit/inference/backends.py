@@ -126,7 +126,11 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise FerkitError(f"cannot load ONNX model {path}: {first_line(exc, None)}") from None
         self.info, self.recorded = _described(path, self._session.get_modelmeta().custom_metadata_map)
-        self._input = self._session.get_inputs()[0].name
+        inputs = [given.name for given in self._session.get_inputs()]
+        if len(inputs) != 1:  # seed-vgg19 runs exported before ferkit put their constants in the graph
+            raise FerkitError(f"ONNX model {path} takes {len(inputs)} inputs ({', '.join(inputs)}), not one batch "
+                              "of faces: export it again (ferkit export RUN) from its .keras model")
+        self._input = inputs[0]
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

@@ -47,12 +47,14 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     out = Path(output) if output else _default_output(Path(model_path), quantize)
     # Read first: data moved or deleted since training is said before the conversion's work.
     faces = _calibration_faces(calibration, info) if quantize == "int8" else None
+    _constants_in_graph(model)
     model(np.zeros((1, info.image_size, info.image_size, 1), np.float32))  # Keras exports called models only
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():  # Keras' own tf2onnx code probes np.object: not for ferkit's users
             warnings.filterwarnings("ignore", category=FutureWarning, module="keras")
             model.export(str(plain), format="onnx", verbose=False)
+        _check_converted(plain, model, info.image_size)
         if faces is not None:
             plain = _quantize_int8(plain, Path(tmp), faces)
         proto = onnx.load(str(plain))
@@ -69,6 +71,37 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
     except OSError as exc:  # a full disk, say: the file named, and any earlier export there kept
         raise FerkitError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _constants_in_graph(model) -> None:
+    """A Normalization layer given its mean and variance (VGG19's preprocessing) holds them as eager
+    tensors, which the traced graph captures and tf2onnx turns into inputs of the ONNX file, left
+    for the caller to feed: ONNX Runtime then refuses every face. As numpy arrays they are traced
+    into the graph as constants; the numbers are the same."""
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is not None:
+            layer.mean, layer.variance = np.asarray(layer.mean), np.asarray(layer.variance)
+
+
+def _check_converted(path: Path, model, image_size: int) -> None:
+    """The converted file scores as the Keras model does, checked before it is written anywhere: a
+    file that loaded but took other inputs, or computed other numbers, was found only by whatever
+    read the run next (a run reads its model.onnx before its model.keras)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [given.name for given in session.get_inputs()]
+    if len(names) != 1:
+        raise FerkitError(f"the ONNX conversion of this model takes {len(names)} inputs ({', '.join(names)}), "
+                          "not one face batch: nothing was written. Please report it with the model's layers")
+    faces = np.random.default_rng(0).uniform(0, 255, (4, image_size, image_size, 1)).astype(np.float32)  # pixels
+    got, want = session.run(None, {names[0]: faces})[0], np.asarray(model(faces, training=False))
+    if not np.allclose(got, want, atol=1e-4):
+        raise FerkitError(f"the ONNX conversion of this model scores faces differently from it (by up to "
+                          f"{np.abs(got - want).max():.3g}): nothing was written. Please report it with the model's "
+                          "layers")
 
 
 def _default_output(source: Path, quantize: str) -> Path:
