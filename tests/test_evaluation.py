@@ -288,6 +288,18 @@ def test_plots_show_dollar_signs_as_written(tmp_path):
     assert literal("d$x_$") == r"d\$x_\$"
 
 
+def test_a_figure_that_cannot_be_written_is_closed_all_the_same(tmp_path):
+    """pyplot holds every open figure: a server or notebook going on after failed saves kept each."""
+    import matplotlib.pyplot as plt
+
+    from ferkit.evaluation.plots import plot_confusion
+
+    before = len(plt.get_fignums())
+    with pytest.raises(OSError):
+        plot_confusion([[3, 1], [0, 4]], ["a", "b"], tmp_path / "no-such-folder" / "cm.png", "title")
+    assert len(plt.get_fignums()) == before
+
+
 def test_evaluate_warns_when_a_copy_of_the_data_draws_another_random_split(tiny_run, tmp_path, caplog):
     """One face fewer reshuffles a random split: its "test" faces were then mostly training faces,
     and a copy in a folder of the same name had said nothing."""

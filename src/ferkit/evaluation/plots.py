@@ -70,9 +70,13 @@ def _legend(where, lines, **options) -> None:
 
 
 def _save(fig, path: Path, bottom: float = 0.0) -> None:
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    """Closed whether or not it could be written: pyplot keeps every open figure, and a server or a
+    notebook that goes on after a failed save would hold each one."""
+    try:
+        fig.tight_layout(rect=(0, bottom, 1, 1))
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path,
