@@ -82,6 +82,15 @@ def test_bad_model_requests(name, weights, message):
         create_model(name, image_size=48, num_classes=7, weights=weights)
 
 
+@pytest.mark.parametrize("suffix", [".pt", ".onnx", ".npz"])
+def test_weights_in_a_file_keras_cannot_read_are_refused_as_such(tmp_path, suffix):
+    """A PyTorch or ONNX file had been said to hold "no weights of this network", as if the
+    architecture were wrong."""
+    (tmp_path / f"w{suffix}").write_bytes(b"weights")
+    with pytest.raises(FerkitError, match=r"reads weights from a \.keras, \.weights\.h5 or \.h5 file"):
+        create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / f"w{suffix}"))
+
+
 def _layers_at(model, kind: str, side: int) -> int:
     return sum(type(layer).__name__ == kind and layer.output.shape[1] == side for layer in model.layers)
 

@@ -75,3 +75,6 @@ def check_model(name: str, weights: str = "none", **kwargs) -> None:
     path = keras_weights_arg(weights)
     if path not in (None, "imagenet") and not Path(path).is_file():
         raise FerkitError(f"weights file not found: {weights} (use imagenet, none or a path)")
+    if path not in (None, "imagenet") and not path.lower().endswith((".keras", ".h5")):
+        raise FerkitError(f"weights {weights}: Keras reads weights from a .keras, .weights.h5 or .h5 file (a run's "
+                          "model.keras or model.weights.h5), not this one")
