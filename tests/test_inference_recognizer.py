@@ -552,6 +552,11 @@ def test_bad_models(tmp_path):
                                           r"\(another project's own code, or another Keras version\?\) "
                                           r"\(Could not locate class 'Scale'"):
         EmotionRecognizer(tmp_path / "foreign.keras")  # had been Keras' TypeError traceback
+    lambdas = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.Flatten()(
+        keras.layers.Lambda(lambda x: x)(inputs))))
+    lambdas.save(tmp_path / "lambda.keras")
+    with pytest.raises(FerkitError, match=r"lambda.keras: it holds a Python lambda \(a Lambda layer\)"):
+        EmotionRecognizer(tmp_path / "lambda.keras")  # had been "not a .keras file, or damaged"
     (tmp_path / "weights.h5").write_bytes(b"")
     with pytest.raises(FerkitError, match="unsupported model file"):
         EmotionRecognizer(tmp_path / "weights.h5")

@@ -36,8 +36,9 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
         try:
             model = keras.models.load_model(path, compile=False)
         except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:  # truncated, not a .keras zip, no config
-            raise FerkitError(f"cannot load Keras model {path}: not a .keras file, or damaged "
-                              f"({first_line(exc)})") from None
+            why = ("it holds a Python lambda (a Lambda layer), whose code Keras runs from no file (safe mode): save "
+                   "the model without one") if "safe_mode" in str(exc) else "not a .keras file, or damaged"
+            raise FerkitError(f"cannot load Keras model {path}: {why} ({first_line(exc)})") from None
         except TypeError as exc:  # another project's own layer (named deep in Keras' long message), another Keras
             missing = re.search(r"Could not locate (class|function) '[^']*'", str(exc))
             raise FerkitError(f"cannot load Keras model {path}: it holds a layer or function this Keras cannot "
