@@ -629,6 +629,40 @@ def test_official_split_needs_usage(tmp_path):
         make_splits(data, "official")
 
 
+def test_held_out_faces_alone_are_no_data_to_train_on_and_say_so(tmp_path):
+    """A copy of FER2013's test/ folder alone had been said to name no FER2013 part at all."""
+    images, labels = synthetic_faces(("fear", "neutral"), 5)
+    data = load_fer(write_folder(tmp_path, images, labels, "test", prefix="PublicTest"))
+    with pytest.raises(FerkitError, match=r"holds FER2013's held-out faces \(10 of PublicTest\) but none of its "
+                                          r"Training part"):
+        make_splits(data, "official")
+
+
+@pytest.mark.parametrize("parts, val, test", [
+    ({"test": "PublicTest"}, None, "PublicTest"),
+    ({"PublicTest": "face", "PrivateTest": "face"}, "PublicTest", "PrivateTest"),
+    ({"test": "PrivateTest", "val": "face"}, "the validation folder", "PrivateTest"),
+    ({"validation": "face"}, None, "the validation folder"),
+])
+def test_the_held_out_parts_the_official_split_would_use_are_found_without_training(tmp_path, parts, val, test):
+    """What evaluate scores on a copy of FER2013's held-out parts alone: the part the official split
+    would use, or None where it draws that part from Training."""
+    from ferkit.data.splits import held_out_alone
+
+    for count, (folder, prefix) in enumerate(parts.items(), start=3):
+        images, labels = synthetic_faces(("fear", "neutral"), count)
+        write_folder(tmp_path, images, labels, folder, prefix=prefix)
+    data = load_fer(tmp_path)
+    found = {name: held_out_alone(data, name) for name in ("val", "test")}
+    assert [None if part is None else part[1] for part in found.values()] == [val, test]
+    images, labels = synthetic_faces(("fear", "neutral"), 2)
+    write_folder(tmp_path, images, labels, "train")
+    full = make_splits(load_fer(tmp_path), "official")
+    for name, part in found.items():  # the same faces the official split takes once Training is there
+        if part is not None:
+            assert np.array_equal(part[0].images, getattr(full, name).images)
+
+
 def test_a_folder_too_small_to_stratify_is_split_at_random(tmp_path):
     # 4 classes x 3 training faces: a 10% validation part (2 faces) cannot hold every class.
     images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), 3)

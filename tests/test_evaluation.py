@@ -97,6 +97,21 @@ def test_evaluate_never_writes_beside_a_model_that_would_read_it_as_its_own(trai
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_evaluate_scores_the_test_part_of_a_copy_of_it_alone(trained_run, tmp_path):
+    """A copy of FER2013's test/ folder alone had been refused as naming no part of FER2013. Which of
+    its faces repeat a training face cannot be told there, so no unseen score is given."""
+    import shutil
+
+    result, data = trained_run
+    alone = shutil.copytree(data / "test", tmp_path / "copy" / "test")
+    metrics = evaluate(result.run_dir, alone.parent, split="test")
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+    assert metrics["split"].startswith("official split: test = PublicTest, in data without Training faces")
+    assert "unseen" not in metrics
+    with pytest.raises(FerkitError, match=r"holds no Training part of FER2013 .* the model's val split cannot"):
+        evaluate(result.run_dir, alone.parent, split="val")  # drawn from Training
+
+
 def test_evaluate_val_rebuilds_the_validation_split(trained_run):
     result, data = trained_run
     metrics = evaluate(result.run_dir, data, split="val")

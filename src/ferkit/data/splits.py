@@ -134,13 +134,44 @@ def _random(data: FerDataset, fractions, seed: int) -> Splits:
 HELD_OUT = ("public", "private", "val")  # FER2013's two test parts, and a validation folder (sources.py)
 
 
+_PART_NAMES = {"public": "PublicTest", "private": "PrivateTest", "val": "the validation folder"}
+
+
 def has_usage(data: FerDataset) -> bool:
     """Whether `data` says which faces are FER2013's Training part and which are held out."""
     return bool((data.usage == "train").any() and np.isin(data.usage, HELD_OUT).any())
 
 
+def _test_usage(parts: dict[str, np.ndarray]) -> str:
+    """Which held-out part the official split tests on: PrivateTest beside PublicTest, else the one there."""
+    if len(parts["public"]) and len(parts["private"]):
+        return "private"
+    return "public" if len(parts["public"]) else "private" if len(parts["private"]) else "val"
+
+
+def held_out_alone(data: FerDataset, name: str) -> tuple[Split, str] | None:
+    """The held-out part of FER2013 that the official split would use as `name` ("val", "test"), taken
+    from data with no Training part: a copy of the test/ folder alone is enough to score a model.
+    None where that split draws the part from Training (validation beside one test part), or the
+    data has no such part."""
+    parts = {usage: np.flatnonzero(data.usage == usage) for usage in HELD_OUT}
+    test = _test_usage(parts)
+    if name == "test":
+        usage = test
+    else:
+        both = len(parts["public"]) and len(parts["private"])
+        usage = "public" if both else "val" if test != "val" and len(parts["val"]) else None
+    if usage is None or not len(parts[usage]):
+        return None
+    return _take(data, parts[usage]), _PART_NAMES[usage]
+
+
 def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
     parts = {u: np.flatnonzero(data.usage == u) for u in ("train", *HELD_OUT)}
+    if not len(parts["train"]) and np.isin(data.usage, HELD_OUT).any():
+        held = ", ".join(f"{len(parts[usage])} of {_PART_NAMES[usage]}" for usage in HELD_OUT if len(parts[usage]))
+        raise FerkitError(f"{data.source} holds FER2013's held-out faces ({held}) but none of its Training part "
+                          "(files Training_*, a train/ folder, a CSV's Usage Training) to train on")
     if not has_usage(data):
         raise FerkitError(
             f"{data.source} says of no face which part of FER2013 it is in (a CSV's Usage column, file "
@@ -165,8 +196,8 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
             _take(data, parts["train"]), _take(data, parts["public"]), _take(data, parts["private"]),
             f"official split: train = Training, val = PublicTest, test = PrivateTest{left}",
         )
-    test_usage = "public" if len(parts["public"]) else "private" if len(parts["private"]) else "val"
-    test_name = "the validation folder" if test_usage == "val" else f"{test_usage.title()}Test"
+    test_usage = _test_usage(parts)
+    test_name = _PART_NAMES[test_usage]
     if test_usage != "val" and len(parts["val"]):  # the data's maker set a validation part aside: used
         return Splits(
             _take(data, parts["train"]), _take(data, parts["val"]), _take(data, parts[test_usage]),

@@ -13,7 +13,8 @@ import numpy as np
 from ferkit.choices import EVAL_SPLITS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import Split, has_usage, make_splits, repeats_training, select_classes
+from ferkit.data.splits import (HELD_OUT, Split, has_usage, held_out_alone, make_splits, repeats_training,
+                                 select_classes)
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics
 from ferkit.evaluation.report import write_metrics
@@ -140,8 +141,7 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
     if any(cfg.get(key) is None for key in ("split", "fractions", "seed")):  # a bare .keras file's export says none
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
     if cfg["split"] == "official" and not has_usage(dataset):
-        raise FerkitError(f"{data} does not say which faces are FER2013's Training and test parts, so "
-                          f"the model's {split} split cannot be rebuilt on it: use --split all to score every face")
+        return _held_out_alone(dataset, split, data)
     if split == "val" and "members" in cfg:
         log.warning("an ensemble's members each held out their own validation faces; the %s part "
                     "rebuilt here may include faces they were trained on", split)
@@ -153,6 +153,20 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
     part = getattr(splits, split)
     description = splits.description if split == "test" else f"validation part of {splits.description}"
     return part.images, part.labels, description, repeats_training(part, _seen(splits, cfg, split))
+
+
+def _held_out_alone(dataset, split: str, data):
+    """FER2013's own val or test part in data without its Training part (a copy of test/ alone):
+    scored, though which of its faces repeat a training face cannot be told without those."""
+    alone = held_out_alone(dataset, split)
+    if alone is None:
+        has = "no Training part" if np.isin(dataset.usage, HELD_OUT).any() else "neither a Training nor a test part"
+        raise FerkitError(f"{data} holds {has} of FER2013 (file names Training_/PublicTest_/PrivateTest_, folders "
+                          f"train/ beside test/, or a CSV's Usage column), so the model's {split} split cannot be "
+                          "rebuilt on it: use --split all to score every face")
+    part, name = alone
+    description = f"official split: {split} = {name}, in data without Training faces (their repeats not known)"
+    return part.images, part.labels, description, None
 
 
 def _seen(splits, cfg: dict[str, Any], split: str) -> Split:
