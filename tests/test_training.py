@@ -758,3 +758,24 @@ def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synt
     (run / "checkpoints" / "split.json").write_text(json.dumps(before_parts))  # as ferkit wrote it before session 46
     assert not train(moved, resume=run, verbose=0).interrupted  # the same faces somewhere else
     assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # and found there from now on
+
+
+@pytest.mark.parametrize("verbose, configured, told", [(None, False, True), (2, False, True), (0, False, False),
+                                                       (None, True, False)])
+def test_train_from_python_gives_its_account_where_no_logging_is_set_up(tmp_path, monkeypatch, capsys, verbose,
+                                                                         configured, told):
+    """ferkit speaks at INFO, which Python keeps silent until logging is set up: from a notebook,
+    train() had said no word of the faces it loaded, the classes it left out or the time limit's
+    plan. verbose=0 keeps it quiet, and an application's own logging is left as it is."""
+    import logging
+
+    from conftest import synthetic_faces, write_folder
+
+    images, labels = synthetic_faces(("fear", "neutral"), 5)
+    data = write_folder(tmp_path / "data", images, labels, "test", prefix="PublicTest")  # fails after loading
+    monkeypatch.setattr(logging.root, "handlers", [logging.NullHandler()] if configured else [])
+    with pytest.raises(FerkitError, match="none of its Training part"):
+        train(data, recipe="seed-custom", classes="fear,neutral", split="official", output=tmp_path / "run",
+              verbose=verbose)
+    assert ("loaded 10 faces" in capsys.readouterr().err) == told
+    assert not logging.getLogger("ferkit").handlers  # nothing left behind

@@ -22,6 +22,7 @@ from ferkit.models.loading import load_keras_model
 from ferkit.runs import RunDir, output_folder, read_history
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
+from ferkit.training.account import tells_its_account
 from ferkit.training.config import TrainConfig
 from ferkit.training.networks import build_model, check_fallback, describe_fallback, keeps_precision_policy
 from ferkit.training.trainer import train
@@ -31,6 +32,7 @@ PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats")  # what eve
 MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a comparison writes beside its runs
 
 
+@tells_its_account
 @keeps_precision_policy
 def compare(data: str | Path, recipes: list[str], output: str | Path | None = None,
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
