@@ -744,3 +744,14 @@ def test_the_video_summary_names_the_csv_only_where_one_was_written(csv_written,
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5 and out[0] == "  face #0: in 10 of 10 frames analysed; happy 100%"
     assert out[-1] == f"  and 2 more faces {said}"
+
+
+def test_tensorflow_retracing_notes_are_not_shown_other_warnings_are(caplog, capsys):
+    """compare's recipes, each a new model, drew TensorFlow's "triggered tf.function retracing" at the user."""
+    import logging
+
+    assert main(["train", "--list-recipes"]) == 0
+    logging.getLogger("tensorflow").warning("5 out of the last 10 calls to <function f at 0x1> triggered "
+                                            "tf.function retracing. Tracing is expensive")
+    logging.getLogger("tensorflow").warning("a warning worth seeing")
+    assert "retracing" not in caplog.text and "a warning worth seeing" in caplog.text

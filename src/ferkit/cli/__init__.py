@@ -47,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     # ferkit's own progress at INFO; other libraries' (tf2onnx's "Using opset") only when they warn
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("ferkit").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # TensorFlow counts retracings over every model a process predicts with: compare's recipes, each
+    # a new model, drew "5 out of the last 10 calls ... triggered tf.function retracing" at the user
+    logging.getLogger("tensorflow").addFilter(_not_retracing)
     with _sigterm_as_ctrl_c(args.command != "serve"):  # uvicorn stops on SIGTERM by itself
         return _run(args)
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 @contextlib.contextmanager
