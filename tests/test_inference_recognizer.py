@@ -307,6 +307,7 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
     (np.array([[None, 1]]), "its values are object, not real numbers"),
     (np.array([["a", "b"]]), "its values are <U1, not real numbers"),
     (np.zeros((2, 40, 40, 3), np.uint8), "a batch of images: detect takes one image"),
+    (None, r"shape \(\) \(None\? cv2.imread returns None for a file it cannot read: pass the path itself\)"),
     (np.zeros((3, 40, 40), np.uint8), r"channels first\? give array.transpose\(1, 2, 0\)"),
     (b"", r"it is empty \(0 bytes\)"),
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC/HEIF photo, which ferkit cannot"),

@@ -55,9 +55,10 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
 
 
 def _shape_hint(shape: tuple[int, ...]) -> str:
+    if not shape:  # None, most often: what cv2.imread gives for a file it cannot read
+        return " (None? cv2.imread returns None for a file it cannot read: pass the path itself)"
     if len(shape) == 4:
-        return ("; that is a batch of images: detect takes one image, so call it for each (classify takes "
-                "a list of face crops)")
+        return "; that is a batch of images: detect takes one image, so call it for each (classify takes face crops)"
     if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
         return "; channels first? give array.transpose(1, 2, 0), height x width x channels"
     return "; an image is height x width, or height x width x 1, 3 or 4 channels"
