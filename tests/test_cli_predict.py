@@ -661,3 +661,15 @@ def test_predict_reads_a_data_url_and_names_it_briefly(tiny_run, group_photo, tm
     with open(table, encoding="utf-8", newline="") as handle:
         assert {row["file"] for row in csv.DictReader(handle)} == {name}
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["data-url_annotated-2.png", "data-url_annotated.png"]
+
+
+def test_small_images_with_no_face_found_point_to_no_detect(tmp_path, capsys):
+    """FER2013's 48x48 crops are too tight for the detector, which finds no face in many: --no-detect
+    is what such a folder needs, and nothing had said it."""
+    for name, side in (("a.png", 48), ("b.png", 96), ("big.png", 200)):
+        cv2.imwrite(str(tmp_path / name), np.full((side, side), 128, np.uint8))
+    assert main(["predict", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"no face found in 2 images of at most 96 px (e.g. {tmp_path / 'a.png'})" in err
+    assert "--no-detect classifies each image whole" in err
+    assert main(["predict", str(tmp_path / "big.png")]) == 0 and "--no-detect" not in capsys.readouterr().err

@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     # terminal: in a log file its redraws are noise (tqdm's disable=None)
     lines = not (args.json or args.jsonl)
     quiet = args.quiet or len(images) < 2 or (lines and sys.stdout.isatty())
-    results, stopped = [], ""
+    results, stopped, crops = [], "", []
     try:
         for path in tqdm(images, unit="image", disable=True if quiet else None, file=sys.stderr):
-            result = _analyse(rec, args, path, annotated, taken)
+            result = _analyse(rec, args, path, annotated, taken, crops)
             results.append(result)
             if lines and ("error" not in result or "annotated" in result):  # its faces, unless it failed before them
                 _print_lines(result["file"], result["faces"])
@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         stopped = "interrupted"
     except BrokenPipeError:  # `| head` stopped reading the lines: the CSV is still written
         stopped = "pipe"
+    if crops:
+        print(f"ferkit: no face found in {len(crops)} image{'s' * (len(crops) > 1)} of at most {CROP_SIDE} px (e.g. "
+              f"{crops[0]}): if they are face crops already, as FER2013's 48x48 faces are, --no-detect classifies "
+              "each image whole", file=sys.stderr)
     if stopped:  # a reader that left (`| head`) ends the run as Ctrl-C does: the CSV holds the images done
         print(f"ferkit: {'interrupted' if stopped == 'interrupted' else 'the output was closed'}: the results "
               f"hold the first {len(results)} of {len(images)} images", file=sys.stderr)
@@ -92,10 +96,14 @@ def _check_no_detect(args: argparse.Namespace) -> None:
                           "detector finds, and it finds none")
 
 
-def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[str]) -> dict:
+CROP_SIDE = 96  # an image no larger is likely one face cropped already, too tight for a detector to find it
+
+
+def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | None, taken: set[str],
+             crops: list[str]) -> dict:
     """One image's result: its faces, its annotated copy, or what went wrong. Any failure is this
     image's alone (a file OpenCV cannot decode, one too big to work on): the rest of the folder goes
-    on, and the results so far are kept."""
+    on, and the results so far are kept. `crops` gathers the small images with no face found."""
     import cv2
 
     from ferkit.errors import FerkitError
@@ -109,6 +117,8 @@ def _analyse(rec, args: argparse.Namespace, path: Path | str, annotated: Path | 
             faces = [Face((0, 0, image.shape[1], image.shape[0]), scores=rec.classify([image])[0])]
         else:
             faces = rec.detect(image)
+            if not faces and max(image.shape[:2]) <= CROP_SIDE:
+                crops.append(name)
         result = {"file": name, "faces": [f.to_dict() for f in faces]}
         if annotated:
             out = _annotated_name(annotated, path, taken)
