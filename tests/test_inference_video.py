@@ -685,3 +685,10 @@ def test_a_streams_slow_failed_read_counts_towards_its_patience(monkeypatch):
     capture = SlowFailing()
     assert list(video_module.frames(capture, patience=0.5)) == []
     assert capture.reads == 2  # failing since 0 s: given up at 0.61 s, not after a third read at 0.92
+
+
+def test_the_summary_counts_one_of_a_thing_in_the_singular():
+    """"1 faces followed (1 detections)" in the summary of a short clip."""
+    from ferkit.cli.video import _count
+
+    assert (_count(1, "face"), _count(0, "face"), _count(12, "frame")) == ("1 face", "0 faces", "12 frames")

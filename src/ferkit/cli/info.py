@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         best = metrics.get("best_epoch")
         kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
         print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
-              f"{epochs} epochs{cut}{kept} on {config.get('data') or '?'}")
+              f"{epochs} epoch{'s' * (config.get('epochs') != 1)}{cut}{kept} on {config.get('data') or '?'}")
     if info["training"]:
         print(f"training    {_progress(info['training'], info['epochs_trained'], config, info['model'])}")
     if config.get("description"):

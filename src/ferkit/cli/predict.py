@@ -92,7 +92,8 @@ def _check_no_detect(args: argparse.Namespace) -> None:
                                       ("--min-detection-score", args.min_detection_score),
                                       ("--no-align", not args.align)) if value]
     if args.no_detect and given:
-        raise FerkitError(f"--no-detect classifies each image whole: {', '.join(given)} act on the faces a "
+        raise FerkitError(f"--no-detect classifies each image whole: {', '.join(given)} "
+                          f"{'act' if len(given) > 1 else 'acts'} on the faces a "
                           "detector finds, and it finds none")
 
 

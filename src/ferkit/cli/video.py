@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         summary = process_video(recognizer(args), args.input, args.output, args.csv, args.every, args.plot,
                                 progress=not args.quiet, smooth=args.smooth)
     # faces followed, not detections: one person through 300 frames had read "300 faces"
-    print(f"{summary['frames']} frames, {len(summary['tracks'])} faces followed ({summary['faces']} detections) "
-          f"in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s)")
+    print(f"{_count(summary['frames'], 'frame')}, {_count(len(summary['tracks']), 'face')} followed "
+          f"({_count(summary['faces'], 'detection')}) in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s)")
     _print_tracks(summary["tracks"], args.csv is not None)
     return 130 if summary["interrupted"] else 0  # the shell's code for Ctrl-C
 
@@ -54,3 +54,7 @@ def _print_tracks(tracks: list[dict], csv_written: bool, most: int = 4) -> None:
     if len(tracks) > most:
         more = len(tracks) - most
         print(f"  and {more} more face{'s' * (more > 1)} ({'the CSV has' if csv_written else '--csv writes'} them all)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
