@@ -597,7 +597,8 @@ def test_ffmpegs_own_lines_stay_out_of_the_output(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ferkit", "video", str(empty), "--csv", str(tmp_path / "f.csv")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"ferkit: error: cannot open video source '{empty}'"
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"ferkit: error: cannot open video source '{empty}': it is empty (0 bytes)"  # as predict says it
     assert "moov atom" not in done.stderr
 
 

@@ -45,7 +45,8 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
         if isinstance(target, int):
             raise FerkitError(f"cannot open camera {target}: no camera with that number, or another program "
                               "is using it (a video file or a stream URL also works)")
-        raise FerkitError(f"cannot open video source {source!r}")
+        empty = isinstance(target, str) and Path(target).is_file() and not Path(target).stat().st_size
+        raise FerkitError(f"cannot open video source {source!r}{': it is empty (0 bytes)' if empty else ''}")
     return capture
 
 
