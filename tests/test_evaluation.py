@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -88,8 +89,6 @@ def test_evaluate_never_writes_over_a_training_runs_own_results(trained_run):
 def test_evaluate_never_writes_beside_a_model_that_would_read_it_as_its_own(trained_run, tmp_path, name):
     """A model file named as a run's own reads the metrics.json beside it as its test results: an
     evaluation there on any split (all faces, training ones among them) was shipped in its export."""
-    import shutil
-
     result, data = trained_run
     shutil.copy(result.run_dir / "model.keras", tmp_path / name)
     with pytest.raises(FerkitError, match=f"holds {re.escape(name)}, whose test results"):
@@ -100,8 +99,6 @@ def test_evaluate_never_writes_beside_a_model_that_would_read_it_as_its_own(trai
 def test_evaluate_scores_the_test_part_of_a_copy_of_it_alone(trained_run, tmp_path):
     """A copy of FER2013's test/ folder alone had been refused as naming no part of FER2013. Which of
     its faces repeat a training face cannot be told there, so no unseen score is given."""
-    import shutil
-
     result, data = trained_run
     alone = shutil.copytree(data / "test", tmp_path / "copy" / "test")
     metrics = evaluate(result.run_dir, alone.parent, split="test")
@@ -120,8 +117,6 @@ def test_evaluate_val_rebuilds_the_validation_split(trained_run):
 
 
 def test_evaluate_all_drops_unknown_classes_and_says_so(trained_run, tmp_path, caplog):
-    import shutil
-
     result, shared = trained_run
     data = shutil.copytree(shared, tmp_path / "data")  # the module's own data stays as it is
     images, labels = synthetic_faces(("fear",), 7)
@@ -143,9 +138,13 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
         evaluate(result.run_dir, data, tta="no")
     with pytest.raises(FerkitError, match="holds no model .* did its training finish"):
         evaluate(tmp_path, data)
-    # A folder of faces without FER2013's Training/test parts: the hint is evaluate's own flag.
-    with pytest.raises(FerkitError, match="use --split all"):
-        evaluate(result.run_dir, data / "test")
+    # Faces whose names and folders say no part of FER2013: the hint is evaluate's own flag.
+    plain = tmp_path / "plain"
+    for i, path in enumerate(sorted((data / "test").rglob("*.png"))):
+        (plain / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, plain / path.parent.name / f"face_{i}.png")
+    with pytest.raises(FerkitError, match="holds neither a Training nor a test part of FER2013 .*use --split all"):
+        evaluate(result.run_dir, plain)
     # The run's own test split is this folder (official split: test = PublicTest), so the same score.
     assert evaluate(result.run_dir, data / "test", split="all")["accuracy"] == pytest.approx(result.metrics["accuracy"])
 
@@ -195,8 +194,6 @@ def test_evaluate_warns_that_an_ensembles_val_part_is_not_its_members(trained_ru
 def test_an_ensembles_unseen_test_faces_repeat_no_face_its_members_may_have_trained_on(trained_run, tmp_path):
     """Each member held out a validation part of its own, so a test face repeating one of the
     validation faces rebuilt here is no unseen face either."""
-    import shutil
-
     from ferkit.data import load_fer
     from ferkit.data.splits import make_splits, select_classes
     from ferkit.inference.backends import load_backend
@@ -215,8 +212,6 @@ def test_an_ensembles_unseen_test_faces_repeat_no_face_its_members_may_have_trai
 def test_an_ensembles_validation_folder_is_no_face_its_members_trained_on(trained_run, tmp_path):
     """A validation folder beside the test part validates every member alike: a test face repeating
     one of its faces is unseen, one repeating a Training face is not."""
-    import shutil
-
     _, shared = trained_run
     data = shutil.copytree(shared, tmp_path / "data")
     names = ("angry", "happy", "sad", "surprise")
@@ -232,8 +227,6 @@ def test_an_ensembles_validation_folder_is_no_face_its_members_trained_on(traine
 def test_evaluate_warns_when_faces_it_trained_on_may_be_scored(trained_run, tmp_path, caplog):
     """A run trained where the data had PrivateTest (its val PublicTest) rebuilt on data without it:
     its "val" is then part of Training. The other way round its faces are unseen: nothing said."""
-    import shutil
-
     result, data = trained_run
     caplog.set_level("WARNING", logger="ferkit")
     with_private = shutil.copytree(data, tmp_path / "with-private")
@@ -318,8 +311,6 @@ def test_a_figure_that_cannot_be_written_is_closed_all_the_same(tmp_path):
 def test_evaluate_warns_when_a_copy_of_the_data_draws_another_random_split(tiny_run, tmp_path, caplog):
     """One face fewer reshuffles a random split: its "test" faces were then mostly training faces,
     and a copy in a folder of the same name had said nothing."""
-    import shutil
-
     caplog.set_level("WARNING", logger="ferkit")
     evaluate(tiny_run, tiny_run.parent / "data", split="test")
     assert "does not split into the faces" not in caplog.text
@@ -357,8 +348,6 @@ def test_evaluate_refuses_an_output_folder_it_cannot_make_before_predicting(tiny
 def test_evaluate_judges_the_part_it_rebuilds_not_the_whole_split(trained_run, tmp_path, caplog):
     """The official split's val part is drawn from Training alone: a copy with a test face fewer
     rebuilds the same val faces, and had been warned of as another split."""
-    import shutil
-
     result, data = trained_run
     copy = shutil.copytree(data, tmp_path / "data")
     next((copy / "test").rglob("*.png")).unlink()
