@@ -356,9 +356,7 @@ def test_an_annotated_copy_of_a_url_is_named_by_its_file_name(tmp_path):
 
 def test_an_output_folder_above_the_input_leaves_no_input_out(tmp_path, group_photo, caplog):
     """`--save-annotated .` for `photos/`: the output folder holds the inputs, it is not inside them."""
-    from ferkit.inference.images import find_images
-
-    from ferkit.inference.images import marked_as_copy
+    from ferkit.inference.inputs import find_images, marked_as_copy
 
     photos = tmp_path / "photos"
     (photos / "annotated").mkdir(parents=True)
@@ -373,13 +371,13 @@ def test_a_wildcard_no_shell_expanded_is_expanded(tmp_path, group_photo):
     """Windows' shells pass `photos/*.png` as it is (so do quotes anywhere): it was one image not
     found. A file whose own name has brackets is itself; a pattern matching nothing is kept, to be
     said not found."""
-    from ferkit.inference.images import find_images
+    from ferkit.inference.inputs import find_images
 
     for name in ("a.png", "b.png", "x[1].png"):
         cv2.imwrite(str(tmp_path / name), group_photo[0])
     (tmp_path / "c.txt").write_text("")
     found = find_images([str(tmp_path / "*.png"), str(tmp_path / "x[1].png"), str(tmp_path / "*.gif")])
-    assert [Path(p).name for p in found] == ["a.png", "b.png", "x[1].png", "x[1].png", "*.gif"]
+    assert [Path(p).name for p in found] == ["a.png", "b.png", "x[1].png", "*.gif"]  # x[1].png once: both name it
     (tmp_path / "[2023] trip").mkdir()  # brackets in a folder's name, as Windows users write them
     cv2.imwrite(str(tmp_path / "[2023] trip" / "c.png"), group_photo[0])
     assert [Path(p).name for p in find_images([str(tmp_path / "[2023] trip" / "*.png")])] == ["c.png"]
@@ -455,7 +453,7 @@ def test_a_pipe_named_as_an_image_in_a_folder_is_not_waited_on(tmp_path, group_p
     """A FIFO named x.jpg in a searched folder hung the run, waiting for a writer."""
     import os
 
-    from ferkit.inference.images import find_images
+    from ferkit.inference.inputs import find_images
 
     cv2.imwrite(str(tmp_path / "a.png"), group_photo[0])
     os.mkfifo(tmp_path / "x.jpg")
@@ -527,7 +525,7 @@ def test_a_csv_that_cannot_be_written_costs_no_json(tiny_run, group_photo, tmp_p
 
 
 def test_hidden_images_in_a_folder_are_left_out_and_said(tmp_path, caplog):
-    from ferkit.inference.images import find_images
+    from ferkit.inference.inputs import find_images
 
     for name in ("a.png", ".b.png", ".trash/c.jpg", "._a.png", "__MACOSX/d.png", ".DS_Store"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -675,3 +673,16 @@ def test_small_images_with_no_face_found_point_to_no_detect(tmp_path, capsys):
     assert f"no face found in 2 images of at most 96 px (e.g. {tmp_path / 'a.png'})" in err
     assert "--no-detect classifies each image whole" in err
     assert main(["predict", str(tmp_path / "big.png")]) == 0 and "--no-detect" not in capsys.readouterr().err
+
+
+def test_a_file_named_by_several_paths_is_read_once(tmp_path, caplog):
+    """`predict photos photos/a.png` (or a link to it) had analysed a.png twice and written two copies."""
+    from ferkit.inference.inputs import find_images
+
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((8, 8), 100, np.uint8))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link.png").symlink_to(tmp_path / "a.png")
+    found = find_images([tmp_path / "a.png", str(tmp_path / "*.png"), tmp_path / "elsewhere", tmp_path / "b.png"])
+    assert found == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert f"3 of the paths given name a file already among them (e.g. {tmp_path / 'a.png'})" in caplog.text

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ferkit.errors import FerkitError
-    from ferkit.inference.images import find_images
+    from ferkit.inference.inputs import find_images
 
     _check_no_detect(args)
     with outputs() as output_path:
@@ -151,7 +151,8 @@ def _annotated_name(folder: Path, path: Path | str, taken: set[str]) -> Path:
     part's; a data URL's is data-url."""
     from urllib.parse import unquote, urlsplit
 
-    from ferkit.inference.images import is_annotated_copy, is_data_url
+    from ferkit.inference.images import is_data_url
+    from ferkit.inference.inputs import is_annotated_copy
 
     if isinstance(path, Path):
         stem = path.stem
@@ -193,7 +194,7 @@ def _write_png(path: Path, image) -> str:
     imwrite crashed on a name that is not UTF-8), marked as ferkit's copy; what went wrong, or ""."""
     import cv2
 
-    from ferkit.inference.images import marked_as_copy
+    from ferkit.inference.inputs import marked_as_copy
 
     ok, data = cv2.imencode(".png", image)
     try:
