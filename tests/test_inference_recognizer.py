@@ -689,3 +689,21 @@ def test_any_path_like_is_a_path(tiny_run, group_photo, tmp_path):
 
     rec = EmotionRecognizer(tiny_run)
     assert [f.box for f in rec.detect(Named())] == [f.box for f in rec.detect(photo)] != []
+
+
+@pytest.mark.parametrize("fmt, frames", [("GIF", 3), ("GIF", 1), ("WEBP", 2), ("PNG", 2)])
+def test_an_animated_image_is_read_by_its_first_frame_and_said_so(tmp_path, caplog, fmt, frames):
+    """OpenCV decodes an animated GIF's first frame alone; the rest had gone unread without a word."""
+    import io
+
+    from PIL import Image
+
+    from ferkit.inference.images import load_image
+
+    pictures = [Image.new("L", (32, 32), 40 * (i + 1)) for i in range(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format=fmt, save_all=True, append_images=pictures[1:])
+    image = load_image(buffer.getvalue())
+    assert image.shape[:2] == (32, 32) and int(image.mean()) in range(35, 46)  # the first frame's
+    said = f"image bytes: an animated image of {frames} frames; only the first is read (ferkit video reads them all)"
+    assert (said in caplog.text) == (frames > 1)

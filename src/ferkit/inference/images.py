@@ -251,7 +251,27 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
         raise FerkitError(f"cannot read {name}: {unreadable_because(data)}")
+    frames = _frames(data)
+    if frames > 1:
+        log.warning("%s: an animated image of %d frames; only the first is read (ferkit video reads them all)",
+                    name, frames)
     return image
+
+
+def _frames(data: bytes) -> int:
+    """How many frames an image that can be animated holds (GIF, WebP, APNG), through Pillow, which
+    matplotlib brings: OpenCV decodes the first alone, and the rest had gone unread without a word."""
+    animated = data[:4] == b"GIF8" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or (
+        data[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in data[:4096])
+    if not animated:
+        return 1
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            return int(getattr(image, "n_frames", 1))
+    except Exception:  # OpenCV read the first frame: a count Pillow cannot give changes nothing
+        return 1
 
 
 # ISO media files (the box "ftyp" at byte 4) say what they hold by a brand: photos or video
