@@ -145,6 +145,8 @@ def test_evaluate_bad_inputs(trained_run, tmp_path):
         shutil.copy(path, plain / path.parent.name / f"face_{i}.png")
     with pytest.raises(FerkitError, match="holds neither a Training nor a test part of FER2013 .*use --split all"):
         evaluate(result.run_dir, plain)
+    with pytest.raises(FerkitError, match=r"holds no test part \(PublicTest, PrivateTest or a validation folder\)"):
+        evaluate(result.run_dir, data / "train")  # Training faces alone
     # The run's own test split is this folder (official split: test = PublicTest), so the same score.
     assert evaluate(result.run_dir, data / "test", split="all")["accuracy"] == pytest.approx(result.metrics["accuracy"])
 

@@ -160,7 +160,9 @@ def _held_out_alone(dataset, split: str, data):
     scored, though which of its faces repeat a training face cannot be told without those."""
     alone = held_out_alone(dataset, split)
     if alone is None:
-        has = "no Training part" if np.isin(dataset.usage, HELD_OUT).any() else "neither a Training nor a test part"
+        held, trained = np.isin(dataset.usage, HELD_OUT).any(), (dataset.usage == "train").any()
+        has = ("no Training part" if held else "no test part (PublicTest, PrivateTest or a validation folder)"
+               if trained else "neither a Training nor a test part")
         raise FerkitError(f"{data} holds {has} of FER2013 (file names Training_/PublicTest_/PrivateTest_, folders "
                           f"train/ beside test/, or a CSV's Usage column), so the model's {split} split cannot be "
                           "rebuilt on it: use --split all to score every face")
