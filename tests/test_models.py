@@ -513,6 +513,17 @@ def test_an_average_says_the_quantization_of_all_its_members(tiny_run, tmp_path)
         ("none", "int8", "int8 in part", "int8 in part")
 
 
+def test_an_averages_description_brackets_each_members_own(tiny_run):
+    """The bundled model's last member's "Changed for this run: epochs = 96, seed = 5" had read as
+    said of the whole ensemble in `ferkit info`."""
+    from ferkit.models import onnx_graph
+
+    plain = onnx_graph.load(tiny_run / "model.onnx")
+    own = onnx_graph.read_config(plain)["description"]
+    said = onnx_graph.read_config(onnx_graph.averaged([plain, plain], [3, 1]))["description"]
+    assert said == f"weighted mean of 2 models' probabilities: 0.75 x [{own}] + 0.25 x [{own}]"
+
+
 def test_an_average_of_bare_exports_loads(tmp_path):
     """Exports of .keras files alone record no split or classes in their settings: the average had
     written `"classes": null` there, and ferkit refused the file as damaged."""

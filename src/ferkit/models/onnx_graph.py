@@ -222,7 +222,9 @@ def _ensemble_config(configs: list[dict], weights: list[float]) -> dict:
     """The first member's data protocol (evaluation rebuilds its splits) and each member's share."""
     members = [{**member_summary(c, ("recipe", "model", "epochs", "description", "mirror_average")),
                 "weight": round(w, 6)} for c, w in zip(configs, weights)]
-    description = " + ".join(f"{m['weight']:.3g} x {m['description'] or m['recipe']}" for m in members)
+    # Each member's description in brackets: its last words ("Changed for this run: epochs = 96") had
+    # read as the whole ensemble's
+    description = " + ".join(f"{m['weight']:.3g} x [{m['description'] or m['recipe']}]" for m in members)
     # Only what the first member says: a bare export says no split, and "classes": null was damage
     return {**{k: configs[0][k] for k in SPLIT_PROTOCOL if k in configs[0]}, "recipe": "ensemble", "model": "ensemble",
             "quantize": _quantized(configs),
