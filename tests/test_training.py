@@ -344,6 +344,35 @@ def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
         other._handle(signals.SIGINT, None)
 
 
+def test_a_ctrl_c_while_the_trained_run_is_finished_waits_for_it(synthetic_folder, tmp_path, monkeypatch, caplog):
+    """A deadline's Ctrl-C (or SIGTERM) during precise BN, the test faces' pass or the saving had
+    lost the finished run: on a GPU call, its 35-MB checkpoint came back instead of its model."""
+    from ferkit.training import trainer
+    from ferkit.training.callbacks import StopOnCtrlC
+
+    made = trainer.inference_model
+
+    def pressed_meanwhile(*args, **kwargs):
+        if "bn_faces" in kwargs:  # the run's own model, made once training has ended
+            os.kill(os.getpid(), signal.SIGINT)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
+    before = signal.getsignal(signal.SIGINT)
+    result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **{**FAST, "epochs": 1})
+    assert not result.interrupted and (tmp_path / "run" / "model.keras").is_file()
+    assert "Ctrl-C: finishing the run first" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is before
+    ctrl_c = StopOnCtrlC()
+    ctrl_c.finishing()
+    try:
+        ctrl_c._handle(signal.SIGINT, None)  # the first waits
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c._handle(signal.SIGINT, None)  # the second stops at once
+    finally:
+        ctrl_c.restore()
+
+
 def test_existing_runs_are_not_overwritten_and_finished_runs_not_resumed(synthetic_folder, tmp_path):
     run = tmp_path / "run"
     train(synthetic_folder, recipe="seed-custom", output=run, **{**FAST, "epochs": 1})

@@ -59,6 +59,7 @@ class StopOnCtrlC(keras.callbacks.Callback):
         self.requested = False
         self._previous = None
         self._saving = self._pending = False
+        self._finishing = self._waiting = False
 
     def saves_begin(self) -> keras.callbacks.Callback:
         """A callback to go before the checkpoints: from its epoch end to this one's, they and the backup
@@ -72,11 +73,16 @@ class StopOnCtrlC(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     def on_train_begin(self, logs=None):
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._install()
 
-    def on_train_end(self, logs=None):
-        self.restore()
+    def finishing(self) -> None:
+        """Once training has ended: the best weights are loaded, BatchNorm statistics recomputed, the
+        test faces scored and the run saved, and a first Ctrl-C (or the SIGTERM of a deadline, which
+        the CLI takes as one) waits for that. It had raised at once and lost the finished run, leaving
+        a checkpoint with the optimizer's state, seven times the size of the weights alone. A second
+        press still stops at once."""
+        self._finishing = True
+        self._install()
 
     def restore(self) -> None:
         """Give Ctrl-C back to its previous handler (also when training ended by an exception)."""
@@ -84,7 +90,18 @@ class StopOnCtrlC(keras.callbacks.Callback):
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
 
+    def _install(self) -> None:
+        if self._previous is None and threading.current_thread() is threading.main_thread():  # signals reach it only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
     def _handle(self, signum, frame):
+        if self._finishing:
+            if self._waiting:
+                raise KeyboardInterrupt
+            self._waiting = True
+            log.warning("Ctrl-C: finishing the run first (its best weights, BatchNorm statistics, test faces, "
+                        "saving); press it again to stop at once")
+            return
         if self.requested and self._saving:
             self._pending = True
             log.warning("Ctrl-C: stopping once this epoch's checkpoints are written")

@@ -85,17 +85,20 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
 
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     fit = _fit_on_features if uses_features(model, config) else _fit_end_to_end
+    ctrl_c = StopOnCtrlC()  # from the first batch until the run is saved
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
-                   "started": started, "teacher": teacher}
-    model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
-
-    metrics = classification_metrics(splits.test.labels, probs, config.classes,
-                                     repeats=repeats_training(splits.test, splits.train))
-    metrics.update(split=splits.description, split_sizes=splits.sizes(),
-                   skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
-                   interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
-                   epochs_trained=run.history_rows(), diverged=diverged)
-    _save(model, run, metrics)
+                   "started": started, "teacher": teacher, "ctrl_c": ctrl_c}
+    try:
+        model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
+        metrics = classification_metrics(splits.test.labels, probs, config.classes,
+                                         repeats=repeats_training(splits.test, splits.train))
+        metrics.update(split=splits.description, split_sizes=splits.sizes(),
+                       skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
+                       interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
+                       epochs_trained=run.history_rows(), diverged=diverged)
+        _save(model, run, metrics)
+    finally:
+        ctrl_c.restore()
     if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
         shutil.rmtree(run.backup, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
@@ -247,7 +250,7 @@ def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Mod
 
 def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConfig, run: RunDir,
          resume: bool, verbose: int, callbacks: list, started: float, teacher: np.ndarray | None,
-         reserve: float) -> tuple[bool, int]:
+         reserve: float, ctrl_c: StopOnCtrlC) -> tuple[bool, int]:
     """model.fit with the checkpoint/backup callbacks; restores the best weights. Whether Ctrl-C
     stopped it, and the epoch whose loss became NaN (0: none).
     A time limit keeps `reserve` seconds for the test faces' pass, precise BN and saving."""
@@ -255,7 +258,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     if config.time_limit:
         callbacks = [*callbacks, budget.TimeBudget(config.time_limit, config.epochs, steps, schedule, started,
                                                    reserve=reserve)]
-    ctrl_c, diverged = StopOnCtrlC(), StopOnNaN()
+    diverged = StopOnNaN()
     batches = ShuffledBatches(x_train, distill.soft_targets(config, targets(splits.train.labels), teacher),
                               techniques.sample_weights(config, splits.train.labels),
                               batch_size=config.batch_size, seed=config.seed)
@@ -270,7 +273,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        ctrl_c.restore()
+        ctrl_c.finishing()  # what follows makes the run's model: a Ctrl-C there had lost it
         batches.release()
     nothing = not run.best_weights.is_file() and not diverged.epoch
     if interrupted and nothing:  # a Ctrl-C still, exit code 130: not an error, and --resume would find nothing
