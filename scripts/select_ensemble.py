@@ -17,6 +17,7 @@ import logging
 
 import numpy as np
 
+from ferkit.errors import FerkitError
 from ferkit.evaluation.evaluate import predict_split
 from ferkit.models.ensemble import select_members
 
@@ -33,11 +34,17 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     probs, labels = {}, None
     for run in args.runs:
-        probs[run], run_labels = predict_split(run, args.data, split="val", tta=args.tta)
+        try:
+            probs[run], run_labels = predict_split(run, args.data, split="val", tta=args.tta)
+        except FerkitError as exc:  # a run a deadline cut before it was saved (dist-*/ names it too)
+            print(f"{run}: left out: {exc}")
+            continue
         if labels is not None and not np.array_equal(labels, run_labels):
-            raise SystemExit(f"{run} has another validation split than {args.runs[0]}: cannot compare")
+            raise SystemExit(f"{run} has another validation split than {next(iter(probs))}: cannot compare")
         labels = run_labels
         print(f"{run}: validation accuracy {(probs[run].argmax(1) == labels).mean():.4f}")
+    if not probs:
+        raise SystemExit("none of the runs has a model to choose")
     print("greedy selection:")
     steps = select_members(probs, labels, args.max)
     for i, (name, score) in enumerate(steps, 1):

@@ -264,3 +264,17 @@ def test_the_tail_averages_are_the_mean_of_the_last_epochs_and_an_exponential_av
     np.testing.assert_array_equal(variants["last 1"][0], [4, 4])
     np.testing.assert_array_equal(variants["last 2"][1], [[-3]])
     np.testing.assert_allclose(variants["decay 0.5"][0], [0.25 * 1 + 0.25 * 2 + 0.5 * 4] * 2)
+
+
+def test_select_ensemble_leaves_out_a_run_that_has_no_model(tiny_run, tmp_path, monkeypatch, capsys):
+    """A GPU call's run that a deadline cut before it was saved is matched by `dist-*/` too: the
+    selection had ended in a traceback there instead of choosing among the others."""
+    import sys
+
+    (tmp_path / "cut").mkdir()
+    monkeypatch.setattr(sys, "argv", ["select_ensemble.py", str(tiny_run.parent / "data"), str(tmp_path / "cut"),
+                                      str(tiny_run)])
+    _script("select_ensemble").main()
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'cut'}: left out: " in out and "holds no model" in out
+    assert out.strip().endswith(f"chosen: {tiny_run}")
