@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,8 @@ def main() -> None:
     if args.max < 1:
         parser.error(f"--max: at least 1 member, got {args.max}")
     logging.basicConfig(level=logging.WARNING)
+    if not Path(args.data).exists():  # else said once per run, each then left out
+        raise SystemExit(f"data not found: {args.data}")
     probs, labels = {}, None
     for run in args.runs:
         try:
@@ -44,7 +47,7 @@ def main() -> None:
         labels = run_labels
         print(f"{run}: validation accuracy {(probs[run].argmax(1) == labels).mean():.4f}")
     if not probs:
-        raise SystemExit("none of the runs has a model to choose")
+        raise SystemExit("none of the runs could be scored")
     print("greedy selection:")
     steps = select_members(probs, labels, args.max)
     for i, (name, score) in enumerate(steps, 1):

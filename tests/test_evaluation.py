@@ -109,6 +109,23 @@ def test_evaluate_scores_the_test_part_of_a_copy_of_it_alone(trained_run, tmp_pa
         evaluate(result.run_dir, alone.parent, split="val")  # drawn from Training
 
 
+def test_held_out_parts_alone_name_the_test_part_beside_the_val_one(tmp_path, caplog):
+    """A run trained with both test parts (val = PublicTest, test = PrivateTest), its val split rebuilt
+    on those two parts alone, had been warned of as data without PrivateTest."""
+    from ferkit.data.sources import load_fer
+    from ferkit.evaluation.evaluate import _held_out_alone, _warn_if_another_protocol
+
+    for part in ("PublicTest", "PrivateTest"):
+        images, labels = synthetic_faces(("fear", "neutral"), 3)
+        write_folder(tmp_path, images, labels, part, prefix="face")
+    faces, labels, description, repeats = _held_out_alone(load_fer(tmp_path), "val", tmp_path)
+    assert description.startswith("official split: val = PublicTest, test = PrivateTest, in data without Training")
+    assert len(faces) == len(labels) == 6 and repeats is None
+    _warn_if_another_protocol("official split: train = Training, val = PublicTest, test = PrivateTest",
+                              description, "val")
+    assert "this data has not" not in caplog.text
+
+
 def test_evaluate_val_rebuilds_the_validation_split(trained_run):
     result, data = trained_run
     metrics = evaluate(result.run_dir, data, split="val")

@@ -307,7 +307,8 @@ def test_data_urls_open_files_and_byte_streams_are_images(tiny_run, astronaut, t
     (np.array([[None, 1]]), "its values are object, not real numbers"),
     (np.array([["a", "b"]]), "its values are <U1, not real numbers"),
     (np.zeros((2, 40, 40, 3), np.uint8), "a batch of images: detect takes one image"),
-    (None, r"shape \(\) \(None\? cv2.imread returns None for a file it cannot read: pass the path itself\)"),
+    (None, r"not an image: None \(cv2.imread returns None for a file it cannot read: pass the path itself\)"),
+    (5, r"not an image array: shape \(\); an image is height x width"),  # a number is not said to be None
     (np.zeros((3, 40, 40), np.uint8), r"channels first\? give array.transpose\(1, 2, 0\)"),
     (b"", r"it is empty \(0 bytes\)"),
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC/HEIF photo, which ferkit cannot"),
@@ -705,5 +706,20 @@ def test_an_animated_image_is_read_by_its_first_frame_and_said_so(tmp_path, capl
     pictures[0].save(buffer, format=fmt, save_all=True, append_images=pictures[1:])
     image = load_image(buffer.getvalue())
     assert image.shape[:2] == (32, 32) and int(image.mean()) in range(35, 46)  # the first frame's
-    said = f"image bytes: an animated image of {frames} frames; only the first is read (ferkit video reads them all)"
+    said = f"image bytes: an animated image of {frames} frames; only the first is read"
     assert (said in caplog.text) == (frames > 1)
+    assert ("(ferkit video reads them all)" in caplog.text) == (frames > 1 and fmt != "WEBP")  # no WebP video
+
+
+def test_an_animated_png_is_found_behind_a_large_colour_profile():
+    """Its acTL chunk had been looked for in the first 4 kB only."""
+    import zlib
+
+    from ferkit.inference.images import _apng
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    start = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes(13)) + chunk(b"iCCP", bytes(8000))
+    assert _apng(start + chunk(b"acTL", bytes(8)) + chunk(b"IDAT", b"x"))
+    assert not _apng(start + chunk(b"IDAT", b"x") + chunk(b"acTL", bytes(8)))  # after the image data: none

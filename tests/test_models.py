@@ -87,8 +87,11 @@ def test_weights_in_a_file_keras_cannot_read_are_refused_as_such(tmp_path, suffi
     """A PyTorch or ONNX file had been said to hold "no weights of this network", as if the
     architecture were wrong."""
     (tmp_path / f"w{suffix}").write_bytes(b"weights")
-    with pytest.raises(FerkitError, match=r"reads weights from a \.keras, \.weights\.h5 or \.h5 file"):
+    with pytest.raises(FerkitError, match=r"reads weights from a \.keras, \.h5, \.hdf5, \.weights\.json file"):
         create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / f"w{suffix}"))
+    (tmp_path / "legacy.hdf5").write_bytes(b"weights")  # a suffix Keras reads: read, and found damaged
+    with pytest.raises(FerkitError, match="cannot read weights from .*legacy.hdf5: damaged"):
+        create_model("custom", image_size=48, num_classes=7, weights=str(tmp_path / "legacy.hdf5"))
 
 
 def _layers_at(model, kind: str, side: int) -> int:

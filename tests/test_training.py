@@ -360,7 +360,7 @@ def test_a_ctrl_c_while_the_trained_run_is_finished_waits_for_it(synthetic_folde
     monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
     before = signal.getsignal(signal.SIGINT)
     result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **{**FAST, "epochs": 1})
-    assert not result.interrupted and (tmp_path / "run" / "model.keras").is_file()
+    assert not result.interrupted and result.stop_asked and (tmp_path / "run" / "model.keras").is_file()
     assert "Ctrl-C: finishing the run first" in caplog.text
     assert signal.getsignal(signal.SIGINT) is before
     ctrl_c = StopOnCtrlC()
@@ -792,22 +792,56 @@ def test_a_resume_finds_moved_data_where_it_is_told_and_refuses_other_faces(synt
     assert json.loads((run / "config.json").read_text())["data"] == str(moved)  # and found there from now on
 
 
-@pytest.mark.parametrize("verbose, configured, told", [(None, False, True), (2, False, True), (0, False, False),
-                                                       (None, True, False)])
+@pytest.mark.parametrize("verbose, configured, told", [(None, "", True), (2, "", True), (0, "", False),
+                                                       (None, "handler", False), (None, "level", False)])
 def test_train_from_python_gives_its_account_where_no_logging_is_set_up(tmp_path, monkeypatch, capsys, verbose,
                                                                          configured, told):
     """ferkit speaks at INFO, which Python keeps silent until logging is set up: from a notebook,
     train() had said no word of the faces it loaded, the classes it left out or the time limit's
-    plan. verbose=0 keeps it quiet, and an application's own logging is left as it is."""
+    plan. verbose=0 keeps it quiet, and an application's own logging (a handler, or a level set on
+    ferkit's logger) is left as it is."""
     import logging
 
     from conftest import synthetic_faces, write_folder
 
     images, labels = synthetic_faces(("fear", "neutral"), 5)
     data = write_folder(tmp_path / "data", images, labels, "test", prefix="PublicTest")  # fails after loading
-    monkeypatch.setattr(logging.root, "handlers", [logging.NullHandler()] if configured else [])
+    monkeypatch.setattr(logging.root, "handlers", [logging.NullHandler()] if configured == "handler" else [])
+    if configured == "level":
+        monkeypatch.setattr(logging.getLogger("ferkit"), "level", logging.WARNING)
     with pytest.raises(FerkitError, match="none of its Training part"):
         train(data, recipe="seed-custom", classes="fear,neutral", split="official", output=tmp_path / "run",
               verbose=verbose)
     assert ("loaded 10 faces" in capsys.readouterr().err) == told
     assert not logging.getLogger("ferkit").handlers  # nothing left behind
+
+
+def test_calls_at_once_share_one_account_handler_kept_until_the_last_ends(monkeypatch, capsys):
+    """Each call had attached its own handler (every line twice) and the first to end removed it from
+    under the others (their last lines lost)."""
+    import logging
+
+    from ferkit.training.account import tells_its_account
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    log, second_started, first_ended = logging.getLogger("ferkit"), threading.Event(), threading.Event()
+
+    @tells_its_account
+    def work(name, verbose=None):
+        log.info("%s begins", name)
+        if name == "first":
+            second_started.wait(10)
+        else:
+            second_started.set()
+            first_ended.wait(10)
+        log.info("%s ends", name)
+
+    first = threading.Thread(target=lambda: (work("first"), first_ended.set()))
+    second = threading.Thread(target=work, args=("second",))
+    first.start()
+    second.start()
+    first.join(20)
+    second.join(20)
+    err = capsys.readouterr().err
+    assert [err.count(f"{name} {when}") for name in ("first", "second") for when in ("begins", "ends")] == [1] * 4
+    assert not log.handlers and log.level == logging.NOTSET

@@ -324,6 +324,32 @@ def test_ctrl_c_while_a_trained_recipe_is_saved_does_not_say_it_trained_no_epoch
     assert (tmp_path / "cmp" / "seed-custom" / "checkpoints" / "backup").is_dir()
 
 
+def test_ctrl_c_while_a_trained_recipe_is_finished_keeps_it_whole_and_stops_the_comparison(synthetic_folder, tmp_path,
+                                                                                          monkeypatch, caplog):
+    """A first Ctrl-C (or a deadline's SIGTERM) then waits for the run to be saved: it had been
+    absorbed and forgotten, and the comparison went on to train the next recipe."""
+    import os
+    import signal
+
+    from ferkit.cli import main
+    from ferkit.training import trainer
+
+    made = trainer.inference_model
+
+    def pressed_meanwhile(*args, **kwargs):
+        if "bn_faces" in kwargs:  # the run's own model, made once training has ended
+            os.kill(os.getpid(), signal.SIGINT)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
+    assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "1",
+                 "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
+    assert (tmp_path / "cmp" / "seed-custom" / "model.keras").is_file()
+    assert not (tmp_path / "cmp" / "default").exists()
+    assert "interrupted: seed-custom is tabulated as trained to the end; not trained: default" in caplog.text
+    assert "| seed-custom | custom |" in (tmp_path / "cmp" / "compare.md").read_text()  # not "(interrupted)"
+
+
 def test_a_first_recipe_that_fails_on_the_data_leaves_no_empty_comparison_folder(tmp_path, capsys):
     """--split official on a folder that names no FER2013 parts fails in the first recipe's data loading."""
     from ferkit.cli import main

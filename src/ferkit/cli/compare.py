@@ -40,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
               f"{row['train_min']:.1f} min" + ("  (interrupted)" if row["interrupted"] else ""))
-    return 130 if rows[-1]["interrupted"] else 0  # the shell's code for Ctrl-C, as for any other command
+    # The shell's code for Ctrl-C, as for any other command: a recipe cut short, or recipes left untrained
+    # (Ctrl-C while a trained one was saved)
+    return 130 if rows[-1]["interrupted"] or len(rows) < len(recipes) else 0

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
           f"{unseen_words(result.metrics)}  run directory {result.run_dir}")
     # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
     # must not go on with a cut-short model.
-    return 130 if result.interrupted else 0
+    return 130 if result.interrupted or result.stop_asked else 0
 
 
 def _fractions(text: str) -> tuple[float, ...]:

@@ -35,6 +35,9 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
         return decode_image(bytes(image), "image bytes")
     if hasattr(image, "read") and not hasattr(image, "convert"):  # a file opened "rb", io.BytesIO
         return decode_image(_read_stream(image), str(getattr(image, "name", "the file object")))
+    if image is None:  # most often what cv2.imread gave for a file it cannot read
+        raise FerkitError("not an image: None (cv2.imread returns None for a file it cannot read: pass the path "
+                          "itself)")
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         image, rgb = _from_pil(image), True
     array = np.asarray(image)
@@ -51,8 +54,6 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
 
 
 def _shape_hint(shape: tuple[int, ...]) -> str:
-    if not shape:  # None, most often: what cv2.imread gives for a file it cannot read
-        return " (None? cv2.imread returns None for a file it cannot read: pass the path itself)"
     if len(shape) == 4:
         return "; that is a batch of images: detect takes one image, so call it for each (classify takes face crops)"
     if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
@@ -252,17 +253,16 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     if image is None:
         raise FerkitError(f"cannot read {name}: {unreadable_because(data)}")
     frames = _frames(data)
-    if frames > 1:
-        log.warning("%s: an animated image of %d frames; only the first is read (ferkit video reads them all)",
-                    name, frames)
+    if frames > 1:  # OpenCV's video reader takes GIF and APNG, not an animated WebP
+        log.warning("%s: an animated image of %d frames; only the first is read%s", name, frames,
+                    "" if data[:4] == b"RIFF" else " (ferkit video reads them all)")
     return image
 
 
 def _frames(data: bytes) -> int:
     """How many frames an image that can be animated holds (GIF, WebP, APNG), through Pillow, which
     matplotlib brings: OpenCV decodes the first alone, and the rest had gone unread without a word."""
-    animated = data[:4] == b"GIF8" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or (
-        data[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in data[:4096])
+    animated = data[:4] == b"GIF8" or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or _apng(data)
     if not animated:
         return 1
     try:
@@ -272,6 +272,20 @@ def _frames(data: bytes) -> int:
             return int(getattr(image, "n_frames", 1))
     except Exception:  # OpenCV read the first frame: a count Pillow cannot give changes nothing
         return 1
+
+
+def _apng(data: bytes) -> bool:
+    """A PNG with an animation control chunk (acTL), which comes before its first image data (IDAT)
+    but may come after a colour profile of any size."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    at = 8
+    while at + 8 <= len(data):
+        kind = data[at + 4:at + 8]
+        if kind in (b"acTL", b"IDAT"):
+            return kind == b"acTL"
+        at += 12 + int.from_bytes(data[at:at + 4], "big")  # length, type, data, CRC
+    return False
 
 
 # ISO media files (the box "ftyp" at byte 4) say what they hold by a brand: photos or video

@@ -30,6 +30,10 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+# What keras.Model.load_weights reads: a .keras model, .weights.h5 (legacy .h5, .hdf5), sharded .weights.json
+KERAS_WEIGHTS = (".keras", ".h5", ".hdf5", ".weights.json")
+
+
 def create_model(name: str, *, image_size: int, num_classes: int, weights: str = "none", **kwargs):
     """Build architecture `name` for (image_size, image_size, 1) faces and `num_classes` outputs.
 
@@ -75,6 +79,6 @@ def check_model(name: str, weights: str = "none", **kwargs) -> None:
     path = keras_weights_arg(weights)
     if path not in (None, "imagenet") and not Path(path).is_file():
         raise FerkitError(f"weights file not found: {weights} (use imagenet, none or a path)")
-    if path not in (None, "imagenet") and not path.lower().endswith((".keras", ".h5")):
-        raise FerkitError(f"weights {weights}: Keras reads weights from a .keras, .weights.h5 or .h5 file (a run's "
+    if path not in (None, "imagenet") and not path.lower().endswith(KERAS_WEIGHTS):
+        raise FerkitError(f"weights {weights}: Keras reads weights from a {', '.join(KERAS_WEIGHTS)} file (a run's "
                           "model.keras or model.weights.h5), not this one")

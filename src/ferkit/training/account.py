@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -33,18 +34,34 @@ def tells_its_account(work: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# One handler shared by the calls running at once (threads of a notebook or a server), attached by the
+# first and removed by the last: each had attached its own, every line printed twice, and the first
+# to end removed the handler from under the others.
+_lock = threading.Lock()
+_handler: logging.Handler | None = None
+_users = 0
+
+
 @contextlib.contextmanager
 def _told(verbose: int | None) -> Iterator[None]:
-    if verbose == 0 or log.hasHandlers():  # asked for silence, or someone configured logging
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    global _handler, _users
+    with _lock:
+        # Silence asked for; logging set up; or a level set on ferkit's logger (setLevel(WARNING) alone)
+        mine = verbose != 0 and (_handler is not None or (not log.hasHandlers() and log.level == logging.NOTSET))
+        if mine:
+            if _handler is None:
+                _handler = logging.StreamHandler(sys.stderr)
+                _handler.setFormatter(logging.Formatter("%(message)s"))
+                log.addHandler(_handler)
+                log.setLevel(logging.INFO)
+            _users += 1
     try:
         yield
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
+        if mine:
+            with _lock:
+                _users -= 1
+                if not _users:
+                    log.removeHandler(_handler)
+                    log.setLevel(logging.NOTSET)
+                    _handler = None

@@ -94,6 +94,10 @@ class StopOnCtrlC(keras.callbacks.Callback):
         if self._previous is None and threading.current_thread() is threading.main_thread():  # signals reach it only
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
+    @property
+    def asked_while_finishing(self) -> bool:
+        return self._waiting
+
     def _handle(self, signum, frame):
         if self._finishing:
             if self._waiting:

@@ -57,9 +57,10 @@ def compare(data: str | Path, recipes: list[str], output: str | Path | None = No
             rows.append(_row(config, result))
             stage = "tabulating"  # now: a kill in a later recipe (OOM, kill -9) keeps these rows
             _write(out, rows, configs[0], notes)
-            if result.interrupted:  # Ctrl-C means the comparison, not one recipe: tabulate what there is
+            if result.interrupted or result.stop_asked:  # Ctrl-C means the comparison, not one recipe
                 skipped = [c.recipe for c in configs[len(rows):]]
-                log.warning("interrupted: %s is tabulated as trained so far%s", config.recipe,
+                log.warning("interrupted: %s is tabulated as trained %s%s", config.recipe,
+                            "so far" if result.interrupted else "to the end",
                             f"; not trained: {', '.join(skipped)}" if skipped else "")
                 break
     except BaseException as exc:  # Ctrl-C outside an epoch (loading, a teacher's pass), or a recipe that

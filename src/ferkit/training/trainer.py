@@ -41,6 +41,9 @@ class TrainResult:
     metrics: dict[str, Any]
     interrupted: bool  # Ctrl-C stopped training early; the best weights so far were kept
     minutes: float
+    # A Ctrl-C (or SIGTERM) came once training had ended: the run was finished and saved whole, and
+    # its caller stops too (compare trains no further recipe, the CLI exits 130)
+    stop_asked: bool = False
 
 
 @tells_its_account
@@ -104,7 +107,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
-    return TrainResult(run.path, metrics, interrupted, minutes)
+    return TrainResult(run.path, metrics, interrupted, minutes, ctrl_c.asked_while_finishing)
 
 
 def _start_model(config: TrainConfig, resumed: RunDir | None, bfloat16: bool) -> keras.Model:
