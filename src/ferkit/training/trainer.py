@@ -169,8 +169,6 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
             setattr(config, name, str(Path(value).absolute()))
     if not config.data:
         raise FerkitError("no training data given")
-    if not Path(config.data).exists():  # said first, not after the CPU's precision and the networks are built
-        raise FerkitError(f"data not found: {config.data}")
     return config, None
 
 
