@@ -670,6 +670,25 @@ def test_a_folder_too_small_to_stratify_is_split_at_random(tmp_path):
     data = load_fer(write_folder(tmp_path, images[:4], labels[:4], "test", "PublicTest"))
     splits = make_splits(data, "official", (0.8, 0.1, 0.1), seed=0)
     assert splits.sizes() == {"train": 10, "val": 2, "test": 4}
+    assert "train/val = random 90%/10% of Training" in splits.description  # not said to be stratified
+
+
+def test_a_class_of_one_face_is_trained_on_and_the_others_stay_stratified(tmp_path, caplog):
+    """One disgust face had turned stratification off for every class, in silence: 1 happy face of
+    26 to test on, 8 fear faces, with "random stratified" in the run's description."""
+    classes = ("angry", "disgust", "fear", "happy", "sad")
+    images, labels = synthetic_faces(classes, 50)
+    keep = [i for i, name in enumerate(labels) if name != "disgust"] + [labels.index("disgust")]
+    data, _ = select_classes(load_fer(write_folder(tmp_path, [images[i] for i in keep], [labels[i] for i in keep],
+                                                   split=None)),
+                             classes)
+    splits = make_splits(data, "random", (0.8, 0.1, 0.1), seed=0)
+    for part in (splits.test, splits.val):  # 21 and 18 faces of 4 classes of 50: 4 or 5 or 6 each
+        counts = np.bincount(part.labels, minlength=5)
+        assert counts[1] == 0 and counts[[0, 2, 3, 4]].max() - counts[[0, 2, 3, 4]].min() <= 1, counts
+    assert np.bincount(splits.train.labels, minlength=5)[1] == 1
+    assert splits.description.startswith("random stratified 80/10/10")
+    assert caplog.text.count("one face only of disgust: trained on") == 1
 
 
 def test_one_face_cannot_be_split(tmp_path):

@@ -122,12 +122,14 @@ def check_fractions(fractions: tuple[float, float, float], kind: str = "random")
 def _random(data: FerDataset, fractions, seed: int) -> Splits:
     train_f, val_f, test_f = fractions
     idx = np.arange(len(data))
-    rest, test = _stratified(idx, data.labels, test_f, seed)
-    train, val = _stratified(rest, data.labels, val_f / (train_f + val_f), seed)
+    said: set[str] = set()
+    rest, test, first = _stratified(idx, data.labels, test_f, seed, data.classes, said)
+    train, val, second = _stratified(rest, data.labels, val_f / (train_f + val_f), seed, data.classes, said)
     pct = "/".join(f"{round(f * 100)}" for f in fractions)
     return Splits(
         _take(data, train), _take(data, val), _take(data, test),
-        f"random stratified {pct} train/val/test split of all {len(data)} images (seed {seed})", ("val", "test"),
+        f"random{' stratified' if first and second else ''} {pct} train/val/test split of all {len(data)} images "
+        f"(seed {seed})", ("val", "test"),
     )
 
 
@@ -205,32 +207,51 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
         )
     # One held-out part (the usual train/ + test/ download, or train/ + validation/): the test set;
     # validation, which picks the kept epoch, is carved out of Training so the test set stays unseen.
-    train, val = _stratified(parts["train"], data.labels, val_fraction, seed)
+    train, val, stratified = _stratified(parts["train"], data.labels, val_fraction, seed, data.classes)
     return Splits(
         _take(data, train), _take(data, val), _take(data, parts[test_usage]),
-        f"official split: train/val = stratified {1 - val_fraction:.0%}/{val_fraction:.0%} of "
+        f"official split: train/val = {'stratified' if stratified else 'random'} {1 - val_fraction:.0%}/"
+        f"{val_fraction:.0%} of "
         f"Training (seed {seed}), test = {test_name}{left}", ("val",),
     )
 
 
-def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
-    """Split `idx`, stratified by class where every class can appear on both sides.
-
-    A small folder (a class with one face, or a held-out part smaller than the number of
-    classes) is split at random instead of failing: it is still worth a quick trial run.
-    """
+def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, classes: tuple[str, ...],
+                said: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Split `idx` stratified by class; whether it could be. A class of one face there cannot be on
+    both sides: it goes to training and the rest is stratified (it had turned stratification off
+    for every class, in silence: one class of 1 face left 1 happy face of 26 to test on). Where the
+    held-out part is smaller than the number of classes, it is split at random, and said so: a
+    small folder is still worth a quick trial run."""
     if len(idx) < 2:
         raise FerkitError(f"{len(idx)} face(s) cannot be split into training and held-out parts: "
                           "give more faces")
-    present = np.bincount(labels[idx])
-    present = present[present > 0]
     held_out = math.ceil(fraction * len(idx))
     if held_out >= len(idx):  # sklearn's own error said less: a share of 99% of 50 faces is all of them
         raise FerkitError(f"a held-out share of {fraction:.3g} of {len(idx)} faces leaves none to train on: "
                           "give a smaller one (--fractions) or more faces")
-    can_stratify = present.min() >= 2 and min(held_out, len(idx) - held_out) >= len(present)
-    stratify = labels[idx] if can_stratify else None
-    return train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    counts = np.bincount(labels[idx], minlength=len(classes))
+    single = np.isin(labels[idx], np.flatnonzero(counts == 1))
+    rest = idx[~single]
+    if single.any() and len(rest) >= 2:
+        names = [classes[label] for label in np.flatnonzero(counts == 1) if classes[label] not in (said or set())]
+        if names:  # once for a split made in two steps (test, then val)
+            log.warning("one face only of %s: trained on, since it cannot be both trained on and held out",
+                        ", ".join(names))
+            (said if said is not None else set()).update(names)
+    else:
+        rest, single = idx, np.zeros(len(idx), bool)
+    present = np.bincount(labels[rest])
+    present = present[present > 0]
+    share = min(fraction * len(idx) / len(rest), 0.99) if single.any() else fraction  # as many held out
+    held = math.ceil(share * len(rest))
+    if present.min() < 2 or min(held, len(rest) - held) < len(present):
+        log.warning("split at random, not stratified by class: %d held-out faces cannot hold each of %d classes",
+                    held_out, len(present))
+        train, other = train_test_split(idx, test_size=fraction, random_state=seed)
+        return train, other, False
+    train, other = train_test_split(rest, test_size=share, random_state=seed, stratify=labels[rest])
+    return np.concatenate([train, idx[single]]), other, True
 
 
 def face_keys(faces: np.ndarray) -> np.ndarray:
