@@ -842,3 +842,22 @@ def test_calls_at_once_share_one_account_handler_kept_until_the_last_ends(monkey
     err = capsys.readouterr().err
     assert [err.count(f"{name} {when}") for name in ("first", "second") for when in ("begins", "ends")] == [1] * 4
     assert not log.handlers and log.level == logging.NOTSET
+
+
+def test_the_faces_of_each_class_are_counted_and_a_class_of_few_is_warned_of(tmp_path, caplog):
+    """Only totals were said: a class read from a misnamed folder, or one of a single training face,
+    went unnoticed."""
+    from conftest import synthetic_faces, write_folder
+    from ferkit.training.trainer import _prepare_data
+
+    images, labels = synthetic_faces(("fear", "happy"), 40)
+    write_folder(tmp_path, images[:45], labels[:45], "train")  # 40 fear faces, 5 happy ones
+    write_folder(tmp_path, images[:42], labels[:42], "test", prefix="PublicTest")
+    extra, names = synthetic_faces(("sad",), 3)
+    write_folder(tmp_path, extra, names, "train")
+    caplog.set_level("INFO", logger="ferkit")
+    _prepare_data(TrainConfig.from_recipe("seed-custom", data=str(tmp_path), classes="fear,happy", split="official",
+                                          drop_repeats=False))
+    assert "left out 3 faces of classes not in this run: sad (3)" in caplog.text
+    assert "faces per class, train/val/test: fear 36/4/40, happy 4/1/2" in caplog.text
+    assert "few training faces of happy (4): the model will hardly learn to tell it apart" in caplog.text

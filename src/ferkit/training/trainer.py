@@ -35,6 +35,9 @@ from ferkit.training.networks import (build_model, check_fallback, inference_mod
 log = logging.getLogger("ferkit")
 
 
+FEW_TRAINING_FACES = 10  # FER2013's rarest class, disgust, has 436
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -178,16 +181,24 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     log.info("loaded %d faces from %s in %.1f s", len(data), data.source, time.time() - t0)
     if data.skipped:
         log.warning("skipped %s", describe_skipped(data.skipped))
-    others = [name for name in data.class_counts() if name not in config.classes]
+    others = [f"{name} ({n})" for name, n in data.class_counts().items() if name not in config.classes]
     data, left_out = select_classes(data, config.classes)
     if left_out:
-        log.info("left out %d faces of classes not in this run (%s)", left_out, ",".join(others))
+        log.info("left out %d faces of classes not in this run: %s", left_out, ", ".join(others))
     splits = make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats)
     log.info("%s: %s", splits.description, splits.sizes())
-    untrained = [name for index, name in enumerate(config.classes) if not (splits.train.labels == index).any()]
+    counts = {name: [int((part.labels == index).sum()) for part in (splits.train, splits.val, splits.test)]
+              for index, name in enumerate(config.classes)}  # how the folders' names were read, to check
+    log.info("faces per class, train/val/test: %s", ", ".join(f"{name} {'/'.join(map(str, n))}"
+                                                             for name, n in counts.items()))
+    untrained = [name for name, (trained, _, _) in counts.items() if not trained]
     if untrained:  # e.g. a train/ folder without it, its faces all under test/
         raise FerkitError(f"no training faces of {', '.join(untrained)} ({splits.description}): the model could "
                           "never predict it; add some, or leave it out with --classes")
+    few = [f"{name} ({n[0]})" for name, n in counts.items() if n[0] < FEW_TRAINING_FACES]
+    if few:
+        log.warning("few training faces of %s: the model will hardly learn to tell %s apart", ", ".join(few),
+                    "it" if len(few) == 1 else "them")
     return splits, data.skipped, left_out
 
 
