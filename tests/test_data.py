@@ -663,6 +663,17 @@ def test_the_held_out_parts_the_official_split_would_use_are_found_without_train
             assert np.array_equal(part[0].images, getattr(full, name).images)
 
 
+def test_training_faces_alone_are_said_to_lack_a_held_out_part(tmp_path):
+    """A CSV whose held-out rows have a Usage value ferkit does not know ('holdout') had been said to
+    name no FER2013 part at all, though most of its rows said Training."""
+    px = " ".join(["9"] * 2304)
+    rows = [f"{code},{px},{usage}" for usage in ("Training", "holdout") for code in (0, 3) for _ in range(4)]
+    (tmp_path / "f.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    data, _ = select_classes(load_fer(tmp_path / "f.csv"), ("angry", "happy"))
+    with pytest.raises(FerkitError, match=r"holds 8 Training faces but none held out to test on .*--split random"):
+        make_splits(data, "official")
+
+
 def test_a_folder_too_small_to_stratify_is_split_at_random(tmp_path):
     # 4 classes x 3 training faces: a 10% validation part (2 faces) cannot hold every class.
     images, labels = synthetic_faces(("angry", "fear", "happy", "sad"), 3)
@@ -729,7 +740,9 @@ def test_select_classes_relabels_and_counts(tmp_path):
 
 
 def test_requested_class_without_images_is_an_error(tmp_path):
-    with pytest.raises(FerkitError, match="no images of class"):
+    """With the way on: a data set of one's own without disgust met the default's seven classes."""
+    with pytest.raises(FerkitError, match=r"no images of class\(es\) disgust in .*: train on the others with "
+                                          r"--classes sad$"):
         select_classes(_dataset(tmp_path), ("disgust", "sad"))
 
 

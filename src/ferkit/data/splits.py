@@ -64,7 +64,9 @@ def select_classes(data: FerDataset, classes: tuple[str, ...],
     """
     empty = [c for c in classes if c not in data.class_counts()]
     if empty and require_all:
-        raise FerkitError(f"no images of class(es) {', '.join(empty)} in {data.source}")
+        rest = [c for c in classes if c not in empty]
+        raise FerkitError(f"no images of class(es) {', '.join(empty)} in {data.source}"
+                          + (f": train on the others with --classes {','.join(rest)}" if rest else ""))
     remap = np.full(len(data.classes), -1)
     for new, name in enumerate(classes):
         if name in data.classes:
@@ -174,6 +176,11 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
         held = ", ".join(f"{len(parts[usage])} of {_PART_NAMES[usage]}" for usage in HELD_OUT if len(parts[usage]))
         raise FerkitError(f"{data.source} holds FER2013's held-out faces ({held}) but none of its Training part "
                           "(files Training_*, a train/ folder, a CSV's Usage Training) to train on")
+    if len(parts["train"]) and not np.isin(data.usage, HELD_OUT).any():
+        raise FerkitError(f"{data.source} holds {len(parts['train'])} Training faces but none held out to test on "
+                          "(file names PublicTest_/PrivateTest_, a test/ or validation/ folder beside train/, or a "
+                          "CSV's Usage PublicTest, PrivateTest, test or validation): add such a part, or use "
+                          "--split random")
     if not has_usage(data):
         raise FerkitError(
             f"{data.source} says of no face which part of FER2013 it is in (a CSV's Usage column, file "
