@@ -49,6 +49,19 @@ def test_bare_emotion_folders_have_no_usage(tmp_path):
     assert len(data) == 6 and set(data.usage) == {""}
 
 
+def test_faces_in_subfolders_of_an_emotion_folder_are_read_as_that_emotion(tmp_path):
+    """One's own data kept by person (train/happy/s01/*.jpg) had been skipped, each file "outside an
+    emotion folder", and the run refused for lack of those classes."""
+    images, labels = synthetic_faces(("fear", "happy"), 4)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / ("train" if i % 4 else "test") / label / f"s{i % 2:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    data = load_fer(tmp_path)
+    assert data.class_counts() == {"fear": 4, "happy": 4} and not data.skipped
+    assert Counter(data.usage) == {"train": 6, "public": 2}  # the part from the folder above the emotion's
+
+
 def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):
     folder = tmp_path / "happy"
     folder.mkdir()
