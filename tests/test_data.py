@@ -676,6 +676,16 @@ def test_the_held_out_parts_the_official_split_would_use_are_found_without_train
             assert np.array_equal(part[0].images, getattr(full, name).images)
 
 
+def test_a_csv_may_name_its_emotions_as_folders_do(tmp_path):
+    """Its emotion column read as FER2013's codes alone: every row of names had been a "bad emotion
+    code", though an emotion folder of the same name is read."""
+    px = " ".join(["9"] * 2304)
+    rows = [f"{name},{px},Training" for name in ("Happy", "anger", "surprised", "3", "contempt")]
+    (tmp_path / "f.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    data = load_fer(tmp_path / "f.csv")
+    assert data.class_counts() == {"angry": 1, "happy": 2, "surprise": 1} and data.skipped == {"bad emotion code": 1}
+
+
 def test_training_faces_alone_are_said_to_lack_a_held_out_part(tmp_path):
     """A CSV whose held-out rows have a Usage value ferkit does not know ('holdout') had been said to
     name no FER2013 part at all, though most of its rows said Training."""

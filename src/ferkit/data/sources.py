@@ -365,8 +365,9 @@ def _read_csv(handle, source: str) -> FerDataset:
 
 
 def _parse_csv_row(row, columns, skipped: Counter):
-    code = (row.get(columns["emotion"]) or "").strip()
-    if not code.isdecimal() or int(code) not in CSV_CODES:
+    code = (row.get(columns["emotion"]) or "").strip()  # FER2013's 0-6, or a name as folders have them
+    emotion = CSV_CODES.get(int(code)) if code.isdecimal() else FOLDER_NAMES.get(code.lower())
+    if emotion is None:
         skipped["bad emotion code"] += 1
         return None
     try:
@@ -381,7 +382,7 @@ def _parse_csv_row(row, columns, skipped: Counter):
     image = pixels.astype(np.uint8).reshape(FER_SIZE, FER_SIZE)
     # FER2013's own names, or the folder names ferkit reads (train, test, validation, ...)
     usage = USAGE_FROM_CSV.get(raw_usage) or USAGE_FROM_FOLDER.get(raw_usage, "")
-    return image, EMOTIONS.index(CSV_CODES[int(code)]), usage, raw_usage if raw_usage and not usage else ""
+    return image, EMOTIONS.index(emotion), usage, raw_usage if raw_usage and not usage else ""
 
 
 def _dataset(images, labels, usage, source, skipped) -> FerDataset:
