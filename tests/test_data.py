@@ -20,6 +20,7 @@ from ferkit.errors import FerkitError
 
 def test_parse_classes_canonical_order_and_case():
     assert parse_classes("Surprise, angry,fear") == ("angry", "fear", "surprise")
+    assert parse_classes("anger,Happiness,surprised") == ("angry", "happy", "surprise")  # as folders are named
     assert parse_classes(None) == EMOTIONS
 
 

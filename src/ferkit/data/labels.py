@@ -34,7 +34,7 @@ def parse_classes(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     if not all(isinstance(name, str) for name in given):
         raise FerkitError(f"classes must be names, got {given!r}")
     names = [s.strip().lower() for s in given]
-    names = [n for n in names if n]
+    names = [FOLDER_NAMES.get(n, n) for n in names if n]  # "anger", as a folder may be named, is angry
     unknown = sorted(set(names) - set(EMOTIONS))
     if unknown:
         raise FerkitError(
