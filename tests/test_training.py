@@ -259,7 +259,7 @@ def _held_batches() -> set:
             | {t for t in threading.enumerate() if t.name.startswith("Worker_")})
 
 
-def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder, tmp_path):
+def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder, tmp_path, caplog):
     run = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN, not Python's handler, in a background job
     held = _held_batches()  # other tests' batches, which they may still hold
@@ -267,6 +267,7 @@ def test_a_real_ctrl_c_stops_after_the_batch_and_keeps_the_run(synthetic_folder,
     result = train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c],
                    **{**FAST, "batch_size": 8})  # more batches than Keras queues ahead (10)
     assert result.interrupted and (run / "model.keras").is_file()
+    assert f"(resume with `ferkit train --resume {run}`, or train(resume=...) in Python)" in caplog.text
     assert ctrl_c.batches[0] > 10 and ctrl_c.batches[1] == 1  # stopped after the batch, not the epoch
     assert _held_batches() <= held  # else each interrupted run in a notebook keeps its faces
     with open(run / "history.csv", encoding="utf-8") as handle:

@@ -376,3 +376,11 @@ def test_a_table_that_cannot_be_written_is_said_so_not_blamed_on_the_recipe(synt
                        split="official", verbose=0)
     assert "the table could not be written after seed-custom" in caplog.text
     assert "seed-custom failed" not in caplog.text
+
+
+def test_compare_takes_its_recipes_as_one_comma_separated_string_too(synthetic_folder, tmp_path):
+    """As --recipes takes them: the string had been read one character at a time ("unknown recipe 's'")."""
+    from ferkit.training.compare import compare
+
+    with pytest.raises(FerkitError, match="unknown recipe 'nope'"):
+        compare(synthetic_folder, "seed-custom, nope", tmp_path / "cmp", verbose=0)

@@ -248,3 +248,10 @@ def test_a_given_field_the_run_never_reads_is_said(recipe, overrides, unread, ca
     assert len(said) == len(unread)
     for message, words in zip(said, unread):
         assert message.startswith(f"{recipe}: {words}")
+
+
+def test_fractions_are_taken_as_text_too_as_classes_are():
+    """TrainConfig took classes="angry,happy" as the CLI does, but refused fractions="0.6,0.2,0.2"."""
+    assert TrainConfig.from_recipe("seed-custom", fractions="0.6, 0.2,0.2").fractions == (0.6, 0.2, 0.2)
+    with pytest.raises(FerkitError, match="fractions must be three numbers"):
+        TrainConfig.from_recipe("seed-custom", fractions="0.6;0.2;0.2")

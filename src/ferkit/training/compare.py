@@ -34,13 +34,15 @@ MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a 
 
 @tells_its_account
 @keeps_precision_policy
-def compare(data: str | Path, recipes: list[str], output: str | Path | None = None,
+def compare(data: str | Path, recipes: list[str] | str, output: str | Path | None = None,
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.
 
     The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's
     unless overridden, and is applied to all of them, so that every model is tested on the same faces.
     """
+    if isinstance(recipes, str):  # "seed-custom,default", as --recipes takes them: not one per character
+        recipes = [recipe.strip() for recipe in recipes.split(",") if recipe.strip()]
     out = output_folder(output, "compare")
     if not Path(data).exists():  # before its output folder is made, which would stay behind empty
         raise FerkitError(f"data not found: {data}")

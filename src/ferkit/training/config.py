@@ -99,8 +99,9 @@ class TrainConfig:
         if isinstance(self.classes, (int, float)):
             raise FerkitError("classes must be names")
         self.classes = parse_classes(self.classes)
-        try:
-            self.fractions = tuple(float(f) for f in self.fractions)
+        try:  # "0.8,0.1,0.1" as the CLI takes it, as classes are taken as "angry,happy"
+            given = self.fractions.split(",") if isinstance(self.fractions, str) else self.fractions
+            self.fractions = tuple(float(f) for f in given)
         except (TypeError, ValueError):
             raise FerkitError(f"fractions must be three numbers (train,val,test), got {self.fractions!r}") from None
         check_fractions(self.fractions, self.split)  # here, not after minutes of loading data

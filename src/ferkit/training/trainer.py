@@ -292,7 +292,8 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         log.warning("interrupted before the first epoch finished: nothing was kept, and there is nothing to resume")
         raise KeyboardInterrupt
     if interrupted:
-        log.warning("interrupted: keeping the best weights so far (resume with --resume %s)", run.path)
+        log.warning("interrupted: keeping the best weights so far (resume with `ferkit train --resume %s`, or "
+                    "train(resume=...) in Python)", run.path)
     if nothing:
         raise FerkitError("training stopped before its first epoch finished: nothing to keep")
     if run.best_weights.is_file():
