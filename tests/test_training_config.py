@@ -255,3 +255,17 @@ def test_fractions_are_taken_as_text_too_as_classes_are():
     assert TrainConfig.from_recipe("seed-custom", fractions="0.6, 0.2,0.2").fractions == (0.6, 0.2, 0.2)
     with pytest.raises(FerkitError, match="fractions must be three numbers"):
         TrainConfig.from_recipe("seed-custom", fractions="0.6;0.2;0.2")
+
+
+def test_a_recipe_files_mistakes_name_the_file_and_the_line(tmp_path):
+    """"unknown configuration field(s): learing_rate" and "unknown recipe 'seed_custom'" named neither
+    the file nor, for the second, that it was the base line."""
+    (tmp_path / "typo.toml").write_text('base = "seed-custom"\nlearing_rate = 0.01\n')
+    with pytest.raises(FerkitError, match=r"^recipe .*typo.toml: unknown configuration field\(s\): learing_rate "
+                                          r"\(did you mean learning_rate\?\)$"):
+        TrainConfig.from_recipe(str(tmp_path / "typo.toml"))
+    (tmp_path / "base.toml").write_text('base = "seed_custom"\n')
+    with pytest.raises(FerkitError, match=r"^recipe .*base.toml, base = 'seed_custom': unknown recipe 'seed_custom'"):
+        TrainConfig.from_recipe(str(tmp_path / "base.toml"))
+    with pytest.raises(FerkitError, match=r"^unknown configuration field\(s\): epoch \(did you mean epochs\?\)$"):
+        TrainConfig.from_recipe("seed-custom", epoch=3)  # a keyword of the Python API: no file to name

@@ -51,7 +51,11 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if "recipe" in values:  # it names the run's folder: "../../x" had put it outside runs/
         raise FerkitError(f"recipe {recipe}: 'recipe' is not a field (a recipe is named by its file, {name!r}): "
                           "remove it")
-    inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+    try:
+        inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+    except FerkitError as exc:  # which line of which file names it: the base's own error said neither
+        raise (exc if str(exc).startswith("recipe ") and " is its own base" in str(exc) else
+               FerkitError(f"recipe {recipe}, base = {base!r}: {exc}")) from None
     if inherited and values and "description" not in values:  # the base's words describe the base
         said = inherited.get("description", "")
         values["description"] = with_changes(f"{base}: {said}" if said else str(base), "here", values)

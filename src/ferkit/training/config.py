@@ -7,6 +7,7 @@ spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import numbers
@@ -193,11 +194,14 @@ class TrainConfig:
                                       "image_size": self.fallback_image_size or self.image_size})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> TrainConfig:
+        """`where` names the recipe file the values came from, for the message of a field it misspells."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise FerkitError(f"unknown configuration field(s): {', '.join(unknown)}")
+            near = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1))
+                    else name for name in unknown]
+            raise FerkitError(f"{where}unknown configuration field(s): {', '.join(near)}")
         return cls(**values)
 
     @classmethod
@@ -205,6 +209,8 @@ class TrainConfig:
         """The recipe's values, then every override that is not None."""
         given = {k: v for k, v in overrides.items() if v is not None}
         recipe_values = load_recipe(recipe)
+        if set(recipe_values) - {f.name for f in dataclasses.fields(cls)}:  # a typo in the file: said with its name
+            cls.from_dict(recipe_values, f"recipe {recipe}: ")
         config = cls.from_dict({**without_stale_fallback(recipe_values, given), **given})
         try:
             stock = cls.from_dict(recipe_values)
