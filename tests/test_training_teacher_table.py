@@ -118,3 +118,17 @@ def test_the_shipped_table_says_what_the_bundled_model_says_for_real_training_fa
     assert found.all(), f"{(~found).sum()} of {len(train)} Training faces missing"
     live = OnnxBackend(model).predict(to_model_input(train, 48))
     np.testing.assert_allclose(probs, live, atol=1e-3)
+
+
+def test_the_warning_of_a_teacher_that_saw_the_test_faces_is_for_fer2013_alone(real_zip, caplog):
+    """On a random split of one's own faces, none of which the bundled model learnt from, it had
+    advised --split official, which such data cannot follow."""
+    from ferkit.data.sources import load_fer
+
+    data = load_fer(real_zip)
+    config = TrainConfig(teacher="default", split="random")
+    caplog.set_level(logging.WARNING, logger="ferkit")
+    distill.teacher_probabilities(config, faces(8))  # one's own faces
+    assert "learnt from 90% of FER2013's Training part" not in caplog.text
+    distill.teacher_probabilities(config, data.images[data.usage == "train"][:8])  # FER2013's
+    assert "on a random split of FER2013, whose val and test parts share those faces" in caplog.text

@@ -51,7 +51,8 @@ def keep(run: RunDir, probs: np.ndarray | None) -> None:
 
 
 TEACHER_SAW_TEST = ("distilled from the bundled model, which learnt from 90% of FER2013's Training part, "
-                    "on a random split, whose val and test parts share those faces: test it with --split official")
+                    "on a random split of FER2013, whose val and test parts share those faces: test it with "
+                    "--split official")
 
 
 def teacher_saw_test(config: TrainConfig) -> bool:
@@ -81,14 +82,14 @@ def teacher_probabilities(config: TrainConfig, faces: np.ndarray) -> np.ndarray 
     if not config.teacher:
         return None
     backend = load_backend(config.teacher)
-    if teacher_saw_test(config):
-        log.warning(TEACHER_SAW_TEST)
     _check_classes(config, backend.info.classes)
     started = time.perf_counter()
     mirrored = backend.info.mirror_averaged  # it averages them itself: not twice
     flip = config.teacher_flip and not mirrored
     known = None if flip else teacher_table.lookup(resolve_model(config.teacher), faces)  # it holds plain answers
     probs, found = known or (np.zeros((len(faces), len(backend.info.classes)), np.float32), np.zeros(len(faces), bool))
+    if teacher_saw_test(config) and (known is None or found.any()):  # its table holds FER2013's Training faces:
+        log.warning(TEACHER_SAW_TEST)  # none of them among one's own data, whose test faces it never saw
     if not found.all():
         batch = to_model_input(faces[~found], backend.info.image_size)
         probs[~found] = predict_flip(backend.predict, batch) if flip else backend.predict(batch)
