@@ -52,6 +52,23 @@ def ctrl_c_after(epoch: int):
     return CtrlC()
 
 
+def ctrl_c_once_trained(monkeypatch) -> None:
+    """A real SIGINT to this process while a run's own model is made, once its training has ended
+    (precise BN, before its test faces and its saving): where a deadline's Ctrl-C may land."""
+    import signal
+
+    from ferkit.training import trainer
+
+    made = trainer.inference_model
+
+    def pressed_meanwhile(*args, **kwargs):
+        if "bn_faces" in kwargs:  # the run's own model; not the time limit's timing of it before fit
+            os.kill(os.getpid(), signal.SIGINT)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
+
+
 def without_train_extra(code: str):
     """Python `code` run in an interpreter where, as in an install without `ferkit[train]`, the
     import system finds no TensorFlow, Keras, tf2onnx or scikit-learn."""

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import ctrl_c_after, installed
+from conftest import ctrl_c_after, ctrl_c_once_trained, installed
 from ferkit.data.preprocess import to_model_input
 from ferkit.errors import FerkitError
 from ferkit.training import TrainConfig, train
@@ -348,17 +348,9 @@ def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
 def test_a_ctrl_c_while_the_trained_run_is_finished_waits_for_it(synthetic_folder, tmp_path, monkeypatch, caplog):
     """A deadline's Ctrl-C (or SIGTERM) during precise BN, the test faces' pass or the saving had
     lost the finished run: on a GPU call, its 35-MB checkpoint came back instead of its model."""
-    from ferkit.training import trainer
     from ferkit.training.callbacks import StopOnCtrlC
 
-    made = trainer.inference_model
-
-    def pressed_meanwhile(*args, **kwargs):
-        if "bn_faces" in kwargs:  # the run's own model, made once training has ended
-            os.kill(os.getpid(), signal.SIGINT)
-        return made(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
+    ctrl_c_once_trained(monkeypatch)
     before = signal.getsignal(signal.SIGINT)
     result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **{**FAST, "epochs": 1})
     assert not result.interrupted and result.stop_asked and (tmp_path / "run" / "model.keras").is_file()

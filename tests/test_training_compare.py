@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ctrl_c_after, synthetic_faces, write_folder
+from conftest import ctrl_c_after, ctrl_c_once_trained, synthetic_faces, write_folder
 from ferkit.errors import FerkitError
 
 CLASSES = "angry,happy,sad,surprise"
@@ -328,20 +328,9 @@ def test_ctrl_c_while_a_trained_recipe_is_finished_keeps_it_whole_and_stops_the_
                                                                                           monkeypatch, caplog):
     """A first Ctrl-C (or a deadline's SIGTERM) then waits for the run to be saved: it had been
     absorbed and forgotten, and the comparison went on to train the next recipe."""
-    import os
-    import signal
-
     from ferkit.cli import main
-    from ferkit.training import trainer
 
-    made = trainer.inference_model
-
-    def pressed_meanwhile(*args, **kwargs):
-        if "bn_faces" in kwargs:  # the run's own model, made once training has ended
-            os.kill(os.getpid(), signal.SIGINT)
-        return made(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "inference_model", pressed_meanwhile)
+    ctrl_c_once_trained(monkeypatch)
     assert main(["compare", str(synthetic_folder), "--recipes", "seed-custom,default", "--epochs", "1",
                  "--classes", CLASSES, "--split", "official", "--output", str(tmp_path / "cmp")]) == 130
     assert (tmp_path / "cmp" / "seed-custom" / "model.keras").is_file()
