@@ -740,6 +740,21 @@ def test_a_misspelt_annotated_is_named_not_ignored(client, group_jpeg):
                            headers={"content-type": "image/jpeg"}).status_code == 200, query
 
 
+def test_an_option_sent_in_the_body_is_named_not_ignored(client, group_jpeg):
+    """{"image": ..., "annotated": true}, or a form field annotated=true, had answered JSON where a PNG
+    was asked for, without a word: options are query parameters."""
+    import base64
+
+    encoded = base64.b64encode(group_jpeg).decode()
+    said = "holds only the image; 'annotated': options go in the URL's query (?annotated=true)"
+    answer = client.post("/v1/predict", json={"image": encoded, "annotated": True})
+    assert answer.status_code == 422 and answer.json()["error"] == f"the JSON body {said}"
+    answer = client.post("/v1/predict", files={"file": ("a.jpg", group_jpeg, "image/jpeg")}, data={"annotated": "true"})
+    assert answer.status_code == 422 and answer.json()["error"] == f"the form {said}"
+    assert client.post("/v1/predict", json={"image": encoded}).status_code == 200  # the image alone, as before
+    assert client.post("/v1/predict", files={"file": ("a.jpg", group_jpeg, "image/jpeg")}).status_code == 200
+
+
 def test_a_json_body_of_many_brackets_is_refused_unparsed(client, monkeypatch):
     """Millions of {} are some 24 times their size as Python objects, parsed holding the GIL, outside
     the worker limit: refused before json.loads sees them (a 400 as before, without the cost)."""

@@ -80,6 +80,7 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
                                      "dropped connection, or a client that sent too little)")
         if upload is None:
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
+        _no_other_fields([key for key in form.keys() if key != "file"], "form")
         return await upload.read()
 
 
@@ -92,15 +93,26 @@ def _from_json(body: bytes) -> bytes:
     if body.count(b"[") + body.count(b"{") > 64:
         raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}')
     try:
-        image = json.loads(body).get("image")
+        fields = json.loads(body)
+        image = fields.get("image")
     except (ValueError, AttributeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}') from None
     if not isinstance(image, str):
         raise HTTPException(400, 'a JSON body needs "image": the image in base64, or a data: URL')
+    _no_other_fields([key for key in fields if key != "image"], "JSON body")
     try:
         return base64_image(image)
     except FerkitError as exc:
         raise HTTPException(400, str(exc)) from None
+
+
+def _no_other_fields(others: list[str], where: str) -> None:
+    """{"image": ..., "annotated": true} had answered JSON where a PNG was asked for, without a word, as a
+    misspelt query parameter had: the options are query parameters."""
+    if others:
+        names = ", ".join(repr(name) for name in sorted(set(others))[:5])
+        raise HTTPException(422, f"the {where} holds only the image; {names}: options go in the URL's query "
+                                 "(?annotated=true)")
 
 
 # At most 9 digits a side: int() refuses over 4,300, which a crafted header had made a 500
