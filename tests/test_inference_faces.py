@@ -18,6 +18,18 @@ def test_yunet_finds_every_face_of_a_group(group_photo):
     assert all(f.landmarks.shape == (5, 2) and 0 < f.detection_score <= 1 for f in faces)
 
 
+def test_a_faces_dict_is_json_and_keeps_a_videos_track():
+    """dataclasses.asdict meets the landmarks' array; to_dict() had dropped a video face's track."""
+    import json
+
+    from ferkit.inference.faces import Face
+
+    face = Face((1, 2, 30, 40), 0.9, np.zeros((5, 2), np.float32), {"happy": 0.8, "sad": 0.2})
+    assert "track" not in json.loads(json.dumps(face.to_dict()))  # a photo's face: no track
+    face.track = 3
+    assert json.loads(json.dumps(face.to_dict()))["track"] == 3
+
+
 def test_a_faces_dict_names_its_landmarks_and_haar_says_it_has_none(astronaut):
     face = create_detector("yunet").detect(astronaut)[0]
     points = face.to_dict()["landmarks"]

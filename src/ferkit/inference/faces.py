@@ -48,12 +48,15 @@ class Face:
         return self.scores.get(self.label, 0.0)
 
     def to_dict(self) -> dict:
+        """The face as JSON takes it (what `predict --json` and the server answer): `dataclasses.asdict`
+        meets the landmarks' array. A video's face keeps its `track`, which had been dropped."""
         score = None if self.detection_score is None else round(self.detection_score, 4)
         points = None if self.landmarks is None else {
             name: [round(float(x), 1), round(float(y), 1)] for name, (x, y) in zip(LANDMARKS, self.landmarks)}
+        followed = {} if self.track is None else {"track": self.track}
         return {"box": list(self.box), "label": self.label, "confidence": round(self.confidence, 4),
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}, "detection_score": score,
-                "landmarks": points}
+                "landmarks": points, **followed}
 
 
 # A face's columns in the CSVs of predict and video, before one column per class
