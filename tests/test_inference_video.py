@@ -117,6 +117,8 @@ def test_bad_video_inputs(tiny_run, tmp_path):
     with pytest.raises(FerkitError, match="no frame of .* could be decoded"):
         process_video(rec, str(text), csv_path=str(tmp_path / "n.csv"), progress=False)
     assert not (tmp_path / "n.csv").exists()
+    with pytest.raises(FerkitError, match="no frame of .*notes.jpg could be decoded"):  # Python's loop had ended
+        list(rec.video(text))                                                         # at once, without a word
 
 
 def test_ctrl_c_keeps_the_outputs_of_the_frames_read(tiny_run, tiny_video, tmp_path, caplog):

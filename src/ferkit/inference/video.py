@@ -184,9 +184,12 @@ class VideoAnalysis:
         self._read = True
         try:
             clock, patience = (time.monotonic, self.DROPPED_SECONDS) if self.live else (None, 0.0)
+            index = None
             for index, t, image in timed_frames(self._capture, self.fps, clock, patience):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
+            if index is None:  # OpenCV opens some non-videos (an image, a text file), then reads nothing
+                raise FerkitError(f"no frame of {self.source} could be decoded: not a video, or corrupt")
         finally:
             self.close()
 
@@ -233,11 +236,8 @@ def process_video(recognizer: EmotionRecognizer, source: str, output: str | None
         except KeyboardInterrupt:  # Ctrl-C ends the video, not its results: the frames read are written below
             interrupted = True
     elapsed = time.perf_counter() - started
-    if count == 0:
-        if interrupted:
-            raise KeyboardInterrupt
-        # OpenCV opens some non-videos (an image, a text file) and then yields nothing
-        raise FerkitError(f"no frame of {source} could be decoded: not a video, or corrupt")
+    if count == 0:  # Ctrl-C before the first frame (no frame at all is the frames' own error)
+        raise KeyboardInterrupt
     _say_if_cut_short(source, count, t, (total or 0) / fps if video.rate_known else 0, fps, interrupted)
     if plot:
         try:
