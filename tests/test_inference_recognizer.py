@@ -60,6 +60,13 @@ def test_max_faces_that_mean_nothing_are_refused(tiny_run, max_faces):
     assert EmotionRecognizer(tiny_run, max_faces=np.int64(2)).max_faces == 2  # numpy's integers are whole too
 
 
+@pytest.mark.parametrize("detector", [None, 3, object()])
+def test_a_detector_that_is_neither_a_name_nor_one_is_refused_at_once(tiny_run, detector):
+    """None had been taken, and failed at the first detect with an AttributeError."""
+    with pytest.raises(FerkitError, match="detector is a name .* or an object with a detect\\(image\\) method"):
+        EmotionRecognizer(tiny_run, detector=detector)
+
+
 @pytest.mark.parametrize("margin", [-0.2, float("nan"), float("inf"), "0.1", None])
 def test_margins_that_mean_nothing_are_refused(tiny_run, margin):
     """A negative margin cropped each face to a pixel or two, every face given one label, no error."""

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
+from ferkit.choices import DETECTORS
 from ferkit.errors import FerkitError, is_real_number, is_whole_number
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
@@ -48,6 +49,9 @@ class EmotionRecognizer:
             raise FerkitError(f"max_faces is a whole number of faces, at least 1, got {max_faces!r}")
         if not (is_real_number(margin) and margin >= 0):  # negative: 1-pixel crops
             raise FerkitError(f"margin is the share of a face's box added on each side, 0 or more, got {margin!r}")
+        if not isinstance(detector, str) and not callable(getattr(detector, "detect", None)):  # None failed at detect
+            raise FerkitError(f"detector is a name ({', '.join(DETECTORS)}) or an object with a detect(image) "
+                              f"method, got {detector!r}")
         if detector_options and not isinstance(detector, str):
             raise FerkitError(f"detector options ({', '.join(sorted(detector_options))}) are for a detector ferkit "
                               "creates by name: give them to the detector you pass instead")
