@@ -730,3 +730,10 @@ def test_an_animated_png_is_found_behind_a_large_colour_profile():
     start = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes(13)) + chunk(b"iCCP", bytes(8000))
     assert _apng(start + chunk(b"acTL", bytes(8)) + chunk(b"IDAT", b"x"))
     assert not _apng(start + chunk(b"IDAT", b"x") + chunk(b"acTL", bytes(8)))  # after the image data: none
+
+
+def test_the_lazy_names_are_listed_for_completion():
+    """dir(ferkit) had not listed EmotionRecognizer or Face: no completion in an editor or IPython."""
+    import ferkit
+
+    assert {"EmotionRecognizer", "Face", "FerkitError", "EMOTIONS"} <= set(dir(ferkit))

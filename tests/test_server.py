@@ -116,6 +116,13 @@ def test_predict_takes_base64_json_as_browsers_and_json_clients_send(client, gro
         assert response.status_code == 200 and len(response.json()["faces"]) == 3
     annotated = client.post("/v1/predict?annotated=true", json={"image": encoded})
     assert annotated.status_code == 200 and annotated.headers["content-type"] == "image/png"
+    # URL-safe and unpadded base64, as JavaScript's encoders give it, had been "not valid base64"
+    safe = base64.urlsafe_b64encode(group_jpeg).decode().rstrip("=")
+    assert any(c in safe for c in "-_") and len(safe) % 4  # the case it stands for
+    assert len(client.post("/v1/predict", json={"image": safe}).json()["faces"]) == 3
+    url = client.post("/v1/predict", json={"image": "http://example.com/photo.jpg"})
+    assert url.status_code == 400 and url.json()["error"] == \
+        "an http(s) URL is not an image's base64: send the image itself"
 
 
 def test_a_run_directory_is_named_by_its_folder(tiny_run):

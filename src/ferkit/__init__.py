@@ -52,3 +52,8 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_naming_extra(_LAZY[name], f"ferkit.{name}: "), name)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for `dir(ferkit)` and an editor's or IPython's completion."""
+    return sorted({*globals(), *__all__})

@@ -170,8 +170,11 @@ def base64_image(text: str) -> bytes:
         header, comma, text = text.partition(",")
         if not comma or not header.lower().endswith(";base64"):
             raise FerkitError("a data URL image is data:image/<type>;base64,<the image's bytes in base64>")
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)  # wrapped lines too, as `base64` writes
+    text = "".join(text.split())  # wrapped lines too, as `base64` writes
+    if is_url(text):
+        raise FerkitError("an http(s) URL is not an image's base64: send the image itself")
+    try:  # the URL- and file-name-safe alphabet (- and _) and unpadded text too, as JavaScript's encoders give
+        return base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise FerkitError("the image is not valid base64") from None
 
