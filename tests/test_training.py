@@ -739,7 +739,7 @@ def test_the_log_names_the_classes_left_out(synthetic_folder, tmp_path, caplog):
     caplog.set_level("INFO", logger="ferkit")
     train(synthetic_folder, recipe="seed-custom", classes="angry,happy", split="official", epochs=1,
           output=tmp_path / "run", verbose=0)
-    assert "faces of classes not in this run (sad,surprise)" in caplog.text
+    assert "left out 150 faces of classes not in this run: sad (75), surprise (75)" in caplog.text
 
 
 def test_a_class_without_training_faces_is_an_error_before_training(synthetic_folder, tmp_path):

@@ -340,14 +340,14 @@ def test_ctrl_c_while_a_trained_recipe_is_finished_keeps_it_whole_and_stops_the_
 
 
 def test_a_first_recipe_that_fails_on_the_data_leaves_no_empty_comparison_folder(tmp_path, capsys):
-    """--split official on a folder that names no FER2013 parts fails in the first recipe's data loading."""
+    """--split official on a folder of Training faces alone fails in the first recipe's data loading."""
     from ferkit.cli import main
 
     images, labels = synthetic_faces(tuple(CLASSES.split(",")), 5)
     flat = write_folder(tmp_path / "flat", images, labels, split=None)
     assert main(["compare", str(flat), "--recipes", "seed-custom", "--epochs", "1", "--classes", CLASSES,
                  "--split", "official", "--output", str(tmp_path / "out" / "cmp")]) == 2
-    assert "says of no face which part of FER2013 it is in" in capsys.readouterr().err
+    assert "holds 20 Training faces but none held out to test on" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
