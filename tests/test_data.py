@@ -723,7 +723,13 @@ def test_a_class_of_one_face_is_trained_on_and_the_others_stay_stratified(tmp_pa
         assert counts[1] == 0 and counts[[0, 2, 3, 4]].max() - counts[[0, 2, 3, 4]].min() <= 1, counts
     assert np.bincount(splits.train.labels, minlength=5)[1] == 1
     assert splits.description.startswith("random stratified 80/10/10")
-    assert caplog.text.count("one face only of disgust: trained on") == 1
+    assert caplog.text.count("only one face of disgust to split here: trained on") == 1
+    caplog.clear()  # a split too small to stratify: drawn at random, and nothing said to be trained on
+    kept = [0, 50, 51, 100, 101]  # one angry face, two disgust, two fear
+    tiny, _ = select_classes(load_fer(write_folder(tmp_path / "tiny", [images[i] for i in kept],
+                                                   [labels[i] for i in kept], split=None)), classes[:3])
+    assert not make_splits(tiny, "random", (0.6, 0.2, 0.2), seed=4).description.startswith("random stratified")
+    assert "split at random, not stratified by class" in caplog.text and "trained on" not in caplog.text
 
 
 def test_one_face_cannot_be_split(tmp_path):
@@ -764,10 +770,13 @@ def test_select_classes_relabels_and_counts(tmp_path):
 
 
 def test_requested_class_without_images_is_an_error(tmp_path):
-    """With the way on: a data set of one's own without disgust met the default's seven classes."""
-    with pytest.raises(FerkitError, match=r"no images of class\(es\) disgust in .*: train on the others with "
-                                          r"--classes sad$"):
+    """With the way on: a data set of one's own without disgust met the default's seven classes (and
+    no --classes of one class, which is refused)."""
+    with pytest.raises(FerkitError, match=r"no images of class\(es\) disgust in [^:]*$"):
         select_classes(_dataset(tmp_path), ("disgust", "sad"))
+    with pytest.raises(FerkitError, match=r"no images of class\(es\) disgust in .*: train on the others with "
+                                          r"--classes fear,sad$"):
+        select_classes(_dataset(tmp_path), ("disgust", "fear", "sad"))
 
 
 # --- preprocessing -----------------------------------------------------------------------------

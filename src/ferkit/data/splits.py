@@ -66,7 +66,7 @@ def select_classes(data: FerDataset, classes: tuple[str, ...],
     if empty and require_all:
         rest = [c for c in classes if c not in empty]
         raise FerkitError(f"no images of class(es) {', '.join(empty)} in {data.source}"
-                          + (f": train on the others with --classes {','.join(rest)}" if rest else ""))
+                          + (f": train on the others with --classes {','.join(rest)}" if len(rest) > 1 else ""))
     remap = np.full(len(data.classes), -1)
     for new, name in enumerate(classes):
         if name in data.classes:
@@ -239,25 +239,22 @@ def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                           "give a smaller one (--fractions) or more faces")
     counts = np.bincount(labels[idx], minlength=len(classes))
     single = np.isin(labels[idx], np.flatnonzero(counts == 1))
-    rest = idx[~single]
-    if single.any() and len(rest) >= 2:
-        names = [classes[label] for label in np.flatnonzero(counts == 1) if classes[label] not in (said or set())]
-        if names:  # once for a split made in two steps (test, then val)
-            log.warning("one face only of %s: trained on, since it cannot be both trained on and held out",
-                        ", ".join(names))
-            (said if said is not None else set()).update(names)
-    else:
-        rest, single = idx, np.zeros(len(idx), bool)
+    rest = idx[~single]  # the faces to split; a class's one face (here) goes to training
     present = np.bincount(labels[rest])
     present = present[present > 0]
-    share = min(fraction * len(idx) / len(rest), 0.99) if single.any() else fraction  # as many held out
-    held = math.ceil(share * len(rest))
-    if present.min() < 2 or min(held, len(rest) - held) < len(present):
-        log.warning("split at random, not stratified by class: %d held-out faces cannot hold each of %d classes",
-                    held_out, len(present))
+    if not len(rest) - held_out >= len(present) <= held_out:  # a part too small to hold each class once
+        log.warning("split at random, not stratified by class: %d held-out or %d training faces cannot hold "
+                    "each of %d classes", held_out, len(idx) - held_out, len(present))
         train, other = train_test_split(idx, test_size=fraction, random_state=seed)
         return train, other, False
-    train, other = train_test_split(rest, test_size=share, random_state=seed, stratify=labels[rest])
+    names = [classes[label] for label in np.flatnonzero(counts == 1) if classes[label] not in (said or set())]
+    if names:  # once for a split made in two steps (test, then val)
+        log.warning("only one face of %s to split here: trained on, since it cannot be both trained on and held out",
+                    ", ".join(names))
+        (said if said is not None else set()).update(names)
+    # As many held out as asked, a whole number: the same draw as before for data with no such class
+    train, other = train_test_split(rest, test_size=held_out if single.any() else fraction, random_state=seed,
+                                    stratify=labels[rest])
     return np.concatenate([train, idx[single]]), other, True
 
 
