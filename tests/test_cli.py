@@ -92,7 +92,6 @@ def test_the_demo_says_when_its_source_gives_no_frame_or_a_camera_stops(monkeypa
     import numpy as np
 
     from ferkit.cli import demo
-    from ferkit.errors import FerkitError
     from ferkit.inference.video import VideoFrame, is_live
 
     class Source(list):
@@ -112,9 +111,7 @@ def test_the_demo_says_when_its_source_gives_no_frame_or_a_camera_stops(monkeypa
                         ("getWindowProperty", lambda *a: 1.0), ("destroyAllWindows", lambda: None)):
         monkeypatch.setattr(cv2, name, value)
     args = argparse.Namespace(source="0", every=1, smooth=1)
-    monkeypatch.setattr(demo, "recognizer", lambda args: Recognizer(Source()))
-    with pytest.raises(FerkitError, match="no frame of 0 could be read"):
-        demo.run(args)
+    # A source that gives no frame at all is VideoAnalysis' own error (test_inference_video)
     monkeypatch.setattr(demo, "recognizer", lambda args: Recognizer(Source([VideoFrame(0, 0.0, image, [], True)])))
     assert demo.run(args) == 0
     assert "0 stopped sending frames after 1" in caplog.text

@@ -695,3 +695,24 @@ def test_the_summary_counts_one_of_a_thing_in_the_singular():
     from ferkit.cli.video import _count
 
     assert (_count(1, "face"), _count(0, "face"), _count(12, "frame")) == ("1 face", "0 faces", "12 frames")
+
+
+def test_a_camera_that_sends_nothing_is_said_to_as_the_demo_said_it(tiny_run, monkeypatch):
+    """The demo had its own words for it ("a camera that sends nothing"); once the frames' own
+    error came first, a held camera had read as a corrupt video file."""
+    from ferkit.inference import video as module
+
+    class Silent:
+        def read(self):
+            return False, None
+
+        def get(self, prop):
+            return 0.0
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(module, "open_capture", lambda source: Silent())
+    monkeypatch.setattr(module.VideoAnalysis, "DROPPED_SECONDS", 0.05)
+    with pytest.raises(FerkitError, match="^no frame of 0 could be read: a camera or stream that sends nothing$"):
+        list(EmotionRecognizer(tiny_run).video(0))

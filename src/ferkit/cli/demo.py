@@ -76,8 +76,6 @@ def _check_display(platforms: set[str] | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ferkit.errors import FerkitError
-
     _open_window()  # a headless OpenCV, the likeliest failure, is said before the slow model load
     try:
         # bad options fail before the camera opens
@@ -86,10 +84,6 @@ def run(args: argparse.Namespace) -> int:
             shown, quit = _show(video, paced=not live)
     finally:
         cv2.destroyAllWindows()
-    # OpenCV opens some sources that then give nothing (an empty file, a camera another program holds)
-    if not shown:
-        raise FerkitError(f"no frame of {args.source} could be read: not a video, a corrupt one, or a camera "
-                          "that sends nothing")
     if not quit and live:  # a camera or stream never ends by itself
         log.warning("%s stopped sending frames after %d (unplugged, or the stream ended)", args.source, shown)
     return 0

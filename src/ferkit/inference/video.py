@@ -188,8 +188,10 @@ class VideoAnalysis:
             for index, t, image in timed_frames(self._capture, self.fps, clock, patience):
                 faces, fresh = self.tracker.update(index, image, t)
                 yield VideoFrame(index, t, image, faces, fresh)
-            if index is None:  # OpenCV opens some non-videos (an image, a text file), then reads nothing
-                raise FerkitError(f"no frame of {self.source} could be decoded: not a video, or corrupt")
+            if index is None:  # OpenCV opens some sources that then give nothing: a text file, a camera held
+                raise FerkitError(f"no frame of {self.source} could be "  # by another program
+                                  + ("read: a camera or stream that sends nothing" if self.live else
+                                     "decoded: not a video, or corrupt"))
         finally:
             self.close()
 
