@@ -61,6 +61,11 @@ def test_faces_in_subfolders_of_an_emotion_folder_are_read_as_that_emotion(tmp_p
     data = load_fer(tmp_path)
     assert data.class_counts() == {"fear": 4, "happy": 4} and not data.skipped
     assert Counter(data.usage) == {"train": 6, "public": 2}  # the part from the folder above the emotion's
+    for i, (image, label) in enumerate(zip(images, labels)):  # each emotion's parts in folders of its own
+        folder = tmp_path / "by-emotion" / label / ("train" if i % 4 else "test")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    assert Counter(load_fer(tmp_path / "by-emotion").usage) == {"train": 6, "public": 2}  # had been no part
 
 
 def test_other_sizes_and_colour_are_resized_to_48_gray(tmp_path):

@@ -178,7 +178,7 @@ def _the_table(names: list[str], where: Path) -> str | None:
     read instead (an image beside it, a preview or a plot, had hidden it); several CSVs without such
     images (Kaggle's competition download) are named, since which one holds FER2013 is the user's to say."""
     names = [name for name in names if not is_os_metadata(PurePosixPath(name).parts)]  # "./" is no hidden folder
-    if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and _emotion_folder(PurePosixPath(name).parts)[0]
+    if any(PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and _place(PurePosixPath(name).parts)[0]
            for name in names):
         return None
     tables = sorted(name for name in names if name.lower().endswith(".csv"))
@@ -204,7 +204,7 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
         if relpath.lower().endswith(ARCHIVE_SUFFIXES):  # said as such, not as a file outside an emotion folder
             skipped["archive inside (give it to ferkit itself, or extract it)"] += 1
             continue
-        emotion, depth = _emotion_folder(parts)
+        emotion, part = _place(parts)
         if not emotion:
             skipped[f"file outside an emotion folder ({'/'.join(parts[:-1]) or '.'})"] += 1
             continue
@@ -221,7 +221,7 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
             continue
         images.append(resize_square(gray, FER_SIZE))
         labels.append(EMOTIONS.index(emotion))
-        usage.append(_usage_of(parts[:depth + 1] + parts[-1:]))  # [split/]emotion/image, subfolders aside
+        usage.append(part)
     if not images:
         passed = f" (passed over: {describe_skipped(skipped)})" if skipped else ""
         raise FerkitError(
@@ -231,14 +231,13 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
     return _dataset(images, labels, usage, source, skipped)
 
 
-def _emotion_folder(parts: tuple[str, ...]) -> tuple[str, int]:
-    """The emotion the nearest of a file's folders names, and that folder's place in `parts` (("", -1): none).
-    Not only the file's own: one's own data set may keep each person's faces apart (happy/s01/*.jpg)."""
-    for depth in range(len(parts) - 2, -1, -1):
-        emotion = FOLDER_NAMES.get(parts[depth].lower(), "")
-        if emotion:
-            return emotion, depth
-    return "", -1
+def _place(parts: tuple[str, ...]) -> tuple[str, str]:
+    """The emotion the nearest of a file's folders names, and its part of the data by the nearest folder
+    naming one; ("", "") where no folder names an emotion. Not only the folders next to the file: one's
+    own data may keep each person apart (train/happy/s01/*.jpg), or each emotion's parts (happy/test/)."""
+    emotion = next((FOLDER_NAMES[f.lower()] for f in reversed(parts[:-1]) if f.lower() in FOLDER_NAMES), "")
+    split = next((f for f in reversed(parts[:-1]) if f.lower() in USAGE_FROM_FOLDER), "")
+    return emotion, _usage_of((split, emotion, parts[-1])) if emotion else ""
 
 
 def _decode_gray(data: bytes) -> np.ndarray | None:
