@@ -269,3 +269,7 @@ def test_a_recipe_files_mistakes_name_the_file_and_the_line(tmp_path):
         TrainConfig.from_recipe(str(tmp_path / "base.toml"))
     with pytest.raises(FerkitError, match=r"^unknown configuration field\(s\): epoch \(did you mean epochs\?\)$"):
         TrainConfig.from_recipe("seed-custom", epoch=3)  # a keyword of the Python API: no file to name
+    (tmp_path / "child.toml").write_text('base = "typo.toml"\nepochs = 3\n')  # the base's typo: the base named
+    with pytest.raises(FerkitError, match=r"^recipe .*child.toml, base = 'typo.toml': recipe .*typo.toml: unknown "
+                                          r"configuration field\(s\): learing_rate"):
+        TrainConfig.from_recipe(str(tmp_path / "child.toml"))

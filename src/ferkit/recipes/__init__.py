@@ -3,8 +3,10 @@ that `ferkit train --list-recipes` works in an install without the train extra."
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,12 @@ def list_recipes() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
-def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_recipe(recipe: str, _seen: tuple[str, ...] = (), *, known: Collection[str] | None = None) -> dict[str, Any]:
     """A shipped recipe by name, or a user's recipe from a .toml path.
 
     A recipe may name a `base` recipe and change only a few of its fields; that is how one
-    technique is switched on or off for an ablation without copying the whole recipe.
+    technique is switched on or off for an ablation without copying the whole recipe. Given the
+    `known` field names, a field no file of the chain should hold is said with the file it is in.
     """
     recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
     if _identity(recipe) in map(_identity, _seen):  # d/a.toml and d/../d/a.toml are one file
@@ -51,8 +54,10 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if "recipe" in values:  # it names the run's folder: "../../x" had put it outside runs/
         raise FerkitError(f"recipe {recipe}: 'recipe' is not a field (a recipe is named by its file, {name!r}): "
                           "remove it")
+    if known is not None and set(values) - set(known):  # said here: the merged values name no file
+        raise FerkitError(f"recipe {recipe}: {unknown_fields(set(values) - set(known), known)}")
     try:
-        inherited = load_recipe(_relative(base, recipe), (*_seen, recipe)) if base else {}
+        inherited = load_recipe(_relative(base, recipe), (*_seen, recipe), known=known) if base else {}
     except FerkitError as exc:  # which line of which file names it: the base's own error said neither
         raise (exc if str(exc).startswith("recipe ") and " is its own base" in str(exc) else
                FerkitError(f"recipe {recipe}, base = {base!r}: {exc}")) from None
@@ -66,6 +71,13 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     values = {key: {**inherited[key], **value} if isinstance(value, dict) and isinstance(inherited.get(key), dict)
               and not switched else value for key, value in values.items()}
     return {**without_stale_fallback(inherited, values), "recipe": name, **values}
+
+
+def unknown_fields(unknown: Collection[str], known: Collection[str]) -> str:
+    """What is said of fields a configuration has not: each with the known one it likely misspells."""
+    near = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else name
+            for name in sorted(unknown)]
+    return f"unknown configuration field(s): {', '.join(near)}"
 
 
 def with_changes(description: str, where: str, changes: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ spirit of ultralytics' default.yaml: one set of fields, every CLI flag overrides
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
 import numbers
@@ -21,7 +20,7 @@ from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDU
 from ferkit.data.labels import EMOTIONS, parse_classes
 from ferkit.data.splits import check_fractions
 from ferkit.errors import FerkitError
-from ferkit.recipes import load_recipe, with_changes, without_stale_fallback
+from ferkit.recipes import load_recipe, unknown_fields, with_changes, without_stale_fallback
 
 DEFAULT_RECIPE = "default"
 log = logging.getLogger("ferkit")
@@ -194,23 +193,21 @@ class TrainConfig:
                                       "image_size": self.fallback_image_size or self.image_size})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "") -> TrainConfig:
-        """`where` names the recipe file the values came from, for the message of a field it misspells."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            near = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1))
-                    else name for name in unknown]
-            raise FerkitError(f"{where}unknown configuration field(s): {', '.join(near)}")
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = cls.fields()
+        if set(values) - known:
+            raise FerkitError(unknown_fields(set(values) - known, known))
         return cls(**values)
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
         """The recipe's values, then every override that is not None."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        recipe_values = load_recipe(recipe)
-        if set(recipe_values) - {f.name for f in dataclasses.fields(cls)}:  # a typo in the file: said with its name
-            cls.from_dict(recipe_values, f"recipe {recipe}: ")
+        recipe_values = load_recipe(recipe, known=cls.fields())  # a typo in a file: said with the file's name
         config = cls.from_dict({**without_stale_fallback(recipe_values, given), **given})
         try:
             stock = cls.from_dict(recipe_values)
