@@ -8,7 +8,6 @@ before it is decoded, and each failure is a 4xx JSON error.
 
 from __future__ import annotations
 
-import difflib
 import html
 import threading
 import time
@@ -210,8 +209,7 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def predict(request: Request, annotated: Flag = False):
         """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
         JSON faces, or the annotated image."""
-        typos = [name for name in request.query_params if name != "annotated"
-                 and difflib.get_close_matches(name.lower(), ["annotated"], cutoff=0.75)]
+        typos = [name for name in uploads.like_annotated(request.query_params) if name != "annotated"]
         if typos:  # ?annotate=true had answered JSON where a PNG was asked for, without a word; other
             # parameters (a gateway's api_key, tracking tags) are none of ferkit's, and pass
             raise HTTPException(422, f"unknown query parameter {typos[0]}: did you mean annotated=true?")

@@ -4,6 +4,7 @@ HTTPException with the 4xx the API documents."""
 
 from __future__ import annotations
 
+import difflib
 import io
 import re
 
@@ -80,7 +81,7 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
                                      "dropped connection, or a client that sent too little)")
         if upload is None:
             raise HTTPException(400, "multipart upload needs an image in the field 'file'")
-        _no_other_fields([key for key in form.keys() if key != "file"], "form")
+        _no_option_beside(form.keys(), "form")
         return await upload.read()
 
 
@@ -99,19 +100,24 @@ def _from_json(body: bytes) -> bytes:
         raise HTTPException(400, 'a JSON body is {"image": "<the image in base64, or a data: URL>"}') from None
     if not isinstance(image, str):
         raise HTTPException(400, 'a JSON body needs "image": the image in base64, or a data: URL')
-    _no_other_fields([key for key in fields if key != "image"], "JSON body")
+    _no_option_beside(fields, "JSON body")
     try:
         return base64_image(image)
     except FerkitError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
-def _no_other_fields(others: list[str], where: str) -> None:
+def like_annotated(names) -> list[str]:
+    """The names that are, or are likely meant as, the one option (`annotated`)."""
+    return [name for name in names if difflib.get_close_matches(str(name).lower(), ["annotated"], cutoff=0.75)]
+
+
+def _no_option_beside(fields, where: str) -> None:
     """{"image": ..., "annotated": true} had answered JSON where a PNG was asked for, without a word, as a
-    misspelt query parameter had: the options are query parameters."""
-    if others:
-        names = ", ".join(repr(name) for name in sorted(set(others))[:5])
-        raise HTTPException(422, f"the {where} holds only the image; {names}: options go in the URL's query "
+    misspelt query parameter had: the option is a query parameter. Other fields (a form's CSRF token or
+    button, a client's file name) are none of ferkit's, and pass."""
+    if options := like_annotated(fields):
+        raise HTTPException(422, f"the {where} holds the image; {options[0]!r} goes in the URL's query "
                                  "(?annotated=true)")
 
 
