@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
 from ferkit.choices import DETECTORS
+from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
 from ferkit.errors import FerkitError, is_real_number, is_whole_number
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
