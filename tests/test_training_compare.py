@@ -154,8 +154,13 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
 
 
 @pytest.mark.parametrize("flag, given", [([], {}), (["--drop-repeats", "off"], {"drop_repeats": False}),
-                                         (["--drop-repeats", "on"], {"drop_repeats": True})])
-def test_compare_passes_drop_repeats_on_only_when_given(synthetic_folder, monkeypatch, capsys, flag, given):
+                                         (["--drop-repeats", "on"], {"drop_repeats": True}),
+                                         # the Python compare() took these; the CLI had no flag for them
+                                         (["--seed", "3", "--fractions", "0.7,0.2,0.1"],
+                                          {"seed": 3, "fractions": (0.7, 0.2, 0.1)}),
+                                         (["--batch-size", "32", "--time-limit", "0"],
+                                          {"batch_size": 32, "time_limit": 0.0})])
+def test_compare_passes_the_shared_overrides_only_when_given(synthetic_folder, monkeypatch, capsys, flag, given):
     """The sections of benchmarks/ablations/README.md before session 53 validated with repeats:
     `--drop-repeats off` compares as they did."""
     from ferkit.cli import main

@@ -66,6 +66,14 @@ def on_off(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
 
 
+def fractions(text: str) -> tuple[float, ...]:
+    """--fractions 0.8,0.1,0.1 (train, val, test), for train and compare alike."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"three numbers such as 0.8,0.1,0.1, got {text!r}") from None
+
+
 def nonempty(text: str) -> str:
     """An argparse type for a path or a name: an empty one (an unset shell variable) is refused, not
     read as the current folder, nor as no --output at all."""

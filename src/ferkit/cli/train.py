@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ferkit.choices import CHECKPOINT_ON, CLASS_WEIGHTS, MIXED_PRECISION, SCHEDULES, SPLITS
-from ferkit.cli._common import nonempty, on_off
+from ferkit.cli._common import fractions, nonempty, on_off
 
 
 def add_parser(sub) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     g.add_argument("--model", type=nonempty, help="architecture from the model registry")
     g.add_argument("--classes", help="comma-separated emotions, e.g. angry,fear,happy")
     g.add_argument("--split", choices=SPLITS)
-    g.add_argument("--fractions", type=_fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
+    g.add_argument("--fractions", type=fractions, help="train,val,test fractions, e.g. 0.8,0.1,0.1")
     g.add_argument("--drop-repeats", type=on_off, metavar="on|off",
                    help="leave out of the faces carved out to validate (and test, with --split random) those "
                         "that repeat a training face pixel for pixel (the shipped recipes: on)")
@@ -104,9 +104,3 @@ def run(args: argparse.Namespace) -> int:
     # must not go on with a cut-short model.
     return 130 if result.interrupted or result.stop_asked else 0
 
-
-def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"three numbers such as 0.8,0.1,0.1, got {text!r}") from None
