@@ -146,28 +146,28 @@ def has_usage(data: FerDataset) -> bool:
     return bool((data.usage == "train").any() and np.isin(data.usage, HELD_OUT).any())
 
 
-def _test_usage(parts: dict[str, np.ndarray]) -> str:
-    """Which held-out part the official split tests on: PrivateTest beside PublicTest, else the one there."""
+def _held_out_usages(parts: dict[str, np.ndarray]) -> tuple[str | None, str]:
+    """Which held-out parts the official split validates and tests on: PublicTest and PrivateTest where
+    both are there (FER2013's own protocol); else the one test part, validated on by a validation
+    folder beside it, or by faces drawn from Training (None)."""
     if len(parts["public"]) and len(parts["private"]):
-        return "private"
-    return "public" if len(parts["public"]) else "private" if len(parts["private"]) else "val"
+        return "public", "private"
+    test = "public" if len(parts["public"]) else "private" if len(parts["private"]) else "val"
+    return ("val" if test != "val" and len(parts["val"]) else None), test
 
 
 def held_out_alone(data: FerDataset, name: str) -> tuple[Split, str] | None:
     """The held-out part of FER2013 that the official split would use as `name` ("val", "test"), taken
-    from data with no Training part: a copy of the test/ folder alone is enough to score a model.
-    None where that split draws the part from Training (validation beside one test part), or the
-    data has no such part."""
+    from data with no Training part (a copy of the test/ folder alone is enough to score a model),
+    and the parts named as the split's description names them. None where that split draws the part
+    from Training (validation beside one test part), or the data has no such part."""
     parts = {usage: np.flatnonzero(data.usage == usage) for usage in HELD_OUT}
-    test = _test_usage(parts)
-    if name == "test":
-        usage = test
-    else:
-        both = len(parts["public"]) and len(parts["private"])
-        usage = "public" if both else "val" if test != "val" and len(parts["val"]) else None
+    val, test = _held_out_usages(parts)
+    usage = test if name == "test" else val
     if usage is None or not len(parts[usage]):
         return None
-    return _take(data, parts[usage]), _PART_NAMES[usage]
+    named = f"val = {_PART_NAMES[val]}, test = {_PART_NAMES[test]}" if name == "val" else f"test = {_PART_NAMES[test]}"
+    return _take(data, parts[usage]), named
 
 
 def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
@@ -188,8 +188,7 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
             "name your folders so, or use --split random, which splits every face it loads at random "
             "(the faces you meant for testing too)"
         )
-    both_tests = len(parts["public"]) and len(parts["private"])
-    if both_tests:  # FER2013's own protocol: a val/ folder beside it has no place in it
+    if _held_out_usages(parts)[0] == "public":  # FER2013's own protocol: a val/ folder beside it has no place
         parts["val"] = parts["val"][:0]
     unknown = len(data) - sum(len(idx) for idx in parts.values())
     # Faces of no known part (a val/ folder beside both test parts, a CSV's own Usage value) have no
@@ -200,21 +199,16 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
         log.warning("official split: %d faces are neither Training nor PublicTest/PrivateTest (e.g. a val/ "
                     "folder beside both, or another Usage value) and are left out; --split random uses "
                     "every face", unknown)
-    if both_tests:
-        return Splits(
-            _take(data, parts["train"]), _take(data, parts["public"]), _take(data, parts["private"]),
-            f"official split: train = Training, val = PublicTest, test = PrivateTest{left}",
-        )
-    test_usage = _test_usage(parts)
+    val_usage, test_usage = _held_out_usages(parts)
     test_name = _PART_NAMES[test_usage]
-    if test_usage != "val" and len(parts["val"]):  # the data's maker set a validation part aside: used
+    if val_usage is not None:  # PublicTest beside PrivateTest, or a validation part the data's maker set aside
         return Splits(
-            _take(data, parts["train"]), _take(data, parts["val"]), _take(data, parts[test_usage]),
-            f"official split: train = Training, val = the validation folder, test = {test_name}{left}",
+            _take(data, parts["train"]), _take(data, parts[val_usage]), _take(data, parts[test_usage]),
+            f"official split: train = Training, val = {_PART_NAMES[val_usage]}, test = {test_name}{left}",
         )
     # One held-out part (the usual train/ + test/ download, or train/ + validation/): the test set;
     # validation, which picks the kept epoch, is carved out of Training so the test set stays unseen.
-    train, val, stratified = _stratified(parts["train"], data.labels, val_fraction, seed, data.classes)
+    train, val, stratified = _stratified(parts["train"], data.labels, val_fraction, seed, data.classes, set())
     return Splits(
         _take(data, train), _take(data, val), _take(data, parts[test_usage]),
         f"official split: train/val = {'stratified' if stratified else 'random'} {1 - val_fraction:.0%}/"
@@ -224,7 +218,7 @@ def _official(data: FerDataset, val_fraction: float, seed: int) -> Splits:
 
 
 def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, classes: tuple[str, ...],
-                said: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+                said: set[str]) -> tuple[np.ndarray, np.ndarray, bool]:
     """Split `idx` stratified by class; whether it could be. A class of one face there cannot be on
     both sides: it goes to training and the rest is stratified (it had turned stratification off
     for every class, in silence: one class of 1 face left 1 happy face of 26 to test on). Where the
@@ -247,11 +241,11 @@ def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int,
                     "each of %d classes", held_out, len(idx) - held_out, len(present))
         train, other = train_test_split(idx, test_size=fraction, random_state=seed)
         return train, other, False
-    names = [classes[label] for label in np.flatnonzero(counts == 1) if classes[label] not in (said or set())]
+    names = [classes[label] for label in np.flatnonzero(counts == 1) if classes[label] not in said]
     if names:  # once for a split made in two steps (test, then val)
         log.warning("only one face of %s to split here: trained on, since it cannot be both trained on and held out",
                     ", ".join(names))
-        (said if said is not None else set()).update(names)
+        said.update(names)
     # As many held out as asked, a whole number: the same draw as before for data with no such class
     train, other = train_test_split(rest, test_size=held_out if single.any() else fraction, random_state=seed,
                                     stratify=labels[rest])

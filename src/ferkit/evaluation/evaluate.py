@@ -166,11 +166,10 @@ def _held_out_alone(dataset, split: str, data):
         raise FerkitError(f"{data} holds {has} of FER2013 (file names Training_/PublicTest_/PrivateTest_, folders "
                           f"train/ beside test/, or a CSV's Usage column), so the model's {split} split cannot be "
                           "rebuilt on it: use --split all to score every face")
-    part, name = alone
-    # Both parts named, as the official split says them: a run trained with both test parts reads
-    # "test = PrivateTest" to know its "val" faces here are its own PublicTest
-    parts = f"val = {name}, test = {held_out_alone(dataset, 'test')[1]}" if split == "val" else f"test = {name}"
-    description = f"official split: {parts}, in data without Training faces (their repeats not known)"
+    # Both parts named for a val part, as the official split says them: a run trained with both test
+    # parts reads "test = PrivateTest" to know its "val" faces here are its own PublicTest
+    part, named = alone
+    description = f"official split: {named}, in data without Training faces (their repeats not known)"
     return part.images, part.labels, description, None
 
 
