@@ -50,7 +50,8 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
     photos`, or a shell's `photos/*` that lists it too) or lies inside one.
     """
     found: list[Path | str] = []
-    for raw in _expanded(paths):
+    given = 0
+    for given, raw in enumerate(_expanded(paths), start=1):
         if is_url(raw) or is_data_url(raw):  # kept as written: a Path would fold // (base64 has them) into one
             found.append(str(raw))
             continue
@@ -78,7 +79,9 @@ def find_images(paths: list[str | Path], leave_out: Path | None = None) -> list[
         if not inside:  # said, not skipped in silence: a wrong folder among several is easy to miss
             log.warning("no image files in %s (looked for %s)", path, " ".join(sorted(IMAGE_SUFFIXES)))
         found += sorted(inside)
-    return _once_each(found)
+    # One path names each file once (a folder's walk reads each real folder once): no file resolved then,
+    # which a folder of 100,000 photos would pay for at every start
+    return _once_each(found) if given > 1 else found
 
 
 def _once_each(found: list[Path | str]) -> list[Path | str]:
