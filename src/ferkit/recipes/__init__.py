@@ -14,6 +14,10 @@ from typing import Any
 from ferkit.errors import FerkitError
 
 
+class RecipeLoop(FerkitError):
+    """A recipe that is, through its bases, its own base: said once, with the whole chain."""
+
+
 def list_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("ferkit.recipes").iterdir()
                   if p.name.endswith(".toml"))
@@ -28,7 +32,7 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = (), *, known: Collection[s
     """
     recipe = os.fspath(recipe)  # a pathlib.Path to a .toml file, from the Python API
     if _identity(recipe) in map(_identity, _seen):  # d/a.toml and d/../d/a.toml are one file
-        raise FerkitError(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
+        raise RecipeLoop(f"recipe {recipe} is its own base: {' -> '.join((*_seen, recipe))}")
     if recipe.endswith(".toml"):
         path = Path(recipe)
         if not path.is_file():
@@ -58,9 +62,10 @@ def load_recipe(recipe: str, _seen: tuple[str, ...] = (), *, known: Collection[s
         raise FerkitError(f"recipe {recipe}: {unknown_fields(set(values) - set(known), known)}")
     try:
         inherited = load_recipe(_relative(base, recipe), (*_seen, recipe), known=known) if base else {}
+    except RecipeLoop:  # names the whole chain already
+        raise
     except FerkitError as exc:  # which line of which file names it: the base's own error said neither
-        raise (exc if str(exc).startswith("recipe ") and " is its own base" in str(exc) else
-               FerkitError(f"recipe {recipe}, base = {base!r}: {exc}")) from None
+        raise FerkitError(f"recipe {recipe}, base = {base!r}: {exc}") from None
     if inherited and values and "description" not in values:  # the base's words describe the base
         said = inherited.get("description", "")
         values["description"] = with_changes(f"{base}: {said}" if said else str(base), "here", values)
