@@ -120,7 +120,8 @@ def test_predict_output_problems_are_one_line_and_come_first(tiny_run, group_pho
                            (["--save-annotated", str(photo / "ann")], "is a file, not a folder"),
                            (["--csv", str(photo)], "is one of the inputs"),
                            (["--detector", "haar", "--tiny-faces"], "--tiny-faces works with"),
-                           (["--detector", "haar", "--min-detection-score", "0.5"], "--min-detection-score works")):
+                           (["--detector", "haar", "--min-detection-score", "0.5"], "--min-detection-score works"),
+                           (["--detector", "haar", "--no-align"], "--no-align works with")):
         assert main(["predict", str(photo), "--model", str(tiny_run), *extra]) == 2
         out, err = capsys.readouterr()
         assert message in err and len(err.strip().splitlines()) == 1

@@ -32,7 +32,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny-faces", action="store_true",
                         help="yunet: also search big photos tile by tile for faces too small at 640 px")
     parser.add_argument("--no-align", dest="align", action="store_false",
-                        help="do not level the eyes from YuNet's landmarks before classifying")
+                        help="yunet: do not level the eyes from its landmarks before classifying")
 
 
 def add_frame_options(parser: argparse.ArgumentParser) -> None:
@@ -128,13 +128,17 @@ def keras_imported_quietly(model: str | None) -> None:
 
 def recognizer_options(args: argparse.Namespace) -> dict:
     """EmotionRecognizer's keyword arguments from the flags of `add_model_options`."""
+    # haar gives no landmarks either, so its faces are never levelled: --no-align would say nothing
+    yunet_only = [flag for flag, given in (("--tiny-faces", args.tiny_faces),
+                                           ("--min-detection-score", args.min_detection_score is not None),
+                                           ("--no-align", not args.align)) if given]
+    if yunet_only and args.detector != "yunet":
+        raise FerkitError(f"{yunet_only[0]} works with --detector yunet only")
     options = {"min_size": args.min_face} if args.min_face is not None else {}
-    for flag, name, value in (("--tiny-faces", "second_pass", args.tiny_faces or None),
-                              ("--min-detection-score", "score_threshold", args.min_detection_score)):
-        if value is not None:
-            if args.detector != "yunet":
-                raise FerkitError(f"{flag} works with --detector yunet only")
-            options[name] = value
+    if args.tiny_faces:
+        options["second_pass"] = True
+    if args.min_detection_score is not None:
+        options["score_threshold"] = args.min_detection_score
     return {"threads": args.threads, "align": args.align, "tta": args.tta, "max_faces": args.max_faces, **options}
 
 
