@@ -604,6 +604,17 @@ def test_ffmpegs_own_lines_stay_out_of_the_output(tmp_path):
     assert "moov atom" not in done.stderr
 
 
+def test_opencvs_warnings_stay_out_of_a_missing_cameras_error_from_python_too(capfd):
+    """The CLI sets OPENCV_LOG_LEVEL; a program calling rec.video(99) had OpenCV's lines on its stderr."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(FerkitError, match="cannot open camera 99"):
+        open_capture(99)
+    assert "WARN" not in capfd.readouterr().err
+    assert cv2.utils.logging.getLogLevel() == level  # the program's own setting kept
+
+
 def test_opencvs_warnings_stay_out_of_a_missing_cameras_error(tmp_path):
     """`import ferkit` loads cv2 before main() sets OPENCV_LOG_LEVEL, which cv2 reads at import."""
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
