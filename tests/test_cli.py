@@ -624,6 +624,12 @@ def test_exporting_another_keras_file_names_the_export_after_it(tiny_run, tmp_pa
 def test_calibration_flags_say_what_is_wrong_with_them(tiny_run, tmp_path, capsys):
     assert main(["export", "default"]) == 2
     assert "the bundled model is an ONNX file already" in capsys.readouterr().err
+    from ferkit.inference.backends import bundled_model_dir
+
+    assert main(["export", str(bundled_model_dir())]) == 2  # had been "has no model.keras: was its training finished?"
+    assert "the bundled model is an ONNX file already" in capsys.readouterr().err
+    assert main(["export", str(tiny_run / "model.onnx")]) == 2  # had been "unsupported model file"
+    assert f"{tiny_run / 'model.onnx'} is an ONNX file already" in capsys.readouterr().err
     assert main(["export", str(tiny_run), "--calibration", str(tmp_path / "typo.zip"), "--output",
                  str(tmp_path / "m.onnx")]) == 2  # without int8 it would change nothing
     assert "calibration faces are for int8 quantization: add --quantize int8" in capsys.readouterr().err

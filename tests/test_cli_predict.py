@@ -629,7 +629,7 @@ def test_a_terminated_predict_keeps_its_results_so_far(tiny_run, group_photo, tm
 def test_a_folder_that_cannot_be_listed_is_said(tmp_path, monkeypatch, caplog):
     import os
 
-    from ferkit.data.sources import walk_files
+    from ferkit.data.files import walk_files
 
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "y.jpg").write_bytes(b"x")

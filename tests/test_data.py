@@ -923,7 +923,7 @@ def test_decoding_a_corrupt_file_says_nothing_of_opencvs_own(capfd):
     before it. Its log level is back as it was afterwards, also after threads decoded at once."""
     import threading
 
-    from ferkit.data.sources import decode_bgr
+    from ferkit.data.decoding import decode_bgr
 
     corrupt_gif = b"GIF89a" + bytes([16, 0, 16, 0, 0x80, 0, 0]) + bytes(40)
     cut_png = b"\x89PNG\r\n\x1a\n" + bytes(30)

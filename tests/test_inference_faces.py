@@ -30,6 +30,25 @@ def test_a_faces_dict_is_json_and_keeps_a_videos_track():
     assert json.loads(json.dumps(face.to_dict()))["track"] == 3
 
 
+def test_a_face_comes_back_from_its_dict_and_keeps_whole_pixels():
+    """An app drawing a server's answer needs a Face from its JSON; a box of floats or numpy's ints
+    had reached OpenCV's drawing (a raw overload error) and json.dumps (a TypeError)."""
+    import json
+
+    from ferkit.inference.faces import Face
+
+    face = Face((1, 2, 30, 40), 0.9, np.arange(10, dtype=np.float32).reshape(5, 2), {"happy": 0.8, "sad": 0.2}, 4)
+    back = Face.from_dict(json.loads(json.dumps(face.to_dict())))
+    assert back == face and np.array_equal(back.landmarks, face.landmarks) and back.label == "happy"
+    assert Face.from_dict({"box": [5, 6, 7, 8]}) == Face((5, 6, 7, 8))  # a box alone: no scores, no label
+    rounded = Face((10.4, np.int64(10), 50.5, np.float32(49.6)))
+    assert rounded.box == (10, 10, 50, 50) and all(type(v) is int for v in rounded.box)
+    json.dumps(rounded.to_dict())
+    for bad in [(1, 2, 3), ("a", 1, 2, 3), None]:
+        with pytest.raises(FerkitError, match="a face box is four numbers"):
+            Face(bad)
+
+
 def test_a_faces_dict_names_its_landmarks_and_haar_says_it_has_none(astronaut):
     face = create_detector("yunet").detect(astronaut)[0]
     points = face.to_dict()["landmarks"]

@@ -42,6 +42,15 @@ def test_detect_classify_annotate(tiny_run, group_photo):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     for single_channel in (gray, gray[..., None]):  # both are gray images: drawn on in colour
         assert rec.annotate(single_channel, faces).shape == image.shape
+    # as the server answers: dicts drawn as their faces; an RGB image comes back RGB, not swapped
+    assert np.array_equal(rec.annotate(image, [face.to_dict() for face in faces]), drawn)
+    rgb = rec.annotate(image[..., ::-1], faces, rgb=True)
+    assert np.array_equal(rgb, drawn[..., ::-1])
+    from PIL import Image
+
+    assert np.array_equal(rec.annotate(Image.fromarray(np.ascontiguousarray(image[..., ::-1])), faces), rgb)
+    with pytest.raises(FerkitError, match="one image, not a list of 1: call it for each"):
+        rec.detect(["photo.jpg"])
 
 
 def test_max_faces_keeps_the_largest_left_to_right(tiny_run, group_photo):
@@ -494,6 +503,20 @@ def test_a_stream_read_to_its_end_says_so(astronaut):
 def test_an_image_too_large_to_decode_is_a_clear_error(tiny_run):
     with pytest.raises(FerkitError, match="larger than OpenCV decodes"):
         EmotionRecognizer(tiny_run).detect(png_header_only(40_000, 40_000))
+
+
+def test_an_image_under_the_pixel_limit_but_over_the_free_memory_is_said_so(monkeypatch):
+    """A 900-megapixel PNG on an edge box with 5 GB had been "larger than OpenCV decodes"."""
+    from ferkit.inference import images
+
+    def out_of_memory(data):
+        error = cv2.error("Failed to allocate 2700000000 bytes")
+        error.code = cv2.Error.StsNoMem  # as OpenCV's own allocation failure carries it
+        raise error
+
+    monkeypatch.setattr(images, "decode_bgr", out_of_memory)
+    with pytest.raises(FerkitError, match="cannot read big.png: not enough memory free to decode it"):
+        images.decode_image(b"\x89PNG....", "big.png")
 
 
 def test_a_jpeg_of_too_many_scans_is_refused_before_minutes_of_decoding(tmp_path):

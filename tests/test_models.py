@@ -274,7 +274,7 @@ def test_weights_from_a_mirror_averaged_run_load_and_others_say_what_they_are_no
     saved.save(tmp_path / "model.keras")
     for path in (tmp_path / "model.weights.h5", tmp_path / "model.keras"):
         model = create_model("fernet", image_size=48, num_classes=7, blocks=(0, 1, 1, 1), weights=str(path))
-        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights()))
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved.get_weights(), strict=True))
     with pytest.raises(FerkitError, match=r"holds no weights of this network \(fernet, 4 classes, 48 px\)"):
         create_model("fernet", image_size=48, num_classes=4, blocks=(0, 1, 1, 1), weights=str(path))
 
@@ -738,3 +738,33 @@ def test_exporting_another_tools_colour_network_is_one_line(tmp_path):
     net.save(tmp_path / "rgb.keras")
     with pytest.raises(FerkitError, match=r"no face classifier ferkit can run: .* it has \(None, 48, 48, 3\) -> "):
         export_onnx(tmp_path / "rgb.keras")
+
+
+def test_an_export_says_how_to_use_it_with_onnx_runtime_alone(tiny_run, group_photo):
+    """An app developer fed an export faces scaled to 0-1, the usual convention, and every face came out
+    "angry" without an error; its output was "Identity:0" where the bundled model's is "probabilities".
+    What its metadata says, done by hand with OpenCV and ONNX Runtime, scores a face as ferkit does."""
+    import json
+
+    import cv2
+    import onnxruntime as ort
+
+    from ferkit.inference import EmotionRecognizer
+
+    session = ort.InferenceSession(str(tiny_run / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["face"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    meta = session.get_modelmeta().custom_metadata_map
+    classes, size = json.loads(meta["ferkit.classes"]), int(meta["ferkit.image_size"])
+    said = meta["ferkit.input"]
+    assert f"(batch, {size}, {size}, 1)" in said and "BGR2GRAY" in said and "0-255, not scaled" in said
+    assert "10% of the box's side beyond each edge" in said and "INTER_AREA" in said
+    assert f"({', '.join(classes)})" in meta["ferkit.output"] and "each row summing to 1" in meta["ferkit.output"]
+    image = group_photo[0]
+    x, y, w, h = 60, 60, 100, 100  # a square box away from the edges: its crop is whole pixels
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    crop = gray[y - 10:y + h + 10, x - 10:x + w + 10]
+    face = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)[None, :, :, None]
+    (alone,) = session.run(["probabilities"], {"face": face})
+    (ferkits,) = EmotionRecognizer(tiny_run).detect(image, boxes=[(x, y, w, h)])
+    np.testing.assert_allclose(alone[0], [ferkits.scores[name] for name in classes], atol=1e-4)

@@ -100,7 +100,7 @@ def test_precise_bn_saves_statistics_recomputed_on_the_clean_training_faces(synt
     saved = [norm.moving_variance.numpy().copy() for norm in batchnorm.trainable_batchnorms(model)]
     assert batchnorm.recompute(model, batchnorm.batches_of(faces, seed=0)) == 4  # one a block
     again = [norm.moving_variance.numpy() for norm in batchnorm.trainable_batchnorms(model)]
-    assert all(np.allclose(a, b, rtol=1e-3) for a, b in zip(saved, again)) == precise_bn
+    assert all(np.allclose(a, b, rtol=1e-3) for a, b in zip(saved, again, strict=True)) == precise_bn
     assert ("recomputed the statistics of 4 BatchNorm layers on 216 training faces" in caplog.text) == precise_bn
 
 
@@ -537,6 +537,17 @@ def test_a_config_takes_overrides_but_not_a_recipe(synthetic_folder, tmp_path):
         assert len(list(csv.DictReader(handle))) == 1
     with pytest.raises(FerkitError, match="a config or a recipe, not both"):
         train(synthetic_folder, config, recipe="default", output=tmp_path / "other")
+
+
+def test_a_config_built_in_python_is_not_said_to_be_the_default_recipe(synthetic_folder, tmp_path, monkeypatch):
+    """TrainConfig()'s fields are the seed CNN's, not the default recipe's: its run had been named
+    runs/default-* and its config.json said recipe "default"."""
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(classes=CLASSES, split="official", epochs=1, batch_size=32)
+    result = train(synthetic_folder, config, verbose=0)
+    assert result.run_dir.parent.name == "runs" and result.run_dir.name.startswith("train-")
+    assert json.loads((result.run_dir / "config.json").read_text())["recipe"] == ""
+    assert TrainConfig.from_recipe("default").run_name == "default"
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -214,7 +214,7 @@ class Shorten(keras.callbacks.Callback):
             schedule.set_total_steps(4)  # the run now ends here: rate 0 from the next step on
 x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
 model.fit(x, x[:, :2] * 3, batch_size=4, epochs=3, verbose=0, callbacks=[Shorten()])
-assert all(np.array_equal(a, b) for a, b in zip(seen[0], seen[2])), "weights moved after the schedule ended"
+assert all(np.array_equal(a, b) for a, b in zip(seen[0], seen[2], strict=True)), "weights moved after the schedule ended"
 """
 
 

@@ -206,6 +206,14 @@ def test_another_architecture_drops_the_recipes_model_options(model):
     assert TrainConfig.from_recipe("default", model="fernet").model_options == {"blocks": [0, 1, 2, 2]}  # restated
 
 
+def test_weights_names_are_read_in_any_case():
+    """--weights None or IMAGENET had passed the checks that lower-case them and then been looked
+    for as a file: "weights file not found"."""
+    assert TrainConfig.from_recipe("seed-vgg19", weights="IMAGENET").weights == "imagenet"
+    config = TrainConfig.from_recipe("default", weights="None")
+    assert config.weights == "none" and config.has_fallback
+
+
 def test_starting_from_a_weights_file_drops_the_recipes_fallback():
     """The file fits the default's own network alone: on a CPU slow enough for the fallback, the run
     failed to load it into the lighter one after minutes of data loading and the teacher's pass."""

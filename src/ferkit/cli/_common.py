@@ -153,7 +153,7 @@ def output_path(name: str | None, folder: bool = False, inputs: Iterable[str | P
     """A file (or folder) the command writes, checked and its folder made before the work starts:
     a typo in an output path must not cost the results of a long folder or video, nor overwrite
     one of the `inputs` being read."""
-    from ferkit.data.sources import real_path
+    from ferkit.data.files import real_path
 
     if name is None:
         return None

@@ -24,11 +24,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import keras_imported_quietly, outputs
     from ferkit.evaluation import evaluate
-    from ferkit.evaluation.metrics import unseen_words
+    from ferkit.evaluation.metrics import headline
 
     with outputs() as output_path:
         output_path(args.output, folder=True)  # a bad --output must not cost the evaluation
         keras_imported_quietly(args.model)
         metrics = evaluate(args.model, args.data, split=args.split, output=args.output, tta=args.tta)
-    print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{unseen_words(metrics)}")
+    print(headline(metrics))
     return 0

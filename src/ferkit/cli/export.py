@@ -26,11 +26,14 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import native_stderr_hidden, outputs
     from ferkit.errors import FerkitError
-    from ferkit.inference.backends import DEFAULT_MODEL
+    from ferkit.inference.backends import DEFAULT_MODEL, bundled_model_dir
 
-    if args.model == DEFAULT_MODEL and not Path(args.model).exists():
-        raise FerkitError("the bundled model is an ONNX file already (ferkit info --model default says where): "
-                          "export takes a run directory or a .keras file")
+    given = Path(args.model)
+    bundled = (args.model == DEFAULT_MODEL and not given.exists()) or (
+        given.is_dir() and given.resolve() == bundled_model_dir().resolve())  # its folder had "no model.keras"
+    if bundled or given.suffix.lower() == ".onnx":  # which had been "unsupported model file"
+        raise FerkitError(f"{'the bundled model' if bundled else given} is an ONNX file already (ferkit info --model "
+                          f"{args.model} says what it is): export takes a run directory or a .keras file")
     # ferkit reads ONNX by its suffix, and so no run file (model.keras, config.json) is written over.
     if args.output and Path(args.output).suffix.lower() != ".onnx":
         raise FerkitError(f"--output {args.output}: an ONNX file's name ends in .onnx")
@@ -53,7 +56,7 @@ def _refuse_another_run(model: Path, output: str | None) -> None:
     if output is None:
         return
     target = RunDir(Path(output).parent)
-    ours = Path(output).name in (target.onnx_model.name, target.onnx_int8_model.name)  # the names a run reads
+    ours = Path(output).name in {export.name for export in target.exports}  # the names a run reads
     if not (ours and target.config.is_file()):
         return
     source = run_of(model)  # the run itself or its own model: not another .keras in its folder

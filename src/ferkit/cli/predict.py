@@ -184,7 +184,7 @@ def _within_a_name(stem: str) -> str:
 
 def _name_key(path: Path) -> str:
     """A file's name as a case-insensitive file system tells files apart."""
-    from ferkit.data.sources import real_path
+    from ferkit.data.files import real_path
 
     return str(real_path(path)).casefold()
 

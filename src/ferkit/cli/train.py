@@ -92,14 +92,13 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import native_stderr_hidden
 
     with native_stderr_hidden():
-        from ferkit.evaluation.metrics import unseen_words
+        from ferkit.evaluation.metrics import headline
         from ferkit.training import train
 
     # With --resume any other flag is an error, said by train() itself (the Python API's rule too).
     overrides = {k: getattr(args, k) for k in OVERRIDES}
     result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume, **overrides)
-    print(f"accuracy {result.metrics['accuracy']:.4f}  macro-F1 {result.metrics['macro_f1']:.4f}"
-          f"{unseen_words(result.metrics)}  run directory {result.run_dir}")
+    print(f"{headline(result.metrics)}  run directory {result.run_dir}")
     # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
     # must not go on with a cut-short model.
     return 130 if result.interrupted or result.stop_asked else 0

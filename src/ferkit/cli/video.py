@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ferkit.data.sources import real_path
+    from ferkit.data.files import real_path
     from ferkit.errors import FerkitError
     from ferkit.inference.video import VIDEO_SUFFIXES, process_video
 

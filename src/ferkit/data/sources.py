@@ -13,26 +13,23 @@ import csv
 import io
 import logging
 import os
-import threading
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 
+from ferkit.data.decoding import IMAGE_SUFFIXES, decode_bgr
+from ferkit.data.files import is_os_litter, is_os_metadata, walk_files
 from ferkit.data.labels import CSV_CODES, EMOTIONS, FOLDER_NAMES
-from ferkit.data.preprocess import FER_SIZE, resize_square, to_bgr, to_gray
+from ferkit.data.preprocess import FER_SIZE, resize_square, to_gray
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
 
-# What OpenCV's imdecode reads (the decoders sniff the content; the suffix only picks files in folders).
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".pnm",
-                  ".tif", ".tiff", ".webp", ".avif", ".jp2"}
 # Archives ferkit does not open inside others: Kaggle's fer2013.tar.gz, a zip of the zip
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
 # Where a face came from in FER2013's protocol; "" when the source does not say.
@@ -91,36 +88,6 @@ def load_fer(path: str | os.PathLike) -> FerDataset:
         extract = " (extract this archive first)" if path.name.lower().endswith(ARCHIVE_SUFFIXES) else ""
         raise FerkitError(f"unsupported data {path}: give a FER2013 .csv, a .zip or a folder{extract}")
     return _decode_entries(entries, str(path), "unreadable file (a broken link, no permission)")
-
-
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every file under `root`. Linked folders are followed (a split or an emotion linked in from
-    elsewhere), each real folder once: a link back up the tree ends instead of looping, and a folder
-    linked in twice (train/happy and test/happy, say) is read once, not into two parts of the split."""
-    seen: set[str] = set()
-
-    def unreadable(error: OSError) -> None:  # said, not skipped in silence: its files are missing
-        log.warning("cannot list %s (%s): its files are left out", error.filename, error.strerror or error)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            log.warning("%s is a folder already read (through a link): read once", dirpath)
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()  # the first of two links to one folder is the same on every machine
-        yield from (Path(dirpath) / name for name in filenames)
-
-
-def real_path(path: str | os.PathLike) -> Path:
-    """`path` with its links resolved, or only made absolute where they loop: Python 3.11 and 3.12
-    raise RuntimeError for a link to itself (an OSError is caught too), which must come out as one
-    unreadable file among the rest, not as a traceback that ends a folder's run."""
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):
-        return Path(path).absolute()
 
 
 def _load_zip(path: Path) -> FerDataset:
@@ -254,62 +221,6 @@ def _decode_gray(data: bytes) -> np.ndarray | None:
     except cv2.error:
         return None
     return None if bgr is None else to_gray(bgr)
-
-
-def decode_bgr(data: bytes) -> np.ndarray | None:
-    """8-bit BGR from an encoded image, or None where OpenCV cannot decode it (cv2.error over its
-    pixel limit). IMREAD_COLOR applies EXIF orientation (phone photos) and gives BGR for any input;
-    alone, it would also make 8 bits of any depth its own way: 16-bit pixels shifted right by 8
-    (12-bit data nearly black), a PFM's 0..1 floats cast to 0 and 1. Those go to `to_uint8`."""
-    buffer = np.frombuffer(data, np.uint8)
-    with _opencv_quiet:
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        if image is not None and image.dtype.kind == "f" and data[:2] not in (b"PF", b"Pf"):
-            image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)  # Radiance HDR: light, not 0..1; clipped at 1 as before
-        if image is None:  # float TIFFs: IMREAD_COLOR refuses 32-bit samples; as a PIL image they work
-            image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if (image is None or image.size == 0 or image.ndim not in (2, 3)
-            or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))):
-        return None
-    return to_bgr(image)  # NaN and infinities too, `to_uint8` judging the range on the finite pixels
-
-
-class _OpenCVQuiet:
-    """OpenCV's own log silenced while it decodes: a corrupt file printed two `[ERROR]` lines of
-    OpenCV's internals before ferkit's one-line message about it (and the server's log, one per bad
-    upload). Counted, so that threads decoding at once (the server's workers) restore the level
-    only when the last of them is done. The level is the process's: another thread's OpenCV
-    messages (a camera's, YuNet's) are silenced while a decode runs too, a price for a clean log."""
-
-    def __init__(self) -> None:
-        self._lock, self._users, self._level = threading.Lock(), 0, 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._level = cv2.utils.logging.getLogLevel()
-                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-            self._users += 1
-
-    def __exit__(self, *exc_info) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                cv2.utils.logging.setLogLevel(self._level)
-
-
-_opencv_quiet = _OpenCVQuiet()
-
-
-def is_os_metadata(parts: tuple[str, ...]) -> bool:
-    """Hidden files and folders, and what an OS or archiver leaves beside images (.DS_Store, macOS'
-    ._photo.jpg, __MACOSX/): not read as data."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
-
-
-def is_os_litter(parts: tuple[str, ...]) -> bool:
-    """What an OS or archiver leaves beside images, never anyone's data: skipped without a word."""
-    return "__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store"
 
 
 def _usage_of(parts: tuple[str, ...]) -> str:

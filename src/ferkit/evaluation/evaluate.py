@@ -55,8 +55,7 @@ def _check_output(run: RunDir, split: str) -> None:
     if run.holds_run():
         raise FerkitError(f"{run.path} holds a training run, whose metrics.json and confusion matrix are its "
                           f"own test results: give the evaluation another --output (e.g. {run.path / split})")
-    models = [path.name for path in (run.keras_model, run.onnx_model, run.onnx_int8_model, run.model_json)
-              if path.exists()]
+    models = [path.name for path in run.model_files if path.exists()]
     if models:  # its metrics.json would be read as that model's test results (ferkit info, export)
         raise FerkitError(f"{run.path} holds {', '.join(models)}, whose test results ferkit reads from a metrics.json "
                           f"beside it: give the evaluation another --output (e.g. {run.path / split})")

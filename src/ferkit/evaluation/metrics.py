@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
@@ -31,7 +31,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     }
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": _macro_f1(y_true, y_pred, labels),
+        "macro_f1": _macro_f1(y_true, y_pred),
         "classes": list(classes),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -40,13 +40,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
         unseen = ~np.asarray(repeats, bool)
         metrics["unseen"] = {"faces": int(unseen.sum()), "repeats": int(repeats.sum()),
                              "accuracy": float(accuracy_score(y_true[unseen], y_pred[unseen])),
-                             "macro_f1": _macro_f1(y_true[unseen], y_pred[unseen], labels)}
+                             "macro_f1": _macro_f1(y_true[unseen], y_pred[unseen])}
     return metrics
 
 
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> float:
-    f1 = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)[2]
-    return float(np.mean(f1[np.unique(y_true)]))
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
 
 
 def unseen_words(metrics: dict[str, Any]) -> str:
@@ -58,9 +57,14 @@ def unseen_words(metrics: dict[str, Any]) -> str:
             f"accuracy {unseen['accuracy']:.4f}, macro-F1 {unseen['macro_f1']:.4f}")
 
 
+def headline(metrics: dict[str, Any]) -> str:
+    """The numbers `train`, `evaluate` and a run's summary lead with, in the same words each time."""
+    return f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{unseen_words(metrics)}"
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A short human summary: headline numbers, then one line per class."""
-    lines = [f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{unseen_words(metrics)}"]
+    lines = [headline(metrics)]
     for i, (name, m) in enumerate(metrics["per_class"].items()):
         if m["support"]:
             lines.append(f"  {name:<9} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "

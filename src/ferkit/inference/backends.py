@@ -66,8 +66,8 @@ def bundled_model_dir() -> Path:
 
 def _models_of(run: RunDir | None) -> list[Path]:
     """The models a run directory holds, fastest to load first."""
-    return [] if run is None else [file for file in (run.onnx_model, run.onnx_int8_model, run.keras_model)
-                                   if file.is_file()]
+    return [] if run is None else [file for file in run.model_files
+                                   if file != run.model_json and file.is_file()]
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
@@ -167,7 +167,11 @@ class KerasBackend:
         self.name = str(path)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return _chunked(lambda chunk: np.asarray(self._model(chunk, training=False)), batch,
+        """convert_to_numpy, not np.asarray: on PyTorch the scores are a tensor that needs gradients
+        (on the GPU, too), which numpy refuses."""
+        import keras
+
+        return _chunked(lambda chunk: keras.ops.convert_to_numpy(self._model(chunk, training=False)), batch,
                         len(self.info.classes))
 
 

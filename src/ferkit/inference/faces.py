@@ -39,6 +39,26 @@ class Face:
     scores: dict[str, float] = field(default_factory=dict)
     track: int | None = None  # in a video: the same number for the same face from frame to frame
 
+    def __post_init__(self) -> None:
+        """Whole pixels: a box of floats (a tracker's, another detector's) had reached OpenCV's
+        drawing as a raw overload error, and numpy's ints had failed JSON."""
+        try:
+            x, y, w, h = (round(float(v)) for v in self.box)
+        except (TypeError, ValueError, OverflowError):
+            raise FerkitError(f"a face box is four numbers, x, y, width, height; got {self.box!r}") from None
+        self.box = (x, y, w, h)
+        if self.landmarks is not None:
+            self.landmarks = np.asarray(self.landmarks, np.float32).reshape(len(LANDMARKS), 2)
+
+    @classmethod
+    def from_dict(cls, face: dict) -> Face:
+        """A face back from its `to_dict()` (`predict --json`, the server's answer): to draw it with
+        `annotate`, or to keep working on it. `label` and `confidence` follow from the scores."""
+        points = face.get("landmarks")
+        return cls(face["box"], face.get("detection_score"),
+                   None if points is None else np.array([points[name] for name in LANDMARKS], np.float32),
+                   dict(face.get("scores") or {}), face.get("track"))
+
     @property
     def label(self) -> str:
         return max(self.scores, key=self.scores.get) if self.scores else ""

@@ -13,10 +13,15 @@ import cv2
 import numpy as np
 
 from ferkit.data.preprocess import to_bgr, to_uint8
-from ferkit.data.sources import decode_bgr
+from ferkit.data.decoding import decode_bgr
 from ferkit.errors import FerkitError
 
 log = logging.getLogger("ferkit")
+
+
+def is_pil(image: Any) -> bool:
+    """A PIL image (RGB), told without importing PIL."""
+    return hasattr(image, "convert") and hasattr(image, "size")
 
 
 def load_image(image: Any, rgb: bool = False) -> np.ndarray:
@@ -38,7 +43,10 @@ def load_image(image: Any, rgb: bool = False) -> np.ndarray:
     if image is None:  # most often what cv2.imread gave for a file it cannot read
         raise FerkitError("not an image: None (cv2.imread returns None for a file it cannot read: pass the path "
                           "itself)")
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
+    if isinstance(image, (list, tuple)) and image and isinstance(image[0], (str, os.PathLike, bytes)):
+        raise FerkitError(f"one image, not a list of {len(image)}: call it for each (classify takes a list of "
+                          "face crops)")  # had said "not an image array: shape (1,)"
+    if is_pil(image):
         image, rgb = _from_pil(image), True
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 2:  # gray and alpha (imageio's LA PNGs): the gray
@@ -251,7 +259,9 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             return image
     try:
         image = decode_bgr(data)
-    except cv2.error:  # OpenCV asserts instead of returning None for images over its pixel limit
+    except cv2.error as exc:  # OpenCV asserts instead of returning None for images over its pixel limit
+        if exc.code == cv2.Error.StsNoMem:  # under it, but more than the memory free (an edge box's)
+            raise FerkitError(f"cannot read {name}: not enough memory free to decode it") from None
         raise FerkitError(f"cannot read {name}: larger than OpenCV decodes (2^30 pixels)") from None
     if image is None:
         raise FerkitError(f"cannot read {name}: {unreadable_because(data)}")

@@ -12,7 +12,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ferkit.data.sources import IMAGE_SUFFIXES, is_os_litter, is_os_metadata, real_path, walk_files
+from ferkit.data.decoding import IMAGE_SUFFIXES
+from ferkit.data.files import is_os_litter, is_os_metadata, real_path, walk_files
 from ferkit.inference.images import is_data_url, is_url
 
 log = logging.getLogger("ferkit")

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 
 from ferkit.choices import DETECTORS
-from ferkit.data.preprocess import crop_face, eye_angle, to_bgr, to_gray, to_model_input
+from ferkit.data.preprocess import FACE_MARGIN, crop_face, eye_angle, to_bgr, to_gray, to_model_input
 from ferkit.errors import FerkitError, is_real_number, is_whole_number
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores
 from ferkit.inference.faces import Detector, Face, clip_box, create_detector
-from ferkit.inference.images import load_image
+from ferkit.inference.images import is_pil, load_image
 
 if TYPE_CHECKING:
     from ferkit.inference.video import VideoAnalysis
@@ -24,7 +24,6 @@ COLOURS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 1
            "happy": (30, 200, 240), "neutral": (180, 180, 180), "sad": (200, 120, 40),
            "surprise": (40, 160, 250)}
 UNKNOWN_COLOUR = (255, 255, 255)  # a class of someone else's model that ferkit has no colour for
-FACE_MARGIN = 0.1  # a tenth of the box beyond each side: the best of 0-0.3 in benchmarks/bench_crop.py
 
 
 class EmotionRecognizer:
@@ -121,13 +120,15 @@ class EmotionRecognizer:
         probs = predict_scores(self.backend, batch, self.tta)
         return [dict(zip(self.classes, map(float, row))) for row in probs]
 
-    def annotate(self, image: Any, faces: Sequence[Face], rgb: bool = False) -> np.ndarray:
-        """A BGR copy of `image` with each face's box and 'label 87%' drawn over it."""
+    def annotate(self, image: Any, faces: Sequence[Face | dict], rgb: bool = False) -> np.ndarray:
+        """A copy of `image` with each face's box and 'label 87%' drawn over it: BGR, or RGB where
+        `rgb` said the image was (a PIL image or a web frame's array is shown as it came). `faces`
+        may be dicts as `Face.to_dict()` makes them: a server's or `predict --json`'s answer."""
         canvas = to_bgr(load_image(image, rgb)).copy()  # never draw on the caller's own array
         thickness = max(1, round(max(canvas.shape[:2]) / 400))
         for face in faces:
-            draw_face(canvas, face, thickness)
-        return canvas
+            draw_face(canvas, face if isinstance(face, Face) else Face.from_dict(face), thickness)
+        return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB) if rgb or is_pil(image) else canvas
 
 
 def _backend(model: Any, threads: int | None) -> Backend:

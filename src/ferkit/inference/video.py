@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.data.decoding import opencv_quiet
 from ferkit.errors import FerkitError, is_whole_number
 from ferkit.inference.faces import Face
 from ferkit.inference.recognizer import EmotionRecognizer, draw_face
@@ -39,7 +40,8 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
         check_opencv_name(target)
     # FFmpeg's own lines ("moov atom not found") are not for ferkit's users: the error below says it
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    capture = _opened_quietly(target)
+    with opencv_quiet:  # its warnings as it tries each reader ("can't open camera by index"): the error below says it
+        capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()  # a camera OpenCV half-opened stays busy for the next program otherwise
         if isinstance(target, int):
@@ -48,18 +50,6 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
         empty = isinstance(target, str) and Path(target).is_file() and not Path(target).stat().st_size
         raise FerkitError(f"cannot open video source {source!r}{': it is empty (0 bytes)' if empty else ''}")
     return capture
-
-
-def _opened_quietly(target: str | int) -> cv2.VideoCapture:
-    """OpenCV's warnings while it tries each of its readers ("can't open camera by index", "should be
-    configured with libavdevice") kept out of the way of the one clear error above them."""
-    logging = cv2.utils.logging
-    level = logging.getLogLevel()
-    logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
-    try:
-        return cv2.VideoCapture(target)
-    finally:
-        logging.setLogLevel(level)
 
 
 def is_live(source: str | int, frame_count: int | None) -> bool:

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.choices import QUANTIZE
+from ferkit.data.preprocess import input_in_words
 from ferkit.errors import FerkitError
 from ferkit.models.loading import load_keras_model
-from ferkit.models.onnx_graph import float_scores
-from ferkit.runs import ONNX_META, RunDir, epochs_trained, metrics_beside, replacing
+from ferkit.models.onnx_graph import PROBABILITIES, float_scores, output_named, with_metadata
+from ferkit.runs import RunDir, epochs_trained, metrics_beside, replacing
 
 log = logging.getLogger("ferkit")
 
@@ -57,14 +58,13 @@ def export_onnx(model_path: str | Path, output: str | Path | None = None, quanti
         _check_converted(plain, model, info.image_size)
         if faces is not None:
             plain = _quantize_int8(plain, Path(tmp), faces)
-        proto = onnx.load(str(plain))
+        proto = output_named(onnx.load(str(plain)))
     # What the run recorded travels with the file: a copy out of the run still says how it scored
     recorded = {"metrics": metrics_beside(model_path), "epochs_trained": epochs_trained(model_path)}
     values = {"classes": json.dumps(list(info.classes)), "image_size": str(info.image_size),
-              "config": json.dumps({**info.config, "quantize": quantize}), "recorded": json.dumps(recorded)}
-    for key, value in values.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_META[key], value
+              "config": json.dumps({**info.config, "quantize": quantize}), "recorded": json.dumps(recorded),
+              **interface_in_words(info.image_size, info.classes, info.mirror_averaged)}
+    with_metadata(proto, values)
     try:
         with replacing(out) as part:
             onnx.save(proto, str(part))
@@ -102,6 +102,15 @@ def _check_converted(path: Path, model, image_size: int) -> None:
         raise FerkitError(f"the ONNX conversion of this model scores faces differently from it (by up to "
                           f"{np.abs(got - want).max():.3g}): nothing was written. Please report it with the model's "
                           "layers")
+
+
+def interface_in_words(size: int, classes: tuple[str, ...], mirrored: bool) -> dict[str, str]:
+    """The file's input and output described in its metadata (ferkit.input, ferkit.output), and so
+    in Netron: enough to use it with ONNX Runtime alone (docs/bundled-model.md has an example)."""
+    inside = "; each face is averaged with its mirror image inside the model" if mirrored else ""
+    return {"input": f"'face': {input_in_words(size)}",
+            "output": f"'{PROBABILITIES}': float32, shape (batch, {len(classes)}), each row summing to 1, in the "
+                      f"order of ferkit.classes ({', '.join(classes)}){inside}"}
 
 
 def _default_output(source: Path, quantize: str) -> Path:

@@ -63,11 +63,28 @@ def with_config(model, config: dict):
     recorded (test scores) goes: they were another model's than this changed one."""
     for stale in [p for p in model.metadata_props if p.key == ONNX_META["recorded"]]:
         model.metadata_props.remove(stale)
-    entry = next((p for p in model.metadata_props if p.key == ONNX_META["config"]), None)
-    if entry is None:
-        entry = model.metadata_props.add()
-        entry.key = ONNX_META["config"]
-    entry.value = json.dumps(config)
+    return with_metadata(model, {"config": json.dumps(config)})
+
+
+def with_metadata(model, values: dict[str, str]):
+    """`model` with each of `values` (keys of ONNX_META) as its metadata says it, replaced or added."""
+    for key, value in values.items():
+        entry = next((p for p in model.metadata_props if p.key == ONNX_META[key]), None)
+        if entry is None:
+            entry = model.metadata_props.add()
+            entry.key = ONNX_META[key]
+        entry.value = value
+    return model
+
+
+def output_named(model, name: str = PROBABILITIES):
+    """`model` with its one output called `name`, as the bundled model's is: tf2onnx names it after a
+    TensorFlow tensor ("Identity:0"), and an app written against one file failed on the other."""
+    graph = model.graph
+    old = graph.output[0].name
+    if old != name:
+        graph.node.append(_onnx().helper.make_node("Identity", [old], [name]))
+        graph.output[0].CopyFrom(_renamed(graph.output[0], name))
     return model
 
 

@@ -17,7 +17,8 @@ from ferkit.runs.directory import RunDir
 # The metadata keys an exported .onnx file describes itself with (written by ferkit.models.export,
 # read by ferkit.inference.backends), so a bare .onnx file needs no run directory beside it.
 ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "config": "ferkit.config",
-             "recorded": "ferkit.recorded"}  # recorded: the run's test metrics and epochs trained
+             "recorded": "ferkit.recorded",  # the run's test metrics and epochs trained
+             "input": "ferkit.input", "output": "ferkit.output"}  # both in words, for use without ferkit
 # What an ensemble keeps of its first member's config, so that evaluation rebuilds that member's splits.
 SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed", "drop_repeats")
 
@@ -41,8 +42,7 @@ def run_of(model: str | Path) -> RunDir | None:
     if path.is_dir():
         return RunDir(path)
     run = RunDir(path.parent)
-    return run if path.name in {own.name for own in (run.keras_model, run.onnx_model, run.onnx_int8_model,
-                                                       run.model_json)} else None
+    return run if path.name in {own.name for own in run.model_files} else None
 
 
 def metrics_beside(model: str | Path) -> dict:

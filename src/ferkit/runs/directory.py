@@ -41,6 +41,10 @@ class RunDir:
     backup = property(lambda self: self.path / "checkpoints" / "backup")
     teacher_targets = property(lambda self: self.path / "checkpoints" / "teacher.npy")
     split_fingerprint = property(lambda self: self.path / "checkpoints" / "split.json")
+    # `ferkit export`'s files, then every file that holds the network, in the order inference loads
+    # them: ONNX first (faster, and no TensorFlow); model.json is its architecture alone
+    exports = property(lambda self: (self.onnx_model, self.onnx_int8_model))
+    model_files = property(lambda self: (*self.exports, self.keras_model, self.model_json))
 
     @classmethod
     def create(cls, output: str | Path | None, recipe: str) -> RunDir:

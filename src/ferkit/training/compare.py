@@ -19,7 +19,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.models import check_model
 from ferkit.models.loading import load_keras_model
-from ferkit.runs import RunDir, output_folder, read_history
+from ferkit.runs import RunDir, output_folder
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.account import tells_its_account
@@ -89,7 +89,7 @@ def compare(data: str | Path, recipes: list[str] | str, output: str | Path | Non
 
 def _write(out: Path, rows: list[dict[str, Any]], first: TrainConfig, notes: list[str]) -> None:
     write_table(out, rows, first, notes)
-    plot_overlay({row["recipe"]: out / row["recipe"] / "history.csv" for row in rows}, out / CURVES)
+    plot_overlay({row["recipe"]: RunDir(out / row["recipe"]).history for row in rows}, out / CURVES)
     log.info("comparison written to %s", out)
 
 
@@ -164,7 +164,7 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
             **{f"f1_{name}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
                for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
-            "epochs": len(read_history(result.run_dir / "history.csv").get("loss", []))}  # as trained
+            "epochs": RunDir(result.run_dir).history_rows() or 0}  # as trained
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:

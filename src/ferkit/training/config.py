@@ -37,7 +37,10 @@ MOST_IMAGE_SIZE = 1024  # FER2013's Training part as float32 input: 112 GiB. Lar
 
 @dataclass
 class TrainConfig:
-    recipe: str = DEFAULT_RECIPE
+    # The recipe these values came from: none for a configuration built in Python, whose fields are
+    # these defaults and not the default recipe's (it had said "default", in config.json and in
+    # `ferkit info`, of a run that trained the seed's CNN). Its run's folder is then runs/train-*.
+    recipe: str = ""
     description: str = ""
     data: str = ""  # where the faces came from; kept so that --resume needs nothing else
     model: str = "custom"
@@ -138,6 +141,8 @@ class TrainConfig:
         if not self.learning_rate > 0:
             raise FerkitError(f"learning_rate must be positive, got {self.learning_rate}")
         self.teacher = "" if self.teacher.lower() == "none" else self.teacher
+        if self.weights.lower() in ("none", "imagenet"):  # --weights None had been looked for as a file
+            self.weights = self.weights.lower()
         if not 0 < self.teacher_weight <= 1:
             raise FerkitError(f"teacher_weight must be in (0, 1], got {self.teacher_weight}")
 
@@ -199,6 +204,11 @@ class TrainConfig:
             raise FerkitError(unknown_fields(set(values) - known, known))
         return cls(**values)
 
+    @property
+    def run_name(self) -> str:
+        """What its run's folder is named after (runs/<name>-<timestamp>)."""
+        return self.recipe or "train"
+
     @classmethod
     def fields(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
@@ -231,4 +241,4 @@ class TrainConfig:
                    "teacher_flip": (not self.teacher and self.teacher_flip, no_teacher)}
         for name, (unread, why) in reasons.items():
             if name in given and unread:
-                log.warning("%s: %s = %r is not used: %s", self.recipe, name, given[name], why)
+                log.warning("%s: %s = %r is not used: %s", self.recipe or "training", name, given[name], why)

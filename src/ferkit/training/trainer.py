@@ -66,7 +66,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     started = time.monotonic()  # a --time-limit counts from here, data loading included
     config, run = _resolve(data, config, resume, output, overrides)
     if run is None:  # now, not after minutes of loading and the teacher's pass (runs/ too, where none is given)
-        RunDir(output_folder(output, config.recipe)).check_free()
+        RunDir(output_folder(output, config.run_name)).check_free()
     keras.utils.set_random_seed(config.seed)
     bfloat16 = precision.use_bfloat16(config.mixed_precision)
     precision.warn_if_onednn_missed()
@@ -83,7 +83,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     teacher = distill.resumed_or_new(config, splits.train.images, run)
     if run is None:  # a resumed run keeps the network it started with
         config, model = lighter_if_slow(config, model, splits, started, bfloat16)
-        run = RunDir.create(output, config.recipe)  # only once data, model and teacher are known good
+        run = RunDir.create(output, config.run_name)  # only once data, model and teacher are known good
         write_json(run.split_fingerprint, splits.fingerprint())  # what a resume checks
     distill.keep(run, teacher)
     write_json(run.config, config.to_dict())
@@ -317,7 +317,7 @@ def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoc
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
-    for export in (run.onnx_model, run.onnx_int8_model):  # an export of earlier weights would shadow these
+    for export in run.exports:  # an export of earlier weights would shadow these
         export.unlink(missing_ok=True)
     # Each file whole or not at all: a kill or a full disk mid-save must not leave a cut-short
     # model.keras that makes the folder read as a finished run (the backup goes only after this).
