@@ -158,7 +158,8 @@ def test_every_train_flag_overrides_a_recipe_field():
     (["train", "{tmp}/wrong.csv", "--recipe", "nope"], "unknown recipe"),
     (["train", "{tmp}/wrong.csv", "--classes", "angry,contempt"], "unknown class"),
     (["train"], "give the training data"),
-    (["train", "{tmp}/wrong.csv", "--resume", "{tmp}", "--epochs", "3"], "nothing else but its data, if that has moved (got epochs)"),
+    (["train", "{tmp}/wrong.csv", "--resume", "{tmp}", "--epochs", "3"],
+     "nothing else but its data, if that has moved (got epochs); to train it further, start a new run from its weights"),
     (["train", "--resume", "{tmp}", "--output", "{tmp}/new"], "give nothing else but its data, if that has moved (got output)"),
     (["train", "--resume", "{tmp}", "--recipe", "seed-custom", "--epochs", "3"], "(got recipe, epochs)"),
     (["train", "--resume", "{tmp}"], "not a ferkit run directory"),
@@ -494,14 +495,14 @@ def test_sigterm_stops_as_ctrl_c_does_then_ends_the_process_by_sigterm():
 
     code = ("import os, signal, sys\n"
             "from ferkit.cli import _sigterm_as_ctrl_c\n"
-            "signal.signal(signal.SIGINT, lambda *a: print('stop after this batch', flush=True))\n"
+            "signal.signal(signal.SIGINT, lambda n, f: print('stop after this batch', signal.Signals(n).name, flush=True))\n"
             "with _sigterm_as_ctrl_c(True):\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    print('work kept', flush=True)\n"
             "print('not reached', flush=True)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == -signal.SIGTERM and result.stdout.split("\n")[:2] == [
-        "stop after this batch", "work kept"], (result.stdout, result.stderr)
+        "stop after this batch SIGTERM", "work kept"], (result.stdout, result.stderr)  # named as what it is
 
 
 def test_main_works_outside_the_main_thread(capsys):
@@ -758,3 +759,23 @@ def test_tensorflow_retracing_notes_are_not_shown_other_warnings_are(caplog, cap
                                             "tf.function retracing. Tracing is expensive")
     logging.getLogger("tensorflow").warning("a warning worth seeing")
     assert "retracing" not in caplog.text and "a warning worth seeing" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_quiet_hides_keras_epoch_lines_too(command, monkeypatch, tmp_path):
+    """-q is "only warnings and errors", and Keras' "25/25 - 5s - ... val_accuracy" lines are neither."""
+    import ferkit.training
+    import ferkit.training.compare
+
+    asked = []
+
+    def record(*args, verbose=None, **kwargs):
+        asked.append(verbose)
+        raise KeyboardInterrupt  # nothing more of the run is needed
+
+    monkeypatch.setattr(ferkit.training, "train", record)
+    monkeypatch.setattr(ferkit.training.compare, "compare", record)
+    flags = ["--recipes", "seed-custom"] if command == "compare" else []
+    for quiet in ([], ["-q"]):
+        assert main([command, str(tmp_path), *flags, *quiet]) == 130  # the exit of a Ctrl-C
+    assert asked == [None, 0]

@@ -759,4 +759,8 @@ def test_the_lazy_names_are_listed_for_completion():
     """dir(ferkit) had not listed EmotionRecognizer or Face: no completion in an editor or IPython."""
     import ferkit
 
-    assert {"EmotionRecognizer", "Face", "FerkitError", "EMOTIONS"} <= set(dir(ferkit))
+    assert {"EmotionRecognizer", "Face", "FerkitError", "EMOTIONS", "compare"} <= set(dir(ferkit))
+    assert not {"os", "sys", "platform", "find_spec", "annotations"} & set(dir(ferkit))  # its own imports
+    from ferkit.training.compare import compare
+
+    assert ferkit.compare is compare  # the README's ferkit.compare; it had been an AttributeError

@@ -159,6 +159,22 @@ def test_ctrl_c_before_the_first_epoch_ends_is_an_interruption_with_nothing_to_r
     assert "--resume" not in caplog.text
 
 
+def test_a_frozen_backbones_feature_pass_is_announced_and_its_ctrl_c_said(synthetic_folder, tmp_path, caplog,
+                                                                           monkeypatch):
+    """Six minutes of seed-vgg19's features on a CPU had passed without a word, and a Ctrl-C there
+    printed only "interrupted"."""
+    import keras
+
+    def ctrl_c(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "predict", ctrl_c)
+    with caplog.at_level("INFO", logger="ferkit"), pytest.raises(KeyboardInterrupt):
+        train(synthetic_folder, recipe="seed-vgg19", weights="none", image_size=32, output=tmp_path / "run", **FAST)
+    assert "computing the frozen vgg19's features of 300 faces once" in caplog.text
+    assert "interrupted before the first epoch finished: nothing was kept" in caplog.text
+
+
 @pytest.mark.parametrize("row_cut", [False, True])
 def test_a_run_killed_while_its_backup_was_written_resumes_from_the_one_before(synthetic_folder, tmp_path, row_cut):
     """The backup, written in place, was cut by the kill: nothing to resume. Now the one before is
@@ -331,8 +347,9 @@ def test_a_second_ctrl_c_waits_while_the_checkpoints_are_written(caplog):
 
     ctrl_c = StopOnCtrlC()
     ctrl_c.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
-    ctrl_c._handle(signals.SIGINT, None)  # the first: stop after this batch
+    ctrl_c._handle(signals.SIGTERM, None)  # the first (the CLI hands a SIGTERM on): stop after this batch
     assert ctrl_c.requested and ctrl_c.model.stop_training
+    assert "SIGTERM: stopping after this batch" in caplog.text  # named as what it was, not "Ctrl-C"
     ctrl_c.saves_begin().on_epoch_end(0, {})  # the checkpoints are being written
     ctrl_c._handle(signals.SIGINT, None)  # the second: no KeyboardInterrupt now
     assert "once this epoch's checkpoints are written" in caplog.text

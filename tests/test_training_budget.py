@@ -192,12 +192,17 @@ def test_the_schedule_matches_keras_cosine_decay():
         assert float(ours(step)) == pytest.approx(float(keras_own(step)), rel=1e-5, abs=1e-9)
 
 
-def test_a_run_over_its_time_limit_stops_after_the_epoch_and_is_saved(synthetic_folder, tmp_path):
+def test_a_run_over_its_time_limit_stops_after_the_epoch_and_is_saved(synthetic_folder, tmp_path, caplog):
     # 0.001 min is over before the first epoch ends: one epoch of four, then a finished run directory.
-    result = train(synthetic_folder, output=tmp_path / "run", epochs=4, time_limit=0.001, **FAST)
+    with caplog.at_level(logging.INFO, logger="ferkit"):
+        result = train(synthetic_folder, output=tmp_path / "run", epochs=4, time_limit=0.001, **FAST)
     with open(result.run_dir / "history.csv", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 1
     assert not result.interrupted and (result.run_dir / "model.keras").is_file()
+    # the overrun said, not left for the user to notice (a 3-minute limit had taken 4.1 in silence)
+    assert f"the run took {result.minutes:.1f} min, over its time limit of 0.001: even its first epoch" in caplog.text
+    assert json.loads((result.run_dir / "metrics.json").read_text())["train_minutes"] == pytest.approx(
+        result.minutes, abs=0.05)
 
 
 _SHORTENED_MID_FIT = """

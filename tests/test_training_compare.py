@@ -23,8 +23,9 @@ def test_compare_writes_table_and_curves(synthetic_folder, tmp_path):
                    classes=CLASSES, split="official", verbose=0)
     assert [r["recipe"] for r in rows] == ["seed-custom", "default-noaug"]
     table = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
-    assert table.startswith("Test split: official, classes angry, happy, sad, surprise, seed 0; faces drawn at random "
-                            "to hold out that repeat a training face left out. unseen: ")
+    assert table.startswith("Test split: official, 60 test faces, classes angry, happy, sad, surprise, seed 0; faces "
+                            "drawn at random to hold out that repeat a training face left out. unseen: ")
+    assert "| epochs (kept) |" in table and "| F1 angry |" in table and "| 1 (1) |" in table
     assert "| seed-custom | custom |" in table and "| default-noaug | fernet |" in table
     assert [r["epochs"] for r in rows] == [1, 1]
     assert "f1_angry" in (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
@@ -168,7 +169,7 @@ def test_compare_passes_the_shared_overrides_only_when_given(synthetic_folder, m
 
     seen = {}
 
-    def fake(data, recipes, output, **overrides):
+    def fake(data, recipes, output, verbose=None, **overrides):  # verbose: -q's, no recipe field
         seen.update(overrides)
         return [{"recipe": "seed-custom", "accuracy": 0.5, "macro_f1": 0.5, "train_min": 1.0, "interrupted": False}]
 

@@ -35,7 +35,7 @@ def _installed(name: str) -> bool:
         return False
 
 
-__all__ = ["EMOTIONS", "EmotionRecognizer", "Face", "FerkitError", "evaluate", "train"]
+__all__ = ["EMOTIONS", "EmotionRecognizer", "Face", "FerkitError", "compare", "evaluate", "train"]
 if not all(map(_installed, ("keras", "sklearn"))):  # an install without the train extra: what it can import
     __all__ = __all__[:4]
 
@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from ferkit.evaluation import evaluate
     from ferkit.inference import EmotionRecognizer, Face
     from ferkit.training import train
+    from ferkit.training.compare import compare
 
-_LAZY = {"train": "ferkit.training", "evaluate": "ferkit.evaluation",
+_LAZY = {"train": "ferkit.training", "compare": "ferkit.training.compare", "evaluate": "ferkit.evaluation",
          "EmotionRecognizer": "ferkit.inference", "Face": "ferkit.inference"}
 
 
@@ -55,5 +56,6 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    """The lazy names too, for `dir(ferkit)` and an editor's or IPython's completion."""
-    return sorted({*globals(), *__all__})
+    """The lazy names too, for `dir(ferkit)` and an editor's or IPython's completion; not the modules
+    this one imports for itself (os, sys), which had been listed beside them."""
+    return sorted({*(name for name in globals() if name.startswith("__") or name == "__version__"), *__all__})

@@ -69,7 +69,7 @@ def _sigterm_as_ctrl_c(wanted: bool) -> Iterator[None]:
         terminated.append(signum)
         handler = signal.getsignal(signal.SIGINT)  # training's: stop after this batch
         if callable(handler):
-            handler(signal.SIGINT, frame)
+            handler(signum, frame)  # named as what it is: a `timeout`'s TERM had been said to be a Ctrl-C
         else:
             raise KeyboardInterrupt
 

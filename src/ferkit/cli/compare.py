@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "time_limit": args.time_limit,
                  "classes": args.classes, "split": args.split, "fractions": args.fractions, "seed": args.seed,
                  "drop_repeats": args.drop_repeats, "weights": args.weights}
-    rows = compare(args.data, recipes, args.output, **{k: v for k, v in overrides.items() if v is not None})
+    rows = compare(args.data, recipes, args.output, verbose=0 if args.quiet else None,
+                   **{k: v for k, v in overrides.items() if v is not None})
     for row in rows:
         print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
               f"{row['train_min']:.1f} min" + ("  (interrupted)" if row["interrupted"] else ""))

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
     # With --resume any other flag is an error, said by train() itself (the Python API's rule too).
     overrides = {k: getattr(args, k) for k in OVERRIDES}
-    result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume, **overrides)
+    # -q: Keras' epoch lines too, which are no warnings or errors
+    result = train(args.data, recipe=args.recipe, output=args.output, resume=args.resume,
+                   verbose=0 if args.quiet else None, **overrides)
     print(f"{headline(result.metrics)}  run directory {result.run_dir}")
     # The shell's code for Ctrl-C (the log said how to resume): `ferkit train ... && ferkit export ...`
     # must not go on with a cut-short model.

@@ -116,7 +116,8 @@ def check_fractions(fractions: tuple[float, float, float], kind: str = "random")
     needed = fractions[1:2] if kind == "official" and len(fractions) == 3 else fractions
     if (len(fractions) != 3 or not all(f >= 0 for f in fractions) or not all(0 < f < 1 for f in needed)
             or not abs(sum(fractions) - 1) <= 1e-6):  # NaN too
-        which = "a val share between 0 and 1" if kind == "official" else "three positive numbers"
+        which = ("a val share between 0 and 1" if kind == "official" else "three positive numbers"
+                 + (" (a share of 0 is for the official split's train and test parts)" if 0 in fractions else ""))
         raise FerkitError(f"split fractions must be three numbers (train,val,test) that sum to 1, {which}, "
                           f"got {fractions}")
 
@@ -127,7 +128,7 @@ def _random(data: FerDataset, fractions, seed: int) -> Splits:
     said: set[str] = set()
     rest, test, first = _stratified(idx, data.labels, test_f, seed, data.classes, said)
     train, val, second = _stratified(rest, data.labels, val_f / (train_f + val_f), seed, data.classes, said)
-    pct = "/".join(f"{round(f * 100)}" for f in fractions)
+    pct = "/".join(f"{f * 100:.3g}" for f in fractions)  # 0.001 had read "0"
     return Splits(
         _take(data, train), _take(data, val), _take(data, test),
         f"random{' stratified' if first and second else ''} {pct} train/val/test split of all {len(data)} images "

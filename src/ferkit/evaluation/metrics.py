@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+log = logging.getLogger("ferkit")
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
@@ -55,6 +58,18 @@ def unseen_words(metrics: dict[str, Any]) -> str:
         return ""
     return (f"; on the {unseen['faces']} that repeat no training face ({unseen['repeats']} do): "
             f"accuracy {unseen['accuracy']:.4f}, macro-F1 {unseen['macro_f1']:.4f}")
+
+
+def warn_if_one_label(metrics: dict[str, Any]) -> None:
+    """Said where a model gave all the faces it scored one label, though they are of several: its
+    accuracy is that class's share, and no table says why. A student's one-epoch seed-custom run
+    called every test face sad (18%): the seed recipes keep training's BatchNorm statistics, which
+    one short epoch leaves far from the weights'."""
+    given = np.asarray(metrics["confusion_matrix"]).sum(axis=0)
+    present = sum(1 for m in metrics["per_class"].values() if m["support"])
+    if present > 1 and np.count_nonzero(given) == 1:
+        log.warning("the model labelled all %d faces %s: it has learnt little yet (train longer; a short run "
+                    "of a seed recipe may need --precise-bn on)", given.sum(), metrics["classes"][int(given.argmax())])
 
 
 def headline(metrics: dict[str, Any]) -> str:

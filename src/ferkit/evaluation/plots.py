@@ -37,8 +37,10 @@ def plot_overlay(histories: dict[str, Path], path: Path) -> None:
         epochs = np.arange(1, len(history.get("val_loss", [])) + 1)
         for ax, key in zip(axes, ("val_accuracy", "val_loss")):
             ax.plot(epochs, history.get(key, []), marker="o", markersize=3, label=literal(name))
-    for ax, title in zip(axes, ("Validation accuracy", "Validation loss")):
-        _epoch_axis(ax, title, legend=False)
+    # Each recipe's loss is its own (label smoothing and a teacher's targets raise it): compare its shape
+    for ax, title, ylabel in zip(axes, ("Validation accuracy", "Validation loss"),
+                                 ("accuracy", "loss (each recipe's own targets)")):
+        _epoch_axis(ax, title, ylabel=ylabel, legend=False)
     lines = axes[0].get_lines()
     columns = max(1, min(len(lines), 4))
     _legend(fig, lines, loc="lower center", ncol=columns, frameon=False)
@@ -92,5 +94,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     display.im_.set_clim(0, 1)
     for text, rate in zip(display.text_.ravel(), rates.ravel()):
         text.set_color("white" if rate > 0.5 else "black")
+    # the colours' meaning said: without it they read as counts, which the numbers are
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's faces")
     ax.set_title(literal(title))
     _save(fig, path)

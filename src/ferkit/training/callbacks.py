@@ -99,22 +99,23 @@ class StopOnCtrlC(keras.callbacks.Callback):
         return self._waiting
 
     def _handle(self, signum, frame):
+        said = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name  # the CLI's SIGTERM too
         if self._finishing:
             if self._waiting:
                 raise KeyboardInterrupt
             self._waiting = True
-            log.warning("Ctrl-C: finishing the run first (its best weights, BatchNorm statistics, test faces, "
-                        "saving); press it again to stop at once")
+            log.warning("%s: finishing the run first (its best weights, BatchNorm statistics, test faces, "
+                        "saving); another Ctrl-C stops at once", said)
             return
         if self.requested and self._saving:
             self._pending = True
-            log.warning("Ctrl-C: stopping once this epoch's checkpoints are written")
+            log.warning("%s: stopping once this epoch's checkpoints are written", said)
             return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         self.model.stop_training = True
-        log.warning("Ctrl-C: stopping after this batch (press it again to stop at once)")
+        log.warning("%s: stopping after this batch (another Ctrl-C stops at once)", said)
 
 
 def run_callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:

@@ -164,7 +164,8 @@ def _row(config: TrainConfig, result) -> dict[str, Any]:
             **{f"f1_{name}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
                for name, v in m["per_class"].items()},
             "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
-            "epochs": RunDir(result.run_dir).history_rows() or 0}  # as trained
+            "epochs": RunDir(result.run_dir).history_rows() or 0,  # as trained
+            "kept_epoch": m.get("best_epoch"), "test_faces": sum(v["support"] for v in m["per_class"].values())}
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:
@@ -173,17 +174,21 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
         writer.writeheader()
         writer.writerows(rows)
     f1_cols = [k for k in rows[0] if k.startswith("f1_")]
-    header = ["recipe", "model", "params", "epochs", "accuracy", "unseen", "macro-F1", *[c[3:] for c in f1_cols],
-              "train min", "ms/face (Keras, batch 64)"]
+    # the per-class columns said to be F1 (they had read as accuracies), and the epoch kept beside those trained
+    header = ["recipe", "model", "params", "epochs (kept)", "accuracy", "unseen", "macro-F1",
+              *[f"F1 {c[3:]}" for c in f1_cols], "train min", "ms/face (Keras, batch 64)"]
     repeats = ("; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats
                else "")
-    lines = [f"Test split: {protocol.split}, classes {', '.join(protocol.classes)}, seed {protocol.seed}{repeats}. "
-             "unseen: the accuracy on the test faces that repeat no training face (–: none or all do).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    shares = "" if protocol.split == "official" else f" {'/'.join(f'{f:g}' for f in protocol.fractions)}"
+    faces = f", {rows[0]['test_faces']:,} test faces" if rows[0].get("test_faces") else ""
+    lines = [f"Test split: {protocol.split}{shares}{faces}, classes {', '.join(protocol.classes)}, seed {protocol.seed}"
+             f"{repeats}. unseen: the accuracy on the test faces that repeat no training face (–: none or all do).",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
+        kept = f" ({r['kept_epoch']})" if r.get("kept_epoch") else ""
         cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
                  r["model"] + (" (fallback)" if r["fallback"] else ""), f"{r['params']:,}",
-                 str(r["epochs"]), f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
+                 f"{r['epochs']}{kept}", f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
                  *[_cell(r[c], 3) for c in f1_cols], f"{r['train_min']:.1f}",
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")

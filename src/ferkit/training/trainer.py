@@ -18,7 +18,7 @@ from ferkit.data.preprocess import check_fits_memory, to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
 from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
-from ferkit.evaluation.metrics import classification_metrics, format_metrics
+from ferkit.evaluation.metrics import classification_metrics, format_metrics, warn_if_one_label
 from ferkit.evaluation.report import write_history_plots, write_metrics
 from ferkit.models._blocks import keras_weights_arg
 from ferkit.recipes import without_stale_fallback
@@ -36,6 +36,7 @@ log = logging.getLogger("ferkit")
 
 
 FEW_TRAINING_FACES = 10  # FER2013's rarest class, disgust, has 436
+NOTHING_KEPT = "interrupted before the first epoch finished: nothing was kept, and there is nothing to resume"
 
 
 @dataclass
@@ -101,7 +102,9 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         metrics.update(split=splits.description, split_sizes=splits.sizes(),
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                        interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
-                       epochs_trained=run.history_rows(), diverged=diverged)
+                       epochs_trained=run.history_rows(), diverged=diverged,
+                       # data loading included; a resumed run's since its resume (info, compare read it)
+                       train_minutes=round((time.monotonic() - started) / 60, 2))
         _save(model, run, metrics)
     finally:
         ctrl_c.restore()
@@ -109,7 +112,12 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         shutil.rmtree(run.backup, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
+    warn_if_one_label(metrics)
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
+    if config.time_limit and minutes > config.time_limit:  # one epoch trains whatever the limit: said, not hidden
+        log.warning("the run took %.1f min, over its time limit of %g: %s", minutes, config.time_limit,
+                    "even its first epoch did not fit in it" if (run.history_rows() or 0) <= 1
+                    else "its last epochs ran slower than those before them")
     return TrainResult(run.path, metrics, interrupted, minutes, ctrl_c.asked_while_finishing)
 
 
@@ -135,8 +143,10 @@ def _resolve(data, config: TrainConfig | None, resume, output, overrides) -> tup
     if resume is not None:
         others = [name for name, value in (("config", config), ("output", output)) if value is not None]
         if others or given:  # silently ignored, they would train something other than asked
+            more = ("; to train it further, start a new run from its weights (--weights RUN/model.keras)"
+                    if "epochs" in given else "")  # "5 more epochs" is what a student asks of --resume
             raise FerkitError(f"a resumed run keeps its own configuration and directory: give nothing else but "
-                              f"its data, if that has moved (got {', '.join([*others, *given])})")
+                              f"its data, if that has moved (got {', '.join([*others, *given])}){more}")
         run = RunDir(Path(resume))
         values = run.read_config()
         run.check_resumable()  # before the fields are checked: an ensemble's are not a recipe's
@@ -227,9 +237,15 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     t0 = time.time()
     # A mirror-averaged model scores its test faces whole (below): their features would go unused.
     parts = ("train", "val") if config.mirror_average else ("train", "val", "test")
-    feats = {name: backbone.predict(to_model_input(getattr(splits, name).images, config.image_size),
-                                    batch_size=256, verbose=0)
-             for name in parts}
+    log.info("computing the frozen %s's features of %d faces once, for its head to train on", config.model,
+             sum(len(getattr(splits, name).labels) for name in parts))  # minutes on a CPU: not in silence
+    try:
+        feats = {name: backbone.predict(to_model_input(getattr(splits, name).images, config.image_size),
+                                        batch_size=256, verbose=fit_options["verbose"])
+                 for name in parts}
+    except KeyboardInterrupt:
+        log.warning(NOTHING_KEPT)
+        raise
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
     reserve = _finishing_seconds(config, lambda: (
@@ -289,7 +305,7 @@ def _fit(trainer: keras.Model, x_train, x_val, splits: Splits, config: TrainConf
         batches.release()
     nothing = not run.best_weights.is_file() and not diverged.epoch
     if interrupted and nothing:  # a Ctrl-C still, exit code 130: not an error, and --resume would find nothing
-        log.warning("interrupted before the first epoch finished: nothing was kept, and there is nothing to resume")
+        log.warning(NOTHING_KEPT)
         raise KeyboardInterrupt
     if interrupted:
         log.warning("interrupted: keeping the best weights so far (resume with `ferkit train --resume %s`, or "
