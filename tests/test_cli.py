@@ -779,3 +779,16 @@ def test_quiet_hides_keras_epoch_lines_too(command, monkeypatch, tmp_path):
     for quiet in ([], ["-q"]):
         assert main([command, str(tmp_path), *flags, *quiet]) == 130  # the exit of a Ctrl-C
     assert asked == [None, 0]
+
+
+def test_info_wraps_the_recipe_and_says_how_long_training_took(tiny_run, capsys):
+    """The bundled model's recipe had been one line of 600 characters; no run said its training time."""
+    import re
+
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("recipe      weighted mean of 2 models"))
+    wrapped = [lines[start], *(line for line in lines[start + 1:] if line.startswith(" " * 12))]
+    assert len(wrapped) > 3 and all(len(line) <= 100 for line in wrapped)
+    assert main(["info", "--model", str(tiny_run)]) == 0
+    assert re.search(r"trained     recipe seed-custom, .* in \d+\.\d min\n", capsys.readouterr().out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from ferkit.cli._common import nonempty
 
@@ -50,12 +51,16 @@ def run(args: argparse.Namespace) -> int:
         epochs = epochs if done is not None or not info["training"] else f"to train {epochs}"
         best = metrics.get("best_epoch")
         kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
-        print(f"trained     recipe {config.get('recipe')}, architecture {config.get('model')}, "
-              f"{epochs} epoch{'s' * (config.get('epochs') != 1)}{cut}{kept} on {config.get('data') or '?'}")
+        minutes = metrics.get("train_minutes")
+        took = f" in {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""  # since session 59
+        print(f"trained     recipe {config.get('recipe') or '(none: a configuration built in Python)'}, architecture "
+              f"{config.get('model')}, {epochs} epoch{'s' * (config.get('epochs') != 1)}{cut}{kept} on "
+              f"{config.get('data') or '?'}{took}")
     if info["training"]:
         print(f"training    {_progress(info['training'], info['epochs_trained'], config, info['model'])}")
-    if config.get("description"):
-        print(f"recipe      {config['description']}")
+    if config.get("description"):  # wrapped: an ensemble's ran to 900 characters on one line
+        print(textwrap.fill(str(config["description"]), width=100, initial_indent="recipe      ",
+                            subsequent_indent=" " * 12, break_on_hyphens=False))
     if config.get("quantize") in ("int8", "int8 in part"):
         print(f"weights     {config['quantize']} (quantized for speed)")
     if metrics:
