@@ -44,7 +44,7 @@ from ferkit.evaluation import evaluate
 from ferkit.inference.backends import load_backend
 from ferkit.models import onnx_graph
 from ferkit.models.ensemble import ensemble_run
-from ferkit.models.export import export_onnx, interface_in_words
+from ferkit.models.export import export_onnx
 from ferkit.runs import RunDir, default_path, write_json
 from ferkit.training import teacher_table
 
@@ -92,9 +92,7 @@ def publish(stage: RunDir) -> None:
     metrics, with `shareable` names."""
     config = shareable(stage.read_config())
     write_json(stage.config, config)
-    words = interface_in_words(config["image_size"], tuple(config["classes"]), bool(config.get("mirror_average")))
-    model = onnx_graph.with_metadata(onnx_graph.with_config(onnx_graph.load(stage.onnx_model), config), words)
-    onnx_graph.save(model, stage.onnx_model)
+    onnx_graph.save(onnx_graph.with_config(onnx_graph.load(stage.onnx_model), config), stage.onnx_model)
     write_json(stage.metrics, shareable(json.loads(stage.metrics.read_text(encoding="utf-8"))))
 
 

@@ -477,6 +477,8 @@ def test_onnx_mirror_average_scores_each_face_with_its_mirror_image(tiny_run, tm
     assert backend.info.mirror_averaged and not original.info.mirror_averaged
     assert backend.info.config["description"].endswith("each face averaged with its mirror image")
     assert onnx_graph.mirror_averaged(mirrored) is mirrored  # not twice
+    said = {p.key: p.value for p in mirrored.metadata_props}["ferkit.output"]  # not the plain export's words
+    assert said.endswith("each face is averaged with its mirror image inside the model")
 
 
 def test_onnx_average_weights_its_members(tiny_run, tmp_path):

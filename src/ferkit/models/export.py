@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.choices import QUANTIZE
-from ferkit.data.preprocess import input_in_words
 from ferkit.errors import FerkitError
 from ferkit.models.loading import load_keras_model
-from ferkit.models.onnx_graph import PROBABILITIES, float_scores, output_named, with_metadata
+from ferkit.models.onnx_graph import float_scores, interface_in_words, output_named, with_metadata
 from ferkit.runs import RunDir, epochs_trained, metrics_beside, replacing
 
 log = logging.getLogger("ferkit")
@@ -102,15 +101,6 @@ def _check_converted(path: Path, model, image_size: int) -> None:
         raise FerkitError(f"the ONNX conversion of this model scores faces differently from it (by up to "
                           f"{np.abs(got - want).max():.3g}): nothing was written. Please report it with the model's "
                           "layers")
-
-
-def interface_in_words(size: int, classes: tuple[str, ...], mirrored: bool) -> dict[str, str]:
-    """The file's input and output described in its metadata (ferkit.input, ferkit.output), and so
-    in Netron: enough to use it with ONNX Runtime alone (docs/bundled-model.md has an example)."""
-    inside = "; each face is averaged with its mirror image inside the model" if mirrored else ""
-    return {"input": f"'face': {input_in_words(size)}",
-            "output": f"'{PROBABILITIES}': float32, shape (batch, {len(classes)}), each row summing to 1, in the "
-                      f"order of ferkit.classes ({', '.join(classes)}){inside}"}
 
 
 def _default_output(source: Path, quantize: str) -> Path:

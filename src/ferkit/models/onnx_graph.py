@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.data.preprocess import input_in_words
 from ferkit.errors import FerkitError
 from ferkit.runs import ONNX_META, SPLIT_PROTOCOL, member_summary
 
@@ -63,7 +64,20 @@ def with_config(model, config: dict):
     recorded (test scores) goes: they were another model's than this changed one."""
     for stale in [p for p in model.metadata_props if p.key == ONNX_META["recorded"]]:
         model.metadata_props.remove(stale)
-    return with_metadata(model, {"config": json.dumps(config)})
+    # the words of its input and output said again: a mirror-averaged copy or an ensemble kept its
+    # first member's, which could say that no mirror image was averaged inside
+    classes, size = _interface(model)
+    return with_metadata(model, {"config": json.dumps(config),
+                                 **interface_in_words(size, tuple(classes), bool(config.get("mirror_average")))})
+
+
+def interface_in_words(size: int, classes: tuple[str, ...], mirrored: bool) -> dict[str, str]:
+    """The file's input and output described in its metadata (ferkit.input, ferkit.output), and so
+    in Netron: enough to use it with ONNX Runtime alone (docs/bundled-model.md has an example)."""
+    inside = "; each face is averaged with its mirror image inside the model" if mirrored else ""
+    return {"input": f"'{FACE}': {input_in_words(size)}",
+            "output": f"'{PROBABILITIES}': float32, shape (batch, {len(classes)}), each row summing to 1, in the "
+                      f"order of ferkit.classes ({', '.join(classes)}){inside}"}
 
 
 def with_metadata(model, values: dict[str, str]):
