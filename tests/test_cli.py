@@ -782,7 +782,7 @@ def test_quiet_hides_keras_epoch_lines_too(command, monkeypatch, tmp_path):
 
 
 def test_info_wraps_the_recipe_and_says_how_long_training_took(tiny_run, capsys):
-    """The bundled model's recipe had been one line of 600 characters; no run said its training time."""
+    """The bundled model's recipe had been one line of 555 characters; no run said its training time."""
     import re
 
     assert main(["info"]) == 0

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
               f"{config.get('data') or '?'}{took}")
     if info["training"]:
         print(f"training    {_progress(info['training'], info['epochs_trained'], config, info['model'])}")
-    if config.get("description"):  # wrapped: an ensemble's ran to 900 characters on one line
+    if config.get("description"):  # wrapped: the bundled model's ran to 555 characters on one line
         print(textwrap.fill(str(config["description"]), width=100, initial_indent="recipe      ",
                             subsequent_indent=" " * 12, break_on_hyphens=False))
     if config.get("quantize") in ("int8", "int8 in part"):
