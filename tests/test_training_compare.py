@@ -261,7 +261,7 @@ def test_a_class_without_test_faces_has_no_f1_in_the_table(tmp_path):
     row = {"recipe": "r", "model": "custom", "fallback": None, "interrupted": False, "params": 10,
            "accuracy": 0.5, "unseen_accuracy": None, "macro_f1": 0.5, "f1_angry": 0.5, "f1_disgust": None,
            "train_min": 1.0, "ms_per_face": 0.1, "epochs": 1}
-    write_table(tmp_path, [row], TrainConfig.from_recipe("seed-custom"))
+    write_table(tmp_path, [row], [TrainConfig.from_recipe("seed-custom").to_dict()])
     assert "| 0.5000 | – | 0.5000 | 0.500 | – |" in (tmp_path / "compare.md").read_text(encoding="utf-8")
     with open(tmp_path / "compare.csv", encoding="utf-8") as handle:
         assert next(csv.DictReader(handle))["f1_disgust"] == ""
@@ -379,3 +379,132 @@ def test_compare_takes_its_recipes_as_one_comma_separated_string_too(synthetic_f
 
     with pytest.raises(FerkitError, match="unknown recipe 'nope'"):
         compare(synthetic_folder, "seed-custom, nope", tmp_path / "cmp", verbose=0)
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """Runs of seed-custom trained apart, as a student's would be: two seeds tested on the same faces
+    (FER2013's own test part), one on a random split and one on three of the classes, tested on others."""
+    from ferkit.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    classes = ("angry", "happy", "sad", "surprise")
+    images, labels = synthetic_faces(classes, 60)
+    write_folder(root / "syn", images, labels, "train", "Training")
+    images, labels = synthetic_faces(classes, 15, seed=1)
+    data = write_folder(root / "syn", images, labels, "test", "PublicTest")
+    settings = {"seed0": {"seed": 0}, "seed1": {"seed": 1}, "random": {"split": "random"},
+                "three": {"classes": "angry,happy,sad"}}
+    return {name: train(data, recipe="seed-custom", epochs=1, verbose=0, output=root / name,
+                        **{"classes": CLASSES, "split": "official", **options}).run_dir
+            for name, options in settings.items()}
+
+
+def test_compare_runs_tabulates_runs_already_trained(trained_runs, tmp_path):
+    from ferkit.training.compare import compare_runs
+
+    rows = compare_runs(f"{trained_runs['seed0']},{trained_runs['seed1']}", tmp_path / "cmp")
+    assert [row["recipe"] for row in rows] == ["seed0", "seed1"]  # named by their folders
+    assert [row["run"] for row in rows] == [str(trained_runs["seed0"]), str(trained_runs["seed1"])]
+    for row, name in zip(rows, ("seed0", "seed1")):  # each run's own figures, as it recorded them
+        metrics = json.loads((trained_runs[name] / "metrics.json").read_text(encoding="utf-8"))
+        assert (row["accuracy"], row["train_min"], row["epochs"]) == (metrics["accuracy"], metrics["train_minutes"], 1)
+        assert row["params"] > 0 and row["ms_per_face"] > 0
+    table = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+    assert table.startswith("Test split: official, 60 test faces, classes angry, happy, sad, surprise, seeds 0, 1;")
+    assert "| seed0 | custom |" in table and "| seed1 | custom |" in table
+    assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("other", ["random", "three"])
+def test_compare_runs_refuses_runs_tested_on_different_faces(trained_runs, tmp_path, other):
+    from ferkit.training.compare import compare_runs
+
+    with pytest.raises(FerkitError, match=r"these runs were tested on different faces, so their scores do not "
+                                          r"compare: .*seed0 \(60 test faces of 4 classes\), .*" + other):
+        compare_runs([trained_runs["seed0"], trained_runs[other]], tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_runs_says_which_runs_it_could_not_check(trained_runs, tmp_path, caplog):
+    """A run from before runs recorded their test faces is compared by their count, and the table says so."""
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_runs["seed1"], old)
+    (old / "checkpoints" / "split.json").unlink()
+    compare_runs([trained_runs["seed0"], old], tmp_path / "cmp")
+    said = f"{old}: from before runs recorded their test faces; as many test faces of the same classes, but not"
+    assert said in caplog.text and said in (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+
+
+def test_compare_runs_names_runs_of_one_folder_name_by_their_paths(trained_runs, tmp_path):
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    for parent in ("a", "b"):
+        shutil.copytree(trained_runs["seed0"], tmp_path / parent / "run")
+    rows = compare_runs([str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")], tmp_path / "cmp")
+    assert [row["recipe"] for row in rows] == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
+
+
+def test_compare_runs_refuses_what_is_no_finished_run(trained_runs, tiny_run, tmp_path):
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    seed0 = trained_runs["seed0"]
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(seed0, unfinished)
+    (unfinished / "metrics.json").unlink()
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    (ensemble / "config.json").write_text(json.dumps({"classes": ["angry"], "members": [{}]}), encoding="utf-8")
+    cases = {"": "no runs to compare: give --runs RUN,RUN", f"{seed0},{seed0}": "is given twice",
+             f"{seed0},{tmp_path / 'nothing'}": "run not found: .*nothing",
+             f"{seed0},{seed0 / 'model.keras'}": "model.keras is not a run directory",
+             f"{seed0},{tmp_path}": "is not a ferkit run directory \\(no config.json\\)",
+             f"{seed0},{unfinished}": "unfinished has no trained model and test metrics: was its training finished",
+             f"{seed0},{ensemble}": "ensemble is an ensemble of runs: compare tabulates training runs"}
+    for runs, message in cases.items():
+        with pytest.raises(FerkitError, match=message):
+            compare_runs(runs, tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "compare.md").write_text("an earlier comparison", encoding="utf-8")
+    with pytest.raises(FerkitError, match="cmp already holds a comparison \\(compare.md\\)"):
+        compare_runs([seed0], tmp_path / "cmp")
+
+
+def test_compare_cli_tabulates_runs_and_refuses_training_flags_beside_them(trained_runs, tmp_path, capsys):
+    from ferkit.cli import main
+
+    runs = f"{trained_runs['seed0']},{trained_runs['seed1']}"
+    assert main(["compare", "--runs", runs, "--output", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed] == ["seed0", "seed1"] and " min" in printed[0]
+    for extra in (["data"], ["--recipes", "default"], ["--epochs", "3"], ["--seed", "1"]):
+        assert main(["compare", *extra, "--runs", runs, "--output", str(tmp_path / "other")]) == 2
+        assert "--runs tabulates runs already trained: give it without DATA" in capsys.readouterr().err
+    assert main(["compare"]) == 2
+    assert "give DATA to train the recipes on, or --runs RUN,RUN" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
+def test_compare_runs_refuses_as_many_test_faces_that_are_other_ones(trained_runs, tmp_path):
+    """Of the same count and classes (another copy of the data, another seed of a random split): told
+    apart by the digest of the test faces that each run recorded."""
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_runs["seed1"], other)
+    recorded = json.loads((other / "checkpoints" / "split.json").read_text(encoding="utf-8"))
+    recorded["parts"]["test"] = "0" * 64
+    (other / "checkpoints" / "split.json").write_text(json.dumps(recorded), encoding="utf-8")
+    with pytest.raises(FerkitError, match="these runs were tested on different faces"):
+        compare_runs([trained_runs["seed0"], other], tmp_path / "cmp")

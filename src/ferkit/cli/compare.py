@@ -6,13 +6,19 @@ import argparse
 
 from ferkit.choices import SPLITS
 from ferkit.cli._common import fractions, nonempty, on_off
+from ferkit.errors import FerkitError
+
+RECIPES = "seed-custom,seed-mobilenetv2,seed-vgg19,default"  # the original project's three, and ferkit's own
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="train several recipes on the same split, side by side",
-                       description="Writes compare.md, compare.csv and val_curves.png.")
-    p.add_argument("data", type=nonempty, help="fer2013.csv, an image folder or a .zip")
-    p.add_argument("--recipes", default="seed-custom,seed-mobilenetv2,seed-vgg19,default",
+                       description="Writes compare.md, compare.csv and val_curves.png: of recipes it trains on "
+                                   "DATA, or of runs already trained (--runs).")
+    p.add_argument("data", type=nonempty, nargs="?", help="fer2013.csv, an image folder or a .zip")
+    p.add_argument("--runs", type=nonempty, metavar="RUN,RUN",
+                   help="tabulate these trained runs instead (tested on the same faces), training nothing")
+    p.add_argument("--recipes",
                    help="comma-separated recipe names (default: the three seeds and default)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override every recipe's batch size")
@@ -36,17 +42,31 @@ def run(args: argparse.Namespace) -> int:
     from ferkit.cli._common import native_stderr_hidden
 
     with native_stderr_hidden():
-        from ferkit.training.compare import compare
+        from ferkit.training.compare import compare, compare_runs, names_in
 
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "time_limit": args.time_limit,
                  "classes": args.classes, "split": args.split, "fractions": args.fractions, "seed": args.seed,
                  "drop_repeats": args.drop_repeats, "weights": args.weights}
-    rows = compare(args.data, recipes, args.output, verbose=0 if args.quiet else None,
-                   **{k: v for k, v in overrides.items() if v is not None})
-    for row in rows:
-        print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
-              f"{row['train_min']:.1f} min" + ("  (interrupted)" if row["interrupted"] else ""))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if args.runs is not None:
+        if args.data is not None or given or args.recipes is not None:
+            raise FerkitError("--runs tabulates runs already trained: give it without DATA, --recipes or training "
+                              "flags (the runs keep theirs)")
+        rows = compare_runs(args.runs, args.output)
+        _print(rows)
+        return 0
+    if args.data is None:
+        raise FerkitError("give DATA to train the recipes on, or --runs RUN,RUN to tabulate runs already trained")
+    recipes = names_in(args.recipes or RECIPES)
+    rows = compare(args.data, recipes, args.output, verbose=0 if args.quiet else None, **given)
+    _print(rows)
     # The shell's code for Ctrl-C, as for any other command: a recipe cut short, or recipes left untrained
     # (Ctrl-C while a trained one was saved)
     return 130 if rows[-1]["interrupted"] or len(rows) < len(recipes) else 0
+
+
+def _print(rows: list[dict]) -> None:
+    for row in rows:
+        minutes = "" if row["train_min"] is None else f"  {row['train_min']:.1f} min"
+        print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}{minutes}"
+              + ("  (interrupted)" if row["interrupted"] else ""))

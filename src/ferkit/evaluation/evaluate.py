@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -206,11 +205,11 @@ def _same_faces(path: str, splits, cfg: dict[str, Any], split: str, data) -> boo
     if run is not None and run.split_fingerprint.is_file():
         now = splits.fingerprint()
         try:
-            then = json.loads(run.split_fingerprint.read_text(encoding="utf-8"))
-            if "parts" in then:
-                return then["parts"][split] == now["parts"][split]
-            return (then["sizes"], then["sha256"]) == (now["sizes"], now["sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
+            then = run.recorded_split()
+        except FerkitError:  # damaged: nothing says these are the faces it held out
             return False
+        if "parts" in then:
+            return then["parts"].get(split) == now["parts"][split]
+        return (then["sizes"], then["sha256"]) == (now["sizes"], now["sha256"])
     trained_on = Path(cfg.get("data") or str(data)).absolute().name  # "." and "/abs/folder" alike
     return trained_on == Path(str(data)).absolute().name  # the official split's val part too, drawn at random

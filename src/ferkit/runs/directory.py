@@ -198,20 +198,31 @@ class RunDir:
             raise FerkitError(f"{self.config} is damaged or unreadable ({exc})") from None
         return checked_config(config, self.config)
 
+    def recorded_split(self) -> dict[str, Any] | None:
+        """The split's fingerprint as the run recorded it when it started (`Splits.fingerprint`), or None
+        for a run from before the record. Read by a resume, `evaluate` and `compare` alike."""
+        if not self.split_fingerprint.is_file():
+            return None
+        try:
+            then = json.loads(self.split_fingerprint.read_text(encoding="utf-8"))
+            then["sizes"].values(), then["sha256"], then.get("parts", {}).get("test")  # "parts" came later
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise FerkitError(f"{self.split_fingerprint} is damaged: the faces this run started with cannot be "
+                              "checked") from None
+        return then
+
     def check_same_faces(self, fingerprint: dict[str, Any], moved: bool) -> None:
         """A resumed run goes on with the faces it started with (`Splits.fingerprint`): faces added to
         its data, or another copy, would move faces between its training and test parts mid-run."""
-        if not self.split_fingerprint.is_file():  # a run from before the check
+        try:
+            then = self.recorded_split()
+        except FerkitError as exc:
+            raise FerkitError(f"{exc}; delete it to resume without the check") from None
+        if then is None:  # a run from before the check
             if moved:
                 log.warning("%s cannot check that this data splits into the faces it started with: make sure "
                             "it is the same", self.path)
             return
-        try:
-            then = json.loads(self.split_fingerprint.read_text(encoding="utf-8"))
-            then["sizes"].values()
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise FerkitError(f"{self.split_fingerprint} is damaged: the faces this run started with cannot be "
-                              "checked; delete it to resume without the check") from None
         if (then["sizes"], then.get("sha256")) != (fingerprint["sizes"], fingerprint["sha256"]):  # "parts" came later
             sizes = ["/".join(map(str, part["sizes"].values())) for part in (then, fingerprint)]
             raise FerkitError(f"this data does not split into the faces {self.path} started with (train/val/test "

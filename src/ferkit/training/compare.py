@@ -2,12 +2,14 @@
 
 What the original project did by hand across its three models: one table (accuracy, macro-F1,
 per-class F1, parameters, training minutes, inference ms/face) as Markdown and CSV, and one
-figure with every recipe's validation curves overlaid.
+figure with every recipe's validation curves overlaid. `compare_runs` tabulates runs already
+trained the same way.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from pathlib import Path
@@ -19,12 +21,12 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.models import check_model
 from ferkit.models.loading import load_keras_model
-from ferkit.runs import RunDir, output_folder
+from ferkit.runs import RunDir, checked_metrics, output_folder
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.training.account import tells_its_account
 from ferkit.training.config import TrainConfig
-from ferkit.training.networks import build_model, check_fallback, describe_fallback, keeps_precision_policy
+from ferkit.training.networks import build_model, check_fallback, fallback_trained, keeps_precision_policy
 from ferkit.training.trainer import train
 
 log = logging.getLogger("ferkit")
@@ -42,7 +44,7 @@ def compare(data: str | Path, recipes: list[str] | str, output: str | Path | Non
     unless overridden, and is applied to all of them, so that every model is tested on the same faces.
     """
     if isinstance(recipes, str):  # "seed-custom,default", as --recipes takes them: not one per character
-        recipes = [recipe.strip() for recipe in recipes.split(",") if recipe.strip()]
+        recipes = names_in(recipes)
     out = output_folder(output, "compare")
     if not Path(data).exists():  # before its output folder is made, which would stay behind empty
         raise FerkitError(f"data not found: {data}")
@@ -56,9 +58,9 @@ def compare(data: str | Path, recipes: list[str] | str, output: str | Path | Non
             stage = "training"
             result = train(data, config, output=out / config.recipe, verbose=verbose)
             stage = "measuring"  # its row: the model loaded, its inference timed
-            rows.append(_row(config, result))
+            rows.append(_row(config.recipe, result.run_dir))
             stage = "tabulating"  # now: a kill in a later recipe (OOM, kill -9) keeps these rows
-            _write(out, rows, configs[0], notes)
+            _write(out, rows, [c.to_dict() for c in configs], notes)
             if result.interrupted or result.stop_asked:  # Ctrl-C means the comparison, not one recipe
                 skipped = [c.recipe for c in configs[len(rows):]]
                 log.warning("interrupted: %s is tabulated as trained %s%s", config.recipe,
@@ -87,9 +89,88 @@ def compare(data: str | Path, recipes: list[str] | str, output: str | Path | Non
     return rows
 
 
-def _write(out: Path, rows: list[dict[str, Any]], first: TrainConfig, notes: list[str]) -> None:
-    write_table(out, rows, first, notes)
-    plot_overlay({row["recipe"]: RunDir(out / row["recipe"]).history for row in rows}, out / CURVES)
+def compare_runs(runs: list[str | Path] | str, output: str | Path | None = None) -> list[dict[str, Any]]:
+    """Tabulate runs already trained, as `compare` tabulates the runs it trains: one recipe on several
+    seeds, runs trained on other days or by `ferkit train`. Only runs tested on the same faces: a table
+    of scores on different faces would read as a comparison and not be one."""
+    if isinstance(runs, str):
+        runs = names_in(runs)
+    if not runs:
+        raise FerkitError("no runs to compare: give --runs RUN,RUN,...")
+    if len(set(map(str, runs))) < len(runs):
+        raise FerkitError(f"a run is given twice in {', '.join(map(str, runs))}: give each once")
+    out = output_folder(output, "compare")
+    found = [RunDir(Path(run)) for run in runs]
+    configs = [_trained(run) for run in found]
+    notes = _same_test_faces(found, configs)
+    _check_output(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [run.path.name for run in found]
+    if len(set(names)) < len(names):  # runs/a/default and runs/b/default: named by the paths given
+        names = list(map(str, runs))
+    rows = [_row(name, run.path) for name, run in zip(names, found)]
+    _write(out, rows, configs, notes)
+    return rows
+
+
+def names_in(text: str) -> list[str]:
+    """"a,b" as --recipes and --runs take them, not one per character."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _trained(run: RunDir) -> dict[str, Any]:
+    """The configuration of a trained run: an ensemble (a bundle) or a run that never finished has no
+    training's row to give."""
+    if not run.path.is_dir():
+        raise FerkitError(f"{run.path} is not a run directory" if run.path.exists() else f"run not found: {run.path}")
+    config = run.read_config()
+    if "members" in config:
+        raise FerkitError(f"{run.path} is an ensemble of runs: compare tabulates training runs, such as its members")
+    if not (run.keras_model.is_file() and checked_metrics(_metrics(run))):
+        raise FerkitError(f"{run.path} has no trained model and test metrics: was its training finished? "
+                          f"(`ferkit train --resume {run.path}` finishes an interrupted run)")
+    return config
+
+
+def _same_test_faces(runs: list[RunDir], configs: list[dict[str, Any]]) -> list[str]:
+    """Refuses runs tested on different faces (their recorded test parts differ); says which runs
+    cannot be checked (from before the record), whose test faces are then only counted alike."""
+    digests = {run.path: (run.recorded_split() or {}).get("parts", {}).get("test") for run in runs}
+    known = {digest for digest in digests.values() if digest}
+    sizes = {run.path: _metrics(run).get("split_sizes", {}).get("test") for run in runs}
+    classes = {tuple(config["classes"]) for config in configs}
+    if len(known) > 1 or len(set(sizes.values())) > 1 or len(classes) > 1:
+        said = ", ".join(f"{path} ({sizes[path] or 0:,} test faces of {len(config['classes'])} classes)"
+                         for path, config in zip(sizes, configs))
+        raise FerkitError(f"these runs were tested on different faces, so their scores do not compare: {said}; "
+                          "train them on one split with `ferkit compare DATA --recipes ...`, or give the same data, "
+                          "classes, split and (for a random split) seed to `ferkit train`")
+    unchecked = [str(path) for path, digest in digests.items() if not digest]
+    if not unchecked:
+        return []
+    note = (f"{', '.join(unchecked)}: from before runs recorded their test faces; as many test faces of the same "
+            "classes, but not checked to be the same ones")
+    log.warning(note)
+    return [note]
+
+
+def _check_output(out: Path) -> None:
+    tables = [name for name in (MARKDOWN, CSV, CURVES) if (out / name).exists()]
+    if tables:  # an earlier comparison's table, which this one's would replace
+        raise FerkitError(f"{out} already holds a comparison ({', '.join(tables)}): give compare another --output")
+    RunDir(out).check_writable("a comparison")
+
+
+def _metrics(run: RunDir) -> dict[str, Any]:
+    try:
+        return json.loads(run.metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, cut short
+        return {}
+
+
+def _write(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]], notes: list[str]) -> None:
+    write_table(out, rows, configs, notes)
+    plot_overlay({row["recipe"]: RunDir(Path(row["run"])).history for row in rows}, out / CURVES)
     log.info("comparison written to %s", out)
 
 
@@ -112,9 +193,7 @@ def _check(recipes: list[str], overrides: dict[str, Any], out: Path) -> tuple[li
                           "give compare another --output")
     for name in names:  # a file there, or a user's files a run would replace: now, not after the first recipes
         RunDir(out / name).check_free()
-    tables = [name for name in (MARKDOWN, CSV, CURVES) if (out / name).exists()]
-    if tables:  # an earlier comparison's table, which this one's would replace with its recipes alone
-        raise FerkitError(f"{out} already holds a comparison ({', '.join(tables)}): give compare another --output")
+    _check_output(out)
     for config in configs:
         check_model(config.model, config.weights, **config.model_options)
         # built, so that bad option values fail too, with its weights: a download that cannot be made
@@ -148,27 +227,34 @@ def _config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_recipe(recipe, **overrides)
 
 
-def _row(config: TrainConfig, result) -> dict[str, Any]:
-    model, info = load_keras_model(result.run_dir)
+def _row(name: str, run_path: Path) -> dict[str, Any]:
+    """A trained run's row, from its files: its inference timed here, so that every row's is this machine's."""
+    model, info = load_keras_model(run_path)
     faces = np.random.default_rng(0).uniform(0, 255, (256, info.image_size, info.image_size, 1)).astype(np.float32)
     model.predict(faces[:64], batch_size=64, verbose=0)  # warm-up
-    start = time.perf_counter()
-    model.predict(faces, batch_size=64, verbose=0)
-    m = result.metrics
-    return {"recipe": config.recipe, "model": info.config["model"],
-            "fallback": describe_fallback(config, info.config.get("model_options", {}), info.image_size),
-            "interrupted": result.interrupted,
-            "params": model.count_params(),
+    passes = []
+    for _ in range(3):  # the best of three: the first model loaded had read 40% slower than the others on one pass
+        start = time.perf_counter()
+        model.predict(faces, batch_size=64, verbose=0)
+        passes.append((time.perf_counter() - start) * 1000 / len(faces))
+    ms_per_face = min(passes)
+    run = RunDir(Path(run_path))
+    m = _metrics(run)
+    return {"recipe": name, "model": info.config["model"], "fallback": fallback_trained(info.config.get("description", "")),
+            "interrupted": m["interrupted"], "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             "unseen_accuracy": m["unseen"]["accuracy"] if "unseen" in m else None,
-            **{f"f1_{name}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
-               for name, v in m["per_class"].items()},
-            "train_min": result.minutes, "ms_per_face": (time.perf_counter() - start) * 1000 / len(faces),
-            "epochs": RunDir(result.run_dir).history_rows() or 0,  # as trained
-            "kept_epoch": m.get("best_epoch"), "test_faces": sum(v["support"] for v in m["per_class"].values())}
+            **{f"f1_{label}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
+               for label, v in m["per_class"].items()},
+            # data loading included; a resumed run's since its resume; none in runs from before the record
+            "train_min": m.get("train_minutes"), "ms_per_face": ms_per_face,
+            "epochs": run.history_rows() or 0,  # as trained
+            "kept_epoch": m.get("best_epoch"), "test_faces": sum(v["support"] for v in m["per_class"].values()),
+            "run": str(run.path)}
 
 
-def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, notes: list[str] = ()) -> None:
+def write_table(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]], notes: list[str] = ()) -> None:
+    """compare.md and compare.csv; `configs` the runs' configurations, whose shared protocol heads the table."""
     with open(out / CSV, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -177,11 +263,14 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
     # the per-class columns said to be F1 (they had read as accuracies), and the epoch kept beside those trained
     header = ["recipe", "model", "params", "epochs (kept)", "accuracy", "unseen", "macro-F1",
               *[f"F1 {c[3:]}" for c in f1_cols], "train min", "ms/face (Keras, batch 64)"]
-    repeats = ("; faces drawn at random to hold out that repeat a training face left out" if protocol.drop_repeats
-               else "")
-    shares = "" if protocol.split == "official" else f" {'/'.join(f'{f:g}' for f in protocol.fractions)}"
+    first = configs[0]
+    repeats = ("; faces drawn at random to hold out that repeat a training face left out"
+               if all(c["drop_repeats"] for c in configs) else "")
+    shares = "" if first["split"] == "official" else f" {'/'.join(f'{f:g}' for f in first['fractions'])}"
     faces = f", {rows[0]['test_faces']:,} test faces" if rows[0].get("test_faces") else ""
-    lines = [f"Test split: {protocol.split}{shares}{faces}, classes {', '.join(protocol.classes)}, seed {protocol.seed}"
+    seeds = sorted({c["seed"] for c in configs})  # runs of one recipe on several seeds: all of them
+    seeds_said = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    lines = [f"Test split: {first['split']}{shares}{faces}, classes {', '.join(first['classes'])}, {seeds_said}"
              f"{repeats}. unseen: the accuracy on the test faces that repeat no training face (–: none or all do).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -189,7 +278,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], protocol: TrainConfig, no
         cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
                  r["model"] + (" (fallback)" if r["fallback"] else ""), f"{r['params']:,}",
                  f"{r['epochs']}{kept}", f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
-                 *[_cell(r[c], 3) for c in f1_cols], f"{r['train_min']:.1f}",
+                 *[_cell(r[c], 3) for c in f1_cols], _cell(r["train_min"], 1),
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "

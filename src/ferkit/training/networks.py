@@ -26,6 +26,8 @@ from ferkit.training.features import frozen_backbone
 
 log = logging.getLogger("ferkit")
 T = TypeVar("T")
+# What a run that trained its fallback says of it in its description (info, compare): around its words
+FALLBACK_SAID = ("Trained its lighter fallback here, ", ": its own network would not have fitted the time limit.")
 
 
 def check_fallback(config: TrainConfig, mixed_precision: bool) -> None:
@@ -44,6 +46,13 @@ def describe_fallback(config: TrainConfig, options: dict[str, Any], image_size: 
     words = [json.dumps(options)] if _as_json(options) != _as_json(config.model_options) else []
     words += [f"on {image_size}-px faces"] if image_size != config.image_size else []
     return " ".join(words)
+
+
+def fallback_trained(description: str) -> str:
+    """The fallback a run trained, as its description says it (`lighter_if_slow`), or "": how `compare`
+    tells a run's fallback apart, whether it trained the run itself or finds it already trained."""
+    after = description.partition(FALLBACK_SAID[0])[2]
+    return after.partition(FALLBACK_SAID[1])[0] if after else ""
 
 
 def _as_json(options: dict[str, Any]) -> str:
@@ -114,8 +123,7 @@ def lighter_if_slow(config: TrainConfig, model: keras.Model, splits: Splits, sta
              describe_fallback(config, lighter.model_options, lighter.image_size))
     keras.utils.set_random_seed(config.seed)  # initialised as if the recipe had named it
     # Said in the run's own description too (info, compare), not only in this log
-    said = (f"Trained its lighter fallback here, {describe_fallback(config, lighter.model_options, lighter.image_size)}"
-            ": its own network would not have fitted the time limit.")
+    said = f"{FALLBACK_SAID[0]}{describe_fallback(config, lighter.model_options, lighter.image_size)}{FALLBACK_SAID[1]}"
     lighter = TrainConfig.from_dict({**lighter.to_dict(), "description": f"{lighter.description} {said}".strip()})
     return lighter, build_model(lighter, lighter.weights, bfloat16)
 
