@@ -944,3 +944,31 @@ def test_decoding_a_corrupt_file_says_nothing_of_opencvs_own(capfd):
         cv2.utils.logging.setLogLevel(level)
     err = capfd.readouterr().err
     assert "imdecode" not in err and "readHeader" not in err and "ERROR" not in err, err
+
+
+@pytest.mark.parametrize("kind, seed", [("official", 1), ("random", 3)])  # seeds that drop the repeat
+def test_each_face_keeps_the_name_of_its_file_through_classes_and_splits(tmp_path, kind, seed):
+    """What predictions.csv says a face is: its file, whichever classes are kept, repeats dropped."""
+    images, labels = synthetic_faces(("angry", "happy", "sad", "surprise"), 20)
+    images[5] = images[60]  # an angry face that repeats a sad one pixel for pixel: one of them dropped if held out
+    write_folder(tmp_path, images, labels, "train", "Training")
+    write_folder(tmp_path, *synthetic_faces(("angry", "happy", "sad", "surprise"), 5, seed=1), "test", "PublicTest")
+    data, _ = select_classes(load_fer(tmp_path), ("sad", "angry", "surprise"))
+    splits = make_splits(data, kind, (0.6, 0.2, 0.2), seed=seed, drop_repeats=True)
+    assert "left out as repeats of training faces: 1 " in splits.description
+    for part in (splits.train, splits.val, splits.test):
+        assert len(part.names) == len(part) > 0
+        for image, label, name in zip(part.images, part.labels, part.names):
+            assert name.split("/")[1] == data.classes[label]  # train/<class>/..., test/<class>/...
+            assert np.array_equal(cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE), image)
+    assert not {name.split("/")[1] for part in (splits.train, splits.val, splits.test) for name in part.names} - {
+        "sad", "angry", "surprise"}
+
+
+def test_a_zips_faces_are_named_by_their_path_in_it(tmp_path):
+    write_folder(tmp_path / "faces", *synthetic_faces(("happy",), 2), split="test", prefix="PublicTest")
+    with zipfile.ZipFile(tmp_path / "faces.zip", "w") as archive:
+        for path in sorted((tmp_path / "faces").rglob("*.png")):
+            archive.write(path, path.relative_to(tmp_path).as_posix())
+    assert list(load_fer(tmp_path / "faces.zip").names) == ["faces/test/happy/PublicTest_00000.png",
+                                                           "faces/test/happy/PublicTest_00001.png"]

@@ -94,9 +94,47 @@ def test_evaluate_rebuilds_the_test_split(trained_run, tmp_path):
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "confusion_matrix.png").is_file()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["split"].startswith("official")
     before = (tmp_path / "out" / "metrics.json").read_bytes()
-    with pytest.raises(FerkitError, match=r"already holds an evaluation \(metrics.json, confusion_matrix.png\)"):
+    with pytest.raises(FerkitError, match=r"already holds an evaluation \(metrics.json, confusion_matrix.png, "
+                                          r"predictions.csv, mistakes.png\)"):
         evaluate("default", data, split="all", output=tmp_path / "out")  # another model, same folder
     assert (tmp_path / "out" / "metrics.json").read_bytes() == before
+
+
+def test_evaluate_writes_each_faces_prediction_and_the_most_confident_mistakes(trained_run, tmp_path):
+    """predictions.csv names each face's file, so that a student can open the faces it got wrong."""
+    import csv
+
+    result, data = trained_run
+    metrics = evaluate(result.run_dir, data, split="test", output=tmp_path / "out")
+    with open(tmp_path / "out" / "predictions.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 60 and rows[0]["face"] == "test/angry/PublicTest_00000.png"
+    assert sorted(row["face"] for row in rows) == sorted(
+        path.relative_to(data).as_posix() for path in (data / "test").rglob("*.png"))
+    assert [row["true"] for row in rows] == [row["face"].split("/")[1] for row in rows]  # each file's own label
+    assert sum(int(row["correct"]) for row in rows) / 60 == pytest.approx(metrics["accuracy"])
+    for row in rows:
+        probs = {name: float(row[f"p_{name}"]) for name in metrics["classes"]}
+        assert row["predicted"] == max(probs, key=probs.get) and float(row["confidence"]) == max(probs.values())
+        assert sum(probs.values()) == pytest.approx(1, abs=1e-3) and row["repeats_training"] == "0"
+    assert (tmp_path / "out" / "mistakes.png").stat().st_size > 5_000
+
+
+def test_each_faces_prediction_names_a_csvs_line(trained_run, tmp_path):
+    import csv
+
+    from ferkit.data.sources import load_fer
+
+    result, data = trained_run
+    faces = load_fer(data)
+    lines = [f"{faces.classes[label]},{' '.join(map(str, image.ravel()))}"
+             for image, label in zip(faces.images[:12], faces.labels[:12])]
+    (tmp_path / "faces.csv").write_text("\n".join(["emotion,pixels", *lines]) + "\n", encoding="utf-8")
+    evaluate(result.run_dir, tmp_path / "faces.csv", split="all", output=tmp_path / "out")
+    with open(tmp_path / "out" / "predictions.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["face"] for row in rows] == [f"line {n}" for n in range(2, 14)]  # the header is line 1
+    assert {row["repeats_training"] for row in rows} == {""}  # all faces: no training part to repeat
 
 
 def test_evaluate_never_writes_over_a_training_runs_own_results(trained_run):
@@ -466,3 +504,24 @@ def test_a_run_scores_the_test_faces_it_never_trained_on_apart_and_validates_on_
     assert len(set(face_keys(load_fer(tmp_path / "data").images).tolist()) - train_keys) == 40  # data as meant
     assert main(["info", "--model", str(result.run_dir)]) == 0
     assert f"  unseen    accuracy {unseen['accuracy']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, shown", [(0, 0), (3, 3), (40, 24)])
+def test_the_mistakes_figure_shows_the_most_confident_ones_first(tmp_path, monkeypatch, wrong, shown):
+    from ferkit.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, bottom=0.0: figures.append(fig))
+    rng = np.random.default_rng(0)
+    labels = np.zeros(50, int)
+    probs = np.tile([0.9, 0.1], (50, 1))
+    probs[:wrong] = np.column_stack([1 - (conf := rng.uniform(0.5, 1, wrong)), conf])  # wrong: class 1 said
+    faces = rng.integers(0, 255, (50, 48, 48, 1)).astype(np.float32)
+    plots.plot_mistakes(faces, labels, probs, ("angry", "happy"), None, tmp_path / "m.png", "t")
+    titled = [ax.get_title() for ax in figures[0].axes if ax.images]
+    assert len(titled) == shown
+    said = [float(title.split("\n")[1].rstrip("%")) for title in titled]
+    assert said == sorted(said, reverse=True) and all(title.startswith("angry → happy") for title in titled)
+    if wrong:
+        assert said[0] == round(100 * conf.max())
+    assert f"the {shown} most confident of {wrong} mistakes" in figures[0]._suptitle.get_text()

@@ -882,3 +882,14 @@ def test_the_faces_of_each_class_are_counted_and_a_class_of_few_is_warned_of(tmp
     assert "left out 3 faces of classes not in this run: sad (3)" in caplog.text
     assert "faces per class, train/val/test: fear 36/4/40, happy 4/1/2" in caplog.text
     assert "few training faces of happy (4): the model will hardly learn to tell it apart" in caplog.text
+
+
+def test_a_run_writes_each_test_faces_prediction_and_its_most_confident_mistakes(tiny_run):
+    with open(tiny_run / "predictions.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    metrics = json.loads((tiny_run / "metrics.json").read_text(encoding="utf-8"))
+    assert len(rows) == metrics["split_sizes"]["test"]
+    assert sum(int(row["correct"]) for row in rows) / len(rows) == pytest.approx(metrics["accuracy"])
+    assert all((tiny_run.parent / "data" / row["face"]).is_file() for row in rows)  # angry/Training_00003.png
+    assert [row["true"] for row in rows] == [row["face"].split("/")[0] for row in rows]
+    assert (tiny_run / "mistakes.png").stat().st_size > 5_000

@@ -58,6 +58,9 @@ class FerDataset:
     source: str
     skipped: Counter = field(default_factory=Counter)
     classes: tuple[str, ...] = EMOTIONS
+    # Where each face came from: its path in the folder or zip, or its CSV line ("line 5"), so that a
+    # per-face report (predictions.csv) points at the image a student wants to look at
+    names: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -159,7 +162,7 @@ def _the_table(names: list[str], where: Path) -> str | None:
 def _decode_entries(entries, source: str, unread: str) -> FerDataset:
     """Decode (relative path, read-bytes) pairs laid out as [split/]emotion/image, in path order; a
     file that cannot be read is counted as `unread` says."""
-    images, labels, usage, skipped = [], [], [], Counter()
+    images, labels, usage, names, skipped = [], [], [], [], Counter()
     for relpath, read in sorted(entries, key=lambda entry: PurePosixPath(entry[0]).parts):
         parts = PurePosixPath(relpath).parts
         if is_os_metadata(parts):
@@ -189,13 +192,14 @@ def _decode_entries(entries, source: str, unread: str) -> FerDataset:
         images.append(resize_square(gray, FER_SIZE))
         labels.append(EMOTIONS.index(emotion))
         usage.append(part)
+        names.append(relpath)
     if not images:
         passed = f" (passed over: {describe_skipped(skipped)})" if skipped else ""
         raise FerkitError(
             f"no images found in {source}: expected [train|validation|test/]<emotion>/<image> with emotion "
             f"folders named {', '.join(EMOTIONS)} (or {', '.join(sorted(set(FOLDER_NAMES) - set(EMOTIONS)))}){passed}"
         )
-    return _dataset(images, labels, usage, source, skipped)
+    return _dataset(images, labels, usage, source, skipped, names)
 
 
 def _place(parts: tuple[str, ...]) -> tuple[str, str]:
@@ -253,7 +257,7 @@ def _read_csv(handle, source: str) -> FerDataset:
             f"{source} is not a FER2013 CSV: missing column(s) {', '.join(missing)} "
             f"(expected emotion,pixels[,Usage]; its header: {header[:80]!r}{hint})"
         )
-    images, labels, usage, skipped, unknown_usage = [], [], [], Counter(), Counter()
+    images, labels, usage, names, skipped, unknown_usage = [], [], [], [], Counter(), Counter()
     for row in reader:
         if any("\n" in value for value in row.values() if isinstance(value, str)):
             # a quote opened and never closed: every row after it would be read into one field
@@ -264,6 +268,7 @@ def _read_csv(handle, source: str) -> FerDataset:
             images.append(parsed[0])
             labels.append(parsed[1])
             usage.append(parsed[2])
+            names.append(f"line {reader.line_num}")
             if parsed[3]:
                 unknown_usage[parsed[3]] += 1
     if not images:
@@ -271,7 +276,7 @@ def _read_csv(handle, source: str) -> FerDataset:
     if unknown_usage:
         log.warning("%s: Usage values ferkit does not know, read as no usage: %s", source,
                     ", ".join(f"{value!r} ({n})" for value, n in unknown_usage.most_common(5)))
-    return _dataset(images, labels, usage, source, skipped)
+    return _dataset(images, labels, usage, source, skipped, names)
 
 
 def _parse_csv_row(row, columns, skipped: Counter):
@@ -295,13 +300,14 @@ def _parse_csv_row(row, columns, skipped: Counter):
     return image, EMOTIONS.index(emotion), usage, raw_usage if raw_usage and not usage else ""
 
 
-def _dataset(images, labels, usage, source, skipped) -> FerDataset:
+def _dataset(images, labels, usage, source, skipped, names) -> FerDataset:
     return FerDataset(
         images=np.stack(images),
         labels=np.asarray(labels, np.int64),
         usage=np.asarray(usage, dtype="<U7"),
         source=source,
         skipped=skipped,
+        names=np.asarray(names),
     )
 
 

@@ -24,9 +24,14 @@ class Split:
 
     images: np.ndarray
     labels: np.ndarray
+    names: np.ndarray | None = None  # where each face came from (`FerDataset.names`), where known
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, which: np.ndarray) -> Split:
+        """The faces `which` (indices or a mask) picks, their names with them."""
+        return Split(self.images[which], self.labels[which], None if self.names is None else self.names[which])
 
 
 @dataclass
@@ -74,7 +79,7 @@ def select_classes(data: FerDataset, classes: tuple[str, ...],
     new_labels = remap[data.labels]
     keep = new_labels >= 0
     subset = FerDataset(data.images[keep], new_labels[keep], data.usage[keep], data.source, data.skipped,
-                        tuple(classes))
+                        tuple(classes), None if data.names is None else data.names[keep])
     return subset, int((~keep).sum())
 
 
@@ -275,7 +280,7 @@ def _without_repeats(splits: Splits) -> Splits:
             raise FerkitError(f"every one of the {len(part)} faces drawn to {'validate' if name == 'val' else 'test'} "
                               "on repeats a training face: give more distinct faces, a larger share "
                               "(--fractions), or --drop-repeats off")
-        setattr(splits, name, Split(part.images[keep], part.labels[keep]))
+        setattr(splits, name, part[keep])
         dropped[name] = int((~keep).sum())
     said = ", ".join(f"{n} {'validation' if name == 'val' else 'test'}" for name, n in dropped.items() if n)
     if said:
@@ -284,4 +289,4 @@ def _without_repeats(splits: Splits) -> Splits:
 
 
 def _take(data: FerDataset, idx: np.ndarray) -> Split:
-    return Split(data.images[idx], data.labels[idx])
+    return Split(data.images[idx], data.labels[idx], None if data.names is None else data.names[idx])

@@ -16,7 +16,7 @@ from ferkit.data.splits import (HELD_OUT, Split, has_usage, held_out_alone, make
                                  select_classes)
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics, warn_if_one_label
-from ferkit.evaluation.report import write_metrics
+from ferkit.evaluation.report import write_metrics, write_predictions
 from ferkit.inference.backends import DEFAULT_MODEL, Backend, load_backend, predict_scores, recorded_metrics
 from ferkit.runs import RunDir, run_of
 
@@ -46,7 +46,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         run = RunDir(Path(output))
         run.path.mkdir(parents=True, exist_ok=True)
         # the model named too: two evaluations' figures side by side had the same title
-        write_metrics(run, metrics, title=f"{_model_name(model)} on {Path(data).absolute().name}, {split}")
+        title = f"{_model_name(model)} on {Path(data).absolute().name}, {split}"
+        write_metrics(run, metrics, title=title)
+        write_predictions(run, faces.batch, faces.labels, probs, faces.classes, faces.names, faces.repeats, title)
     return metrics
 
 
@@ -69,7 +71,8 @@ def _check_output(run: RunDir, split: str) -> None:
         raise FerkitError(f"{run.path} holds {', '.join(models)}, whose test results ferkit reads from a metrics.json "
                           f"beside it: give the evaluation another --output (e.g. {run.path / split})")
     run.check_writable("an evaluation")  # a file there had raised FileExistsError after the whole prediction
-    earlier = [path.name for path in (run.metrics, run.confusion_plot) if path.exists()]
+    earlier = [path.name for path in (run.metrics, run.confusion_plot, run.predictions, run.mistakes_plot)
+               if path.exists()]
     if earlier:
         raise FerkitError(f"{run.path} already holds an evaluation ({', '.join(earlier)}): give another --output, "
                           "or delete them to evaluate again")
@@ -91,6 +94,7 @@ class SplitFaces(NamedTuple):
     skipped: Counter  # unreadable or bad faces in the data
     left_out: int  # faces of classes the model does not know
     repeats: np.ndarray | None = None  # which faces repeat a face of the run's training part (None: no such part)
+    names: np.ndarray | None = None  # where each face came from: a file's path in the data, a CSV's line
 
 
 def load_split(backend: Backend, model: str | Path, data: str | Path, split: str = "val") -> SplitFaces:
@@ -111,10 +115,10 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     if left_out:  # the classes the data has and the model lacks, not all it lacks
         log.warning("left out %d faces of class(es) the model does not know: %s", left_out,
                     ", ".join(f"{name} ({n})" for name, n in others.items()))
-    images, labels, description, repeats = _split_faces(dataset, split, info.config, model, data, backend.name)
+    part, description, repeats = _split_faces(dataset, split, info.config, model, data, backend.name)
     _warn_if_another_protocol(recorded_metrics(backend).get("split"), description, split)
-    batch = to_model_input(images, info.image_size)
-    return SplitFaces(batch, labels, info.classes, description, dataset.skipped, left_out, repeats)
+    batch = to_model_input(part.images, info.image_size)
+    return SplitFaces(batch, part.labels, info.classes, description, dataset.skipped, left_out, repeats, part.names)
 
 
 def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces]:
@@ -141,11 +145,11 @@ def _check_split(split: str) -> None:
 
 
 def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: str):
-    """The faces, labels and description of the split asked for, rebuilt as the training run made it
+    """The faces of the split asked for and its description, rebuilt as the training run made it
     (`path`: the model's file or run folder, where its recorded split is), and which of them repeat
     a face of the training part rebuilt with it."""
     if split == "all":
-        return dataset.images, dataset.labels, f"all {len(dataset)} faces", None
+        return Split(dataset.images, dataset.labels, dataset.names), f"all {len(dataset)} faces", None
     if any(cfg.get(key) is None for key in ("split", "fractions", "seed")):  # a bare .keras file's export says none
         raise FerkitError(f"{model} has no training configuration to rebuild its {split} split: use --split all")
     if cfg["split"] == "official" and not has_usage(dataset):
@@ -162,8 +166,8 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
     description = splits.description if split == "test" else f"validation part of {splits.description}"
     if split == "val" and "members" in cfg and "val" in splits.carved:
         # each member trained on most of these faces: an "unseen" score (87% for the bundled model) was none
-        return part.images, part.labels, description, None
-    return part.images, part.labels, description, repeats_training(part, _seen(splits, cfg, split))
+        return part, description, None
+    return part, description, repeats_training(part, _seen(splits, cfg, split))
 
 
 def _held_out_alone(dataset, split: str, data):
@@ -181,7 +185,7 @@ def _held_out_alone(dataset, split: str, data):
     # parts reads "test = PrivateTest" to know its "val" faces here are its own PublicTest
     part, named = alone
     description = f"official split: {named}, in data without Training faces (their repeats not known)"
-    return part.images, part.labels, description, None
+    return part, description, None
 
 
 def _seen(splits, cfg: dict[str, Any], split: str) -> Split:

@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: training curves and the confusion matrix."""
+"""Figures people would rather look at than read: training curves, the confusion matrix and the
+faces a model got most confidently wrong."""
 
 from __future__ import annotations
 
@@ -97,4 +98,30 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     # the colours' meaning said: without it they read as counts, which the numbers are
     fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's faces")
     ax.set_title(literal(title))
+    _save(fig, path)
+
+
+def plot_mistakes(faces: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                  names: Sequence[str] | None, path: Path, title: str, count: int = 24) -> None:
+    """The faces the model got wrong with the most confidence, each with its label, the model's answer
+    and the file it came from: on FER2013 many are mislabelled or ambiguous faces, which a
+    confusion matrix cannot show."""
+    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    columns = 6
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.95 * rows + 0.6), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), shown):
+        ax.imshow(np.asarray(faces[i]).squeeze(), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(literal(f"{classes[labels[i]]} → {classes[predicted[i]]}\n{confidence[i]:.0%}"), fontsize=8)
+        if names is not None:  # the file, to find it again: its name without the folders, which the CSV has
+            ax.text(0.5, -0.04, literal(Path(str(names[i])).name), transform=ax.transAxes, ha="center", va="top",
+                    fontsize=5.5)
+    if not len(shown):
+        axes[0, 0].text(0, 0.5, "no face was classified wrongly", fontsize=10)
+    fig.suptitle(literal(f"{title}: the {len(shown)} most confident of {len(wrong):,} mistakes "
+                         "(true → predicted, confidence)"), fontsize=9)
     _save(fig, path)

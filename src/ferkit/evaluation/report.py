@@ -1,11 +1,15 @@
-"""Writing what a run or an evaluation produced: metrics.json and its figures."""
+"""Writing what a run or an evaluation produced: metrics.json, each face's prediction and their figures."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
 from typing import Any
 
-from ferkit.evaluation.plots import plot_confusion, plot_curve
-from ferkit.runs import RunDir, read_history, write_json
+import numpy as np
+
+from ferkit.evaluation.plots import plot_confusion, plot_curve, plot_mistakes
+from ferkit.runs import RunDir, read_history, replacing, write_json
 
 
 def write_metrics(run: RunDir, metrics: dict[str, Any], title: str) -> None:
@@ -19,3 +23,22 @@ def write_history_plots(run: RunDir) -> None:
     history = read_history(run.history)
     plot_curve(history, "loss", run.loss_plot, "Loss")
     plot_curve(history, "accuracy", run.accuracy_plot, "Accuracy")
+
+
+def write_predictions(run: RunDir, faces: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                      classes: Sequence[str], names: np.ndarray | None, repeats: np.ndarray | None,
+                      title: str) -> None:
+    """predictions.csv, a row per face (where it came from, its label, the model's answer and every
+    class's probability), and mistakes.png: what a student looks at after the confusion matrix, to
+    see which faces the model gets wrong, and pandas or a spreadsheet can read."""
+    predicted = probs.argmax(axis=1)
+    with replacing(run.predictions) as part, open(part, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["face", "true", "predicted", "confidence", "correct", "repeats_training",
+                         *(f"p_{name}" for name in classes)])
+        for i, (label, guess) in enumerate(zip(labels, predicted)):
+            writer.writerow([i if names is None else names[i], classes[label], classes[guess],
+                             f"{probs[i, guess]:.4f}", int(label == guess),
+                             "" if repeats is None else int(repeats[i]),  # unknown without a training part
+                             *(f"{p:.4f}" for p in probs[i])])
+    plot_mistakes(faces, labels, probs, classes, names, run.mistakes_plot, title)

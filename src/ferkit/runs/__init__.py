@@ -10,6 +10,8 @@ A run directory is ferkit's public model format:
     metrics.json           test-split metrics (see ferkit.evaluation.metrics)
     history.csv            per-epoch loss/accuracy, loss.png and accuracy.png plotted from it
     confusion_matrix.png   test-split confusion matrix
+    predictions.csv        each test face's file, label, prediction and probabilities
+    mistakes.png           the test faces the model got wrong with the most confidence
     checkpoints/           best weights so far, the backup that `--resume` continues from, a
                            distilled run's teacher targets (teacher.npy), so a resume uses the same ones,
                            and split.json, the split's sizes and digest, so a resume sees the same faces

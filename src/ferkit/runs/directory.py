@@ -37,6 +37,8 @@ class RunDir:
     loss_plot = property(lambda self: self.path / "loss.png")
     accuracy_plot = property(lambda self: self.path / "accuracy.png")
     confusion_plot = property(lambda self: self.path / "confusion_matrix.png")
+    predictions = property(lambda self: self.path / "predictions.csv")
+    mistakes_plot = property(lambda self: self.path / "mistakes.png")
     best_weights = property(lambda self: self.path / "checkpoints" / "best.weights.h5")
     backup = property(lambda self: self.path / "checkpoints" / "backup")
     teacher_targets = property(lambda self: self.path / "checkpoints" / "teacher.npy")
@@ -58,7 +60,8 @@ class RunDir:
     def files(self) -> tuple[Path, ...]:
         """Every file a run writes at its top level (its checkpoints/ count as a run's own)."""
         return (self.config, self.keras_model, self.onnx_model, self.onnx_int8_model, self.model_json, self.weights,
-                self.metrics, self.history, self.loss_plot, self.accuracy_plot, self.confusion_plot)
+                self.metrics, self.history, self.loss_plot, self.accuracy_plot, self.confusion_plot, self.predictions,
+                self.mistakes_plot)
 
     def holds_run(self) -> bool:
         """A training run (finished or not) was started here: what is written over it mixes two results."""

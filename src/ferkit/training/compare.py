@@ -240,7 +240,8 @@ def _row(name: str, run_path: Path) -> dict[str, Any]:
     ms_per_face = min(passes)
     run = RunDir(Path(run_path))
     m = _metrics(run)
-    return {"recipe": name, "model": info.config["model"], "fallback": fallback_trained(info.config.get("description", "")),
+    return {"recipe": name, "model": info.config["model"],
+            "fallback": fallback_trained(info.config.get("description", "")),
             "interrupted": m["interrupted"], "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             "unseen_accuracy": m["unseen"]["accuracy"] if "unseen" in m else None,

@@ -19,7 +19,7 @@ from ferkit.data.sources import describe_skipped, load_fer
 from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics, warn_if_one_label
-from ferkit.evaluation.report import write_history_plots, write_metrics
+from ferkit.evaluation.report import write_history_plots, write_metrics, write_predictions
 from ferkit.models._blocks import keras_weights_arg
 from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, output_folder, replacing, write_json
@@ -97,8 +97,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                    "started": started, "teacher": teacher, "ctrl_c": ctrl_c}
     try:
         model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
-        metrics = classification_metrics(splits.test.labels, probs, config.classes,
-                                         repeats=repeats_training(splits.test, splits.train))
+        repeats = repeats_training(splits.test, splits.train)
+        metrics = classification_metrics(splits.test.labels, probs, config.classes, repeats=repeats)
         metrics.update(split=splits.description, split_sizes=splits.sizes(),
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                        interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
@@ -106,6 +106,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                        # data loading included; a resumed run's since its resume (info, compare read it)
                        train_minutes=round((time.monotonic() - started) / 60, 2))
         _save(model, run, metrics)
+        write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
+                          repeats, title="test split")
     finally:
         ctrl_c.restore()
     if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
