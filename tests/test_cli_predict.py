@@ -687,3 +687,9 @@ def test_a_file_named_by_several_paths_is_read_once(tmp_path, caplog):
     found = find_images([tmp_path / "a.png", str(tmp_path / "*.png"), tmp_path / "elsewhere", tmp_path / "b.png"])
     assert found == [tmp_path / "a.png", tmp_path / "b.png"]
     assert f"3 of the paths given name a file already among them (e.g. {tmp_path / 'a.png'})" in caplog.text
+
+
+def test_predict_json_names_the_bundled_model_as_the_server_does(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((48, 48), 128, np.uint8))
+    assert main(["predict", str(tmp_path / "face.png"), "--no-detect", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "default"  # not the file's path in site-packages

@@ -73,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
               f"hold the first {len(results)} of {len(images)} images", file=sys.stderr)
     unwritten = _write_csv(csv_path, results, rec.classes) if csv_path else ""  # first: a reader leaving costs no CSV
     if args.json and stopped != "pipe":  # and a CSV that cannot be written costs no JSON
-        print(json.dumps({"model": rec.backend.name, "results": results, "interrupted": bool(stopped)}, indent=2))
+        from ferkit.inference.backends import DEFAULT_MODEL  # loaded with the model already
+
+        # "default" as the server says it, not the bundled file's path inside site-packages
+        model = DEFAULT_MODEL if args.model == DEFAULT_MODEL else rec.backend.name
+        print(json.dumps({"model": model, "results": results, "interrupted": bool(stopped)}, indent=2))
     if unwritten:  # said whatever the exit: a reader that left (| head) must not hide a lost CSV
         print(f"ferkit: error: {unwritten}", file=sys.stderr)
     if stopped == "pipe":
