@@ -236,7 +236,7 @@ def test_evaluate_checks_its_output_before_evaluating(trained_run, tmp_path, cap
     result, data = trained_run
     (tmp_path / "taken").write_text("a file")
     module = importlib.import_module("ferkit.evaluation.evaluate")  # the package's `evaluate` is the function
-    monkeypatch.setattr(module, "_predict", lambda *args: pytest.fail("predicted before checking --output"))
+    monkeypatch.setattr(module, "_predict", lambda *args, **kwargs: pytest.fail("predicted before checking --output"))
     assert main(["evaluate", str(result.run_dir), str(data), "--output", str(tmp_path / "taken")]) == 2
     captured = capsys.readouterr()
     assert "is a file" in captured.err and "accuracy" not in captured.out
@@ -424,7 +424,7 @@ def test_evaluate_refuses_an_output_folder_it_cannot_make_before_predicting(tiny
 
     module = importlib.import_module("ferkit.evaluation.evaluate")  # the package's `evaluate` is the function
     (tmp_path / "afile").write_text("a file")
-    monkeypatch.setattr(module, "_predict", lambda *args: pytest.fail("predicted first"))
+    monkeypatch.setattr(module, "_predict", lambda *args, **kwargs: pytest.fail("predicted first"))
     with pytest.raises(FerkitError, match="it is a file"):
         evaluate(tiny_run, tiny_run.parent / "data", split="all", output=tmp_path / "afile")
     with pytest.raises(FerkitError, match="afile is not a writable folder"):
@@ -525,3 +525,32 @@ def test_the_mistakes_figure_shows_the_most_confident_ones_first(tmp_path, monke
     if wrong:
         assert said[0] == round(100 * conf.max())
     assert f"the {shown} most confident of {wrong} mistakes" in figures[0]._suptitle.get_text()
+
+
+@pytest.mark.parametrize("verbose, shown", [(None, None), (0, False), (1, True), (2, True)])
+def test_evaluate_shows_its_progress_as_verbose_says(trained_run, monkeypatch, capsys, verbose, shown):
+    """1 shows the bar in a notebook, where no terminal is; 0 nowhere; None on a terminal only."""
+    import importlib
+
+    from ferkit.inference import backends
+
+    module = importlib.import_module("ferkit.evaluation.evaluate")
+    seen, real = [], backends._chunked
+    def chunked(*args, **kwargs):  # the backend's own calls (a chunk's batches) say nothing of a bar
+        if "shown" in kwargs:
+            seen.append((args[3], kwargs["shown"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "_chunked", chunked)
+    monkeypatch.setattr(backends, "CHUNK", 16)  # a bar only over more faces than one chunk
+    result, data = trained_run
+    module.evaluate(result.run_dir, data, verbose=verbose)
+    assert seen == [("" if shown is False else "scoring", shown)]
+    assert ("scoring:" in capsys.readouterr().err) == bool(shown)  # pytest's stderr is no terminal
+
+
+@pytest.mark.parametrize("verbose", [True, "1", -1, 3])
+def test_evaluate_refuses_a_verbose_keras_would_not_take(trained_run, verbose):
+    result, data = trained_run
+    with pytest.raises(FerkitError, match="verbose is 0, 1, 2 or None, got"):
+        evaluate(result.run_dir, data, verbose=verbose)

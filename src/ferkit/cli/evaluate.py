@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=EVAL_SPLITS, default="test",
                    help="test (default) or val: the model's own test or validation split rebuilt on DATA; "
                         "all: every face")
-    p.add_argument("--output", type=nonempty, metavar="DIR", help="write metrics.json and confusion_matrix.png here")
+    p.add_argument("--output", type=nonempty, metavar="DIR",
+                   help="write metrics.json, confusion_matrix.png, predictions.csv and mistakes.png here")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flip + shifts averaged)")
     p.set_defaults(run=run)
 
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     with outputs() as output_path:
         output_path(args.output, folder=True)  # a bad --output must not cost the evaluation
         keras_imported_quietly(args.model)
-        metrics = evaluate(args.model, args.data, split=args.split, output=args.output, tta=args.tta)
+        metrics = evaluate(args.model, args.data, split=args.split, output=args.output, tta=args.tta,
+                           verbose=0 if args.quiet else None)
     print(headline(metrics))
     return 0

@@ -24,19 +24,24 @@ log = logging.getLogger("ferkit")
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test",
-             output: str | Path | None = None, tta: bool = False) -> dict[str, Any]:
+             output: str | Path | None = None, tta: bool = False, verbose: int | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of `model` on `data`.
 
     `model` is "default" (the bundled model), a run directory, or a .keras / .onnx file.
     `split="test"` re-creates the model's own test split on `data` (same protocol, fractions and
     seed as its training run), `"val"` its validation split: the one to choose between models on,
-    so that the test split stays unseen. `"all"` uses every face of the model's classes.
+    so that the test split stays unseen. `"all"` uses every face of the model's classes. With
+    `output`, the folder gets metrics.json, confusion_matrix.png, predictions.csv (a row per face)
+    and mistakes.png (the most confident mistakes). `verbose`, as `train` takes it: 0 shows no
+    progress bar, 1 or 2 one everywhere (a notebook), None one on a terminal only.
     """
     if not isinstance(tta, bool):  # tta="no" would be true
         raise FerkitError(f"tta must be True or False, got {tta!r}")
+    if verbose not in (None, 0, 1, 2) or isinstance(verbose, bool):
+        raise FerkitError(f"verbose is 0, 1, 2 or None, got {verbose!r}")
     if output is not None:
         _check_output(RunDir(Path(output)), split)
-    probs, faces = _predict(model, data, split, tta)
+    probs, faces = _predict(model, data, split, tta, progress=None if verbose is None else verbose > 0)
     metrics = classification_metrics(faces.labels, probs, faces.classes, repeats=faces.repeats)
     metrics.update(split=faces.description, model=str(model), data=str(data), tta=tta,
                    skipped={"unreadable_or_bad": dict(faces.skipped), "other_classes": faces.left_out})
@@ -121,11 +126,11 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     return SplitFaces(batch, part.labels, info.classes, description, dataset.skipped, left_out, repeats, part.names)
 
 
-def _predict(model, data, split: str, tta: bool) -> tuple[np.ndarray, SplitFaces]:
+def _predict(model, data, split: str, tta: bool, progress: bool | None = None) -> tuple[np.ndarray, SplitFaces]:
     _check_split(split)  # before loading the model
     backend = load_backend(model)
     faces = load_split(backend, model, data, split)
-    return predict_scores(backend, faces.batch, tta, progress=True), faces
+    return predict_scores(backend, faces.batch, tta, progress=progress), faces
 
 
 def _warn_if_another_protocol(trained: str | None, rebuilt: str, split: str) -> None:

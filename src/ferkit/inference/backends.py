@@ -42,8 +42,9 @@ class Backend(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-def _chunked(run, batch: np.ndarray, num_classes: int, progress: str = "") -> np.ndarray:
-    """`run` over CHUNK faces at a time, with a progress bar named `progress` when one is asked for."""
+def _chunked(run, batch: np.ndarray, num_classes: int, progress: str = "", shown: bool | None = None) -> np.ndarray:
+    """`run` over CHUNK faces at a time, with a progress bar named `progress` when one is asked for:
+    `shown` None on a terminal only (in a log file its redraws are noise), True everywhere (a notebook)."""
     if not len(batch):
         return np.zeros((0, num_classes), np.float32)
     starts = range(0, len(batch), CHUNK)
@@ -52,8 +53,8 @@ def _chunked(run, batch: np.ndarray, num_classes: int, progress: str = "") -> np
     from tqdm import tqdm
 
     parts = []
-    # disable=None: on a terminal only; in a log file its redraws are noise
-    with tqdm(total=len(batch), unit="face", desc=progress, leave=False, disable=None) as bar:
+    disable = None if shown is None else False
+    with tqdm(total=len(batch), unit="face", desc=progress, leave=False, disable=disable) as bar:
         for start in starts:
             parts.append(run(batch[start:start + CHUNK]))
             bar.update(len(parts[-1]))
@@ -175,9 +176,10 @@ class KerasBackend:
                         len(self.info.classes))
 
 
-def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progress: bool = False) -> np.ndarray:
+def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progress: bool | None = False) -> np.ndarray:
     """The backend's probabilities, averaged over `--tta`'s views when asked; one place for the
     recognizer and evaluation, so both leave out the mirror view for a mirror-averaged model.
+    `progress`: a bar on a terminal (None), everywhere (True) or nowhere (False).
 
     A CHUNK of faces at a time, so that TTA's copies of a whole data set (10 views of 35,887 faces:
     3.3 GB) are never in memory at once, and a `progress` bar has something to count.
@@ -185,8 +187,8 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
     def score(part: np.ndarray) -> np.ndarray:
         return predict_tta(backend.predict, part, backend.info.mirror_averaged) if tta else backend.predict(part)
 
-    label = ("scoring with --tta" if tta else "scoring") if progress else ""
-    return _chunked(score, batch, len(backend.info.classes), label)
+    label = ("scoring with --tta" if tta else "scoring") if progress is not False else ""
+    return _chunked(score, batch, len(backend.info.classes), label, shown=progress)
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:
