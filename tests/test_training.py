@@ -893,3 +893,30 @@ def test_a_run_writes_each_test_faces_prediction_and_its_most_confident_mistakes
     assert all((tiny_run.parent / "data" / row["face"]).is_file() for row in rows)  # angry/Training_00003.png
     assert [row["true"] for row in rows] == [row["face"].split("/")[0] for row in rows]
     assert (tiny_run / "mistakes.png").stat().st_size > 5_000
+
+
+def test_history_records_the_learning_rate_each_epoch_ended_at(synthetic_folder, tmp_path):
+    """The warm-up and cosine decay, to be seen: at the peak when the one warm-up epoch ends, then down."""
+    run = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", schedule="cosine", warmup_epochs=1,
+                **{**FAST, "epochs": 4}).run_dir
+    with open(run / "history.csv", encoding="utf-8") as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    peak = json.loads((run / "config.json").read_text(encoding="utf-8"))["learning_rate"]
+    assert len(rates) == 4 and rates[0] == pytest.approx(peak, rel=1e-3)
+    assert rates == sorted(rates, reverse=True) and rates[1] < rates[0] and rates[-1] < peak / 10
+
+
+def test_a_run_begun_without_the_learning_rate_column_resumes_without_it(synthetic_folder, tmp_path):
+    """A run from before the column: appended rows as wide as its header, which a later resume reads."""
+    run = tmp_path / "run"
+    train(synthetic_folder, recipe="seed-custom", output=run, callbacks=[ctrl_c_after(0)], **FAST)
+    with open(run / "history.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    column = rows[0].index("learning_rate")
+    with open(run / "history.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([row[:column] + row[column + 1:] for row in rows])
+    train(resume=run, verbose=0)
+    with open(run / "history.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert "learning_rate" not in rows[0] and len(rows) == 1 + FAST["epochs"]
+    assert {len(row) for row in rows} == {len(rows[0])}

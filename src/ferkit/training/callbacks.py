@@ -1,5 +1,6 @@
-"""The callbacks every training run has: checkpoints, the backup `--resume` reads, history, early
-stopping that resumes its count, and clean stops on Ctrl-C and on a loss that is no number."""
+"""The callbacks every training run has: checkpoints, the backup `--resume` reads, history (with the
+learning rate), early stopping that resumes its count, and clean stops on Ctrl-C and on a loss that
+is no number."""
 
 from __future__ import annotations
 
@@ -118,9 +119,22 @@ class StopOnCtrlC(keras.callbacks.Callback):
         log.warning("%s: stopping after this batch (another Ctrl-C stops at once)", said)
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """The learning rate the schedule reached at each epoch's end, in the epoch's logs and so in
+    history.csv: a warm-up and cosine decay can then be seen, not only read in the recipe."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 def run_callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.callbacks.Callback]:
     monitor = config.checkpoint_on
+    # Before the CSV logger that writes it; not in a resumed run whose history.csv was begun without
+    # the column, whose rows would outgrow their header
+    logged = [LogLearningRate()] if not resume or "learning_rate" in _history_header(run) else []
     callbacks = [
+        *logged,
         keras.callbacks.CSVLogger(run.history, append=resume),
         # Kept when fit ends: after a first Ctrl-C it ends normally, and Keras' own clean-up
         # would delete what --resume needs (train() deletes it once the finished model is saved).
@@ -137,6 +151,14 @@ def run_callbacks(config: TrainConfig, run: RunDir, resume: bool) -> list[keras.
     if config.early_stopping:
         callbacks.append(ResumedEarlyStopping(run if resume else None, monitor=monitor, patience=config.early_stopping))
     return callbacks
+
+
+def _history_header(run: RunDir) -> list[str]:
+    try:
+        with open(run.history, encoding="utf-8") as handle:
+            return handle.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
