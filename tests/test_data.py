@@ -972,3 +972,30 @@ def test_a_zips_faces_are_named_by_their_path_in_it(tmp_path):
             archive.write(path, path.relative_to(tmp_path).as_posix())
     assert list(load_fer(tmp_path / "faces.zip").names) == ["faces/test/happy/PublicTest_00000.png",
                                                            "faces/test/happy/PublicTest_00001.png"]
+
+
+def test_a_share_of_the_training_faces_keeps_each_class_in_proportion_and_the_rest_whole():
+    from ferkit.data.splits import train_share
+
+    images, labels = synthetic_faces(("angry", "happy", "sad"), 40)
+    names = ("angry", "happy", "sad")
+    data = FerDataset(np.stack(images), np.array([names.index(n) for n in labels]), np.array(["train"] * 120), "syn",
+                      classes=names, names=np.array([f"f{i}" for i in range(120)]))
+    data.labels[:4] = 2  # sad: 44 faces, angry 36, happy 40
+    full = make_splits(data, "random", (0.5, 0.25, 0.25), seed=0)
+    cut = train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 0.25, seed=0)
+    counts = [np.bincount(part.labels, minlength=3) for part in (full.train, cut.train)]
+    assert list(counts[1]) == [round(n / 4) for n in counts[0]] and len(cut.train) < len(full.train)
+    order = [list(full.train.names).index(name) for name in cut.train.names]
+    assert order == sorted(order)  # the faces in their order, their images and names together
+    assert all(np.array_equal(full.train.images[i], image) for i, image in zip(order, cut.train.images))
+    for part in ("val", "test"):
+        assert list(getattr(cut, part).names) == list(getattr(full, part).names)
+    assert cut.description.endswith(f"; training part cut to 0.25 of its faces ({len(cut.train)} of "
+                                    f"{len(full.train)}, each class in proportion)")
+    again = train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 0.25, seed=0)
+    assert list(again.train.names) == list(cut.train.names)  # as a resume rebuilds it
+    assert train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 1.0, seed=0).description == \
+        full.description
+    tiny = train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 0.001, seed=0)
+    assert sorted(tiny.train.labels) == [0, 1, 2]  # one face of each class at least

@@ -920,3 +920,14 @@ def test_a_run_begun_without_the_learning_rate_column_resumes_without_it(synthet
         rows = list(csv.reader(handle))
     assert "learning_rate" not in rows[0] and len(rows) == 1 + FAST["epochs"]
     assert {len(row) for row in rows} == {len(rows[0])}
+
+
+def test_a_run_on_a_share_of_the_training_faces_is_tested_on_all_the_test_faces(synthetic_folder, tmp_path):
+    full = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "full", **{**FAST, "epochs": 1})
+    half = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "half", train_fraction=0.5,
+                 **{**FAST, "epochs": 1})
+    sizes = [run.metrics["split_sizes"] for run in (full, half)]
+    assert sizes[1]["train"] == sizes[0]["train"] // 2 and sizes[1]["test"] == sizes[0]["test"] == 60
+    assert sizes[1]["val"] == sizes[0]["val"]
+    assert "; training part cut to 0.5 of its faces" in half.metrics["split"]
+    assert json.loads((half.run_dir / "config.json").read_text(encoding="utf-8"))["train_fraction"] == 0.5

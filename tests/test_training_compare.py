@@ -160,7 +160,8 @@ def test_compare_stops_at_ctrl_c_and_tabulates_what_it_has(synthetic_folder, tmp
                                          (["--seed", "3", "--fractions", "0.7,0.2,0.1"],
                                           {"seed": 3, "fractions": (0.7, 0.2, 0.1)}),
                                          (["--batch-size", "32", "--time-limit", "0"],
-                                          {"batch_size": 32, "time_limit": 0.0})])
+                                          {"batch_size": 32, "time_limit": 0.0}),
+                                         (["--train-fraction", "0.1"], {"train_fraction": 0.1})])
 def test_compare_passes_the_shared_overrides_only_when_given(synthetic_folder, monkeypatch, capsys, flag, given):
     """The sections of benchmarks/ablations/README.md before session 53 validated with repeats:
     `--drop-repeats off` compares as they did."""

@@ -36,6 +36,10 @@ def test_the_shipped_recipes_drop_repeats_and_a_run_from_before_rebuilds_its_spl
     ({"recipe": "../recipes/seed-custom"}, "unknown recipe"),  # a path without .toml: its run went to ./recipes
     ({"recipe": "./default"}, "unknown recipe"),
     ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+    ({"train_fraction": 0}, "train_fraction is the share of the training faces trained on, above 0 and at most 1, "
+                            "got 0.0"),
+    ({"train_fraction": 1.5}, "train_fraction is the share of the training faces trained on, .* got 1.5"),
+    ({"train_fraction": float("nan")}, "train_fraction must be a finite number, got nan"),
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
     ({"image_size": 0}, "image_size must be a positive integer, got 0"),
     ({"image_size": 24}, "model fernet needs image_size >= 32, got 24"),

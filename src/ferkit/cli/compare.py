@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-repeats", type=on_off, metavar="on|off",
                    help="override the shared drop_repeats (held-out faces drawn at random that repeat a training "
                         "face left out; on in the shipped recipes)")
+    p.add_argument("--train-fraction", type=float, metavar="SHARE",
+                   help="override the shared share of the training faces trained on (e.g. 0.1 for a quick trial)")
     p.add_argument("--weights", type=nonempty,
                    help="imagenet, none or a path, for the recipes that start from pretrained "
                         "weights (the transfer models)")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "time_limit": args.time_limit,
                  "classes": args.classes, "split": args.split, "fractions": args.fractions, "seed": args.seed,
-                 "drop_repeats": args.drop_repeats, "weights": args.weights}
+                 "drop_repeats": args.drop_repeats, "train_fraction": args.train_fraction, "weights": args.weights}
     given = {k: v for k, v in overrides.items() if v is not None}
     if args.runs is not None:
         if args.data is not None or given or args.recipes is not None:

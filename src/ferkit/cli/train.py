@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     g.add_argument("--drop-repeats", type=on_off, metavar="on|off",
                    help="leave out of the faces carved out to validate (and test, with --split random) those "
                         "that repeat a training face pixel for pixel (the shipped recipes: on)")
+    g.add_argument("--train-fraction", type=float, metavar="SHARE",
+                   help="train on this share of the training faces, each class in proportion (e.g. 0.1 for a "
+                        "quick trial), tested on the same faces as a full run")
     g.add_argument("--epochs", type=int,
                    help="the most epochs to train (the default recipe trains as many of its 40 as fit its "
                         "57-minute time limit, and a lighter network where fewer than 14 would (60%% of "
@@ -72,11 +75,10 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-OVERRIDES = ("model", "classes", "split", "fractions", "drop_repeats", "epochs", "batch_size", "learning_rate",
-             "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on", "augment",
-             "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
-             "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average",
-             "precise_bn")
+OVERRIDES = ("model", "classes", "split", "fractions", "drop_repeats", "train_fraction", "epochs", "batch_size",
+             "learning_rate", "image_size", "weights", "seed", "early_stopping", "time_limit", "checkpoint_on",
+             "augment", "erasing", "label_smoothing", "class_weight", "schedule", "warmup_epochs", "weight_decay",
+             "mixed_precision", "teacher", "teacher_weight", "teacher_flip", "mirror_average", "precise_bn")
 
 
 def run(args: argparse.Namespace) -> int:

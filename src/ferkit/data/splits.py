@@ -115,6 +115,21 @@ def make_splits(
     return _without_repeats(splits) if drop_repeats else splits
 
 
+def train_share(splits: Splits, fraction: float, seed: int) -> Splits:
+    """The training part cut to `fraction` of its faces, each class in proportion (one face at least),
+    in their order; validation and test untouched, so that the scores compare with a full run's: a
+    quick trial, or a learning curve."""
+    if fraction >= 1:
+        return splits
+    train, rng = splits.train, np.random.default_rng(seed)
+    kept = [rng.choice(faces, max(1, round(fraction * len(faces))), replace=False)
+            for faces in (np.flatnonzero(train.labels == label) for label in np.unique(train.labels))]
+    splits.train = train[np.sort(np.concatenate(kept))]
+    splits.description += (f"; training part cut to {fraction:.3g} of its faces ({len(splits.train):,} of "
+                           f"{len(train):,}, each class in proportion)")
+    return splits
+
+
 def check_fractions(fractions: tuple[float, float, float], kind: str = "random") -> None:
     """Three shares that sum to 1. The official split uses only val's (a 0 there cannot carve out a
     val part): its train and test shares may be 0, as in 0.9,0.1,0, which had been refused."""

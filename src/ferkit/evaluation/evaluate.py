@@ -13,7 +13,7 @@ from ferkit.choices import EVAL_SPLITS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
 from ferkit.data.splits import (HELD_OUT, Split, has_usage, held_out_alone, make_splits, repeats_training,
-                                 select_classes)
+                                 select_classes, train_share)
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics, warn_if_one_label
 from ferkit.evaluation.report import write_metrics, write_predictions
@@ -163,6 +163,7 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
         log.warning("an ensemble's members each held out their own validation faces; the %s part "
                     "rebuilt here may include faces they were trained on", split)
     splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"], bool(cfg.get("drop_repeats")))
+    splits = train_share(splits, cfg.get("train_fraction", 1.0), cfg["seed"])  # the faces it trained on, for unseen
     if not _same_faces(path, splits, cfg, split, data):
         log.warning("this data does not split into the faces the model's run had (%s): its %s faces here may "
                     "include faces it trained on; evaluate on the data it trained on, or use --split all",

@@ -30,7 +30,8 @@ from ferkit.training.networks import build_model, check_fallback, fallback_train
 from ferkit.training.trainer import train
 
 log = logging.getLogger("ferkit")
-PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats")  # what every compared recipe must share
+# what every compared recipe must share: its faces to train, validate and test on
+PROTOCOL = ("classes", "split", "fractions", "seed", "drop_repeats", "train_fraction")
 MARKDOWN, CSV, CURVES = "compare.md", "compare.csv", "val_curves.png"  # what a comparison writes beside its runs
 
 
@@ -40,8 +41,9 @@ def compare(data: str | Path, recipes: list[str] | str, output: str | Path | Non
             verbose: int | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """Train each recipe on `data` and write compare.md, compare.csv and val_curves.png to `output`.
 
-    The data protocol (classes, split, fractions, seed, repeats dropped or not) is the first recipe's
-    unless overridden, and is applied to all of them, so that every model is tested on the same faces.
+    The data protocol (classes, split, fractions, seed, repeats dropped or not, the share of the
+    training faces trained on) is the first recipe's unless overridden, and is applied to all of
+    them, so that every model is tested on the same faces.
     """
     if isinstance(recipes, str):  # "seed-custom,default", as --recipes takes them: not one per character
         recipes = names_in(recipes)

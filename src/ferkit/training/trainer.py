@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.data.preprocess import check_fits_memory, to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
-from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes
+from ferkit.data.splits import Splits, make_splits, repeats_training, select_classes, train_share
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import classification_metrics, format_metrics, warn_if_one_label
 from ferkit.evaluation.report import write_history_plots, write_metrics, write_predictions
@@ -197,7 +197,8 @@ def _prepare_data(config: TrainConfig) -> tuple[Splits, dict[str, int], int]:
     data, left_out = select_classes(data, config.classes)
     if left_out:
         log.info("left out %d faces of classes not in this run: %s", left_out, ", ".join(others))
-    splits = make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats)
+    splits = train_share(make_splits(data, config.split, config.fractions, config.seed, config.drop_repeats),
+                         config.train_fraction, config.seed)
     log.info("%s: %s", splits.description, splits.sizes())
     counts = {name: [int((part.labels == index).sum()) for part in (splits.train, splits.val, splits.test)]
               for index, name in enumerate(config.classes)}  # how the folders' names were read, to check
