@@ -178,9 +178,10 @@ def test_held_out_parts_alone_name_the_test_part_beside_the_val_one(tmp_path, ca
     for part in ("PublicTest", "PrivateTest"):
         images, labels = synthetic_faces(("fear", "neutral"), 3)
         write_folder(tmp_path, images, labels, part, prefix="face")
-    faces, labels, description, repeats = _held_out_alone(load_fer(tmp_path), "val", tmp_path)
+    part, description, repeats = _held_out_alone(load_fer(tmp_path), "val", tmp_path)
     assert description.startswith("official split: val = PublicTest, test = PrivateTest, in data without Training")
-    assert len(faces) == len(labels) == 6 and repeats is None
+    assert len(part.images) == len(part.labels) == 6 and repeats is None
+    assert all(name.startswith("PublicTest/") for name in part.names)  # its files, for predictions.csv
     _warn_if_another_protocol("official split: train = Training, val = PublicTest, test = PrivateTest",
                               description, "val")
     assert "this data has not" not in caplog.text
