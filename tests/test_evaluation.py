@@ -555,3 +555,16 @@ def test_evaluate_refuses_a_verbose_keras_would_not_take(trained_run, verbose):
     result, data = trained_run
     with pytest.raises(FerkitError, match="verbose is 0, 1, 2 or None, got"):
         evaluate(result.run_dir, data, verbose=verbose)
+
+
+@pytest.mark.parametrize("verbose, told", [(None, True), (0, False)])
+def test_evaluate_from_python_gives_its_account_where_no_logging_is_set_up(trained_run, monkeypatch, capsys,
+                                                                            verbose, told):
+    """As train() does: the split rebuilt and its scores, in a notebook where nobody set logging up."""
+    import logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    result, data = trained_run
+    evaluate(result.run_dir, data, verbose=verbose)
+    assert ("official split: train/val" in capsys.readouterr().err) == told
+    assert not logging.getLogger("ferkit").handlers

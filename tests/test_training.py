@@ -839,7 +839,7 @@ def test_calls_at_once_share_one_account_handler_kept_until_the_last_ends(monkey
     under the others (their last lines lost)."""
     import logging
 
-    from ferkit.training.account import tells_its_account
+    from ferkit.account import tells_its_account
 
     monkeypatch.setattr(logging.root, "handlers", [])
     log, second_started, first_ended = logging.getLogger("ferkit"), threading.Event(), threading.Event()

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ferkit.account import tells_its_account
 from ferkit.choices import EVAL_SPLITS
 from ferkit.data.preprocess import to_model_input
 from ferkit.data.sources import describe_skipped, load_fer
@@ -23,6 +24,7 @@ from ferkit.runs import RunDir, run_of
 log = logging.getLogger("ferkit")
 
 
+@tells_its_account
 def evaluate(model: str | Path, data: str | Path, split: str = "test",
              output: str | Path | None = None, tta: bool = False, verbose: int | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix of `model` on `data`.

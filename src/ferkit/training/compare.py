@@ -24,7 +24,7 @@ from ferkit.models.loading import load_keras_model
 from ferkit.runs import RunDir, checked_metrics, output_folder
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
-from ferkit.training.account import tells_its_account
+from ferkit.account import tells_its_account
 from ferkit.training.config import TrainConfig
 from ferkit.training.networks import build_model, check_fallback, fallback_trained, keeps_precision_policy
 from ferkit.training.trainer import train

@@ -24,7 +24,7 @@ from ferkit.models._blocks import keras_weights_arg
 from ferkit.recipes import without_stale_fallback
 from ferkit.runs import RunDir, output_folder, replacing, write_json
 from ferkit.training import batchnorm, budget, distill, precision, techniques
-from ferkit.training.account import tells_its_account
+from ferkit.account import tells_its_account
 from ferkit.training.batches import ShuffledBatches
 from ferkit.training.callbacks import StopOnCtrlC, StopOnNaN, run_callbacks
 from ferkit.training.config import DEFAULT_RECIPE, TrainConfig

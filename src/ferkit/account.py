@@ -1,5 +1,6 @@
-"""A run's own account (the data loaded, the classes left out, how many epochs the time limit lets
-fit, the lighter fallback network, the test score) for callers from Python as well as the CLI.
+"""A run's or an evaluation's own account (the data loaded, the classes left out, how many epochs the
+time limit lets fit, the lighter fallback network, the test score) for callers from Python as well
+as the CLI. Apart from training, which imports Keras: `evaluate` on ONNX Runtime needs none.
 
 ferkit says these at INFO on the "ferkit" logger, which Python keeps silent until someone sets
 logging up: only the CLI did, so `ferkit.train()` in a notebook printed Keras' epoch lines and no
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 
 def tells_its_account(work: Callable[..., T]) -> Callable[..., T]:
-    """`work` (train, compare) with its account shown unless its `verbose` is 0."""
+    """`work` (train, compare, evaluate) with its account shown unless its `verbose` is 0."""
     signature = inspect.signature(work)
 
     @functools.wraps(work)
