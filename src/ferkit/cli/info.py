@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         best = metrics.get("best_epoch")
         kept = f", kept epoch {best} (best {config.get('checkpoint_on', 'val_loss')})" if isinstance(best, int) else ""
         minutes = metrics.get("train_minutes")
-        took = f" in {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""  # since session 59
+        took = f" in {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""  # older runs did not record it
         print(f"trained     recipe {config.get('recipe') or '(none: a configuration built in Python)'}, architecture "
               f"{config.get('model')}, {epochs} epoch{'s' * (config.get('epochs') != 1)}{cut}{kept} on "
               f"{config.get('data') or '?'}{took}")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"test        accuracy {metrics['accuracy']:.4f}{f1} "
               f"({metrics.get('split', 'test split')}{of})")
         unseen = metrics.get("unseen")
-        if isinstance(unseen, dict):  # since session 53: the faces of the test part no training face repeats
+        if isinstance(unseen, dict):  # the faces of the test part no training face repeats; older runs lack it
             print(f"  unseen    accuracy {unseen['accuracy']:.4f}, macro-F1 {unseen['macro_f1']:.4f} on the "
                   f"{unseen['faces']} faces that repeat no training face ({unseen['repeats']} do)")
         for name, m in metrics.get("per_class", {}).items():
