@@ -154,7 +154,6 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                           f"got {max_upload_mb}")
     origins = [_check_origin(origin) for origin in cors_origins]
     engine = Engine(model, detector, workers, queue, options)
-    max_bytes = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="ferkit", version=__version__,
                   description="Facial emotion recognition: faces, boxes and per-class scores.")
     app.add_middleware(CrashAsJSON)  # added first: the innermost middleware
@@ -165,7 +164,14 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
                            allow_headers=["*"], expose_headers=["Retry-After"], max_age=600,
                            allow_private_network="*" not in origins)  # not every site of the web
     app.add_middleware(PrefixAnsweredToo, router=app.router)
+    _errors_as_json(app)
+    _page_and_description(app, engine, max_upload_mb)
+    _prediction(app, engine, int(max_upload_mb * 1024 * 1024))
+    return app
 
+
+def _errors_as_json(app: FastAPI) -> None:
+    """Every error as {"error": ...}, as the API's own are: FastAPI answers some in other shapes."""
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException too, and 404/405
     async def _json_error(request: Request, exc: StarletteHTTPException):
         # headers: a 405's Allow, a 503's Retry-After
@@ -175,6 +181,9 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     async def _invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"error": "; ".join(_where(e) + e["msg"] for e in exc.errors())}, status_code=422)
 
+
+def _page_and_description(app: FastAPI, engine: Engine, max_upload_mb: float) -> None:
+    """The web page, the health check and the model's description."""
     # HEAD too: uptime checkers and `curl -I` use it
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> str:
@@ -205,6 +214,9 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
     for path, endpoint in (("/v1/health", health), ("/v1/model", model_info)):  # one operation each in /docs
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
+
+def _prediction(app: FastAPI, engine: Engine, max_bytes: int) -> None:
+    """POST /v1/predict: an upload's faces, or the image annotated, a bounded number at once."""
     @app.post("/v1/predict", openapi_extra=UPLOAD_BODY, responses=PREDICT_RESPONSES)
     async def predict(request: Request, annotated: Flag = False):
         """An image as multipart field `file`, as the raw body, or in base64 as JSON {"image": ...};
@@ -235,8 +247,6 @@ def create_app(model: str = "default", detector: str = "yunet", max_upload_mb: f
         finally:
             if not isinstance(answer, HeldUntilSent):
                 engine.release()
-
-    return app
 
 
 def _check_origin(origin: str) -> str:
