@@ -12,12 +12,16 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ferkit.data.preprocess import input_in_words
 from ferkit.errors import FerkitError
 from ferkit.runs import ONNX_META, SPLIT_PROTOCOL, member_summary
+
+if TYPE_CHECKING:  # onnx is imported only where a graph is edited (`_onnx`)
+    from onnx import ModelProto, ValueInfoProto
 
 FACE, PROBABILITIES = "face", "probabilities"
 INT64_MIN = np.iinfo(np.int64).min  # Slice's "to the start" when stepping backwards
@@ -32,11 +36,11 @@ def _onnx():
     return onnx
 
 
-def load(path: str | Path):
+def load(path: str | Path) -> ModelProto:
     return _onnx().load(str(path))
 
 
-def save(model, path: str | Path) -> Path:
+def save(model: ModelProto, path: str | Path) -> Path:
     _onnx().save(model, str(path))
     return Path(path)
 
@@ -59,7 +63,7 @@ def _interface(model) -> tuple[list[str], int]:
     return json.loads(meta[ONNX_META["classes"]]), int(meta[ONNX_META["image_size"]])
 
 
-def with_config(model, config: dict):
+def with_config(model: ModelProto, config: dict) -> ModelProto:
     """`model` with `config` as its metadata's configuration, added where it had none. What its run
     recorded (test scores) goes: they were another model's than this changed one."""
     for stale in [p for p in model.metadata_props if p.key == ONNX_META["recorded"]]:
@@ -80,7 +84,7 @@ def interface_in_words(size: int, classes: tuple[str, ...], mirrored: bool) -> d
                       f"order of ferkit.classes ({', '.join(classes)}){inside}"}
 
 
-def with_metadata(model, values: dict[str, str]):
+def with_metadata(model: ModelProto, values: dict[str, str]) -> ModelProto:
     """`model` with each of `values` (keys of ONNX_META) as its metadata says it, replaced or added."""
     for key, value in values.items():
         entry = next((p for p in model.metadata_props if p.key == ONNX_META[key]), None)
@@ -91,7 +95,7 @@ def with_metadata(model, values: dict[str, str]):
     return model
 
 
-def output_named(model, name: str = PROBABILITIES):
+def output_named(model: ModelProto, name: str = PROBABILITIES) -> ModelProto:
     """`model` with its one output called `name`, as the bundled model's is: tf2onnx names it after a
     TensorFlow tensor ("Identity:0"), and an app written against one file failed on the other."""
     graph = model.graph
@@ -115,7 +119,7 @@ def _check_plain(model) -> None:
         raise FerkitError("only plain exported graphs (face as the first input, no local functions) can be edited")
 
 
-def mirror_averaged(model):
+def mirror_averaged(model: ModelProto) -> ModelProto:
     """A copy of `model` that averages each face's probabilities with its mirror image's.
 
     As `ferkit.models.mirror` does for Keras: one pass over the batch and its mirror image
@@ -166,7 +170,7 @@ def _mean_tail(graph, both: str, scores: str, num_classes: int) -> list:
             helper.make_node("Mul", ["mirror/sum", _constant(graph, "mirror/half", 0.5, np.float32)], [scores])]
 
 
-def averaged(models: list, weights: list[float] | None = None):
+def averaged(models: list[ModelProto], weights: list[float] | None = None) -> ModelProto:
     """One model whose probabilities are the `weights`-weighted mean of `models`' (default: equal).
 
     Weights are fixed by the caller, not fitted: the members' own validation splits may be gone
@@ -194,7 +198,7 @@ def averaged(models: list, weights: list[float] | None = None):
     return with_config(out, _ensemble_config([read_config(m) for m in models], weights))
 
 
-def float_scores(model):
+def float_scores(model: ModelProto) -> ModelProto:
     """`model` without the int8 quantize-dequantize pairs on its logits, its Softmax outputs and
     the means after them: in float, as `ferkit export --quantize int8` now leaves them. Those of
     older exports (the bundled model's) came in 8-bit steps, rows summing to 0.987-1.006."""
@@ -298,18 +302,18 @@ def _merge_opsets(out, models: list, opset: int) -> None:
     out.opset_import.extend(_onnx().helper.make_opsetid(domain, version) for domain, version in versions.items())
 
 
-def _default_opset(model) -> int:
+def _default_opset(model: ModelProto) -> int:
     return next(e.version for e in model.opset_import if e.domain in ("", "ai.onnx"))
 
 
-def _at_opset(model, opset: int):
+def _at_opset(model: ModelProto, opset: int) -> ModelProto:
     """`model` converted to the ensemble's opset: one graph has one version of each operator."""
     if _default_opset(model) == opset:
         return model
     return _onnx().version_converter.convert_version(model, opset)
 
 
-def _renamed(value_info, name: str):
+def _renamed(value_info: ValueInfoProto, name: str) -> ValueInfoProto:
     renamed = copy.deepcopy(value_info)
     renamed.name = name
     return renamed

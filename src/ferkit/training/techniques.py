@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -20,7 +21,8 @@ from ferkit.training.config import TrainConfig
 log = logging.getLogger("ferkit")
 
 
-def optimizer(config: TrainConfig, steps_per_epoch: int, announce: bool = True):
+def optimizer(config: TrainConfig, steps_per_epoch: int,
+              announce: bool = True) -> tuple[keras.optimizers.Optimizer, WarmupCosine | None]:
     """Adam (the seed's), AdamW when weight decay is set; constant or warm-up + cosine learning rate.
 
     Returns the optimizer and its `WarmupCosine` schedule (None for a constant rate). `announce`:
@@ -94,7 +96,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "anneal_steps": self.anneal_steps}
 
 
-def loss_and_targets(config: TrainConfig, num_classes: int):
+def loss_and_targets(config: TrainConfig,
+                     num_classes: int) -> tuple[keras.losses.Loss, Callable[[np.ndarray], np.ndarray]]:
     """Sparse cross-entropy (the seed's); label smoothing and a teacher need one-hot targets."""
     if config.label_smoothing > 0 or config.teacher:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
