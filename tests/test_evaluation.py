@@ -528,8 +528,9 @@ def test_the_mistakes_figure_shows_the_most_confident_ones_first(tmp_path, monke
     assert f"the {shown} most confident of {wrong} mistakes" in figures[0]._suptitle.get_text()
 
 
-@pytest.mark.parametrize("verbose, shown", [(None, None), (0, False), (1, True), (2, True)])
-def test_evaluate_shows_its_progress_as_verbose_says(trained_run, monkeypatch, capsys, verbose, shown):
+@pytest.mark.parametrize("verbose, label, shown", [(None, "scoring", None), (0, "", None), (1, "scoring", True),
+                                                   (2, "scoring", True)])
+def test_evaluate_shows_its_progress_as_verbose_says(trained_run, monkeypatch, capsys, verbose, label, shown):
     """1 shows the bar in a notebook, where no terminal is; 0 nowhere; None on a terminal only."""
     import importlib
 
@@ -546,7 +547,7 @@ def test_evaluate_shows_its_progress_as_verbose_says(trained_run, monkeypatch, c
     monkeypatch.setattr(backends, "CHUNK", 16)  # a bar only over more faces than one chunk
     result, data = trained_run
     module.evaluate(result.run_dir, data, verbose=verbose)
-    assert seen == [("" if shown is False else "scoring", shown)]
+    assert seen == [(label, shown)]  # no label: no bar
     assert ("scoring:" in capsys.readouterr().err) == bool(shown)  # pytest's stderr is no terminal
 
 

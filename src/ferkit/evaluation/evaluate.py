@@ -43,7 +43,7 @@ def evaluate(model: str | Path, data: str | Path, split: str = "test",
         raise FerkitError(f"verbose is 0, 1, 2 or None, got {verbose!r}")
     if output is not None:
         _check_output(RunDir(Path(output)), split)
-    probs, faces = _predict(model, data, split, tta, progress=None if verbose is None else verbose > 0)
+    probs, faces = _predict(model, data, split, tta, progress=verbose != 0, everywhere=bool(verbose))
     metrics = classification_metrics(faces.labels, probs, faces.classes, repeats=faces.repeats)
     metrics.update(split=faces.description, model=str(model), data=str(data), tta=tta,
                    skipped={"unreadable_or_bad": dict(faces.skipped), "other_classes": faces.left_out})
@@ -128,11 +128,12 @@ def load_split(backend: Backend, model: str | Path, data: str | Path, split: str
     return SplitFaces(batch, part.labels, info.classes, description, dataset.skipped, left_out, repeats, part.names)
 
 
-def _predict(model, data, split: str, tta: bool, progress: bool | None = None) -> tuple[np.ndarray, SplitFaces]:
+def _predict(model, data, split: str, tta: bool, progress: bool = True,
+             everywhere: bool = False) -> tuple[np.ndarray, SplitFaces]:
     _check_split(split)  # before loading the model
     backend = load_backend(model)
     faces = load_split(backend, model, data, split)
-    return predict_scores(backend, faces.batch, tta, progress=progress), faces
+    return predict_scores(backend, faces.batch, tta, progress=progress, everywhere=everywhere), faces
 
 
 def _warn_if_another_protocol(trained: str | None, rebuilt: str, split: str) -> None:

@@ -176,10 +176,11 @@ class KerasBackend:
                         len(self.info.classes))
 
 
-def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progress: bool | None = False) -> np.ndarray:
+def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progress: bool = False,
+                   everywhere: bool = False) -> np.ndarray:
     """The backend's probabilities, averaged over `--tta`'s views when asked; one place for the
     recognizer and evaluation, so both leave out the mirror view for a mirror-averaged model.
-    `progress`: a bar on a terminal (None), everywhere (True) or nowhere (False).
+    `progress`: a bar on a terminal, or `everywhere` (a notebook, which is none).
 
     A CHUNK of faces at a time, so that TTA's copies of a whole data set (10 views of 35,887 faces:
     3.3 GB) are never in memory at once, and a `progress` bar has something to count.
@@ -187,8 +188,8 @@ def predict_scores(backend: Backend, batch: np.ndarray, tta: bool = False, progr
     def score(part: np.ndarray) -> np.ndarray:
         return predict_tta(backend.predict, part, backend.info.mirror_averaged) if tta else backend.predict(part)
 
-    label = ("scoring with --tta" if tta else "scoring") if progress is not False else ""
-    return _chunked(score, batch, len(backend.info.classes), label, shown=progress)
+    label = ("scoring with --tta" if tta else "scoring") if progress else ""
+    return _chunked(score, batch, len(backend.info.classes), label, shown=True if everywhere else None)
 
 
 def load_backend(model: str | os.PathLike | None = DEFAULT_MODEL, threads: int | None = None) -> Backend:

@@ -98,6 +98,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     try:
         model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
         repeats = repeats_training(splits.test, splits.train)
+        write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
+                          repeats, title="test split")  # before train_minutes is read: the run's time
         metrics = classification_metrics(splits.test.labels, probs, config.classes, repeats=repeats)
         metrics.update(split=splits.description, split_sizes=splits.sizes(),
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
@@ -106,8 +108,6 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                        # data loading included; a resumed run's since its resume (info, compare read it)
                        train_minutes=round((time.monotonic() - started) / 60, 2))
         _save(model, run, metrics)
-        write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
-                          repeats, title="test split")
     finally:
         ctrl_c.restore()
     if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
