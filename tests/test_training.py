@@ -931,3 +931,24 @@ def test_a_run_on_a_share_of_the_training_faces_is_tested_on_all_the_test_faces(
     assert sizes[1]["val"] == sizes[0]["val"]
     assert "; training part cut to 0.5 of its faces" in half.metrics["split"]
     assert json.loads((half.run_dir / "config.json").read_text(encoding="utf-8"))["train_fraction"] == 0.5
+
+
+def test_metrics_give_the_saved_models_validation_accuracy_beside_the_curves(synthetic_folder, tmp_path):
+    """Without precise BN or mirror-averaging the saved model is the kept epoch's: the same score as
+    its curve; with them (the default) it is its own, and the accuracy plot marks it."""
+    from ferkit.data.sources import load_fer
+    from ferkit.data.splits import make_splits, select_classes
+    from ferkit.models.loading import load_keras_model
+    from ferkit.runs import read_history
+
+    plain = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "plain", **FAST)
+    history = read_history(plain.run_dir / "history.csv")
+    kept = plain.metrics["best_epoch"]
+    assert plain.metrics["val_accuracy"] == pytest.approx(history["val_accuracy"][kept - 1], abs=1e-6)
+    mirrored = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "mirrored", mirror_average=True,
+                     **FAST)
+    val = make_splits(select_classes(load_fer(synthetic_folder), CLASSES.split(","))[0], "official", seed=0).val
+    probs = load_keras_model(mirrored.run_dir)[0].predict(to_model_input(val.images, 48), verbose=0)
+    assert mirrored.metrics["val_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == val.labels)))
+    assert json.loads((mirrored.run_dir / "metrics.json").read_text())["val_accuracy"] == \
+        mirrored.metrics["val_accuracy"]

@@ -19,10 +19,12 @@ def write_metrics(run: RunDir, metrics: dict[str, Any], title: str) -> None:
                    f"Confusion matrix, {title} (accuracy {acc:.1%})")
 
 
-def write_history_plots(run: RunDir) -> None:
+def write_history_plots(run: RunDir, saved: tuple[int | None, float] | None = None) -> None:
+    """loss.png and accuracy.png; `saved`: the kept epoch and the saved model's validation accuracy,
+    marked on the accuracy curve."""
     history = read_history(run.history)
     plot_curve(history, "loss", run.loss_plot, "Loss")
-    plot_curve(history, "accuracy", run.accuracy_plot, "Accuracy")
+    plot_curve(history, "accuracy", run.accuracy_plot, "Accuracy", saved=saved)
 
 
 def write_predictions(run: RunDir, faces: np.ndarray, labels: np.ndarray, probs: np.ndarray,

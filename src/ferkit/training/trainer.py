@@ -96,7 +96,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
     fit_options = {"resume": resume is not None, "verbose": verbose, "callbacks": callbacks or [],
                    "started": started, "teacher": teacher, "ctrl_c": ctrl_c}
     try:
-        model, probs, interrupted, diverged = fit(model, splits, config, run, fit_options)
+        model, scores, interrupted, diverged = fit(model, splits, config, run, fit_options)
+        probs = scores["test"]
         repeats = repeats_training(splits.test, splits.train)
         write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
                           repeats, title="test split")  # before train_minutes is read: the run's time
@@ -105,6 +106,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
                        interrupted=interrupted, best_epoch=run.best_epoch(config.checkpoint_on)[0],
                        epochs_trained=run.history_rows(), diverged=diverged,
+                       # the saved model's (precise BN, mirror-averaged), above the curve's at the kept epoch
+                       val_accuracy=float(np.mean(scores["val"].argmax(axis=1) == splits.val.labels)),
                        # data loading included; a resumed run's since its resume (info, compare read it)
                        train_minutes=round((time.monotonic() - started) / 60, 2))
         _save(model, run, metrics)
@@ -227,11 +230,12 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     x = {name: to_model_input(getattr(splits, name).images, config.image_size)
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
-    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"]),
-                                 bn_faces=x["train"])
+    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()),
+                                                  np.concatenate([x["test"], x["val"]])), bn_faces=x["train"])
     interrupted, diverged = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights(), bn_faces=x["train"])
-    return model, model.predict(x["test"], batch_size=256, verbose=0), interrupted, diverged
+    return model, {name: model.predict(x[name], batch_size=256, verbose=0) for name in ("test", "val")}, \
+        interrupted, diverged
 
 
 def _fit_on_features(model, splits: Splits, config, run, fit_options):
@@ -260,9 +264,12 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
         recompute_batchnorm(head, feats["train"], config.seed)
     model = inference_model(config, model.get_weights())
     if config.mirror_average:  # no features of the mirror images: the whole model scores the faces
-        faces = to_model_input(splits.test.images, config.image_size)
-        return model, model.predict(faces, batch_size=256, verbose=0), interrupted, diverged
-    return model, model.get_layer("head").predict(feats["test"], batch_size=256, verbose=0), interrupted, diverged
+        scores = {name: model.predict(to_model_input(getattr(splits, name).images, config.image_size),
+                                      batch_size=256, verbose=0) for name in ("test", "val")}
+    else:
+        scores = {name: model.get_layer("head").predict(feats[name], batch_size=256, verbose=0)
+                  for name in ("test", "val")}
+    return model, scores, interrupted, diverged
 
 
 def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]],
@@ -345,4 +352,4 @@ def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
         with replacing(path) as part:
             save(part)
     write_metrics(run, metrics, title="test split")
-    write_history_plots(run)
+    write_history_plots(run, saved=(metrics["best_epoch"], metrics["val_accuracy"]))
