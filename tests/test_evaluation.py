@@ -525,7 +525,8 @@ def test_the_mistakes_figure_shows_the_most_confident_ones_first(tmp_path, monke
     assert said == sorted(said, reverse=True) and all(title.startswith("angry → happy") for title in titled)
     if wrong:
         assert said[0] == round(100 * conf.max())
-    assert f"the {shown} most confident of {wrong} mistakes" in figures[0]._suptitle.get_text()
+    said = f"the {shown} most confident of {wrong} mistakes" if wrong else "no mistakes on its 50 faces"
+    assert said in figures[0]._suptitle.get_text()
 
 
 @pytest.mark.parametrize("verbose, label, shown", [(None, "scoring", None), (0, "", None), (1, "scoring", True),
@@ -551,7 +552,7 @@ def test_evaluate_shows_its_progress_as_verbose_says(trained_run, monkeypatch, c
     assert ("scoring:" in capsys.readouterr().err) == bool(shown)  # pytest's stderr is no terminal
 
 
-@pytest.mark.parametrize("verbose", [True, "1", -1, 3])
+@pytest.mark.parametrize("verbose", [1.5, "1", -1, 3])
 def test_evaluate_refuses_a_verbose_keras_would_not_take(trained_run, verbose):
     result, data = trained_run
     with pytest.raises(FerkitError, match="verbose is 0, 1, 2 or None, got"):
@@ -569,3 +570,22 @@ def test_evaluate_from_python_gives_its_account_where_no_logging_is_set_up(train
     evaluate(result.run_dir, data, verbose=verbose)
     assert ("official split: train/val" in capsys.readouterr().err) == told
     assert not logging.getLogger("ferkit").handlers
+
+
+
+def test_evaluate_of_a_run_on_a_share_of_its_faces_describes_the_split_it_scores(synthetic_folder, tmp_path):
+    """The run's cut of its training part is no part of the faces evaluate scores: its description
+    says the split, and its unseen figure counts the repeats of the faces the run trained on."""
+    run = train(synthetic_folder, recipe="seed-custom", classes="angry,happy,sad,surprise", split="official",
+                train_fraction=0.5, epochs=1, output=tmp_path / "run", verbose=0).run_dir
+    assert "training part cut to 0.5" in json.loads((run / "metrics.json").read_text())["split"]
+    metrics = evaluate(run, synthetic_folder, verbose=0)
+    assert metrics["split"].startswith("official split: train/val") and "cut" not in metrics["split"]
+
+
+def test_evaluate_of_a_run_cut_short_says_how_to_finish_it(trained_run, tmp_path):
+    killed = tmp_path / "killed"
+    (killed / "checkpoints" / "backup").mkdir(parents=True)
+    shutil.copy(trained_run[0].run_dir / "config.json", killed / "config.json")
+    with pytest.raises(FerkitError, match=f"its training was cut short; `ferkit train --resume {killed}` finishes it"):
+        evaluate(killed, trained_run[1])

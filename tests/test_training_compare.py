@@ -405,15 +405,20 @@ def test_compare_runs_tabulates_runs_already_trained(trained_runs, tmp_path):
     from ferkit.training.compare import compare_runs
 
     rows = compare_runs(f"{trained_runs['seed0']},{trained_runs['seed1']}", tmp_path / "cmp")
-    assert [row["recipe"] for row in rows] == ["seed0", "seed1"]  # named by their folders
-    assert [row["run"] for row in rows] == [str(trained_runs["seed0"]), str(trained_runs["seed1"])]
+    assert [row["run"] for row in rows] == ["seed0", "seed1"]  # named by their folders
+    assert [row["recipe"] for row in rows] == ["seed-custom", "seed-custom"]  # and what trained them
+    assert [row["run_dir"] for row in rows] == [str(trained_runs["seed0"]), str(trained_runs["seed1"])]
     for row, name in zip(rows, ("seed0", "seed1")):  # each run's own figures, as it recorded them
         metrics = json.loads((trained_runs[name] / "metrics.json").read_text(encoding="utf-8"))
         assert (row["accuracy"], row["train_min"], row["epochs"]) == (metrics["accuracy"], metrics["train_minutes"], 1)
+        assert row["train_faces"] == metrics["split_sizes"]["train"] == 216
         assert row["params"] > 0 and row["ms_per_face"] > 0
     table = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
     assert table.startswith("Test split: official, 60 test faces, classes angry, happy, sad, surprise, seeds 0, 1;")
-    assert "| seed0 | custom |" in table and "| seed1 | custom |" in table
+    assert "| run | recipe | model | params | epochs (kept) | train faces |" in table
+    assert "| seed0 | seed-custom | custom |" in table and "| seed1 | seed-custom | custom |" in table
+    assert "| 1 (1) | 216 |" in table
+    assert "seeds 0, 1: each run's validation curves are on the validation faces its own seed drew" in table
     assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
 
 
@@ -422,7 +427,8 @@ def test_compare_runs_refuses_runs_tested_on_different_faces(trained_runs, tmp_p
     from ferkit.training.compare import compare_runs
 
     with pytest.raises(FerkitError, match=r"these runs were tested on different faces, so their scores do not "
-                                          r"compare: .*seed0 \(60 test faces of 4 classes\), .*" + other):
+                                          r"compare: .*seed0 \(60 test faces of 4 classes, official split\), .*"
+                                          + other):
         compare_runs([trained_runs["seed0"], trained_runs[other]], tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
 
@@ -449,7 +455,7 @@ def test_compare_runs_names_runs_of_one_folder_name_by_their_paths(trained_runs,
     for parent in ("a", "b"):
         shutil.copytree(trained_runs["seed0"], tmp_path / parent / "run")
     rows = compare_runs([str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")], tmp_path / "cmp")
-    assert [row["recipe"] for row in rows] == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
+    assert [row["run"] for row in rows] == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
 
 
 def test_compare_runs_refuses_what_is_no_finished_run(trained_runs, tiny_run, tmp_path):
@@ -509,3 +515,24 @@ def test_compare_runs_refuses_as_many_test_faces_that_are_other_ones(trained_run
     (other / "checkpoints" / "split.json").write_text(json.dumps(recorded), encoding="utf-8")
     with pytest.raises(FerkitError, match="these runs were tested on different faces"):
         compare_runs([trained_runs["seed0"], other], tmp_path / "cmp")
+
+
+
+def test_compare_runs_tells_random_splits_apart_by_their_seeds_without_a_record(trained_runs, tmp_path):
+    """Two runs from before the record, of one random split's shares but two seeds: as many test faces
+    of the same classes, yet other faces, which their configurations say."""
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"old{seed}"
+        shutil.copytree(trained_runs["random"], run)
+        (run / "checkpoints" / "split.json").unlink()
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        (run / "config.json").write_text(json.dumps({**config, "seed": seed}), encoding="utf-8")
+        runs.append(run)
+    with pytest.raises(FerkitError, match=r"old0 \(30 test faces of 4 classes, random split 0.8/0.1/0.1, seed 0\), "
+                                          r".*old1 \(30 test faces of 4 classes, random split 0.8/0.1/0.1, seed 1\)"):
+        compare_runs(runs, tmp_path / "cmp")

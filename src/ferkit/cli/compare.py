@@ -70,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
 def _print(rows: list[dict]) -> None:
     for row in rows:
         minutes = "" if row["train_min"] is None else f"  {row['train_min']:.1f} min"
-        print(f"{row['recipe']:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}{minutes}"
+        name = row.get("run", row["recipe"])  # a run's folder (--runs), or a recipe compare trained
+        print(f"{name:<20} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}{minutes}"
               + ("  (interrupted)" if row["interrupted"] else ""))

@@ -122,11 +122,13 @@ def train_share(splits: Splits, fraction: float, seed: int) -> Splits:
     if fraction >= 1:
         return splits
     train, rng = splits.train, np.random.default_rng(seed)
-    kept = [rng.choice(faces, max(1, round(fraction * len(faces))), replace=False)
-            for faces in (np.flatnonzero(train.labels == label) for label in np.unique(train.labels))]
+    classes = [np.flatnonzero(train.labels == label) for label in np.unique(train.labels)]
+    raised = sum(round(fraction * len(faces)) < 1 for faces in classes)  # kept once all the same
+    kept = [rng.choice(faces, max(1, round(fraction * len(faces))), replace=False) for faces in classes]
     splits.train = train[np.sort(np.concatenate(kept))]
+    how = (f"{raised} of its {len(classes)} classes raised to one face" if raised else "each class in proportion")
     splits.description += (f"; training part cut to {fraction:.3g} of its faces ({len(splits.train):,} of "
-                           f"{len(train):,}, each class in proportion)")
+                           f"{len(train):,}, {how})")
     return splits
 
 

@@ -129,6 +129,7 @@ def plot_mistakes(faces: np.ndarray, labels: np.ndarray, probs: np.ndarray, clas
                     fontsize=5.5)
     if not len(shown):
         axes[0, 0].text(0, 0.5, "no face was classified wrongly", fontsize=10)
-    fig.suptitle(literal(f"{title}: the {len(shown)} most confident of {len(wrong):,} mistakes "
-                         "(true → predicted, confidence)"), fontsize=9)
+    said = (f"the {len(shown)} most confident of {len(wrong):,} mistakes (true → predicted, confidence)"
+            if len(shown) else f"no mistakes on its {len(labels):,} faces")
+    fig.suptitle(literal(f"{title}: {said}"), fontsize=9)
     _save(fig, path)

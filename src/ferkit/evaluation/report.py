@@ -40,7 +40,7 @@ def write_predictions(run: RunDir, faces: np.ndarray, labels: np.ndarray, probs:
                          *(f"p_{name}" for name in classes)])
         for i, (label, guess) in enumerate(zip(labels, predicted)):
             writer.writerow([i if names is None else names[i], classes[label], classes[guess],
-                             f"{probs[i, guess]:.4f}", int(label == guess),
+                             f"{probs[i, guess]:.6f}", int(label == guess),  # 4 decimals had shown ties
                              "" if repeats is None else int(repeats[i]),  # unknown without a training part
-                             *(f"{p:.4f}" for p in probs[i])])
+                             *(f"{p:.6f}" for p in probs[i])])
     plot_mistakes(faces, labels, probs, classes, names, run.mistakes_plot, title)

@@ -110,7 +110,12 @@ def compare_runs(runs: list[str | Path] | str, output: str | Path | None = None)
     names = [run.path.name for run in found]
     if len(set(names)) < len(names):  # runs/a/default and runs/b/default: named by the paths given
         names = list(map(str, runs))
-    rows = [_row(name, run.path) for name, run in zip(names, found)]
+    rows = [{"run": name, **_row(config.get("recipe") or "(none)", run.path)}
+            for name, run, config in zip(names, found, configs)]
+    seeds = sorted({config["seed"] for config in configs})
+    if len(seeds) > 1:  # each drew its validation part from Training by its own seed, but a folder's
+        notes.append(f"seeds {', '.join(map(str, seeds))}: each run's validation curves are on the validation "
+                     "faces its own seed drew, unless the data has a validation part of its own")
     _write(out, rows, configs, notes)
     return rows
 
@@ -141,19 +146,34 @@ def _same_test_faces(runs: list[RunDir], configs: list[dict[str, Any]]) -> list[
     known = {digest for digest in digests.values() if digest}
     sizes = {run.path: _metrics(run).get("split_sizes", {}).get("test") for run in runs}
     classes = {tuple(config["classes"]) for config in configs}
-    if len(known) > 1 or len(set(sizes.values())) > 1 or len(classes) > 1:
-        said = ", ".join(f"{path} ({sizes[path] or 0:,} test faces of {len(config['classes'])} classes)"
-                         for path, config in zip(sizes, configs))
+    unchecked = [str(path) for path, digest in digests.items() if not digest]
+    # without a record, a random split's test faces are told apart by what drew them
+    drawn = {_drawn(config) for config in configs} if unchecked else set()
+    if len(known) > 1 or len(set(sizes.values())) > 1 or len(classes) > 1 or len(drawn) > 1:
+        said = ", ".join(f"{path} ({sizes[path] or 0:,} test faces of {len(config['classes'])} classes, "
+                         f"{_split_words(config)})" for path, config in zip(sizes, configs))
         raise FerkitError(f"these runs were tested on different faces, so their scores do not compare: {said}; "
                           "train them on one split with `ferkit compare DATA --recipes ...`, or give the same data, "
                           "classes, split and (for a random split) seed to `ferkit train`")
-    unchecked = [str(path) for path, digest in digests.items() if not digest]
     if not unchecked:
         return []
     note = (f"{', '.join(unchecked)}: from before runs recorded their test faces; as many test faces of the same "
             "classes, but not checked to be the same ones")
     log.warning(note)
     return [note]
+
+
+def _drawn(config: dict[str, Any]) -> tuple:
+    """What draws a split's test faces from the data: for FER2013's own test part, nothing."""
+    if config["split"] == "official":
+        return ("official",)
+    return (config["split"], tuple(config["fractions"]), config["seed"], bool(config.get("drop_repeats")))
+
+
+def _split_words(config: dict[str, Any]) -> str:
+    if config["split"] == "official":
+        return "official split"
+    return f"random split {'/'.join(f'{f:g}' for f in config['fractions'])}, seed {config['seed']}"
 
 
 def _check_output(out: Path) -> None:
@@ -172,7 +192,7 @@ def _metrics(run: RunDir) -> dict[str, Any]:
 
 def _write(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]], notes: list[str]) -> None:
     write_table(out, rows, configs, notes)
-    plot_overlay({row["recipe"]: RunDir(Path(row["run"])).history for row in rows}, out / CURVES)
+    plot_overlay({row.get("run", row["recipe"]): RunDir(Path(row["run_dir"])).history for row in rows}, out / CURVES)
     log.info("comparison written to %s", out)
 
 
@@ -247,13 +267,15 @@ def _row(name: str, run_path: Path) -> dict[str, Any]:
             "interrupted": m["interrupted"], "params": model.count_params(),
             "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
             "unseen_accuracy": m["unseen"]["accuracy"] if "unseen" in m else None,
+            "unseen_faces": m["unseen"]["faces"] if "unseen" in m else None,
+            "train_faces": m.get("split_sizes", {}).get("train"),  # a --train-fraction's share, or all
             **{f"f1_{label}": v["f1"] if v["support"] else None  # no test faces: no F1, not 0
                for label, v in m["per_class"].items()},
             # data loading included; a resumed run's since its resume; none in runs from before the record
             "train_min": m.get("train_minutes"), "ms_per_face": ms_per_face,
             "epochs": run.history_rows() or 0,  # as trained
             "kept_epoch": m.get("best_epoch"), "test_faces": sum(v["support"] for v in m["per_class"].values()),
-            "run": str(run.path)}
+            "run_dir": str(run.path)}
 
 
 def write_table(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]], notes: list[str] = ()) -> None:
@@ -264,8 +286,10 @@ def write_table(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, A
         writer.writerows(rows)
     f1_cols = [k for k in rows[0] if k.startswith("f1_")]
     # the per-class columns said to be F1 (they had read as accuracies), and the epoch kept beside those trained
-    header = ["recipe", "model", "params", "epochs (kept)", "accuracy", "unseen", "macro-F1",
-              *[f"F1 {c[3:]}" for c in f1_cols], "train min", "ms/face (Keras, batch 64)"]
+    by_run = "run" in rows[0]  # runs already trained: named by their folders, their recipes beside
+    header = ["run", "recipe"] if by_run else ["recipe"]
+    header += ["model", "params", "epochs (kept)", "train faces", "accuracy", "unseen", "macro-F1",
+               *[f"F1 {c[3:]}" for c in f1_cols], "train min", "ms/face (Keras, batch 64)"]
     first = configs[0]
     repeats = ("; faces drawn at random to hold out that repeat a training face left out"
                if all(c["drop_repeats"] for c in configs) else "")
@@ -274,18 +298,22 @@ def write_table(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, A
     seeds = sorted({c["seed"] for c in configs})  # runs of one recipe on several seeds: all of them
     seeds_said = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     lines = [f"Test split: {first['split']}{shares}{faces}, classes {', '.join(first['classes'])}, {seeds_said}"
-             f"{repeats}. unseen: the accuracy on the test faces that repeat no training face (–: none or all do).",
+             f"{repeats}. unseen: the accuracy on the test faces that repeat none of the model's own training "
+             "faces (–: none or all do; how many, in compare.csv). ms/face: timed here, the best of three passes "
+             "(a busy machine reads slower).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         kept = f" ({r['kept_epoch']})" if r.get("kept_epoch") else ""
-        cells = [r["recipe"] + (" (interrupted)" if r["interrupted"] else ""),
+        name = r["run"] if by_run else r["recipe"]
+        cells = [name + (" (interrupted)" if r["interrupted"] else ""), *([r["recipe"]] if by_run else []),
                  r["model"] + (" (fallback)" if r["fallback"] else ""), f"{r['params']:,}",
-                 f"{r['epochs']}{kept}", f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
+                 f"{r['epochs']}{kept}", "–" if r.get("train_faces") is None else f"{r['train_faces']:,}",
+                 f"{r['accuracy']:.4f}", _cell(r["unseen_accuracy"], 4), f"{r['macro_f1']:.4f}",
                  *[_cell(r[c], 3) for c in f1_cols], _cell(r["train_min"], 1),
                  f"{r['ms_per_face']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [*notes, *(f"{r['recipe']}: trained its lighter fallback network {r['fallback']}: its own would not "
-                       "have fitted its time limit here" for r in rows if r["fallback"])]
+    notes = [*notes, *(f"{r.get('run', r['recipe'])}: trained its lighter fallback network {r['fallback']}: its own "
+                       "would not have fitted its time limit here" for r in rows if r["fallback"])]
     lines += ["", *notes] if notes else []
     (out / MARKDOWN).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

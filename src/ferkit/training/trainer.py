@@ -100,7 +100,7 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         probs = scores["test"]
         repeats = repeats_training(splits.test, splits.train)
         write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
-                          repeats, title="test split")  # before train_minutes is read: the run's time
+                          repeats, title=f"{run.path.absolute().name}, test split")  # before train_minutes is read
         metrics = classification_metrics(splits.test.labels, probs, config.classes, repeats=repeats)
         metrics.update(split=splits.description, split_sizes=splits.sizes(),
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
