@@ -255,7 +255,7 @@ def _row(name: str, run_path: Path) -> dict[str, Any]:
     faces = np.random.default_rng(0).uniform(0, 255, (256, info.image_size, info.image_size, 1)).astype(np.float32)
     model.predict(faces[:64], batch_size=64, verbose=0)  # warm-up
     passes = []
-    for _ in range(3):  # the best of three: the first model loaded had read 40% slower than the others on one pass
+    for _ in range(3):  # the best of three: one pass of the same network varied by half on a busy machine
         start = time.perf_counter()
         model.predict(faces, batch_size=64, verbose=0)
         passes.append((time.perf_counter() - start) * 1000 / len(faces))
