@@ -152,7 +152,7 @@ def test_a_run_with_a_time_limit_times_the_model_that_scores_its_test_faces(synt
     monkeypatch.setattr(budget, "seconds_to_finish", _timed)
     train(synthetic_folder, recipe=recipe, epochs=1, time_limit=30, output=tmp_path / "run", **{**FAST, **options})
     (layers, policy, shape), = timed
-    assert shape[0] == 60  # the test faces
+    assert shape[0] == 60 + 24  # the test faces, and the validation faces the saved model scores too
     if inputs:  # the float32 model that scores the test faces, their mirror images too
         assert "mirror_average" in layers and policy == "float32" and shape[1:] == inputs
     else:

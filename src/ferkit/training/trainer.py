@@ -255,9 +255,10 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
         raise
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
-    reserve = _finishing_seconds(config, lambda: (
-        (inference_model(config, model.get_weights()), to_model_input(splits.test.images, config.image_size))
-        if config.mirror_average else (head, feats["test"])))
+    reserve = _finishing_seconds(config, lambda: (  # the saved model scores the test and validation faces
+        (inference_model(config, model.get_weights()),
+         to_model_input(np.concatenate([splits.test.images, splits.val.images]), config.image_size))
+        if config.mirror_average else (head, np.concatenate([feats["test"], feats["val"]]))))
     interrupted, diverged = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve,
                                  **fit_options)
     if config.precise_bn:  # the backbone's are frozen: only the head's, on the features it trained on
