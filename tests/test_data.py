@@ -997,6 +997,10 @@ def test_a_share_of_the_training_faces_keeps_each_class_in_proportion_and_the_re
     assert list(again.train.names) == list(cut.train.names)  # as a resume rebuilds it
     assert train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 1.0, seed=0).description == \
         full.description
+    given = make_splits(data, "random", (0.5, 0.25, 0.25), seed=0)
+    half = train_share(given, 0.5, seed=0)
+    assert len(given.train) == len(full.train)  # the splits given are left as they were
+    assert set(cut.train.names) < set(half.train.names)  # a learning curve's smaller shares are in its larger
     tiny = train_share(make_splits(data, "random", (0.5, 0.25, 0.25), seed=0), 0.001, seed=0)
     assert sorted(tiny.train.labels) == [0, 1, 2]  # one face of each class at least, and said so
     assert tiny.description.endswith(f"(3 of {len(full.train)}, 3 of its 3 classes raised to one face)")

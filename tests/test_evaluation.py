@@ -575,10 +575,10 @@ def test_evaluate_from_python_gives_its_account_where_no_logging_is_set_up(train
 
 def test_evaluate_of_a_run_on_a_share_of_its_faces_describes_the_split_it_scores(synthetic_folder, tmp_path):
     """The run's cut of its training part is no part of the faces evaluate scores: its description
-    says the split, and its unseen figure counts the repeats of the faces the run trained on."""
+    says the split alone."""
     run = train(synthetic_folder, recipe="seed-custom", classes="angry,happy,sad,surprise", split="official",
                 train_fraction=0.5, epochs=1, output=tmp_path / "run", verbose=0).run_dir
-    assert "training part cut to 0.5" in json.loads((run / "metrics.json").read_text())["split"]
+    assert "training part cut to 0.5" in json.loads((run / "metrics.json").read_text(encoding="utf-8"))["split"]
     metrics = evaluate(run, synthetic_folder, verbose=0)
     assert metrics["split"].startswith("official split: train/val") and "cut" not in metrics["split"]
 

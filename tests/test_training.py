@@ -950,5 +950,20 @@ def test_metrics_give_the_saved_models_validation_accuracy_beside_the_curves(syn
     val = make_splits(select_classes(load_fer(synthetic_folder), CLASSES.split(","))[0], "official", seed=0).val
     probs = load_keras_model(mirrored.run_dir)[0].predict(to_model_input(val.images, 48), verbose=0)
     assert mirrored.metrics["val_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == val.labels)))
-    assert json.loads((mirrored.run_dir / "metrics.json").read_text())["val_accuracy"] == \
+    assert json.loads((mirrored.run_dir / "metrics.json").read_text(encoding="utf-8"))["val_accuracy"] == \
         mirrored.metrics["val_accuracy"]
+
+
+
+def test_a_report_that_cannot_be_written_costs_no_run(synthetic_folder, tmp_path, monkeypatch, caplog):
+    """predictions.csv open in a program that locks it, or a full disk: the model and metrics are saved."""
+    from ferkit.training import trainer
+
+    def locked(run, *args, **kwargs):
+        raise PermissionError(f"[Errno 13] Permission denied: '{run.predictions}'")
+
+    monkeypatch.setattr(trainer, "write_predictions", locked)
+    result = train(synthetic_folder, recipe="seed-custom", output=tmp_path / "run", **{**FAST, "epochs": 1})
+    assert (result.run_dir / "model.keras").is_file() and (result.run_dir / "metrics.json").is_file()
+    assert not (result.run_dir / "checkpoints" / "backup").exists()  # finished, nothing to resume
+    assert "the run is saved, but its predictions.csv or mistakes.png could not be written" in caplog.text

@@ -134,6 +134,9 @@ def test_the_time_to_finish_is_two_timed_batches_and_saving():
     seconds = budget.seconds_to_finish(model, np.zeros((1000, 4), "float32"), clock=lambda: next(readings))
     assert seconds == 8.0 + budget.SAVING_SECONDS
     assert budget.seconds_to_finish(model, np.zeros((0, 4), "float32")) == budget.SAVING_SECONDS
+    readings = iter([0.0, 5.0, 10.0, 11.0])  # 1,000 faces timed on the first 256 of them
+    assert budget.seconds_to_finish(model, np.zeros((256, 4), "float32"), clock=lambda: next(readings),
+                                    count=1000) == 8.0 + budget.SAVING_SECONDS
 
 
 @pytest.mark.parametrize("recipe, options, inputs", [
@@ -146,13 +149,13 @@ def test_a_run_with_a_time_limit_times_the_model_that_scores_its_test_faces(synt
     timed = []
 
     def _timed(model, faces, **kwargs):
-        timed.append(([layer.name for layer in model.layers], model.dtype_policy.name, faces.shape))
+        timed.append(([layer.name for layer in model.layers], model.dtype_policy.name, faces.shape, kwargs["count"]))
         return 0.0
 
     monkeypatch.setattr(budget, "seconds_to_finish", _timed)
     train(synthetic_folder, recipe=recipe, epochs=1, time_limit=30, output=tmp_path / "run", **{**FAST, **options})
-    (layers, policy, shape), = timed
-    assert shape[0] == 60 + 24  # the test faces, and the validation faces the saved model scores too
+    (layers, policy, shape, count), = timed
+    assert shape[0] == 60 and count == 60 + 24  # timed on test faces, for the validation faces it scores too
     if inputs:  # the float32 model that scores the test faces, their mirror images too
         assert "mirror_average" in layers and policy == "float32" and shape[1:] == inputs
     else:

@@ -418,7 +418,7 @@ def test_compare_runs_tabulates_runs_already_trained(trained_runs, tmp_path):
     assert "| run | recipe | model | params | epochs (kept) | train faces |" in table
     assert "| seed0 | seed-custom | custom |" in table and "| seed1 | seed-custom | custom |" in table
     assert "| 1 (1) | 216 |" in table
-    assert "seeds 0, 1: each run's validation curves are on the validation faces its own seed drew" in table
+    assert "the runs validated on different faces (each seed drew its own from Training)" in table
     assert (tmp_path / "cmp" / "val_curves.png").stat().st_size > 10_000
 
 
@@ -474,7 +474,9 @@ def test_compare_runs_refuses_what_is_no_finished_run(trained_runs, tiny_run, tm
              f"{seed0},{tmp_path / 'nothing'}": "run not found: .*nothing",
              f"{seed0},{seed0 / 'model.keras'}": "model.keras is not a run directory",
              f"{seed0},{tmp_path}": "is not a ferkit run directory \\(no config.json\\)",
-             f"{seed0},{unfinished}": "unfinished has no trained model and test metrics: was its training finished",
+             f"{seed0},{unfinished}": "unfinished has no model.keras and test metrics: is it a run directory, and "
+                                      "did its training finish",
+             f"{seed0},{seed0}/": "is given twice",
              f"{seed0},{ensemble}": "ensemble is an ensemble of runs: compare tabulates training runs"}
     for runs, message in cases.items():
         with pytest.raises(FerkitError, match=message):
@@ -536,3 +538,50 @@ def test_compare_runs_tells_random_splits_apart_by_their_seeds_without_a_record(
     with pytest.raises(FerkitError, match=r"old0 \(30 test faces of 4 classes, random split 0.8/0.1/0.1, seed 0\), "
                                           r".*old1 \(30 test faces of 4 classes, random split 0.8/0.1/0.1, seed 1\)"):
         compare_runs(runs, tmp_path / "cmp")
+
+
+
+def test_compare_runs_takes_runs_of_older_versions_a_damaged_record_and_a_run_without_history(trained_runs,
+                                                                                              tmp_path, caplog):
+    """Runs from before drop_repeats, a split.json cut short and a run copied without its history.csv:
+    tabulated, each said, not a KeyError or a traceback after compare.csv was written."""
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    old, damaged, bare = tmp_path / "old", tmp_path / "damaged", tmp_path / "bare"
+    for run in (old, damaged, bare):
+        shutil.copytree(trained_runs["seed1"], run)
+    config = json.loads((old / "config.json").read_text(encoding="utf-8"))
+    del config["drop_repeats"], config["train_fraction"]
+    (old / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (damaged / "checkpoints" / "split.json").write_text("{cut", encoding="utf-8")
+    (bare / "history.csv").unlink()
+    rows = compare_runs([trained_runs["seed0"], old, damaged, bare], tmp_path / "cmp")
+    assert [row["run"] for row in rows] == ["seed0", "old", "damaged", "bare"]
+    table = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+    assert "faces drawn at random to hold out" not in table  # not every run dropped them
+    assert f"{damaged}: from before runs recorded their test faces" in table
+    assert "bare: no history.csv, so no validation curves" in table
+    assert (tmp_path / "cmp" / "val_curves.png").is_file()
+
+
+def test_compare_runs_says_how_to_finish_a_run_cut_short(trained_runs, tmp_path):
+    import shutil
+
+    from ferkit.training.compare import compare_runs
+
+    cut = tmp_path / "cut"
+    shutil.copytree(trained_runs["seed1"], cut)
+    (cut / "model.keras").unlink()
+    (cut / "checkpoints" / "backup").mkdir()
+    with pytest.raises(FerkitError, match=f"its training was cut short; `ferkit train --resume {cut}` finishes it"):
+        compare_runs([trained_runs["seed0"], cut], tmp_path / "cmp")
+
+
+def test_compare_refuses_empty_recipes_as_an_unset_variable_gives_them(synthetic_folder, tmp_path, capsys):
+    from ferkit.cli import main
+
+    assert main(["compare", str(synthetic_folder), "--recipes", "", "--output", str(tmp_path / "cmp")]) == 2
+    assert "no recipes to compare" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()

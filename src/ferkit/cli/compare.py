@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data is None:
         raise FerkitError("give DATA to train the recipes on, or --runs RUN,RUN to tabulate runs already trained")
-    recipes = names_in(args.recipes or RECIPES)
+    recipes = names_in(RECIPES if args.recipes is None else args.recipes)  # "" (an unset variable) is refused
     rows = compare(args.data, recipes, args.output, verbose=0 if args.quiet else None, **given)
     _print(rows)
     # The shell's code for Ctrl-C, as for any other command: a recipe cut short, or recipes left untrained

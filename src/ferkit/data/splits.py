@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -29,7 +30,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, which: np.ndarray) -> Split:
+    def take(self, which: np.ndarray) -> Split:
         """The faces `which` (indices or a mask) picks, their names with them."""
         return Split(self.images[which], self.labels[which], None if self.names is None else self.names[which])
 
@@ -116,20 +117,20 @@ def make_splits(
 
 
 def train_share(splits: Splits, fraction: float, seed: int) -> Splits:
-    """The training part cut to `fraction` of its faces, each class in proportion (one face at least),
-    in their order; validation and test untouched, so that the scores compare with a full run's: a
-    quick trial, or a learning curve."""
+    """The splits with their training part cut to `fraction` of its faces, each class in proportion
+    (one face at least), in their order; validation and test untouched, so that the scores compare
+    with a full run's: a quick trial, or a learning curve, whose smaller shares of one seed are
+    subsets of its larger ones."""
     if fraction >= 1:
         return splits
     train, rng = splits.train, np.random.default_rng(seed)
     classes = [np.flatnonzero(train.labels == label) for label in np.unique(train.labels)]
-    raised = sum(round(fraction * len(faces)) < 1 for faces in classes)  # kept once all the same
-    kept = [rng.choice(faces, max(1, round(fraction * len(faces))), replace=False) for faces in classes]
-    splits.train = train[np.sort(np.concatenate(kept))]
-    how = (f"{raised} of its {len(classes)} classes raised to one face" if raised else "each class in proportion")
-    splits.description += (f"; training part cut to {fraction:.3g} of its faces ({len(splits.train):,} of "
-                           f"{len(train):,}, {how})")
-    return splits
+    raised = sum(round(fraction * len(faces)) < 1 for faces in classes)  # too few for a share: one face each
+    kept = [rng.permutation(faces)[:max(1, round(fraction * len(faces)))] for faces in classes]
+    cut = train.take(np.sort(np.concatenate(kept)))
+    how = f"{raised} of its {len(classes)} classes raised to one face" if raised else "each class in proportion"
+    return dataclasses.replace(splits, train=cut, description=f"{splits.description}; training part cut to "
+                               f"{fraction:.3g} of its faces ({len(cut):,} of {len(train):,}, {how})")
 
 
 def check_fractions(fractions: tuple[float, float, float], kind: str = "random") -> None:
@@ -297,7 +298,7 @@ def _without_repeats(splits: Splits) -> Splits:
             raise FerkitError(f"every one of the {len(part)} faces drawn to {'validate' if name == 'val' else 'test'} "
                               "on repeats a training face: give more distinct faces, a larger share "
                               "(--fractions), or --drop-repeats off")
-        setattr(splits, name, part[keep])
+        setattr(splits, name, part.take(keep))
         dropped[name] = int((~keep).sum())
     said = ", ".join(f"{n} {'validation' if name == 'val' else 'test'}" for name, n in dropped.items() if n)
     if said:

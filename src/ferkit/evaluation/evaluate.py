@@ -166,18 +166,18 @@ def _split_faces(dataset, split: str, cfg: dict[str, Any], model, data, path: st
         log.warning("an ensemble's members each held out their own validation faces; the %s part "
                     "rebuilt here may include faces they were trained on", split)
     splits = make_splits(dataset, cfg["split"], tuple(cfg["fractions"]), cfg["seed"], bool(cfg.get("drop_repeats")))
-    scored = splits.description  # the split its faces come from: the run's share of its training part is none of it
-    splits = train_share(splits, cfg.get("train_fraction", 1.0), cfg["seed"])  # the faces it trained on, for unseen
     if not _same_faces(path, splits, cfg, split, data):
         log.warning("this data does not split into the faces the model's run had (%s): its %s faces here may "
                     "include faces it trained on; evaluate on the data it trained on, or use --split all",
                     cfg.get("data"), split)
     part = getattr(splits, split)
-    description = scored if split == "test" else f"validation part of {scored}"
+    description = splits.description if split == "test" else f"validation part of {splits.description}"
     if split == "val" and "members" in cfg and "val" in splits.carved:
         # each member trained on most of these faces: an "unseen" score (87% for the bundled model) was none
         return part, description, None
-    return part, description, repeats_training(part, _seen(splits, cfg, split))
+    # the faces the run trained on, a --train-fraction's share of the part; not in the split's description
+    trained = train_share(splits, cfg.get("train_fraction", 1.0), cfg["seed"])
+    return part, description, repeats_training(part, _seen(trained, cfg, split))
 
 
 def _held_out_alone(dataset, split: str, data):

@@ -88,10 +88,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     if path.is_dir():
         found = _models_of(RunDir(path))
         if not found:  # said here: Keras would be imported only to say the same, or asked for
-            run = RunDir(path)
-            raise FerkitError(f"{path} holds no model (model.onnx or model.keras): " + (
-                f"its training was cut short; `ferkit train --resume {path}` finishes it" if run.backup.exists()
-                else "is it a run directory, and did its training finish?"))
+            raise FerkitError(f"{path} holds no model (model.onnx or model.keras): {RunDir(path).why_no_model()}")
         return found[0] if found[0].suffix == ".onnx" else path
     if path.suffix.lower() not in (".onnx", ".keras", ".json"):
         # Said here, before Keras is imported: an ONNX-only install would otherwise ask for Keras.

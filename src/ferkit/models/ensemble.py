@@ -16,7 +16,7 @@ import numpy as np
 
 from ferkit.errors import FerkitError
 from ferkit.models.loading import load_keras_model
-from ferkit.runs import SPLIT_PROTOCOL, RunDir, member_summary, replacing, write_json
+from ferkit.runs import SPLIT_PROTOCOL, RunDir, member_summary, replacing, test_faces_drawn, write_json
 
 log = logging.getLogger("ferkit")
 
@@ -34,7 +34,7 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     for member, (_, info) in zip(members, loaded):
         if (info.classes, info.image_size) != (first.classes, first.image_size):
             raise FerkitError(f"{member} has other classes or input size than {members[0]}: cannot average")
-        if _test_faces(info.config) != _test_faces(first.config):
+        if test_faces_drawn(info.config) != test_faces_drawn(first.config):
             log.warning("%s was tested on other faces than %s (another split): the ensemble is evaluated on the "
                         "first's, which %s may have trained on", member, members[0], member)
     run = RunDir.create(output, "ensemble")
@@ -60,14 +60,6 @@ def ensemble_run(members: list[str | Path], output: str | Path) -> RunDir:
     with replacing(run.keras_model) as part:
         model.save(part)
     return run
-
-
-def _test_faces(config: dict) -> tuple:
-    """What decides a run's test faces: the official split's test part is FER2013's, whatever the seed."""
-    if config.get("split") == "official":
-        return ("official",)
-    return (config.get("split"), tuple(config.get("fractions") or ()), config.get("seed"),
-            bool(config.get("drop_repeats")))
 
 
 def select_members(probs: dict[str, np.ndarray], labels: np.ndarray, max_members: int) -> list[tuple[str, float]]:

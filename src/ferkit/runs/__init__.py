@@ -27,11 +27,12 @@ from typing import Any
 from ferkit.runs.directory import (RunDir, checked_config, default_path, output_folder, read_history, replacing,
                                   write_json)
 from ferkit.runs.description import (ONNX_META, SPLIT_PROTOCOL, ModelInfo, checked_metrics, count_networks,
-                                    epochs_trained, member_summary, metrics_beside, model_info, run_of)
+                                    epochs_trained, member_summary, metrics_beside, model_info, run_of,
+                                    test_faces_drawn)
 
 __all__ = ["ONNX_META", "SPLIT_PROTOCOL", "ModelInfo", "RunDir", "checked_config", "checked_metrics", "count_networks",
            "default_path", "epochs_trained", "member_summary", "metrics_beside", "model_info", "output_folder",
-           "read_history", "replacing", "run_of", "write_json"]
+           "read_history", "replacing", "run_of", "test_faces_drawn", "write_json"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ ONNX_META = {"classes": "ferkit.classes", "image_size": "ferkit.image_size", "co
              "recorded": "ferkit.recorded",  # the run's test metrics and epochs trained
              "input": "ferkit.input", "output": "ferkit.output"}  # both in words, for use without ferkit
 # What an ensemble keeps of its first member's config, so that evaluation rebuilds that member's splits.
-SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed", "drop_repeats")
+SPLIT_PROTOCOL = ("data", "classes", "split", "fractions", "image_size", "seed", "drop_repeats", "train_fraction")
 
 
 def member_summary(config: dict, keys: tuple[str, ...]) -> dict:
@@ -32,6 +32,16 @@ def member_summary(config: dict, keys: tuple[str, ...]) -> dict:
 def count_networks(config: dict) -> int:
     """How many trained networks a model averages, counting inside members that are ensembles."""
     return sum(count_networks(m) for m in config["members"]) if config.get("members") else 1
+
+
+def test_faces_drawn(config: dict) -> tuple:
+    """What decides a run's test faces: the official split's test part is FER2013's, whatever the seed;
+    a random split's are drawn by its shares, seed and dropped repeats (an ensemble's members, runs
+    compared without a record of their faces)."""
+    if config.get("split") == "official":
+        return ("official",)
+    return (config.get("split"), tuple(config.get("fractions") or ()), config.get("seed"),
+            bool(config.get("drop_repeats")))
 
 
 def run_of(model: str | Path) -> RunDir | None:

@@ -188,6 +188,12 @@ class RunDir:
         return {"epochs_so_far": done, "best_epoch": epoch, "monitor": monitor, "best": value,
                 "resumable": self.backup.exists()}
 
+    def why_no_model(self) -> str:
+        """What to do about a run folder without its model: finish it, where a backup says it was cut short."""
+        if self.backup.exists():
+            return f"its training was cut short; `ferkit train --resume {self.path}` finishes it"
+        return "is it a run directory, and did its training finish?"
+
     def check_resumable(self) -> None:
         if not self.backup.exists():
             raise FerkitError(f"{self.path} has nothing to resume: it finished, or never completed an epoch")

@@ -109,19 +109,21 @@ SAVING_SECONDS = 2.0  # the model, its weights and plots after the last epoch: 0
 
 
 def seconds_to_finish(model: keras.Model, faces: np.ndarray, batch_size: int = 256,
-                      clock: Callable[[], float] = time.perf_counter) -> float:
+                      clock: Callable[[], float] = time.perf_counter, count: int | None = None) -> float:
     """How long the work after the last epoch takes: `model` (the inference model, float32 and
-    mirror-averaged, several times slower than a validation pass) predicting the test `faces`, from
-    two timed batches, the first one's tracing counted once, and saving. The default's took 11 s
-    on a 2-core Xeon, past a limit that counted epochs only."""
-    if not len(faces):
+    mirror-averaged, several times slower than a validation pass) predicting `count` faces (the test
+    and validation faces; default: all of `faces`), from two timed batches of `faces`, the first
+    one's tracing counted once, and saving. The default's took 11 s on a 2-core Xeon, past a limit
+    that counted epochs only."""
+    count = len(faces) if count is None else count
+    if not count or not len(faces):
         return SAVING_SECONDS
     times = []
     for _ in range(2):
         start = clock()
         model.predict(faces[:batch_size], batch_size=batch_size, verbose=0)
         times.append(clock() - start)
-    batches = math.ceil(len(faces) / batch_size)
+    batches = math.ceil(count / batch_size)
     return times[0] + times[1] * (batches - 1) + SAVING_SECONDS
 
 

@@ -21,7 +21,7 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.plots import plot_overlay
 from ferkit.models import check_model
 from ferkit.models.loading import load_keras_model
-from ferkit.runs import RunDir, checked_metrics, output_folder
+from ferkit.runs import RunDir, checked_metrics, output_folder, test_faces_drawn
 from ferkit.training import distill
 from ferkit.recipes import load_recipe
 from ferkit.account import tells_its_account
@@ -99,7 +99,7 @@ def compare_runs(runs: list[str | Path] | str, output: str | Path | None = None)
         runs = names_in(runs)
     if not runs:
         raise FerkitError("no runs to compare: give --runs RUN,RUN,...")
-    if len(set(map(str, runs))) < len(runs):
+    if len({Path(run).resolve() for run in runs}) < len(runs):  # runs/a and runs/a/ too
         raise FerkitError(f"a run is given twice in {', '.join(map(str, runs))}: give each once")
     out = output_folder(output, "compare")
     found = [RunDir(Path(run)) for run in runs]
@@ -112,10 +112,9 @@ def compare_runs(runs: list[str | Path] | str, output: str | Path | None = None)
         names = list(map(str, runs))
     rows = [{"run": name, **_row(config.get("recipe") or "(none)", run.path)}
             for name, run, config in zip(names, found, configs)]
-    seeds = sorted({config["seed"] for config in configs})
-    if len(seeds) > 1:  # each drew its validation part from Training by its own seed, but a folder's
-        notes.append(f"seeds {', '.join(map(str, seeds))}: each run's validation curves are on the validation "
-                     "faces its own seed drew, unless the data has a validation part of its own")
+    if len({_recorded(run).get("val") for run in found} - {None}) > 1:  # each seed drew its own from Training
+        notes.append("the runs validated on different faces (each seed drew its own from Training): their "
+                     "validation curves are not on the same faces")
     _write(out, rows, configs, notes)
     return rows
 
@@ -134,21 +133,20 @@ def _trained(run: RunDir) -> dict[str, Any]:
     if "members" in config:
         raise FerkitError(f"{run.path} is an ensemble of runs: compare tabulates training runs, such as its members")
     if not (run.keras_model.is_file() and checked_metrics(_metrics(run))):
-        raise FerkitError(f"{run.path} has no trained model and test metrics: was its training finished? "
-                          f"(`ferkit train --resume {run.path}` finishes an interrupted run)")
+        raise FerkitError(f"{run.path} has no model.keras and test metrics: {run.why_no_model()}")
     return config
 
 
 def _same_test_faces(runs: list[RunDir], configs: list[dict[str, Any]]) -> list[str]:
     """Refuses runs tested on different faces (their recorded test parts differ); says which runs
     cannot be checked (from before the record), whose test faces are then only counted alike."""
-    digests = {run.path: (run.recorded_split() or {}).get("parts", {}).get("test") for run in runs}
+    digests = {run.path: _recorded(run).get("test") for run in runs}
     known = {digest for digest in digests.values() if digest}
     sizes = {run.path: _metrics(run).get("split_sizes", {}).get("test") for run in runs}
     classes = {tuple(config["classes"]) for config in configs}
     unchecked = [str(path) for path, digest in digests.items() if not digest]
     # without a record, a random split's test faces are told apart by what drew them
-    drawn = {_drawn(config) for config in configs} if unchecked else set()
+    drawn = {test_faces_drawn(config) for config in configs} if unchecked else set()
     if len(known) > 1 or len(set(sizes.values())) > 1 or len(classes) > 1 or len(drawn) > 1:
         said = ", ".join(f"{path} ({sizes[path] or 0:,} test faces of {len(config['classes'])} classes, "
                          f"{_split_words(config)})" for path, config in zip(sizes, configs))
@@ -163,11 +161,13 @@ def _same_test_faces(runs: list[RunDir], configs: list[dict[str, Any]]) -> list[
     return [note]
 
 
-def _drawn(config: dict[str, Any]) -> tuple:
-    """What draws a split's test faces from the data: for FER2013's own test part, nothing."""
-    if config["split"] == "official":
-        return ("official",)
-    return (config["split"], tuple(config["fractions"]), config["seed"], bool(config.get("drop_repeats")))
+def _recorded(run: RunDir) -> dict[str, str]:
+    """The digests of a run's parts as it recorded them, {} for a run from before the record or whose
+    record is damaged: that run is compared as unchecked, not the whole comparison refused."""
+    try:
+        return (run.recorded_split() or {}).get("parts", {})
+    except FerkitError:
+        return {}
 
 
 def _split_words(config: dict[str, Any]) -> str:
@@ -191,8 +191,12 @@ def _metrics(run: RunDir) -> dict[str, Any]:
 
 
 def _write(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, Any]], notes: list[str]) -> None:
+    """The curves first: a table written before a figure that failed would refuse the rerun."""
+    histories = {row.get("run", row["recipe"]): RunDir(Path(row["run_dir"])).history for row in rows}
+    missing = [name for name, history in histories.items() if not history.is_file()]  # a run copied without it
+    plot_overlay({name: history for name, history in histories.items() if name not in missing}, out / CURVES)
+    notes = [*notes, *(f"{name}: no history.csv, so no validation curves" for name in missing)]
     write_table(out, rows, configs, notes)
-    plot_overlay({row.get("run", row["recipe"]): RunDir(Path(row["run_dir"])).history for row in rows}, out / CURVES)
     log.info("comparison written to %s", out)
 
 
@@ -273,7 +277,8 @@ def _row(name: str, run_path: Path) -> dict[str, Any]:
                for label, v in m["per_class"].items()},
             # data loading included; a resumed run's since its resume; none in runs from before the record
             "train_min": m.get("train_minutes"), "ms_per_face": ms_per_face,
-            "epochs": run.history_rows() or 0,  # as trained
+            # of the model scored: a run resumed and killed has more rows in history.csv than its model's
+            "epochs": m.get("epochs_trained") or run.history_rows() or 0,
             "kept_epoch": m.get("best_epoch"), "test_faces": sum(v["support"] for v in m["per_class"].values()),
             "run_dir": str(run.path)}
 
@@ -292,7 +297,7 @@ def write_table(out: Path, rows: list[dict[str, Any]], configs: list[dict[str, A
                *[f"F1 {c[3:]}" for c in f1_cols], "train min", "ms/face (Keras, batch 64)"]
     first = configs[0]
     repeats = ("; faces drawn at random to hold out that repeat a training face left out"
-               if all(c["drop_repeats"] for c in configs) else "")
+               if all(c.get("drop_repeats") for c in configs) else "")  # none in runs of older versions
     shares = "" if first["split"] == "official" else f" {'/'.join(f'{f:g}' for f in first['fractions'])}"
     faces = f", {rows[0]['test_faces']:,} test faces" if rows[0].get("test_faces") else ""
     seeds = sorted({c["seed"] for c in configs})  # runs of one recipe on several seeds: all of them

@@ -99,8 +99,8 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
         model, scores, interrupted, diverged = fit(model, splits, config, run, fit_options)
         probs = scores["test"]
         repeats = repeats_training(splits.test, splits.train)
-        write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
-                          repeats, title=f"{run.path.absolute().name}, test split")  # before train_minutes is read
+        # data loading included, to the test faces scored; a resumed run's since its resume (info, compare)
+        minutes = (time.monotonic() - started) / 60
         metrics = classification_metrics(splits.test.labels, probs, config.classes, repeats=repeats)
         metrics.update(split=splits.description, split_sizes=splits.sizes(),
                        skipped={"unreadable_or_bad": dict(skipped), "other_classes": left_out},
@@ -108,14 +108,13 @@ def train(data: str | Path | None = None, config: TrainConfig | None = None, *,
                        epochs_trained=run.history_rows(), diverged=diverged,
                        # the saved model's (precise BN, mirror-averaged), above the curve's at the kept epoch
                        val_accuracy=float(np.mean(scores["val"].argmax(axis=1) == splits.val.labels)),
-                       # data loading included; a resumed run's since its resume (info, compare read it)
-                       train_minutes=round((time.monotonic() - started) / 60, 2))
+                       train_minutes=round(minutes, 2))
         _save(model, run, metrics)
+        _report_each_face(run, splits, probs, repeats, config)
     finally:
         ctrl_c.restore()
     if not interrupted:  # finished and saved (all epochs, time limit or early stopping): nothing left to resume
         shutil.rmtree(run.backup, ignore_errors=True)
-    minutes = (time.monotonic() - started) / 60
     log.info("test split: %s", format_metrics(metrics))
     warn_if_one_label(metrics)
     log.info("finished in %.1f min; run directory %s", minutes, run.path)
@@ -230,8 +229,8 @@ def _fit_end_to_end(model, splits: Splits, config, run, fit_options):
     x = {name: to_model_input(getattr(splits, name).images, config.image_size)
          for name in ("train", "val", "test")}
     trainer = techniques.with_augmentation(model, techniques.augmentation(config))
-    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()),
-                                                  np.concatenate([x["test"], x["val"]])), bn_faces=x["train"])
+    reserve = _finishing_seconds(config, lambda: (inference_model(config, model.get_weights()), x["test"],
+                                                  len(x["test"]) + len(x["val"])), bn_faces=x["train"])
     interrupted, diverged = _fit(trainer, x["train"], x["val"], splits, config, run, reserve=reserve, **fit_options)
     model = inference_model(config, model.get_weights(), bn_faces=x["train"])
     return model, {name: model.predict(x[name], batch_size=256, verbose=0) for name in ("test", "val")}, \
@@ -255,10 +254,10 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
         raise
     log.info("computed frozen %s features %s once in %.1f s", config.model,
              feats["train"].shape[1:], time.time() - t0)
-    reserve = _finishing_seconds(config, lambda: (  # the saved model scores the test and validation faces
-        (inference_model(config, model.get_weights()),
-         to_model_input(np.concatenate([splits.test.images, splits.val.images]), config.image_size))
-        if config.mirror_average else (head, np.concatenate([feats["test"], feats["val"]]))))
+    scored = len(splits.test) + len(splits.val)  # the saved model scores the test and validation faces
+    reserve = _finishing_seconds(config, lambda: (
+        (inference_model(config, model.get_weights()), to_model_input(splits.test.images[:256], config.image_size),
+         scored) if config.mirror_average else (head, feats["test"], scored)))
     interrupted, diverged = _fit(head, feats["train"], feats["val"], splits, config, run, reserve=reserve,
                                  **fit_options)
     if config.precise_bn:  # the backbone's are frozen: only the head's, on the features it trained on
@@ -273,14 +272,16 @@ def _fit_on_features(model, splits: Splits, config, run, fit_options):
     return model, scores, interrupted, diverged
 
 
-def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray]],
+def _finishing_seconds(config: TrainConfig, scorer: Callable[[], tuple[keras.Model, np.ndarray, int]],
                        bn_faces: np.ndarray | None = None) -> float:
     """What a time limit keeps for after the last epoch, timed on the model that then scores the test
-    faces and its inputs, which `scorer` makes only under a limit (0 without one), and on a
-    throwaway network recomputing its BatchNorm statistics on `bn_faces` (precise BN)."""
+    and validation faces, on some of its inputs and with their number, which `scorer` makes only under
+    a limit (0 without one), and on a throwaway network recomputing its BatchNorm statistics on
+    `bn_faces` (precise BN)."""
     if not config.time_limit:
         return 0.0
-    seconds = budget.seconds_to_finish(*scorer())
+    model, faces, count = scorer()
+    seconds = budget.seconds_to_finish(model, faces, count=count)
     if config.precise_bn and bn_faces is not None:
         seconds += budget.seconds_to_recompute(build_model(config, "none", mixed_precision=False),
                                                batchnorm.batches_of(bn_faces, config.seed))
@@ -341,6 +342,17 @@ def _keep_after_nan(trainer: keras.Model, run: RunDir, config: TrainConfig, epoc
                           f"{config.learning_rate:g})")
     log.warning("the training loss became NaN in epoch %d: stopped there, keeping the best earlier epoch's "
                 "weights (a lower --learning-rate would train further)", epoch)
+
+
+def _report_each_face(run: RunDir, splits: Splits, probs: np.ndarray, repeats: np.ndarray,
+                      config: TrainConfig) -> None:
+    """predictions.csv and mistakes.png, after the model is saved: a report that cannot be written
+    (a full disk, the CSV open in a program that locks it) must not cost the run."""
+    try:
+        write_predictions(run, splits.test.images, splits.test.labels, probs, config.classes, splits.test.names,
+                          repeats, title=f"{run.path.absolute().name}, test split")
+    except OSError as exc:
+        log.warning("the run is saved, but its predictions.csv or mistakes.png could not be written: %s", exc)
 
 
 def _save(model: keras.Model, run: RunDir, metrics: dict[str, Any]) -> None:
