@@ -770,3 +770,15 @@ def test_an_export_says_how_to_use_it_with_onnx_runtime_alone(tiny_run, group_ph
     (alone,) = session.run(["probabilities"], {"face": face})
     (ferkits,) = EmotionRecognizer(tiny_run).detect(image, boxes=[(x, y, w, h)])
     np.testing.assert_allclose(alone[0], [ferkits.scores[name] for name in classes], atol=1e-4)
+
+
+def test_loading_a_run_cut_short_says_how_to_finish_it(tmp_path):
+    from ferkit.models.loading import load_keras_model
+
+    (tmp_path / "run" / "checkpoints" / "backup").mkdir(parents=True)
+    with pytest.raises(FerkitError, match=r"run has no model.keras: its training was cut short; `ferkit train "
+                                          r"--resume .*run` finishes it"):
+        load_keras_model(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "backup").rmdir()
+    with pytest.raises(FerkitError, match="run has no model.keras: is it a run directory, and did its training"):
+        load_keras_model(tmp_path / "run")

@@ -26,7 +26,7 @@ def load_keras_model(model_path: str | Path) -> tuple[keras.Model, ModelInfo]:
     if run is not None:
         path = run.keras_model
         if not path.is_file():
-            raise FerkitError(f"{run.path} has no model.keras: was its training finished?")
+            raise FerkitError(f"{run.path} has no model.keras: {run.why_no_model()}")
     if path.suffix.lower() == ".json":
         model = _from_model_json(path)
     elif path.suffix.lower() == ".keras" and path.suffix != ".keras":
