@@ -307,4 +307,4 @@ def _without_repeats(splits: Splits) -> Splits:
 
 
 def _take(data: FerDataset, idx: np.ndarray) -> Split:
-    return Split(data.images[idx], data.labels[idx], None if data.names is None else data.names[idx])
+    return Split(data.images, data.labels, data.names).take(idx)

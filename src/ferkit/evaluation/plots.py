@@ -21,8 +21,8 @@ def plot_curve(history: dict[str, list[float]], metric: str, path: Path, title: 
                saved: tuple[int | None, float] | None = None) -> None:
     """Training vs validation `metric` per epoch. `saved` (epoch, value): the saved model's own
     validation score, marked at the epoch it kept. The curves come from training's model, whose
-    BatchNorm statistics are training's moving averages and which scores no mirror image: after an
-    epoch or two the saved model had scored 0.47 where the curve said 0.23."""
+    BatchNorm statistics are training's moving averages and which scores no mirror image: after one
+    epoch the saved model had scored 0.47 where the curve said 0.23."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     epochs = np.asarray(history.get("epoch", range(len(history.get(metric, []))))) + 1
     for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
